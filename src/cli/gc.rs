@@ -1,0 +1,25 @@
+use crate::oci::layout::Layout;
+use anyhow::Result;
+
+/// Remove blobs that nothing in a layout references.
+///
+/// Everything reachable from index.json (manifests, indexes, configs,
+/// layers, subjects, artifact blobs) is kept; everything else in
+/// blobs/sha256, and temp files older than an hour, is deleted. Runs under
+/// the layout lock, so it is safe beside other shipyard processes.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The layout: oci:DIR.
+    pub layout: String,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let (dir, _) = super::oci_ref(&a.layout)?;
+    let layout = Layout::open(&dir)?;
+    let (removed, freed) = layout.gc()?;
+    for d in &removed {
+        println!("{d}");
+    }
+    eprintln!("removed {} blobs, freed {}", removed.len(), super::inspect::human(freed));
+    Ok(())
+}

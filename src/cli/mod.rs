@@ -1,0 +1,81 @@
+//! The command line: one module per subcommand. Errors are `anyhow` with
+//! context here, at the edge; the library uses typed errors.
+
+mod diff;
+mod gc;
+mod inspect;
+pub mod man;
+mod manifest;
+mod tag;
+mod unpack;
+
+use crate::oci::image::Image;
+use crate::oci::layout::Layout;
+use crate::reference::Reference;
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+/// Daemonless, rootless OCI image assembler.
+///
+/// shipyard writes OCI image layouts directly: it diffs a directory tree
+/// against a manifest and emits one minimal, reproducible layer; it unpacks
+/// images safely without root; it inspects and garbage-collects layouts.
+/// Images are named like skopeo names them: oci:DIR[:TAG].
+#[derive(Debug, Parser)]
+#[command(name = "shipyard", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Manifest(manifest::Args),
+    Diff(diff::Args),
+    Unpack(unpack::Args),
+    Inspect(inspect::Args),
+    Tag(tag::Args),
+    Gc(gc::Args),
+    #[command(hide = true)]
+    GenerateMan(man::Args),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Manifest(a) => manifest::run(a),
+        Command::Diff(a) => diff::run(a),
+        Command::Unpack(a) => unpack::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Tag(a) => tag::run(a),
+        Command::Gc(a) => gc::run(a),
+        Command::GenerateMan(a) => man::run(a),
+    }
+}
+
+/// The clap definition, for man pages and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// Parses an `oci:DIR[:TAG]` argument into its layout and tag.
+pub(crate) fn oci_ref(s: &str) -> Result<(std::path::PathBuf, Option<String>)> {
+    match Reference::parse(s)? {
+        Reference::Oci { dir, tag } => Ok((dir, tag)),
+    }
+}
+
+/// Opens the image an `oci:` reference names.
+pub(crate) fn open_image(s: &str) -> Result<(Layout, Image)> {
+    let (dir, tag) = oci_ref(s)?;
+    let layout = Layout::open(&dir)?;
+    let desc = layout.resolve(tag.as_deref())?;
+    let image = Image::load(&layout, &desc).with_context(|| format!("reading image {s}"))?;
+    Ok((layout, image))
+}

@@ -1,0 +1,36 @@
+use crate::layer::extract::unpack;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+/// Unpack an image into a directory, safely and without root.
+///
+/// Applies the layers in order: whiteouts, opaque directories, hardlinks,
+/// symlinks, modes and mtimes. Nothing is written outside ROOTFS: absolute
+/// names, `..`, escaping links and writes through symlinks are rejected with
+/// the layer digest and entry. Every blob is checked against its digest.
+/// When not root, ownership, device nodes and privileged xattrs that cannot
+/// be created are recorded in ROOTFS.shipyard-manifest beside the tree; a
+/// later `shipyard manifest ROOTFS` or `shipyard diff ROOTFS` uses it.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The image: oci:DIR[:TAG].
+    pub image: String,
+    /// Where to unpack (must not exist, or be empty).
+    pub rootfs: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let (layout, image) = super::open_image(&a.image)?;
+    let r = unpack(&layout, &image, &a.rootfs).with_context(|| format!("unpacking {}", a.image))?;
+    eprintln!("unpacked {} entries into {}", r.manifest.len(), a.rootfs.display());
+    if let Some(rec) = r.record {
+        eprintln!(
+            "not representable here ({} ownerships, {} devices, {} xattrs): recorded in {}",
+            r.shortfalls.ownership,
+            r.shortfalls.devices,
+            r.shortfalls.xattrs,
+            rec.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,477 @@
+//! Applying layers to a directory, safely and rootless.
+//!
+//! Every path is resolved inside the root with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)` on the parent directory, then
+//! acted on with `*at` calls that never follow a final symlink. So a layer
+//! cannot write outside the root, neither with `..`, nor absolute names, nor
+//! through a symlink planted by an earlier member or layer: such members
+//! are rejected with the layer digest and member path.
+//!
+//! Rootless: directories are created `0700` and get their real mode at the
+//! end (a `0555` directory must stay writable while it is filled); ownership,
+//! device nodes and privileged xattrs that an unprivileged user cannot create
+//! are recorded in the manifest the caller writes beside the tree.
+
+use super::read::{symlink_escapes, TarItem};
+use super::LayerError;
+use crate::oci::digest::Digest;
+use crate::oci::image::Image;
+use crate::oci::layout::Layout;
+use crate::oci::media;
+use crate::rootfs::entry::{Entry, Kind, RelPath};
+use crate::rootfs::from_image::Stacker;
+use crate::rootfs::manifest::Manifest;
+use nix::errno::Errno;
+use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fchmod, fchmodat, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What an unpack could not represent on this host.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shortfalls {
+    pub ownership: usize,
+    pub devices: usize,
+    pub xattrs: usize,
+}
+
+impl Shortfalls {
+    pub fn any(&self) -> bool {
+        self.ownership + self.devices + self.xattrs > 0
+    }
+}
+
+/// Applies layers to one root directory.
+pub struct Extractor {
+    root: OwnedFd,
+    privileged: bool,
+    stacker: Stacker,
+    /// Final (mode, mtime) of directories, applied deepest-first at the end.
+    dirs: BTreeMap<RelPath, (u32, i64)>,
+    pub shortfalls: Shortfalls,
+}
+
+type Res<T> = Result<T, String>;
+
+fn errno_msg(what: &str, e: Errno) -> String {
+    format!("{what}: {}", e.desc())
+}
+
+impl Extractor {
+    /// Opens `root` (an existing directory) for extraction.
+    pub fn new(root: &Path) -> io::Result<Self> {
+        let fd = nix::fcntl::open(root, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+        Ok(Self {
+            root: fd,
+            privileged: nix::unistd::geteuid().is_root(),
+            stacker: Stacker::default(),
+            dirs: BTreeMap::new(),
+            shortfalls: Shortfalls::default(),
+        })
+    }
+
+    /// Applies one layer from a layout (digest and diff_id verified).
+    pub fn apply_layer(&mut self, layout: &Layout, desc: &oci_spec::image::Descriptor, diff_id: &str) -> Result<(), LayerError> {
+        let digest = media::digest_of(desc).map_err(crate::oci::layout::LayoutError::from)?;
+        self.stacker.start_layer();
+        super::for_each_member(layout, desc, diff_id, |item, data| {
+            self.apply_item(item, data).map_err(|msg| LayerError::Entry {
+                layer: digest.clone(),
+                path: item_path(item),
+                msg,
+            })
+        })
+    }
+
+    /// Applies one member.
+    pub fn apply_item(&mut self, item: &mut TarItem, data: &mut dyn Read) -> Res<()> {
+        match item {
+            TarItem::Skip => {}
+            TarItem::Whiteout(p) => {
+                let parent = self.open_dir(&p.parent(), false)?;
+                if let Some(parent) = parent {
+                    remove_at(&parent, p.name()).map_err(|e| errno_msg("removing whited-out path", e))?;
+                }
+                self.dirs.retain(|d, _| !d.starts_with(p));
+            }
+            TarItem::Opaque(dir) => {
+                let fd = self
+                    .open_dir(dir, true)?
+                    .ok_or("opaque marker in a directory that cannot be created")?;
+                let names = list_dir(&fd).map_err(|e| errno_msg("listing opaque directory", e))?;
+                for n in names {
+                    let child = dir.join(&n);
+                    if !self.stacker.in_this_layer(&child) {
+                        remove_at(&fd, &n).map_err(|e| errno_msg("clearing opaque directory", e))?;
+                        self.dirs.retain(|d, _| !d.starts_with(&child));
+                    }
+                }
+            }
+            TarItem::Entry(e) => {
+                if e.path.is_root() {
+                    return Ok(());
+                }
+                self.apply_entry(e, data)?;
+            }
+        }
+        self.stacker.apply(item);
+        Ok(())
+    }
+
+    fn apply_entry(&mut self, e: &mut Entry, data: &mut dyn Read) -> Res<()> {
+        if e.kind == Kind::Symlink {
+            let target = e.link.as_deref().unwrap_or_default();
+            if symlink_escapes(&e.path, target) {
+                return Err(format!(
+                    "symlink target {:?} climbs out of the root",
+                    String::from_utf8_lossy(target)
+                ));
+            }
+        }
+        let parent = self
+            .open_dir(&e.path.parent(), true)?
+            .ok_or("parent directory could not be created")?;
+        let name = e.path.name().to_vec();
+        let existing = nix::sys::stat::fstatat(&parent, name.as_slice(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok();
+        let existing_is_dir = existing.is_some_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR);
+        if e.kind == Kind::Dir && existing_is_dir {
+            self.set_owner_at(&parent, &name, e)?;
+            self.dirs.insert(e.path.clone(), (e.mode, e.mtime.sec));
+            return Ok(());
+        }
+        if existing.is_some() {
+            remove_at(&parent, &name).map_err(|x| errno_msg("replacing existing path", x))?;
+            self.dirs.retain(|d, _| !d.starts_with(&e.path));
+        }
+        let mode600 = Mode::from_bits_truncate(0o600);
+        match e.kind {
+            Kind::Dir => {
+                mkdirat(&parent, name.as_slice(), Mode::from_bits_truncate(0o700)).map_err(|x| errno_msg("mkdir", x))?;
+                self.set_owner_at(&parent, &name, e)?;
+                self.set_xattrs_at(&parent, &name, e)?;
+                self.dirs.insert(e.path.clone(), (e.mode, e.mtime.sec));
+            }
+            Kind::File => {
+                let fd = openat(
+                    &parent,
+                    name.as_slice(),
+                    OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    mode600,
+                )
+                .map_err(|x| errno_msg("create", x))?;
+                let mut file = File::from(fd);
+                let mut hashing = crate::oci::digest::HashingWriter::new(&mut file);
+                let n = io::copy(data, &mut hashing).map_err(|x| format!("writing content: {x}"))?;
+                let (_, d, _) = hashing.finish();
+                if n != e.size {
+                    return Err(format!("content is {n} bytes, header says {}", e.size));
+                }
+                e.sha256 = Some(digest_bytes(&d));
+                if self.privileged {
+                    if fchown(file.as_fd(), Some(Uid::from_raw(e.uid as u32)), Some(Gid::from_raw(e.gid as u32))).is_err() {
+                        self.shortfalls.ownership += 1;
+                    }
+                } else if !self.is_mine(e) {
+                    self.shortfalls.ownership += 1;
+                }
+                // After chown, which clears setuid/setgid.
+                fchmod(file.as_fd(), Mode::from_bits_truncate(e.mode)).map_err(|x| errno_msg("chmod", x))?;
+                for (k, v) in &e.xattrs {
+                    use xattr::FileExt;
+                    if let Err(err) = file.set_xattr(std::ffi::OsStr::from_bytes(k), v) {
+                        self.xattr_failed(k, err)?;
+                    }
+                }
+                let t = TimeSpec::new(e.mtime.sec, 0);
+                nix::sys::stat::futimens(file.as_fd(), &t, &t).map_err(|x| errno_msg("set mtime", x))?;
+            }
+            Kind::Symlink => {
+                let target = e.link.clone().unwrap_or_default();
+                symlinkat(target.as_slice(), &parent, name.as_slice()).map_err(|x| errno_msg("symlink", x))?;
+                self.set_owner_at(&parent, &name, e)?;
+                self.set_mtime_at(&parent, &name, e)?;
+            }
+            Kind::Hardlink => {
+                let target = RelPath::new(e.link.clone().unwrap_or_default());
+                let tparent = self
+                    .open_dir(&target.parent(), false)?
+                    .ok_or_else(|| format!("hardlink target {target} does not exist"))?;
+                let st = nix::sys::stat::fstatat(&tparent, target.name(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(|_| format!("hardlink target {target} does not exist"))?;
+                if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                    return Err(format!("hardlink target {target} is a directory"));
+                }
+                linkat(&tparent, target.name(), &parent, name.as_slice(), nix::fcntl::AtFlags::empty())
+                    .map_err(|x| errno_msg("link", x))?;
+            }
+            Kind::Fifo | Kind::Char | Kind::Block => {
+                let (kind, dev) = match e.kind {
+                    Kind::Fifo => (SFlag::S_IFIFO, 0),
+                    Kind::Char => (SFlag::S_IFCHR, rdev(e)),
+                    _ => (SFlag::S_IFBLK, rdev(e)),
+                };
+                match mknodat(&parent, name.as_slice(), kind, mode600, dev) {
+                    Ok(()) => {}
+                    Err(Errno::EPERM) if e.kind != Kind::Fifo => {
+                        // Rootless: the record beside the tree keeps it.
+                        self.shortfalls.devices += 1;
+                        return Ok(());
+                    }
+                    Err(x) => return Err(errno_msg("mknod", x)),
+                }
+                self.set_owner_at(&parent, &name, e)?;
+                fchmodat(&parent, name.as_slice(), Mode::from_bits_truncate(e.mode), FchmodatFlags::FollowSymlink)
+                    .map_err(|x| errno_msg("chmod", x))?;
+                self.set_mtime_at(&parent, &name, e)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn is_mine(&self, e: &Entry) -> bool {
+        e.uid == nix::unistd::geteuid().as_raw() as u64 && e.gid == nix::unistd::getegid().as_raw() as u64
+    }
+
+    fn set_owner_at(&mut self, parent: &OwnedFd, name: &[u8], e: &Entry) -> Res<()> {
+        if self.privileged {
+            if fchownat(
+                parent,
+                name,
+                Some(Uid::from_raw(e.uid as u32)),
+                Some(Gid::from_raw(e.gid as u32)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .is_err()
+            {
+                self.shortfalls.ownership += 1;
+            }
+        } else if !self.is_mine(e) {
+            self.shortfalls.ownership += 1;
+        }
+        Ok(())
+    }
+
+    fn set_mtime_at(&self, parent: &OwnedFd, name: &[u8], e: &Entry) -> Res<()> {
+        let t = TimeSpec::new(e.mtime.sec, 0);
+        utimensat(parent, name, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(|x| errno_msg("set mtime", x))
+    }
+
+    fn set_xattrs_at(&mut self, parent: &OwnedFd, name: &[u8], e: &Entry) -> Res<()> {
+        if e.xattrs.is_empty() {
+            return Ok(());
+        }
+        let fd = openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|x| errno_msg("open", x))?;
+        let f = File::from(fd);
+        for (k, v) in &e.xattrs {
+            use xattr::FileExt;
+            if let Err(err) = f.set_xattr(std::ffi::OsStr::from_bytes(k), v) {
+                self.xattr_failed(k, err)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn xattr_failed(&mut self, name: &[u8], err: io::Error) -> Res<()> {
+        let n = String::from_utf8_lossy(name);
+        match err.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::EPERM | Errno::EACCES | Errno::EOPNOTSUPP | Errno::EINVAL) => {
+                tracing::debug!("xattr {n} not applied ({err}); kept in the manifest");
+                self.shortfalls.xattrs += 1;
+                Ok(())
+            }
+            _ => Err(format!("setting xattr {n}: {err}")),
+        }
+    }
+
+    /// Opens a directory inside the root without following any symlink.
+    /// With `create`, missing components are created (0700 until the end,
+    /// like every directory). Returns `None` if it does not exist and
+    /// `create` is false.
+    fn open_dir(&mut self, dir: &RelPath, create: bool) -> Res<Option<OwnedFd>> {
+        let how = || {
+            OpenHow::new()
+                .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV)
+        };
+        let path: &[u8] = if dir.is_root() { b"." } else { dir.as_bytes() };
+        match openat2(&self.root, path, how()) {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(Errno::ENOENT) if create => {}
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(resolve_msg(dir, e)),
+        }
+        // Create missing components one by one, each opened safely.
+        let mut cur = openat2(&self.root, ".", how()).map_err(|e| resolve_msg(dir, e))?;
+        let mut sofar = RelPath::default();
+        for c in dir.components() {
+            sofar = sofar.join(c);
+            match mkdirat(&cur, c, Mode::from_bits_truncate(0o700)) {
+                Ok(()) => {
+                    self.dirs.insert(sofar.clone(), (0o755, 0));
+                }
+                Err(Errno::EEXIST) => {}
+                Err(e) => return Err(errno_msg(&format!("creating {sofar}"), e)),
+            }
+            cur = openat2(&cur, c, how()).map_err(|e| resolve_msg(&sofar, e))?;
+        }
+        Ok(Some(cur))
+    }
+
+    /// Applies the deferred directory modes and mtimes (deepest first) and
+    /// returns the manifest of everything applied: what the image holds,
+    /// including what this host could not represent.
+    pub fn finish(mut self) -> Result<(Manifest, Shortfalls), String> {
+        let dirs = std::mem::take(&mut self.dirs);
+        for (p, (mode, mtime)) in dirs.iter().rev() {
+            let how = OpenHow::new()
+                .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV);
+            let Ok(fd) = openat2(&self.root, p.as_bytes(), how) else {
+                continue;
+            };
+            let t = TimeSpec::new(*mtime, 0);
+            fchmod(&fd, Mode::from_bits_truncate(*mode)).map_err(|e| format!("{p}: chmod: {}", e.desc()))?;
+            nix::sys::stat::futimens(&fd, &t, &t).map_err(|e| format!("{p}: set mtime: {}", e.desc()))?;
+        }
+        Ok((self.stacker.manifest, self.shortfalls))
+    }
+}
+
+fn item_path(item: &TarItem) -> String {
+    match item {
+        TarItem::Entry(e) => e.path.to_string(),
+        TarItem::Whiteout(p) => format!("{p} (whiteout)"),
+        TarItem::Opaque(p) => format!("{p} (opaque marker)"),
+        TarItem::Skip => String::new(),
+    }
+}
+
+fn resolve_msg(dir: &RelPath, e: Errno) -> String {
+    match e {
+        Errno::ELOOP => format!("{dir} is or goes through a symlink; refusing to write through it"),
+        Errno::EXDEV => format!("{dir} resolves outside the root"),
+        Errno::ENOTDIR => format!("{dir} is not a directory"),
+        e => errno_msg(&format!("opening {dir}"), e),
+    }
+}
+
+fn rdev(e: &Entry) -> u64 {
+    let (ma, mi) = e.rdev.unwrap_or((0, 0));
+    nix::sys::stat::makedev(ma as u64, mi as u64)
+}
+
+fn digest_bytes(d: &Digest) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if let Ok(v) = hex::decode(d.hex()) {
+        if v.len() == 32 {
+            out.copy_from_slice(&v);
+        }
+    }
+    out
+}
+
+fn list_dir(fd: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
+    let mut d = nix::dir::Dir::openat(fd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let mut out = Vec::new();
+    for ent in d.iter() {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(n.to_vec());
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `name` in `parent` and, for a directory, everything beneath it,
+/// never following symlinks. A missing path is not an error.
+fn remove_at(parent: &OwnedFd, name: &[u8]) -> Result<(), Errno> {
+    match unlinkat(parent, name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) => return Ok(()),
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(Errno::EISDIR) => {}
+        Err(e) => return Err(e),
+    }
+    let fd = openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+    // A rootless tree may hold directories we cannot write; we own them.
+    let _ = fchmod(&fd, Mode::from_bits_truncate(0o700));
+    for n in list_dir(&fd)? {
+        remove_at(&fd, &n)?;
+    }
+    unlinkat(parent, name, UnlinkatFlags::RemoveDir)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error("{path}: {msg}")]
+    Dest { path: PathBuf, msg: String },
+}
+
+/// What [`unpack`] did.
+#[derive(Debug)]
+pub struct UnpackReport {
+    pub manifest: Manifest,
+    pub shortfalls: Shortfalls,
+    /// Where the record of unrepresentable metadata was written, if needed.
+    pub record: Option<PathBuf>,
+}
+
+/// Unpacks an image into `dest`, which must not exist or be empty. Works in
+/// a temp directory beside it and renames at the end, so `dest` is never a
+/// half-unpacked tree.
+pub fn unpack(layout: &Layout, image: &Image, dest: &Path) -> Result<UnpackReport, UnpackError> {
+    let derr = |msg: String| UnpackError::Dest {
+        path: dest.to_path_buf(),
+        msg,
+    };
+    if let Ok(mut rd) = std::fs::read_dir(dest) {
+        if rd.next().is_some() {
+            return Err(derr("destination exists and is not empty; choose a new directory".into()));
+        }
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| derr(e.to_string()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".shipyard-unpack-")
+        .tempdir_in(&parent)
+        .map_err(|e| derr(e.to_string()))?;
+    let mut ex = Extractor::new(tmp.path()).map_err(|e| derr(e.to_string()))?;
+    for (desc, diff_id) in image.layers() {
+        ex.apply_layer(layout, &desc, &diff_id)?;
+    }
+    let (manifest, shortfalls) = ex.finish().map_err(derr)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).map_err(|e| derr(e.to_string()))?;
+    let _ = std::fs::remove_dir(dest);
+    let record_path = crate::rootfs::walk::ownership_record_path(dest);
+    let record = if shortfalls.any() {
+        let mut f = std::fs::File::create(&record_path).map_err(|e| derr(e.to_string()))?;
+        manifest.write_to(&mut f).map_err(|e| derr(e.to_string()))?;
+        Some(record_path)
+    } else {
+        let _ = std::fs::remove_file(&record_path);
+        None
+    };
+    let kept = tmp.keep();
+    std::fs::rename(&kept, dest).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&kept);
+        derr(e.to_string())
+    })?;
+    Ok(UnpackReport {
+        manifest,
+        shortfalls,
+        record,
+    })
+}

@@ -1,0 +1,130 @@
+//! Layers: generating them from a ChangeSet (`generate`), reading their
+//! members safely (`read`), applying them to a directory (`extract`), and
+//! compression (`compress`). Generation and extraction are separate files,
+//! each one direction.
+
+pub mod compress;
+pub mod extract;
+pub mod generate;
+pub mod read;
+
+use crate::oci::digest::{Digest, HashingReader, HashingWriter};
+use crate::oci::layout::{Layout, LayoutError};
+use crate::oci::media;
+use crate::rootfs::changeset::ChangeSet;
+use compress::{Compression, Encoder};
+use generate::{GenerateError, TarOptions};
+use oci_spec::image::Descriptor;
+use read::TarItem;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+    #[error("layer {layer}: {msg}")]
+    Corrupt { layer: Digest, msg: String },
+    #[error("layer {layer}: entry {path:?}: {msg}")]
+    Entry {
+        layer: Digest,
+        path: String,
+        msg: String,
+    },
+    #[error("layer {layer}: uncompressed content hashes to {actual}, but the image config says {expected} (diff_id)")]
+    DiffId {
+        layer: Digest,
+        expected: String,
+        actual: Digest,
+    },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// A layer written into a layout.
+#[derive(Debug, Clone)]
+pub struct LayerOutput {
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
+    /// Uncompressed size.
+    pub tar_size: u64,
+}
+
+/// Writes `changes` as one compressed layer blob, in one streaming pass that
+/// hashes the tar (diff_id) and the compressed bytes (digest) together.
+/// Memory stays flat: nothing but I/O buffers is held.
+pub fn write_layer(
+    layout: &Layout,
+    changes: &ChangeSet,
+    root: &Path,
+    compression: Compression,
+    level: Option<i32>,
+    opts: &TarOptions,
+) -> Result<LayerOutput, LayerError> {
+    let blob = layout.blob_writer()?;
+    let enc = Encoder::new(blob, compression, level)?;
+    let tar_hash = HashingWriter::new(enc);
+    let buffered = BufWriter::with_capacity(256 * 1024, tar_hash);
+    let buffered = generate::write_tar(changes, root, opts, buffered)?;
+    let tar_hash = buffered
+        .into_inner()
+        .map_err(|e| LayerError::Io(e.into_error()))?;
+    let (enc, diff_id, tar_size) = tar_hash.finish();
+    let mut blob = enc.finish()?;
+    blob.flush()?;
+    let (digest, size) = blob.commit(None)?;
+    Ok(LayerOutput {
+        descriptor: Descriptor::new(compression.media_type(), size, media::to_spec_digest(&digest)),
+        diff_id,
+        tar_size,
+    })
+}
+
+/// Streams the members of a layer blob to `f`, after checking the blob's
+/// digest and size, and checks the uncompressed stream against `diff_id`
+/// at the end. `f` gets each classified member and its data.
+pub fn for_each_member(
+    layout: &Layout,
+    desc: &Descriptor,
+    diff_id: &str,
+    mut f: impl FnMut(&mut TarItem, &mut dyn Read) -> Result<(), LayerError>,
+) -> Result<(), LayerError> {
+    let digest = media::digest_of(desc).map_err(LayoutError::from)?;
+    layout.verify_blob(&digest, Some(desc.size()))?;
+    let corrupt = |e: io::Error| LayerError::Corrupt {
+        layer: digest.clone(),
+        msg: format!("cannot read the layer stream: {e}"),
+    };
+    let file = layout.open_blob(&digest)?;
+    let dec = compress::decoder(file, media::layer_encoding(desc.media_type())).map_err(corrupt)?;
+    let hashed = HashingReader::new(dec);
+    let mut archive = tar::Archive::new(hashed);
+    for member in archive.entries().map_err(corrupt)? {
+        let mut member = member.map_err(corrupt)?;
+        let path = String::from_utf8_lossy(&member.path_bytes()).into_owned();
+        let mut item = read::classify(&mut member).map_err(|msg| LayerError::Entry {
+            layer: digest.clone(),
+            path: path.clone(),
+            msg,
+        })?;
+        f(&mut item, &mut member).map_err(|e| match e {
+            LayerError::Io(io) => LayerError::Entry {
+                layer: digest.clone(),
+                path: path.clone(),
+                msg: io.to_string(),
+            },
+            other => other,
+        })?;
+    }
+    let (actual, _) = archive.into_inner().drain_and_finish().map_err(corrupt)?;
+    if actual.to_string() != diff_id {
+        return Err(LayerError::DiffId {
+            layer: digest,
+            expected: diff_id.to_string(),
+            actual,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! shipyard: a daemonless, rootless OCI image assembler.
+//!
+//! The library holds everything; `main.rs` only parses the command line.
+//! See `DESIGN.md` in the shared folder and `README.md` for the pipeline.
+
+pub mod cli;
+pub mod layer;
+pub mod oci;
+pub mod reference;
+pub mod reproducible;
+pub mod rootfs;

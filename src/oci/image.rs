@@ -1,0 +1,237 @@
+//! An image in a layout: its manifest and config, read verified, and the
+//! writer that stores a new one.
+
+use super::digest::Digest;
+use super::layout::{Layout, LayoutError};
+use super::media;
+use oci_spec::image::{
+    Arch, Descriptor, History, ImageConfiguration, ImageIndex, ImageManifest, ImageManifestBuilder,
+    MediaType, Os,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("{what} {digest}: invalid JSON: {source}")]
+    Json {
+        what: &'static str,
+        digest: Digest,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("index {digest} has no manifest for {platform}; available: {available}")]
+    NoPlatform {
+        digest: Digest,
+        platform: String,
+        available: String,
+    },
+    #[error("{digest} has media type {media_type}, which is not an image manifest or index")]
+    NotAnImage { digest: Digest, media_type: String },
+    #[error("image {digest}: config lists {diff_ids} diff_ids but the manifest has {layers} layers")]
+    LayerCount {
+        digest: Digest,
+        diff_ids: usize,
+        layers: usize,
+    },
+    #[error("building {0}: {1}")]
+    Build(&'static str, String),
+}
+
+/// The platform this binary runs on, in OCI spelling.
+pub fn host_platform() -> (String, String) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    ("linux".to_string(), arch.to_string())
+}
+
+/// A loaded image.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The manifest's descriptor (as found in the index, tag included).
+    pub descriptor: Descriptor,
+    pub digest: Digest,
+    pub manifest: ImageManifest,
+    pub config: ImageConfiguration,
+    pub config_digest: Digest,
+}
+
+impl Image {
+    /// Loads the image a descriptor names. An index is resolved to the
+    /// manifest for the host platform.
+    pub fn load(layout: &Layout, desc: &Descriptor) -> Result<Image, ImageError> {
+        let mut desc = desc.clone();
+        for _ in 0..4 {
+            let digest = media::digest_of(&desc).map_err(LayoutError::from)?;
+            let bytes = layout.read_blob(&digest, Some(desc.size()))?;
+            if media::is_index(desc.media_type()) {
+                let index: ImageIndex =
+                    serde_json::from_slice(&bytes).map_err(|source| ImageError::Json {
+                        what: "index",
+                        digest: digest.clone(),
+                        source,
+                    })?;
+                desc = pick_platform(&index, &digest)?;
+                continue;
+            }
+            if !media::is_image_manifest(desc.media_type()) {
+                return Err(ImageError::NotAnImage {
+                    digest,
+                    media_type: desc.media_type().to_string(),
+                });
+            }
+            let manifest: ImageManifest =
+                serde_json::from_slice(&bytes).map_err(|source| ImageError::Json {
+                    what: "manifest",
+                    digest: digest.clone(),
+                    source,
+                })?;
+            let config_digest = media::digest_of(manifest.config()).map_err(LayoutError::from)?;
+            let cbytes = layout.read_blob(&config_digest, Some(manifest.config().size()))?;
+            let config: ImageConfiguration =
+                serde_json::from_slice(&cbytes).map_err(|source| ImageError::Json {
+                    what: "config",
+                    digest: config_digest.clone(),
+                    source,
+                })?;
+            if config.rootfs().diff_ids().len() != manifest.layers().len() {
+                return Err(ImageError::LayerCount {
+                    digest,
+                    diff_ids: config.rootfs().diff_ids().len(),
+                    layers: manifest.layers().len(),
+                });
+            }
+            return Ok(Image {
+                descriptor: desc,
+                digest,
+                manifest,
+                config,
+                config_digest,
+            });
+        }
+        Err(ImageError::Build("image", "indexes nested too deeply".into()))
+    }
+
+    /// The layers with their diff_ids, bottom first.
+    pub fn layers(&self) -> Vec<(Descriptor, String)> {
+        self.manifest
+            .layers()
+            .iter()
+            .cloned()
+            .zip(self.config.rootfs().diff_ids().iter().cloned())
+            .collect()
+    }
+}
+
+fn pick_platform(index: &ImageIndex, digest: &Digest) -> Result<Descriptor, ImageError> {
+    let (os, arch) = host_platform();
+    let found = index.manifests().iter().find(|m| {
+        m.platform()
+            .as_ref()
+            .is_some_and(|p| p.os().to_string() == os && p.architecture().to_string() == arch)
+    });
+    if let Some(m) = found {
+        return Ok(m.clone());
+    }
+    let unplatformed: Vec<&Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|m| m.platform().is_none() && media::is_image_manifest(m.media_type()))
+        .collect();
+    if unplatformed.len() == 1 {
+        return Ok(unplatformed[0].clone());
+    }
+    let available: Vec<String> = index
+        .manifests()
+        .iter()
+        .filter_map(|m| m.platform().as_ref())
+        .map(|p| format!("{}/{}", p.os(), p.architecture()))
+        .collect();
+    Err(ImageError::NoPlatform {
+        digest: digest.clone(),
+        platform: format!("{os}/{arch}"),
+        available: if available.is_empty() { "none".into() } else { available.join(", ") },
+    })
+}
+
+/// RFC 3339 for a Unix time, as image configs spell `created`.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// An empty config for the host platform (the base of `scratch` images).
+pub fn empty_config() -> ImageConfiguration {
+    let (_, arch) = host_platform();
+    let mut c = ImageConfiguration::default();
+    c.set_os(Os::Linux);
+    c.set_architecture(Arch::from(arch.as_str()));
+    c.set_config(None);
+    c.set_history(Some(Vec::new()));
+    c.set_created(None);
+    c
+}
+
+/// Appends a layer to a config: its diff_id and a history entry.
+pub fn append_layer(config: &mut ImageConfiguration, diff_id: &Digest, created: &str, created_by: &str) {
+    config.rootfs_mut().diff_ids_mut().push(diff_id.to_string());
+    let mut h = History::default();
+    h.set_created(Some(created.to_string()));
+    h.set_created_by(Some(created_by.to_string()));
+    config.history_mut().get_or_insert_with(Vec::new).push(h);
+    config.set_created(Some(created.to_string()));
+}
+
+/// Stores a config and a manifest naming `layers`; returns the manifest's
+/// descriptor. The caller tags it.
+pub fn write_image(
+    layout: &Layout,
+    config: &ImageConfiguration,
+    layers: Vec<Descriptor>,
+) -> Result<Descriptor, ImageError> {
+    let config_desc = layout.put_json(config, MediaType::ImageConfig)?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config_desc)
+        .layers(layers)
+        .build()
+        .map_err(|e| ImageError::Build("manifest", e.to_string()))?;
+    Ok(layout.put_json(&manifest, MediaType::ImageManifest)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,536 @@
+//! The OCI image layout (`oci:DIR`): `oci-layout`, `index.json` and
+//! `blobs/sha256/<hex>`.
+//!
+//! Two rules keep a layout valid at every instant, whatever is interrupted:
+//! blobs are written to a temp file and renamed into place only after their
+//! digest is verified, and `index.json` is replaced atomically (write +
+//! fsync + rename) while holding an exclusive `flock` on `oci-layout`, so
+//! two shipyard processes tagging the same layout never lose each other's
+//! tags. Blobs go in before the manifest that names them, and manifests
+//! before the index entry, so a reader never finds a dangling reference.
+
+use super::digest::{Digest, HashingWriter};
+use super::{canonical, media};
+use nix::fcntl::{Flock, FlockArg};
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The annotation that carries a tag in `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const LAYOUT_VERSION: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+const TMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0} is not an OCI layout (no oci-layout file); create it with a command that writes one, e.g. `shipyard diff … --output oci:{0}:TAG`")]
+    NotALayout(PathBuf),
+    #[error("{path}: unsupported imageLayoutVersion in oci-layout: {found}")]
+    BadVersion { path: PathBuf, found: String },
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("blob {expected} is corrupt: its content hashes to {actual} ({path})")]
+    DigestMismatch {
+        expected: Digest,
+        actual: Digest,
+        path: PathBuf,
+    },
+    #[error("blob {digest} has {actual} bytes but its descriptor says {expected}")]
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("blob {digest} is missing from {layout} (blobs/sha256/{hex})", hex = digest.hex())]
+    MissingBlob { digest: Digest, layout: PathBuf },
+    #[error("no image tagged {tag:?} in {layout}; tags present: {available}")]
+    NoSuchTag {
+        tag: String,
+        layout: PathBuf,
+        available: String,
+    },
+    #[error("{layout} holds {count} images; name one with oci:{layout}:TAG (tags: {available})")]
+    Ambiguous {
+        layout: PathBuf,
+        count: usize,
+        available: String,
+    },
+    #[error("{layout} holds no image")]
+    Empty { layout: PathBuf },
+    #[error("invalid tag {0:?}: tags are 1-128 chars of [A-Za-z0-9_.-], not starting with '.' or '-'")]
+    BadTag(String),
+    #[error(transparent)]
+    Digest(#[from] super::digest::DigestParseError),
+}
+
+pub type Result<T> = std::result::Result<T, LayoutError>;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
+    move |source| LayoutError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Checks a tag the way the distribution spec spells them.
+pub fn validate_tag(tag: &str) -> Result<()> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && !tag.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(LayoutError::BadTag(tag.to_string()))
+    }
+}
+
+/// An OCI image layout directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// Opens an existing layout, checking its `oci-layout` marker.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        let marker = root.join("oci-layout");
+        let text = match fs::read_to_string(&marker) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(LayoutError::NotALayout(root))
+            }
+            Err(e) => return Err(io_err(&marker)(e)),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| LayoutError::Json {
+                path: marker.clone(),
+                source,
+            })?;
+        let version = v
+            .get("imageLayoutVersion")
+            .and_then(|x| x.as_str())
+            .unwrap_or("");
+        if !version.starts_with("1.") {
+            return Err(LayoutError::BadVersion {
+                path: marker,
+                found: version.to_string(),
+            });
+        }
+        Ok(Self { root })
+    }
+
+    /// Opens the layout at `root`, creating an empty one if nothing is there.
+    pub fn open_or_create(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref();
+        if root.join("oci-layout").exists() {
+            return Self::open(root);
+        }
+        let blobs = root.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
+        let layout = Self {
+            root: root.to_path_buf(),
+        };
+        // index.json first, oci-layout last: the marker only appears once
+        // the layout is complete.
+        let index = root.join("index.json");
+        if !index.exists() {
+            let empty = empty_index();
+            layout.write_atomic(&index, &canonical_bytes(&empty, &index)?)?;
+        }
+        let marker = root.join("oci-layout");
+        layout.write_atomic(&marker, LAYOUT_VERSION.as_bytes())?;
+        Ok(layout)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a blob lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(digest.hex())
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Starts a streaming blob write. Nothing is visible until
+    /// [`BlobWriter::commit`] has verified the digest.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let dir = self.root.join("blobs").join("sha256");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .tempfile_in(&dir)
+            .map_err(io_err(&dir))?;
+        Ok(BlobWriter {
+            dir,
+            inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp)),
+        })
+    }
+
+    /// Stores a small blob held in memory.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<(Digest, u64)> {
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes).map_err(io_err(&self.root))?;
+        w.commit(None)
+    }
+
+    /// Stores a blob from a reader, failing (and storing nothing) if it does
+    /// not hash to `expected`.
+    pub fn put_reader(&self, mut r: impl Read, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let mut w = self.blob_writer()?;
+        io::copy(&mut r, &mut w).map_err(io_err(&self.root))?;
+        w.commit(expected)
+    }
+
+    /// Opens a blob for streaming. The caller verifies (see
+    /// [`crate::oci::digest::HashingReader`]); small JSON blobs should use
+    /// [`Layout::read_blob`], which does.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest);
+        File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                LayoutError::MissingBlob {
+                    digest: digest.clone(),
+                    layout: self.root.clone(),
+                }
+            } else {
+                io_err(&path)(e)
+            }
+        })
+    }
+
+    /// Reads a whole blob, verifying its digest (and size, when known).
+    pub fn read_blob(&self, digest: &Digest, size: Option<u64>) -> Result<Vec<u8>> {
+        let mut f = self.open_blob(digest)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .map_err(io_err(&self.blob_path(digest)))?;
+        let actual = Digest::of(&buf);
+        if &actual != digest {
+            return Err(LayoutError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+                path: self.blob_path(digest),
+            });
+        }
+        if let Some(s) = size {
+            if s != buf.len() as u64 {
+                return Err(LayoutError::SizeMismatch {
+                    digest: digest.clone(),
+                    expected: s,
+                    actual: buf.len() as u64,
+                });
+            }
+        }
+        Ok(buf)
+    }
+
+    /// Re-hashes a blob on disk and checks it against its name.
+    pub fn verify_blob(&self, digest: &Digest, size: Option<u64>) -> Result<()> {
+        let f = self.open_blob(digest)?;
+        let path = self.blob_path(digest);
+        let r = super::digest::HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
+        let (actual, n) = r.drain_and_finish().map_err(io_err(&path))?;
+        if &actual != digest {
+            return Err(LayoutError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+                path,
+            });
+        }
+        if let Some(s) = size {
+            if s != n {
+                return Err(LayoutError::SizeMismatch {
+                    digest: digest.clone(),
+                    expected: s,
+                    actual: n,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a JSON document canonically and returns its descriptor.
+    pub fn put_json<T: serde::Serialize>(&self, value: &T, media_type: MediaType) -> Result<Descriptor> {
+        let bytes = canonical_bytes(value, &self.root)?;
+        let (d, size) = self.put_bytes(&bytes)?;
+        Ok(Descriptor::new(media_type, size, media::to_spec_digest(&d)))
+    }
+
+    /// Copies a blob from another layout, verifying it, unless present.
+    pub fn copy_blob_from(&self, other: &Layout, digest: &Digest) -> Result<()> {
+        if self.has_blob(digest) {
+            return Ok(());
+        }
+        let f = other.open_blob(digest)?;
+        self.put_reader(io::BufReader::with_capacity(1 << 20, f), Some(digest))?;
+        Ok(())
+    }
+
+    /// Reads `index.json`.
+    pub fn index(&self) -> Result<ImageIndex> {
+        let path = self.root.join("index.json");
+        let bytes = fs::read(&path).map_err(io_err(&path))?;
+        serde_json::from_slice(&bytes).map_err(|source| LayoutError::Json { path, source })
+    }
+
+    /// Read-modify-write of `index.json` under the layout lock.
+    pub fn update_index<T>(&self, f: impl FnOnce(&mut ImageIndex) -> Result<T>) -> Result<T> {
+        let _lock = self.lock()?;
+        let mut index = self.index()?;
+        let out = f(&mut index)?;
+        let path = self.root.join("index.json");
+        self.write_atomic(&path, &canonical_bytes(&index, &path)?)?;
+        Ok(out)
+    }
+
+    /// Points `tag` at `desc`, moving it off whatever it named before.
+    pub fn tag(&self, tag: &str, desc: &Descriptor) -> Result<()> {
+        validate_tag(tag)?;
+        self.update_index(|index| {
+            let mut manifests = index.manifests().clone();
+            manifests.retain(|m| ref_name(m) != Some(tag));
+            let mut d = desc.clone();
+            let mut ann = d.annotations().clone().unwrap_or_default();
+            ann.insert(REF_NAME.to_string(), tag.to_string());
+            d.set_annotations(Some(ann));
+            manifests.push(d);
+            manifests.sort_by(|a, b| ref_name(a).cmp(&ref_name(b)));
+            index.set_manifests(manifests);
+            Ok(())
+        })
+    }
+
+    /// Removes a tag. Returns whether it existed.
+    pub fn untag(&self, tag: &str) -> Result<bool> {
+        self.update_index(|index| {
+            let mut manifests = index.manifests().clone();
+            let before = manifests.len();
+            manifests.retain(|m| ref_name(m) != Some(tag));
+            let removed = manifests.len() != before;
+            index.set_manifests(manifests);
+            Ok(removed)
+        })
+    }
+
+    /// All tags, sorted.
+    pub fn tags(&self) -> Result<Vec<String>> {
+        let mut t: Vec<String> = self
+            .index()?
+            .manifests()
+            .iter()
+            .filter_map(|m| ref_name(m).map(str::to_string))
+            .collect();
+        t.sort();
+        Ok(t)
+    }
+
+    /// Finds the descriptor a reference names: a tag, a `sha256:` digest, or
+    /// (with `None`) the only entry of the index.
+    pub fn resolve(&self, tag_or_digest: Option<&str>) -> Result<Descriptor> {
+        let index = self.index()?;
+        let entries = index.manifests();
+        let available = || {
+            let t: Vec<&str> = entries.iter().filter_map(ref_name).collect();
+            if t.is_empty() {
+                "none".to_string()
+            } else {
+                t.join(", ")
+            }
+        };
+        match tag_or_digest {
+            Some(s) if s.starts_with("sha256:") => {
+                let d: Digest = s.parse()?;
+                if let Some(m) = entries.iter().find(|m| media::digest_of(m).ok().as_ref() == Some(&d)) {
+                    return Ok(m.clone());
+                }
+                // Not in the index: any manifest blob in the store will do.
+                let bytes = self.read_blob(&d, None)?;
+                let mt = media::sniff_manifest_type(&bytes);
+                Ok(Descriptor::new(mt, bytes.len() as u64, media::to_spec_digest(&d)))
+            }
+            Some(tag) => entries
+                .iter()
+                .find(|m| ref_name(m) == Some(tag))
+                .cloned()
+                .ok_or_else(|| LayoutError::NoSuchTag {
+                    tag: tag.to_string(),
+                    layout: self.root.clone(),
+                    available: available(),
+                }),
+            None => match entries.len() {
+                0 => Err(LayoutError::Empty {
+                    layout: self.root.clone(),
+                }),
+                1 => Ok(entries[0].clone()),
+                n => Err(LayoutError::Ambiguous {
+                    layout: self.root.clone(),
+                    count: n,
+                    available: available(),
+                }),
+            },
+        }
+    }
+
+    /// Removes every blob that no index entry reaches (through manifests,
+    /// indexes, configs, layers and subjects) and stale temp files. Returns
+    /// the removed digests and the bytes freed.
+    pub fn gc(&self) -> Result<(Vec<String>, u64)> {
+        let _lock = self.lock()?;
+        let index = self.index()?;
+        let mut live: BTreeSet<String> = BTreeSet::new();
+        let mut queue: Vec<Descriptor> = index.manifests().clone();
+        while let Some(d) = queue.pop() {
+            let digest = media::digest_of(&d)?;
+            if !live.insert(digest.hex().to_string()) {
+                continue;
+            }
+            if media::is_json_document(d.media_type()) && self.has_blob(&digest) {
+                let bytes = self.read_blob(&digest, None)?;
+                queue.extend(media::children(&bytes));
+            }
+        }
+        let dir = self.root.join("blobs").join("sha256");
+        let mut removed = Vec::new();
+        let mut freed = 0;
+        for ent in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let ent = ent.map_err(io_err(&dir))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            let meta = ent.metadata().map_err(io_err(&ent.path()))?;
+            let stale_tmp = name.starts_with(TMP_PREFIX)
+                && meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() > 3600);
+            if stale_tmp || (!name.starts_with(TMP_PREFIX) && !live.contains(&name)) {
+                fs::remove_file(ent.path()).map_err(io_err(&ent.path()))?;
+                freed += meta.len();
+                if !name.starts_with(TMP_PREFIX) {
+                    removed.push(format!("sha256:{name}"));
+                }
+            }
+        }
+        removed.sort();
+        Ok((removed, freed))
+    }
+
+    /// Holds the layout's exclusive lock (an `flock` on `oci-layout`, a file
+    /// every layout already has, so no extra files appear in the layout).
+    fn lock(&self) -> Result<Flock<File>> {
+        let path = self.root.join("oci-layout");
+        let f = OpenOptions::new().read(true).open(&path).map_err(io_err(&path))?;
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io_err(&path)(e.into()))
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let dir = path.parent().unwrap_or(&self.root);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .tempfile_in(dir)
+            .map_err(io_err(dir))?;
+        tmp.write_all(bytes).map_err(io_err(path))?;
+        tmp.as_file().sync_all().map_err(io_err(path))?;
+        set_public_mode(tmp.path());
+        tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
+        Ok(())
+    }
+}
+
+/// Temp files are created 0600; published layout files are world-readable
+/// like those of every other OCI tool, so podman or a CI cache can read them.
+fn set_public_mode(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o644));
+}
+
+fn canonical_bytes<T: serde::Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {
+    canonical::to_vec(value).map_err(|source| LayoutError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn empty_index() -> ImageIndex {
+    // The builder only fails on missing required fields, all set here.
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(Vec::new())
+        .build()
+        .unwrap_or_default()
+}
+
+/// The tag of an index entry, if it has one.
+pub fn ref_name(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a: &HashMap<String, String>| a.get(REF_NAME))
+        .map(String::as_str)
+}
+
+/// A blob being written; see [`Layout::blob_writer`].
+pub struct BlobWriter {
+    dir: PathBuf,
+    inner: HashingWriter<BufWriter<tempfile::NamedTempFile>>,
+}
+
+impl BlobWriter {
+    /// Flushes, fsyncs and renames the blob into place. With `expected`, a
+    /// mismatch discards the data and fails.
+    pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let (buf, digest, size) = self.inner.finish();
+        let tmp = buf.into_inner().map_err(|e| io_err(&self.dir)(e.into_error()))?;
+        if let Some(exp) = expected {
+            if exp != &digest {
+                return Err(LayoutError::DigestMismatch {
+                    expected: exp.clone(),
+                    actual: digest,
+                    path: tmp.path().to_path_buf(),
+                });
+            }
+        }
+        let dest = self.dir.join(digest.hex());
+        if dest.exists() {
+            // Same name, same content: the temp file simply goes away.
+            return Ok((digest, size));
+        }
+        tmp.as_file().sync_all().map_err(io_err(&dest))?;
+        set_public_mode(tmp.path());
+        tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
+        Ok((digest, size))
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.inner.count()
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

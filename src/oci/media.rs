@@ -1,0 +1,94 @@
+//! Media types and descriptor helpers shared by every transport.
+
+use super::digest::{Digest, DigestParseError};
+use oci_spec::image::{Descriptor, MediaType};
+
+/// Docker's schema 2 manifest, which skopeo and registries still hand out.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker's manifest list.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// Our digest type from an oci-spec descriptor (validated).
+pub fn digest_of(d: &Descriptor) -> Result<Digest, DigestParseError> {
+    d.digest().to_string().parse()
+}
+
+/// An oci-spec digest from ours.
+pub fn to_spec_digest(d: &Digest) -> oci_spec::image::Digest {
+    d.to_string()
+        .parse()
+        .expect("invariant: Digest always holds a valid sha256:<64 hex> string")
+}
+
+pub fn is_image_manifest(mt: &MediaType) -> bool {
+    matches!(mt, MediaType::ImageManifest) || mt.to_string() == DOCKER_MANIFEST
+}
+
+pub fn is_index(mt: &MediaType) -> bool {
+    matches!(mt, MediaType::ImageIndex) || mt.to_string() == DOCKER_MANIFEST_LIST
+}
+
+/// Whether a blob of this type is a JSON document that may reference others.
+pub fn is_json_document(mt: &MediaType) -> bool {
+    is_image_manifest(mt) || is_index(mt) || mt.to_string().ends_with("+json")
+}
+
+/// Guesses a manifest's media type from its `mediaType` field or shape.
+pub fn sniff_manifest_type(bytes: &[u8]) -> MediaType {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    match v.get("mediaType").and_then(|m| m.as_str()) {
+        Some(mt) => MediaType::from(mt),
+        None if v.get("manifests").is_some() => MediaType::ImageIndex,
+        None => MediaType::ImageManifest,
+    }
+}
+
+/// Every descriptor a JSON document references: config, layers, manifests,
+/// blobs and subject. Generic, so artifacts of any kind are kept by gc.
+pub fn children(bytes: &[u8]) -> Vec<Descriptor> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut push = |x: &serde_json::Value| {
+        if let Ok(d) = serde_json::from_value::<Descriptor>(x.clone()) {
+            out.push(d);
+        }
+    };
+    for key in ["config", "subject"] {
+        if let Some(x) = v.get(key) {
+            push(x);
+        }
+    }
+    for key in ["layers", "manifests", "blobs"] {
+        if let Some(arr) = v.get(key).and_then(|a| a.as_array()) {
+            arr.iter().for_each(&mut push);
+        }
+    }
+    out
+}
+
+/// How a layer blob is compressed, from its media type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerEncoding {
+    Plain,
+    Gzip,
+    Zstd,
+    /// Unknown media type: decided by sniffing the magic bytes.
+    Sniff,
+}
+
+pub fn layer_encoding(mt: &MediaType) -> LayerEncoding {
+    let s = mt.to_string();
+    if s.ends_with("+gzip") || s.ends_with(".gzip") || s == DOCKER_LAYER_GZIP {
+        LayerEncoding::Gzip
+    } else if s.ends_with("+zstd") {
+        LayerEncoding::Zstd
+    } else if s.ends_with(".tar") {
+        LayerEncoding::Plain
+    } else {
+        LayerEncoding::Sniff
+    }
+}

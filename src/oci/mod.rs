@@ -1,0 +1,8 @@
+//! OCI building blocks: digests, canonical JSON, media types, the layout
+//! store and images read from or written into it.
+
+pub mod canonical;
+pub mod digest;
+pub mod image;
+pub mod layout;
+pub mod media;

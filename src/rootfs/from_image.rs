@@ -1,0 +1,109 @@
+//! The manifest of an image, read from its layers' tar headers without
+//! unpacking anything: each layer's entries applied on top of the previous
+//! ones, whiteouts and opaque directories included.
+
+use super::entry::{Entry, Kind, RelPath};
+use super::manifest::Manifest;
+use crate::layer::read::TarItem;
+use crate::layer::LayerError;
+use crate::oci::digest::sha256_reader;
+use crate::oci::image::Image;
+use crate::oci::layout::Layout;
+use std::collections::HashSet;
+
+/// Applies layer items to a manifest the way a runtime stacks layers.
+/// Shared by [`manifest_of_image`] and the extractor, so what shipyard
+/// unpacks and what it says an image holds are the same thing.
+#[derive(Default)]
+pub struct Stacker {
+    pub manifest: Manifest,
+    this_layer: HashSet<RelPath>,
+}
+
+impl Stacker {
+    pub fn new(base: Manifest) -> Self {
+        Self {
+            manifest: base,
+            this_layer: HashSet::new(),
+        }
+    }
+
+    pub fn start_layer(&mut self) {
+        self.this_layer.clear();
+    }
+
+    /// Whether `p` was written by the current layer (opaque markers spare
+    /// those).
+    pub fn in_this_layer(&self, p: &RelPath) -> bool {
+        self.this_layer.contains(p)
+    }
+
+    pub fn apply(&mut self, item: &TarItem) {
+        match item {
+            TarItem::Skip => {}
+            TarItem::Whiteout(p) => self.manifest.remove_tree(p),
+            TarItem::Opaque(dir) => {
+                let doomed: Vec<RelPath> = self
+                    .manifest
+                    .children_of(dir)
+                    .map(|e| e.path.clone())
+                    .filter(|p| !self.this_layer.contains(p))
+                    .collect();
+                for p in doomed {
+                    self.manifest.entries.remove(&p);
+                }
+                self.ensure_parents(&dir.join(b"x"));
+            }
+            TarItem::Entry(e) => {
+                if e.path.is_root() {
+                    return;
+                }
+                self.ensure_parents(&e.path);
+                let replaces_dir = self
+                    .manifest
+                    .get(&e.path)
+                    .is_some_and(|old| old.kind == Kind::Dir && e.kind != Kind::Dir);
+                if replaces_dir {
+                    self.manifest.remove_tree(&e.path);
+                }
+                self.this_layer.insert(e.path.clone());
+                self.manifest.insert(e.clone());
+            }
+        }
+    }
+
+    /// Layers may omit parent directories; runtimes create them 0755 root.
+    fn ensure_parents(&mut self, p: &RelPath) {
+        let mut parent = p.parent();
+        let mut missing = Vec::new();
+        while !parent.is_root() && self.manifest.get(&parent).is_none() {
+            missing.push(parent.clone());
+            parent = parent.parent();
+        }
+        for d in missing {
+            let mut e = Entry::new(d, Kind::Dir);
+            e.mode = 0o755;
+            self.this_layer.insert(e.path.clone());
+            self.manifest.insert(e);
+        }
+    }
+}
+
+/// Reads every layer of `image` (verifying digests and diff_ids) and returns
+/// the manifest of the resulting tree, with sha256 for every regular file.
+pub fn manifest_of_image(layout: &Layout, image: &Image) -> Result<Manifest, LayerError> {
+    let mut st = Stacker::default();
+    for (desc, diff_id) in image.layers() {
+        st.start_layer();
+        crate::layer::for_each_member(layout, &desc, &diff_id, |item, data| {
+            if let TarItem::Entry(e) = item {
+                if e.kind == Kind::File {
+                    e.sha256 = Some(sha256_reader(data)?);
+                }
+            }
+            st.apply(item);
+            Ok(())
+        })?;
+    }
+    Ok(st.manifest)
+}
