@@ -27,9 +27,16 @@ pub enum Reference {
 impl Reference {
     /// Whether `s` looks like a reference rather than a filesystem path.
     pub fn looks_like_reference(s: &str) -> bool {
-        ["oci:", "oci-archive:", "docker://", "docker-archive:", "docker-daemon:", "containers-storage:"]
-            .iter()
-            .any(|p| s.starts_with(p))
+        [
+            "oci:",
+            "oci-archive:",
+            "docker://",
+            "docker-archive:",
+            "docker-daemon:",
+            "containers-storage:",
+        ]
+        .iter()
+        .any(|p| s.starts_with(p))
     }
 
     pub fn parse(s: &str) -> Result<Reference, ReferenceError> {
@@ -50,7 +57,13 @@ impl Reference {
                 tag,
             });
         }
-        for t in ["oci-archive:", "docker://", "docker-archive:", "docker-daemon:", "containers-storage:"] {
+        for t in [
+            "oci-archive:",
+            "docker://",
+            "docker-archive:",
+            "docker-daemon:",
+            "containers-storage:",
+        ] {
             if s.starts_with(t) {
                 return Err(ReferenceError::Unsupported {
                     input: s.to_string(),
@@ -65,7 +78,9 @@ impl Reference {
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Reference::Oci { dir, tag: Some(t) } if t.starts_with("sha256:") => write!(f, "oci:{}@{t}", dir.display()),
+            Reference::Oci { dir, tag: Some(t) } if t.starts_with("sha256:") => {
+                write!(f, "oci:{}@{t}", dir.display())
+            }
             Reference::Oci { dir, tag: Some(t) } => write!(f, "oci:{}:{t}", dir.display()),
             Reference::Oci { dir, tag: None } => write!(f, "oci:{}", dir.display()),
         }
@@ -80,15 +95,30 @@ mod tests {
     fn parses_oci() {
         assert_eq!(
             Reference::parse("oci:out:v1").unwrap(),
-            Reference::Oci { dir: "out".into(), tag: Some("v1".into()) }
+            Reference::Oci {
+                dir: "out".into(),
+                tag: Some("v1".into())
+            }
         );
-        assert_eq!(Reference::parse("oci:/a/b").unwrap(), Reference::Oci { dir: "/a/b".into(), tag: None });
+        assert_eq!(
+            Reference::parse("oci:/a/b").unwrap(),
+            Reference::Oci {
+                dir: "/a/b".into(),
+                tag: None
+            }
+        );
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert_eq!(
             Reference::parse(&format!("oci:x@{d}")).unwrap(),
-            Reference::Oci { dir: "x".into(), tag: Some(d.into()) }
+            Reference::Oci {
+                dir: "x".into(),
+                tag: Some(d.into())
+            }
         );
-        assert!(Reference::parse("docker://x/y").unwrap_err().to_string().contains("not supported"));
+        assert!(Reference::parse("docker://x/y")
+            .unwrap_err()
+            .to_string()
+            .contains("not supported"));
         assert!(Reference::parse("oci:").is_err());
         assert!(Reference::parse("foo").is_err());
     }

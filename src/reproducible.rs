@@ -14,7 +14,12 @@ pub fn epoch(explicit: Option<i64>) -> Result<i64, EpochError> {
         return Ok(e);
     }
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or(EpochError(v)),
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or(EpochError(v)),
         _ => Ok(0),
     }
 }

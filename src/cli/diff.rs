@@ -24,7 +24,8 @@ use std::path::PathBuf;
 pub struct Args {
     /// The directory tree to diff.
     pub path: PathBuf,
-    /// What the tree is compared with: a manifest file, a directory, or oci:DIR[:TAG].
+    /// What the tree is compared with: a manifest file, a directory,
+    /// oci:DIR[:TAG], or `scratch` (nothing: every entry is added).
     #[arg(long, value_name = "MANIFEST|oci:DIR:TAG")]
     pub against: String,
     /// Where to write the image: oci:DIR:TAG.
@@ -63,7 +64,8 @@ pub fn run(a: Args) -> Result<()> {
     let epoch = crate::reproducible::epoch(a.timestamp)?;
     let against = super::manifest::load(&a.against, Hashing::None)
         .with_context(|| format!("reading --against {}", a.against))?;
-    let tree = walk(&a.path, Hashing::None).with_context(|| format!("walking {}", a.path.display()))?;
+    let tree =
+        walk(&a.path, Hashing::None).with_context(|| format!("walking {}", a.path.display()))?;
     let d = diff(&tree, &against)?;
     tracing::info!(
         added = d.stats.added,
@@ -127,6 +129,3 @@ pub(crate) fn copy_image_blobs(from: &Layout, to: &Layout, image: &Image) -> Res
     }
     Ok(())
 }
-
-#[allow(dead_code)]
-fn _assert_image(_: &Image) {}

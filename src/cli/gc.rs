@@ -20,6 +20,10 @@ pub fn run(a: Args) -> Result<()> {
     for d in &removed {
         println!("{d}");
     }
-    eprintln!("removed {} blobs, freed {}", removed.len(), super::inspect::human(freed));
+    eprintln!(
+        "removed {} blobs, freed {}",
+        removed.len(),
+        super::inspect::human(freed)
+    );
     Ok(())
 }

@@ -17,7 +17,10 @@ pub fn run(a: Args) -> Result<()> {
     let mut tags: Vec<String> = index
         .manifests()
         .iter()
-        .filter(|m| m.digest().to_string() == image.digest.to_string() || m.digest() == image.descriptor.digest())
+        .filter(|m| {
+            m.digest().to_string() == image.digest.to_string()
+                || m.digest() == image.descriptor.digest()
+        })
         .filter_map(|m| ref_name(m).map(str::to_string))
         .collect();
     tags.sort();
@@ -50,14 +53,25 @@ pub fn run(a: Args) -> Result<()> {
     println!("Image:        {}", a.image);
     println!("Digest:       {}", image.digest);
     println!("MediaType:    {}", image.descriptor.media_type());
-    println!("Tags:         {}", if tags.is_empty() { "-".into() } else { tags.join(", ") });
+    println!(
+        "Tags:         {}",
+        if tags.is_empty() {
+            "-".into()
+        } else {
+            tags.join(", ")
+        }
+    );
     println!("Platform:     {}/{}", c.os(), c.architecture());
     println!("Created:      {}", c.created().as_deref().unwrap_or("-"));
     if let Some(cfg) = c.config() {
-        let list = |v: &Option<Vec<String>>| v.as_ref().map(|x| format!("{x:?}")).unwrap_or("-".into());
+        let list =
+            |v: &Option<Vec<String>>| v.as_ref().map(|x| format!("{x:?}")).unwrap_or("-".into());
         println!("Entrypoint:   {}", list(cfg.entrypoint()));
         println!("Cmd:          {}", list(cfg.cmd()));
-        println!("WorkingDir:   {}", cfg.working_dir().as_deref().unwrap_or("-"));
+        println!(
+            "WorkingDir:   {}",
+            cfg.working_dir().as_deref().unwrap_or("-")
+        );
         println!("User:         {}", cfg.user().as_deref().unwrap_or("-"));
         for e in cfg.env().iter().flatten() {
             println!("Env:          {e}");
@@ -71,9 +85,18 @@ pub fn run(a: Args) -> Result<()> {
     println!("Layers:");
     let total: u64 = image.layers().iter().map(|(d, _)| d.size()).sum();
     for (d, _) in image.layers() {
-        println!("  {}  {:>12}  {}", d.digest(), human(d.size()), d.media_type());
+        println!(
+            "  {}  {:>12}  {}",
+            d.digest(),
+            human(d.size()),
+            d.media_type()
+        );
     }
-    println!("Total:        {} in {} layers", human(total), image.layers().len());
+    println!(
+        "Total:        {} in {} layers",
+        human(total),
+        image.layers().len()
+    );
     Ok(())
 }
 

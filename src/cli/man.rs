@@ -25,7 +25,9 @@ pub fn render() -> Result<Vec<(String, Vec<u8>)>> {
     out.push(("shipyard.1".to_string(), buf));
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("shipyard-{}", sub.get_name());
-        let sub = sub.clone().name(clap::builder::Str::from(leak(name.clone())));
+        let sub = sub
+            .clone()
+            .name(clap::builder::Str::from(leak(name.clone())));
         let mut buf = Vec::new();
         clap_mangen::Man::new(sub).render(&mut buf)?;
         out.push((format!("{name}.1"), buf));

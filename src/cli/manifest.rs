@@ -25,7 +25,8 @@ pub fn run(a: Args) -> Result<()> {
     match &a.output {
         Some(p) => {
             let tmp = p.with_extension("tmp");
-            let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            let f = std::fs::File::create(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
             m.write_to(std::io::BufWriter::new(f))?;
             std::fs::rename(&tmp, p)?;
         }
@@ -41,6 +42,9 @@ pub fn run(a: Args) -> Result<()> {
 
 /// A manifest from a directory, an `oci:` image, or a manifest file.
 pub(crate) fn load(source: &str, hashing: Hashing) -> Result<Manifest> {
+    if source == "scratch" {
+        return Ok(Manifest::default());
+    }
     if crate::reference::Reference::looks_like_reference(source) {
         let (layout, image) = super::open_image(source)?;
         return crate::rootfs::from_image::manifest_of_image(&layout, &image)
@@ -48,8 +52,12 @@ pub(crate) fn load(source: &str, hashing: Hashing) -> Result<Manifest> {
     }
     let p = PathBuf::from(source);
     if p.is_dir() {
-        return Ok(walk(&p, hashing).with_context(|| format!("walking {source}"))?.manifest);
+        return Ok(walk(&p, hashing)
+            .with_context(|| format!("walking {source}"))?
+            .manifest);
     }
-    let f = std::fs::File::open(&p).with_context(|| format!("opening {source} (expected a directory, a manifest file or oci:DIR[:TAG])"))?;
+    let f = std::fs::File::open(&p).with_context(|| {
+        format!("opening {source} (expected a directory, a manifest file or oci:DIR[:TAG])")
+    })?;
     Ok(Manifest::parse(std::io::BufReader::new(f), source)?)
 }

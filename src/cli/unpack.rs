@@ -22,7 +22,11 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let (layout, image) = super::open_image(&a.image)?;
     let r = unpack(&layout, &image, &a.rootfs).with_context(|| format!("unpacking {}", a.image))?;
-    eprintln!("unpacked {} entries into {}", r.manifest.len(), a.rootfs.display());
+    eprintln!(
+        "unpacked {} entries into {}",
+        r.manifest.len(),
+        a.rootfs.display()
+    );
     if let Some(rec) = r.record {
         eprintln!(
             "not representable here ({} ownerships, {} devices, {} xattrs): recorded in {}",

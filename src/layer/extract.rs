@@ -23,7 +23,9 @@ use crate::rootfs::from_image::Stacker;
 use crate::rootfs::manifest::Manifest;
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fchmod, fchmodat, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{
+    fchmod, fchmodat, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use std::collections::BTreeMap;
@@ -66,7 +68,11 @@ fn errno_msg(what: &str, e: Errno) -> String {
 impl Extractor {
     /// Opens `root` (an existing directory) for extraction.
     pub fn new(root: &Path) -> io::Result<Self> {
-        let fd = nix::fcntl::open(root, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+        let fd = nix::fcntl::open(
+            root,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
         Ok(Self {
             root: fd,
             privileged: nix::unistd::geteuid().is_root(),
@@ -77,15 +83,21 @@ impl Extractor {
     }
 
     /// Applies one layer from a layout (digest and diff_id verified).
-    pub fn apply_layer(&mut self, layout: &Layout, desc: &oci_spec::image::Descriptor, diff_id: &str) -> Result<(), LayerError> {
+    pub fn apply_layer(
+        &mut self,
+        layout: &Layout,
+        desc: &oci_spec::image::Descriptor,
+        diff_id: &str,
+    ) -> Result<(), LayerError> {
         let digest = media::digest_of(desc).map_err(crate::oci::layout::LayoutError::from)?;
         self.stacker.start_layer();
         super::for_each_member(layout, desc, diff_id, |item, data| {
-            self.apply_item(item, data).map_err(|msg| LayerError::Entry {
-                layer: digest.clone(),
-                path: item_path(item),
-                msg,
-            })
+            self.apply_item(item, data)
+                .map_err(|msg| LayerError::Entry {
+                    layer: digest.clone(),
+                    path: item_path(item),
+                    msg,
+                })
         })
     }
 
@@ -96,7 +108,8 @@ impl Extractor {
             TarItem::Whiteout(p) => {
                 let parent = self.open_dir(&p.parent(), false)?;
                 if let Some(parent) = parent {
-                    remove_at(&parent, p.name()).map_err(|e| errno_msg("removing whited-out path", e))?;
+                    remove_at(&parent, p.name())
+                        .map_err(|e| errno_msg("removing whited-out path", e))?;
                 }
                 self.dirs.retain(|d, _| !d.starts_with(p));
             }
@@ -108,7 +121,8 @@ impl Extractor {
                 for n in names {
                     let child = dir.join(&n);
                     if !self.stacker.in_this_layer(&child) {
-                        remove_at(&fd, &n).map_err(|e| errno_msg("clearing opaque directory", e))?;
+                        remove_at(&fd, &n)
+                            .map_err(|e| errno_msg("clearing opaque directory", e))?;
                         self.dirs.retain(|d, _| !d.starts_with(&child));
                     }
                 }
@@ -138,8 +152,15 @@ impl Extractor {
             .open_dir(&e.path.parent(), true)?
             .ok_or("parent directory could not be created")?;
         let name = e.path.name().to_vec();
-        let existing = nix::sys::stat::fstatat(&parent, name.as_slice(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok();
-        let existing_is_dir = existing.is_some_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR);
+        let existing = nix::sys::stat::fstatat(
+            &parent,
+            name.as_slice(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok();
+        let existing_is_dir = existing.is_some_and(|st| {
+            SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+        });
         if e.kind == Kind::Dir && existing_is_dir {
             self.set_owner_at(&parent, &name, e)?;
             self.dirs.insert(e.path.clone(), (e.mode, e.mtime.sec));
@@ -152,7 +173,8 @@ impl Extractor {
         let mode600 = Mode::from_bits_truncate(0o600);
         match e.kind {
             Kind::Dir => {
-                mkdirat(&parent, name.as_slice(), Mode::from_bits_truncate(0o700)).map_err(|x| errno_msg("mkdir", x))?;
+                mkdirat(&parent, name.as_slice(), Mode::from_bits_truncate(0o700))
+                    .map_err(|x| errno_msg("mkdir", x))?;
                 self.set_owner_at(&parent, &name, e)?;
                 self.set_xattrs_at(&parent, &name, e)?;
                 self.dirs.insert(e.path.clone(), (e.mode, e.mtime.sec));
@@ -161,27 +183,39 @@ impl Extractor {
                 let fd = openat(
                     &parent,
                     name.as_slice(),
-                    OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_WRONLY
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
                     mode600,
                 )
                 .map_err(|x| errno_msg("create", x))?;
                 let mut file = File::from(fd);
                 let mut hashing = crate::oci::digest::HashingWriter::new(&mut file);
-                let n = io::copy(data, &mut hashing).map_err(|x| format!("writing content: {x}"))?;
+                let n =
+                    io::copy(data, &mut hashing).map_err(|x| format!("writing content: {x}"))?;
                 let (_, d, _) = hashing.finish();
                 if n != e.size {
                     return Err(format!("content is {n} bytes, header says {}", e.size));
                 }
                 e.sha256 = Some(digest_bytes(&d));
                 if self.privileged {
-                    if fchown(file.as_fd(), Some(Uid::from_raw(e.uid as u32)), Some(Gid::from_raw(e.gid as u32))).is_err() {
+                    if fchown(
+                        file.as_fd(),
+                        Some(Uid::from_raw(e.uid as u32)),
+                        Some(Gid::from_raw(e.gid as u32)),
+                    )
+                    .is_err()
+                    {
                         self.shortfalls.ownership += 1;
                     }
                 } else if !self.is_mine(e) {
                     self.shortfalls.ownership += 1;
                 }
                 // After chown, which clears setuid/setgid.
-                fchmod(file.as_fd(), Mode::from_bits_truncate(e.mode)).map_err(|x| errno_msg("chmod", x))?;
+                fchmod(file.as_fd(), Mode::from_bits_truncate(e.mode))
+                    .map_err(|x| errno_msg("chmod", x))?;
                 for (k, v) in &e.xattrs {
                     use xattr::FileExt;
                     if let Err(err) = file.set_xattr(std::ffi::OsStr::from_bytes(k), v) {
@@ -189,11 +223,13 @@ impl Extractor {
                     }
                 }
                 let t = TimeSpec::new(e.mtime.sec, 0);
-                nix::sys::stat::futimens(file.as_fd(), &t, &t).map_err(|x| errno_msg("set mtime", x))?;
+                nix::sys::stat::futimens(file.as_fd(), &t, &t)
+                    .map_err(|x| errno_msg("set mtime", x))?;
             }
             Kind::Symlink => {
                 let target = e.link.clone().unwrap_or_default();
-                symlinkat(target.as_slice(), &parent, name.as_slice()).map_err(|x| errno_msg("symlink", x))?;
+                symlinkat(target.as_slice(), &parent, name.as_slice())
+                    .map_err(|x| errno_msg("symlink", x))?;
                 self.set_owner_at(&parent, &name, e)?;
                 self.set_mtime_at(&parent, &name, e)?;
             }
@@ -202,13 +238,23 @@ impl Extractor {
                 let tparent = self
                     .open_dir(&target.parent(), false)?
                     .ok_or_else(|| format!("hardlink target {target} does not exist"))?;
-                let st = nix::sys::stat::fstatat(&tparent, target.name(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(|_| format!("hardlink target {target} does not exist"))?;
+                let st = nix::sys::stat::fstatat(
+                    &tparent,
+                    target.name(),
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|_| format!("hardlink target {target} does not exist"))?;
                 if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
                     return Err(format!("hardlink target {target} is a directory"));
                 }
-                linkat(&tparent, target.name(), &parent, name.as_slice(), nix::fcntl::AtFlags::empty())
-                    .map_err(|x| errno_msg("link", x))?;
+                linkat(
+                    &tparent,
+                    target.name(),
+                    &parent,
+                    name.as_slice(),
+                    nix::fcntl::AtFlags::empty(),
+                )
+                .map_err(|x| errno_msg("link", x))?;
             }
             Kind::Fifo | Kind::Char | Kind::Block => {
                 let (kind, dev) = match e.kind {
@@ -226,8 +272,13 @@ impl Extractor {
                     Err(x) => return Err(errno_msg("mknod", x)),
                 }
                 self.set_owner_at(&parent, &name, e)?;
-                fchmodat(&parent, name.as_slice(), Mode::from_bits_truncate(e.mode), FchmodatFlags::FollowSymlink)
-                    .map_err(|x| errno_msg("chmod", x))?;
+                fchmodat(
+                    &parent,
+                    name.as_slice(),
+                    Mode::from_bits_truncate(e.mode),
+                    FchmodatFlags::FollowSymlink,
+                )
+                .map_err(|x| errno_msg("chmod", x))?;
                 self.set_mtime_at(&parent, &name, e)?;
             }
         }
@@ -235,7 +286,8 @@ impl Extractor {
     }
 
     fn is_mine(&self, e: &Entry) -> bool {
-        e.uid == nix::unistd::geteuid().as_raw() as u64 && e.gid == nix::unistd::getegid().as_raw() as u64
+        e.uid == nix::unistd::geteuid().as_raw() as u64
+            && e.gid == nix::unistd::getegid().as_raw() as u64
     }
 
     fn set_owner_at(&mut self, parent: &OwnedFd, name: &[u8], e: &Entry) -> Res<()> {
@@ -259,15 +311,21 @@ impl Extractor {
 
     fn set_mtime_at(&self, parent: &OwnedFd, name: &[u8], e: &Entry) -> Res<()> {
         let t = TimeSpec::new(e.mtime.sec, 0);
-        utimensat(parent, name, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(|x| errno_msg("set mtime", x))
+        utimensat(parent, name, &t, &t, UtimensatFlags::NoFollowSymlink)
+            .map_err(|x| errno_msg("set mtime", x))
     }
 
     fn set_xattrs_at(&mut self, parent: &OwnedFd, name: &[u8], e: &Entry) -> Res<()> {
         if e.xattrs.is_empty() {
             return Ok(());
         }
-        let fd = openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|x| errno_msg("open", x))?;
+        let fd = openat(
+            parent,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|x| errno_msg("open", x))?;
         let f = File::from(fd);
         for (k, v) in &e.xattrs {
             use xattr::FileExt;
@@ -298,7 +356,11 @@ impl Extractor {
         let how = || {
             OpenHow::new()
                 .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV)
+                .resolve(
+                    ResolveFlag::RESOLVE_BENEATH
+                        | ResolveFlag::RESOLVE_NO_SYMLINKS
+                        | ResolveFlag::RESOLVE_NO_XDEV,
+                )
         };
         let path: &[u8] = if dir.is_root() { b"." } else { dir.as_bytes() };
         match openat2(&self.root, path, how()) {
@@ -332,13 +394,19 @@ impl Extractor {
         for (p, (mode, mtime)) in dirs.iter().rev() {
             let how = OpenHow::new()
                 .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV);
+                .resolve(
+                    ResolveFlag::RESOLVE_BENEATH
+                        | ResolveFlag::RESOLVE_NO_SYMLINKS
+                        | ResolveFlag::RESOLVE_NO_XDEV,
+                );
             let Ok(fd) = openat2(&self.root, p.as_bytes(), how) else {
                 continue;
             };
             let t = TimeSpec::new(*mtime, 0);
-            fchmod(&fd, Mode::from_bits_truncate(*mode)).map_err(|e| format!("{p}: chmod: {}", e.desc()))?;
-            nix::sys::stat::futimens(&fd, &t, &t).map_err(|e| format!("{p}: set mtime: {}", e.desc()))?;
+            fchmod(&fd, Mode::from_bits_truncate(*mode))
+                .map_err(|e| format!("{p}: chmod: {}", e.desc()))?;
+            nix::sys::stat::futimens(&fd, &t, &t)
+                .map_err(|e| format!("{p}: set mtime: {}", e.desc()))?;
         }
         Ok((self.stacker.manifest, self.shortfalls))
     }
@@ -378,7 +446,12 @@ fn digest_bytes(d: &Digest) -> [u8; 32] {
 }
 
 fn list_dir(fd: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
-    let mut d = nix::dir::Dir::openat(fd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let mut d = nix::dir::Dir::openat(
+        fd,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut out = Vec::new();
     for ent in d.iter() {
         let ent = ent?;
@@ -399,7 +472,12 @@ fn remove_at(parent: &OwnedFd, name: &[u8]) -> Result<(), Errno> {
         Err(Errno::EISDIR) => {}
         Err(e) => return Err(e),
     }
-    let fd = openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+    let fd = openat(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     // A rootless tree may hold directories we cannot write; we own them.
     let _ = fchmod(&fd, Mode::from_bits_truncate(0o700));
     for n in list_dir(&fd)? {
@@ -435,7 +513,9 @@ pub fn unpack(layout: &Layout, image: &Image, dest: &Path) -> Result<UnpackRepor
     };
     if let Ok(mut rd) = std::fs::read_dir(dest) {
         if rd.next().is_some() {
-            return Err(derr("destination exists and is not empty; choose a new directory".into()));
+            return Err(derr(
+                "destination exists and is not empty; choose a new directory".into(),
+            ));
         }
     }
     let parent = match dest.parent() {
@@ -453,7 +533,8 @@ pub fn unpack(layout: &Layout, image: &Image, dest: &Path) -> Result<UnpackRepor
     }
     let (manifest, shortfalls) = ex.finish().map_err(derr)?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).map_err(|e| derr(e.to_string()))?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| derr(e.to_string()))?;
     let _ = std::fs::remove_dir(dest);
     let record_path = crate::rootfs::walk::ownership_record_path(dest);
     let record = if shortfalls.any() {

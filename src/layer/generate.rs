@@ -25,7 +25,9 @@ pub enum GenerateError {
         expected: u64,
         actual: u64,
     },
-    #[error("{0}: names starting with .wh. are whiteouts in a layer and cannot be stored as files")]
+    #[error(
+        "{0}: names starting with .wh. are whiteouts in a layer and cannot be stored as files"
+    )]
     ReservedName(RelPath),
     #[error("writing layer: {0}")]
     Write(#[source] io::Error),
@@ -89,7 +91,11 @@ fn put_entry<W: Write>(
     h.set_mtime(mtime);
     h.set_mode(e.mode);
     for (key, id, set) in [
-        ("uid", e.uid, tar::Header::set_uid as fn(&mut tar::Header, u64)),
+        (
+            "uid",
+            e.uid,
+            tar::Header::set_uid as fn(&mut tar::Header, u64),
+        ),
         ("gid", e.gid, tar::Header::set_gid),
     ] {
         if id > USTAR_MAX_ID {
@@ -136,7 +142,10 @@ fn put_entry<W: Write>(
             path: full.clone(),
             source,
         })?;
-        let mut counted = CountingReader { inner: f.take(size), n: 0 };
+        let mut counted = CountingReader {
+            inner: f.take(size),
+            n: 0,
+        };
         b.append(&h, &mut counted).map_err(GenerateError::Write)?;
         if counted.n != size {
             return Err(GenerateError::Changed {
@@ -205,7 +214,10 @@ fn set_ustar_link(h: &mut tar::Header, link: &[u8]) -> bool {
     link.len() <= 100
 }
 
-fn write_pax<W: Write>(b: &mut tar::Builder<W>, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), GenerateError> {
+fn write_pax<W: Write>(
+    b: &mut tar::Builder<W>,
+    records: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), GenerateError> {
     let mut data = Vec::new();
     for (k, v) in records {
         // "%d %s=%s\n", where the length counts its own digits.

@@ -76,7 +76,11 @@ pub fn write_layer(
     blob.flush()?;
     let (digest, size) = blob.commit(None)?;
     Ok(LayerOutput {
-        descriptor: Descriptor::new(compression.media_type(), size, media::to_spec_digest(&digest)),
+        descriptor: Descriptor::new(
+            compression.media_type(),
+            size,
+            media::to_spec_digest(&digest),
+        ),
         diff_id,
         tar_size,
     })

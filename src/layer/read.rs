@@ -80,7 +80,12 @@ pub fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, Strin
         tar::EntryType::Char => Kind::Char,
         tar::EntryType::Block => Kind::Block,
         tar::EntryType::Fifo => Kind::Fifo,
-        other => return Err(format!("unsupported tar entry type {:?}", other.as_byte() as char)),
+        other => {
+            return Err(format!(
+                "unsupported tar entry type {:?}",
+                other.as_byte() as char
+            ))
+        }
     };
     if path.is_root() && kind != Kind::Dir {
         return Err("the root can only be a directory".into());
@@ -124,7 +129,11 @@ pub fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, Strin
             let ext = ext.map_err(|x| x.to_string())?;
             let key = ext.key_bytes();
             let val = ext.value_bytes();
-            let num = || std::str::from_utf8(val).ok().and_then(|s| s.split('.').next()?.parse::<i64>().ok());
+            let num = || {
+                std::str::from_utf8(val)
+                    .ok()
+                    .and_then(|s| s.split('.').next()?.parse::<i64>().ok())
+            };
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                 e.xattrs.insert(name.to_vec(), val.to_vec());
             } else if key == b"uid" {

@@ -28,7 +28,9 @@ pub enum ImageError {
     },
     #[error("{digest} has media type {media_type}, which is not an image manifest or index")]
     NotAnImage { digest: Digest, media_type: String },
-    #[error("image {digest}: config lists {diff_ids} diff_ids but the manifest has {layers} layers")]
+    #[error(
+        "image {digest}: config lists {diff_ids} diff_ids but the manifest has {layers} layers"
+    )]
     LayerCount {
         digest: Digest,
         diff_ids: usize,
@@ -114,7 +116,10 @@ impl Image {
                 config_digest,
             });
         }
-        Err(ImageError::Build("image", "indexes nested too deeply".into()))
+        Err(ImageError::Build(
+            "image",
+            "indexes nested too deeply".into(),
+        ))
     }
 
     /// The layers with their diff_ids, bottom first.
@@ -155,7 +160,11 @@ fn pick_platform(index: &ImageIndex, digest: &Digest) -> Result<Descriptor, Imag
     Err(ImageError::NoPlatform {
         digest: digest.clone(),
         platform: format!("{os}/{arch}"),
-        available: if available.is_empty() { "none".into() } else { available.join(", ") },
+        available: if available.is_empty() {
+            "none".into()
+        } else {
+            available.join(", ")
+        },
     })
 }
 
@@ -199,7 +208,12 @@ pub fn empty_config() -> ImageConfiguration {
 }
 
 /// Appends a layer to a config: its diff_id and a history entry.
-pub fn append_layer(config: &mut ImageConfiguration, diff_id: &Digest, created: &str, created_by: &str) {
+pub fn append_layer(
+    config: &mut ImageConfiguration,
+    diff_id: &Digest,
+    created: &str,
+    created_by: &str,
+) {
     config.rootfs_mut().diff_ids_mut().push(diff_id.to_string());
     let mut h = History::default();
     h.set_created(Some(created.to_string()));

@@ -69,7 +69,9 @@ pub enum LayoutError {
     },
     #[error("{layout} holds no image")]
     Empty { layout: PathBuf },
-    #[error("invalid tag {0:?}: tags are 1-128 chars of [A-Za-z0-9_.-], not starting with '.' or '-'")]
+    #[error(
+        "invalid tag {0:?}: tags are 1-128 chars of [A-Za-z0-9_.-], not starting with '.' or '-'"
+    )]
     BadTag(String),
     #[error(transparent)]
     Digest(#[from] super::digest::DigestParseError),
@@ -270,7 +272,11 @@ impl Layout {
     }
 
     /// Stores a JSON document canonically and returns its descriptor.
-    pub fn put_json<T: serde::Serialize>(&self, value: &T, media_type: MediaType) -> Result<Descriptor> {
+    pub fn put_json<T: serde::Serialize>(
+        &self,
+        value: &T,
+        media_type: MediaType,
+    ) -> Result<Descriptor> {
         let bytes = canonical_bytes(value, &self.root)?;
         let (d, size) = self.put_bytes(&bytes)?;
         Ok(Descriptor::new(media_type, size, media::to_spec_digest(&d)))
@@ -360,13 +366,20 @@ impl Layout {
         match tag_or_digest {
             Some(s) if s.starts_with("sha256:") => {
                 let d: Digest = s.parse()?;
-                if let Some(m) = entries.iter().find(|m| media::digest_of(m).ok().as_ref() == Some(&d)) {
+                if let Some(m) = entries
+                    .iter()
+                    .find(|m| media::digest_of(m).ok().as_ref() == Some(&d))
+                {
                     return Ok(m.clone());
                 }
                 // Not in the index: any manifest blob in the store will do.
                 let bytes = self.read_blob(&d, None)?;
                 let mt = media::sniff_manifest_type(&bytes);
-                Ok(Descriptor::new(mt, bytes.len() as u64, media::to_spec_digest(&d)))
+                Ok(Descriptor::new(
+                    mt,
+                    bytes.len() as u64,
+                    media::to_spec_digest(&d),
+                ))
             }
             Some(tag) => entries
                 .iter()
@@ -438,7 +451,10 @@ impl Layout {
     /// every layout already has, so no extra files appear in the layout).
     fn lock(&self) -> Result<Flock<File>> {
         let path = self.root.join("oci-layout");
-        let f = OpenOptions::new().read(true).open(&path).map_err(io_err(&path))?;
+        let f = OpenOptions::new()
+            .read(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io_err(&path)(e.into()))
     }
 
@@ -499,7 +515,9 @@ impl BlobWriter {
     /// mismatch discards the data and fails.
     pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
         let (buf, digest, size) = self.inner.finish();
-        let tmp = buf.into_inner().map_err(|e| io_err(&self.dir)(e.into_error()))?;
+        let tmp = buf
+            .into_inner()
+            .map_err(|e| io_err(&self.dir)(e.into_error()))?;
         if let Some(exp) = expected {
             if exp != &digest {
                 return Err(LayoutError::DigestMismatch {

@@ -33,7 +33,12 @@ pub fn diff(tree: &Tree, against: &Manifest) -> Result<Diff, WalkError> {
         .values()
         .filter(|e| e.kind == Kind::File && e.sha256.is_none())
         .filter(|e| match against.get(&e.path) {
-            Some(old) => old.kind == Kind::File && e.same_metadata(old) && e.size == old.size && !e.mtime.same(&old.mtime),
+            Some(old) => {
+                old.kind == Kind::File
+                    && e.same_metadata(old)
+                    && e.size == old.size
+                    && !e.mtime.same(&old.mtime)
+            }
             None => false,
         })
         .collect();
@@ -70,7 +75,10 @@ pub fn diff(tree: &Tree, against: &Manifest) -> Result<Diff, WalkError> {
     let mut groups: BTreeMap<RelPath, Vec<RelPath>> = BTreeMap::new();
     for e in cur.entries.values().filter(|e| e.kind == Kind::Hardlink) {
         if let Some(t) = &e.link {
-            groups.entry(RelPath::new(t.clone())).or_default().push(e.path.clone());
+            groups
+                .entry(RelPath::new(t.clone()))
+                .or_default()
+                .push(e.path.clone());
         }
     }
     for (first, others) in &groups {
@@ -112,11 +120,12 @@ pub fn diff(tree: &Tree, against: &Manifest) -> Result<Diff, WalkError> {
     for p in &deleted {
         let parent = p.parent();
         let parent_gone = !parent.is_root() && deleted_set.contains(&parent);
-        let parent_replaced = !parent.is_root()
-            && cur.get(&parent).is_some_and(|e| e.kind != Kind::Dir);
+        let parent_replaced =
+            !parent.is_root() && cur.get(&parent).is_some_and(|e| e.kind != Kind::Dir);
         let under_replaced = ancestors(p).any(|a| {
-            cur.get(&a)
-                .is_some_and(|e| e.kind != Kind::Dir && against.get(&a).is_some_and(|o| o.kind == Kind::Dir))
+            cur.get(&a).is_some_and(|e| {
+                e.kind != Kind::Dir && against.get(&a).is_some_and(|o| o.kind == Kind::Dir)
+            })
         });
         if parent_gone || parent_replaced || under_replaced || opaque.contains(&parent) {
             continue;
@@ -126,7 +135,10 @@ pub fn diff(tree: &Tree, against: &Manifest) -> Result<Diff, WalkError> {
     }
     for d in &opaque {
         stats.opaque += 1;
-        stats.deleted += against.children_of(d).filter(|c| c.path.parent() == *d).count();
+        stats.deleted += against
+            .children_of(d)
+            .filter(|c| c.path.parent() == *d)
+            .count();
         changes.changes.push(Change::Opaque(d.clone()));
         // The marker hides lower contents; the directory itself must be in
         // the layer so the marker has a parent with the right metadata.

@@ -22,7 +22,9 @@ pub enum ManifestError {
     },
     #[error("{0}: not a shipyard manifest (first line must be {HEADER:?})")]
     NoHeader(String),
-    #[error("{0}: manifest format {1:?} is newer than this shipyard understands (v1); upgrade shipyard")]
+    #[error(
+        "{0}: manifest format {1:?} is newer than this shipyard understands (v1); upgrade shipyard"
+    )]
     Version(String, String),
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -197,9 +199,7 @@ fn format_entry(e: &Entry, out: &mut Vec<u8>) {
 fn parse_entry(line: &[u8]) -> Result<Entry, String> {
     let mut parts = line.split(|b| *b == b' ').filter(|p| !p.is_empty());
     let path = parts.next().ok_or("empty line")?;
-    let path = path
-        .strip_prefix(b"/")
-        .ok_or("path must start with '/'")?;
+    let path = path.strip_prefix(b"/").ok_or("path must start with '/'")?;
     let path = unescape(path)?;
     let path = RelPath::new(path.strip_suffix(b"/").unwrap_or(&path).to_vec());
     let mut e = Entry::new(path, Kind::File);
@@ -280,15 +280,23 @@ mod tests {
         let mut d = Entry::new(RelPath::new(b"etc".to_vec()), Kind::Dir);
         d.mode = 0o755;
         m.insert(d);
-        let mut f = Entry::new(RelPath::new(b"etc/we ird=\\#\n\xff name".to_vec()), Kind::File);
+        let mut f = Entry::new(
+            RelPath::new(b"etc/we ird=\\#\n\xff name".to_vec()),
+            Kind::File,
+        );
         f.mode = 0o4755;
         f.uid = 1000;
         f.gid = 100;
         f.size = 3;
-        f.mtime = Mtime { sec: 1_700_000_000, nsec: Some(5) };
+        f.mtime = Mtime {
+            sec: 1_700_000_000,
+            nsec: Some(5),
+        };
         f.sha256 = Some([7u8; 32]);
-        f.xattrs.insert(b"security.capability".to_vec(), vec![1, 0, 0, 2, 0, b' ']);
-        f.xattrs.insert(b"user.a=b".to_vec(), b"text value".to_vec());
+        f.xattrs
+            .insert(b"security.capability".to_vec(), vec![1, 0, 0, 2, 0, b' ']);
+        f.xattrs
+            .insert(b"user.a=b".to_vec(), b"text value".to_vec());
         m.insert(f);
         let mut l = Entry::new(RelPath::new(b"lib".to_vec()), Kind::Symlink);
         l.link = Some(b"usr/lib".to_vec());
@@ -314,11 +322,17 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let text = format!("{HEADER}\n/a type=file mode=0644\n/b type=file mode=99x\n");
-        let err = Manifest::parse(text.as_bytes(), "m.txt").unwrap_err().to_string();
+        let err = Manifest::parse(text.as_bytes(), "m.txt")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("m.txt:3: mode"), "{err}");
-        let err = Manifest::parse(&b"/a type=file\n"[..], "m.txt").unwrap_err().to_string();
+        let err = Manifest::parse(&b"/a type=file\n"[..], "m.txt")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a shipyard manifest"), "{err}");
-        let err = Manifest::parse(&b"#shipyard-manifest v9\n"[..], "m").unwrap_err().to_string();
+        let err = Manifest::parse(&b"#shipyard-manifest v9\n"[..], "m")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("newer"), "{err}");
     }
 }

@@ -74,9 +74,14 @@ pub fn walk(root: &Path, hashing: Hashing) -> Result<Tree, WalkError> {
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
     for item in walker {
         let item = item.map_err(|e| {
-            let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
+            let path = e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| root.to_path_buf());
             WalkError::Io {
-                source: e.into_io_error().unwrap_or_else(|| io::Error::other("walk error")),
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("walk error")),
                 path,
             }
         })?;
@@ -87,7 +92,9 @@ pub fn walk(root: &Path, hashing: Hashing) -> Result<Tree, WalkError> {
             .unwrap_or_default();
         let md = item.metadata().map_err(|e| WalkError::Io {
             path: item.path().to_path_buf(),
-            source: e.into_io_error().unwrap_or_else(|| io::Error::other("stat failed")),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| io::Error::other("stat failed")),
         })?;
         let ft = md.file_type();
         let kind = if ft.is_dir() {
@@ -103,7 +110,10 @@ pub fn walk(root: &Path, hashing: Hashing) -> Result<Tree, WalkError> {
         } else if ft.is_fifo() {
             Kind::Fifo
         } else {
-            tracing::warn!("{}: skipping socket (a layer cannot hold one)", item.path().display());
+            tracing::warn!(
+                "{}: skipping socket (a layer cannot hold one)",
+                item.path().display()
+            );
             continue;
         };
         let mut e = Entry::new(rel.clone(), kind);
@@ -122,7 +132,10 @@ pub fn walk(root: &Path, hashing: Hashing) -> Result<Tree, WalkError> {
             }
             Kind::Char | Kind::Block => {
                 let rdev = md.rdev();
-                e.rdev = Some((nix::sys::stat::major(rdev) as u32, nix::sys::stat::minor(rdev) as u32));
+                e.rdev = Some((
+                    nix::sys::stat::major(rdev) as u32,
+                    nix::sys::stat::minor(rdev) as u32,
+                ));
             }
             _ => {}
         }
@@ -142,16 +155,18 @@ pub fn walk(root: &Path, hashing: Hashing) -> Result<Tree, WalkError> {
         entries.push(e);
     }
 
-    entries.par_iter_mut().try_for_each(|e| -> Result<(), WalkError> {
-        let full = root.join(e.path.to_path());
-        if e.kind != Kind::Hardlink {
-            e.xattrs = read_xattrs(&full).map_err(io_err(&full))?;
-        }
-        if hashing == Hashing::All && e.kind == Kind::File {
-            e.sha256 = Some(hash_file(&full).map_err(io_err(&full))?);
-        }
-        Ok(())
-    })?;
+    entries
+        .par_iter_mut()
+        .try_for_each(|e| -> Result<(), WalkError> {
+            let full = root.join(e.path.to_path());
+            if e.kind != Kind::Hardlink {
+                e.xattrs = read_xattrs(&full).map_err(io_err(&full))?;
+            }
+            if hashing == Hashing::All && e.kind == Kind::File {
+                e.sha256 = Some(hash_file(&full).map_err(io_err(&full))?);
+            }
+            Ok(())
+        })?;
 
     let mut manifest = Manifest::default();
     for e in entries {
@@ -160,10 +175,12 @@ pub fn walk(root: &Path, hashing: Hashing) -> Result<Tree, WalkError> {
     let record = ownership_record_path(root);
     if record.is_file() {
         let f = File::open(&record).map_err(io_err(&record))?;
-        let rec = Manifest::parse(io::BufReader::new(f), &record.display().to_string())
-            .map_err(|e| WalkError::Io {
-                path: record.clone(),
-                source: io::Error::other(e.to_string()),
+        let rec =
+            Manifest::parse(io::BufReader::new(f), &record.display().to_string()).map_err(|e| {
+                WalkError::Io {
+                    path: record.clone(),
+                    source: io::Error::other(e.to_string()),
+                }
             })?;
         apply_ownership_record(&mut manifest, &rec);
     }
@@ -176,7 +193,10 @@ pub fn walk(root: &Path, hashing: Hashing) -> Result<Tree, WalkError> {
 /// See [`walk`]. Only entries still owned by the caller are overridden, so
 /// a later `chown` by a privileged user is not undone.
 fn apply_ownership_record(m: &mut Manifest, rec: &Manifest) {
-    let me = (nix::unistd::geteuid().as_raw() as u64, nix::unistd::getegid().as_raw() as u64);
+    let me = (
+        nix::unistd::geteuid().as_raw() as u64,
+        nix::unistd::getegid().as_raw() as u64,
+    );
     for (p, r) in &rec.entries {
         let parent_present = p.parent().is_root() || m.entries.contains_key(&p.parent());
         match m.entries.get_mut(p) {
@@ -195,9 +215,7 @@ fn apply_ownership_record(m: &mut Manifest, rec: &Manifest) {
                     }
                 }
             }
-            None if matches!(r.kind, Kind::Char | Kind::Block)
-                && parent_present =>
-            {
+            None if matches!(r.kind, Kind::Char | Kind::Block) && parent_present => {
                 m.insert(r.clone());
             }
             _ => {}
