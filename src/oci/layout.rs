@@ -149,14 +149,14 @@ impl Layout {
             root: root.to_path_buf(),
         };
         // index.json first, oci-layout last: the marker only appears once
-        // the layout is complete.
+        // the layout is complete. Both are created no-clobber, so a
+        // concurrent creator can neither wipe tags already written nor
+        // replace the oci-layout inode others hold their lock on.
         let index = root.join("index.json");
-        if !index.exists() {
-            let empty = empty_index();
-            layout.write_atomic(&index, &canonical_bytes(&empty, &index)?)?;
-        }
+        let empty = empty_index();
+        layout.create_new(&index, &canonical_bytes(&empty, &index)?)?;
         let marker = root.join("oci-layout");
-        layout.write_atomic(&marker, LAYOUT_VERSION.as_bytes())?;
+        layout.create_new(&marker, LAYOUT_VERSION.as_bytes())?;
         Ok(layout)
     }
 
@@ -456,6 +456,23 @@ impl Layout {
             .open(&path)
             .map_err(io_err(&path))?;
         Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io_err(&path)(e.into()))
+    }
+
+    /// Writes `path` atomically unless it already exists.
+    fn create_new(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let dir = path.parent().unwrap_or(&self.root);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .tempfile_in(dir)
+            .map_err(io_err(dir))?;
+        tmp.write_all(bytes).map_err(io_err(path))?;
+        tmp.as_file().sync_all().map_err(io_err(path))?;
+        set_public_mode(tmp.path());
+        match tmp.persist_noclobber(path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io_err(path)(e.error)),
+        }
     }
 
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
