@@ -1,0 +1,67 @@
+//! The command line as a user meets it: help on every command, man pages in
+//! step with the CLI definition, and clear errors.
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+
+fn src_dir() -> PathBuf {
+    std::env::var_os("SHIPYARD_SRC_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+#[test]
+fn every_command_has_help() {
+    let top = ok(["--help"]);
+    for sub in ["manifest", "diff", "unpack", "inspect", "tag", "gc"] {
+        assert!(top.contains(sub), "{sub} missing from --help");
+        let h = ok([sub, "--help"]);
+        assert!(h.contains("Usage: shipyard"), "{sub} --help: {h}");
+        assert!(h.len() > 200, "{sub} --help is too thin: {h}");
+    }
+    assert!(ok(["--version"]).starts_with("shipyard "));
+}
+
+#[test]
+fn man_pages_are_fresh() {
+    let t = tempfile::tempdir().unwrap();
+    ok(["generate-man".as_ref(), t.path().as_os_str()]);
+    let man = src_dir().join("man");
+    let mut generated: Vec<String> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    generated.sort();
+    let mut committed: Vec<String> = std::fs::read_dir(&man)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    committed.sort();
+    assert_eq!(
+        generated, committed,
+        "man/ is stale: run `cargo run -- generate-man man`"
+    );
+    for name in generated {
+        assert_eq!(
+            std::fs::read(t.path().join(&name)).unwrap(),
+            std::fs::read(man.join(&name)).unwrap(),
+            "man/{name} is stale: run `cargo run -- generate-man man`"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_are_clear() {
+    let e = fails(["inspect", "not-a-ref"]);
+    assert!(
+        e.contains("not an image reference") && e.contains("oci:DIR[:TAG]"),
+        "{e}"
+    );
+    let e = fails(["unpack", "oci:/nonexistent-layout:x", "/tmp/x"]);
+    assert!(e.contains("not an OCI layout"), "{e}");
+    let e = fails(["manifest", "/nonexistent/path"]);
+    assert!(e.contains("/nonexistent/path"), "{e}");
+    let e = fails(["frobnicate"]);
+    assert!(e.contains("unrecognized subcommand"), "{e}");
+}

@@ -1,0 +1,314 @@
+//! End-to-end tests against the real peers: skopeo, umoci, podman and a real
+//! docker-registry (distribution v2) on 127.0.0.1. Enabled by the `e2e`
+//! feature; scripts/test runs them as unprivileged users. A missing tool
+//! fails the test: nothing is skipped silently.
+#![cfg(feature = "e2e")]
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn require(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed: run scripts/test as root once to install the e2e peers"
+    );
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert_success(&out, &format!("{cmd:?}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn diff_scratch(tree: &Path, out: &str, extra: &[&str]) -> String {
+    let mut a = vec![
+        "diff",
+        tree.to_str().unwrap(),
+        "--against",
+        "scratch",
+        "--output",
+        out,
+    ];
+    a.extend_from_slice(extra);
+    ok(a).trim().to_string()
+}
+
+#[test]
+fn skopeo_reads_every_layout_we_write() {
+    require("skopeo");
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a");
+    rich_tree(&a, false);
+    let l = t.path().join("l");
+    for (tag, c) in [("gz", "gzip"), ("zst", "zstd"), ("plain", "none")] {
+        let r = format!("oci:{}:{tag}", l.display());
+        let ours = diff_scratch(&a, &r, &["--compression", c]);
+        let info: serde_json::Value =
+            serde_json::from_str(&run(Command::new("skopeo").args(["inspect", &r]))).unwrap();
+        assert_eq!(info["Digest"], ours, "{c}");
+        assert_eq!(info["Layers"].as_array().unwrap().len(), 1);
+        // --raw gives back the exact bytes we stored.
+        let raw = run(Command::new("skopeo").args(["inspect", "--raw", &r]));
+        let layout = shipyard::oci::layout::Layout::open(&l).unwrap();
+        let stored = layout.read_blob(&ours.parse().unwrap(), None).unwrap();
+        assert_eq!(raw.as_bytes(), &stored[..]);
+    }
+    // A layer stacked on a base.
+    write(&a.join("etc/conf"), b"v2", 0o644);
+    let base = format!("oci:{}:gz", l.display());
+    let v2 = format!("oci:{}:v2", l.display());
+    ok([
+        "diff",
+        a.to_str().unwrap(),
+        "--against",
+        &base,
+        "--base",
+        &base,
+        "--output",
+        &v2,
+    ]);
+    let info: serde_json::Value =
+        serde_json::from_str(&run(Command::new("skopeo").args(["inspect", &v2]))).unwrap();
+    assert_eq!(info["Layers"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn umoci_rootless_unpack_gives_the_source_tree() {
+    require("umoci");
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a");
+    rich_tree(&a, false);
+    let l = t.path().join("l");
+    diff_scratch(&a, &format!("oci:{}:v1", l.display()), &["--keep-mtimes"]);
+    let bundle = t.path().join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:v1", l.display()))
+        .arg(&bundle));
+    let theirs = ok(["manifest", bundle.join("rootfs").to_str().unwrap()]);
+    let ours = ok(["manifest", a.to_str().unwrap()]);
+    assert_eq!(theirs, ours, "umoci's unpack differs from the source tree");
+    // And a second layer on top, applied by umoci, still matches.
+    write(&a.join("etc/conf"), b"changed", 0o600);
+    std::fs::remove_dir_all(a.join("data")).unwrap();
+    fix_mtimes(&a, MTIME);
+    let v1 = format!("oci:{}:v1", l.display());
+    let v2 = format!("oci:{}:v2", l.display());
+    ok([
+        "diff",
+        a.to_str().unwrap(),
+        "--against",
+        &v1,
+        "--base",
+        &v1,
+        "--output",
+        &v2,
+        "--keep-mtimes",
+    ]);
+    let bundle2 = t.path().join("bundle2");
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:v2", l.display()))
+        .arg(&bundle2));
+    assert_eq!(
+        ok(["manifest", bundle2.join("rootfs").to_str().unwrap()]),
+        ok(["manifest", a.to_str().unwrap()])
+    );
+}
+
+/// A rootfs holding the host's /bin/sh and the libraries it needs.
+fn shell_rootfs(root: &Path) {
+    let sh = std::fs::canonicalize("/bin/sh").unwrap();
+    let ldd = run(Command::new("ldd").arg(&sh));
+    let mut files: Vec<PathBuf> = ldd
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(PathBuf::from)
+        .collect();
+    files.push(sh.clone());
+    for f in files {
+        let dest = root.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap();
+    }
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    if !root.join("bin/sh").exists() {
+        std::os::unix::fs::symlink(&sh, root.join("bin/sh")).unwrap();
+    }
+}
+
+fn podman(runtime_dir: &Path) -> Command {
+    let mut c = Command::new("podman");
+    // crun fails on these hybrid-cgroup machines; no fuse for overlay.
+    c.args([
+        "--runtime",
+        "runc",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "file",
+        "--storage-driver",
+        "vfs",
+    ]);
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && !is_root() {
+        c.env("XDG_RUNTIME_DIR", runtime_dir);
+    }
+    c
+}
+
+#[test]
+fn podman_runs_an_image_we_built() {
+    require("podman");
+    // podman names the image after the layout path, and image names must
+    // be lowercase: tempfile's random suffixes are not.
+    let t = tempfile::Builder::new()
+        .prefix(&format!("shipyard-podman-{}", std::process::id()))
+        .rand_bytes(0)
+        .tempdir()
+        .unwrap();
+    let root = t.path().join("root");
+    shell_rootfs(&root);
+    let l = t.path().join("l");
+    let r = format!("oci:{}:run", l.display());
+    diff_scratch(&root, &r, &[]);
+    let rt = t.path().join("rt");
+    std::fs::create_dir_all(&rt).unwrap();
+    // Root podman raises rlimits, which needs CAP_SYS_RESOURCE, which the
+    // root of these sandboxes lacks: ask for modest limits instead.
+    let out = run(podman(&rt).args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        &r,
+        "/bin/sh",
+        "-c",
+        "echo ok",
+    ]));
+    assert_eq!(out.trim_end().lines().last(), Some("ok"), "{out}");
+}
+
+/// A docker-registry on a free 127.0.0.1 port, killed on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        require("docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let reg = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if reg.ping() {
+                return reg;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("docker-registry did not answer on 127.0.0.1:{port} within 20s");
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let req = format!("GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.port);
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn skopeo_copy_through_a_real_registry_keeps_the_digest() {
+    require("skopeo");
+    let reg = Registry::start();
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a");
+    rich_tree(&a, false);
+    let l = t.path().join("l");
+    let src = format!("oci:{}:v1", l.display());
+    let ours = diff_scratch(&a, &src, &[]);
+    let remote = format!("docker://127.0.0.1:{}/shipyard/test:v1", reg.port);
+    run(Command::new("skopeo").args([
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &src,
+        &remote,
+    ]));
+    let info: serde_json::Value = serde_json::from_str(&run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &remote,
+    ])))
+    .unwrap();
+    assert_eq!(info["Digest"], ours);
+    let back = format!("oci:{}:back", t.path().join("l2").display());
+    run(Command::new("skopeo").args([
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &remote,
+        &back,
+    ]));
+    assert_eq!(digest_of_tag(&t.path().join("l2"), "back"), ours);
+    // What came back unpacks to the source tree.
+    let un = t.path().join("un");
+    ok(["unpack", &back, un.to_str().unwrap()]);
+    assert_eq!(
+        strip_mtimes(&ok(["manifest", un.to_str().unwrap()])),
+        strip_mtimes(&ok(["manifest", a.to_str().unwrap()]))
+    );
+}
