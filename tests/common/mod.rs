@@ -98,13 +98,15 @@ pub fn xattrs_supported(dir: &Path) -> bool {
     ok
 }
 
+type Step = Box<dyn Fn(&Path)>;
+
 /// A tree with every kind of entry a layer can hold (devices only as root),
 /// with explicit modes and mtimes so it is the same whatever the umask.
 /// `reverse` creates the entries in the opposite order.
 pub fn rich_tree(root: &Path, reverse: bool) {
     std::fs::create_dir_all(root).unwrap();
     let long_dir = format!("deep/{}/{}", "d".repeat(90), "e".repeat(90));
-    let mut steps: Vec<Box<dyn Fn(&Path)>> = vec![
+    let mut steps: Vec<Step> = vec![
         Box::new(|r| write(&r.join("bin/app"), b"#!/bin/sh\necho app\n", 0o755)),
         Box::new(|r| write(&r.join("bin/suid"), b"suid-binary", 0o4755)),
         Box::new(|r| write(&r.join("bin/sgid"), b"sgid-binary", 0o2711)),
