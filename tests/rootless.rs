@@ -148,3 +148,54 @@ fn ownership_devices_and_caps_survive_an_unprivileged_unpack() {
         "{data}"
     );
 }
+
+#[test]
+fn callers_own_files_are_root_owned_in_the_image_unless_kept() {
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a");
+    write(&a.join("f"), b"x", 0o644);
+    let me = nix::unistd::geteuid().as_raw();
+    let myg = nix::unistd::getegid().as_raw();
+    let default = ok(["manifest", a.to_str().unwrap()]);
+    assert!(
+        default.contains("/f type=file mode=0644 uid=0 gid=0 "),
+        "{default}"
+    );
+    let kept = ok(["manifest", a.to_str().unwrap(), "--keep-owners"]);
+    assert!(
+        kept.contains(&format!("/f type=file mode=0644 uid={me} gid={myg} ")),
+        "{kept}"
+    );
+    // The same rule in the layer.
+    let l = t.path().join("l");
+    ok([
+        "diff",
+        a.to_str().unwrap(),
+        "--against",
+        "scratch",
+        "--output",
+        &format!("oci:{}:x", l.display()),
+    ]);
+    assert!(ok(["manifest", &format!("oci:{}:x", l.display())]).contains(" uid=0 gid=0 "));
+}
+
+#[test]
+fn rootlesscontainers_xattr_is_ownership_not_content() {
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a");
+    write(&a.join("f"), b"x", 0o644);
+    if !xattrs_supported(t.path()) {
+        panic!("this test needs user xattrs on {}", t.path().display());
+    }
+    // uid 1001, gid 1002, as umoci --rootless writes it.
+    xattr::set(
+        a.join("f"),
+        "user.rootlesscontainers",
+        &[0x08, 0xe9, 0x07, 0x10, 0xea, 0x07],
+    )
+    .unwrap();
+    let m = ok(["manifest", a.to_str().unwrap()]);
+    let line = m.lines().find(|l| l.starts_with("/f ")).unwrap();
+    assert!(line.contains(" uid=1001 gid=1002 "), "{line}");
+    assert!(!line.contains("rootlesscontainers"), "{line}");
+}

@@ -5,7 +5,7 @@ use crate::oci::image::{append_layer, empty_config, rfc3339, write_image, Image}
 use crate::oci::layout::Layout;
 use crate::oci::media;
 use crate::rootfs::diff::diff;
-use crate::rootfs::walk::{walk, Hashing};
+use crate::rootfs::walk::{walk_with, Hashing};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -50,6 +50,8 @@ pub struct Args {
     /// The history entry's created_by text.
     #[arg(long, default_value = "shipyard diff")]
     pub created_by: String,
+    #[command(flatten)]
+    pub owners: super::manifest::Owners,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -62,10 +64,11 @@ pub fn run(a: Args) -> Result<()> {
     };
     crate::oci::layout::validate_tag(&out_tag)?;
     let epoch = crate::reproducible::epoch(a.timestamp)?;
-    let against = super::manifest::load(&a.against, Hashing::None)
+    let opts = a.owners.walk_options(Hashing::None);
+    let against = super::manifest::load(&a.against, &opts)
         .with_context(|| format!("reading --against {}", a.against))?;
     let tree =
-        walk(&a.path, Hashing::None).with_context(|| format!("walking {}", a.path.display()))?;
+        walk_with(&a.path, &opts).with_context(|| format!("walking {}", a.path.display()))?;
     let d = diff(&tree, &against)?;
     tracing::info!(
         added = d.stats.added,

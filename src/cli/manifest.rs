@@ -1,5 +1,5 @@
 use crate::rootfs::manifest::Manifest;
-use crate::rootfs::walk::{walk, Hashing};
+use crate::rootfs::walk::{walk_with, Hashing, WalkOptions};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,10 +18,33 @@ pub struct Args {
     /// Write to FILE instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub owners: Owners,
+}
+
+/// How ownership is read from a directory tree.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Owners {
+    /// Record files owned by the calling user with their real uid/gid.
+    /// By default an unprivileged caller's own files are recorded as owned
+    /// by root, as they are inside a rootless container (buildah and
+    /// `umoci --rootless` do the same).
+    #[arg(long)]
+    pub keep_owners: bool,
+}
+
+impl Owners {
+    pub fn walk_options(self, hashing: Hashing) -> WalkOptions {
+        let mut o = WalkOptions::new(hashing);
+        if self.keep_owners {
+            o.caller_is_root = false;
+        }
+        o
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = load(&a.source, Hashing::All)?;
+    let m = load(&a.source, &a.owners.walk_options(Hashing::All))?;
     match &a.output {
         Some(p) => {
             let tmp = p.with_extension("tmp");
@@ -41,7 +64,7 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// A manifest from a directory, an `oci:` image, or a manifest file.
-pub(crate) fn load(source: &str, hashing: Hashing) -> Result<Manifest> {
+pub(crate) fn load(source: &str, opts: &WalkOptions) -> Result<Manifest> {
     if source == "scratch" {
         return Ok(Manifest::default());
     }
@@ -52,7 +75,7 @@ pub(crate) fn load(source: &str, hashing: Hashing) -> Result<Manifest> {
     }
     let p = PathBuf::from(source);
     if p.is_dir() {
-        return Ok(walk(&p, hashing)
+        return Ok(walk_with(&p, opts)
             .with_context(|| format!("walking {source}"))?
             .manifest);
     }

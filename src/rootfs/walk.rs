@@ -35,6 +35,30 @@ pub enum Hashing {
     None,
 }
 
+/// How a walk reads ownership.
+#[derive(Clone, Copy, Debug)]
+pub struct WalkOptions {
+    pub hashing: Hashing,
+    /// Rootless mapping: files owned by the (unprivileged) caller are
+    /// recorded as owned by root, the way the caller is root inside a user
+    /// namespace, and as buildah and `umoci --rootless` record them. On by
+    /// default when not running as root.
+    pub caller_is_root: bool,
+}
+
+impl WalkOptions {
+    pub fn new(hashing: Hashing) -> Self {
+        Self {
+            hashing,
+            caller_is_root: !nix::unistd::geteuid().is_root(),
+        }
+    }
+}
+
+/// The xattr in which rootless tools (umoci, PRoot, …; see
+/// rootlesscontainers.io) keep the ownership a file should have.
+pub const ROOTLESS_XATTR: &[u8] = b"user.rootlesscontainers";
+
 /// A walked tree: where it is and what it holds.
 pub struct Tree {
     pub root: PathBuf,
@@ -49,14 +73,29 @@ pub fn ownership_record_path(root: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Walks `root` and returns its manifest, with default options for this
+/// user (see [`WalkOptions::new`]).
+pub fn walk(root: &Path, hashing: Hashing) -> Result<Tree, WalkError> {
+    walk_with(root, &WalkOptions::new(hashing))
+}
+
 /// Walks `root` and returns its manifest.
 ///
-/// If an ownership record (see [`ownership_record_path`]) sits beside the
-/// tree, entries still owned by the calling user take their uid and gid from
-/// it, and device nodes and privileged xattrs the host refused are taken
-/// from it too: that is how a rootless user's tree remembers that
-/// `/etc/shadow` belongs to root and `/home/app` to uid 1000.
-pub fn walk(root: &Path, hashing: Hashing) -> Result<Tree, WalkError> {
+/// Ownership is decided per entry, first rule that applies:
+/// 1. a `user.rootlesscontainers` xattr (written by `umoci --rootless` and
+///    other rootless tools) gives the intended uid/gid; the xattr itself is
+///    metadata, not content, and is dropped;
+/// 2. an ownership record beside the tree (see [`ownership_record_path`],
+///    written by a rootless `shipyard unpack`) gives them, for entries still
+///    owned by the caller, so a later `chown` by a privileged user wins;
+/// 3. with [`WalkOptions::caller_is_root`], the caller's own uid/gid become
+///    0: what the caller owns, root owns inside the image;
+/// 4. otherwise the ids on disk.
+///
+/// The record also restores device nodes and `security.*`/`trusted.*`
+/// xattrs the host refused: that is how a rootless user's tree remembers
+/// that `/dev/null` exists and `/bin/ping` has `cap_net_raw`.
+pub fn walk_with(root: &Path, opts: &WalkOptions) -> Result<Tree, WalkError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source: io::Error| WalkError::Io { path, source }
@@ -155,12 +194,20 @@ pub fn walk(root: &Path, hashing: Hashing) -> Result<Tree, WalkError> {
         entries.push(e);
     }
 
+    // xattrs and hashes, where the time goes, on all cores. The intended
+    // owner from a rootless xattr is set aside for the ownership pass.
+    let hashing = opts.hashing;
+    let mut intended: Vec<Option<(Option<u32>, Option<u32>)>> = vec![None; entries.len()];
     entries
         .par_iter_mut()
-        .try_for_each(|e| -> Result<(), WalkError> {
+        .zip(intended.par_iter_mut())
+        .try_for_each(|(e, intent)| -> Result<(), WalkError> {
             let full = root.join(e.path.to_path());
             if e.kind != Kind::Hardlink {
                 e.xattrs = read_xattrs(&full).map_err(io_err(&full))?;
+                if let Some(v) = e.xattrs.remove(ROOTLESS_XATTR) {
+                    *intent = Some(decode_rootless_xattr(&v));
+                }
             }
             if hashing == Hashing::All && e.kind == Kind::File {
                 e.sha256 = Some(hash_file(&full).map_err(io_err(&full))?);
@@ -168,21 +215,67 @@ pub fn walk(root: &Path, hashing: Hashing) -> Result<Tree, WalkError> {
             Ok(())
         })?;
 
+    let record_path = ownership_record_path(root);
+    let record = if record_path.is_file() {
+        let f = File::open(&record_path).map_err(io_err(&record_path))?;
+        Some(
+            Manifest::parse(io::BufReader::new(f), &record_path.display().to_string()).map_err(
+                |e| WalkError::Io {
+                    path: record_path.clone(),
+                    source: io::Error::other(e.to_string()),
+                },
+            )?,
+        )
+    } else {
+        None
+    };
+    let me = (
+        nix::unistd::geteuid().as_raw() as u64,
+        nix::unistd::getegid().as_raw() as u64,
+    );
     let mut manifest = Manifest::default();
-    for e in entries {
+    for (mut e, intent) in entries.into_iter().zip(intended) {
+        let rec = record
+            .as_ref()
+            .and_then(|r| r.get(&e.path))
+            .filter(|r| r.kind == e.kind || (e.kind == Kind::File && r.kind == Kind::Hardlink));
+        let (host_uid, host_gid) = (e.uid, e.gid);
+        e.uid = resolve_id(
+            host_uid,
+            me.0,
+            intent.and_then(|i| i.0),
+            rec.map(|r| r.uid),
+            opts.caller_is_root,
+        );
+        e.gid = resolve_id(
+            host_gid,
+            me.1,
+            intent.and_then(|i| i.1),
+            rec.map(|r| r.gid),
+            opts.caller_is_root,
+        );
+        if let Some(r) = rec {
+            for (k, v) in &r.xattrs {
+                if (k.starts_with(b"security.") || k.starts_with(b"trusted."))
+                    && !e.xattrs.contains_key(k)
+                {
+                    e.xattrs.insert(k.clone(), v.clone());
+                }
+            }
+        }
         manifest.insert(e);
     }
-    let record = ownership_record_path(root);
-    if record.is_file() {
-        let f = File::open(&record).map_err(io_err(&record))?;
-        let rec =
-            Manifest::parse(io::BufReader::new(f), &record.display().to_string()).map_err(|e| {
-                WalkError::Io {
-                    path: record.clone(),
-                    source: io::Error::other(e.to_string()),
-                }
-            })?;
-        apply_ownership_record(&mut manifest, &rec);
+    // Device nodes a rootless unpack could not create.
+    if let Some(rec) = &record {
+        for (p, r) in &rec.entries {
+            let parent_present = p.parent().is_root() || manifest.entries.contains_key(&p.parent());
+            if matches!(r.kind, Kind::Char | Kind::Block)
+                && parent_present
+                && manifest.get(p).is_none()
+            {
+                manifest.insert(r.clone());
+            }
+        }
     }
     Ok(Tree {
         root: root.to_path_buf(),
@@ -190,37 +283,60 @@ pub fn walk(root: &Path, hashing: Hashing) -> Result<Tree, WalkError> {
     })
 }
 
-/// See [`walk`]. Only entries still owned by the caller are overridden, so
-/// a later `chown` by a privileged user is not undone.
-fn apply_ownership_record(m: &mut Manifest, rec: &Manifest) {
-    let me = (
-        nix::unistd::geteuid().as_raw() as u64,
-        nix::unistd::getegid().as_raw() as u64,
-    );
-    for (p, r) in &rec.entries {
-        let parent_present = p.parent().is_root() || m.entries.contains_key(&p.parent());
-        match m.entries.get_mut(p) {
-            Some(e) if e.kind == r.kind || (e.kind == Kind::File && r.kind == Kind::Hardlink) => {
-                if e.uid == me.0 {
-                    e.uid = r.uid;
-                }
-                if e.gid == me.1 {
-                    e.gid = r.gid;
-                }
-                for (k, v) in &r.xattrs {
-                    if (k.starts_with(b"security.") || k.starts_with(b"trusted."))
-                        && !e.xattrs.contains_key(k)
-                    {
-                        e.xattrs.insert(k.clone(), v.clone());
-                    }
-                }
+/// See [`walk_with`] for the order of the rules.
+fn resolve_id(
+    host: u64,
+    me: u64,
+    intended: Option<u32>,
+    recorded: Option<u64>,
+    caller_is_root: bool,
+) -> u64 {
+    if let Some(i) = intended {
+        return i as u64;
+    }
+    if host == me {
+        if let Some(r) = recorded {
+            return r;
+        }
+        if caller_is_root {
+            return 0;
+        }
+    }
+    host
+}
+
+/// Decodes the `user.rootlesscontainers` protobuf (`uint32 uid = 1; uint32
+/// gid = 2;`). A missing field is 0 (proto3); `u32::MAX` means "no change",
+/// returned as `None`.
+pub fn decode_rootless_xattr(v: &[u8]) -> (Option<u32>, Option<u32>) {
+    let (mut uid, mut gid) = (0u64, 0u64);
+    let mut i = 0;
+    let varint = |i: &mut usize| -> Option<u64> {
+        let mut out = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *v.get(*i)?;
+            *i += 1;
+            out |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Some(out);
             }
-            None if matches!(r.kind, Kind::Char | Kind::Block) && parent_present => {
-                m.insert(r.clone());
-            }
+        }
+        None
+    };
+    while i < v.len() {
+        let Some(tag) = varint(&mut i) else { break };
+        if tag & 7 != 0 {
+            break; // not a varint field: nothing we understand follows
+        }
+        let Some(val) = varint(&mut i) else { break };
+        match tag >> 3 {
+            1 => uid = val,
+            2 => gid = val,
             _ => {}
         }
     }
+    let keep = |x: u64| (x != u32::MAX as u64).then_some(x as u32);
+    (keep(uid), keep(gid))
 }
 
 /// All extended attributes of a path, without following symlinks.
@@ -252,4 +368,23 @@ pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(path)?;
     crate::oci::digest::sha256_reader(f)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rootless_xattr_decodes() {
+        // uid 1001, gid 1001 as umoci writes it.
+        assert_eq!(
+            super::decode_rootless_xattr(&[0x08, 0xe9, 0x07, 0x10, 0xe9, 0x07]),
+            (Some(1001), Some(1001))
+        );
+        // Empty message: root.
+        assert_eq!(super::decode_rootless_xattr(&[]), (Some(0), Some(0)));
+        // NoopID for gid.
+        assert_eq!(
+            super::decode_rootless_xattr(&[0x08, 0x05, 0x10, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+            (Some(5), None)
+        );
+    }
 }

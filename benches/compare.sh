@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The workloads of benches/run, as the current (unprivileged) user.
+# usage: compare.sh SHIPYARD_BIN WORKDIR
+set -euo pipefail
+sy=$1
+w=$2
+here=$(cd "$(dirname "$0")" && pwd)
+runs=${RUNS:-3}
+mkdir -p "$w"
+results="$w/results.tsv"
+: >"$results"
+for t in buildah umoci /usr/bin/time python3; do
+    command -v "$t" >/dev/null || { echo "error: $t not found (run benches/run as root once)" >&2; exit 1; }
+done
+
+# measure NAME PREPARE CMD: RUNS timed runs of CMD (after PREPARE, untimed),
+# recording wall seconds and peak RSS (KiB) of each.
+measure() {
+    local name=$1 prep=$2 cmd=$3 i
+    for i in $(seq 1 "$runs"); do
+        bash -c "$prep" >/dev/null 2>&1
+        /usr/bin/time -f "%e %M" -o "$w/time.out" bash -c "$cmd" >/dev/null 2>"$w/err.out" ||
+            { echo "error: $name failed:" >&2; cat "$w/err.out" >&2; exit 1; }
+        printf '%s\t%s\n' "$name" "$(cat "$w/time.out")" >>"$results"
+        echo "  $name run $i: $(cat "$w/time.out")" >&2
+    done
+}
+
+echo "==> preparing trees in $w" >&2
+if [ ! -d "$w/big" ]; then
+    cp -a /usr/lib/x86_64-linux-gnu "$w/big.tmp" && mv "$w/big.tmp" "$w/big"
+fi
+if [ ! -d "$w/many" ]; then
+    python3 - "$w/many.tmp" <<'PY'
+import os, sys, random
+root = sys.argv[1]
+rnd = random.Random(42)
+for d in range(1000):
+    dd = os.path.join(root, f"d{d:03}", f"sub{d % 7}")
+    os.makedirs(dd, exist_ok=True)
+    for f in range(100):
+        with open(os.path.join(dd, f"f{f:03}.txt"), "wb") as fh:
+            fh.write(rnd.randbytes(rnd.randint(200, 2000)))
+PY
+    mv "$w/many.tmp" "$w/many"
+fi
+echo "  big: $(du -sh "$w/big" | cut -f1) in $(find "$w/big" | wc -l) entries" >&2
+echo "  many: $(du -sh "$w/many" | cut -f1) in $(find "$w/many" | wc -l) entries" >&2
+
+B="buildah --root $w/bstore --runroot $XDG_RUNTIME_DIR/shipyard-bench-run --storage-driver overlay"
+for tree in big many; do
+    echo "==> $tree: diff + gzip layer vs buildah commit" >&2
+    # buildah: a working container from scratch holding the tree (copied in
+    # untimed), then `buildah commit` (gzip, like shipyard's default).
+    $B rm -a >/dev/null 2>&1 || true
+    ctr=$($B from scratch)
+    $B unshare sh -c "m=\$($B mount $ctr) && cp -a $w/$tree/. \$m/"
+    measure "$tree.shipyard.diff" "rm -rf $w/sout" "$sy diff $w/$tree --against scratch --output oci:$w/sout:t"
+    measure "$tree.buildah.commit" "rm -rf $w/bout" "$B commit --disable-compression=false --quiet $ctr oci:$w/bout:t"
+    $B rm -a >/dev/null 2>&1 || true
+
+    echo "==> $tree: re-diff with nothing changed vs umoci repack" >&2
+    rm -rf "$w/ulayout" "$w/ubundle"
+    "$sy" diff "$w/$tree" --against scratch --output "oci:$w/ulayout:base" --keep-mtimes >/dev/null
+    umoci unpack --rootless --image "$w/ulayout:base" "$w/ubundle" >/dev/null
+    # umoci compares against the mtree it wrote at unpack; shipyard against
+    # the manifest taken at the same point. Both untimed.
+    "$sy" manifest "$w/ubundle/rootfs" -o "$w/rootfs.mf"
+    measure "$tree.shipyard.rediff" "true" "$sy diff $w/ubundle/rootfs --against $w/rootfs.mf --output oci:$w/ulayout:same"
+    measure "$tree.umoci.repack" "true" "umoci repack --image $w/ulayout:same-umoci $w/ubundle"
+    rm -rf "$w/sout" "$w/bout"
+done
+python3 "$here/report.py" "$results"

@@ -1,0 +1,41 @@
+"""Turns benches/compare.sh's results.tsv into the ratio table of
+docs/benchmarks.md: medians of each workload, shipyard / peer."""
+import statistics
+import sys
+from collections import defaultdict
+
+times = defaultdict(list)
+rss = defaultdict(list)
+for line in open(sys.argv[1]):
+    name, vals = line.rstrip("\n").split("\t")
+    secs, kib = vals.split()
+    times[name].append(float(secs))
+    rss[name].append(int(kib))
+
+def med(name):
+    return statistics.median(times[name])
+
+rows = []
+for tree in ("big", "many"):
+    for ours, peer, what, target in (
+        ("shipyard.diff", "buildah.commit", "diff + gzip layer vs `buildah commit` (gzip)", 0.5),
+        ("shipyard.rediff", "umoci.repack", "re-diff, nothing changed, vs `umoci repack`", 0.2),
+    ):
+        a, b = f"{tree}.{ours}", f"{tree}.{peer}"
+        if a in times and b in times:
+            r = med(a) / med(b)
+            rows.append((tree, what, med(a), med(b), r, target))
+
+print("| tree | workload | shipyard s | peer s | ratio | target | met |")
+print("|---|---|---:|---:|---:|---:|---|")
+for tree, what, a, b, r, target in rows:
+    print(f"| {tree} | {what} | {a:.2f} | {b:.2f} | **{r:.2f}×** | ≤ {target}× | {'yes' if r <= target else 'NO'} |")
+print()
+print("| tree | peak RSS of `shipyard diff` (gzip) | peer peak RSS | target |")
+print("|---|---:|---:|---|")
+for tree in ("big", "many"):
+    a, b = f"{tree}.shipyard.diff", f"{tree}.buildah.commit"
+    if a in rss:
+        ours = max(rss[a]) / 1024
+        peer = max(rss[b]) / 1024 if b in rss else float("nan")
+        print(f"| {tree} | {ours:.1f} MiB | {peer:.1f} MiB (buildah) | ≤ 100 MiB: {'yes' if ours <= 100 else 'NO'} |")
