@@ -6,6 +6,7 @@
 pub mod compress;
 pub mod extract;
 pub mod generate;
+pub mod pgzip;
 pub mod read;
 
 use crate::oci::digest::{Digest, HashingReader, HashingWriter};
