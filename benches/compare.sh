@@ -13,16 +13,24 @@ for t in buildah umoci /usr/bin/time python3; do
     command -v "$t" >/dev/null || { echo "error: $t not found (run benches/run as root once)" >&2; exit 1; }
 done
 
-# measure NAME PREPARE CMD: RUNS timed runs of CMD (after PREPARE, untimed),
-# recording wall seconds and peak RSS (KiB) of each.
-measure() {
-    local name=$1 prep=$2 cmd=$3 i
+# once NAME PREPARE CMD: one timed run of CMD (after PREPARE, untimed),
+# recording wall seconds and peak RSS (KiB).
+once() {
+    local name=$1 prep=$2 cmd=$3
+    bash -c "$prep" >/dev/null 2>&1
+    /usr/bin/time -f "%e %M" -o "$w/time.out" bash -c "$cmd" >/dev/null 2>"$w/err.out" ||
+        { echo "error: $name failed:" >&2; cat "$w/err.out" >&2; exit 1; }
+    printf '%s\t%s\n' "$name" "$(cat "$w/time.out")" >>"$results"
+    echo "  $name: $(cat "$w/time.out")" >&2
+}
+
+# pair A_NAME A_PREP A_CMD B_NAME B_PREP B_CMD: RUNS rounds, alternating
+# shipyard and its peer, so both see the same machine (it is shared).
+pair() {
+    local i
     for i in $(seq 1 "$runs"); do
-        bash -c "$prep" >/dev/null 2>&1
-        /usr/bin/time -f "%e %M" -o "$w/time.out" bash -c "$cmd" >/dev/null 2>"$w/err.out" ||
-            { echo "error: $name failed:" >&2; cat "$w/err.out" >&2; exit 1; }
-        printf '%s\t%s\n' "$name" "$(cat "$w/time.out")" >>"$results"
-        echo "  $name run $i: $(cat "$w/time.out")" >&2
+        once "$1" "$2" "$3"
+        once "$4" "$5" "$6"
     done
 }
 
@@ -55,8 +63,10 @@ for tree in big many; do
     $B rm -a >/dev/null 2>&1 || true
     ctr=$($B from scratch)
     $B unshare sh -c "m=\$($B mount $ctr) && cp -a $w/$tree/. \$m/"
-    measure "$tree.shipyard.diff" "rm -rf $w/sout" "$sy diff $w/$tree --against scratch --output oci:$w/sout:t"
-    measure "$tree.buildah.commit" "rm -rf $w/bout" "$B commit --disable-compression=false --quiet $ctr oci:$w/bout:t"
+    pair "$tree.shipyard.diff" "rm -rf $w/sout" "$sy diff $w/$tree --against scratch --output oci:$w/sout:t" \
+        "$tree.buildah.commit" "rm -rf $w/bout" "$B commit --disable-compression=false --quiet $ctr oci:$w/bout:t"
+    echo "  layer sizes: shipyard $(du -b "$w"/sout/blobs/sha256/* | sort -n | tail -1 | cut -f1), buildah $(du -b "$w"/bout/blobs/sha256/* | sort -n | tail -1 | cut -f1)" >&2
+    printf '%s\t%s\n' "$tree.sizes" "$(du -b "$w"/sout/blobs/sha256/* | sort -n | tail -1 | cut -f1) $(du -b "$w"/bout/blobs/sha256/* | sort -n | tail -1 | cut -f1)" >>"$results"
     $B rm -a >/dev/null 2>&1 || true
 
     echo "==> $tree: re-diff with nothing changed vs umoci repack" >&2
@@ -66,8 +76,8 @@ for tree in big many; do
     # umoci compares against the mtree it wrote at unpack; shipyard against
     # the manifest taken at the same point. Both untimed.
     "$sy" manifest "$w/ubundle/rootfs" -o "$w/rootfs.mf"
-    measure "$tree.shipyard.rediff" "true" "$sy diff $w/ubundle/rootfs --against $w/rootfs.mf --output oci:$w/ulayout:same"
-    measure "$tree.umoci.repack" "true" "umoci repack --image $w/ulayout:same-umoci $w/ubundle"
+    pair "$tree.shipyard.rediff" "true" "$sy diff $w/ubundle/rootfs --against $w/rootfs.mf --output oci:$w/ulayout:same" \
+        "$tree.umoci.repack" "true" "umoci repack --image $w/ulayout:same-umoci $w/ubundle"
     rm -rf "$w/sout" "$w/bout"
 done
 python3 "$here/report.py" "$results"

@@ -6,11 +6,15 @@ from collections import defaultdict
 
 times = defaultdict(list)
 rss = defaultdict(list)
+sizes = {}
 for line in open(sys.argv[1]):
     name, vals = line.rstrip("\n").split("\t")
-    secs, kib = vals.split()
-    times[name].append(float(secs))
-    rss[name].append(int(kib))
+    a, b = vals.split()
+    if name.endswith(".sizes"):
+        sizes[name[: -len(".sizes")]] = (int(a), int(b))
+        continue
+    times[name].append(float(a))
+    rss[name].append(int(b))
 
 def med(name):
     return statistics.median(times[name])
@@ -39,3 +43,9 @@ for tree in ("big", "many"):
         ours = max(rss[a]) / 1024
         peer = max(rss[b]) / 1024 if b in rss else float("nan")
         print(f"| {tree} | {ours:.1f} MiB | {peer:.1f} MiB (buildah) | ≤ 100 MiB: {'yes' if ours <= 100 else 'NO'} |")
+
+print()
+print("| tree | shipyard layer | buildah layer | shipyard / buildah |")
+print("|---|---:|---:|---:|")
+for tree, (a, b) in sizes.items():
+    print(f"| {tree} | {a / 2**20:.1f} MiB | {b / 2**20:.1f} MiB | {a / b:.3f} |")

@@ -47,14 +47,19 @@ impl<W: Write> ParallelGzip<W> {
         let workers = (0..threads)
             .map(|_| {
                 let rx = Arc::clone(&rx);
-                std::thread::spawn(move || loop {
-                    // The lock is held only to take the next job.
-                    let job = match rx.lock() {
-                        Ok(guard) => guard.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((data, reply)) = job else { return };
-                    let _ = reply.send(compress_member(&data, level));
+                std::thread::spawn(move || {
+                    // One compressor and output buffer per worker, reused:
+                    // libdeflate's hash tables are costly to set up per MiB.
+                    let mut member = Member::new(level);
+                    loop {
+                        // The lock is held only to take the next job.
+                        let job = match rx.lock() {
+                            Ok(guard) => guard.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((data, reply)) = job else { return };
+                        let _ = reply.send(member.compress(&data));
+                    }
                 })
             })
             .collect();
@@ -127,20 +132,43 @@ impl<W: Write> Drop for ParallelGzip<W> {
     }
 }
 
-/// One gzip member. libdeflate compresses a whole buffer at once, which
-/// is exactly the shape of a chunk, at about twice zlib's speed for the same
-/// ratio (measured: docs/benchmarks.md). Its header has no name and no
-/// mtime, so members are the same on every machine.
-fn compress_member(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
-    let lvl = libdeflater::CompressionLvl::new(level.clamp(0, 12) as i32)
-        .map_err(|_| io::Error::other(format!("invalid gzip level {level}")))?;
-    let mut c = libdeflater::Compressor::new(lvl);
-    let mut out = vec![0u8; c.gzip_compress_bound(data.len())];
-    let n = c
-        .gzip_compress(data, &mut out)
-        .map_err(|e| io::Error::other(format!("gzip: {e:?}")))?;
-    out.truncate(n);
-    Ok(out)
+/// Compresses chunks into gzip members. libdeflate compresses a whole
+/// buffer at once, which is exactly the shape of a chunk, at about twice
+/// zlib's speed for the same ratio (measured: docs/benchmarks.md). Its
+/// header has no name and no mtime, so members are the same on every
+/// machine.
+struct Member {
+    level: u32,
+    compressor: Option<libdeflater::Compressor>,
+    out: Vec<u8>,
+}
+
+impl Member {
+    fn new(level: u32) -> Self {
+        let compressor = libdeflater::CompressionLvl::new(level.clamp(0, 12) as i32)
+            .ok()
+            .map(libdeflater::Compressor::new);
+        Self {
+            level,
+            compressor,
+            out: Vec::new(),
+        }
+    }
+
+    fn compress(&mut self, data: &[u8]) -> io::Result<Vec<u8>> {
+        let c = self
+            .compressor
+            .as_mut()
+            .ok_or_else(|| io::Error::other(format!("invalid gzip level {}", self.level)))?;
+        let bound = c.gzip_compress_bound(data.len());
+        if self.out.len() < bound {
+            self.out.resize(bound, 0);
+        }
+        let n = c
+            .gzip_compress(data, &mut self.out)
+            .map_err(|e| io::Error::other(format!("gzip: {e:?}")))?;
+        Ok(self.out[..n].to_vec())
+    }
 }
 
 impl<W: Write> Write for ParallelGzip<W> {
