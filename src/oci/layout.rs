@@ -460,22 +460,17 @@ impl Layout {
 
     /// Writes `path` atomically unless it already exists.
     fn create_new(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let dir = path.parent().unwrap_or(&self.root);
-        let mut tmp = tempfile::Builder::new()
-            .prefix(TMP_PREFIX)
-            .tempfile_in(dir)
-            .map_err(io_err(dir))?;
-        tmp.write_all(bytes).map_err(io_err(path))?;
-        tmp.as_file().sync_all().map_err(io_err(path))?;
-        set_public_mode(tmp.path());
-        match tmp.persist_noclobber(path) {
-            Ok(_) => Ok(()),
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(io_err(path)(e.error)),
-        }
+        self.publish(path, bytes, false)
     }
 
+    /// Replaces `path` atomically.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        self.publish(path, bytes, true)
+    }
+
+    /// Temp file, fsync, rename: readers see the old file or the new one,
+    /// never a part. Without `clobber`, an existing file wins.
+    fn publish(&self, path: &Path, bytes: &[u8], clobber: bool) -> Result<()> {
         let dir = path.parent().unwrap_or(&self.root);
         let mut tmp = tempfile::Builder::new()
             .prefix(TMP_PREFIX)
@@ -484,8 +479,16 @@ impl Layout {
         tmp.write_all(bytes).map_err(io_err(path))?;
         tmp.as_file().sync_all().map_err(io_err(path))?;
         set_public_mode(tmp.path());
-        tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
-        Ok(())
+        let done = if clobber {
+            tmp.persist(path)
+        } else {
+            tmp.persist_noclobber(path)
+        };
+        match done {
+            Ok(_) => Ok(()),
+            Err(e) if !clobber && e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io_err(path)(e.error)),
+        }
     }
 }
 
