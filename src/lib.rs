@@ -9,3 +9,4 @@ pub mod oci;
 pub mod reference;
 pub mod reproducible;
 pub mod rootfs;
+pub mod sandbox;

@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -123,27 +123,6 @@ fn umoci_rootless_unpack_gives_the_source_tree() {
         ok(["manifest", bundle2.join("rootfs").to_str().unwrap()]),
         ok(["manifest", a.to_str().unwrap()])
     );
-}
-
-/// A rootfs holding the host's /bin/sh and the libraries it needs.
-fn shell_rootfs(root: &Path) {
-    let sh = std::fs::canonicalize("/bin/sh").unwrap();
-    let ldd = run(Command::new("ldd").arg(&sh));
-    let mut files: Vec<PathBuf> = ldd
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-        .map(PathBuf::from)
-        .collect();
-    files.push(sh.clone());
-    for f in files {
-        let dest = root.join(f.strip_prefix("/").unwrap());
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(&f, &dest).unwrap();
-    }
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    if !root.join("bin/sh").exists() {
-        std::os::unix::fs::symlink(&sh, root.join("bin/sh")).unwrap();
-    }
 }
 
 fn podman(runtime_dir: &Path) -> Command {

@@ -6,6 +6,8 @@ mod gc;
 mod inspect;
 pub mod man;
 mod manifest;
+mod sandbox_helper;
+mod shell;
 mod tag;
 mod unpack;
 
@@ -42,8 +44,11 @@ pub enum Command {
     Inspect(inspect::Args),
     Tag(tag::Args),
     Gc(gc::Args),
+    Shell(shell::Args),
     #[command(hide = true)]
     GenerateMan(man::Args),
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox,
 }
 
 /// Runs a parsed command line.
@@ -55,7 +60,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Tag(a) => tag::run(a),
         Command::Gc(a) => gc::run(a),
+        Command::Shell(a) => shell::run_cmd(a),
         Command::GenerateMan(a) => man::run(a),
+        Command::Sandbox => sandbox_helper::run(),
     }
 }
 

@@ -235,3 +235,25 @@ pub fn strip_mtimes(text: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A rootfs holding the host's /bin/sh and the libraries it needs.
+pub fn shell_rootfs(root: &Path) {
+    let sh = std::fs::canonicalize("/bin/sh").unwrap();
+    let out = std::process::Command::new("ldd").arg(&sh).output().unwrap();
+    let ldd = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut files: Vec<PathBuf> = ldd
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(PathBuf::from)
+        .collect();
+    files.push(sh.clone());
+    for f in files {
+        let dest = root.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap();
+    }
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    if !root.join("bin/sh").exists() {
+        std::os::unix::fs::symlink(&sh, root.join("bin/sh")).unwrap();
+    }
+}

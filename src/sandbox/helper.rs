@@ -1,0 +1,418 @@
+//! The sandbox helper: runs in a freshly exec'd, single-threaded
+//! `shipyard __sandbox` process (forking a multi-threaded program is not
+//! safe), creates the namespaces, and becomes the parent of the step's
+//! PID 1. Everything here reports errors as text on stderr and exit code
+//! 125, the convention of podman and runc for "the container could not
+//! start".
+
+use super::spec::{Network, Root, StepSpec, SubIds};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
+use std::ffi::CString;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+/// Exit code when the sandbox itself failed (not the step).
+pub const SETUP_FAILED: i32 = 125;
+
+type Res<T> = Result<T, String>;
+
+fn e<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> String {
+    move |err| format!("{what}: {err}")
+}
+
+/// Entry point of `shipyard __sandbox`.
+pub fn helper_main(spec: &StepSpec) -> i32 {
+    match run(spec) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("shipyard sandbox: {msg}");
+            SETUP_FAILED
+        }
+    }
+}
+
+fn run(spec: &StepSpec) -> Res<i32> {
+    let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
+    // A mapping wider than one id must be written from outside the new
+    // namespace (the kernel checks the opener's capabilities in the parent
+    // namespace): by the setuid helpers for a subordinate range, or by
+    // ourselves when we are real root. So fork a mapper first, which stays
+    // in the parent namespace, and let it act once we have unshared.
+    let root_range = (uid == 0).then_some(SubIds {
+        uid_start: 0,
+        gid_start: 0,
+        count: 65536,
+    });
+    let (mapper, go) = match spec.subids.or(root_range) {
+        Some(sub) => {
+            let (r, w) = nix::unistd::pipe().map_err(e("pipe"))?;
+            let me = nix::unistd::getpid();
+            // SAFETY: this process is single-threaded (fresh exec).
+            match unsafe { fork() }.map_err(e("fork"))? {
+                ForkResult::Child => {
+                    drop(w);
+                    let mut b = [0u8; 1];
+                    let _ = nix::unistd::read(&r, &mut b);
+                    if uid == 0 {
+                        let w = |f: &str, v: String| std::fs::write(format!("/proc/{me}/{f}"), v);
+                        let ok = w("uid_map", format!("0 0 {}", sub.count))
+                            .and_then(|_| w("gid_map", format!("0 0 {}", sub.count)));
+                        if let Err(err) = ok {
+                            eprintln!("shipyard sandbox: writing id maps as root: {err}");
+                            std::process::exit(SETUP_FAILED);
+                        }
+                        std::process::exit(0);
+                    }
+                    let script = format!(
+                        "newuidmap {me} 0 {uid} 1 1 {} {} && newgidmap {me} 0 {gid} 1 1 {} {}",
+                        sub.uid_start, sub.count, sub.gid_start, sub.count
+                    );
+                    let err = exec(&["/bin/sh".into(), "-c".into(), script], &[]);
+                    eprintln!("shipyard sandbox: {err}");
+                    std::process::exit(SETUP_FAILED);
+                }
+                ForkResult::Parent { child } => {
+                    drop(r);
+                    (Some(child), Some(w))
+                }
+            }
+        }
+        None => (None, None),
+    };
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(e(
+        "creating the user namespace (are unprivileged user namespaces enabled?)",
+    ))?;
+    match (mapper, go) {
+        (Some(child), Some(w)) => {
+            nix::unistd::write(&w, b"x").map_err(e("signalling the id mapper"))?;
+            drop(w);
+            match waitpid(child, None).map_err(e("waiting for newuidmap"))? {
+                WaitStatus::Exited(_, 0) => {}
+                other => {
+                    return Err(format!(
+                        "newuidmap/newgidmap failed ({other:?}); check /etc/subuid and /etc/subgid"
+                    ))
+                }
+            }
+        }
+        _ => {
+            // One id, written by ourselves: the caller becomes root inside.
+            std::fs::write("/proc/self/setgroups", "deny").map_err(e("writing setgroups"))?;
+            std::fs::write("/proc/self/uid_map", format!("0 {uid} 1"))
+                .map_err(e("writing uid_map"))?;
+            std::fs::write("/proc/self/gid_map", format!("0 {gid} 1"))
+                .map_err(e("writing gid_map"))?;
+        }
+    }
+    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(e("setresgid"))?;
+    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(e("setresuid"))?;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(e("creating namespaces"))?;
+    // SAFETY: still single-threaded.
+    match unsafe { fork() }.map_err(e("fork"))? {
+        ForkResult::Child => {
+            let msg = match pid1(spec) {
+                Ok(never) => match never {},
+                Err(m) => m,
+            };
+            eprintln!("shipyard sandbox: {msg}");
+            std::process::exit(SETUP_FAILED);
+        }
+        ForkResult::Parent { child } => wait_for(child),
+    }
+}
+
+fn wait_for(child: Pid) -> Res<i32> {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(format!("waiting for the step: {err}")),
+        }
+    }
+}
+
+/// PID 1 of the step: builds the root, pivots into it, execs the command.
+/// When it exits the kernel kills everything else in the PID namespace,
+/// and the mount namespace (with every mount) goes with the last process.
+fn pid1(spec: &StepSpec) -> Res<std::convert::Infallible> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(e("making mounts private"))?;
+    let root = match &spec.root {
+        Root::Overlay {
+            lowers,
+            upper,
+            work,
+            merged,
+        } => {
+            let lower: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+            let opts = format!(
+                "lowerdir={},upperdir={},workdir={},userxattr",
+                lower.join(":"),
+                upper.display(),
+                work.display()
+            );
+            mount(
+                Some("overlay"),
+                merged,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(opts.as_str()),
+            )
+            .map_err(e("mounting the overlay root"))?;
+            merged.clone()
+        }
+        Root::Dir(d) => {
+            bind(d, d, true)?;
+            d.clone()
+        }
+        Root::Host { dirs, state } => host_root(dirs, state)?,
+    };
+    if spec.network == Network::Host {
+        for f in ["etc/resolv.conf", "etc/hosts"] {
+            let host = Path::new("/").join(f);
+            if host.exists() && !matches!(spec.root, Root::Host { .. }) {
+                let t = root.join(f);
+                touch(&t)?;
+                bind(&host, &t, false)?;
+            }
+        }
+    }
+    mount_proc_dev_tmp(&root)?;
+    for b in &spec.binds {
+        let rel = b.target.strip_prefix("/").unwrap_or(&b.target);
+        let t = root.join(rel);
+        if b.source.is_dir() {
+            mkdir_p(&t)?;
+        } else {
+            touch(&t)?;
+        }
+        bind(&b.source, &t, b.writable)?;
+    }
+    if spec.network == Network::None {
+        loopback_up()?;
+    }
+    nix::unistd::sethostname(&spec.hostname).map_err(e("sethostname"))?;
+    nix::unistd::chdir(&root).map_err(e("chdir to root"))?;
+    nix::unistd::pivot_root(".", ".").map_err(e("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(e("detaching the old root"))?;
+    nix::unistd::chdir("/").map_err(e("chdir /"))?;
+    let (u, g) = spec.user;
+    if (u, g) != (0, 0) {
+        let _ = nix::unistd::setgroups(&[]);
+        nix::unistd::setresgid(Gid::from_raw(g), Gid::from_raw(g), Gid::from_raw(g))
+            .map_err(e(format!("switching to gid {g}")))?;
+        nix::unistd::setresuid(Uid::from_raw(u), Uid::from_raw(u), Uid::from_raw(u))
+            .map_err(e(format!("switching to uid {u}")))?;
+    }
+    nix::unistd::chdir(&spec.cwd)
+        .map_err(e(format!("working directory {}", spec.cwd.display())))?;
+    Err(exec(&spec.argv, &spec.env))
+}
+
+/// The host's toolchain directories, bind-mounted read-only (symlinks such
+/// as a merged-/usr `/bin` are recreated) on the writable `state/root`,
+/// where everything the step writes lands.
+fn host_root(dirs: &[PathBuf], state: &Path) -> Res<PathBuf> {
+    let root = state.join("root");
+    mkdir_p(&root)?;
+    bind(&root, &root, true)?;
+    for d in dirs {
+        let rel = d.strip_prefix("/").unwrap_or(d);
+        let target = root.join(rel);
+        let Ok(meta) = std::fs::symlink_metadata(d) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            if std::fs::symlink_metadata(&target).is_err() {
+                let to = std::fs::read_link(d).map_err(e(d.display()))?;
+                symlink(to, &target).map_err(e(target.display()))?;
+            }
+            continue;
+        }
+        mkdir_p(&target)?;
+        bind(d, &target, false)?;
+    }
+    Ok(root)
+}
+
+fn mount_proc_dev_tmp(root: &Path) -> Res<()> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc_ = root.join("proc");
+    mkdir_p(&proc_)?;
+    mount(Some("proc"), &proc_, Some("proc"), nosuid, None::<&str>).map_err(e("mounting /proc"))?;
+    let dev = root.join("dev");
+    mkdir_p(&dev)?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(e("mounting /dev"))?;
+    for n in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let t = dev.join(n);
+        touch(&t)?;
+        bind(&Path::new("/dev").join(n), &t, true)?;
+    }
+    let pts = dev.join("pts");
+    mkdir_p(&pts)?;
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(e("mounting /dev/pts"))?;
+    symlink("pts/ptmx", dev.join("ptmx")).map_err(e("/dev/ptmx"))?;
+    let shm = dev.join("shm");
+    mkdir_p(&shm)?;
+    mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        nosuid,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(e("mounting /dev/shm"))?;
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(to, dev.join(name)).map_err(e(format!("/dev/{name}")))?;
+    }
+    let tmp = root.join("tmp");
+    mkdir_p(&tmp)?;
+    mount(
+        Some("tmpfs"),
+        &tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )
+    .map_err(e("mounting /tmp"))?;
+    Ok(())
+}
+
+/// Bind-mounts `src` on `dst`; read-only ones are remounted keeping the
+/// flags the kernel locks in a user namespace (nosuid, nodev, noexec…).
+fn bind(src: &Path, dst: &Path, writable: bool) -> Res<()> {
+    mount(
+        Some(src),
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(e(format!(
+        "bind-mounting {} on {}",
+        src.display(),
+        dst.display()
+    )))?;
+    if !writable {
+        let st =
+            nix::sys::statvfs::statvfs(dst).map_err(e(format!("statvfs {}", dst.display())))?;
+        use nix::sys::statvfs::FsFlags;
+        let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+        for (f, m) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if st.flags().contains(f) {
+                flags |= m;
+            }
+        }
+        mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
+            .map_err(e(format!("making {} read-only", dst.display())))?;
+    }
+    Ok(())
+}
+
+fn mkdir_p(p: &Path) -> Res<()> {
+    std::fs::create_dir_all(p).map_err(e(p.display()))
+}
+
+fn touch(p: &Path) -> Res<()> {
+    if let Some(parent) = p.parent() {
+        mkdir_p(parent)?;
+    }
+    if std::fs::symlink_metadata(p).is_err() {
+        std::fs::File::create(p).map_err(e(p.display()))?;
+    }
+    Ok(())
+}
+
+/// Brings up `lo` in the new network namespace.
+fn loopback_up() -> Res<()> {
+    // SAFETY: plain ioctls on a socket we own, with a zeroed ifreq whose
+    // name is "lo"; no memory is shared with the kernel beyond the call.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err("socket for loopback".into());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let ok = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) >= 0 && {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) >= 0
+        };
+        libc::close(fd);
+        if !ok {
+            return Err("bringing up the loopback interface".into());
+        }
+    }
+    Ok(())
+}
+
+/// execvpe; returns only on failure, with the reason.
+fn exec(argv: &[String], env: &[(String, String)]) -> String {
+    let Some(prog) = argv.first() else {
+        return "no command to run".into();
+    };
+    let c = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
+    let args: Result<Vec<CString>, String> = argv.iter().map(|a| c(a)).collect();
+    let mut envs: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        envs.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    let envs: Result<Vec<CString>, String> = envs.iter().map(|a| c(a)).collect();
+    match (c(prog), args, envs) {
+        (Ok(p), Ok(a), Ok(en)) => match nix::unistd::execvpe(&p, &a, &en) {
+            Ok(never) => match never {},
+            Err(err) => format!("cannot run {prog}: {err}"),
+        },
+        (Err(m), _, _) | (_, Err(m), _) | (_, _, Err(m)) => m,
+    }
+}

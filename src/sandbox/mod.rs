@@ -1,0 +1,240 @@
+//! Rootless sandboxes for build steps: user, mount, pid, uts, ipc and
+//! (unless `network = "host"`) network namespaces; an overlay (or plain
+//! directory) root; `/proc`, a minimal `/dev`, a tmpfs `/tmp`; bind-mounted
+//! sources; and a process tree that dies with the step.
+//!
+//! The parent ([`run`]) re-executes the shipyard binary as `shipyard
+//! __sandbox` (see [`helper`]) so that namespaces are made by a fresh,
+//! single-threaded process. It streams the step's output line by line with
+//! the step's name as prefix, saves it to a log, keeps its tail for error
+//! messages, and enforces the timeout by killing the helper: PID 1 of the
+//! step has `PDEATHSIG=SIGKILL`, and when PID 1 dies the kernel kills every
+//! other process of its PID namespace.
+
+pub mod helper;
+pub mod spec;
+
+use spec::{StepSpec, SubIds};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Environment variable carrying the step spec to the helper.
+pub const SPEC_ENV: &str = "SHIPYARD_SANDBOX_SPEC";
+/// Lines of output kept for error messages.
+pub const TAIL_LINES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot start the sandbox helper {path}: {source}")]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name}: timed out after {secs}s; the step and all its processes were killed")]
+    Timeout { name: String, secs: u64 },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("serializing the step: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// How a step is run and reported.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Prefix of every output line (the rule's name).
+    pub name: String,
+    /// Also append the output here.
+    pub log: Option<PathBuf>,
+    pub timeout: Option<Duration>,
+    /// Inherit the terminal (for `shipyard shell`): no prefix, no log.
+    pub interactive: bool,
+    /// Print the step's output (prefixed) on stderr while it runs.
+    pub echo: bool,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The command's exit code (128+N for signal N; 125: sandbox failed).
+    pub code: i32,
+    /// The last [`TAIL_LINES`] lines of output.
+    pub tail: Vec<String>,
+}
+
+/// The binary to re-execute as the helper: this executable, unless
+/// `SHIPYARD_BIN` names another (a library user's program is not shipyard).
+pub fn helper_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHIPYARD_BIN") {
+        return PathBuf::from(p);
+    }
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("shipyard"))
+}
+
+/// The caller's subordinate id ranges, if it has both and the setuid
+/// helpers are installed. Root needs none.
+pub fn detect_subids() -> Option<SubIds> {
+    if nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let have = |tool: &str| {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false)
+    };
+    if !have("newuidmap") || !have("newgidmap") {
+        return None;
+    }
+    let uid = nix::unistd::getuid();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let find = |file: &str| -> Option<(u32, u32)> {
+        let text = std::fs::read_to_string(file).ok()?;
+        text.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let who = f.next()?;
+            let start = f.next()?.trim().parse().ok()?;
+            let count = f.next()?.trim().parse().ok()?;
+            (Some(who) == name.as_deref() || who == uid.to_string()).then_some((start, count))
+        })
+    };
+    let (us, uc) = find("/etc/subuid")?;
+    let (gs, gc) = find("/etc/subgid")?;
+    let count = uc.min(gc);
+    (count > 0).then_some(SubIds {
+        uid_start: us,
+        gid_start: gs,
+        count,
+    })
+}
+
+/// Runs one step in a sandbox and waits for it.
+pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> {
+    let bin = helper_binary();
+    let mut cmd = Command::new(&bin);
+    cmd.arg("__sandbox")
+        .env(SPEC_ENV, serde_json::to_string(spec)?);
+    if opts.interactive {
+        cmd.stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+    } else {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
+        path: bin.clone(),
+        source,
+    })?;
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let log = match &opts.log {
+        Some(p) => Some(Arc::new(Mutex::new(std::fs::File::create(p)?))),
+        None => None,
+    };
+    let mut readers = Vec::new();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tail = Arc::clone(&tail);
+        let log = log.clone();
+        let name = opts.name.clone();
+        let echo = opts.echo;
+        readers.push(std::thread::spawn(move || {
+            let mut r = BufReader::new(stream);
+            let mut buf = Vec::new();
+            while let Ok(n) = r.read_until(b'\n', &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches('\n')
+                    .to_string();
+                buf.clear();
+                if echo {
+                    eprintln!("{name} | {line}");
+                }
+                if let Some(l) = &log {
+                    if let Ok(mut f) = l.lock() {
+                        let _ = writeln!(f, "{line}");
+                    }
+                }
+                if let Ok(mut t) = tail.lock() {
+                    if t.len() == TAIL_LINES {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            }
+        }));
+    }
+    let deadline = opts.timeout.map(|t| Instant::now() + t);
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            // PID 1 dies with the helper (PDEATHSIG), the rest with PID 1.
+            let _ = child.kill();
+            let _ = child.wait();
+            for r in readers {
+                let _ = r.join();
+            }
+            return Err(SandboxError::Timeout {
+                name: opts.name.clone(),
+                secs: opts.timeout.map_or(0, |t| t.as_secs()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for r in readers {
+        let _ = r.join();
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    let tail = tail
+        .lock()
+        .map(|t| t.iter().cloned().collect())
+        .unwrap_or_default();
+    Ok(Outcome { code, tail })
+}
+
+/// The host directories a `host` builder sees: the CI runner's toolchain.
+pub fn host_dirs() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = ["/usr", "/bin", "/sbin", "/etc"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    if let Ok(rd) = std::fs::read_dir("/") {
+        let mut libs: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("lib"))
+            })
+            .collect();
+        libs.sort();
+        v.extend(libs);
+    }
+    v.retain(|p| Path::new(p).exists());
+    v
+}

@@ -1,0 +1,65 @@
+//! What a sandboxed step is: serialized from the parent to the helper
+//! process that builds the namespaces.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// How the step's root filesystem is made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Root {
+    /// Overlay: read-only lower trees (first is topmost), the step's own
+    /// upper and work dirs. `merged` is where it is mounted.
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+        merged: PathBuf,
+    },
+    /// A writable directory used as the root directly (copy mode, scratch).
+    Dir(PathBuf),
+    /// The host's own toolchain: `dirs` (e.g. /usr, /etc, /lib*) bound
+    /// read-only into the writable `state/root`, where writes land.
+    Host { dirs: Vec<PathBuf>, state: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A new network namespace with only loopback.
+    #[default]
+    None,
+    /// The host's network (and its /etc/resolv.conf and /etc/hosts).
+    Host,
+}
+
+/// A bind mount of a host path into the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub writable: bool,
+}
+
+/// Subordinate id ranges to map through newuidmap/newgidmap.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubIds {
+    pub uid_start: u32,
+    pub gid_start: u32,
+    pub count: u32,
+}
+
+/// Everything the helper needs to run one step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepSpec {
+    pub root: Root,
+    pub binds: Vec<Bind>,
+    pub network: Network,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub argv: Vec<String>,
+    pub hostname: String,
+    /// uid and gid the command runs as inside (0 unless the rule says).
+    pub user: (u32, u32),
+    /// Full id range via the setuid helpers; `None`: one id mapped to root.
+    pub subids: Option<SubIds>,
+}
