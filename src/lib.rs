@@ -10,3 +10,4 @@ pub mod reference;
 pub mod reproducible;
 pub mod rootfs;
 pub mod sandbox;
+pub mod spec;

@@ -14,7 +14,9 @@ fn src_dir() -> PathBuf {
 #[test]
 fn every_command_has_help() {
     let top = ok(["--help"]);
-    for sub in ["manifest", "diff", "unpack", "inspect", "tag", "gc", "shell"] {
+    for sub in [
+        "manifest", "diff", "unpack", "inspect", "tag", "gc", "shell",
+    ] {
         assert!(top.contains(sub), "{sub} missing from --help");
         let h = ok([sub, "--help"]);
         assert!(h.contains("Usage: shipyard"), "{sub} --help: {h}");

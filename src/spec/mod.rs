@@ -1,0 +1,651 @@
+//! `shipyard.toml` → a checked build plan.
+//!
+//! Every error names the file, line and column, and the key: unknown keys
+//! (with a "did you mean"), wrong types, unknown rule names, dependency
+//! cycles (the cycle printed), missing source paths. Rules keep the order
+//! they are written in; they run as a DAG in that stable order.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{col}: {msg}")]
+pub struct SpecError {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+}
+
+/// A source bind: host path (relative to the spec's directory) → builder path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSource {
+    Path(String),
+    Full {
+        path: String,
+        #[serde(default)]
+        writable: bool,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuilder {
+    #[serde(default = "default_from")]
+    from: Spanned<String>,
+    #[serde(default)]
+    sources: IndexMap<String, Spanned<RawSource>>,
+    #[serde(default)]
+    network: Option<Spanned<String>>,
+    #[serde(default)]
+    env: IndexMap<String, String>,
+}
+
+fn default_from() -> Spanned<String> {
+    Spanned::new(0..0, "host".to_string())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    #[serde(default)]
+    after: Vec<Spanned<String>>,
+    run: String,
+    #[serde(default)]
+    env: IndexMap<String, String>,
+    #[serde(default)]
+    workdir: Option<String>,
+    #[serde(default)]
+    user: Option<Spanned<String>>,
+    /// Seconds.
+    #[serde(default)]
+    timeout: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTapeout {
+    #[serde(default)]
+    after: Vec<Spanned<String>>,
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    elf_closure: bool,
+    #[serde(default)]
+    remap: IndexMap<String, String>,
+    #[serde(default)]
+    owner: Option<Spanned<String>>,
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawImage {
+    #[serde(default = "default_scratch")]
+    from: Spanned<String>,
+    tapeouts: Vec<Spanned<String>>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    layer_per_tapeout: bool,
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    env: IndexMap<String, String>,
+    #[serde(default)]
+    workdir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    ports: Vec<String>,
+    #[serde(default)]
+    volumes: Vec<String>,
+    #[serde(default)]
+    labels: IndexMap<String, String>,
+    #[serde(default)]
+    annotations: IndexMap<String, String>,
+    #[serde(default)]
+    stop_signal: Option<String>,
+}
+
+fn default_scratch() -> Spanned<String> {
+    Spanned::new(0..0, "scratch".to_string())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    #[serde(default)]
+    builder: Option<RawBuilder>,
+    #[serde(default)]
+    build: IndexMap<String, Spanned<RawBuild>>,
+    #[serde(default)]
+    tapeout: IndexMap<String, Spanned<RawTapeout>>,
+    #[serde(default)]
+    image: IndexMap<String, Spanned<RawImage>>,
+    #[serde(default)]
+    pod: Option<Spanned<toml::Value>>,
+}
+
+/// A bind of a host source into the builder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub host: PathBuf,
+    pub target: PathBuf,
+    pub writable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    Build,
+    Tapeout,
+}
+
+/// A build rule (runs a command in the builder).
+#[derive(Debug, Clone)]
+pub struct BuildRule {
+    pub name: String,
+    pub run: String,
+    pub env: Vec<(String, String)>,
+    pub workdir: PathBuf,
+    pub user: (u32, u32),
+    pub timeout: Option<u64>,
+}
+
+/// A tapeout rule (selects what images keep).
+#[derive(Debug, Clone)]
+pub struct TapeoutRule {
+    pub name: String,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub elf_closure: bool,
+    /// Builder path prefix → image path prefix, longest first.
+    pub remap: Vec<(PathBuf, PathBuf)>,
+    pub owner: Option<(u32, u32)>,
+    pub mode: Option<u32>,
+}
+
+/// An image to assemble.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    pub name: String,
+    pub tag: String,
+    pub from: String,
+    pub tapeouts: Vec<String>,
+    pub layer_per_tapeout: bool,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub ports: Vec<String>,
+    pub volumes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub stop_signal: Option<String>,
+}
+
+/// One step of the plan, in run order.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Build(BuildRule),
+    Tapeout(TapeoutRule),
+}
+
+impl Step {
+    pub fn id(&self) -> String {
+        match self {
+            Step::Build(b) => format!("build.{}", b.name),
+            Step::Tapeout(t) => format!("tapeout.{}", t.name),
+        }
+    }
+}
+
+/// A checked `shipyard.toml`.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub dir: PathBuf,
+    pub from: String,
+    pub sources: Vec<Source>,
+    pub network: crate::sandbox::spec::Network,
+    pub env: Vec<(String, String)>,
+    /// Build and tapeout rules in a stable topological order.
+    pub steps: Vec<Step>,
+    pub images: Vec<ImageSpec>,
+}
+
+/// Edit distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c)
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: std::ops::Range<usize>, msg: impl Into<String>) -> SpecError {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        SpecError {
+            file: self.file.to_string(),
+            line,
+            col,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// Reads and checks a spec file. `sets` are `--set KEY=VALUE` overrides:
+/// `label.NAME=V` and `annotation.NAME=V` apply to every image; any other
+/// KEY becomes a build argument, available to every rule as `$KEY`.
+pub fn load(path: &Path, sets: &[(String, String)]) -> Result<Plan, SpecError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        file: file.clone(),
+        line: 0,
+        col: 0,
+        msg: format!("cannot read: {e}"),
+    })?;
+    parse(&text, &file, path.parent().unwrap_or(Path::new(".")), sets)
+}
+
+/// Parses spec text; `dir` is what relative source paths are relative to.
+pub fn parse(
+    text: &str,
+    file: &str,
+    dir: &Path,
+    sets: &[(String, String)],
+) -> Result<Plan, SpecError> {
+    let cx = Ctx { file, text };
+    let raw: RawSpec = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let mut msg = e.message().trim().to_string();
+        if let Some(rest) = msg.strip_prefix("unknown field `") {
+            if let Some((word, tail)) = rest.split_once('`') {
+                let cands: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+                if let Some(s) = did_you_mean(word, cands) {
+                    msg = format!("unknown key `{word}`; did you mean `{s}`?");
+                } else {
+                    msg = format!("unknown key `{word}`{tail}");
+                }
+            }
+        } else if let Some(key) = key_at(text, span.start) {
+            msg = format!("`{key}`: {msg}");
+        }
+        cx.err(span, msg)
+    })?;
+    if let Some(p) = &raw.pod {
+        return Err(cx.err(
+            p.span(),
+            "[pod] tables are not supported by this version of shipyard yet",
+        ));
+    }
+    let builder = raw.builder.unwrap_or(RawBuilder {
+        from: default_from(),
+        sources: IndexMap::new(),
+        network: None,
+        env: IndexMap::new(),
+    });
+    let from = builder.from.get_ref().clone();
+    if !(from == "host"
+        || from == "scratch"
+        || from.starts_with("rootfs:")
+        || from.starts_with("oci:"))
+    {
+        return Err(cx.err(
+            builder.from.span(),
+            format!("builder.from = {from:?}: expected host, scratch, rootfs:DIR or oci:DIR[:TAG]"),
+        ));
+    }
+    let network = match builder
+        .network
+        .as_ref()
+        .map(|n| (n.get_ref().as_str(), n.span()))
+    {
+        None | Some(("none", _)) => crate::sandbox::spec::Network::None,
+        Some(("host", _)) => crate::sandbox::spec::Network::Host,
+        Some((other, span)) => {
+            return Err(cx.err(
+                span,
+                format!("builder.network = {other:?}: expected \"none\" or \"host\""),
+            ))
+        }
+    };
+    let mut sources = Vec::new();
+    for (target, src) in &builder.sources {
+        let (p, writable) = match src.get_ref() {
+            RawSource::Path(p) => (p.clone(), false),
+            RawSource::Full { path, writable } => (path.clone(), *writable),
+        };
+        let host = dir.join(&p);
+        let host = std::fs::canonicalize(&host).map_err(|_| {
+            cx.err(
+                src.span(),
+                format!(
+                    "builder.sources.\"{target}\": {} does not exist",
+                    host.display()
+                ),
+            )
+        })?;
+        if !target.starts_with('/') {
+            return Err(cx.err(
+                src.span(),
+                format!("builder.sources.\"{target}\": the target must be an absolute path"),
+            ));
+        }
+        sources.push(Source {
+            host,
+            target: PathBuf::from(target),
+            writable,
+        });
+    }
+    let mut env: Vec<(String, String)> = builder.env.into_iter().collect();
+    let mut labels_set = BTreeMap::new();
+    let mut annotations_set = BTreeMap::new();
+    for (k, v) in sets {
+        if let Some(l) = k.strip_prefix("label.") {
+            labels_set.insert(l.to_string(), v.clone());
+        } else if let Some(a) = k.strip_prefix("annotation.") {
+            annotations_set.insert(a.to_string(), v.clone());
+        } else {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+    }
+
+    // Rules, their dependencies, and their spans for errors.
+    let mut ids: Vec<(String, std::ops::Range<usize>)> = Vec::new();
+    let mut deps: BTreeMap<String, Vec<(String, std::ops::Range<usize>)>> = BTreeMap::new();
+    let mut steps: BTreeMap<String, Step> = BTreeMap::new();
+    for (name, b) in &raw.build {
+        let id = format!("build.{name}");
+        let r = b.get_ref();
+        let user = match &r.user {
+            Some(u) => parse_owner(u.get_ref()).ok_or_else(|| {
+                cx.err(
+                    u.span(),
+                    format!(
+                        "build.{name}.user = {:?}: expected UID or UID:GID (numbers)",
+                        u.get_ref()
+                    ),
+                )
+            })?,
+            None => (0, 0),
+        };
+        deps.insert(
+            id.clone(),
+            r.after
+                .iter()
+                .map(|a| (a.get_ref().clone(), a.span()))
+                .collect(),
+        );
+        ids.push((id.clone(), b.span()));
+        steps.insert(
+            id,
+            Step::Build(BuildRule {
+                name: name.clone(),
+                run: r.run.clone(),
+                env: r.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                workdir: PathBuf::from(r.workdir.clone().unwrap_or("/".into())),
+                user,
+                timeout: r.timeout,
+            }),
+        );
+    }
+    for (name, t) in &raw.tapeout {
+        let id = format!("tapeout.{name}");
+        let r = t.get_ref();
+        for g in r.include.iter().chain(&r.exclude) {
+            if !g.starts_with('/') {
+                return Err(cx.err(
+                    t.span(),
+                    format!("tapeout.{name}: pattern {g:?} must be an absolute path"),
+                ));
+            }
+            globset::Glob::new(g)
+                .map_err(|e| cx.err(t.span(), format!("tapeout.{name}: bad pattern {g:?}: {e}")))?;
+        }
+        let owner = match &r.owner {
+            Some(o) => Some(parse_owner(o.get_ref()).ok_or_else(|| {
+                cx.err(
+                    o.span(),
+                    format!(
+                        "tapeout.{name}.owner = {:?}: expected UID or UID:GID (numbers)",
+                        o.get_ref()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let mode = match &r.mode {
+            Some(m) => Some(
+                u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| {
+                        cx.err(
+                            m.span(),
+                            format!(
+                                "tapeout.{name}.mode = {:?}: expected an octal mode like \"0755\"",
+                                m.get_ref()
+                            ),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let mut remap: Vec<(PathBuf, PathBuf)> = r
+            .remap
+            .iter()
+            .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
+            .collect();
+        remap.sort_by_key(|(a, _)| std::cmp::Reverse(a.components().count()));
+        deps.insert(
+            id.clone(),
+            r.after
+                .iter()
+                .map(|a| (a.get_ref().clone(), a.span()))
+                .collect(),
+        );
+        ids.push((id.clone(), t.span()));
+        steps.insert(
+            id,
+            Step::Tapeout(TapeoutRule {
+                name: name.clone(),
+                include: r.include.clone(),
+                exclude: r.exclude.clone(),
+                elf_closure: r.elf_closure,
+                remap,
+                owner,
+                mode,
+            }),
+        );
+    }
+    let known: Vec<&str> = ids.iter().map(|(i, _)| i.as_str()).collect();
+    for (id, ds) in &deps {
+        for (d, span) in ds {
+            if !steps.contains_key(d) {
+                let hint = did_you_mean(d, known.iter().copied())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                return Err(cx.err(span.clone(), format!("{id}.after: unknown rule `{d}` (rules are named build.NAME or tapeout.NAME){hint}")));
+            }
+        }
+    }
+    // Stable topological order: always the first ready rule, builds before
+    // tapeouts (the seeds' phases), each group in the order written.
+    let mut order: Vec<String> = Vec::new();
+    let mut done: std::collections::HashSet<String> = Default::default();
+    while order.len() < ids.len() {
+        let next = ids
+            .iter()
+            .find(|(id, _)| !done.contains(id) && deps[id].iter().all(|(d, _)| done.contains(d)));
+        match next {
+            Some((id, _)) => {
+                done.insert(id.clone());
+                order.push(id.clone());
+            }
+            None => {
+                let cycle = find_cycle(&ids, &deps, &done);
+                let span = ids
+                    .iter()
+                    .find(|(i, _)| Some(i) == cycle.first())
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or(0..0);
+                return Err(cx.err(span, format!("dependency cycle: {}", cycle.join(" -> "))));
+            }
+        }
+    }
+    let tapeout_names: Vec<&str> = raw.tapeout.keys().map(String::as_str).collect();
+    let mut images = Vec::new();
+    for (name, img) in &raw.image {
+        let r = img.get_ref();
+        for t in &r.tapeouts {
+            let tn = t.get_ref().strip_prefix("tapeout.").unwrap_or(t.get_ref());
+            if !raw.tapeout.contains_key(tn) {
+                let hint = did_you_mean(tn, tapeout_names.iter().copied())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                return Err(cx.err(
+                    t.span(),
+                    format!("image.{name}.tapeouts: unknown tapeout `{tn}`{hint}"),
+                ));
+            }
+        }
+        let from = r.from.get_ref().clone();
+        if !(from == "scratch" || from.starts_with("oci:")) {
+            return Err(cx.err(
+                r.from.span(),
+                format!("image.{name}.from = {from:?}: expected scratch or oci:DIR[:TAG]"),
+            ));
+        }
+        let mut labels: BTreeMap<String, String> = r
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.extend(labels_set.clone());
+        let mut annotations: BTreeMap<String, String> = r
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        annotations.extend(annotations_set.clone());
+        images.push(ImageSpec {
+            name: name.clone(),
+            tag: r.tag.clone().unwrap_or_else(|| name.clone()),
+            from,
+            tapeouts: r
+                .tapeouts
+                .iter()
+                .map(|t| t.get_ref().trim_start_matches("tapeout.").to_string())
+                .collect(),
+            layer_per_tapeout: r.layer_per_tapeout,
+            entrypoint: r.entrypoint.clone(),
+            cmd: r.cmd.clone(),
+            env: r.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            workdir: r.workdir.clone(),
+            user: r.user.clone(),
+            ports: r.ports.clone(),
+            volumes: r.volumes.clone(),
+            labels,
+            annotations,
+            stop_signal: r.stop_signal.clone(),
+        });
+    }
+    let steps = order
+        .into_iter()
+        .filter_map(|id| steps.remove(&id))
+        .collect();
+    Ok(Plan {
+        dir: dir.to_path_buf(),
+        from,
+        sources,
+        network,
+        env,
+        steps,
+        images,
+    })
+}
+
+/// The key a span points into: the `key =` at the start of its line.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let start = text[..pos.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = &text[start..];
+    let line = line.split('\n').next()?;
+    let (k, _) = line.split_once('=')?;
+    let k = k.trim().trim_matches('"');
+    (!k.is_empty() && !k.starts_with('[')).then(|| k.to_string())
+}
+
+fn find_cycle(
+    ids: &[(String, std::ops::Range<usize>)],
+    deps: &BTreeMap<String, Vec<(String, std::ops::Range<usize>)>>,
+    done: &std::collections::HashSet<String>,
+) -> Vec<String> {
+    // Walk unfinished dependencies from the first stuck rule until a rule
+    // repeats: that stretch is a cycle.
+    let Some((start, _)) = ids.iter().find(|(i, _)| !done.contains(i)) else {
+        return Vec::new();
+    };
+    let mut path = vec![start.clone()];
+    loop {
+        let cur = path.last().cloned().unwrap_or_default();
+        let Some((next, _)) = deps[&cur].iter().find(|(d, _)| !done.contains(d)) else {
+            return path;
+        };
+        if let Some(i) = path.iter().position(|p| p == next) {
+            let mut c = path[i..].to_vec();
+            c.push(next.clone());
+            return c;
+        }
+        path.push(next.clone());
+    }
+}
+
+/// `UID` or `UID:GID`.
+pub fn parse_owner(s: &str) -> Option<(u32, u32)> {
+    match s.split_once(':') {
+        Some((u, g)) => Some((u.parse().ok()?, g.parse().ok()?)),
+        None => {
+            let u = s.parse().ok()?;
+            Some((u, u))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
