@@ -3,6 +3,7 @@
 //! The library holds everything; `main.rs` only parses the command line.
 //! See `DESIGN.md` in the shared folder and `README.md` for the pipeline.
 
+pub mod build;
 pub mod cli;
 pub mod layer;
 pub mod oci;
@@ -11,3 +12,4 @@ pub mod reproducible;
 pub mod rootfs;
 pub mod sandbox;
 pub mod spec;
+pub mod tapeout;

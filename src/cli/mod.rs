@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand. Errors are `anyhow` with
 //! context here, at the edge; the library uses typed errors.
 
+mod build;
 mod diff;
 mod gc;
 mod inspect;
@@ -38,6 +39,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Build(build::Args),
     Manifest(manifest::Args),
     Diff(diff::Args),
     Unpack(unpack::Args),
@@ -54,6 +56,7 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Build(a) => build::run(a),
         Command::Manifest(a) => manifest::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Unpack(a) => unpack::run(a),
@@ -79,7 +82,7 @@ pub(crate) fn oci_ref(s: &str) -> Result<(std::path::PathBuf, Option<String>)> {
 }
 
 /// Opens the image an `oci:` reference names.
-pub(crate) fn open_image(s: &str) -> Result<(Layout, Image)> {
+pub fn open_image(s: &str) -> Result<(Layout, Image)> {
     let (dir, tag) = oci_ref(s)?;
     let layout = Layout::open(&dir)?;
     let desc = layout.resolve(tag.as_deref())?;

@@ -1,7 +1,7 @@
-use crate::sandbox::spec::{Bind, Network, Root, StepSpec};
-use crate::sandbox::{detect_subids, host_dirs, run, RunOptions};
+use crate::sandbox::spec::{Bind, Network, StepSpec};
+use crate::sandbox::{detect_subids, run, RunOptions};
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Run a command, or an interactive shell, in a rootless sandbox.
@@ -57,7 +57,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
             state_tmp.path().to_path_buf()
         }
     };
-    let root = base_root(&a.from, &state)?;
+    let (root, _) = crate::build::base::base_root(&a.from, &state)?;
     let mut binds = Vec::new();
     for b in &a.bind {
         binds.push(parse_bind(b)?);
@@ -107,77 +107,6 @@ pub fn run_cmd(a: Args) -> Result<()> {
         std::process::exit(out.code);
     }
     Ok(())
-}
-
-/// The root of a builder base, with the state dirs it needs.
-pub(crate) fn base_root(from: &str, state: &Path) -> Result<Root> {
-    let overlay = |lower: PathBuf| -> Result<Root> {
-        let (upper, work, merged) = (
-            state.join("upper"),
-            state.join("work"),
-            state.join("merged"),
-        );
-        for d in [&upper, &work, &merged] {
-            std::fs::create_dir_all(d)?;
-        }
-        Ok(Root::Overlay {
-            lowers: vec![lower],
-            upper,
-            work,
-            merged,
-        })
-    };
-    if from == "host" {
-        return Ok(Root::Host {
-            dirs: host_dirs(),
-            state: state.to_path_buf(),
-        });
-    }
-    if from == "scratch" {
-        let r = state.join("upper");
-        std::fs::create_dir_all(&r)?;
-        return Ok(Root::Dir(r));
-    }
-    if let Some(dir) = from.strip_prefix("rootfs:") {
-        let p = std::fs::canonicalize(dir)
-            .with_context(|| format!("builder base {from}: no such directory"))?;
-        if !p.is_dir() {
-            bail!("builder base {from}: not a directory");
-        }
-        return overlay(p);
-    }
-    if from.starts_with("oci:") {
-        return overlay(cached_unpack(from)?);
-    }
-    bail!("builder base {from:?}: expected host, rootfs:DIR, oci:DIR[:TAG] or scratch")
-}
-
-/// Unpacks an image once into the cache, keyed by its layer chain (the
-/// diff_ids), and returns the tree. Later builds reuse it read-only.
-pub(crate) fn cached_unpack(reference: &str) -> Result<PathBuf> {
-    let (layout, image) = super::open_image(reference)?;
-    let chain: Vec<String> = image.config.rootfs().diff_ids().clone();
-    let key = crate::oci::digest::Digest::of(chain.join("\n").as_bytes());
-    let dir = cache_dir()?.join("rootfs").join(key.hex());
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir.parent().unwrap_or(Path::new(".")))?;
-        match crate::layer::extract::unpack(&layout, &image, &dir) {
-            Ok(_) => {}
-            // Another build unpacked it meanwhile: use theirs.
-            Err(_) if dir.is_dir() => {}
-            Err(e) => return Err(e).with_context(|| format!("unpacking builder base {reference}")),
-        }
-    }
-    Ok(dir)
-}
-
-/// `$XDG_CACHE_HOME/shipyard`, else `~/.cache/shipyard`.
-pub(crate) fn cache_dir() -> Result<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return Ok(PathBuf::from(x).join("shipyard"));
-    }
-    let home = std::env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set")?;
-    Ok(PathBuf::from(home).join(".cache").join("shipyard"))
 }
 
 fn parse_bind(s: &str) -> Result<Bind> {

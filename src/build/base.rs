@@ -1,0 +1,94 @@
+//! Builder bases: how a step's root is made from `host`, `rootfs:DIR`,
+//! `oci:DIR[:TAG]` or `scratch`, and the cache of unpacked bases.
+
+use crate::sandbox::host_dirs;
+use crate::sandbox::spec::Root;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The root of a builder base, with the state dirs it needs under `state`.
+/// Also returns the read-only base tree (for tapeout lookups), if any.
+pub fn base_root(from: &str, state: &Path) -> Result<(Root, Option<PathBuf>)> {
+    let overlay = |lower: PathBuf| -> Result<(Root, Option<PathBuf>)> {
+        let (upper, work, merged) = (
+            state.join("upper"),
+            state.join("work"),
+            state.join("merged"),
+        );
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir_all(d)?;
+        }
+        Ok((
+            Root::Overlay {
+                lowers: vec![lower.clone()],
+                upper,
+                work,
+                merged,
+            },
+            Some(lower),
+        ))
+    };
+    if from == "host" {
+        return Ok((
+            Root::Host {
+                dirs: host_dirs(),
+                state: state.to_path_buf(),
+            },
+            None,
+        ));
+    }
+    if from == "scratch" {
+        let r = state.join("upper");
+        std::fs::create_dir_all(&r)?;
+        return Ok((Root::Dir(r), None));
+    }
+    if let Some(dir) = from.strip_prefix("rootfs:") {
+        let p = std::fs::canonicalize(dir)
+            .with_context(|| format!("builder base {from}: no such directory"))?;
+        if !p.is_dir() {
+            bail!("builder base {from}: not a directory");
+        }
+        return overlay(p);
+    }
+    if from.starts_with("oci:") {
+        return overlay(cached_unpack(from)?);
+    }
+    bail!("builder base {from:?}: expected host, rootfs:DIR, oci:DIR[:TAG] or scratch")
+}
+
+/// The directory a step's changes land in.
+pub fn changes_dir(root: &Root) -> PathBuf {
+    match root {
+        Root::Overlay { upper, .. } => upper.clone(),
+        Root::Dir(d) => d.clone(),
+        Root::Host { state, .. } => state.join("root"),
+    }
+}
+
+/// Unpacks an image once into the cache, keyed by its layer chain (the
+/// diff_ids), and returns the tree. Later builds reuse it read-only.
+pub fn cached_unpack(reference: &str) -> Result<PathBuf> {
+    let (layout, image) = crate::cli::open_image(reference)?;
+    let chain: Vec<String> = image.config.rootfs().diff_ids().clone();
+    let key = crate::oci::digest::Digest::of(chain.join("\n").as_bytes());
+    let dir = cache_dir()?.join("rootfs").join(key.hex());
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir.parent().unwrap_or(Path::new(".")))?;
+        match crate::layer::extract::unpack(&layout, &image, &dir) {
+            Ok(_) => {}
+            // Another build unpacked it meanwhile: use theirs.
+            Err(_) if dir.is_dir() => {}
+            Err(e) => return Err(e).with_context(|| format!("unpacking builder base {reference}")),
+        }
+    }
+    Ok(dir)
+}
+
+/// `$XDG_CACHE_HOME/shipyard`, else `~/.cache/shipyard`.
+pub fn cache_dir() -> Result<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("shipyard"));
+    }
+    let home = std::env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cache").join("shipyard"))
+}

@@ -1,0 +1,335 @@
+//! Tapeout: pick from the builder what an image needs, stage it, and say
+//! why each path is there.
+//!
+//! Selection starts from what the build changed (the step's upper dir):
+//! include/exclude globs match builder paths (a match on a directory takes
+//! its contents); literal includes may also name base files. With
+//! `elf-closure`, every selected ELF file pulls in its interpreter and the
+//! libraries it needs, symlinks kept and followed to their targets. The
+//! selection is copied to a staging tree (remapped, with owner and mode
+//! overrides), and the owners it has inside the builder are written beside
+//! it as an ownership record, so the layer says what the builder said.
+
+pub mod elf;
+pub mod view;
+
+use crate::rootfs::entry::{Entry, Kind, RelPath};
+use crate::rootfs::manifest::Manifest;
+use crate::spec::TapeoutRule;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use view::{normalize, BuilderView};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TapeoutError {
+    #[error("tapeout.{rule}: {path} does not exist in the builder")]
+    Missing { rule: String, path: String },
+    #[error("tapeout.{rule}: pattern {pattern:?}: {msg}")]
+    Pattern {
+        rule: String,
+        pattern: String,
+        msg: String,
+    },
+    #[error("tapeout.{rule}: {path}: {source}")]
+    Io {
+        rule: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a path is in the image.
+pub type Explain = BTreeMap<PathBuf, String>;
+
+fn globs(rule: &str, pats: &[String]) -> Result<GlobSet, TapeoutError> {
+    let mut b = GlobSetBuilder::new();
+    for p in pats {
+        let g = GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| TapeoutError::Pattern {
+                rule: rule.to_string(),
+                pattern: p.clone(),
+                msg: e.to_string(),
+            })?;
+        b.add(g);
+    }
+    b.build().map_err(|e| TapeoutError::Pattern {
+        rule: rule.to_string(),
+        pattern: String::new(),
+        msg: e.to_string(),
+    })
+}
+
+fn matches_self_or_ancestor(set: &GlobSet, p: &Path) -> Option<usize> {
+    p.ancestors()
+        .filter(|a| *a != Path::new("/"))
+        .find_map(|a| set.matches(a).first().copied())
+}
+
+fn is_literal(p: &str) -> bool {
+    !p.contains(['*', '?', '[', '{'])
+}
+
+/// Runs one tapeout into `stage` (created empty). Returns the explanation
+/// of every staged path (image paths).
+pub fn run(rule: &TapeoutRule, view: &BuilderView, stage: &Path) -> Result<Explain, TapeoutError> {
+    let io = |path: &Path| {
+        let rule = rule.name.clone();
+        let path = path.display().to_string();
+        move |source: std::io::Error| TapeoutError::Io { rule, path, source }
+    };
+    let inc = globs(&rule.name, &rule.include)?;
+    let exc = globs(&rule.name, &rule.exclude)?;
+    let mut selected: BTreeMap<PathBuf, String> = BTreeMap::new();
+    // What the build changed.
+    for e in walkdir::WalkDir::new(&view.changes)
+        .min_depth(1)
+        .sort_by_file_name()
+    {
+        let e = e.map_err(|err| io(&view.changes)(err.into()))?;
+        let rel = e.path().strip_prefix(&view.changes).unwrap_or(e.path());
+        let p = Path::new("/").join(rel);
+        if let Some(i) = matches_self_or_ancestor(&inc, &p) {
+            if matches_self_or_ancestor(&exc, &p).is_none() && view.locate(&p).is_some() {
+                selected.entry(p).or_insert_with(|| {
+                    format!("included by tapeout.{} ({})", rule.name, rule.include[i])
+                });
+            }
+        }
+    }
+    // Literal includes may name what the base already had.
+    for (i, pat) in rule.include.iter().enumerate() {
+        if !is_literal(pat) {
+            continue;
+        }
+        let p = normalize(Path::new(pat));
+        if selected.contains_key(&p) {
+            continue;
+        }
+        let loc = view.locate(&p).ok_or_else(|| TapeoutError::Missing {
+            rule: rule.name.clone(),
+            path: pat.clone(),
+        })?;
+        let why = format!("included by tapeout.{} ({})", rule.name, rule.include[i]);
+        if std::fs::symlink_metadata(&loc.host)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            for e in walkdir::WalkDir::new(&loc.host).sort_by_file_name() {
+                let e = e.map_err(|err| io(&loc.host)(err.into()))?;
+                let sub = p.join(e.path().strip_prefix(&loc.host).unwrap_or(Path::new("")));
+                if matches_self_or_ancestor(&exc, &sub).is_none() {
+                    selected
+                        .entry(normalize(&sub))
+                        .or_insert_with(|| why.clone());
+                }
+            }
+        } else if matches_self_or_ancestor(&exc, &p).is_none() {
+            selected.insert(p, why);
+        }
+    }
+    if rule.elf_closure {
+        elf_closure(view, &mut selected);
+    }
+    stage_selection(rule, view, &selected, stage)
+}
+
+/// Adds interpreters and needed libraries (and the symlinks leading to
+/// them) of every selected ELF file, transitively.
+fn elf_closure(view: &BuilderView, selected: &mut BTreeMap<PathBuf, String>) {
+    let dirs = elf::loader_dirs(view);
+    let mut queue: Vec<PathBuf> = selected.keys().cloned().collect();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(p) = queue.pop() {
+        if !seen.insert(p.clone()) {
+            continue;
+        }
+        let Some(loc) = view.locate(&p) else { continue };
+        let Ok(md) = std::fs::symlink_metadata(&loc.host) else {
+            continue;
+        };
+        if md.file_type().is_symlink() {
+            if let Ok(t) = std::fs::read_link(&loc.host) {
+                let target = normalize(&p.parent().unwrap_or(Path::new("/")).join(t));
+                if !selected.contains_key(&target) && view.locate(&target).is_some() {
+                    selected.insert(target.clone(), format!("target of symlink {}", p.display()));
+                }
+                queue.push(target);
+            }
+            continue;
+        }
+        if !md.is_file() {
+            continue;
+        }
+        let Some(n) = elf::needs(&loc.host) else {
+            continue;
+        };
+        let origin = p.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let mut add = |path: PathBuf, why: String, queue: &mut Vec<PathBuf>| {
+            selected.entry(path.clone()).or_insert(why);
+            queue.push(path);
+        };
+        if let Some(interp) = &n.interpreter {
+            let ip = normalize(Path::new(interp));
+            if view.locate(&ip).is_some() {
+                add(ip, format!("interpreter of {}", p.display()), &mut queue);
+            }
+        }
+        for lib in &n.needed {
+            if let Some(lp) = elf::find_library(view, lib, &origin, &n.search, &dirs) {
+                add(
+                    lp,
+                    format!("needed by {} (DT_NEEDED {lib})", p.display()),
+                    &mut queue,
+                );
+            } else {
+                tracing::warn!("{}: needs {lib}, which is not in the builder", p.display());
+            }
+        }
+    }
+}
+
+fn remap(rule: &TapeoutRule, p: &Path) -> PathBuf {
+    for (from, to) in &rule.remap {
+        if let Ok(rest) = p.strip_prefix(from) {
+            return if rest.as_os_str().is_empty() {
+                to.clone()
+            } else {
+                to.join(rest)
+            };
+        }
+    }
+    p.to_path_buf()
+}
+
+fn stage_selection(
+    rule: &TapeoutRule,
+    view: &BuilderView,
+    selected: &BTreeMap<PathBuf, String>,
+    stage: &Path,
+) -> Result<Explain, TapeoutError> {
+    let io = |path: &Path| {
+        let rule = rule.name.clone();
+        let path = path.display().to_string();
+        move |source: std::io::Error| TapeoutError::Io { rule, path, source }
+    };
+    std::fs::create_dir_all(stage).map_err(io(stage))?;
+    let mut record = Manifest::default();
+    let mut explain = Explain::new();
+    let mut dir_mtimes: Vec<(PathBuf, i64)> = Vec::new();
+    for (src, why) in selected {
+        let Some(loc) = view.locate(src) else {
+            continue;
+        };
+        let md = std::fs::symlink_metadata(&loc.host).map_err(io(&loc.host))?;
+        let dest = remap(rule, src);
+        let rel = dest.strip_prefix("/").unwrap_or(&dest).to_path_buf();
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        // Parents first, with the builder's metadata where it has them.
+        let mut acc = PathBuf::new();
+        let comps: Vec<_> = rel
+            .parent()
+            .map(|p| p.components().collect())
+            .unwrap_or_default();
+        for c in comps {
+            acc.push(c);
+            let sd = stage.join(&acc);
+            if std::fs::symlink_metadata(&sd).is_err() {
+                std::fs::create_dir(&sd).map_err(io(&sd))?;
+                let bpath = Path::new("/").join(&acc);
+                let (mode, owner) = match view
+                    .locate(&bpath)
+                    .and_then(|l| std::fs::metadata(&l.host).ok().map(|m| (l, m)))
+                {
+                    Some((l, m)) if m.is_dir() => (m.mode() & 0o7777, view.owner(&bpath, &l, &m)),
+                    _ => (0o755, (0, 0)),
+                };
+                std::fs::set_permissions(&sd, std::fs::Permissions::from_mode(mode | 0o700))
+                    .map_err(io(&sd))?;
+                record_entry(&mut record, &acc, Kind::Dir, owner, mode);
+                dir_mtimes.push((sd, 0));
+            }
+        }
+        let target = stage.join(&rel);
+        let mut owner = view.owner(src, &loc, &md);
+        if let Some(o) = rule.owner {
+            owner = o;
+        }
+        let mut mode = md.mode() & 0o7777;
+        if let Some(m) = rule.mode {
+            if !md.file_type().is_symlink() {
+                mode = m;
+            }
+        }
+        if std::fs::symlink_metadata(&target).is_ok() {
+            continue;
+        }
+        let kind = if md.file_type().is_symlink() {
+            let t = std::fs::read_link(&loc.host).map_err(io(&loc.host))?;
+            std::os::unix::fs::symlink(t, &target).map_err(io(&target))?;
+            Kind::Symlink
+        } else if md.is_dir() {
+            std::fs::create_dir(&target).map_err(io(&target))?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode | 0o700))
+                .map_err(io(&target))?;
+            dir_mtimes.push((target.clone(), md.mtime()));
+            Kind::Dir
+        } else if md.is_file() {
+            std::fs::copy(&loc.host, &target).map_err(io(&loc.host))?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+                .map_err(io(&target))?;
+            set_mtime(&target, md.mtime());
+            Kind::File
+        } else {
+            tracing::warn!(
+                "tapeout.{}: {} is a device, fifo or socket; skipped",
+                rule.name,
+                src.display()
+            );
+            continue;
+        };
+        record_entry(&mut record, &rel, kind, owner, mode);
+        explain.insert(dest, why.clone());
+    }
+    // Directory modes last (a 0555 dir must stay writable while filled).
+    for (d, mtime) in dir_mtimes.iter().rev() {
+        let rel = d.strip_prefix(stage).unwrap_or(d);
+        let key = RelPath::new(rel.as_os_str().as_bytes().to_vec());
+        if let Some(e) = record.get(&key) {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(e.mode)).map_err(io(d))?;
+        }
+        set_mtime(d, *mtime);
+    }
+    let rec_path = crate::rootfs::walk::ownership_record_path(stage);
+    let f = std::fs::File::create(&rec_path).map_err(io(&rec_path))?;
+    record
+        .write_to(std::io::BufWriter::new(f))
+        .map_err(io(&rec_path))?;
+    Ok(explain)
+}
+
+fn record_entry(record: &mut Manifest, rel: &Path, kind: Kind, owner: (u32, u32), mode: u32) {
+    let mut e = Entry::new(RelPath::new(rel.as_os_str().as_bytes().to_vec()), kind);
+    e.uid = owner.0 as u64;
+    e.gid = owner.1 as u64;
+    e.mode = mode;
+    record.insert(e);
+}
+
+fn set_mtime(p: &Path, secs: i64) {
+    let t = nix::sys::time::TimeSpec::new(secs, 0);
+    let _ = nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
+}

@@ -1,0 +1,182 @@
+//! The builder as tapeout sees it after the steps have exited: the step's
+//! changes on top of the base, resolved without mounting anything.
+
+use crate::rootfs::manifest::Manifest;
+use crate::sandbox::spec::SubIds;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+/// Where builder paths live on the host.
+pub struct BuilderView {
+    /// The step's changes (overlay upper dir, or the host builder's root).
+    pub changes: PathBuf,
+    /// Read-only trees under it (a base tree), topmost first.
+    pub lowers: Vec<PathBuf>,
+    /// For the `host` builder: these absolute paths are the host's own.
+    pub host_dirs: Vec<PathBuf>,
+    /// Ownership records of the lowers (rootless unpacks).
+    records: Vec<Option<Manifest>>,
+    subids: Option<SubIds>,
+    me: (u32, u32),
+    real_root: bool,
+}
+
+impl BuilderView {
+    pub fn new(
+        changes: PathBuf,
+        lowers: Vec<PathBuf>,
+        host_dirs: Vec<PathBuf>,
+        subids: Option<SubIds>,
+    ) -> Self {
+        let records = lowers
+            .iter()
+            .map(|l| {
+                let rec = crate::rootfs::walk::ownership_record_path(l);
+                std::fs::File::open(&rec).ok().and_then(|f| {
+                    Manifest::parse(std::io::BufReader::new(f), &rec.display().to_string()).ok()
+                })
+            })
+            .collect();
+        Self {
+            changes,
+            lowers,
+            host_dirs,
+            records,
+            subids,
+            me: (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+            real_root: nix::unistd::geteuid().is_root(),
+        }
+    }
+
+    /// The host path of builder path `p` (absolute, normalized), or `None`
+    /// if it does not exist or was deleted by a step. Symlinks are not
+    /// followed.
+    pub fn locate(&self, p: &Path) -> Option<Located> {
+        let rel = p.strip_prefix("/").unwrap_or(p);
+        let in_changes = self.changes.join(rel);
+        if let Ok(m) = std::fs::symlink_metadata(&in_changes) {
+            // An overlay whiteout: a 0/0 character device.
+            if m.file_type().is_char_device() && m.rdev() == 0 {
+                return None;
+            }
+            if !(m.is_dir() && self.is_mountpoint_only(rel, &m)) {
+                return Some(Located {
+                    host: in_changes,
+                    layer: Layer::Changes,
+                });
+            }
+        }
+        // A whited-out ancestor hides the lowers.
+        let mut anc = PathBuf::new();
+        for c in rel.components() {
+            anc.push(c);
+            if let Ok(m) = std::fs::symlink_metadata(self.changes.join(&anc)) {
+                if m.file_type().is_char_device() && m.rdev() == 0 {
+                    return None;
+                }
+            }
+        }
+        for (i, l) in self.lowers.iter().enumerate() {
+            let h = l.join(rel);
+            if std::fs::symlink_metadata(&h).is_ok() {
+                return Some(Located {
+                    host: h,
+                    layer: Layer::Lower(i),
+                });
+            }
+        }
+        if self.host_dirs.iter().any(|d| p.starts_with(d)) {
+            let h = PathBuf::from(p);
+            if std::fs::symlink_metadata(&h).is_ok() {
+                return Some(Located {
+                    host: h,
+                    layer: Layer::Host,
+                });
+            }
+        }
+        None
+    }
+
+    /// The host builder's mountpoints are empty dirs in the changes dir;
+    /// the content is the host's.
+    fn is_mountpoint_only(&self, rel: &Path, m: &std::fs::Metadata) -> bool {
+        m.is_dir()
+            && self
+                .host_dirs
+                .iter()
+                .any(|d| d.strip_prefix("/").is_ok_and(|d| d == rel))
+    }
+
+    /// The owner a located entry has inside the builder (and so in the
+    /// image): host ids mapped back through the step's user namespace.
+    pub fn owner(&self, p: &Path, loc: &Located, md: &std::fs::Metadata) -> (u32, u32) {
+        if let Layer::Lower(i) = loc.layer {
+            if let Some(rec) = &self.records[i] {
+                let rel = crate::rootfs::entry::RelPath::new(
+                    p.strip_prefix("/")
+                        .unwrap_or(p)
+                        .as_os_str()
+                        .as_encoded_bytes()
+                        .to_vec(),
+                );
+                if let Some(e) = rec.get(&rel) {
+                    if md.uid() == self.me.0 {
+                        return (e.uid as u32, e.gid as u32);
+                    }
+                }
+            }
+        }
+        (
+            self.map_id(md.uid(), self.me.0, true),
+            self.map_id(md.gid(), self.me.1, false),
+        )
+    }
+
+    fn map_id(&self, host: u32, me: u32, is_uid: bool) -> u32 {
+        if self.real_root {
+            return host;
+        }
+        if host == me {
+            return 0;
+        }
+        if let Some(s) = self.subids {
+            let start = if is_uid { s.uid_start } else { s.gid_start };
+            if host >= start && host < start + s.count {
+                return host - start + 1;
+            }
+        }
+        // Not mapped into the builder (the host's own root files): root.
+        0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub host: PathBuf,
+    pub layer: Layer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    Changes,
+    Lower(usize),
+    Host,
+}
+
+/// Lexically normalizes an absolute builder path (`..` stops at `/`).
+pub fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
