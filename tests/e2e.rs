@@ -291,3 +291,52 @@ fn skopeo_copy_through_a_real_registry_keeps_the_digest() {
         strip_mtimes(&ok(["manifest", a.to_str().unwrap()]))
     );
 }
+
+#[test]
+fn the_hello_example_passes_skopeo_umoci_and_podman() {
+    require("podman");
+    require("umoci");
+    let t = tempfile::Builder::new()
+        .prefix(&format!("shipyard-hello-{}", std::process::id()))
+        .rand_bytes(0)
+        .tempdir()
+        .unwrap();
+    let src = std::env::var_os("SHIPYARD_SRC_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let l = t.path().join("l");
+    let out = shipyard()
+        .arg("build")
+        .arg(src.join("examples/hello"))
+        .arg("--output")
+        .arg(format!("oci:{}", l.display()))
+        .output()
+        .unwrap();
+    assert_success(&out, "build hello");
+    let r = format!("oci:{}:hello", l.display());
+    run(Command::new("skopeo").args(["inspect", &r]));
+    let bundle = t.path().join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:hello", l.display()))
+        .arg(&bundle));
+    assert!(bundle.join("rootfs/usr/local/bin/hello").is_file());
+    let rt = t.path().join("rt");
+    std::fs::create_dir_all(&rt).unwrap();
+    let out = run(podman(&rt).args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        &r,
+        "e2e",
+    ]));
+    assert_eq!(
+        out.trim_end().lines().last(),
+        Some("hello from shipyard, e2e")
+    );
+}

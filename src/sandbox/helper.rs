@@ -228,6 +228,9 @@ fn pid1(spec: &StepSpec) -> Res<std::convert::Infallible> {
     }
     nix::unistd::chdir(&spec.cwd)
         .map_err(e(format!("working directory {}", spec.cwd.display())))?;
+    // Steps run under umask 022 whatever the caller's, as with buildah and
+    // docker: what a step creates must not depend on who ran the build.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     Err(exec(&spec.argv, &spec.env))
 }
 

@@ -319,7 +319,7 @@ pub fn parse(
         network: None,
         env: IndexMap::new(),
     });
-    let from = builder.from.get_ref().clone();
+    let from = relative_to(builder.from.get_ref(), dir);
     if !(from == "host"
         || from == "scratch"
         || from.starts_with("rootfs:")
@@ -545,7 +545,7 @@ pub fn parse(
                 ));
             }
         }
-        let from = r.from.get_ref().clone();
+        let from = relative_to(r.from.get_ref(), dir);
         if !(from == "scratch" || from.starts_with("oci:")) {
             return Err(cx.err(
                 r.from.span(),
@@ -599,6 +599,19 @@ pub fn parse(
         steps,
         images,
     })
+}
+
+/// `rootfs:DIR` and `oci:DIR[:TAG]` with a relative DIR are relative to
+/// the spec's directory, like sources.
+fn relative_to(reference: &str, dir: &Path) -> String {
+    for scheme in ["rootfs:", "oci:"] {
+        if let Some(rest) = reference.strip_prefix(scheme) {
+            if !rest.starts_with('/') && !rest.is_empty() {
+                return format!("{scheme}{}", dir.join(rest).display());
+            }
+        }
+    }
+    reference.to_string()
 }
 
 /// The key a span points into: the `key =` at the start of its line.

@@ -108,29 +108,23 @@ pub fn run(rule: &TapeoutRule, view: &BuilderView, stage: &Path) -> Result<Expla
             continue;
         }
         let p = normalize(Path::new(pat));
-        if selected.contains_key(&p) {
-            continue;
-        }
         let loc = view.locate(&p).ok_or_else(|| TapeoutError::Missing {
             rule: rule.name.clone(),
             path: pat.clone(),
         })?;
         let why = format!("included by tapeout.{} ({})", rule.name, rule.include[i]);
-        if std::fs::symlink_metadata(&loc.host)
+        let is_dir = std::fs::symlink_metadata(&loc.host)
             .map(|m| m.is_dir())
-            .unwrap_or(false)
-        {
-            for e in walkdir::WalkDir::new(&loc.host).sort_by_file_name() {
-                let e = e.map_err(|err| io(&loc.host)(err.into()))?;
-                let sub = p.join(e.path().strip_prefix(&loc.host).unwrap_or(Path::new("")));
-                if matches_self_or_ancestor(&exc, &sub).is_none() {
-                    selected
-                        .entry(normalize(&sub))
-                        .or_insert_with(|| why.clone());
-                }
+            .unwrap_or(false);
+        let paths = if is_dir {
+            view.list_tree(&p)
+        } else {
+            vec![p.clone()]
+        };
+        for sub in paths {
+            if matches_self_or_ancestor(&exc, &sub).is_none() {
+                selected.entry(sub).or_insert_with(|| why.clone());
             }
-        } else if matches_self_or_ancestor(&exc, &p).is_none() {
-            selected.insert(p, why);
         }
     }
     if rule.elf_closure {

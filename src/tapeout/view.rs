@@ -69,12 +69,17 @@ impl BuilderView {
                 });
             }
         }
-        // A whited-out ancestor hides the lowers.
+        // A whited-out ancestor, or an opaque one (a directory the step
+        // replaced), hides the lowers.
         let mut anc = PathBuf::new();
         for c in rel.components() {
             anc.push(c);
-            if let Ok(m) = std::fs::symlink_metadata(self.changes.join(&anc)) {
+            let here = self.changes.join(&anc);
+            if let Ok(m) = std::fs::symlink_metadata(&here) {
                 if m.file_type().is_char_device() && m.rdev() == 0 {
+                    return None;
+                }
+                if anc != rel && m.is_dir() && is_opaque(&here) {
                     return None;
                 }
             }
@@ -98,6 +103,27 @@ impl BuilderView {
             }
         }
         None
+    }
+
+    /// Every path at or under directory `p` in the merged view, sorted.
+    pub fn list_tree(&self, p: &Path) -> Vec<PathBuf> {
+        let rel = p.strip_prefix("/").unwrap_or(p);
+        let mut roots: Vec<PathBuf> = vec![self.changes.join(rel)];
+        roots.extend(self.lowers.iter().map(|l| l.join(rel)));
+        if self.host_dirs.iter().any(|d| p.starts_with(d)) {
+            roots.push(p.to_path_buf());
+        }
+        let mut out = std::collections::BTreeSet::new();
+        for r in roots {
+            for e in walkdir::WalkDir::new(&r).into_iter().filter_map(|e| e.ok()) {
+                let sub = p.join(e.path().strip_prefix(&r).unwrap_or(Path::new("")));
+                let sub = normalize(&sub);
+                if !out.contains(&sub) && self.locate(&sub).is_some() {
+                    out.insert(sub);
+                }
+            }
+        }
+        out.into_iter().collect()
     }
 
     /// The host builder's mountpoints are empty dirs in the changes dir;
@@ -179,4 +205,12 @@ pub fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// Whether overlayfs marked a directory of the upper dir opaque (unprivileged
+/// overlay uses `user.overlay.opaque`, privileged `trusted.overlay.opaque`).
+fn is_opaque(dir: &Path) -> bool {
+    ["user.overlay.opaque", "trusted.overlay.opaque"]
+        .iter()
+        .any(|n| xattr::get(dir, n).ok().flatten().is_some_and(|v| v == b"y"))
 }

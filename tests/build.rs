@@ -1,0 +1,239 @@
+//! `shipyard build`: the examples, failures and spec errors, as a user
+//! meets them. scripts/test runs these as root and as both test users.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+fn src_dir() -> PathBuf {
+    std::env::var_os("SHIPYARD_SRC_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// A private copy of an example (a fresh "checkout").
+fn checkout(example: &str, into: &Path) -> PathBuf {
+    let dest = into.join(example);
+    std::fs::create_dir_all(&dest).unwrap();
+    for e in walkdir::WalkDir::new(src_dir().join("examples").join(example)).min_depth(1) {
+        let e = e.unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(src_dir().join("examples").join(example))
+            .unwrap();
+        if rel.starts_with("base") {
+            continue;
+        }
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(dest.join(rel)).unwrap();
+        } else {
+            std::fs::copy(e.path(), dest.join(rel)).unwrap();
+        }
+    }
+    dest
+}
+
+fn build(dir: &Path, layout: &Path, extra: &[&str]) -> std::process::Output {
+    let mut c = shipyard();
+    c.arg("build")
+        .arg(dir)
+        .arg("--output")
+        .arg(format!("oci:{}", layout.display()))
+        .args(extra);
+    c.output().unwrap()
+}
+
+#[test]
+fn hello_is_small_runs_its_closure_and_is_reproducible() {
+    let t = tempfile::tempdir().unwrap();
+    let a = checkout("hello", &t.path().join("one"));
+    let out = build(&a, &t.path().join("l1"), &["--explain"]);
+    assert_success(&out, "build");
+    let explain = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        explain.contains("/usr/local/bin/hello\tincluded by tapeout.hello (/out/bin/hello)"),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("libc.so.6\tneeded by /out/bin/hello (DT_NEEDED libc.so.6)"),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("interpreter of /out/bin/hello"),
+        "{explain}"
+    );
+    let info: serde_json::Value = serde_json::from_str(&ok([
+        "inspect".to_string(),
+        format!("oci:{}:hello", t.path().join("l1").display()),
+        "--json".into(),
+    ]))
+    .unwrap();
+    let size: u64 = info["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert!(size < 3 << 20, "hello image is {size} bytes");
+    assert_eq!(
+        info["config"]["config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/hello"])
+    );
+    // Another checkout, another umask: the same digest.
+    let b = checkout("hello", &t.path().join("two/deeper"));
+    let mut c = shipyard();
+    c.arg("build")
+        .arg(&b)
+        .arg("--output")
+        .arg(format!("oci:{}", t.path().join("l2").display()));
+    // The umask only for that child: it is process-wide, and tests run in
+    // parallel.
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+            Ok(())
+        });
+    }
+    let out2 = c.output().unwrap();
+    assert_success(&out2, "second build");
+    assert_eq!(
+        digest_of_tag(&t.path().join("l1"), "hello"),
+        digest_of_tag(&t.path().join("l2"), "hello")
+    );
+}
+
+#[test]
+fn one_pass_two_images_with_owner_override_and_a_deleted_base_file() {
+    let t = tempfile::tempdir().unwrap();
+    let d = checkout("two-images", t.path());
+    let mk = std::process::Command::new("bash")
+        .arg(d.join("make-base.sh"))
+        .arg(d.join("base"))
+        .output()
+        .unwrap();
+    assert_success(&mk, "make-base.sh");
+    let l = t.path().join("l");
+    assert_success(&build(&d, &l, &[]), "build");
+    let app = ok(["manifest".to_string(), format!("oci:{}:app", l.display())]);
+    assert!(
+        app.contains("/opt/app/VERSION type=file mode=0644 uid=1000 gid=1000 "),
+        "{app}"
+    );
+    let tools = ok(["manifest".to_string(), format!("oci:{}:tools", l.display())]);
+    assert!(tools.contains("/etc/passwd type=file"), "{tools}");
+    assert!(
+        !tools.contains("/etc/motd"),
+        "the deleted base file came back:\n{tools}"
+    );
+    assert!(!tools.contains("/opt/app"), "{tools}");
+    let info: serde_json::Value = serde_json::from_str(&ok([
+        "inspect".to_string(),
+        format!("oci:{}:app", l.display()),
+        "--json".into(),
+    ]))
+    .unwrap();
+    assert_eq!(info["config"]["config"]["User"], "1000");
+    assert_eq!(info["config"]["config"]["WorkingDir"], "/opt/app");
+    assert_eq!(
+        info["config"]["history"][0]["created_by"],
+        "shipyard build: tapeout.app"
+    );
+    // Building only one image leaves the other alone.
+    let l2 = t.path().join("l2");
+    assert_success(&build(&d, &l2, &["--image", "tools"]), "build --image");
+    assert_eq!(Layout::open(&l2).unwrap().tags().unwrap(), ["tools"]);
+    // And the runtime base is subtracted: `tools` on top of `app` adds only
+    // what `app` lacks.
+    std::fs::write(
+        d.join("layered.toml"),
+        std::fs::read_to_string(d.join("shipyard.toml"))
+            .unwrap()
+            .replace(
+                "[image.tools]\ntapeouts",
+                &format!(
+                    "[image.tools]\nfrom = \"oci:{}:app\"\ntapeouts",
+                    l.display()
+                ),
+            ),
+    )
+    .unwrap();
+    let out = shipyard()
+        .args(["build", "-f"])
+        .arg(d.join("layered.toml"))
+        .arg("--output")
+        .arg(format!("oci:{}", t.path().join("l3").display()))
+        .output()
+        .unwrap();
+    assert_success(&out, "layered build");
+    let layered = ok([
+        "manifest".to_string(),
+        format!("oci:{}:tools", t.path().join("l3").display()),
+    ]);
+    assert!(
+        layered.contains("/opt/app/VERSION") && layered.contains("/opt/tools/hello"),
+        "{layered}"
+    );
+}
+
+use shipyard::oci::layout::Layout;
+
+#[test]
+fn a_failing_rule_names_itself_its_code_and_its_log_and_changes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let l = t.path().join("l");
+    // A layout with an image already in it must come out untouched.
+    write(&t.path().join("tree/f"), b"x", 0o644);
+    ok([
+        "diff".to_string(),
+        t.path().join("tree").display().to_string(),
+        "--against".into(),
+        "scratch".into(),
+        "--output".into(),
+        format!("oci:{}:before", l.display()),
+    ]);
+    let index_before = std::fs::read(l.join("index.json")).unwrap();
+    let d = t.path().join("spec");
+    write(
+        &d.join("shipyard.toml"),
+        b"[build.ok]\nrun = \"echo fine\"\n[build.bad]\nafter = [\"build.ok\"]\nrun = \"for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3\"\n[tapeout.t]\nafter = [\"build.bad\"]\ninclude = [\"/out\"]\n[image.i]\ntapeouts = [\"t\"]\n",
+        0o644,
+    );
+    let out = build(&d, &l, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("build.bad failed with exit code 3"), "{err}");
+    assert!(err.contains("line 30") && err.contains("oops"), "{err}");
+    let tail_start = err.find("last lines of its log").unwrap();
+    assert!(
+        !err[tail_start..].contains("line 10\n"),
+        "more than the tail was printed: {err}"
+    );
+    assert!(
+        err.contains("build.ok | fine"),
+        "output is prefixed with the rule name: {err}"
+    );
+    assert_eq!(std::fs::read(l.join("index.json")).unwrap(), index_before);
+}
+
+#[test]
+fn spec_errors_point_at_the_file_line_and_key() {
+    let t = tempfile::tempdir().unwrap();
+    write(
+        &t.path().join("shipyard.toml"),
+        b"[builder]\nfrom = \"host\"\n\n[build.x]\nrun = \"true\"\nafterr = []\n",
+        0o644,
+    );
+    let out = build(t.path(), &t.path().join("l"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("shipyard.toml:6:1: unknown key `afterr`; did you mean `after`?"),
+        "{err}"
+    );
+    let out = shipyard()
+        .args(["build", "/nonexistent-project"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-project/shipyard.toml"));
+}
