@@ -5,6 +5,27 @@ mod common;
 use common::*;
 use std::process::Command;
 
+/// A sleep whose command line is unique to this test process and `salt`,
+/// so `ps` can find exactly it (dash has no `exec -a`).
+fn unique_sleep(salt: u32) -> String {
+    format!("sleep {}", 100_000 + (std::process::id() % 50_000) * 10 + salt)
+}
+
+/// Whether a process with exactly this command line is running.
+fn running(cmdline: &str) -> bool {
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    String::from_utf8_lossy(&ps.stdout).lines().any(|l| l.trim() == cmdline)
+}
+
+/// Waits up to 20 s for `f` to hold.
+fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn shell(args: &[&str]) -> std::process::Output {
     let mut c = shipyard();
     c.arg("shell").args(args);
@@ -132,40 +153,26 @@ fn binds_are_read_only_unless_rw() {
 
 #[test]
 fn no_process_outlives_the_step() {
-    let marker = format!("shipyard-orphan-{}", std::process::id());
-    let out = shell(&[
-        "--",
-        "sh",
-        "-c",
-        &format!("(exec -a {marker} sleep 300) & (exec -a {marker} sleep 300) & echo started"),
-    ]);
+    let sl = unique_sleep(1);
+    // The background sleep is really started (the step waits until it
+    // shows in /proc), then the step exits and leaves it behind.
+    let script = format!("{sl} & while ! grep -q '^{sl}' /proc/[0-9]*/cmdline 2>/dev/null; do :; done; tr '\\0' ' ' < /proc/$!/cmdline; echo");
+    let out = shell(&["--", "sh", "-c", &script]);
     assert_success(&out, "shell");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    let text = String::from_utf8_lossy(&ps.stdout);
-    assert!(
-        !text.contains(&marker),
-        "a process survived the step:\n{text}"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), sl, "the background process did not run");
+    wait_for("the orphan to be gone", || !running(&sl));
 }
 
 #[test]
 fn timeout_kills_the_whole_tree() {
-    let marker = format!("shipyard-timeout-{}", std::process::id());
-    let out = shell(&[
-        "--timeout",
-        "1",
-        "--",
-        "sh",
-        "-c",
-        &format!("(exec -a {marker} sleep 300) & sleep 300"),
-    ]);
+    let sl = unique_sleep(2);
+    let mut child = shipyard().args(["shell", "--timeout", "2", "--", "sh", "-c"]).arg(format!("{sl} & sleep 300")).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for("the step to start", || running(&sl));
+    let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("timed out after 1s"), "{err}");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&ps.stdout).contains(&marker));
+    assert!(err.contains("timed out after 2s"), "{err}");
+    wait_for("the step's processes to die", || !running(&sl));
 }
 
 #[test]
@@ -198,4 +205,24 @@ fn bad_base_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("rootfs:/nonexistent-base"));
     let out = shell(&["--from", "docker-ish", "--", "true"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected host, rootfs:DIR"));
+}
+
+#[test]
+fn killing_shipyard_kills_the_step_and_leaves_no_mount() {
+    let sl = unique_sleep(3);
+    let t = tempfile::tempdir().unwrap();
+    let keep = t.path().join("state");
+    let mut child = shipyard()
+        .args(["shell", "--keep", keep.to_str().unwrap(), "--", "sh", "-c"])
+        .arg(format!("{sl} & {sl}"))
+        .spawn()
+        .unwrap();
+    wait_for("the step to start", || running(&sl));
+    // Interrupt shipyard alone, as a supervisor would (Ctrl-C also reaches
+    // the helper, through the process group).
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let _ = child.wait();
+    wait_for("the step's processes to die with shipyard", || !running(&sl));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(keep.to_str().unwrap()), "a mount was left behind:\n{mounts}");
 }

@@ -36,6 +36,12 @@ pub fn helper_main(spec: &StepSpec) -> i32 {
 }
 
 fn run(spec: &StepSpec) -> Res<i32> {
+    // If shipyard dies (Ctrl-C, kill), so does the helper, and with it
+    // PID 1 of the step and then every process of its PID namespace.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
+    if nix::unistd::getppid().as_raw() == 1 {
+        return Err("shipyard exited before the sandbox started".into());
+    }
     let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
     // A mapping wider than one id must be written from outside the new
     // namespace (the kernel checks the opener's capabilities in the parent
