@@ -237,3 +237,47 @@ fn spec_errors_point_at_the_file_line_and_key() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-project/shipyard.toml"));
 }
+
+#[test]
+fn nothing_is_left_behind_even_files_given_to_other_ids() {
+    let t = tempfile::tempdir().unwrap();
+    let tmp = t.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let d = t.path().join("spec");
+    write(
+        &d.join("shipyard.toml"),
+        // Owned by id 5 (when a range is mapped): the caller cannot delete
+        // inside /out/d, only a user namespace can. (Tapeout reads changes
+        // as the caller, so they stay readable: 0755.)
+        b"[build.b]\nrun = \"mkdir -p /out/d && touch /out/d/f && (chown -R 5:5 /out || true)\"\n[tapeout.t]\nafter = [\"build.b\"]\ninclude = [\"/out/**\"]\n[image.i]\ntapeouts = [\"t\"]\n",
+        0o644,
+    );
+    let out = shipyard()
+        .env("TMPDIR", &tmp)
+        .arg("build")
+        .arg(&d)
+        .arg("--output")
+        .arg(format!("oci:{}", t.path().join("l").display()))
+        .output()
+        .unwrap();
+    assert_success(&out, "build");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // And the same with a shell.
+    let out = shipyard()
+        .env("TMPDIR", &tmp)
+        .args([
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p /x/y && chmod 000 /x/y && (chown 7:7 /x || true)",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "shell");
+    assert!(std::fs::read_dir(&tmp).unwrap().next().is_none());
+}

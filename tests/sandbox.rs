@@ -8,20 +8,28 @@ use std::process::Command;
 /// A sleep whose command line is unique to this test process and `salt`,
 /// so `ps` can find exactly it (dash has no `exec -a`).
 fn unique_sleep(salt: u32) -> String {
-    format!("sleep {}", 100_000 + (std::process::id() % 50_000) * 10 + salt)
+    format!(
+        "sleep {}",
+        100_000 + (std::process::id() % 50_000) * 10 + salt
+    )
 }
 
 /// Whether a process with exactly this command line is running.
 fn running(cmdline: &str) -> bool {
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    String::from_utf8_lossy(&ps.stdout).lines().any(|l| l.trim() == cmdline)
+    String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .any(|l| l.trim() == cmdline)
 }
 
 /// Waits up to 20 s for `f` to hold.
 fn wait_for(what: &str, f: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting: {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
@@ -159,14 +167,23 @@ fn no_process_outlives_the_step() {
     let script = format!("{sl} & while ! grep -q '^{sl}' /proc/[0-9]*/cmdline 2>/dev/null; do :; done; tr '\\0' ' ' < /proc/$!/cmdline; echo");
     let out = shell(&["--", "sh", "-c", &script]);
     assert_success(&out, "shell");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), sl, "the background process did not run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        sl,
+        "the background process did not run"
+    );
     wait_for("the orphan to be gone", || !running(&sl));
 }
 
 #[test]
 fn timeout_kills_the_whole_tree() {
     let sl = unique_sleep(2);
-    let mut child = shipyard().args(["shell", "--timeout", "2", "--", "sh", "-c"]).arg(format!("{sl} & sleep 300")).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = shipyard()
+        .args(["shell", "--timeout", "2", "--", "sh", "-c"])
+        .arg(format!("{sl} & sleep 300"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_for("the step to start", || running(&sl));
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
@@ -220,9 +237,18 @@ fn killing_shipyard_kills_the_step_and_leaves_no_mount() {
     wait_for("the step to start", || running(&sl));
     // Interrupt shipyard alone, as a supervisor would (Ctrl-C also reaches
     // the helper, through the process group).
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let _ = child.wait();
-    wait_for("the step's processes to die with shipyard", || !running(&sl));
+    wait_for("the step's processes to die with shipyard", || {
+        !running(&sl)
+    });
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(keep.to_str().unwrap()), "a mount was left behind:\n{mounts}");
+    assert!(
+        !mounts.contains(keep.to_str().unwrap()),
+        "a mount was left behind:\n{mounts}"
+    );
 }

@@ -62,19 +62,24 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<Vec<Built>> {
             );
         }
     }
-    let state_dir = tempfile::Builder::new()
+    let state = tempfile::Builder::new()
         .prefix("shipyard-builder-")
         .tempdir()
-        .context("creating the builder state directory")?;
-    let state = state_dir.path().to_path_buf();
+        .context("creating the builder state directory")?
+        .keep();
     let result = run_plan(plan, opts, &state);
     if opts.keep_builder {
-        let kept = state_dir.keep();
+        let changes = base::changes_dir(&base::base_root(&plan.from, &state.join("builder"))?.0);
         eprintln!(
             "builder kept in {} (changes: {}, logs: {})",
-            kept.display(),
-            base::changes_dir(&base::base_root(&plan.from, &kept)?.0).display(),
-            kept.join("logs").display()
+            state.display(),
+            changes.display(),
+            state.join("logs").display()
+        );
+    } else if let Err(e) = crate::sandbox::remove_tree(&state) {
+        tracing::warn!(
+            "could not remove the builder state {}: {e}",
+            state.display()
         );
     }
     result

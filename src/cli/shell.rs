@@ -44,18 +44,15 @@ pub struct Args {
 }
 
 pub fn run_cmd(a: Args) -> Result<()> {
-    let state_tmp;
     let state: PathBuf = match &a.keep {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
             d.clone()
         }
-        None => {
-            state_tmp = tempfile::Builder::new()
-                .prefix("shipyard-shell-")
-                .tempdir()?;
-            state_tmp.path().to_path_buf()
-        }
+        None => tempfile::Builder::new()
+            .prefix("shipyard-shell-")
+            .tempdir()?
+            .keep(),
     };
     let (root, _) = crate::build::base::base_root(&a.from, &state)?;
     let mut binds = Vec::new();
@@ -97,13 +94,17 @@ pub fn run_cmd(a: Args) -> Result<()> {
         interactive: true,
         ..Default::default()
     };
-    let out = run(&spec, &opts)?;
-    if let Some(d) = &a.keep {
-        eprintln!("changes kept in {}", d.display());
+    let out = run(&spec, &opts);
+    match &a.keep {
+        Some(d) => eprintln!("changes kept in {}", d.display()),
+        None => {
+            if let Err(e) = crate::sandbox::remove_tree(&state) {
+                tracing::warn!("could not remove {}: {e}", state.display());
+            }
+        }
     }
+    let out = out?;
     if out.code != 0 {
-        // Let the state dir be cleaned before exiting with the code.
-        drop(state);
         std::process::exit(out.code);
     }
     Ok(())

@@ -238,3 +238,33 @@ pub fn host_dirs() -> Vec<PathBuf> {
     v.retain(|p| Path::new(p).exists());
     v
 }
+
+/// Removes a builder state directory. Files a step gave to other ids
+/// (through a subordinate range) are not the caller's to delete, so if a
+/// plain removal fails, the contents are deleted from inside a user
+/// namespace where those ids are mapped.
+pub fn remove_tree(path: &Path) -> Result<(), SandboxError> {
+    if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return Ok(());
+    }
+    let spec = StepSpec {
+        root: spec::Root::Host { dirs: host_dirs(), state: path.join(".cleanup-root") },
+        binds: vec![spec::Bind { source: path.to_path_buf(), target: PathBuf::from("/cleanup"), writable: true }],
+        network: spec::Network::None,
+        env: Vec::new(),
+        cwd: PathBuf::from("/"),
+        argv: vec!["sh".into(), "-c".into(), "chmod -R u+rwX /cleanup 2>/dev/null; find /cleanup -mindepth 1 -delete 2>/dev/null; true".into()],
+        hostname: "shipyard".into(),
+        user: (0, 0),
+        subids: detect_subids(),
+    };
+    run(
+        &spec,
+        &RunOptions {
+            name: "cleanup".into(),
+            ..Default::default()
+        },
+    )?;
+    std::fs::remove_dir_all(path).or_else(|e| if path.exists() { Err(e) } else { Ok(()) })?;
+    Ok(())
+}
