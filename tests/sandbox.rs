@@ -178,7 +178,7 @@ fn no_process_outlives_the_step() {
 #[test]
 fn timeout_kills_the_whole_tree() {
     let sl = unique_sleep(2);
-    let mut child = shipyard()
+    let child = shipyard()
         .args(["shell", "--timeout", "2", "--", "sh", "-c"])
         .arg(format!("{sl} & sleep 300"))
         .stderr(std::process::Stdio::piped())
