@@ -138,7 +138,18 @@ fn one_pass_two_images_with_owner_override_and_a_deleted_base_file() {
     assert_eq!(info["config"]["config"]["WorkingDir"], "/opt/app");
     assert_eq!(
         info["config"]["history"][0]["created_by"],
-        "shipyard build: tapeout.app"
+        "shipyard build: tapeout.shell tapeout.app"
+    );
+    let tinfo: serde_json::Value = serde_json::from_str(&ok([
+        "inspect".to_string(),
+        format!("oci:{}:tools", l.display()),
+        "--json".into(),
+    ]))
+    .unwrap();
+    assert_eq!(
+        tinfo["layers"].as_array().unwrap().len(),
+        2,
+        "layer-per-tapeout gives one layer per tapeout"
     );
     // Building only one image leaves the other alone.
     let l2 = t.path().join("l2");
@@ -280,4 +291,23 @@ fn nothing_is_left_behind_even_files_given_to_other_ids() {
         .unwrap();
     assert_success(&out, "shell");
     assert!(std::fs::read_dir(&tmp).unwrap().next().is_none());
+}
+
+#[test]
+fn shell_opens_the_builder_of_a_spec() {
+    let t = tempfile::tempdir().unwrap();
+    let d = checkout("hello", t.path());
+    let out = shipyard()
+        .arg("shell")
+        .arg(&d)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "test -r /src/hello.c && echo SOURCES-MOUNTED",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "shell SPEC");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SOURCES-MOUNTED"));
 }

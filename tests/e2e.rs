@@ -340,3 +340,79 @@ fn the_hello_example_passes_skopeo_umoci_and_podman() {
         Some("hello from shipyard, e2e")
     );
 }
+
+#[test]
+fn both_images_of_the_second_example_pass_skopeo_umoci_and_podman() {
+    require("podman");
+    require("umoci");
+    let t = tempfile::Builder::new()
+        .prefix(&format!("shipyard-two-{}", std::process::id()))
+        .rand_bytes(0)
+        .tempdir()
+        .unwrap();
+    let src = std::env::var_os("SHIPYARD_SRC_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let d = t.path().join("two");
+    std::fs::create_dir_all(&d).unwrap();
+    for f in ["shipyard.toml", "make-base.sh"] {
+        std::fs::copy(src.join("examples/two-images").join(f), d.join(f)).unwrap();
+    }
+    run(Command::new("bash")
+        .arg(d.join("make-base.sh"))
+        .arg(d.join("base")));
+    let l = t.path().join("l");
+    let out = shipyard()
+        .arg("build")
+        .arg(&d)
+        .arg("--output")
+        .arg(format!("oci:{}", l.display()))
+        .output()
+        .unwrap();
+    assert_success(&out, "build two-images");
+    let rt = t.path().join("rt");
+    std::fs::create_dir_all(&rt).unwrap();
+    let has_range = is_root() || shipyard::sandbox::detect_subids().is_some();
+    for (img, says) in [("tools", "tools ok"), ("app", "app v1")] {
+        let r = format!("oci:{}:{img}", l.display());
+        run(Command::new("skopeo").args(["inspect", &r]));
+        run(Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:{img}", l.display()))
+            .arg(t.path().join(format!("bundle-{img}"))));
+        let out = podman(&rt)
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+                &r,
+            ])
+            .output()
+            .unwrap();
+        if img == "app" && !has_range {
+            // Rootless podman without a subuid range can only hold files
+            // owned by root; `app` has uid 1000 files. Its error says so.
+            assert!(!out.status.success());
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("insufficient UIDs or GIDs"),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!("note: podman run of `app` needs a subuid range (checked: podman says so)");
+            continue;
+        }
+        assert_success(&out, &format!("podman run {img}"));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout)
+                .trim_end()
+                .lines()
+                .last(),
+            Some(says)
+        );
+    }
+}

@@ -16,15 +16,19 @@ use std::time::Duration;
 /// --keep, so do its changes. The exit code is the command's.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The builder base: host, rootfs:DIR, oci:DIR[:TAG] or scratch.
-    #[arg(long, default_value = "host")]
-    pub from: String,
+    /// A shipyard.toml (or the directory holding it): open its builder,
+    /// with its base, sources, network and env, for debugging a build.
+    pub spec: Option<PathBuf>,
+    /// The builder base: host (default), rootfs:DIR, oci:DIR[:TAG] or
+    /// scratch. Overrides the spec's.
+    #[arg(long)]
+    pub from: Option<String>,
     /// Bind-mount a host path: SRC:DST, read-only unless DST ends in :rw.
     #[arg(long, value_name = "SRC:DST[:rw]")]
     pub bind: Vec<String>,
-    /// Network: none (loopback only) or host.
-    #[arg(long, value_enum, default_value_t = Network::None)]
-    pub network: Network,
+    /// Network: none (loopback only; the default) or host.
+    #[arg(long, value_enum)]
+    pub network: Option<Network>,
     /// Working directory inside.
     #[arg(long, default_value = "/")]
     pub workdir: PathBuf,
@@ -54,8 +58,40 @@ pub fn run_cmd(a: Args) -> Result<()> {
             .tempdir()?
             .keep(),
     };
-    let (root, _) = crate::build::base::base_root(&a.from, &state)?;
-    let mut binds = Vec::new();
+    let plan = match &a.spec {
+        Some(p) => {
+            let file = if p.is_dir() {
+                p.join("shipyard.toml")
+            } else {
+                p.clone()
+            };
+            Some(crate::spec::load(&file, &[])?)
+        }
+        None => None,
+    };
+    let from = a
+        .from
+        .clone()
+        .or_else(|| plan.as_ref().map(|p| p.from.clone()))
+        .unwrap_or_else(|| "host".into());
+    let network = a
+        .network
+        .or(plan.as_ref().map(|p| p.network))
+        .unwrap_or_default();
+    let (root, _) = crate::build::base::base_root(&from, &state)?;
+    let mut binds: Vec<Bind> = plan
+        .as_ref()
+        .map(|p| {
+            p.sources
+                .iter()
+                .map(|s| Bind {
+                    source: s.host.clone(),
+                    target: s.target.clone(),
+                    writable: s.writable,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     for b in &a.bind {
         binds.push(parse_bind(b)?);
     }
@@ -80,7 +116,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
     let spec = StepSpec {
         root,
         binds,
-        network: a.network,
+        network,
         env,
         cwd: a.workdir.clone(),
         argv,
