@@ -6,7 +6,7 @@ set -euo pipefail
 dest=${1:-$(dirname "$0")/base}
 rm -rf "$dest"
 mkdir -p "$dest/bin" "$dest/etc" "$dest/tmp"
-for tool in /bin/sh /bin/mkdir /bin/rm /bin/cat /bin/ls /bin/chmod; do
+for tool in /bin/sh /bin/mkdir /bin/rm /bin/cat /bin/ls /bin/chmod /bin/ln /usr/bin/head; do
     real=$(readlink -f "$tool")
     cp "$real" "$dest/bin/$(basename "$tool")"
     for lib in $(ldd "$real" | grep -o '/[^ ]*'); do

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The multi-stage reference workload, shipyard build vs buildah bud, as the
+# current (unprivileged) user. A base image; a builder stage that writes
+# 2000 small files, a 50 MiB file, a symlink, a hardlink and a non-default
+# mode under /out and deletes a base file; a final image = base + /out.
+# usage: multistage.sh SHIPYARD_BIN WORKDIR RESULTS_TSV MAKE_BASE_SH
+set -euo pipefail
+sy=$1 w=$2 results=$3 make_base=$4
+runs=${RUNS:-3}
+m="$w/multistage"
+rm -rf "$m" && mkdir -p "$m/ctx"
+bash "$make_base" "$m/base-tree" >/dev/null
+"$sy" diff "$m/base-tree" --against scratch --output "oci:$m/base:v1" >/dev/null
+step='mkdir -p /out/small && i=0 && while [ $i -lt 2000 ]; do echo $i > /out/small/f$i; i=$((i+1)); done && head -c 52428800 /dev/urandom > /out/big && ln -s big /out/link && ln /out/big /out/hard && chmod 0750 /out/small && rm /etc/motd'
+cat >"$m/ctx/shipyard.toml" <<TOML
+[builder]
+from = "oci:$m/base:v1"
+
+[build.out]
+run = "$step"
+
+[tapeout.out]
+after = ["build.out"]
+include = ["/out"]
+
+[image.final]
+from = "oci:$m/base:v1"
+tapeouts = ["out"]
+TOML
+cat >"$m/ctx/Containerfile" <<DOCKER
+FROM oci:$m/base:v1 AS builder
+RUN $step
+FROM oci:$m/base:v1
+COPY --from=builder /out /out
+DOCKER
+B="buildah --root $m/bstore --runroot $XDG_RUNTIME_DIR/shipyard-ms-run --storage-driver overlay"
+# Warm both: the base pulled/unpacked once, as on a CI runner's second build.
+"$sy" build "$m/ctx" --output "oci:$m/sout" >/dev/null 2>&1
+$B bud --network none --layers=false -f "$m/ctx/Containerfile" -t final "$m/ctx" >/dev/null 2>&1
+once() {
+    local name=$1 prep=$2 cmd=$3
+    bash -c "$prep" >/dev/null 2>&1
+    /usr/bin/time -f "%e %M" -o "$m/time.out" bash -c "$cmd" >/dev/null 2>"$m/err.out" ||
+        { echo "error: $name failed:" >&2; cat "$m/err.out" >&2; exit 1; }
+    printf '%s\t%s\n' "$name" "$(cat "$m/time.out")" >>"$results"
+    echo "  $name: $(cat "$m/time.out")" >&2
+}
+for i in $(seq 1 "$runs"); do
+    once multistage.shipyard.build "rm -rf $m/sout" "$sy build $m/ctx --output oci:$m/sout"
+    once multistage.buildah.bud "$B rmi -f final" "$B bud --network none --layers=false -f $m/ctx/Containerfile -t final $m/ctx"
+done
+# Same final contents: compare shipyard's manifests of both results
+# (buildah's pushed to a layout, untimed; mtimes differ by design).
+$B push final "oci:$m/bout:final" >/dev/null 2>&1
+strip() { sed -E 's/ mtime=[0-9.]+//'; }
+if diff <("$sy" manifest "oci:$m/sout:final" | strip) <("$sy" manifest "oci:$m/bout:final" | strip) >"$m/contents.diff"; then
+    echo "  final contents: identical" >&2
+    printf 'multistage.contents\tsame 0\n' >>"$results"
+else
+    echo "  final contents differ:" >&2
+    head -20 "$m/contents.diff" >&2
+    printf 'multistage.contents\tdiffer 0\n' >>"$results"
+fi
