@@ -80,4 +80,8 @@ for tree in big many; do
         "$tree.umoci.repack" "true" "umoci repack --image $w/ulayout:same-umoci $w/ubundle"
     rm -rf "$w/sout" "$w/bout"
 done
+echo "==> multi-stage reference workload: shipyard build vs buildah bud" >&2
+make_base="$here/make-base.sh"
+[ -f "$make_base" ] || make_base="$here/../examples/two-images/make-base.sh"
+bash "$here/multistage.sh" "$sy" "$w" "$results" "$make_base"
 python3 "$here/report.py" "$results"

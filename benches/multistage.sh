@@ -11,7 +11,7 @@ m="$w/multistage"
 rm -rf "$m" && mkdir -p "$m/ctx"
 bash "$make_base" "$m/base-tree" >/dev/null
 "$sy" diff "$m/base-tree" --against scratch --output "oci:$m/base:v1" >/dev/null
-step='mkdir -p /out/small && i=0 && while [ $i -lt 2000 ]; do echo $i > /out/small/f$i; i=$((i+1)); done && head -c 52428800 /dev/urandom > /out/big && ln -s big /out/link && ln /out/big /out/hard && chmod 0750 /out/small && rm /etc/motd'
+step='mkdir -p /out/small && i=0 && while [ $i -lt 2000 ]; do echo $i > /out/small/f$i; i=$((i+1)); done && head -c 52428800 /dev/zero > /out/big && ln -s big /out/link && ln /out/big /out/hard && chmod 0750 /out/small && rm /etc/motd'
 cat >"$m/ctx/shipyard.toml" <<TOML
 [builder]
 from = "oci:$m/base:v1"

@@ -7,9 +7,13 @@ from collections import defaultdict
 times = defaultdict(list)
 rss = defaultdict(list)
 sizes = {}
+sizes_contents = None
 for line in open(sys.argv[1]):
     name, vals = line.rstrip("\n").split("\t")
     a, b = vals.split()
+    if name == "multistage.contents":
+        sizes_contents = a
+        continue
     if name.endswith(".sizes"):
         sizes[name[: -len(".sizes")]] = (int(a), int(b))
         continue
@@ -30,6 +34,9 @@ for tree in ("big", "many"):
             r = med(a) / med(b)
             rows.append((tree, what, med(a), med(b), r, target))
 
+if "multistage.shipyard.build" in times:
+    a, b = med("multistage.shipyard.build"), med("multistage.buildah.bud")
+    rows.append(("multi-stage", "`shipyard build` vs `buildah bud` (final contents: " + str(sizes_contents) + ")", a, b, a / b, 0.5))
 print("| tree | workload | shipyard s | peer s | ratio | target | met |")
 print("|---|---|---:|---:|---:|---:|---|")
 for tree, what, a, b, r, target in rows:

@@ -110,7 +110,8 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
         subids,
     );
     let mut explain: BTreeMap<String, crate::tapeout::Explain> = BTreeMap::new();
-    for step in &plan.steps {
+    let last_build = plan.steps.iter().rposition(|s| matches!(s, Step::Build(_)));
+    for (index, step) in plan.steps.iter().enumerate() {
         let id = step.id();
         match step {
             Step::Build(b) => {
@@ -154,7 +155,8 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             Step::Tapeout(t) => {
                 eprintln!("==> {id}");
                 let stage = state.join("tapeout").join(&t.name);
-                let ex = crate::tapeout::run(t, &view, &stage)?;
+                let final_step = last_build.is_none_or(|l| index > l);
+                let ex = crate::tapeout::run(t, &view, &stage, final_step)?;
                 explain.insert(t.name.clone(), ex);
             }
         }

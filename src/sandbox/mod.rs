@@ -239,21 +239,32 @@ pub fn host_dirs() -> Vec<PathBuf> {
     v
 }
 
-/// Removes a builder state directory. Files a step gave to other ids
-/// (through a subordinate range) are not the caller's to delete, so if a
-/// plain removal fails, the contents are deleted from inside a user
-/// namespace where those ids are mapped.
+/// Removes a builder state directory. Directories of our own that a step
+/// or overlayfs left unreadable (overlay's `work/work` is mode 000) are
+/// opened up first. Files a step gave to other ids (through a subordinate
+/// range) are not the caller's to delete: if a plain removal still fails,
+/// they are deleted from inside a user namespace where those ids are
+/// mapped, from a sandbox whose own state lives elsewhere (never inside the
+/// tree being deleted).
 pub fn remove_tree(path: &Path) -> Result<(), SandboxError> {
+    open_up_own_dirs(path);
     if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
         return Ok(());
     }
+    let elsewhere = tempfile::Builder::new()
+        .prefix("shipyard-cleanup-")
+        .tempdir()?;
     let spec = StepSpec {
-        root: spec::Root::Host { dirs: host_dirs(), state: path.join(".cleanup-root") },
+        root: spec::Root::Host { dirs: host_dirs(), state: elsewhere.path().to_path_buf() },
         binds: vec![spec::Bind { source: path.to_path_buf(), target: PathBuf::from("/cleanup"), writable: true }],
         network: spec::Network::None,
         env: Vec::new(),
         cwd: PathBuf::from("/"),
-        argv: vec!["sh".into(), "-c".into(), "chmod -R u+rwX /cleanup 2>/dev/null; find /cleanup -mindepth 1 -delete 2>/dev/null; true".into()],
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "find /cleanup -xdev -type d -exec chmod u+rwx {} + 2>/dev/null; find /cleanup -xdev -mindepth 1 -delete 2>/dev/null; true".into(),
+        ],
         hostname: "shipyard".into(),
         user: (0, 0),
         subids: detect_subids(),
@@ -267,4 +278,29 @@ pub fn remove_tree(path: &Path) -> Result<(), SandboxError> {
     )?;
     std::fs::remove_dir_all(path).or_else(|e| if path.exists() { Err(e) } else { Ok(()) })?;
     Ok(())
+}
+
+/// Gives the caller rwx on every directory under `path` it owns (best
+/// effort, never following symlinks).
+fn open_up_own_dirs(path: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let me = nix::unistd::geteuid().as_raw();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&d) else {
+            continue;
+        };
+        if !md.is_dir() || md.uid() != me {
+            continue;
+        }
+        if md.mode() & 0o700 != 0o700 {
+            let _ = std::fs::set_permissions(
+                &d,
+                std::fs::Permissions::from_mode((md.mode() & 0o7777) | 0o700),
+            );
+        }
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            stack.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
+        }
+    }
 }

@@ -17,7 +17,7 @@ use crate::rootfs::entry::{Entry, Kind, RelPath};
 use crate::rootfs::manifest::Manifest;
 use crate::spec::TapeoutRule;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -77,7 +77,14 @@ fn is_literal(p: &str) -> bool {
 
 /// Runs one tapeout into `stage` (created empty). Returns the explanation
 /// of every staged path (image paths).
-pub fn run(rule: &TapeoutRule, view: &BuilderView, stage: &Path) -> Result<Explain, TapeoutError> {
+/// `final_step`: no build step runs after this tapeout, so staged files may
+/// share the builder's inodes instead of copying them.
+pub fn run(
+    rule: &TapeoutRule,
+    view: &BuilderView,
+    stage: &Path,
+    final_step: bool,
+) -> Result<Explain, TapeoutError> {
     let io = |path: &Path| {
         let rule = rule.name.clone();
         let path = path.display().to_string();
@@ -130,7 +137,7 @@ pub fn run(rule: &TapeoutRule, view: &BuilderView, stage: &Path) -> Result<Expla
     if rule.elf_closure {
         elf_closure(view, &mut selected);
     }
-    stage_selection(rule, view, &selected, stage)
+    stage_selection(rule, view, &selected, stage, final_step)
 }
 
 /// Adds interpreters and needed libraries (and the symlinks leading to
@@ -206,6 +213,7 @@ fn stage_selection(
     view: &BuilderView,
     selected: &BTreeMap<PathBuf, String>,
     stage: &Path,
+    link_ok: bool,
 ) -> Result<Explain, TapeoutError> {
     let io = |path: &Path| {
         let rule = rule.name.clone();
@@ -216,6 +224,9 @@ fn stage_selection(
     let mut record = Manifest::default();
     let mut explain = Explain::new();
     let mut dir_mtimes: Vec<(PathBuf, i64)> = Vec::new();
+    // Hardlinks stay hardlinks: the second name of a file is linked to the
+    // first staged copy, so the layer stores the content once.
+    let mut staged_inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for (src, why) in selected {
         let Some(loc) = view.locate(src) else {
             continue;
@@ -276,10 +287,28 @@ fn stage_selection(
             dir_mtimes.push((target.clone(), md.mtime()));
             Kind::Dir
         } else if md.is_file() {
-            std::fs::copy(&loc.host, &target).map_err(io(&loc.host))?;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
-                .map_err(io(&target))?;
-            set_mtime(&target, md.mtime());
+            let key = (md.dev(), md.ino());
+            match staged_inodes.get(&key) {
+                Some(first) if md.nlink() > 1 && rule.mode.is_none() => {
+                    std::fs::hard_link(first, &target).map_err(io(&target))?;
+                }
+                // No step runs after this tapeout, so the builder's file
+                // will not change: link it instead of copying its bytes.
+                // (Other filesystems, or files we may not link: copy.)
+                _ if link_ok
+                    && rule.mode.is_none()
+                    && std::fs::hard_link(&loc.host, &target).is_ok() =>
+                {
+                    staged_inodes.insert(key, target.clone());
+                }
+                _ => {
+                    std::fs::copy(&loc.host, &target).map_err(io(&loc.host))?;
+                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+                        .map_err(io(&target))?;
+                    set_mtime(&target, md.mtime());
+                    staged_inodes.insert(key, target.clone());
+                }
+            }
             Kind::File
         } else {
             tracing::warn!(
