@@ -311,3 +311,39 @@ fn shell_opens_the_builder_of_a_spec() {
     assert_success(&out, "shell SPEC");
     assert!(String::from_utf8_lossy(&out.stdout).contains("SOURCES-MOUNTED"));
 }
+
+#[test]
+fn the_copy_fallback_gives_the_same_images_as_overlay() {
+    let t = tempfile::tempdir().unwrap();
+    let d = checkout("two-images", t.path());
+    let mk = std::process::Command::new("bash")
+        .arg(d.join("make-base.sh"))
+        .arg(d.join("base"))
+        .output()
+        .unwrap();
+    assert_success(&mk, "make-base.sh");
+    let (ov, cp) = (t.path().join("ov"), t.path().join("cp"));
+    assert_success(&build(&d, &ov, &[]), "overlay build");
+    let out = shipyard()
+        .env("SHIPYARD_NO_OVERLAY", "1")
+        .arg("build")
+        .arg(&d)
+        .arg("--output")
+        .arg(format!("oci:{}", cp.display()))
+        .output()
+        .unwrap();
+    assert_success(&out, "copy build");
+    for img in ["app", "tools"] {
+        assert_eq!(
+            digest_of_tag(&ov, img),
+            digest_of_tag(&cp, img),
+            "{img} differs between overlay and copy mode"
+        );
+    }
+    // The deleted base file stays deleted in copy mode too.
+    assert!(!ok([
+        "manifest".to_string(),
+        format!("oci:{}:tools", cp.display())
+    ])
+    .contains("/etc/motd"));
+}

@@ -252,3 +252,43 @@ fn killing_shipyard_kills_the_step_and_leaves_no_mount() {
         "a mount was left behind:\n{mounts}"
     );
 }
+
+#[test]
+fn copy_fallback_never_modifies_the_base_either() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    write(&base.join("etc/keep"), b"original", 0o644);
+    shell_rootfs(&base);
+    let before = ok(["manifest", base.to_str().unwrap()]);
+    let keep = t.path().join("state");
+    let from = format!("rootfs:{}", base.display());
+    let out = shipyard()
+        .env("SHIPYARD_NO_OVERLAY", "1")
+        .args([
+            "shell",
+            "--from",
+            &from,
+            "--keep",
+            keep.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo changed > /etc/keep; echo new > /new",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "shell");
+    assert_eq!(
+        ok(["manifest", base.to_str().unwrap()]),
+        before,
+        "the base changed"
+    );
+    assert!(
+        keep.join("work/shipyard-copied").exists(),
+        "the copy fallback was not used"
+    );
+    assert_eq!(
+        std::fs::read(keep.join("upper/etc/keep")).unwrap(),
+        b"changed\n"
+    );
+}

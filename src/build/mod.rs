@@ -99,7 +99,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             writable: s.writable,
         })
         .collect();
-    let view = BuilderView::new(
+    let mut view = BuilderView::new(
         base::changes_dir(&root),
         lower.into_iter().collect(),
         if plan.from == "host" {
@@ -143,6 +143,9 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     },
                 )?;
                 if out.code != 0 {
+                    // The builder state goes away; the failing rule's log
+                    // must not, since the error points at it.
+                    let log = keep_log(&log, &id).unwrap_or(log);
                     return Err(RuleFailed {
                         rule: id,
                         code: out.code,
@@ -155,6 +158,11 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             Step::Tapeout(t) => {
                 eprintln!("==> {id}");
                 let stage = state.join("tapeout").join(&t.name);
+                if let crate::sandbox::spec::Root::Overlay { work, .. } = &root {
+                    if work.join(crate::sandbox::COPY_MARKER).exists() {
+                        view.use_copy()?;
+                    }
+                }
                 let final_step = last_build.is_none_or(|l| index > l);
                 let ex = crate::tapeout::run(t, &view, &stage, final_step)?;
                 explain.insert(t.name.clone(), ex);
@@ -349,4 +357,13 @@ fn merge_stages(stages: Vec<PathBuf>, into: &Path) -> Result<()> {
     let f = std::fs::File::create(crate::rootfs::walk::ownership_record_path(into))?;
     record.write_to(std::io::BufWriter::new(f))?;
     Ok(())
+}
+
+/// Copies a failed rule's log to `$XDG_CACHE_HOME/shipyard/logs/RULE.log`.
+fn keep_log(log: &Path, rule: &str) -> Option<PathBuf> {
+    let dir = base::cache_dir().ok()?.join("logs");
+    std::fs::create_dir_all(&dir).ok()?;
+    let dest = dir.join(format!("{rule}.log"));
+    std::fs::copy(log, &dest).ok()?;
+    Some(dest)
 }

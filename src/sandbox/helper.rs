@@ -179,15 +179,32 @@ fn pid1(spec: &StepSpec) -> Res<std::convert::Infallible> {
                 upper.display(),
                 work.display()
             );
-            mount(
-                Some("overlay"),
-                merged,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(opts.as_str()),
-            )
-            .map_err(e("mounting the overlay root"))?;
-            merged.clone()
+            // The copy fallback: where overlay cannot be mounted (or
+            // SHIPYARD_NO_OVERLAY is set), the base is copied into the
+            // upper dir once and the build runs on that copy.
+            let marker = work.join(super::COPY_MARKER);
+            let mounted = !marker.exists()
+                && std::env::var_os(super::NO_OVERLAY_ENV).is_none()
+                && mount(
+                    Some("overlay"),
+                    merged,
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(opts.as_str()),
+                )
+                .is_ok();
+            if mounted {
+                merged.clone()
+            } else {
+                if !marker.exists() {
+                    for l in lowers.iter().rev() {
+                        copy_tree(l, upper)?;
+                    }
+                    std::fs::write(&marker, b"").map_err(e(marker.display()))?;
+                }
+                bind(upper, upper, true)?;
+                upper.clone()
+            }
         }
         Root::Dir(d) => {
             bind(d, d, true)?;
@@ -424,4 +441,59 @@ fn exec(argv: &[String], env: &[(String, String)]) -> String {
         },
         (Err(m), _, _) | (_, Err(m), _) | (_, _, Err(m)) => m,
     }
+}
+
+/// Copies `src` into `dst` as root of the namespace: modes, owners, mtimes
+/// and symlinks kept (hardlinks become copies, devices are skipped).
+fn copy_tree(src: &Path, dst: &Path) -> Res<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut dirs = Vec::new();
+    for ent in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
+        let ent = ent.map_err(e(src.display()))?;
+        let rel = ent.path().strip_prefix(src).map_err(e(src.display()))?;
+        let to = dst.join(rel);
+        let md = ent
+            .path()
+            .symlink_metadata()
+            .map_err(e(ent.path().display()))?;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir_all(&to).map_err(e(to.display()))?;
+            dirs.push((to.clone(), md.mode() & 0o7777, md.mtime()));
+        } else if ft.is_symlink() {
+            let t = std::fs::read_link(ent.path()).map_err(e(ent.path().display()))?;
+            let _ = std::fs::remove_file(&to);
+            symlink(t, &to).map_err(e(to.display()))?;
+        } else if ft.is_file() {
+            std::fs::copy(ent.path(), &to).map_err(e(ent.path().display()))?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+                .map_err(e(to.display()))?;
+            set_times(&to, md.mtime());
+        } else {
+            continue;
+        }
+        // Ids the namespace cannot map stay the copier's.
+        let _ = std::os::unix::fs::lchown(&to, Some(md.uid()), Some(md.gid()));
+        if ft.is_file() && md.mode() & 0o6000 != 0 {
+            let _ =
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(md.mode() & 0o7777));
+        }
+    }
+    for (d, mode, mtime) in dirs.into_iter().rev() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
+            .map_err(e(d.display()))?;
+        set_times(&d, mtime);
+    }
+    Ok(())
+}
+
+fn set_times(p: &Path, secs: i64) {
+    let t = nix::sys::time::TimeSpec::new(secs, 0);
+    let _ = nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
 }

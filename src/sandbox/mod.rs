@@ -22,6 +22,12 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Set (to anything) to make builders copy their base instead of mounting
+/// an overlay, as they do where overlay is not allowed.
+pub const NO_OVERLAY_ENV: &str = "SHIPYARD_NO_OVERLAY";
+/// Left in an overlay builder's work dir when it runs on a copy.
+pub const COPY_MARKER: &str = "shipyard-copied";
+
 /// Environment variable carrying the step spec to the helper.
 pub const SPEC_ENV: &str = "SHIPYARD_SANDBOX_SPEC";
 /// Lines of output kept for error messages.

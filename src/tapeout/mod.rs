@@ -101,6 +101,9 @@ pub fn run(
         let e = e.map_err(|err| io(&view.changes)(err.into()))?;
         let rel = e.path().strip_prefix(&view.changes).unwrap_or(e.path());
         let p = Path::new("/").join(rel);
+        if !view.is_change(&p) {
+            continue;
+        }
         if let Some(i) = matches_self_or_ancestor(&inc, &p) {
             if matches_self_or_ancestor(&exc, &p).is_none() && view.locate(&p).is_some() {
                 selected.entry(p).or_insert_with(|| {

@@ -19,6 +19,10 @@ pub struct BuilderView {
     subids: Option<SubIds>,
     me: (u32, u32),
     real_root: bool,
+    /// The builder ran on a copy of its base (no overlay): the changes dir
+    /// holds the whole tree, and `changed` what differs from the base.
+    copy_mode: bool,
+    changed: Option<std::collections::HashSet<PathBuf>>,
 }
 
 impl BuilderView {
@@ -48,7 +52,39 @@ impl BuilderView {
                 nix::unistd::getegid().as_raw(),
             ),
             real_root: nix::unistd::geteuid().is_root(),
+            copy_mode: false,
+            changed: None,
         }
+    }
+
+    /// After the builder ran on a copy of its base (see the sandbox's copy
+    /// fallback), what it changed is the builder tree diffed against the
+    /// base: compute that, and stop looking into the base.
+    pub fn use_copy(&mut self) -> Result<(), crate::rootfs::walk::WalkError> {
+        use crate::rootfs::walk::{walk, Hashing};
+        let tree = walk(&self.changes, Hashing::None)?;
+        let mut base = crate::rootfs::manifest::Manifest::default();
+        for l in self.lowers.iter().rev() {
+            for (_, e) in walk(l, Hashing::None)?.manifest.entries {
+                base.insert(e);
+            }
+        }
+        let d = crate::rootfs::diff::diff(&tree, &base)?;
+        let mut changed = std::collections::HashSet::new();
+        for c in d.changes.changes {
+            if let crate::rootfs::changeset::Change::Put(e) = c {
+                changed.insert(Path::new("/").join(e.path.to_path()));
+            }
+        }
+        self.changed = Some(changed);
+        self.copy_mode = true;
+        Ok(())
+    }
+
+    /// Whether a path of the changes dir is a change (always, with an
+    /// overlay; in copy mode, if it differs from the base).
+    pub fn is_change(&self, p: &Path) -> bool {
+        self.changed.as_ref().is_none_or(|c| c.contains(p))
     }
 
     /// The host path of builder path `p` (absolute, normalized), or `None`
@@ -83,6 +119,9 @@ impl BuilderView {
                     return None;
                 }
             }
+        }
+        if self.copy_mode {
+            return None;
         }
         for (i, l) in self.lowers.iter().enumerate() {
             let h = l.join(rel);
