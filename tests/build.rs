@@ -225,6 +225,14 @@ fn a_failing_rule_names_itself_its_code_and_its_log_and_changes_nothing() {
         err.contains("build.ok | fine"),
         "output is prefixed with the rule name: {err}"
     );
+    // The log the error names is still there, whole.
+    let path = err
+        .split("last lines of its log (")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap();
+    let log = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("log {path}: {e}"));
+    assert!(log.contains("line 1\n") && log.contains("oops"), "{log}");
     assert_eq!(std::fs::read(l.join("index.json")).unwrap(), index_before);
 }
 
@@ -346,4 +354,33 @@ fn the_copy_fallback_gives_the_same_images_as_overlay() {
         format!("oci:{}:tools", cp.display())
     ])
     .contains("/etc/motd"));
+}
+
+#[test]
+fn tapeout_reads_what_a_step_made_private_to_another_id() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("spec");
+    write(
+        &d.join("shipyard.toml"),
+        b"[build.b]\nrun = \"mkdir -p /out/d && echo s > /out/d/secret && chmod 0600 /out/d/secret && chmod 0700 /out/d && (chown -R 5:5 /out/d || true)\"\n[tapeout.t]\nafter = [\"build.b\"]\ninclude = [\"/out/**\"]\n[image.i]\ntapeouts = [\"t\"]\n",
+        0o644,
+    );
+    let l = t.path().join("l");
+    assert_success(&build(&d, &l, &[]), "build");
+    let m = ok(["manifest".to_string(), format!("oci:{}:i", l.display())]);
+    let id = if is_root() || shipyard::sandbox::detect_subids().is_some() {
+        5
+    } else {
+        0
+    };
+    assert!(
+        m.contains(&format!("/out/d type=dir mode=0700 uid={id} gid={id} ")),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "/out/d/secret type=file mode=0600 uid={id} gid={id} size=2 "
+        )),
+        "{m}"
+    );
 }

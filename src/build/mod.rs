@@ -99,7 +99,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             writable: s.writable,
         })
         .collect();
-    let mut view = BuilderView::new(
+    let view = BuilderView::new(
         base::changes_dir(&root),
         lower.into_iter().collect(),
         if plan.from == "host" {
@@ -129,6 +129,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     hostname: "shipyard".into(),
                     user: b.user,
                     subids,
+                    action: crate::sandbox::spec::Action::Exec,
                 };
                 let log = logs.join(format!("{id}.log"));
                 eprintln!("==> {id}");
@@ -158,14 +159,53 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             Step::Tapeout(t) => {
                 eprintln!("==> {id}");
                 let stage = state.join("tapeout").join(&t.name);
-                if let crate::sandbox::spec::Root::Overlay { work, .. } = &root {
-                    if work.join(crate::sandbox::COPY_MARKER).exists() {
-                        view.use_copy()?;
-                    }
-                }
+                let copy_mode = matches!(&root, crate::sandbox::spec::Root::Overlay { work, .. }
+                    if work.join(crate::sandbox::COPY_MARKER).exists());
                 let final_step = last_build.is_none_or(|l| index > l);
-                let ex = crate::tapeout::run(t, &view, &stage, final_step)?;
-                explain.insert(t.name.clone(), ex);
+                // Inside the build's user namespace: what a step gave to
+                // other ids is readable there, and owners are the image's.
+                let explain_out = state
+                    .join("tapeout")
+                    .join(format!("{}.explain.json", t.name));
+                std::fs::create_dir_all(state.join("tapeout"))?;
+                let job = crate::sandbox::spec::TapeoutJob {
+                    rule: t.clone(),
+                    changes: view.changes.clone(),
+                    lowers: view.lowers.clone(),
+                    host_dirs: view.host_dirs.clone(),
+                    copy_mode,
+                    stage: stage.clone(),
+                    final_step,
+                    explain_out: explain_out.clone(),
+                };
+                let spec = StepSpec {
+                    root: root.clone(),
+                    binds: Vec::new(),
+                    network: crate::sandbox::spec::Network::None,
+                    env: Vec::new(),
+                    cwd: PathBuf::from("/"),
+                    argv: Vec::new(),
+                    hostname: "shipyard".into(),
+                    user: (0, 0),
+                    subids,
+                    action: crate::sandbox::spec::Action::Tapeout(job),
+                };
+                let out = crate::sandbox::run(
+                    &spec,
+                    &RunOptions {
+                        name: id.clone(),
+                        ..Default::default()
+                    },
+                )?;
+                if out.code != 0 {
+                    bail!("{id}: {}", out.tail.join("\n"));
+                }
+                let ex: BTreeMap<String, String> =
+                    serde_json::from_slice(&std::fs::read(&explain_out)?)?;
+                explain.insert(
+                    t.name.clone(),
+                    ex.into_iter().map(|(p, w)| (PathBuf::from(p), w)).collect(),
+                );
             }
         }
     }

@@ -123,6 +123,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
         hostname: "shipyard".into(),
         user: (0, 0),
         subids: detect_subids(),
+        action: crate::sandbox::spec::Action::Exec,
     };
     let opts = RunOptions {
         name: "shell".into(),

@@ -118,6 +118,9 @@ fn run(spec: &StepSpec) -> Res<i32> {
         .map_err(e("setresgid"))?;
     nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
         .map_err(e("setresuid"))?;
+    if let super::spec::Action::Tapeout(job) = &spec.action {
+        return Ok(tapeout_job(job));
+    }
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -496,4 +499,39 @@ fn set_times(p: &Path, secs: i64) {
         &t,
         nix::sys::stat::UtimensatFlags::NoFollowSymlink,
     );
+}
+
+/// Runs a tapeout as root of the build's user namespace: returns 0, or 1
+/// with the error on stderr.
+fn tapeout_job(job: &super::spec::TapeoutJob) -> i32 {
+    let mut view = crate::tapeout::view::BuilderView::new(
+        job.changes.clone(),
+        job.lowers.clone(),
+        job.host_dirs.clone(),
+        None,
+    );
+    view.set_inside_namespace();
+    let result = (|| -> Result<crate::tapeout::Explain, String> {
+        if job.copy_mode {
+            view.use_copy().map_err(|x| x.to_string())?;
+        }
+        crate::tapeout::run(&job.rule, &view, &job.stage, job.final_step).map_err(|x| x.to_string())
+    })();
+    match result.and_then(|ex| {
+        let json: std::collections::BTreeMap<String, String> = ex
+            .into_iter()
+            .map(|(p, w)| (p.display().to_string(), w))
+            .collect();
+        std::fs::write(
+            &job.explain_out,
+            serde_json::to_vec(&json).map_err(|x| x.to_string())?,
+        )
+        .map_err(|x| x.to_string())
+    }) {
+        Ok(()) => 0,
+        Err(msg) => {
+            eprintln!("{msg}");
+            1
+        }
+    }
 }

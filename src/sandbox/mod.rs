@@ -274,6 +274,7 @@ pub fn remove_tree(path: &Path) -> Result<(), SandboxError> {
         hostname: "shipyard".into(),
         user: (0, 0),
         subids: detect_subids(),
+        action: spec::Action::Exec,
     };
     run(
         &spec,

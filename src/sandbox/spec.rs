@@ -62,4 +62,32 @@ pub struct StepSpec {
     pub user: (u32, u32),
     /// Full id range via the setuid helpers; `None`: one id mapped to root.
     pub subids: Option<SubIds>,
+    /// What the helper does once the user namespace exists.
+    #[serde(default)]
+    pub action: Action,
+}
+
+/// What a sandbox helper does.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub enum Action {
+    /// Build the root and run `argv` in it.
+    #[default]
+    Exec,
+    /// Run a tapeout inside the build's user namespace, where the files a
+    /// step gave to other ids are readable, and nothing else.
+    Tapeout(TapeoutJob),
+}
+
+/// A tapeout to run in the builder's user namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TapeoutJob {
+    pub rule: crate::spec::TapeoutRule,
+    pub changes: PathBuf,
+    pub lowers: Vec<PathBuf>,
+    pub host_dirs: Vec<PathBuf>,
+    pub copy_mode: bool,
+    pub stage: PathBuf,
+    pub final_step: bool,
+    /// Where the explanation is written (JSON: image path → reason).
+    pub explain_out: PathBuf,
 }

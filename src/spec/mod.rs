@@ -161,7 +161,7 @@ pub struct BuildRule {
 }
 
 /// A tapeout rule (selects what images keep).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TapeoutRule {
     pub name: String,
     pub include: Vec<String>,

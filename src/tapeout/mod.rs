@@ -297,9 +297,13 @@ fn stage_selection(
                 }
                 // No step runs after this tapeout, so the builder's file
                 // will not change: link it instead of copying its bytes.
-                // (Other filesystems, or files we may not link: copy.)
+                // Only our own, owner-readable files: the layer is written
+                // outside the namespace and must read them. (Other
+                // filesystems, files we may not link: copy.)
                 _ if link_ok
                     && rule.mode.is_none()
+                    && md.uid() == nix::unistd::geteuid().as_raw()
+                    && md.mode() & 0o400 != 0
                     && std::fs::hard_link(&loc.host, &target).is_ok() =>
                 {
                     staged_inodes.insert(key, target.clone());

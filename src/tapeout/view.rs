@@ -23,6 +23,9 @@ pub struct BuilderView {
     /// holds the whole tree, and `changed` what differs from the base.
     copy_mode: bool,
     changed: Option<std::collections::HashSet<PathBuf>>,
+    /// Running inside the builder's user namespace (see the sandbox's
+    /// tapeout action): ids on disk are already the builder's ids.
+    inside_ns: bool,
 }
 
 impl BuilderView {
@@ -54,7 +57,13 @@ impl BuilderView {
             real_root: nix::unistd::geteuid().is_root(),
             copy_mode: false,
             changed: None,
+            inside_ns: false,
         }
+    }
+
+    /// See [`BuilderView::inside_ns`].
+    pub fn set_inside_namespace(&mut self) {
+        self.inside_ns = true;
     }
 
     /// After the builder ran on a copy of its base (see the sandbox's copy
@@ -201,6 +210,11 @@ impl BuilderView {
     }
 
     fn map_id(&self, host: u32, me: u32, is_uid: bool) -> u32 {
+        if self.inside_ns {
+            // Ids seen from inside are the image's; unmapped ones (the
+            // host's own root files) show as the overflow id: root.
+            return if host == 65534 { 0 } else { host };
+        }
         if self.real_root {
             return host;
         }
