@@ -188,7 +188,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     hostname: "shipyard".into(),
                     user: (0, 0),
                     subids,
-                    action: crate::sandbox::spec::Action::Tapeout(job),
+                    action: crate::sandbox::spec::Action::Tapeout(Box::new(job)),
                 };
                 let out = crate::sandbox::run(
                     &spec,

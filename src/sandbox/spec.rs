@@ -75,7 +75,7 @@ pub enum Action {
     Exec,
     /// Run a tapeout inside the build's user namespace, where the files a
     /// step gave to other ids are readable, and nothing else.
-    Tapeout(TapeoutJob),
+    Tapeout(Box<TapeoutJob>),
 }
 
 /// A tapeout to run in the builder's user namespace.
