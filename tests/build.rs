@@ -384,3 +384,69 @@ fn tapeout_reads_what_a_step_made_private_to_another_id() {
         "{m}"
     );
 }
+
+#[test]
+fn rules_get_their_env_workdir_user_and_timeout() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("spec");
+    let has_range = is_root() || shipyard::sandbox::detect_subids().is_some();
+    write(
+        &d.join("shipyard.toml"),
+        b"[builder]\nenv = { GREETING = \"hi\" }\n\
+          [build.prep]\nrun = \"mkdir -p /out /work && chmod 1777 /out\"\n\
+          [build.b]\nafter = [\"build.prep\"]\nworkdir = \"/work\"\nuser = \"1000:1000\"\nenv = { RULE = \"b\" }\n\
+          run = \"echo $GREETING-$RULE-$VERSION > /out/env; pwd > /out/pwd; id -u > /out/uid\"\n\
+          [tapeout.t]\nafter = [\"build.b\"]\ninclude = [\"/out/**\"]\n[image.i]\ntapeouts = [\"t\"]\n",
+        0o644,
+    );
+    let l = t.path().join("l");
+    let out = build(&d, &l, &["--set", "VERSION=1.2"]);
+    if !has_range {
+        // One mapped id: there is no uid 1000 to become. Said clearly.
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("switching to gid 1000"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    assert_success(&out, "build");
+    let un = t.path().join("un");
+    ok([
+        "unpack".to_string(),
+        format!("oci:{}:i", l.display()),
+        un.display().to_string(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(un.join("out/env")).unwrap(),
+        "hi-b-1.2\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(un.join("out/pwd")).unwrap(),
+        "/work\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(un.join("out/uid")).unwrap(),
+        "1000\n"
+    );
+    let m = ok(["manifest".to_string(), format!("oci:{}:i", l.display())]);
+    assert!(
+        m.contains("/out/uid type=file mode=0644 uid=1000 gid=1000"),
+        "{m}"
+    );
+    // A rule over its timeout is killed and named.
+    let d2 = t.path().join("slow");
+    write(
+        &d2.join("shipyard.toml"),
+        b"[build.slow]\nrun = \"sleep 300\"\ntimeout = 1\n",
+        0o644,
+    );
+    let out = build(&d2, &t.path().join("l2"), &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("build.slow: timed out after 1s"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -292,3 +292,55 @@ fn copy_fallback_never_modifies_the_base_either() {
         b"changed\n"
     );
 }
+
+#[test]
+fn network_host_shares_the_hosts_interfaces_and_resolver() {
+    let host_ifaces = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .count();
+    let out = stdout_of(&[
+        "--network",
+        "host",
+        "--",
+        "sh",
+        "-c",
+        "grep -c . /proc/net/dev",
+    ]);
+    assert_eq!(out.trim().parse::<usize>().unwrap(), host_ifaces);
+    if std::path::Path::new("/etc/resolv.conf").exists() {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().join("base");
+        shell_rootfs(&base);
+        let from = format!("rootfs:{}", base.display());
+        let inside = stdout_of(&[
+            "--from",
+            &from,
+            "--network",
+            "host",
+            "--",
+            "/bin/sh",
+            "-c",
+            "read l < /etc/resolv.conf; echo \"$l\"",
+        ]);
+        let host_first = std::fs::read_to_string("/etc/resolv.conf")
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        assert_eq!(inside.trim_end(), host_first.trim_end());
+        let none = shell(&[
+            "--from",
+            &from,
+            "--",
+            "/bin/sh",
+            "-c",
+            "test -e /etc/resolv.conf && echo PRESENT",
+        ]);
+        assert!(
+            !String::from_utf8_lossy(&none.stdout).contains("PRESENT"),
+            "resolv.conf without network host"
+        );
+    }
+}
