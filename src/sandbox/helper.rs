@@ -471,7 +471,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Res<()> {
             std::fs::copy(ent.path(), &to).map_err(e(ent.path().display()))?;
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(md.mode() & 0o7777))
                 .map_err(e(to.display()))?;
-            set_times(&to, md.mtime());
+            crate::tapeout::set_mtime(&to, md.mtime());
         } else {
             continue;
         }
@@ -485,20 +485,9 @@ fn copy_tree(src: &Path, dst: &Path) -> Res<()> {
     for (d, mode, mtime) in dirs.into_iter().rev() {
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
             .map_err(e(d.display()))?;
-        set_times(&d, mtime);
+        crate::tapeout::set_mtime(&d, mtime);
     }
     Ok(())
-}
-
-fn set_times(p: &Path, secs: i64) {
-    let t = nix::sys::time::TimeSpec::new(secs, 0);
-    let _ = nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        p,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    );
 }
 
 /// Runs a tapeout as root of the build's user namespace: returns 0, or 1

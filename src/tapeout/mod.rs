@@ -353,7 +353,9 @@ fn record_entry(record: &mut Manifest, rel: &Path, kind: Kind, owner: (u32, u32)
     record.insert(e);
 }
 
-fn set_mtime(p: &Path, secs: i64) {
+/// Sets a path's atime and mtime without following a final symlink (best
+/// effort: a copy with a wrong mtime is still the right content).
+pub(crate) fn set_mtime(p: &Path, secs: i64) {
     let t = nix::sys::time::TimeSpec::new(secs, 0);
     let _ = nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
