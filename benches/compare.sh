@@ -13,16 +13,7 @@ for t in buildah umoci /usr/bin/time python3; do
     command -v "$t" >/dev/null || { echo "error: $t not found (run benches/run as root once)" >&2; exit 1; }
 done
 
-# once NAME PREPARE CMD: one timed run of CMD (after PREPARE, untimed),
-# recording wall seconds and peak RSS (KiB).
-once() {
-    local name=$1 prep=$2 cmd=$3
-    bash -c "$prep" >/dev/null 2>&1
-    /usr/bin/time -f "%e %M" -o "$w/time.out" bash -c "$cmd" >/dev/null 2>"$w/err.out" ||
-        { echo "error: $name failed:" >&2; cat "$w/err.out" >&2; exit 1; }
-    printf '%s\t%s\n' "$name" "$(cat "$w/time.out")" >>"$results"
-    echo "  $name: $(cat "$w/time.out")" >&2
-}
+source "$(dirname "$0")/lib.sh"
 
 # pair A_NAME A_PREP A_CMD B_NAME B_PREP B_CMD: RUNS rounds, alternating
 # shipyard and its peer, so both see the same machine (it is shared).

@@ -37,14 +37,7 @@ B="buildah --root $m/bstore --runroot $XDG_RUNTIME_DIR/shipyard-ms-run --storage
 # Warm both: the base pulled/unpacked once, as on a CI runner's second build.
 "$sy" build "$m/ctx" --output "oci:$m/sout" >/dev/null 2>&1
 $B bud --network none --layers=false -f "$m/ctx/Containerfile" -t final "$m/ctx" >/dev/null 2>&1
-once() {
-    local name=$1 prep=$2 cmd=$3
-    bash -c "$prep" >/dev/null 2>&1
-    /usr/bin/time -f "%e %M" -o "$m/time.out" bash -c "$cmd" >/dev/null 2>"$m/err.out" ||
-        { echo "error: $name failed:" >&2; cat "$m/err.out" >&2; exit 1; }
-    printf '%s\t%s\n' "$name" "$(cat "$m/time.out")" >>"$results"
-    echo "  $name: $(cat "$m/time.out")" >&2
-}
+source "$(dirname "$0")/lib.sh"
 for i in $(seq 1 "$runs"); do
     once multistage.shipyard.build "rm -rf $m/sout" "$sy build $m/ctx --output oci:$m/sout"
     once multistage.buildah.bud "$B rmi -f final" "$B bud --network none --layers=false -f $m/ctx/Containerfile -t final $m/ctx"

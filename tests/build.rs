@@ -450,3 +450,32 @@ fn rules_get_their_env_workdir_user_and_timeout() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn build_option_errors_are_clear_and_write_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let d = checkout("hello", t.path());
+    let l = t.path().join("l");
+    let out = build(&d, &l, &["--image", "nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--image nope: no such image in the spec (images: hello)"),
+        "{err}"
+    );
+    let out = shipyard()
+        .arg("build")
+        .arg(&d)
+        .arg("--output")
+        .arg(format!("oci:{}:tagged", l.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("name a layout (oci:DIR)"),
+        "{err}"
+    );
+    let out = build(&d, &l, &["--set", "NOEQUALS"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--set NOEQUALS: expected KEY=VALUE"));
+    assert!(!l.exists(), "a failed build created the layout");
+}

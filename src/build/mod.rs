@@ -238,9 +238,7 @@ fn assemble(img: &ImageSpec, layout: &Layout, state: &Path, opts: &BuildOptions)
         (empty_config(), Vec::new(), Manifest::default())
     } else {
         let (blayout, bimage) = crate::cli::open_image(&img.from)?;
-        for l in bimage.manifest.layers() {
-            layout.copy_blob_from(&blayout, &crate::oci::media::digest_of(l)?)?;
-        }
+        bimage.copy_layers(&blayout, layout)?;
         let m = crate::rootfs::from_image::manifest_of_image(&blayout, &bimage)
             .with_context(|| format!("reading runtime base {}", img.from))?;
         (bimage.config.clone(), bimage.manifest.layers().clone(), m)

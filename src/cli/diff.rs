@@ -1,7 +1,7 @@
 use crate::layer::compress::Compression;
 use crate::layer::generate::TarOptions;
 use crate::layer::write_layer;
-use crate::oci::image::{append_layer, empty_config, rfc3339, write_image, Image};
+use crate::oci::image::{append_layer, empty_config, rfc3339, write_image};
 use crate::oci::layout::Layout;
 use crate::oci::media;
 use crate::rootfs::diff::diff;
@@ -83,7 +83,7 @@ pub fn run(a: Args) -> Result<()> {
     let (mut config, mut layers) = match &a.base {
         Some(b) => {
             let (blayout, bimage) = super::open_image(b)?;
-            copy_image_blobs(&blayout, &layout, &bimage)?;
+            bimage.copy_layers(&blayout, &layout)?;
             (bimage.config.clone(), bimage.manifest.layers().clone())
         }
         None => (empty_config(), Vec::new()),
@@ -120,17 +120,6 @@ pub fn run(a: Args) -> Result<()> {
             out.descriptor.size()
         );
         println!("{digest}");
-    }
-    Ok(())
-}
-
-/// Makes every blob of `image` present in `to` (verified copies).
-pub(crate) fn copy_image_blobs(from: &Layout, to: &Layout, image: &Image) -> Result<()> {
-    if from.root() == to.root() {
-        return Ok(());
-    }
-    for l in image.manifest.layers() {
-        to.copy_blob_from(from, &media::digest_of(l)?)?;
     }
     Ok(())
 }

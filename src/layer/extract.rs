@@ -14,7 +14,6 @@
 
 use super::read::{symlink_escapes, TarItem};
 use super::LayerError;
-use crate::oci::digest::Digest;
 use crate::oci::image::Image;
 use crate::oci::layout::Layout;
 use crate::oci::media;
@@ -199,7 +198,7 @@ impl Extractor {
                 if n != e.size {
                     return Err(format!("content is {n} bytes, header says {}", e.size));
                 }
-                e.sha256 = Some(digest_bytes(&d));
+                e.sha256 = Some(d.to_bytes());
                 if self.privileged {
                     if fchown(
                         file.as_fd(),
@@ -433,16 +432,6 @@ fn resolve_msg(dir: &RelPath, e: Errno) -> String {
 fn rdev(e: &Entry) -> u64 {
     let (ma, mi) = e.rdev.unwrap_or((0, 0));
     nix::sys::stat::makedev(ma as u64, mi as u64)
-}
-
-fn digest_bytes(d: &Digest) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    if let Ok(v) = hex::decode(d.hex()) {
-        if v.len() == 32 {
-            out.copy_from_slice(&v);
-        }
-    }
-    out
 }
 
 fn list_dir(fd: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {

@@ -87,9 +87,12 @@ pub fn write_layer(
     })
 }
 
-/// Streams the members of a layer blob to `f`, after checking the blob's
-/// digest and size, and checks the uncompressed stream against `diff_id`
-/// at the end. `f` gets each classified member and its data.
+/// Streams the members of a layer blob to `f`, in one pass: the
+/// compressed bytes are hashed while they are decoded, and at the end the
+/// blob's digest and size are checked first (a corrupt blob is reported as
+/// corrupt, whatever the decoder made of it), then the uncompressed stream
+/// against `diff_id`. Callers that write (the extractor) write into a
+/// directory that is discarded on any error.
 pub fn for_each_member(
     layout: &Layout,
     desc: &Descriptor,
@@ -97,15 +100,50 @@ pub fn for_each_member(
     mut f: impl FnMut(&mut TarItem, &mut dyn Read) -> Result<(), LayerError>,
 ) -> Result<(), LayerError> {
     let digest = media::digest_of(desc).map_err(LayoutError::from)?;
-    layout.verify_blob(&digest, Some(desc.size()))?;
+    let mut blob = HashingReader::new(layout.open_blob(&digest)?);
+    let streamed = stream_members(&mut blob, desc, &digest, &mut f);
+    let (actual, size) = blob.drain_and_finish().map_err(LayerError::Io)?;
+    if actual != digest {
+        return Err(LayoutError::DigestMismatch {
+            path: layout.blob_path(&digest),
+            expected: digest,
+            actual,
+        }
+        .into());
+    }
+    if size != desc.size() {
+        return Err(LayoutError::SizeMismatch {
+            digest,
+            expected: desc.size(),
+            actual: size,
+        }
+        .into());
+    }
+    let uncompressed = streamed?;
+    if uncompressed.to_string() != diff_id {
+        return Err(LayerError::DiffId {
+            layer: digest,
+            expected: diff_id.to_string(),
+            actual: uncompressed,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes and walks one layer stream; returns the digest of the
+/// uncompressed tar.
+fn stream_members(
+    blob: impl Read,
+    desc: &Descriptor,
+    digest: &Digest,
+    f: &mut impl FnMut(&mut TarItem, &mut dyn Read) -> Result<(), LayerError>,
+) -> Result<Digest, LayerError> {
     let corrupt = |e: io::Error| LayerError::Corrupt {
         layer: digest.clone(),
         msg: format!("cannot read the layer stream: {e}"),
     };
-    let file = layout.open_blob(&digest)?;
-    let dec = compress::decoder(file, media::layer_encoding(desc.media_type())).map_err(corrupt)?;
-    let hashed = HashingReader::new(dec);
-    let mut archive = tar::Archive::new(hashed);
+    let dec = compress::decoder(blob, media::layer_encoding(desc.media_type())).map_err(corrupt)?;
+    let mut archive = tar::Archive::new(HashingReader::new(dec));
     for member in archive.entries().map_err(corrupt)? {
         let mut member = member.map_err(corrupt)?;
         let path = String::from_utf8_lossy(&member.path_bytes()).into_owned();
@@ -123,13 +161,6 @@ pub fn for_each_member(
             other => other,
         })?;
     }
-    let (actual, _) = archive.into_inner().drain_and_finish().map_err(corrupt)?;
-    if actual.to_string() != diff_id {
-        return Err(LayerError::DiffId {
-            layer: digest,
-            expected: diff_id.to_string(),
-            actual,
-        });
-    }
-    Ok(())
+    let (uncompressed, _) = archive.into_inner().drain_and_finish().map_err(corrupt)?;
+    Ok(uncompressed)
 }

@@ -40,6 +40,16 @@ impl Digest {
         &self.hex
     }
 
+    /// The 32 raw bytes.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // Invariant: `hex` is always 64 lowercase hex digits.
+        if let Ok(v) = hex::decode(&self.hex) {
+            out.copy_from_slice(&v);
+        }
+        out
+    }
+
     /// A shortened form for human output (`sha256:0123456789ab`).
     pub fn short(&self) -> String {
         format!("sha256:{}", &self.hex[..12])

@@ -122,6 +122,18 @@ impl Image {
         ))
     }
 
+    /// Makes every layer blob of this image present in `to` (verified
+    /// copies), so a new image can stack on it there.
+    pub fn copy_layers(&self, from: &Layout, to: &Layout) -> Result<(), ImageError> {
+        if from.root() == to.root() {
+            return Ok(());
+        }
+        for l in self.manifest.layers() {
+            to.copy_blob_from(from, &media::digest_of(l).map_err(LayoutError::from)?)?;
+        }
+        Ok(())
+    }
+
     /// The layers with their diff_ids, bottom first.
     pub fn layers(&self) -> Vec<(Descriptor, String)> {
         self.manifest
