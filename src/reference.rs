@@ -1,20 +1,103 @@
-//! Image references, spelled the way skopeo and podman users write them.
+//! Image references, spelled the way skopeo and podman users write them:
+//! `oci:DIR[:TAG]`, `docker://[HOST/]REPO[:TAG|@DIGEST]`,
+//! `oci-archive:FILE[:TAG]` and `docker-archive:FILE[:NAME:TAG]`.
 //!
-//! Only `oci:DIR[:TAG|@DIGEST]` is implemented so far; the other transports
-//! of the design (`oci-archive:`, `docker://`, `docker-archive:`) parse to a
-//! clear "not supported yet" error rather than being mistaken for paths.
+//! Registry names are normalized the way podman and docker do it (the
+//! grammar is oci-spec's port of distribution's `reference` package): a
+//! first component without a dot, a colon or `localhost` is a Docker Hub
+//! repository, one-component names live under `library/`, and a name
+//! without tag or digest means `:latest`.
 
 use std::fmt;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
-    #[error("{0:?}: not an image reference; write oci:DIR[:TAG] (e.g. oci:./out:latest)")]
+    #[error("{0:?}: not an image reference; write oci:DIR[:TAG], docker://HOST/REPO[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]")]
     NotAReference(String),
-    #[error("{input:?}: the {transport} transport is not supported by this version of shipyard yet; use oci:DIR[:TAG]")]
+    #[error("{input:?}: the {transport} transport is not supported by shipyard; use oci:, docker://, oci-archive: or docker-archive:")]
     Unsupported { input: String, transport: String },
-    #[error("{0:?}: empty directory in oci: reference")]
-    EmptyDir(String),
+    #[error("{0:?}: empty path in reference")]
+    EmptyPath(String),
+    #[error("{input:?}: malformed registry reference: {reason}; expected [HOST[:PORT]/]REPO[:TAG|@sha256:HEX], with a lowercase REPO")]
+    BadRegistryRef { input: String, reason: String },
+}
+
+/// An image in a registry, normalized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRef {
+    /// `HOST[:PORT]` as written (Docker Hub is `docker.io`).
+    pub registry: String,
+    /// `NAMESPACE/NAME`, lowercase.
+    pub repository: String,
+    pub tag: Option<String>,
+    /// `sha256:…` when the reference pins a manifest.
+    pub digest: Option<String>,
+}
+
+impl RegistryRef {
+    /// Parses and normalizes `[HOST[:PORT]/]REPO[:TAG][@DIGEST]`.
+    pub fn parse(s: &str) -> Result<RegistryRef, ReferenceError> {
+        let bad = |reason: String| ReferenceError::BadRegistryRef {
+            input: s.to_string(),
+            reason,
+        };
+        if s.is_empty() {
+            return Err(bad("empty name".into()));
+        }
+        let r: oci_spec::distribution::Reference =
+            s.parse().map_err(|e: oci_spec::distribution::ParseError| bad(e.to_string()))?;
+        if let Some(d) = r.digest() {
+            if !d.starts_with("sha256:") {
+                return Err(bad(format!("{d}: only sha256 digests are supported")));
+            }
+        }
+        Ok(RegistryRef {
+            registry: r.registry().to_string(),
+            repository: r.repository().to_string(),
+            tag: r.tag().map(str::to_string),
+            digest: r.digest().map(str::to_string),
+        })
+    }
+
+    /// The host to talk to: Docker Hub's API lives elsewhere than its name.
+    pub fn api_host(&self) -> &str {
+        if self.registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            &self.registry
+        }
+    }
+
+    /// What to ask the registry for: the digest if pinned, else the tag.
+    pub fn reference(&self) -> &str {
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
+    }
+
+    /// The same repository with another tag.
+    pub fn with_tag(&self, tag: &str) -> RegistryRef {
+        RegistryRef {
+            tag: Some(tag.to_string()),
+            digest: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl fmt::Display for RegistryRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Where an image lives.
@@ -22,67 +105,131 @@ pub enum ReferenceError {
 pub enum Reference {
     /// An OCI layout directory and an optional tag or `sha256:` digest.
     Oci { dir: PathBuf, tag: Option<String> },
+    /// A repository in a registry (`docker://`).
+    Registry(RegistryRef),
+    /// A tar of an OCI layout, and the tag that names the image inside.
+    OciArchive { file: PathBuf, tag: Option<String> },
+    /// A `docker save` archive, and the `NAME:TAG` it carries (`RepoTags`).
+    DockerArchive { file: PathBuf, name: Option<String> },
 }
 
+const UNSUPPORTED: [&str; 4] = [
+    "docker-daemon:",
+    "containers-storage:",
+    "dir:",
+    "ostree:",
+];
+
 impl Reference {
-    /// Whether `s` looks like a reference rather than a filesystem path.
+    /// Whether `s` names an image rather than a filesystem path.
     pub fn looks_like_reference(s: &str) -> bool {
-        [
-            "oci:",
-            "oci-archive:",
-            "docker://",
-            "docker-archive:",
-            "docker-daemon:",
-            "containers-storage:",
-        ]
-        .iter()
-        .any(|p| s.starts_with(p))
+        ["oci:", "oci-archive:", "docker://", "docker-archive:"]
+            .iter()
+            .chain(UNSUPPORTED.iter())
+            .any(|p| s.starts_with(p))
     }
 
     pub fn parse(s: &str) -> Result<Reference, ReferenceError> {
-        if let Some(rest) = s.strip_prefix("oci:") {
-            let (dir, tag) = if let Some((d, dg)) = rest.split_once('@') {
-                (d, Some(dg.to_string()))
-            } else if let Some((d, t)) = rest.split_once(':') {
-                (d, Some(t.to_string()))
+        let nonempty = |p: &str| -> Result<PathBuf, ReferenceError> {
+            if p.is_empty() {
+                Err(ReferenceError::EmptyPath(s.to_string()))
             } else {
-                (rest, None)
-            };
-            if dir.is_empty() {
-                return Err(ReferenceError::EmptyDir(s.to_string()));
+                Ok(PathBuf::from(p))
             }
-            let tag = tag.filter(|t| !t.is_empty());
+        };
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (dir, tag) = split_path_tag(rest);
             return Ok(Reference::Oci {
-                dir: PathBuf::from(dir),
+                dir: nonempty(dir)?,
                 tag,
             });
         }
-        for t in [
-            "oci-archive:",
-            "docker://",
-            "docker-archive:",
-            "docker-daemon:",
-            "containers-storage:",
-        ] {
+        if let Some(rest) = s.strip_prefix("oci-archive:") {
+            let (file, tag) = split_path_tag(rest);
+            return Ok(Reference::OciArchive {
+                file: nonempty(file)?,
+                tag,
+            });
+        }
+        if let Some(rest) = s.strip_prefix("docker-archive:") {
+            // The name itself contains a colon (NAME:TAG), so split at the
+            // first colon only.
+            let (file, name) = match rest.split_once(':') {
+                Some((f, n)) if !n.is_empty() => (f, Some(n.to_string())),
+                Some((f, _)) => (f, None),
+                None => (rest, None),
+            };
+            if let Some(n) = &name {
+                RegistryRef::parse(n)?;
+            }
+            return Ok(Reference::DockerArchive {
+                file: nonempty(file)?,
+                name,
+            });
+        }
+        if let Some(rest) = s.strip_prefix("docker://") {
+            return Ok(Reference::Registry(RegistryRef::parse(rest)?));
+        }
+        for t in UNSUPPORTED {
             if s.starts_with(t) {
                 return Err(ReferenceError::Unsupported {
                     input: s.to_string(),
-                    transport: t.trim_end_matches([':', '/']).to_string(),
+                    transport: t.trim_end_matches(':').to_string(),
                 });
             }
         }
         Err(ReferenceError::NotAReference(s.to_string()))
     }
+
+    /// Like [`Reference::parse`], but a bare `REPO[:TAG]` (no transport) is
+    /// a registry reference, as `podman pull` reads it.
+    pub fn parse_or_registry(s: &str) -> Result<Reference, ReferenceError> {
+        if Reference::looks_like_reference(s) || s.contains("://") {
+            return Reference::parse(s);
+        }
+        Ok(Reference::Registry(RegistryRef::parse(s)?))
+    }
+
+    /// The tag the reference names, if any (for naming a copy).
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            Reference::Oci { tag, .. } | Reference::OciArchive { tag, .. } => {
+                tag.as_deref().filter(|t| !t.starts_with("sha256:"))
+            }
+            Reference::Registry(r) => r.tag.as_deref(),
+            Reference::DockerArchive { name, .. } => {
+                name.as_deref().and_then(|n| n.rsplit_once(':')).map(|x| x.1)
+            }
+        }
+    }
+}
+
+/// `PATH[:TAG]` or `PATH[@DIGEST]`; an empty tag is none.
+fn split_path_tag(rest: &str) -> (&str, Option<String>) {
+    let (p, t) = if let Some((d, dg)) = rest.split_once('@') {
+        (d, Some(dg))
+    } else if let Some((d, t)) = rest.split_once(':') {
+        (d, Some(t))
+    } else {
+        (rest, None)
+    };
+    (p, t.filter(|t| !t.is_empty()).map(str::to_string))
 }
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reference::Oci { dir, tag: Some(t) } if t.starts_with("sha256:") => {
-                write!(f, "oci:{}@{t}", dir.display())
+        let with_tag = |f: &mut fmt::Formatter<'_>, scheme: &str, p: &PathBuf, t: &Option<String>| {
+            match t {
+                Some(t) if t.starts_with("sha256:") => write!(f, "{scheme}:{}@{t}", p.display()),
+                Some(t) => write!(f, "{scheme}:{}:{t}", p.display()),
+                None => write!(f, "{scheme}:{}", p.display()),
             }
-            Reference::Oci { dir, tag: Some(t) } => write!(f, "oci:{}:{t}", dir.display()),
-            Reference::Oci { dir, tag: None } => write!(f, "oci:{}", dir.display()),
+        };
+        match self {
+            Reference::Oci { dir, tag } => with_tag(f, "oci", dir, tag),
+            Reference::OciArchive { file, tag } => with_tag(f, "oci-archive", file, tag),
+            Reference::DockerArchive { file, name } => with_tag(f, "docker-archive", file, name),
+            Reference::Registry(r) => write!(f, "docker://{r}"),
         }
     }
 }
@@ -115,11 +262,74 @@ mod tests {
                 tag: Some(d.into())
             }
         );
-        assert!(Reference::parse("docker://x/y")
+        assert!(Reference::parse("oci:").is_err());
+        assert!(Reference::parse("foo").is_err());
+        assert!(Reference::parse("containers-storage:x")
             .unwrap_err()
             .to_string()
             .contains("not supported"));
-        assert!(Reference::parse("oci:").is_err());
-        assert!(Reference::parse("foo").is_err());
+    }
+
+    #[test]
+    fn normalizes_registry_names_like_podman() {
+        let r = |s: &str| match Reference::parse(s).unwrap() {
+            Reference::Registry(r) => r.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(r("docker://busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(r("docker://alpine:3.20"), "docker.io/library/alpine:3.20");
+        assert_eq!(r("docker://me/app"), "docker.io/me/app:latest");
+        assert_eq!(
+            r("docker://127.0.0.1:5000/a/b:v1"),
+            "127.0.0.1:5000/a/b:v1"
+        );
+        assert_eq!(r("docker://localhost/x"), "localhost/x:latest");
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let pinned = match Reference::parse(&format!("docker://quay.io/a/b@{d}")).unwrap() {
+            Reference::Registry(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(pinned.reference(), d);
+        assert_eq!(pinned.tag, None);
+        assert_eq!(
+            Reference::parse_or_registry("busybox:1").unwrap().to_string(),
+            "docker://docker.io/library/busybox:1"
+        );
+    }
+
+    #[test]
+    fn malformed_registry_refs_say_why() {
+        for (input, why) in [
+            ("docker://UPPER/case", "lowercase"),
+            ("docker://", "empty"),
+            ("docker://a/b:bad tag", "invalid"),
+            ("docker://a/b@sha256:abc", "digest"),
+        ] {
+            let e = Reference::parse(input).unwrap_err().to_string();
+            assert!(e.contains(why), "{input}: {e}");
+            assert!(e.contains("malformed registry reference"), "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn parses_archives() {
+        assert_eq!(
+            Reference::parse("oci-archive:/t/x.tar:v2").unwrap(),
+            Reference::OciArchive {
+                file: "/t/x.tar".into(),
+                tag: Some("v2".into())
+            }
+        );
+        let d = Reference::parse("docker-archive:x.tar:localhost/app:v1").unwrap();
+        assert_eq!(
+            d,
+            Reference::DockerArchive {
+                file: "x.tar".into(),
+                name: Some("localhost/app:v1".into())
+            }
+        );
+        assert_eq!(d.tag(), Some("v1"));
+        assert!(Reference::parse("docker-archive:").is_err());
+        assert!(Reference::parse("docker-archive:x.tar:BAD/Name").is_err());
     }
 }

@@ -50,10 +50,10 @@ pub fn base_root(from: &str, state: &Path) -> Result<(Root, Option<PathBuf>)> {
         }
         return overlay(p);
     }
-    if from.starts_with("oci:") {
+    if crate::reference::Reference::looks_like_reference(from) {
         return overlay(cached_unpack(from)?);
     }
-    bail!("builder base {from:?}: expected host, rootfs:DIR, oci:DIR[:TAG] or scratch")
+    bail!("builder base {from:?}: expected host, rootfs:DIR, scratch or an image reference")
 }
 
 /// The directory a step's changes land in.
@@ -84,11 +84,7 @@ pub fn cached_unpack(reference: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `$XDG_CACHE_HOME/shipyard`, else `~/.cache/shipyard`.
+/// The user's cache directory (see [`crate::cache`]).
 pub fn cache_dir() -> Result<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return Ok(PathBuf::from(x).join("shipyard"));
-    }
-    let home = std::env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set")?;
-    Ok(PathBuf::from(home).join(".cache").join("shipyard"))
+    Ok(crate::cache::cache_dir()?)
 }

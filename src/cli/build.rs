@@ -1,5 +1,8 @@
 use crate::build::{build, BuildOptions};
 use crate::layer::compress::Compression;
+use super::transfer::RegistryArgs;
+use crate::reference::Reference;
+use crate::transport::{self, PullPolicy};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -41,6 +44,16 @@ pub struct Args {
     /// `created` and the mtime clamp (default: SOURCE_DATE_EPOCH, else 0).
     #[arg(long, value_name = "SECS")]
     pub timestamp: Option<i64>,
+    /// Bases in registries: missing uses the cached image when the tag was
+    /// pulled before; always asks the registry; never stays offline.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
+    /// Push the built image to REF (docker://HOST/REPO[:TAG]; the tag
+    /// defaults to the image's). With several images, NAME=REF.
+    #[arg(long = "push", value_name = "[NAME=]REF")]
+    pub push: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -61,6 +74,23 @@ pub fn run(a: Args) -> Result<()> {
             a.output
         );
     }
+    let mut topts = transport::Options {
+        registry: a.registry.options()?,
+        pull: a.pull,
+        verbosity: crate::registry::progress::Verbosity::detect(false),
+        ..transport::Options::default()
+    };
+    topts.push.retries = a.registry.retry;
+    transport::set_defaults(topts.clone());
+    // Where each image goes, checked before the build starts.
+    let mut pushes: Vec<(Option<String>, Reference)> = Vec::new();
+    for p in &a.push {
+        let (name, r) = match p.split_once('=') {
+            Some((n, r)) if !n.contains(':') => (Some(n.to_string()), r),
+            _ => (None, p.as_str()),
+        };
+        pushes.push((name, Reference::parse_or_registry(r).with_context(|| format!("--push {p}"))?));
+    }
     let opts = BuildOptions {
         output: out_dir,
         images: a.images.clone(),
@@ -70,9 +100,26 @@ pub fn run(a: Args) -> Result<()> {
         compression: a.compression,
         level: a.level,
     };
-    for b in build(&plan, &opts)? {
+    let built = build(&plan, &opts)?;
+    for b in &built {
         eprintln!("{} -> oci:{}:{}", b.name, opts.output.display(), b.tag);
         println!("{}", b.digest);
+    }
+    for (name, dst) in &pushes {
+        let b = match name {
+            Some(n) => built
+                .iter()
+                .find(|b| &b.name == n)
+                .with_context(|| format!("--push {n}=…: this build made no image {n}"))?,
+            None if built.len() == 1 => &built[0],
+            None => bail!("--push {dst}: the build made {} images; write --push NAME=REF", built.len()),
+        };
+        let src = Reference::Oci {
+            dir: opts.output.clone(),
+            tag: Some(b.tag.clone()),
+        };
+        let report = transport::copy(&src, dst, &[], &topts)?;
+        eprintln!("{} -> {}@{}", b.name, report.destination, report.digest);
     }
     Ok(())
 }

@@ -3,13 +3,19 @@
 
 mod build;
 mod diff;
+mod export;
 mod gc;
+mod import;
 mod inspect;
+mod login;
 pub mod man;
 mod manifest;
+mod pull;
+mod push;
 mod sandbox_helper;
 mod shell;
 mod tag;
+pub mod transfer;
 mod unpack;
 
 use crate::oci::image::Image;
@@ -22,8 +28,11 @@ use clap::{Parser, Subcommand};
 ///
 /// shipyard writes OCI image layouts directly: it diffs a directory tree
 /// against a manifest and emits one minimal, reproducible layer; it unpacks
-/// images safely without root; it inspects and garbage-collects layouts.
-/// Images are named like skopeo names them: oci:DIR[:TAG].
+/// images safely without root; it inspects and garbage-collects layouts;
+/// it pulls from and pushes to registries and reads and writes archives.
+/// Images are named like skopeo names them: oci:DIR[:TAG],
+/// docker://HOST/REPO[:TAG], oci-archive:FILE[:TAG],
+/// docker-archive:FILE[:NAME:TAG].
 #[derive(Debug, Parser)]
 #[command(name = "shipyard", version, propagate_version = true)]
 pub struct Cli {
@@ -46,6 +55,12 @@ pub enum Command {
     Inspect(inspect::Args),
     Tag(tag::Args),
     Gc(gc::Args),
+    Pull(pull::Args),
+    Push(push::Args),
+    Export(export::Args),
+    Import(import::Args),
+    Login(login::Args),
+    Logout(login::LogoutArgs),
     Shell(shell::Args),
     #[command(hide = true)]
     GenerateMan(man::Args),
@@ -63,6 +78,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Tag(a) => tag::run(a),
         Command::Gc(a) => gc::run(a),
+        Command::Pull(a) => pull::run(a, cli.quiet),
+        Command::Push(a) => push::run(a, cli.quiet),
+        Command::Export(a) => export::run(a, cli.quiet),
+        Command::Import(a) => import::run(a, cli.quiet),
+        Command::Login(a) => login::run(a),
+        Command::Logout(a) => login::run_logout(a),
         Command::Shell(a) => shell::run_cmd(a),
         Command::GenerateMan(a) => man::run(a),
         Command::Sandbox => sandbox_helper::run(),
@@ -78,14 +99,21 @@ pub fn command() -> clap::Command {
 pub(crate) fn oci_ref(s: &str) -> Result<(std::path::PathBuf, Option<String>)> {
     match Reference::parse(s)? {
         Reference::Oci { dir, tag } => Ok((dir, tag)),
+        other => anyhow::bail!(
+            "{other}: this option takes a layout, oci:DIR[:TAG]; copy the image there first with `shipyard pull {other} oci:DIR`"
+        ),
     }
 }
 
-/// Opens the image an `oci:` reference names.
+/// Opens the image any reference names: `oci:` directly, registries and
+/// archives through the shared cache (see [`crate::transport`]).
 pub fn open_image(s: &str) -> Result<(Layout, Image)> {
-    let (dir, tag) = oci_ref(s)?;
-    let layout = Layout::open(&dir)?;
-    let desc = layout.resolve(tag.as_deref())?;
-    let image = Image::load(&layout, &desc).with_context(|| format!("reading image {s}"))?;
-    Ok((layout, image))
+    let r = Reference::parse(s)?;
+    if let Reference::Oci { dir, tag } = &r {
+        let layout = Layout::open(dir)?;
+        let desc = layout.resolve(tag.as_deref())?;
+        let image = Image::load(&layout, &desc).with_context(|| format!("reading image {s}"))?;
+        return Ok((layout, image));
+    }
+    crate::transport::open_image(&r, &crate::transport::defaults())
 }

@@ -145,13 +145,72 @@ impl Image {
     }
 }
 
+/// An `OS/ARCH[/VARIANT]` to pick from an index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform this binary runs on.
+    pub fn host() -> Platform {
+        let (os, arch) = host_platform();
+        Platform {
+            os,
+            arch,
+            variant: None,
+        }
+    }
+
+    /// Parses `--platform linux/arm64/v8`.
+    pub fn parse(s: &str) -> Result<Platform, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: parts.get(2).filter(|v| !v.is_empty()).map(|v| v.to_string()),
+            }),
+            _ => Err(format!(
+                "{s:?}: a platform is OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8"
+            )),
+        }
+    }
+
+    fn matches(&self, p: &oci_spec::image::Platform) -> bool {
+        p.os().to_string() == self.os
+            && p.architecture().to_string() == self.arch
+            && (self.variant.is_none() || p.variant().as_deref() == self.variant.as_deref())
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
 fn pick_platform(index: &ImageIndex, digest: &Digest) -> Result<Descriptor, ImageError> {
-    let (os, arch) = host_platform();
-    let found = index.manifests().iter().find(|m| {
-        m.platform()
-            .as_ref()
-            .is_some_and(|p| p.os().to_string() == os && p.architecture().to_string() == arch)
-    });
+    select_platform(index, digest, &Platform::host())
+}
+
+/// The manifest of `index` for `want`; an index with a single manifest
+/// that names no platform is taken as that manifest.
+pub fn select_platform(
+    index: &ImageIndex,
+    digest: &Digest,
+    want: &Platform,
+) -> Result<Descriptor, ImageError> {
+    let found = index
+        .manifests()
+        .iter()
+        .find(|m| m.platform().as_ref().is_some_and(|p| want.matches(p)));
     if let Some(m) = found {
         return Ok(m.clone());
     }
@@ -171,7 +230,7 @@ fn pick_platform(index: &ImageIndex, digest: &Digest) -> Result<Descriptor, Imag
         .collect();
     Err(ImageError::NoPlatform {
         digest: digest.clone(),
-        platform: format!("{os}/{arch}"),
+        platform: want.to_string(),
         available: if available.is_empty() {
             "none".into()
         } else {
@@ -242,6 +301,16 @@ pub fn write_image(
     layers: Vec<Descriptor>,
 ) -> Result<Descriptor, ImageError> {
     let config_desc = layout.put_json(config, MediaType::ImageConfig)?;
+    write_image_raw(layout, config_desc, layers)
+}
+
+/// Stores a manifest naming a config blob already in the layout, as its
+/// bytes are (an imported image keeps its image ID).
+pub fn write_image_raw(
+    layout: &Layout,
+    config_desc: Descriptor,
+    layers: Vec<Descriptor>,
+) -> Result<Descriptor, ImageError> {
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)

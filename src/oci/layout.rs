@@ -292,6 +292,22 @@ impl Layout {
         Ok(())
     }
 
+    /// Like [`Layout::copy_blob_from`], but hard-links when both layouts
+    /// share a filesystem. Only for a trusted source whose blobs were
+    /// verified on the way in (the shared cache): the link is not re-hashed.
+    pub fn link_blob_from(&self, other: &Layout, digest: &Digest) -> Result<()> {
+        if self.has_blob(digest) {
+            return Ok(());
+        }
+        let dir = self.root.join("blobs").join("sha256");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        match fs::hard_link(other.blob_path(digest), self.blob_path(digest)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(_) => self.copy_blob_from(other, digest),
+        }
+    }
+
     /// Reads `index.json`.
     pub fn index(&self) -> Result<ImageIndex> {
         let path = self.root.join("index.json");

@@ -320,15 +320,13 @@ pub fn parse(
         env: IndexMap::new(),
     });
     let from = relative_to(builder.from.get_ref(), dir);
-    if !(from == "host"
-        || from == "scratch"
-        || from.starts_with("rootfs:")
-        || from.starts_with("oci:"))
-    {
-        return Err(cx.err(
-            builder.from.span(),
-            format!("builder.from = {from:?}: expected host, scratch, rootfs:DIR or oci:DIR[:TAG]"),
-        ));
+    if !(from == "host" || from == "scratch" || from.starts_with("rootfs:")) {
+        if let Err(e) = crate::reference::Reference::parse(&from) {
+            return Err(cx.err(
+                builder.from.span(),
+                format!("builder.from = {from:?}: expected host, scratch, rootfs:DIR or an image (oci:DIR[:TAG], docker://REPO[:TAG], oci-archive:FILE, docker-archive:FILE): {e}"),
+            ));
+        }
     }
     let network = match builder
         .network
@@ -546,11 +544,13 @@ pub fn parse(
             }
         }
         let from = relative_to(r.from.get_ref(), dir);
-        if !(from == "scratch" || from.starts_with("oci:")) {
-            return Err(cx.err(
-                r.from.span(),
-                format!("image.{name}.from = {from:?}: expected scratch or oci:DIR[:TAG]"),
-            ));
+        if from != "scratch" {
+            if let Err(e) = crate::reference::Reference::parse(&from) {
+                return Err(cx.err(
+                    r.from.span(),
+                    format!("image.{name}.from = {from:?}: expected scratch or an image (oci:DIR[:TAG], docker://REPO[:TAG], oci-archive:FILE, docker-archive:FILE): {e}"),
+                ));
+            }
         }
         let mut labels: BTreeMap<String, String> = r
             .labels
@@ -601,10 +601,10 @@ pub fn parse(
     })
 }
 
-/// `rootfs:DIR` and `oci:DIR[:TAG]` with a relative DIR are relative to
-/// the spec's directory, like sources.
+/// `rootfs:DIR`, `oci:DIR[:TAG]` and the archives with a relative path
+/// are relative to the spec's directory, like sources.
 fn relative_to(reference: &str, dir: &Path) -> String {
-    for scheme in ["rootfs:", "oci:"] {
+    for scheme in ["rootfs:", "oci:", "oci-archive:", "docker-archive:"] {
         if let Some(rest) = reference.strip_prefix(scheme) {
             if !rest.starts_with('/') && !rest.is_empty() {
                 return format!("{scheme}{}", dir.join(rest).display());

@@ -1,0 +1,121 @@
+//! The local cache shared by every build and pull of one user:
+//! `$XDG_CACHE_HOME/shipyard` (else `~/.cache/shipyard`).
+//!
+//! - `oci/` is an OCI layout holding every blob pulled from a registry or
+//!   read from an archive, so a second pull fetches only the manifest and
+//!   builds stack on bases without copying them.
+//! - `refs/` remembers which manifest a registry tag named when it was last
+//!   pulled (for `--pull=missing|never`).
+//! - `homes/` remembers, per registry, one repository known to hold a blob,
+//!   so a push to another repository can mount it instead of uploading.
+//! - `rootfs/` holds unpacked builder bases (see `build::base`).
+
+use crate::oci::digest::Digest;
+use crate::oci::layout::{Layout, LayoutError};
+use crate::reference::RegistryRef;
+use oci_spec::image::Descriptor;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("no cache directory: set XDG_CACHE_HOME or HOME")]
+    NoHome,
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+}
+
+/// `$XDG_CACHE_HOME/shipyard`, else `~/.cache/shipyard`.
+pub fn cache_dir() -> Result<PathBuf, CacheError> {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("shipyard"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|x| !x.is_empty())
+        .ok_or(CacheError::NoHome)?;
+    Ok(PathBuf::from(home).join(".cache").join("shipyard"))
+}
+
+/// The shared blob cache and its records.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+    pub layout: Layout,
+}
+
+/// A file name for an arbitrary key (names and repositories contain `/`).
+fn key_file(dir: &Path, key: &str) -> PathBuf {
+    dir.join(Digest::of(key.as_bytes()).hex())
+}
+
+/// Writes a small record atomically; records are hints, so a failure to
+/// write one is logged, not fatal.
+fn write_record(path: &Path, text: &str) {
+    let res = (|| -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::fs::write(tmp.path(), text)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        tracing::warn!("cache record {}: {e}", path.display());
+    }
+}
+
+impl Cache {
+    /// Opens the user's cache, creating it on first use.
+    pub fn open() -> Result<Cache, CacheError> {
+        Cache::at(cache_dir()?)
+    }
+
+    pub fn at(root: PathBuf) -> Result<Cache, CacheError> {
+        let layout = Layout::open_or_create(root.join("oci"))?;
+        Ok(Cache { root, layout })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Remembers that `r` (a tag) named `desc`.
+    pub fn record_ref(&self, r: &RegistryRef, desc: &Descriptor) {
+        match serde_json::to_string(desc) {
+            Ok(text) => write_record(&key_file(&self.root.join("refs"), &r.to_string()), &text),
+            Err(e) => tracing::warn!("cache record for {r}: {e}"),
+        }
+    }
+
+    /// What `r` named when last pulled, if its manifest is still cached.
+    pub fn lookup_ref(&self, r: &RegistryRef) -> Option<Descriptor> {
+        if let Some(d) = &r.digest {
+            let digest: Digest = d.parse().ok()?;
+            let bytes = self.layout.read_blob(&digest, None).ok()?;
+            let mut desc = Descriptor::new(
+                crate::oci::media::sniff_manifest_type(&bytes),
+                bytes.len() as u64,
+                crate::oci::media::to_spec_digest(&digest),
+            );
+            desc.set_annotations(None);
+            return Some(desc);
+        }
+        let text = std::fs::read_to_string(key_file(&self.root.join("refs"), &r.to_string())).ok()?;
+        let desc: Descriptor = serde_json::from_str(&text).ok()?;
+        let digest = crate::oci::media::digest_of(&desc).ok()?;
+        self.layout.has_blob(&digest).then_some(desc)
+    }
+
+    /// Remembers that `repository` on `registry` holds `digest`.
+    pub fn note_home(&self, registry: &str, repository: &str, digest: &Digest) {
+        let dir = self.root.join("homes").join(Digest::of(registry.as_bytes()).hex());
+        write_record(&dir.join(digest.hex()), repository);
+    }
+
+    /// A repository on `registry` known to hold `digest`.
+    pub fn home_of(&self, registry: &str, digest: &Digest) -> Option<String> {
+        let dir = self.root.join("homes").join(Digest::of(registry.as_bytes()).hex());
+        std::fs::read_to_string(dir.join(digest.hex()))
+            .ok()
+            .filter(|s| !s.is_empty())
+    }
+}

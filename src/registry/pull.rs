@@ -1,0 +1,289 @@
+//! Pull: a manifest (or index) and its blobs from a registry into the
+//! shared cache layout, every blob verified against its digest and size
+//! while it streams.
+
+use super::client::{Client, RegistryError, Result, Scope};
+use super::progress::Progress;
+use super::{ACCEPT, MAX_MANIFEST};
+use crate::cache::Cache;
+use crate::oci::digest::Digest;
+use crate::oci::image::{select_platform, Platform};
+use crate::oci::media;
+use crate::reference::RegistryRef;
+use oci_spec::image::{Descriptor, ImageIndex, MediaType};
+use reqwest::header::{ACCEPT as ACCEPT_H, CONTENT_TYPE};
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// What to pull from an index.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// The manifest for one platform.
+    Platform(Platform),
+    /// The whole index and every manifest in it.
+    All,
+}
+
+/// What a pull did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct PullStats {
+    pub blobs_fetched: u64,
+    pub blobs_cached: u64,
+    pub bytes_fetched: u64,
+}
+
+fn protocol(s: String) -> RegistryError {
+    RegistryError::Protocol(s)
+}
+
+/// Fetches a manifest by tag or digest and stores it in the cache;
+/// returns its descriptor. A pinned digest, and `Docker-Content-Digest`
+/// when the registry sends one, are checked against the bytes.
+pub fn fetch_manifest(
+    client: &Client,
+    repo: &str,
+    reference: &str,
+    cache: &Cache,
+) -> Result<Descriptor> {
+    let url = client.url(&format!("/v2/{repo}/manifests/{reference}"));
+    let scope = Scope::pull(repo);
+    let resp = client.send("GET", &url, &scope, &|h| {
+        Ok(h.get(&url).header(ACCEPT_H, ACCEPT))
+    })?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Err(protocol(format!(
+            "{}/{repo}: no manifest {reference} (404); check the name and tag",
+            client.registry
+        )));
+    }
+    if !resp.status().is_success() {
+        return Err(client.status_error("GET", &url, resp));
+    }
+    let header_type = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+    let header_digest = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut bytes = Vec::new();
+    resp.take(MAX_MANIFEST + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| protocol(format!("GET {url}: reading the manifest: {e}")))?;
+    if bytes.len() as u64 > MAX_MANIFEST {
+        return Err(protocol(format!(
+            "GET {url}: manifest larger than {MAX_MANIFEST} bytes; refusing it"
+        )));
+    }
+    let digest = Digest::of(&bytes);
+    for (what, want) in [
+        ("the reference pins", reference.starts_with("sha256:").then(|| reference.to_string())),
+        ("Docker-Content-Digest says", header_digest.filter(|d| d.starts_with("sha256:"))),
+    ] {
+        if let Some(w) = want {
+            if w != digest.to_string() {
+                return Err(protocol(format!(
+                    "GET {url}: manifest is corrupt: {what} {w} but its content hashes to {digest}"
+                )));
+            }
+        }
+    }
+    let media_type = match header_type {
+        Some(t) if t.contains("manifest") || t.contains("index") => MediaType::from(t.as_str()),
+        _ => media::sniff_manifest_type(&bytes),
+    };
+    cache
+        .layout
+        .put_bytes(&bytes)
+        .map_err(|e| protocol(e.to_string()))?;
+    Ok(Descriptor::new(
+        media_type,
+        bytes.len() as u64,
+        media::to_spec_digest(&digest),
+    ))
+}
+
+/// Streams one blob into the cache, verifying digest and size. Retries
+/// the whole blob when the connection breaks mid-stream.
+pub fn fetch_blob(
+    client: &Client,
+    repo: &str,
+    desc: &Descriptor,
+    cache: &Cache,
+    progress: &Progress,
+    stats: &Counters,
+) -> Result<()> {
+    let digest = media::digest_of(desc).map_err(|e| protocol(e.to_string()))?;
+    if cache.layout.has_blob(&digest) {
+        stats.cached.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    let url = client.url(&format!("/v2/{repo}/blobs/{digest}"));
+    let task = progress.task("Copying", &digest.to_string(), desc.size());
+    let mut attempt = 0;
+    loop {
+        let resp = client.send("GET", &url, &Scope::pull(repo), &|h| Ok(h.get(&url)))?;
+        if !resp.status().is_success() {
+            return Err(client.status_error("GET", &url, resp));
+        }
+        let mut w = cache
+            .layout
+            .blob_writer()
+            .map_err(|e| protocol(e.to_string()))?;
+        // One more byte than promised is enough to know it is too long.
+        let mut r = task.reader(resp.take(desc.size() + 1));
+        let copied = std::io::copy(&mut r, &mut w);
+        match copied {
+            Ok(_) => {
+                if w.written() != desc.size() {
+                    return Err(protocol(format!(
+                        "GET {url}: blob {digest} has {} bytes but its descriptor says {}",
+                        w.written(),
+                        desc.size()
+                    )));
+                }
+                w.commit(Some(&digest)).map_err(|e| {
+                    protocol(format!("GET {url}: {e}"))
+                })?;
+                stats.fetched.fetch_add(1, Ordering::Relaxed);
+                stats.bytes.fetch_add(desc.size(), Ordering::Relaxed);
+                cache.note_home(&client.registry, repo, &digest);
+                task.done("done");
+                return Ok(());
+            }
+            Err(e) if attempt < 5 => {
+                tracing::warn!("GET {url}: {e}; retrying the blob");
+                task.reset();
+                std::thread::sleep(super::client::backoff(attempt));
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(protocol(format!("GET {url}: reading blob {digest}: {e}")));
+            }
+        }
+    }
+}
+
+/// Shared counters for parallel blob transfers.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub fetched: AtomicU64,
+    pub cached: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl Counters {
+    pub fn stats(&self) -> PullStats {
+        PullStats {
+            blobs_fetched: self.fetched.load(Ordering::Relaxed),
+            blobs_cached: self.cached.load(Ordering::Relaxed),
+            bytes_fetched: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Runs `f` over `items` on up to `jobs` threads; the first error wins.
+pub fn parallel<T: Sync>(
+    items: &[T],
+    jobs: usize,
+    f: impl Fn(&T) -> Result<()> + Sync,
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let first_err = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= items.len() {
+                    return;
+                }
+                if let Err(e) = f(&items[i]) {
+                    if let Ok(mut g) = first_err.lock() {
+                        g.get_or_insert(e);
+                    }
+                    // Stop handing out work.
+                    next.store(items.len(), Ordering::Relaxed);
+                    return;
+                }
+            });
+        }
+    });
+    match first_err.into_inner() {
+        Ok(Some(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Pulls `r` into the cache and returns the descriptor of what was
+/// selected: a platform's manifest, or the whole index with `All`.
+pub fn pull(
+    client: &Client,
+    r: &RegistryRef,
+    cache: &Cache,
+    selection: &Selection,
+    jobs: usize,
+    progress: &Progress,
+    counters: &Counters,
+) -> Result<Descriptor> {
+    let repo = &r.repository;
+    let top = fetch_manifest(client, repo, r.reference(), cache)?;
+    if r.digest.is_none() {
+        cache.record_ref(r, &top);
+    }
+    let read = |d: &Descriptor| -> Result<Vec<u8>> {
+        let digest = media::digest_of(d).map_err(|e| protocol(e.to_string()))?;
+        cache
+            .layout
+            .read_blob(&digest, Some(d.size()))
+            .map_err(|e| protocol(e.to_string()))
+    };
+    let mut manifests = Vec::new();
+    let chosen = if media::is_index(top.media_type()) {
+        let index: ImageIndex = serde_json::from_slice(&read(&top)?)
+            .map_err(|e| protocol(format!("{r}: invalid index: {e}")))?;
+        let digest = media::digest_of(&top).map_err(|e| protocol(e.to_string()))?;
+        let children: Vec<Descriptor> = match selection {
+            Selection::All => index.manifests().to_vec(),
+            Selection::Platform(p) => vec![select_platform(&index, &digest, p)
+                .map_err(|e| protocol(format!("{r}: {e}")))?],
+        };
+        for c in &children {
+            let cd = media::digest_of(c).map_err(|e| protocol(e.to_string()))?;
+            let got = fetch_manifest(client, repo, &cd.to_string(), cache)?;
+            manifests.push(got);
+        }
+        match selection {
+            Selection::All => top,
+            Selection::Platform(_) => {
+                let mut c = children[0].clone();
+                c.set_annotations(None);
+                c
+            }
+        }
+    } else {
+        manifests.push(top.clone());
+        top
+    };
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    for m in &manifests {
+        if !media::is_image_manifest(m.media_type()) {
+            // An artifact or nested index: copy what it references, too.
+            tracing::debug!("{r}: {} is not an image manifest", m.digest());
+        }
+        for c in media::children(&read(m)?) {
+            if !blobs.iter().any(|b| b.digest() == c.digest()) {
+                blobs.push(c);
+            }
+        }
+    }
+    for b in &blobs {
+        progress.expect(b.size());
+    }
+    parallel(&blobs, jobs, |b| {
+        fetch_blob(client, repo, b, cache, progress, counters)
+    })?;
+    Ok(chosen)
+}

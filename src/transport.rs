@@ -1,0 +1,248 @@
+//! One image abstraction over every transport, as go-containerregistry's
+//! `layout`/`remote`/`tarball` do: a *source* resolves to a layout holding
+//! the image (the user's own `oci:` layout, or the shared cache for
+//! registries and archives) plus its descriptor, and a *destination* takes
+//! an image from any layout. `pull`, `push`, `import`, `export` and
+//! `build`'s bases are all "source, then destination".
+
+use crate::archive;
+use crate::cache::Cache;
+use crate::oci::digest::Digest;
+use crate::oci::image::{select_platform, Image, Platform};
+use crate::oci::layout::Layout;
+use crate::oci::media;
+use crate::reference::{Reference, RegistryRef};
+use crate::registry::progress::{Progress, Verbosity};
+use crate::registry::pull::{self, Selection};
+use crate::registry::push::{self, PushOptions};
+use crate::registry::{self as reg, Client};
+use anyhow::{bail, Context, Result};
+use oci_spec::image::{Descriptor, ImageIndex};
+use std::sync::OnceLock;
+
+/// When to contact a registry for an image the cache may already hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Use the cached image when the tag was pulled before.
+    Missing,
+    /// Always ask the registry for the manifest (blobs already cached are
+    /// not fetched again).
+    Always,
+    /// Never contact a registry; fail if the image is not cached.
+    Never,
+}
+
+/// Everything that decides how images move.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub registry: reg::Options,
+    pub pull: PullPolicy,
+    pub selection: Selection,
+    pub push: PushOptions,
+    pub verbosity: Verbosity,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            registry: reg::Options::default(),
+            pull: PullPolicy::Missing,
+            selection: Selection::Platform(Platform::host()),
+            push: PushOptions::default(),
+            verbosity: Verbosity::Quiet,
+        }
+    }
+}
+
+static DEFAULTS: OnceLock<Options> = OnceLock::new();
+
+/// Sets the options that bases named in a spec are resolved with (the
+/// command line of `build` decides them once per process).
+pub fn set_defaults(o: Options) {
+    let _ = DEFAULTS.set(o);
+}
+
+pub fn defaults() -> Options {
+    DEFAULTS.get().cloned().unwrap_or_default()
+}
+
+/// What moving an image did, for `--json`.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub source: String,
+    pub destination: String,
+    pub digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pulled: Option<pull::PullStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<push::PushStats>,
+}
+
+fn client(r: &RegistryRef, o: &Options) -> Result<Client> {
+    Ok(Client::new(&r.registry, r.api_host(), &o.registry)?)
+}
+
+fn read_index(layout: &Layout, d: &Descriptor) -> Result<ImageIndex> {
+    let digest = media::digest_of(d)?;
+    Ok(serde_json::from_slice(&layout.read_blob(&digest, Some(d.size()))?)?)
+}
+
+/// Whether every blob under `d` is in `layout`.
+fn complete(layout: &Layout, d: &Descriptor) -> bool {
+    archive::closure(layout, d).is_ok_and(|all| {
+        all.iter()
+            .all(|b| media::digest_of(b).is_ok_and(|x| layout.has_blob(&x)))
+    })
+}
+
+/// Applies the platform selection to a cached top-level descriptor.
+fn select(layout: &Layout, top: Descriptor, sel: &Selection) -> Result<Descriptor> {
+    match sel {
+        Selection::Platform(p) if media::is_index(top.media_type()) => {
+            let index = read_index(layout, &top)?;
+            let mut d = select_platform(&index, &media::digest_of(&top)?, p)?;
+            d.set_annotations(None);
+            Ok(d)
+        }
+        _ => Ok(top),
+    }
+}
+
+/// Resolves a source to the layout that holds it and its descriptor.
+pub fn source(
+    r: &Reference,
+    o: &Options,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<(Layout, Descriptor)> {
+    report.source = r.to_string();
+    match r {
+        Reference::Oci { dir, tag } => {
+            let layout = Layout::open(dir)?;
+            let d = layout.resolve(tag.as_deref())?;
+            Ok((layout, d))
+        }
+        Reference::Registry(rr) => {
+            let cache = Cache::open()?;
+            if o.pull != PullPolicy::Always {
+                if let Some(top) = cache.lookup_ref(rr) {
+                    if let Ok(d) = select(&cache.layout, top, &o.selection) {
+                        if complete(&cache.layout, &d) {
+                            tracing::info!("{rr}: using the cached {}", d.digest());
+                            return Ok((cache.layout.clone(), d));
+                        }
+                    }
+                }
+            }
+            if o.pull == PullPolicy::Never {
+                bail!("{rr} is not in the cache ({}) and --pull=never forbids fetching it", cache.root().display());
+            }
+            let c = client(rr, o)?;
+            let counters = pull::Counters::default();
+            let d = pull::pull(&c, rr, &cache, &o.selection, o.push.jobs, progress, &counters)
+                .with_context(|| format!("pulling {rr}"))?;
+            report.pulled = Some(counters.stats());
+            Ok((cache.layout.clone(), d))
+        }
+        Reference::OciArchive { file, tag } => {
+            let cache = Cache::open()?;
+            let d = archive::oci_read::import(file, tag.as_deref(), &cache.layout)
+                .with_context(|| format!("reading {r}"))?;
+            Ok((cache.layout.clone(), d))
+        }
+        Reference::DockerArchive { file, name } => {
+            let cache = Cache::open()?;
+            let d = archive::docker_read::import(file, name.as_deref(), &cache.layout)
+                .with_context(|| format!("reading {r}"))?;
+            Ok((cache.layout.clone(), d))
+        }
+    }
+}
+
+/// Writes the image `d` of `from` to `dst`, tagged with `dst`'s tag, else
+/// `default_tag`, plus `extra_tags` (registries and layouts). Returns the
+/// digest of what the destination names.
+pub fn write(
+    from: &Layout,
+    d: &Descriptor,
+    dst: &Reference,
+    default_tag: Option<&str>,
+    extra_tags: &[String],
+    o: &Options,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<Digest> {
+    report.destination = dst.to_string();
+    let digest = media::digest_of(d)?;
+    let tag = dst.tag().or(default_tag).map(str::to_string);
+    match dst {
+        Reference::Oci { dir, .. } => {
+            let layout = Layout::open_or_create(dir)?;
+            let trusted = Cache::open().is_ok_and(|c| c.layout.root() == from.root());
+            for b in archive::closure(from, d)? {
+                let bd = media::digest_of(&b)?;
+                if trusted {
+                    layout.link_blob_from(from, &bd)?;
+                } else {
+                    layout.copy_blob_from(from, &bd)?;
+                }
+            }
+            let mut tags: Vec<String> = tag.into_iter().collect();
+            tags.extend(extra_tags.iter().cloned());
+            if tags.is_empty() {
+                tags.push("latest".into());
+            }
+            let mut clean = d.clone();
+            clean.set_annotations(None);
+            for t in &tags {
+                layout.tag(t, &clean)?;
+            }
+        }
+        Reference::Registry(rr) => {
+            if rr.digest.is_some() {
+                bail!("{dst}: cannot push to a digest; name a tag (or none for the source's)");
+            }
+            let c = client(rr, o)?;
+            let mut tags: Vec<String> = tag.into_iter().collect();
+            tags.extend(extra_tags.iter().cloned());
+            let counters = push::Counters::default();
+            let cache = Cache::open().ok();
+            push::push(&c, from, d, &rr.repository, &tags, cache.as_ref(), &o.push, progress, &counters)
+                .with_context(|| format!("pushing to {dst}"))?;
+            report.pushed = Some(counters.stats());
+        }
+        Reference::OciArchive { file, .. } => {
+            archive::oci_write::export(from, d, tag.as_deref(), file)
+                .with_context(|| format!("writing {dst}"))?;
+        }
+        Reference::DockerArchive { file, name } => {
+            let image = Image::load(from, d)?;
+            archive::docker_write::export(from, &image, name.as_deref(), file)
+                .with_context(|| format!("writing {dst}"))?;
+            report.digest = image.digest.to_string();
+            return Ok(image.digest);
+        }
+    }
+    report.digest = digest.to_string();
+    Ok(digest)
+}
+
+/// Copies one image from `src` to `dst`.
+pub fn copy(src: &Reference, dst: &Reference, extra_tags: &[String], o: &Options) -> Result<Report> {
+    let progress = Progress::new(o.verbosity);
+    let mut report = Report::default();
+    let (layout, d) = source(src, o, &progress, &mut report)?;
+    write(&layout, &d, dst, src.tag(), extra_tags, o, &progress, &mut report)?;
+    progress.finish();
+    Ok(report)
+}
+
+/// Opens the image any reference names (registries and archives through
+/// the cache), resolving an index to the selected platform.
+pub fn open_image(r: &Reference, o: &Options) -> Result<(Layout, Image)> {
+    let progress = Progress::new(o.verbosity);
+    let (layout, d) = source(r, o, &progress, &mut Report::default())?;
+    progress.finish();
+    let image = Image::load(&layout, &d).with_context(|| format!("reading image {r}"))?;
+    Ok((layout, image))
+}
