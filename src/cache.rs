@@ -99,7 +99,8 @@ impl Cache {
             desc.set_annotations(None);
             return Some(desc);
         }
-        let text = std::fs::read_to_string(key_file(&self.root.join("refs"), &r.to_string())).ok()?;
+        let text =
+            std::fs::read_to_string(key_file(&self.root.join("refs"), &r.to_string())).ok()?;
         let desc: Descriptor = serde_json::from_str(&text).ok()?;
         let digest = crate::oci::media::digest_of(&desc).ok()?;
         self.layout.has_blob(&digest).then_some(desc)
@@ -107,13 +108,19 @@ impl Cache {
 
     /// Remembers that `repository` on `registry` holds `digest`.
     pub fn note_home(&self, registry: &str, repository: &str, digest: &Digest) {
-        let dir = self.root.join("homes").join(Digest::of(registry.as_bytes()).hex());
+        let dir = self
+            .root
+            .join("homes")
+            .join(Digest::of(registry.as_bytes()).hex());
         write_record(&dir.join(digest.hex()), repository);
     }
 
     /// A repository on `registry` known to hold `digest`.
     pub fn home_of(&self, registry: &str, digest: &Digest) -> Option<String> {
-        let dir = self.root.join("homes").join(Digest::of(registry.as_bytes()).hex());
+        let dir = self
+            .root
+            .join("homes")
+            .join(Digest::of(registry.as_bytes()).hex());
         std::fs::read_to_string(dir.join(digest.hex()))
             .ok()
             .filter(|s| !s.is_empty())

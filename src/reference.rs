@@ -45,8 +45,9 @@ impl RegistryRef {
         if s.is_empty() {
             return Err(bad("empty name".into()));
         }
-        let r: oci_spec::distribution::Reference =
-            s.parse().map_err(|e: oci_spec::distribution::ParseError| bad(e.to_string()))?;
+        let r: oci_spec::distribution::Reference = s
+            .parse()
+            .map_err(|e: oci_spec::distribution::ParseError| bad(e.to_string()))?;
         if let Some(d) = r.digest() {
             if !d.starts_with("sha256:") {
                 return Err(bad(format!("{d}: only sha256 digests are supported")));
@@ -113,12 +114,7 @@ pub enum Reference {
     DockerArchive { file: PathBuf, name: Option<String> },
 }
 
-const UNSUPPORTED: [&str; 4] = [
-    "docker-daemon:",
-    "containers-storage:",
-    "dir:",
-    "ostree:",
-];
+const UNSUPPORTED: [&str; 4] = ["docker-daemon:", "containers-storage:", "dir:", "ostree:"];
 
 impl Reference {
     /// Whether `s` names an image rather than a filesystem path.
@@ -197,9 +193,10 @@ impl Reference {
                 tag.as_deref().filter(|t| !t.starts_with("sha256:"))
             }
             Reference::Registry(r) => r.tag.as_deref(),
-            Reference::DockerArchive { name, .. } => {
-                name.as_deref().and_then(|n| n.rsplit_once(':')).map(|x| x.1)
-            }
+            Reference::DockerArchive { name, .. } => name
+                .as_deref()
+                .and_then(|n| n.rsplit_once(':'))
+                .map(|x| x.1),
         }
     }
 }
@@ -218,13 +215,12 @@ fn split_path_tag(rest: &str) -> (&str, Option<String>) {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let with_tag = |f: &mut fmt::Formatter<'_>, scheme: &str, p: &PathBuf, t: &Option<String>| {
-            match t {
+        let with_tag =
+            |f: &mut fmt::Formatter<'_>, scheme: &str, p: &PathBuf, t: &Option<String>| match t {
                 Some(t) if t.starts_with("sha256:") => write!(f, "{scheme}:{}@{t}", p.display()),
                 Some(t) => write!(f, "{scheme}:{}:{t}", p.display()),
                 None => write!(f, "{scheme}:{}", p.display()),
-            }
-        };
+            };
         match self {
             Reference::Oci { dir, tag } => with_tag(f, "oci", dir, tag),
             Reference::OciArchive { file, tag } => with_tag(f, "oci-archive", file, tag),
@@ -279,10 +275,7 @@ mod tests {
         assert_eq!(r("docker://busybox"), "docker.io/library/busybox:latest");
         assert_eq!(r("docker://alpine:3.20"), "docker.io/library/alpine:3.20");
         assert_eq!(r("docker://me/app"), "docker.io/me/app:latest");
-        assert_eq!(
-            r("docker://127.0.0.1:5000/a/b:v1"),
-            "127.0.0.1:5000/a/b:v1"
-        );
+        assert_eq!(r("docker://127.0.0.1:5000/a/b:v1"), "127.0.0.1:5000/a/b:v1");
         assert_eq!(r("docker://localhost/x"), "localhost/x:latest");
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         let pinned = match Reference::parse(&format!("docker://quay.io/a/b@{d}")).unwrap() {
@@ -292,7 +285,9 @@ mod tests {
         assert_eq!(pinned.reference(), d);
         assert_eq!(pinned.tag, None);
         assert_eq!(
-            Reference::parse_or_registry("busybox:1").unwrap().to_string(),
+            Reference::parse_or_registry("busybox:1")
+                .unwrap()
+                .to_string(),
             "docker://docker.io/library/busybox:1"
         );
     }

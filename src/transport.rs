@@ -84,7 +84,9 @@ fn client(r: &RegistryRef, o: &Options) -> Result<Client> {
 
 fn read_index(layout: &Layout, d: &Descriptor) -> Result<ImageIndex> {
     let digest = media::digest_of(d)?;
-    Ok(serde_json::from_slice(&layout.read_blob(&digest, Some(d.size()))?)?)
+    Ok(serde_json::from_slice(
+        &layout.read_blob(&digest, Some(d.size()))?,
+    )?)
 }
 
 /// Whether every blob under `d` is in `layout`.
@@ -135,12 +137,23 @@ pub fn source(
                 }
             }
             if o.pull == PullPolicy::Never {
-                bail!("{rr} is not in the cache ({}) and --pull=never forbids fetching it", cache.root().display());
+                bail!(
+                    "{rr} is not in the cache ({}) and --pull=never forbids fetching it",
+                    cache.root().display()
+                );
             }
             let c = client(rr, o)?;
             let counters = pull::Counters::default();
-            let d = pull::pull(&c, rr, &cache, &o.selection, o.push.jobs, progress, &counters)
-                .with_context(|| format!("pulling {rr}"))?;
+            let d = pull::pull(
+                &c,
+                rr,
+                &cache,
+                &o.selection,
+                o.push.jobs,
+                progress,
+                &counters,
+            )
+            .with_context(|| format!("pulling {rr}"))?;
             report.pulled = Some(counters.stats());
             Ok((cache.layout.clone(), d))
         }
@@ -207,8 +220,18 @@ pub fn write(
             tags.extend(extra_tags.iter().cloned());
             let counters = push::Counters::default();
             let cache = Cache::open().ok();
-            push::push(&c, from, d, &rr.repository, &tags, cache.as_ref(), &o.push, progress, &counters)
-                .with_context(|| format!("pushing to {dst}"))?;
+            push::push(
+                &c,
+                from,
+                d,
+                &rr.repository,
+                &tags,
+                cache.as_ref(),
+                &o.push,
+                progress,
+                &counters,
+            )
+            .with_context(|| format!("pushing to {dst}"))?;
             report.pushed = Some(counters.stats());
         }
         Reference::OciArchive { file, .. } => {
@@ -228,11 +251,29 @@ pub fn write(
 }
 
 /// Copies one image from `src` to `dst`.
-pub fn copy(src: &Reference, dst: &Reference, extra_tags: &[String], o: &Options) -> Result<Report> {
+pub fn copy(
+    src: &Reference,
+    dst: &Reference,
+    extra_tags: &[String],
+    o: &Options,
+) -> Result<Report> {
     let progress = Progress::new(o.verbosity);
     let mut report = Report::default();
     let (layout, d) = source(src, o, &progress, &mut report)?;
-    write(&layout, &d, dst, src.tag(), extra_tags, o, &progress, &mut report)?;
+    let found_tag = crate::oci::layout::ref_name(&d).map(str::to_string);
+    let default_tag = src.tag().map(str::to_string).or(found_tag);
+    let mut d = d;
+    d.set_annotations(None);
+    write(
+        &layout,
+        &d,
+        dst,
+        default_tag.as_deref(),
+        extra_tags,
+        o,
+        &progress,
+        &mut report,
+    )?;
     progress.finish();
     Ok(report)
 }

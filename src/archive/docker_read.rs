@@ -59,7 +59,10 @@ pub fn import(file: &Path, name: Option<&str>, dest: &Layout) -> Result<Descript
         files.insert(name, p);
     }
     let manifest = manifest.ok_or_else(|| {
-        invalid(file, "no manifest.json: not a docker archive (an OCI archive? use oci-archive:)")
+        invalid(
+            file,
+            "no manifest.json: not a docker archive (an OCI archive? use oci-archive:)",
+        )
     })?;
     let entries: Vec<Entry> = serde_json::from_slice(&manifest)
         .map_err(|e| invalid(file, format!("manifest.json: {e}")))?;
@@ -70,29 +73,54 @@ pub fn import(file: &Path, name: Option<&str>, dest: &Layout) -> Result<Descript
     let entry = match name {
         Some(n) => entries
             .iter()
-            .find(|e| e.repo_tags.as_ref().is_some_and(|t| t.iter().any(|x| x == n)))
-            .ok_or_else(|| invalid(file, format!("no image named {n:?}; names: {}", names.join(", "))))?,
+            .find(|e| {
+                e.repo_tags
+                    .as_ref()
+                    .is_some_and(|t| t.iter().any(|x| x == n))
+            })
+            .ok_or_else(|| {
+                invalid(
+                    file,
+                    format!("no image named {n:?}; names: {}", names.join(", ")),
+                )
+            })?,
         None if entries.len() == 1 => &entries[0],
         None => {
             return Err(invalid(
                 file,
-                format!("holds {} images; name one with docker-archive:FILE:NAME:TAG ({})", entries.len(), names.join(", ")),
+                format!(
+                    "holds {} images; name one with docker-archive:FILE:NAME:TAG ({})",
+                    entries.len(),
+                    names.join(", ")
+                ),
             ))
         }
     };
     let member = |n: &str| -> Result<&PathBuf> {
-        files
-            .get(n.trim_start_matches("./"))
-            .ok_or_else(|| invalid(file, format!("manifest.json names {n:?}, which is not in the archive")))
+        files.get(n.trim_start_matches("./")).ok_or_else(|| {
+            invalid(
+                file,
+                format!("manifest.json names {n:?}, which is not in the archive"),
+            )
+        })
     };
-    let config_bytes = read_small(file, &entry.config, std::fs::File::open(member(&entry.config)?).map_err(io_at(file))?, 16 << 20)?;
+    let config_bytes = read_small(
+        file,
+        &entry.config,
+        std::fs::File::open(member(&entry.config)?).map_err(io_at(file))?,
+        16 << 20,
+    )?;
     let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
         .map_err(|e| invalid(file, format!("{}: invalid image config: {e}", entry.config)))?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != entry.layers.len() {
         return Err(invalid(
             file,
-            format!("config lists {} diff_ids but manifest.json {} layers", diff_ids.len(), entry.layers.len()),
+            format!(
+                "config lists {} diff_ids but manifest.json {} layers",
+                diff_ids.len(),
+                entry.layers.len()
+            ),
         ));
     }
     let mut layers = Vec::new();
@@ -120,9 +148,17 @@ pub fn import(file: &Path, name: Option<&str>, dest: &Layout) -> Result<Descript
             ));
         }
         let (digest, size) = dest.put_reader(BufReader::with_capacity(1 << 20, open()?), None)?;
-        layers.push(Descriptor::new(media_type, size, crate::oci::media::to_spec_digest(&digest)));
+        layers.push(Descriptor::new(
+            media_type,
+            size,
+            crate::oci::media::to_spec_digest(&digest),
+        ));
     }
     let (cdigest, csize) = dest.put_bytes(&config_bytes)?;
-    let config_desc = Descriptor::new(MediaType::ImageConfig, csize, crate::oci::media::to_spec_digest(&cdigest));
+    let config_desc = Descriptor::new(
+        MediaType::ImageConfig,
+        csize,
+        crate::oci::media::to_spec_digest(&cdigest),
+    );
     Ok(write_image_raw(dest, config_desc, layers)?)
 }

@@ -34,10 +34,17 @@ pub fn export(layout: &Layout, image: &Image, name: Option<&str>, file: &Path) -
         }
         let digest = media::digest_of(&desc).map_err(LayoutError::from)?;
         let blob = layout.open_blob(&digest)?;
-        let mut tmp = tempfile::tempfile_in(file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
-            .map_err(io_at(file))?;
-        let mut dec = decoder(std::io::BufReader::with_capacity(1 << 20, blob), media::layer_encoding(desc.media_type()))
-            .map_err(io_at(file))?;
+        let mut tmp = tempfile::tempfile_in(
+            file.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+        .map_err(io_at(file))?;
+        let mut dec = decoder(
+            std::io::BufReader::with_capacity(1 << 20, blob),
+            media::layer_encoding(desc.media_type()),
+        )
+        .map_err(io_at(file))?;
         let mut w = HashingWriter::new(&mut tmp);
         std::io::copy(&mut dec, &mut w)
             .map_err(|e| invalid(file, format!("decompressing layer {digest}: {e}")))?;
@@ -49,7 +56,11 @@ pub fn export(layout: &Layout, image: &Image, name: Option<&str>, file: &Path) -
             ));
         }
         tmp.seek(SeekFrom::Start(0)).map_err(io_at(file))?;
-        out.file(&entry, size, std::io::BufReader::with_capacity(1 << 20, tmp))?;
+        out.file(
+            &entry,
+            size,
+            std::io::BufReader::with_capacity(1 << 20, tmp),
+        )?;
         layer_names.push(entry);
     }
     let repo_tags: Vec<String> = name.map(|n| vec![n.to_string()]).unwrap_or_default();

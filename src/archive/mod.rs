@@ -139,7 +139,7 @@ impl TarOut {
 pub(crate) fn entry_name(path: &Path, raw: &[u8]) -> Result<String> {
     let s = std::str::from_utf8(raw).map_err(|_| invalid(path, "entry name is not UTF-8"))?;
     let s = s.trim_start_matches("./").trim_end_matches('/');
-    if s.starts_with('/') || s.split('/').any(|c| c == ".." ) {
+    if s.starts_with('/') || s.split('/').any(|c| c == "..") {
         return Err(invalid(path, format!("entry {s:?} escapes the archive")));
     }
     Ok(s.to_string())
@@ -150,13 +150,22 @@ pub(crate) fn read_small(path: &Path, name: &str, r: impl Read, limit: u64) -> R
     let mut v = Vec::new();
     r.take(limit + 1).read_to_end(&mut v).map_err(io_at(path))?;
     if v.len() as u64 > limit {
-        return Err(invalid(path, format!("{name} is larger than {limit} bytes")));
+        return Err(invalid(
+            path,
+            format!("{name} is larger than {limit} bytes"),
+        ));
     }
     Ok(v)
 }
 
 /// Copies a blob into a tar from a layout.
-pub(crate) fn append_blob(out: &mut TarOut, layout: &Layout, name: &str, d: &Digest, size: u64) -> Result<()> {
+pub(crate) fn append_blob(
+    out: &mut TarOut,
+    layout: &Layout,
+    name: &str,
+    d: &Digest,
+    size: u64,
+) -> Result<()> {
     let f = layout.open_blob(d)?;
     out.file(name, size, io::BufReader::with_capacity(1 << 20, f))
 }

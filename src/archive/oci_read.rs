@@ -36,13 +36,19 @@ pub fn import(file: &Path, tag: Option<&str>, dest: &Layout) -> Result<Descripto
             let v: serde_json::Value = serde_json::from_slice(&v)
                 .map_err(|err| invalid(file, format!("oci-layout: {err}")))?;
             if v.get("imageLayoutVersion").and_then(|x| x.as_str()) != Some("1.0.0") {
-                return Err(invalid(file, format!("oci-layout: unsupported version {v}")));
+                return Err(invalid(
+                    file,
+                    format!("oci-layout: unsupported version {v}"),
+                ));
             }
             saw_layout = true;
         } else if let Some(hex) = name.strip_prefix("blobs/sha256/") {
-            let digest: Digest = format!("sha256:{hex}")
-                .parse()
-                .map_err(|_| invalid(file, format!("entry {name:?} is not named by a sha256 digest")))?;
+            let digest: Digest = format!("sha256:{hex}").parse().map_err(|_| {
+                invalid(
+                    file,
+                    format!("entry {name:?} is not named by a sha256 digest"),
+                )
+            })?;
             if !dest.has_blob(&digest) {
                 // put_reader verifies the content against the name.
                 dest.put_reader(&mut e, Some(&digest))?;
@@ -52,7 +58,10 @@ pub fn import(file: &Path, tag: Option<&str>, dest: &Layout) -> Result<Descripto
         }
     }
     if !saw_layout {
-        return Err(invalid(file, "no oci-layout file: not an OCI archive (a docker archive? use docker-archive:)"));
+        return Err(invalid(
+            file,
+            "no oci-layout file: not an OCI archive (a docker archive? use docker-archive:)",
+        ));
     }
     let index_bytes = index_bytes.ok_or_else(|| invalid(file, "no index.json"))?;
     let index: ImageIndex = serde_json::from_slice(&index_bytes)
@@ -63,7 +72,12 @@ pub fn import(file: &Path, tag: Option<&str>, dest: &Layout) -> Result<Descripto
             .manifests()
             .iter()
             .find(|m| ref_name(m) == Some(t))
-            .ok_or_else(|| invalid(file, format!("no image tagged {t:?}; tags: {}", tags.join(", "))))?,
+            .ok_or_else(|| {
+                invalid(
+                    file,
+                    format!("no image tagged {t:?}; tags: {}", tags.join(", ")),
+                )
+            })?,
         None if index.manifests().len() == 1 => &index.manifests()[0],
         None => {
             return Err(invalid(
@@ -77,13 +91,19 @@ pub fn import(file: &Path, tag: Option<&str>, dest: &Layout) -> Result<Descripto
             ))
         }
     };
+    // Keep only the tag, which names the copy when the user gives none.
     let mut desc = chosen.clone();
-    desc.set_annotations(None);
+    desc.set_annotations(ref_name(chosen).map(|t| {
+        std::collections::HashMap::from([(crate::oci::layout::REF_NAME.to_string(), t.to_string())])
+    }));
     // Every blob the image needs must have been in the archive.
     for b in super::closure(dest, &desc)? {
         let d = crate::oci::media::digest_of(&b).map_err(crate::oci::layout::LayoutError::from)?;
         if !dest.has_blob(&d) {
-            return Err(invalid(file, format!("blob {d} that the image needs is not in the archive")));
+            return Err(invalid(
+                file,
+                format!("blob {d} that the image needs is not in the archive"),
+            ));
         }
     }
     if crate::oci::media::is_image_manifest(desc.media_type()) {

@@ -33,7 +33,13 @@ pub fn export(layout: &Layout, desc: &Descriptor, tag: Option<&str>, file: &Path
     out.dir("blobs/sha256/")?;
     for b in &blobs {
         let d = media::digest_of(b).map_err(LayoutError::from)?;
-        append_blob(&mut out, layout, &format!("blobs/sha256/{}", d.hex()), &d, b.size())?;
+        append_blob(
+            &mut out,
+            layout,
+            &format!("blobs/sha256/{}", d.hex()),
+            &d,
+            b.size(),
+        )?;
     }
     out.commit()
 }

@@ -1,6 +1,6 @@
+use super::transfer::RegistryArgs;
 use crate::build::{build, BuildOptions};
 use crate::layer::compress::Compression;
-use super::transfer::RegistryArgs;
 use crate::reference::Reference;
 use crate::transport::{self, PullPolicy};
 use anyhow::{bail, Context, Result};
@@ -89,7 +89,10 @@ pub fn run(a: Args) -> Result<()> {
             Some((n, r)) if !n.contains(':') => (Some(n.to_string()), r),
             _ => (None, p.as_str()),
         };
-        pushes.push((name, Reference::parse_or_registry(r).with_context(|| format!("--push {p}"))?));
+        pushes.push((
+            name,
+            Reference::parse_or_registry(r).with_context(|| format!("--push {p}"))?,
+        ));
     }
     let opts = BuildOptions {
         output: out_dir,
@@ -112,7 +115,10 @@ pub fn run(a: Args) -> Result<()> {
                 .find(|b| &b.name == n)
                 .with_context(|| format!("--push {n}=…: this build made no image {n}"))?,
             None if built.len() == 1 => &built[0],
-            None => bail!("--push {dst}: the build made {} images; write --push NAME=REF", built.len()),
+            None => bail!(
+                "--push {dst}: the build made {} images; write --push NAME=REF",
+                built.len()
+            ),
         };
         let src = Reference::Oci {
             dir: opts.output.clone(),

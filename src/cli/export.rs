@@ -23,7 +23,10 @@ pub struct Args {
 pub fn run(a: Args, quiet: bool) -> Result<()> {
     let src = Reference::parse(&a.source)?;
     let dst = Reference::parse(&a.destination)?;
-    if !matches!(dst, Reference::OciArchive { .. } | Reference::DockerArchive { .. }) {
+    if !matches!(
+        dst,
+        Reference::OciArchive { .. } | Reference::DockerArchive { .. }
+    ) {
         bail!("export writes oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]; for {dst} use `shipyard push`");
     }
     let o = a.copy.options(quiet, PullPolicy::Missing, false)?;

@@ -22,8 +22,13 @@ pub struct Args {
 
 pub fn run(a: Args, quiet: bool) -> Result<()> {
     let src = Reference::parse(&a.source)?;
-    if !matches!(src, Reference::OciArchive { .. } | Reference::DockerArchive { .. }) {
-        bail!("import reads oci-archive:FILE or docker-archive:FILE; for {src} use `shipyard pull`");
+    if !matches!(
+        src,
+        Reference::OciArchive { .. } | Reference::DockerArchive { .. }
+    ) {
+        bail!(
+            "import reads oci-archive:FILE or docker-archive:FILE; for {src} use `shipyard pull`"
+        );
     }
     let dst = Reference::parse(&a.destination)?;
     let o = a.copy.options(quiet, PullPolicy::Missing, false)?;

@@ -23,7 +23,12 @@ pub struct Args {
     pub password_stdin: bool,
     /// The password (visible to other users of the machine; prefer
     /// --password-stdin).
-    #[arg(short, long, value_name = "PASSWORD", conflicts_with = "password_stdin")]
+    #[arg(
+        short,
+        long,
+        value_name = "PASSWORD",
+        conflicts_with = "password_stdin"
+    )]
     pub password: Option<String>,
     #[command(flatten)]
     pub registry_args: RegistryArgs,
@@ -66,7 +71,11 @@ pub fn run(a: Args) -> Result<()> {
         user: a.username.clone(),
         password: password.clone(),
     });
-    let api = if host == "docker.io" { "registry-1.docker.io" } else { &host };
+    let api = if host == "docker.io" {
+        "registry-1.docker.io"
+    } else {
+        &host
+    };
     let client = Client::new(&host, api, &opts)?;
     let url = client.url("/v2/");
     let r = client.send("GET", &url, &Scope::pull(""), &|h| Ok(h.get(&url)))?;
@@ -74,7 +83,10 @@ pub fn run(a: Args) -> Result<()> {
         return Err(client.status_error("GET", &url, r).into());
     }
     let path = auth::store(&host, &a.username, &password)?;
-    eprintln!("Login succeeded; credentials for {host} stored in {}", path.display());
+    eprintln!(
+        "Login succeeded; credentials for {host} stored in {}",
+        path.display()
+    );
     Ok(())
 }
 
@@ -84,6 +96,9 @@ pub fn run_logout(a: LogoutArgs) -> Result<()> {
     if !removed {
         bail!("not logged in to {host} (no entry in {})", path.display());
     }
-    eprintln!("Removed login credentials for {host} from {}", path.display());
+    eprintln!(
+        "Removed login credentials for {host} from {}",
+        path.display()
+    );
     Ok(())
 }

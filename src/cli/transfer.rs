@@ -24,7 +24,12 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
     /// USER[:PASSWORD] for the registry, instead of the auth files.
-    #[arg(long, value_name = "USER:PASS", env = "SHIPYARD_CREDS", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "USER:PASS",
+        env = "SHIPYARD_CREDS",
+        hide_env_values = true
+    )]
     pub creds: Option<String>,
     /// Retries for connection errors, 5xx and 429 (with backoff).
     #[arg(long, value_name = "N", default_value_t = 5)]
@@ -86,7 +91,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{s:?}: not a size (e.g. 64M)"))?;
-    let v = n.checked_mul(mul).ok_or_else(|| format!("{s:?}: too large"))?;
+    let v = n
+        .checked_mul(mul)
+        .ok_or_else(|| format!("{s:?}: too large"))?;
     if v == 0 {
         return Err(format!("{s:?}: must be more than 0"));
     }
@@ -102,9 +109,7 @@ impl CopyArgs {
             selection: if whole_index {
                 Selection::All
             } else {
-                Selection::Platform(
-                    Platform::parse(&self.platform).map_err(anyhow::Error::msg)?,
-                )
+                Selection::Platform(Platform::parse(&self.platform).map_err(anyhow::Error::msg)?)
             },
             verbosity: Verbosity::detect(quiet || self.json),
             ..Options::default()

@@ -171,7 +171,10 @@ impl Platform {
             [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
                 os: os.to_string(),
                 arch: arch.to_string(),
-                variant: parts.get(2).filter(|v| !v.is_empty()).map(|v| v.to_string()),
+                variant: parts
+                    .get(2)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| v.to_string()),
             }),
             _ => Err(format!(
                 "{s:?}: a platform is OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8"

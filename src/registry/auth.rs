@@ -42,7 +42,10 @@ pub enum AuthError {
 /// What is sent to a registry.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
     /// An OAuth2 refresh token (docker's `identitytoken`).
     IdentityToken(String),
 }
@@ -120,7 +123,11 @@ fn docker_config_file() -> Option<PathBuf> {
 
 /// The keys a registry may be stored under.
 fn keys_for(host: &str) -> Vec<String> {
-    let mut v = vec![host.to_string(), format!("https://{host}"), format!("http://{host}")];
+    let mut v = vec![
+        host.to_string(),
+        format!("https://{host}"),
+        format!("http://{host}"),
+    ];
     if host == "docker.io" {
         v.push("https://index.docker.io/v1/".into());
         v.push("index.docker.io".into());
@@ -217,7 +224,9 @@ fn write_auth_json(path: &Path, v: &serde_json::Value) -> Result<(), AuthError> 
     fs::create_dir_all(dir).map_err(io)?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("auth.json"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("auth.json"),
         std::process::id()
     ));
     let mut f = fs::OpenOptions::new()

@@ -175,9 +175,7 @@ fn http_client(opts: &Options, insecure: bool) -> Result<reqwest::blocking::Clie
 
 /// Reads `*.crt` (CAs) and a `*.cert`/`*.key` pair from a certs.d
 /// directory, the way podman and skopeo read `--cert-dir`.
-fn read_cert_dir(
-    dir: &Path,
-) -> Result<(Vec<reqwest::Certificate>, Option<reqwest::Identity>)> {
+fn read_cert_dir(dir: &Path) -> Result<(Vec<reqwest::Certificate>, Option<reqwest::Identity>)> {
     let io = |source| RegistryError::Io {
         path: dir.to_path_buf(),
         source,
@@ -215,12 +213,13 @@ fn read_cert_dir(
                     path: p.clone(),
                     reason: format!("client certificate without its key {}", key.display()),
                 })?);
-                identity = Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
-                    RegistryError::Cert {
-                        path: p.clone(),
-                        reason: e.to_string(),
-                    }
-                })?);
+                identity =
+                    Some(
+                        reqwest::Identity::from_pem(&pem).map_err(|e| RegistryError::Cert {
+                            path: p.clone(),
+                            reason: e.to_string(),
+                        })?,
+                    );
             }
             _ => {}
         }
@@ -576,6 +575,9 @@ mod tests {
     fn scopes() {
         let mut s = Scope::push("a/b");
         s.from = Some("c/d".into());
-        assert_eq!(s.params(), ["repository:a/b:pull,push", "repository:c/d:pull"]);
+        assert_eq!(
+            s.params(),
+            ["repository:a/b:pull,push", "repository:c/d:pull"]
+        );
     }
 }

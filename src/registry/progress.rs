@@ -67,7 +67,9 @@ impl Progress {
 
     /// Starts a blob transfer: `verb` is "Copying", "Pushing", …
     pub fn task(&self, verb: &str, digest: &str, size: u64) -> Task {
-        let bar = self.multi.insert_before(&self.total, ProgressBar::new(size));
+        let bar = self
+            .multi
+            .insert_before(&self.total, ProgressBar::new(size));
         bar.set_style(
             ProgressStyle::with_template(
                 "{prefix:>8} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
@@ -75,7 +77,11 @@ impl Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
-        let short: String = digest.trim_start_matches("sha256:").chars().take(12).collect();
+        let short: String = digest
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect();
         bar.set_prefix(verb.to_string());
         bar.set_message(short.clone());
         Task {
@@ -112,16 +118,22 @@ impl Task {
     pub fn reset(&self) {
         let done = self.bar.position();
         self.bar.set_position(0);
-        self.total.set_position(self.total.position().saturating_sub(done));
+        self.total
+            .set_position(self.total.position().saturating_sub(done));
     }
 
     /// Ends the blob with an outcome ("done", "skipped: exists", …).
     pub fn done(self, outcome: &str) {
-        let rest = self.bar.length().unwrap_or(0) - self.bar.position().min(self.bar.length().unwrap_or(0));
+        let rest = self.bar.length().unwrap_or(0)
+            - self.bar.position().min(self.bar.length().unwrap_or(0));
         self.total.inc(rest);
         self.bar.finish_and_clear();
         if self.mode == Verbosity::Lines {
-            eprintln!("{} ({}): {outcome}", self.label, human(self.bar.length().unwrap_or(0)));
+            eprintln!(
+                "{} ({}): {outcome}",
+                self.label,
+                human(self.bar.length().unwrap_or(0))
+            );
         }
     }
 

@@ -80,8 +80,16 @@ pub fn fetch_manifest(
     }
     let digest = Digest::of(&bytes);
     for (what, want) in [
-        ("the reference pins", reference.starts_with("sha256:").then(|| reference.to_string())),
-        ("Docker-Content-Digest says", header_digest.filter(|d| d.starts_with("sha256:"))),
+        (
+            "the reference pins",
+            reference
+                .starts_with("sha256:")
+                .then(|| reference.to_string()),
+        ),
+        (
+            "Docker-Content-Digest says",
+            header_digest.filter(|d| d.starts_with("sha256:")),
+        ),
     ] {
         if let Some(w) = want {
             if w != digest.to_string() {
@@ -145,9 +153,8 @@ pub fn fetch_blob(
                         desc.size()
                     )));
                 }
-                w.commit(Some(&digest)).map_err(|e| {
-                    protocol(format!("GET {url}: {e}"))
-                })?;
+                w.commit(Some(&digest))
+                    .map_err(|e| protocol(format!("GET {url}: {e}")))?;
                 stats.fetched.fetch_add(1, Ordering::Relaxed);
                 stats.bytes.fetch_add(desc.size(), Ordering::Relaxed);
                 cache.note_home(&client.registry, repo, &digest);
@@ -245,11 +252,12 @@ pub fn pull(
         let index: ImageIndex = serde_json::from_slice(&read(&top)?)
             .map_err(|e| protocol(format!("{r}: invalid index: {e}")))?;
         let digest = media::digest_of(&top).map_err(|e| protocol(e.to_string()))?;
-        let children: Vec<Descriptor> = match selection {
-            Selection::All => index.manifests().to_vec(),
-            Selection::Platform(p) => vec![select_platform(&index, &digest, p)
-                .map_err(|e| protocol(format!("{r}: {e}")))?],
-        };
+        let children: Vec<Descriptor> =
+            match selection {
+                Selection::All => index.manifests().to_vec(),
+                Selection::Platform(p) => vec![select_platform(&index, &digest, p)
+                    .map_err(|e| protocol(format!("{r}: {e}")))?],
+            };
         for c in &children {
             let cd = media::digest_of(c).map_err(|e| protocol(e.to_string()))?;
             let got = fetch_manifest(client, repo, &cd.to_string(), cache)?;

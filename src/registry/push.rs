@@ -103,7 +103,9 @@ struct Upload<'a> {
 
 impl Upload<'_> {
     fn exists(&self, digest: &Digest) -> Result<bool> {
-        let url = self.client.url(&format!("/v2/{}/blobs/{digest}", self.repo));
+        let url = self
+            .client
+            .url(&format!("/v2/{}/blobs/{digest}", self.repo));
         let r = self
             .client
             .send("HEAD", &url, &Scope::push(self.repo), &|h| Ok(h.head(&url)))?;
@@ -117,7 +119,9 @@ impl Upload<'_> {
     /// Starts an upload session, mounting from `from` when given. Returns
     /// `None` when the mount succeeded (nothing left to send).
     fn start(&self, digest: &Digest, from: Option<&str>) -> Result<Option<String>> {
-        let mut url = self.client.url(&format!("/v2/{}/blobs/uploads/", self.repo));
+        let mut url = self
+            .client
+            .url(&format!("/v2/{}/blobs/uploads/", self.repo));
         let mut scope = Scope::push(self.repo);
         if let Some(f) = from {
             url = format!("{url}?mount={digest}&from={f}");
@@ -146,17 +150,22 @@ impl Upload<'_> {
     fn finish(&self, loc: &str, digest: &Digest, body: Option<u64>) -> Result<()> {
         let url = with_query(loc, "digest", &digest.to_string());
         let size = body.unwrap_or(0);
-        let r = self.client.send("PUT", &url, &Scope::push(self.repo), &|h| {
-            let rb = h
-                .put(&url)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, size);
-            Ok(if size > 0 {
-                rb.body(reqwest::blocking::Body::sized(self.open(digest, 0, size)?, size))
-            } else {
-                rb.body(Vec::new())
-            })
-        })?;
+        let r = self
+            .client
+            .send("PUT", &url, &Scope::push(self.repo), &|h| {
+                let rb = h
+                    .put(&url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, size);
+                Ok(if size > 0 {
+                    rb.body(reqwest::blocking::Body::sized(
+                        self.open(digest, 0, size)?,
+                        size,
+                    ))
+                } else {
+                    rb.body(Vec::new())
+                })
+            })?;
         if r.status() != StatusCode::CREATED {
             return Err(self.client.status_error("PUT", &url, r));
         }
@@ -201,7 +210,9 @@ impl Upload<'_> {
                 .header(CONTENT_RANGE, format!("{offset}-{end}"))
                 .header(
                     reqwest::header::AUTHORIZATION,
-                    self.client.authorization(&Scope::push(self.repo)).unwrap_or_default(),
+                    self.client
+                        .authorization(&Scope::push(self.repo))
+                        .unwrap_or_default(),
                 )
                 .body(reqwest::blocking::Body::sized(body, len))
                 .send();
@@ -217,9 +228,10 @@ impl Upload<'_> {
                     // through `send` renews it; the resume below is one.
                     tracing::debug!("PATCH {loc}: 401; renewing the token");
                 }
-                Ok(r) if r.status().is_client_error()
-                    && r.status() != StatusCode::RANGE_NOT_SATISFIABLE
-                    && r.status() != StatusCode::TOO_MANY_REQUESTS =>
+                Ok(r)
+                    if r.status().is_client_error()
+                        && r.status() != StatusCode::RANGE_NOT_SATISFIABLE
+                        && r.status() != StatusCode::TOO_MANY_REQUESTS =>
                 {
                     return Err(self.client.status_error("PATCH", &loc, r));
                 }

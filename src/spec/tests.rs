@@ -113,6 +113,13 @@ fn sets_become_build_args_and_labels() {
 #[test]
 fn bad_values() {
     assert!(err("[builder]\nfrom = \"docker\"\n").contains("expected host, scratch"));
+    let e = err("[builder]\nfrom = \"docker://Upper/x\"\n");
+    assert!(e.contains(":2:8") && e.contains("lowercase"), "{e}");
+    let e = err("[image.i]\nfrom = \"docker://a/b:bad tag\"\n");
+    assert!(
+        e.contains("image.i.from") && e.contains("malformed registry reference"),
+        "{e}"
+    );
     assert!(err("[builder]\nnetwork = \"wifi\"\n").contains("expected \"none\" or \"host\""));
     assert!(err("[tapeout.t]\ninclude = [\"relative\"]\n").contains("must be an absolute path"));
     assert!(err("[tapeout.t]\ninclude = [\"/a\"]\nowner = \"app\"\n")
