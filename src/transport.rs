@@ -175,6 +175,7 @@ pub fn source(
 /// Writes the image `d` of `from` to `dst`, tagged with `dst`'s tag, else
 /// `default_tag`, plus `extra_tags` (registries and layouts). Returns the
 /// digest of what the destination names.
+#[allow(clippy::too_many_arguments)]
 pub fn write(
     from: &Layout,
     d: &Descriptor,

@@ -24,7 +24,7 @@ pub fn export(layout: &Layout, desc: &Descriptor, tag: Option<&str>, file: &Path
     });
     let index = canonical::to_vec(&index).map_err(|e| invalid(file, e.to_string()))?;
     let mut blobs = closure(layout, desc)?;
-    blobs.sort_by(|a, b| a.digest().to_string().cmp(&b.digest().to_string()));
+    blobs.sort_by_key(|b| b.digest().to_string());
     let mut out = TarOut::create(file)?;
     let layout_marker = br#"{"imageLayoutVersion":"1.0.0"}"#;
     out.file("oci-layout", layout_marker.len() as u64, &layout_marker[..])?;

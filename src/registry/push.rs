@@ -187,7 +187,9 @@ impl Upload<'_> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit_once('-'))
             .and_then(|(_, e)| e.parse::<u64>().ok())
-            .map(|e| e + 1)
+            // distribution says "0-0" for an empty upload as well as for a
+            // one-byte one; chunks are never one byte, so it means empty.
+            .map(|e| if e == 0 { 0 } else { e + 1 })
             .unwrap_or(0);
         Ok(Some((next, end)))
     }

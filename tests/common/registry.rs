@@ -1,0 +1,302 @@
+//! A real docker-registry (distribution v2) on a free 127.0.0.1 port for
+//! the e2e tests, optionally with htpasswd auth and TLS (certificates made
+//! at test time with openssl), that can be killed and restarted on the
+//! same port and storage. And a fault-injecting HTTP proxy to put in front
+//! of it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn require(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed: run scripts/test as root once to install the e2e peers"
+    );
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Registry {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    cfg: PathBuf,
+    tls: bool,
+}
+
+/// Credentials of the protected registry.
+pub const USER: &str = "shipper";
+pub const PASSWORD: &str = "s3cret-pw";
+
+fn sh(cmd: &str, cwd: &Path) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        Registry::launch(false)
+    }
+
+    /// htpasswd auth and TLS; the CA is `certs/ca.crt` (see `cert_dir`).
+    pub fn start_secure() -> Registry {
+        Registry::launch(true)
+    }
+
+    fn launch(secure: bool) -> Registry {
+        require("docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cfg_text = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if secure {
+            require("openssl");
+            require("htpasswd");
+            let c = dir.path().join("certs");
+            std::fs::create_dir_all(&c).unwrap();
+            sh(
+                "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=shipyard-test-ca 2>/dev/null \
+                 && openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null \
+                 && printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext \
+                 && openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile ext 2>/dev/null \
+                 && rm -f ca.key srv.csr ext ca.srl && mkdir -p ../server && mv srv.crt srv.key ../server/",
+                &c,
+            );
+            sh(
+                &format!("htpasswd -Bbn {USER} {PASSWORD} > htpasswd"),
+                dir.path(),
+            );
+            cfg_text.push_str(&format!(
+                "  tls:\n    certificate: {s}/srv.crt\n    key: {s}/srv.key\nauth:\n  htpasswd:\n    realm: shipyard-test\n    path: {}\n",
+                dir.path().join("htpasswd").display(),
+                s = dir.path().join("server").display()
+            ));
+        }
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, cfg_text).unwrap();
+        let mut reg = Registry {
+            child: None,
+            port,
+            dir,
+            cfg,
+            tls: secure,
+        };
+        reg.restart();
+        reg
+    }
+
+    /// The directory to pass as --cert-dir.
+    pub fn cert_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `docker://127.0.0.1:PORT/REPO`.
+    pub fn url(&self, repo: &str) -> String {
+        format!("docker://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// (Re)starts the registry on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&self.cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "docker-registry did not answer on 127.0.0.1:{} within 20s",
+            self.port
+        );
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        if self.tls {
+            // Listening is enough: a TLS handshake here would need a client.
+            return true;
+        }
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let req = format!("GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.port);
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What the proxy does to request number n (from 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Pass,
+    /// Close the connection without an answer.
+    Reset,
+    /// Answer 500.
+    Error500,
+    /// Answer 429 with `Retry-After: 1`.
+    TooMany,
+    /// Wait, then pass.
+    Slow(Duration),
+}
+
+/// A one-request-per-connection HTTP proxy that injects faults by
+/// request number, following `plan(n)`.
+pub struct FaultProxy {
+    pub port: u16,
+    pub requests: Arc<AtomicUsize>,
+}
+
+fn read_head(c: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match c.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+        if head.len() > 64 << 10 {
+            return None;
+        }
+    }
+    Some(head)
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+fn serve(mut c: TcpStream, upstream: u16, fault: Fault) {
+    let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+    let Some(head) = read_head(&mut c) else {
+        return;
+    };
+    let head_s = String::from_utf8_lossy(&head).into_owned();
+    let len = content_length(&head_s);
+    let mut body = vec![0u8; len];
+    if c.read_exact(&mut body).is_err() {
+        return;
+    }
+    let answer = |c: &mut TcpStream, status: &str, extra: &str| {
+        let _ = c.write_all(
+            format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n{extra}\r\n")
+                .as_bytes(),
+        );
+    };
+    match fault {
+        Fault::Reset => return,
+        Fault::Error500 => return answer(&mut c, "500 Internal Server Error", ""),
+        Fault::TooMany => return answer(&mut c, "429 Too Many Requests", "Retry-After: 1\r\n"),
+        Fault::Slow(d) => std::thread::sleep(d),
+        Fault::Pass => {}
+    }
+    // Forward with Connection: close, so one request is one connection.
+    let mut lines: Vec<&str> = head_s
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    while lines.last() == Some(&"") {
+        lines.pop();
+    }
+    let mut fwd = lines.join("\r\n");
+    fwd.push_str("\r\nConnection: close\r\n\r\n");
+    let Ok(mut u) = TcpStream::connect(("127.0.0.1", upstream)) else {
+        return answer(&mut c, "502 Bad Gateway", "");
+    };
+    if u.write_all(fwd.as_bytes()).is_err() || u.write_all(&body).is_err() {
+        return;
+    }
+    let _ = std::io::copy(&mut u, &mut c);
+}
+
+impl FaultProxy {
+    pub fn start(
+        upstream: u16,
+        plan: impl Fn(usize) -> Fault + Send + Sync + 'static,
+    ) -> FaultProxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        let plan = Arc::new(plan);
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { continue };
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let f = plan(n);
+                std::thread::spawn(move || serve(c, upstream, f));
+            }
+        });
+        FaultProxy { port, requests }
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("docker://127.0.0.1:{}/{repo}", self.port)
+    }
+}

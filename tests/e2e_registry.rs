@@ -1,0 +1,605 @@
+//! Registries and archives end to end: a real docker-registry on
+//! 127.0.0.1 (plain, and with htpasswd + TLS), skopeo on the other side,
+//! a fault-injecting proxy in between, and podman loading what we export.
+#![cfg(feature = "e2e")]
+
+mod common;
+use common::registry::{require, Fault, FaultProxy, Registry, PASSWORD, USER};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private cache and auth file per test.
+struct Env {
+    t: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            t: tempfile::Builder::new()
+                .prefix(&format!("shipyard-reg-{}", std::process::id()))
+                .rand_bytes(4)
+                .tempdir()
+                .unwrap(),
+        }
+    }
+    fn p(&self, s: &str) -> PathBuf {
+        self.t.path().join(s)
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = shipyard();
+        c.env("XDG_CACHE_HOME", self.p("cache"))
+            .env("REGISTRY_AUTH_FILE", self.p("auth.json"))
+            .env("HOME", self.t.path())
+            .args(args);
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_success(&out, &format!("{args:?}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(self.ok(&a).trim()).unwrap()
+    }
+    fn err(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+    /// `oci:DIR:v1` holding `rich_tree` plus a `size`-byte random file,
+    /// in two layers; returns (reference, digest).
+    fn image(&self, size: usize) -> (String, String) {
+        let a = self.p("tree");
+        rich_tree(&a, false);
+        let r = format!("oci:{}:v1", self.p("l").display());
+        ok([
+            "diff",
+            a.to_str().unwrap(),
+            "--against",
+            "scratch",
+            "--output",
+            &format!("oci:{}:base", self.p("l").display()),
+        ]);
+        let mut big = vec![0u8; size];
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for b in big.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        write(&a.join("big.bin"), &big, 0o644);
+        let d = ok([
+            "diff",
+            a.to_str().unwrap(),
+            "--against",
+            &format!("oci:{}:base", self.p("l").display()),
+            "--base",
+            &format!("oci:{}:base", self.p("l").display()),
+            "--output",
+            &r,
+        ]);
+        (r, d.trim().to_string())
+    }
+}
+
+fn skopeo(args: &[&str]) -> String {
+    require("skopeo");
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert_success(&out, &format!("skopeo {args:?}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn skopeo_digest(remote: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", remote])).unwrap();
+    v["Digest"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn push_then_pull_keeps_the_digest_and_the_second_time_moves_nothing() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(3 << 20);
+    let remote = reg.url("shipyard/app:v1");
+    let df = e.p("digest");
+    let first = e.json(&[
+        "push",
+        "--tls-verify=false",
+        &src,
+        &remote,
+        "--tag",
+        "also",
+        "--digestfile",
+        df.to_str().unwrap(),
+    ]);
+    assert_eq!(first["digest"], digest);
+    assert_eq!(std::fs::read_to_string(&df).unwrap().trim(), digest);
+    assert_eq!(first["pushed"]["blobs_uploaded"], 3, "{first}");
+    // skopeo, the peer, sees the same digest under both tags.
+    assert_eq!(skopeo_digest(&remote), digest);
+    assert_eq!(skopeo_digest(&reg.url("shipyard/app:also")), digest);
+    // A re-push sends no blob.
+    let again = e.json(&["push", "--tls-verify=false", &src, &remote]);
+    assert_eq!(again["pushed"]["blobs_present"], 3, "{again}");
+    assert_eq!(again["pushed"]["bytes_uploaded"], 0);
+    // Another repository of the same registry: mounted, not uploaded.
+    let other = e.json(&["push", "--tls-verify=false", &src, &reg.url("other/app:v1")]);
+    assert_eq!(other["pushed"]["blobs_mounted"], 3, "{other}");
+    // Pull into a fresh cache: every blob comes over; the second pull
+    // fetches nothing but the manifest.
+    let e2 = Env::new();
+    let back = format!("oci:{}", e2.p("back").display());
+    let p1 = e2.json(&["pull", "--tls-verify=false", &remote, &back]);
+    assert_eq!(p1["digest"], digest);
+    assert_eq!(p1["pulled"]["blobs_fetched"], 3, "{p1}");
+    let p2 = e2.json(&["pull", "--tls-verify=false", &remote, &back]);
+    assert_eq!(p2["pulled"]["blobs_fetched"], 0, "{p2}");
+    assert_eq!(p2["pulled"]["blobs_cached"], 3, "{p2}");
+    assert_eq!(digest_of_tag(&e2.p("back"), "v1"), digest);
+    // By digest, too, and offline once cached.
+    let pinned = format!("docker://{}/shipyard/app@{digest}", reg.host());
+    e2.ok(&[
+        "pull",
+        "--pull",
+        "never",
+        &pinned,
+        &format!("oci:{}:pinned", e2.p("back").display()),
+    ]);
+    assert_eq!(
+        strip_mtimes(&ok([
+            "manifest",
+            &format!("oci:{}:v1", e2.p("back").display())
+        ])),
+        strip_mtimes(&ok(["manifest", &src]))
+    );
+    // Chunked upload (PATCH) of the big layer to a fresh registry.
+    let reg2 = Registry::start();
+    let e3 = Env::new();
+    let c = e3.json(&[
+        "push",
+        "--tls-verify=false",
+        "--chunk-size",
+        "512K",
+        &src,
+        &reg2.url("chunked/app:v1"),
+    ]);
+    assert_eq!(c["digest"], digest);
+    assert_eq!(skopeo_digest(&reg2.url("chunked/app:v1")), digest);
+}
+
+#[test]
+fn skopeo_and_shipyard_read_each_others_pushes_and_builds_stack_on_registry_bases() {
+    let reg = Registry::start();
+    let e = Env::new();
+    // skopeo pushes a base with a shell; shipyard pulls it and builds on it.
+    let root = e.p("root");
+    shell_rootfs(&root);
+    let base = format!("oci:{}:base", e.p("l").display());
+    ok([
+        "diff",
+        root.to_str().unwrap(),
+        "--against",
+        "scratch",
+        "--output",
+        &base,
+    ]);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &base,
+        &reg.url("base/sh:v1"),
+    ]);
+    let proj = e.p("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(
+        proj.join("shipyard.toml"),
+        format!(
+            "[builder]\nfrom = \"{b}\"\n[build.b]\nrun = \"echo built-on-registry > /msg\"\n\
+             [tapeout.t]\nafter = [\"build.b\"]\ninclude = [\"/msg\"]\n\
+             [image.app]\nfrom = \"{b}\"\ntapeouts = [\"t\"]\n",
+            b = reg.url("base/sh:v1")
+        ),
+    )
+    .unwrap();
+    let out = e
+        .cmd(&[
+            "build",
+            proj.to_str().unwrap(),
+            "--tls-verify=false",
+            "--output",
+            &format!("oci:{}", e.p("out").display()),
+            "--push",
+            &reg.url("built/app:v2"),
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "build on a registry base, with --push");
+    let built = digest_of_tag(&e.p("out"), "app");
+    let m = ok(["manifest", &format!("oci:{}:app", e.p("out").display())]);
+    assert!(m.contains("/msg") && m.contains("/bin/sh"), "{m}");
+    // shipyard pushed it; skopeo pulls it back with the same digest.
+    assert_eq!(skopeo_digest(&reg.url("built/app:v2")), built);
+    let sk = e.p("sk");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &reg.url("built/app:v2"),
+        &format!("oci:{}:x", sk.display()),
+    ]);
+    assert_eq!(digest_of_tag(&sk, "x"), built);
+    // --pull=never builds offline from the cache now.
+    let out = e
+        .cmd(&[
+            "build",
+            proj.to_str().unwrap(),
+            "--pull",
+            "never",
+            "--output",
+            &format!("oci:{}", e.p("out2").display()),
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "offline rebuild");
+    assert_eq!(digest_of_tag(&e.p("out2"), "app"), built, "reproducible");
+}
+
+#[test]
+fn a_protected_tls_registry_needs_login_and_the_right_ca() {
+    let reg = Registry::start_secure();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 20);
+    let certs = reg.cert_dir();
+    let certs = certs.to_str().unwrap();
+    let remote = reg.url("secure/app:v1");
+    // Without the CA, the certificate is refused.
+    let err = e.err(&["push", "--retry", "0", &src, &remote]);
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    // Without credentials, the error names the registry, the repository
+    // and where credentials were looked for.
+    let err = e.err(&["push", "--cert-dir", certs, &src, &remote]);
+    assert!(
+        err.contains(&reg.host()) && err.contains("secure/app"),
+        "{err}"
+    );
+    assert!(
+        err.contains("authentication required") && err.contains("auth.json"),
+        "{err}"
+    );
+    // A wrong password: login fails and stores nothing.
+    let mut c = e.cmd(&[
+        "login",
+        "--cert-dir",
+        certs,
+        "-u",
+        USER,
+        "--password-stdin",
+        &reg.host(),
+    ]);
+    let out = pipe(&mut c, "wrong\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rejected the credentials") && err.contains(&reg.host()),
+        "{err}"
+    );
+    assert!(!e.p("auth.json").exists());
+    // The right one is stored (0600) and used by push and pull.
+    let mut c = e.cmd(&[
+        "login",
+        "--cert-dir",
+        certs,
+        "-u",
+        USER,
+        "--password-stdin",
+        &reg.host(),
+    ]);
+    assert_success(&pipe(&mut c, &format!("{PASSWORD}\n")), "login");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(e.p("auth.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let pushed = e.json(&["push", "--cert-dir", certs, &src, &remote]);
+    assert_eq!(pushed["digest"], digest);
+    let e2 = Env::new();
+    std::fs::copy(e.p("auth.json"), e2.p("auth.json")).unwrap();
+    let pulled = e2.json(&[
+        "pull",
+        "--cert-dir",
+        certs,
+        &remote,
+        &format!("oci:{}", e2.p("b").display()),
+    ]);
+    assert_eq!(pulled["digest"], digest);
+    // --creds works without any auth file; a bad one is rejected clearly.
+    let e3 = Env::new();
+    let creds = format!("{USER}:{PASSWORD}");
+    e3.ok(&[
+        "pull",
+        "--cert-dir",
+        certs,
+        "--creds",
+        &creds,
+        &remote,
+        &format!("oci:{}", e3.p("b").display()),
+    ]);
+    let err = e3.err(&[
+        "pull",
+        "--pull",
+        "always",
+        "--cert-dir",
+        certs,
+        "--creds",
+        "shipper:nope",
+        &remote,
+        &format!("oci:{}", e3.p("c").display()),
+    ]);
+    assert!(
+        err.contains("rejected the credentials") && err.contains("--creds"),
+        "{err}"
+    );
+    // Logout forgets.
+    e.ok(&["logout", &reg.host()]);
+    let err = e.err(&[
+        "pull",
+        "--pull",
+        "always",
+        "--cert-dir",
+        certs,
+        &remote,
+        &format!("oci:{}", e.p("d").display()),
+    ]);
+    assert!(err.contains("authentication required"), "{err}");
+}
+
+fn pipe(c: &mut Command, input: &str) -> Output {
+    use std::io::Write;
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Names of the blobs a registry's storage holds.
+fn stored_blobs(data: &Path) -> usize {
+    let d = data.join("docker/registry/v2/blobs/sha256");
+    walkdir::WalkDir::new(d)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() == "data")
+        .count()
+}
+
+#[test]
+fn a_registry_killed_mid_push_is_finished_by_a_rerun_that_sends_only_what_is_missing() {
+    let mut reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(48 << 20);
+    let remote = reg.url("crash/app:v1");
+    // Small chunks and one job: the big layer is in flight for a while.
+    let child = e
+        .cmd(&[
+            "push",
+            "--tls-verify=false",
+            "--retry",
+            "0",
+            "--jobs",
+            "1",
+            "--chunk-size",
+            "256K",
+            &src,
+            &remote,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the registry once an upload of the big layer has begun.
+    let uploads = reg
+        .data()
+        .join("docker/registry/v2/repositories/crash/app/_uploads");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut killed = false;
+    while Instant::now() < deadline {
+        let started = std::fs::read_dir(&uploads)
+            .map(|d| d.count() > 0)
+            .unwrap_or(false);
+        if started && stored_blobs(&reg.data()) >= 1 {
+            reg.kill();
+            killed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(killed, "the push never started an upload");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the push survived a dead registry without retries?"
+    );
+    reg.restart();
+    // No manifest was pushed for a half-uploaded image.
+    let st = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &remote])
+        .output()
+        .unwrap();
+    assert!(!st.status.success(), "a manifest exists before its blobs");
+    let before = stored_blobs(&reg.data());
+    let again = e.json(&["push", "--tls-verify=false", &src, &remote]);
+    assert_eq!(again["digest"], digest);
+    let present = again["pushed"]["blobs_present"].as_u64().unwrap();
+    let uploaded = again["pushed"]["blobs_uploaded"].as_u64().unwrap();
+    assert_eq!(present as usize, before, "{again}");
+    assert!(
+        present >= 1 && uploaded >= 1 && present + uploaded == 3,
+        "{again}"
+    );
+    assert_eq!(skopeo_digest(&remote), digest);
+}
+
+#[test]
+fn a_flaky_network_is_ridden_out_and_a_dead_one_fails_cleanly() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(2 << 20);
+    // Every fifth request passes; the others reset, 500, 429 or stall.
+    let flaky = FaultProxy::start(reg.port, |n| match n % 5 {
+        1 => Fault::Reset,
+        2 => Fault::Error500,
+        3 => Fault::TooMany,
+        4 => Fault::Slow(Duration::from_millis(1500)),
+        _ => Fault::Pass,
+    });
+    let remote = flaky.url("flaky/app:v1");
+    let pushed = e.json(&[
+        "push",
+        "--tls-verify=false",
+        "--chunk-size",
+        "1M",
+        &src,
+        &remote,
+    ]);
+    assert_eq!(pushed["digest"], digest);
+    assert_eq!(skopeo_digest(&reg.url("flaky/app:v1")), digest);
+    let e2 = Env::new();
+    let pulled = e2.json(&[
+        "pull",
+        "--tls-verify=false",
+        &remote,
+        &format!("oci:{}", e2.p("b").display()),
+    ]);
+    assert_eq!(pulled["digest"], digest);
+    assert!(flaky.requests.load(std::sync::atomic::Ordering::SeqCst) > 20);
+    // A registry that only ever answers 500 to uploads: a clear error in
+    // bounded time, and no manifest pointing at missing blobs.
+    let broken = FaultProxy::start(
+        reg.port,
+        |n| if n < 2 { Fault::Pass } else { Fault::Error500 },
+    );
+    let start = Instant::now();
+    let err = e.err(&[
+        "push",
+        "--tls-verify=false",
+        "--retry",
+        "2",
+        &src,
+        &broken.url("broken/app:v1"),
+    ]);
+    assert!(start.elapsed() < Duration::from_secs(120));
+    assert!(err.contains("500") && err.contains("broken/app"), "{err}");
+    let st = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &reg.url("broken/app:v1")])
+        .output()
+        .unwrap();
+    assert!(
+        !st.status.success(),
+        "a manifest was pushed despite failed blobs"
+    );
+}
+
+fn podman(rt: &Path) -> Command {
+    require("podman");
+    let mut c = Command::new("podman");
+    c.args([
+        "--runtime",
+        "runc",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "file",
+        "--storage-driver",
+        "vfs",
+    ]);
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && !is_root() {
+        c.env("XDG_RUNTIME_DIR", rt);
+    }
+    c
+}
+
+#[test]
+fn podman_loads_and_runs_both_archive_formats() {
+    let e = Env::new();
+    let root = e.p("root");
+    shell_rootfs(&root);
+    let img = format!("oci:{}:v1", e.p("l").display());
+    ok([
+        "diff",
+        root.to_str().unwrap(),
+        "--against",
+        "scratch",
+        "--output",
+        &img,
+    ]);
+    let rt = e.p("rt");
+    std::fs::create_dir_all(&rt).unwrap();
+    let tag = format!("localhost/shipyard-e2e/arch{}:v1", std::process::id());
+    let d = e.p("d.tar");
+    e.ok(&[
+        "export",
+        &img,
+        &format!("docker-archive:{}:{tag}", d.display()),
+    ]);
+    let o = e.p("o.tar");
+    e.ok(&["export", &img, &format!("oci-archive:{}:v1", o.display())]);
+    let run_args = |image: &str| -> Vec<String> {
+        [
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            image,
+            "/bin/sh",
+            "-c",
+            "echo ran",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let out = podman(&rt)
+        .args(["load", "-i", d.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_success(&out, "podman load docker-archive");
+    let out = podman(&rt).args(run_args(&tag)).output().unwrap();
+    assert_success(&out, "podman run (docker-archive)");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ran"));
+    let out = podman(&rt)
+        .args(["load", "-i", o.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_success(&out, "podman load oci-archive");
+    let out = podman(&rt)
+        .args(run_args(&format!("oci-archive:{}", o.display())))
+        .output()
+        .unwrap();
+    assert_success(&out, "podman run oci-archive:");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ran"));
+    let _ = podman(&rt).args(["rmi", "-f", &tag]).output();
+}
