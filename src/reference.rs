@@ -48,6 +48,18 @@ impl RegistryRef {
         let r: oci_spec::distribution::Reference = s
             .parse()
             .map_err(|e: oci_spec::distribution::ParseError| bad(e.to_string()))?;
+        // The distribution grammar: lowercase path components; oci-spec
+        // lets uppercase through in all but the last one.
+        if r
+            .repository()
+            .bytes()
+            .any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b)))
+        {
+            return Err(bad(format!(
+                "repository {:?} must be lowercase letters, digits and . _ - /",
+                r.repository()
+            )));
+        }
         if let Some(d) = r.digest() {
             if !d.starts_with("sha256:") {
                 return Err(bad(format!("{d}: only sha256 digests are supported")));
@@ -298,7 +310,7 @@ mod tests {
             ("docker://UPPER/case", "lowercase"),
             ("docker://", "empty"),
             ("docker://a/b:bad tag", "invalid"),
-            ("docker://a/b@sha256:abc", "digest"),
+            ("docker://a/b@sha256:abc", "invalid reference format"),
         ] {
             let e = Reference::parse(input).unwrap_err().to_string();
             assert!(e.contains(why), "{input}: {e}");

@@ -321,7 +321,7 @@ fn diff_errors_are_clear() {
         "diff",
         a.to_str().unwrap(),
         "--against",
-        "docker://x/y:z",
+        "containers-storage:x",
         "--output",
         &format!("{l}:x"),
     ]);

@@ -115,7 +115,7 @@ fn bad_values() {
     assert!(err("[builder]\nfrom = \"docker\"\n").contains("expected host, scratch"));
     let e = err("[builder]\nfrom = \"docker://Upper/x\"\n");
     assert!(e.contains(":2:8") && e.contains("lowercase"), "{e}");
-    let e = err("[image.i]\nfrom = \"docker://a/b:bad tag\"\n");
+    let e = err("[image.i]\ntapeouts = []\nfrom = \"docker://a/b:bad tag\"\n");
     assert!(
         e.contains("image.i.from") && e.contains("malformed registry reference"),
         "{e}"
