@@ -25,6 +25,12 @@ pair() {
     done
 }
 
+if [ "${ONLY:-}" = registry ]; then
+    bash "$here/registry.sh" "$sy" "$w" "$results"
+    python3 "$here/report.py" "$results"
+    exit 0
+fi
+
 echo "==> preparing trees in $w" >&2
 if [ ! -d "$w/big" ]; then
     cp -a /usr/lib/x86_64-linux-gnu "$w/big.tmp" && mv "$w/big.tmp" "$w/big"
@@ -75,4 +81,5 @@ echo "==> multi-stage reference workload: shipyard build vs buildah bud" >&2
 make_base="$here/make-base.sh"
 [ -f "$make_base" ] || make_base="$here/../examples/two-images/make-base.sh"
 bash "$here/multistage.sh" "$sy" "$w" "$results" "$make_base"
+bash "$here/registry.sh" "$sy" "$w" "$results"
 python3 "$here/report.py" "$results"

@@ -37,6 +37,15 @@ for tree in ("big", "many"):
 if "multistage.shipyard.build" in times:
     a, b = med("multistage.shipyard.build"), med("multistage.buildah.bud")
     rows.append(("multi-stage", "`shipyard build` vs `buildah bud` (final contents: " + str(sizes_contents) + ")", a, b, a / b, 0.5))
+for ours, peer, what, target in (
+    ("push", "push", "push ~500 MiB, 4 layers, to an empty repository vs `skopeo copy --preserve-digests`", 1.0),
+    ("repush", "repush", "re-push, every blob present, vs skopeo", 0.5),
+    ("pull", "pull", "pull into an empty cache vs `skopeo copy` to an OCI layout", 1.0),
+):
+    a, b = f"registry.shipyard.{ours}", f"registry.skopeo.{peer}"
+    if a in times and b in times:
+        rows.append(("registry", what, med(a), med(b), med(a) / med(b), target))
+
 print("| tree | workload | shipyard s | peer s | ratio | target | met |")
 print("|---|---|---:|---:|---:|---:|---|")
 for tree, what, a, b, r, target in rows:
@@ -44,6 +53,10 @@ for tree, what, a, b, r, target in rows:
 print()
 print("| tree | peak RSS of `shipyard diff` (gzip) | peer peak RSS | target |")
 print("|---|---:|---:|---|")
+if "registry.shipyard.repush" in times:
+    r = med("registry.shipyard.repush")
+    print(f"Re-push with every blob present: {r:.3f} s (target ≤ 0.2 s: {'yes' if r <= 0.2 else 'NO'})")
+    print()
 for tree in ("big", "many"):
     a, b = f"{tree}.shipyard.diff", f"{tree}.buildah.commit"
     if a in rss:

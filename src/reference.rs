@@ -50,8 +50,7 @@ impl RegistryRef {
             .map_err(|e: oci_spec::distribution::ParseError| bad(e.to_string()))?;
         // The distribution grammar: lowercase path components; oci-spec
         // lets uppercase through in all but the last one.
-        if r
-            .repository()
+        if r.repository()
             .bytes()
             .any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b)))
         {

@@ -396,7 +396,7 @@ fn stored_blobs(data: &Path) -> usize {
 fn a_registry_killed_mid_push_is_finished_by_a_rerun_that_sends_only_what_is_missing() {
     let mut reg = Registry::start();
     let e = Env::new();
-    let (src, digest) = e.image(48 << 20);
+    let (src, digest) = e.image(64 << 20);
     let remote = reg.url("crash/app:v1");
     // Small chunks and one job: the big layer is in flight for a while.
     let child = e
