@@ -408,7 +408,7 @@ fn a_registry_killed_mid_push_is_finished_by_a_rerun_that_sends_only_what_is_mis
             "--jobs",
             "1",
             "--chunk-size",
-            "256K",
+            "128K",
             &src,
             &remote,
         ])
