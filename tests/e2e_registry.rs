@@ -603,3 +603,30 @@ fn podman_loads_and_runs_both_archive_formats() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ran"));
     let _ = podman(&rt).args(["rmi", "-f", &tag]).output();
 }
+
+#[test]
+fn push_all_sends_every_tag_of_a_layout() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (_, digest) = e.image(1 << 16);
+    let l = format!("oci:{}", e.p("l").display());
+    let out = e.ok(&[
+        "push",
+        "--all",
+        "--tls-verify=false",
+        &l,
+        &reg.url("every/app"),
+    ]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(skopeo_digest(&reg.url("every/app:v1")), digest);
+    let base = digest_of_tag(&e.p("l"), "base");
+    assert_eq!(skopeo_digest(&reg.url("every/app:base")), base);
+    let err = e.err(&[
+        "push",
+        "--all",
+        "--tls-verify=false",
+        &l,
+        &reg.url("every/app:x"),
+    ]);
+    assert!(err.contains("without a tag"), "{err}");
+}
