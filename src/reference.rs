@@ -36,39 +36,113 @@ pub struct RegistryRef {
 }
 
 impl RegistryRef {
-    /// Parses and normalizes `[HOST[:PORT]/]REPO[:TAG][@DIGEST]`.
+    /// Parses and normalizes `[HOST[:PORT]/]REPO[:TAG][@DIGEST]`, with
+    /// distribution's grammar and docker's normalization. Hand-written:
+    /// oci-spec's parser compiles a large regex on first use, which cost
+    /// 60 ms of every registry command.
     pub fn parse(s: &str) -> Result<RegistryRef, ReferenceError> {
-        let bad = |reason: String| ReferenceError::BadRegistryRef {
+        let bad = |reason: &str| ReferenceError::BadRegistryRef {
             input: s.to_string(),
-            reason,
+            reason: reason.to_string(),
         };
         if s.is_empty() {
-            return Err(bad("empty name".into()));
+            return Err(bad("empty name"));
         }
-        let r: oci_spec::distribution::Reference = s
-            .parse()
-            .map_err(|e: oci_spec::distribution::ParseError| bad(e.to_string()))?;
-        // The distribution grammar: lowercase path components; oci-spec
-        // lets uppercase through in all but the last one.
-        if r.repository()
-            .bytes()
-            .any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b)))
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) => (r, Some(d)),
+            None => (s, None),
+        };
+        if let Some(d) = digest {
+            let Some(hex) = d.strip_prefix("sha256:") else {
+                return Err(bad(
+                    "invalid reference format: only sha256 digests are supported",
+                ));
+            };
+            if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(bad(
+                    "invalid reference format: a sha256 digest is 64 lowercase hex digits",
+                ));
+            }
+        }
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+            None => (rest, None),
+        };
+        if let Some(t) = tag {
+            let ok = !t.is_empty()
+                && t.len() <= 128
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+                && !t.starts_with(['.', '-']);
+            if !ok {
+                return Err(bad(
+                    "invalid tag format: 1-128 of [A-Za-z0-9_.-], not starting with . or -",
+                ));
+            }
+        }
+        if name.is_empty() {
+            return Err(bad("empty name"));
+        }
+        if name.len() > 255 {
+            return Err(bad("name longer than 255 characters"));
+        }
+        // docker's splitDockerDomain: the first component is a registry when
+        // it has a dot or a port, is localhost, or is not all lowercase.
+        let (mut registry, mut repository) = match name.split_once('/') {
+            Some((first, remainder))
+                if first.contains(['.', ':'])
+                    || first == "localhost"
+                    || first.to_lowercase() != first =>
+            {
+                (first.to_string(), remainder.to_string())
+            }
+            _ => ("docker.io".to_string(), name.to_string()),
+        };
+        let (host, port) = match registry.rsplit_once(':') {
+            Some((h, p)) if !registry.ends_with(']') => (h, Some(p)),
+            _ => (registry.as_str(), None),
+        };
+        let host_ok = if host.starts_with('[') && host.ends_with(']') {
+            host[1..host.len() - 1]
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok()
+        } else {
+            !host.is_empty()
+                && host.split('.').all(|c| {
+                    !c.is_empty()
+                        && !c.starts_with('-')
+                        && !c.ends_with('-')
+                        && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        };
+        if !host_ok || port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
         {
-            return Err(bad(format!(
-                "repository {:?} must be lowercase letters, digits and . _ - /",
-                r.repository()
-            )));
+            return Err(bad(&format!("invalid registry host {registry:?}")));
         }
-        if let Some(d) = r.digest() {
-            if !d.starts_with("sha256:") {
-                return Err(bad(format!("{d}: only sha256 digests are supported")));
+        if registry == "index.docker.io" {
+            registry = "docker.io".into();
+        }
+        if registry == "docker.io" && !repository.contains('/') {
+            repository = format!("library/{repository}");
+        }
+        for c in repository.split('/') {
+            if c.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(bad(&format!("repository {repository:?} must be lowercase")));
+            }
+            if !path_component_ok(c) {
+                return Err(bad(&format!(
+                    "invalid reference format: path component {c:?} must be lowercase letters and digits, separated by . _ __ or dashes"
+                )));
             }
         }
         Ok(RegistryRef {
-            registry: r.registry().to_string(),
-            repository: r.repository().to_string(),
-            tag: r.tag().map(str::to_string),
-            digest: r.digest().map(str::to_string),
+            registry,
+            repository,
+            tag: tag
+                .map(str::to_string)
+                .or_else(|| digest.is_none().then(|| "latest".to_string())),
+            digest: digest.map(str::to_string),
         })
     }
 
@@ -97,6 +171,31 @@ impl RegistryRef {
             ..self.clone()
         }
     }
+}
+
+/// distribution's path-component: `[a-z0-9]+` runs joined by `.`, `_`,
+/// `__` or any number of `-`.
+fn path_component_ok(c: &str) -> bool {
+    let b = c.as_bytes();
+    if b.is_empty() || !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_lowercase() || b[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !(b[i].is_ascii_lowercase() || b[i].is_ascii_digit()) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
+            return false;
+        }
+    }
+    true
 }
 
 impl fmt::Display for RegistryRef {
@@ -306,7 +405,10 @@ mod tests {
     #[test]
     fn malformed_registry_refs_say_why() {
         for (input, why) in [
-            ("docker://UPPER/case", "lowercase"),
+            ("docker://a/UPPER/case", "lowercase"),
+            ("docker://a/b__-c", "path component"),
+            ("docker://a b.io/c", "invalid registry host"),
+            ("docker://a b/c", "path component"),
             ("docker://", "empty"),
             ("docker://a/b:bad tag", "invalid"),
             ("docker://a/b@sha256:abc", "invalid reference format"),

@@ -324,7 +324,7 @@ fn malformed_references_are_named_with_what_is_wrong() {
     let t = tempfile::tempdir().unwrap();
     let h = t.path();
     let l = format!("oci:{}", h.join("l").display());
-    let e = sy_err(h, &["pull", "docker://Upper/Case", &l]);
+    let e = sy_err(h, &["pull", "docker://reg.io/Upper/Case", &l]);
     assert!(
         e.contains("malformed registry reference") && e.contains("lowercase"),
         "{e}"

@@ -113,7 +113,7 @@ fn sets_become_build_args_and_labels() {
 #[test]
 fn bad_values() {
     assert!(err("[builder]\nfrom = \"docker\"\n").contains("expected host, scratch"));
-    let e = err("[builder]\nfrom = \"docker://Upper/x\"\n");
+    let e = err("[builder]\nfrom = \"docker://a/Upper\"\n");
     assert!(e.contains(":2:8") && e.contains("lowercase"), "{e}");
     let e = err("[image.i]\ntapeouts = []\nfrom = \"docker://a/b:bad tag\"\n");
     assert!(
