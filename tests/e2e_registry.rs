@@ -630,3 +630,198 @@ fn push_all_sends_every_tag_of_a_layout() {
     ]);
     assert!(err.contains("without a tag"), "{err}");
 }
+
+/// A `docker-credential-NAME` helper script in `dir` that answers with the
+/// test registry's credentials.
+fn credential_helper(dir: &Path, name: &str) {
+    let p = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn bearer_tokens_credential_helpers_and_docker_config_all_authenticate() {
+    let reg = Registry::start_token();
+    let tokens = reg.tokens.as_ref().unwrap();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 16);
+    let remote = reg.url("tok/app:v1");
+    // Anonymous: the token server refuses, and the error says where
+    // credentials were looked for.
+    let err = e.err(&["push", "--tls-verify=false", &src, &remote]);
+    assert!(
+        err.contains("authentication required") && err.contains("tok/app"),
+        "{err}"
+    );
+    assert!(
+        err.contains("auth.json") && err.contains(".docker/config.json"),
+        "{err}"
+    );
+    // A credential helper named by credHelpers in docker's config.
+    let bin = e.p("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    credential_helper(&bin, "shipyardtest");
+    let dc = e.p("dockercfg");
+    std::fs::create_dir_all(&dc).unwrap();
+    std::fs::write(
+        dc.join("config.json"),
+        format!(
+            "{{\"credHelpers\": {{\"{}\": \"shipyardtest\"}}}}",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = e
+        .cmd(&["push", "--json", "--tls-verify=false", &src, &remote])
+        .env("DOCKER_CONFIG", &dc)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_success(&out, "push with a credential helper");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["digest"], digest);
+    assert!(
+        tokens
+            .scopes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s == &["repository:tok/app:pull,push"]),
+        "{:?}",
+        tokens.scopes.lock().unwrap()
+    );
+    // A mount into another repository asks for both scopes in one token.
+    let out = e
+        .cmd(&[
+            "push",
+            "--json",
+            "--tls-verify=false",
+            &src,
+            &reg.url("tok/copy:v1"),
+        ])
+        .env("DOCKER_CONFIG", &dc)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_success(&out, "push with mount");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pushed"]["blobs_mounted"], 3, "{v}");
+    assert!(
+        tokens.scopes.lock().unwrap().iter().any(|s| s.len() == 2
+            && s[0] == "repository:tok/copy:pull,push"
+            && s[1] == "repository:tok/app:pull"),
+        "{:?}",
+        tokens.scopes.lock().unwrap()
+    );
+    // Plain `auths` in docker's config.json, read with a fresh cache.
+    use base64::Engine;
+    let dc2 = e.p("dockercfg2");
+    std::fs::create_dir_all(&dc2).unwrap();
+    std::fs::write(
+        dc2.join("config.json"),
+        format!(
+            "{{\"auths\": {{\"{}\": {{\"auth\": \"{}\"}}}}}}",
+            reg.host(),
+            base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+        ),
+    )
+    .unwrap();
+    let e2 = Env::new();
+    let out = e2
+        .cmd(&[
+            "pull",
+            "--json",
+            "--tls-verify=false",
+            &remote,
+            &format!("oci:{}", e2.p("b").display()),
+        ])
+        .env("DOCKER_CONFIG", &dc2)
+        .output()
+        .unwrap();
+    assert_success(&out, "pull with docker config auths");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["digest"], digest);
+    assert!(tokens
+        .scopes
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s == &["repository:tok/app:pull"]));
+}
+
+#[test]
+fn a_mount_the_registry_declines_falls_back_to_an_upload() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 16);
+    e.ok(&["push", "--tls-verify=false", &src, &reg.url("home/app:v1")]);
+    // The registry forgets that home/app holds the blobs; the cache still
+    // names it as their home, so the next push asks for a mount, gets 202,
+    // and uploads instead.
+    std::fs::remove_dir_all(reg.data().join("docker/registry/v2/repositories/home")).unwrap();
+    let v = e.json(&["push", "--tls-verify=false", &src, &reg.url("away/app:v1")]);
+    assert_eq!(v["digest"], digest);
+    assert_eq!(v["pushed"]["blobs_mounted"], 0, "{v}");
+    assert_eq!(v["pushed"]["blobs_uploaded"], 3, "{v}");
+    assert_eq!(skopeo_digest(&reg.url("away/app:v1")), digest);
+}
+
+#[test]
+fn progress_bars_on_a_terminal_and_lines_otherwise() {
+    require("script");
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, _) = e.image(1 << 20);
+    // Not a terminal: one line per blob.
+    let out = e.run(&["push", "--tls-verify=false", &src, &reg.url("prog/app:v1")]);
+    assert_success(&out, "push");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("Pushing blob").count(), 3, "{err}");
+    assert!(err.contains(": done"), "{err}");
+    // A terminal (script(1) gives it a pty): bars with the overall total.
+    let cmd = format!(
+        "{} pull --tls-verify=false {} oci:{}",
+        bin().display(),
+        reg.url("prog/app:v1"),
+        e.p("back").display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("XDG_CACHE_HOME", e.p("cache2"))
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    assert_success(&out, "pull on a pty");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(tty.contains("total") && tty.contains("ETA"), "{tty}");
+    assert!(
+        !tty.contains("Copying blob"),
+        "plain lines on a terminal: {tty}"
+    );
+    // --quiet: nothing on stderr.
+    let out = e.run(&[
+        "-q",
+        "push",
+        "--tls-verify=false",
+        &src,
+        &reg.url("prog/app:v2"),
+    ]);
+    assert_success(&out, "quiet push");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

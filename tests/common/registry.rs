@@ -37,6 +37,8 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
     cfg: PathBuf,
     tls: bool,
+    /// With token auth: the token server.
+    pub tokens: Option<TokenServer>,
 }
 
 /// Credentials of the protected registry.
@@ -106,6 +108,40 @@ impl Registry {
             dir,
             cfg,
             tls: secure,
+            tokens: None,
+        };
+        reg.restart();
+        reg
+    }
+
+    /// Plain HTTP, with distribution's token auth: a bearer token from
+    /// [`TokenServer`], which wants USER/PASSWORD as basic auth.
+    pub fn start_token() -> Registry {
+        require("docker-registry");
+        require("openssl");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        sh(
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout token.key -out token.crt -days 2 -subj /CN=shipyard-token-issuer 2>/dev/null \
+             && openssl x509 -in token.crt -outform DER -out token.der",
+            dir.path(),
+        );
+        let tokens = TokenServer::start(dir.path().to_path_buf());
+        let cfg_text = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: shipyard-test-registry\n    issuer: shipyard-test-issuer\n    rootcertbundle: {}\n",
+            dir.path().join("data").display(),
+            tokens.port,
+            dir.path().join("token.crt").display()
+        );
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, cfg_text).unwrap();
+        let mut reg = Registry {
+            child: None,
+            port,
+            dir,
+            cfg,
+            tls: true, // /v2/ answers 401, so ping by connect only
+            tokens: Some(tokens),
         };
         reg.restart();
         reg
@@ -298,5 +334,128 @@ impl FaultProxy {
 
     pub fn url(&self, repo: &str) -> String {
         format!("docker://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+/// A token server for distribution's `auth: token`: checks basic auth,
+/// then signs a JWT (RS256, with the issuer's certificate in `x5c`)
+/// granting every scope asked for. Records the scopes it was asked.
+pub struct TokenServer {
+    pub port: u16,
+    pub scopes: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+}
+
+fn b64url(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn query_params(path: &str) -> Vec<(String, String)> {
+    let q = path.split_once('?').map(|x| x.1).unwrap_or("");
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let mut out = Vec::new();
+            let b = v.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%' && i + 2 < b.len() {
+                    out.push(u8::from_str_radix(&v[i + 1..i + 3], 16).unwrap_or(b'?'));
+                    i += 3;
+                } else {
+                    out.push(if b[i] == b'+' { b' ' } else { b[i] });
+                    i += 1;
+                }
+            }
+            (k.to_string(), String::from_utf8_lossy(&out).into_owned())
+        })
+        .collect()
+}
+
+impl TokenServer {
+    fn start(keys: PathBuf) -> TokenServer {
+        use base64::Engine;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let scopes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = scopes.clone();
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+        );
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                let Some(head) = read_head(&mut c) else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let authorized = head.lines().any(|l| {
+                    l.split_once(':').is_some_and(|(k, v)| {
+                        k.eq_ignore_ascii_case("authorization") && v.trim() == want
+                    })
+                });
+                if !authorized {
+                    let _ = c.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                let params = query_params(&path);
+                let asked: Vec<String> = params
+                    .iter()
+                    .filter(|(k, _)| k == "scope")
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                seen.lock().unwrap().push(asked.clone());
+                let access: Vec<serde_json::Value> = asked
+                    .iter()
+                    .filter_map(|s| {
+                        let mut it = s.splitn(3, ':');
+                        let (t, n, a) = (it.next()?, it.next()?, it.next()?);
+                        Some(serde_json::json!({"type": t, "name": n, "actions": a.split(',').collect::<Vec<_>>()}))
+                    })
+                    .collect();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let der = std::fs::read(keys.join("token.der")).unwrap();
+                let header = serde_json::json!({"typ": "JWT", "alg": "RS256",
+                    "x5c": [base64::engine::general_purpose::STANDARD.encode(&der)]});
+                let claims = serde_json::json!({"iss": "shipyard-test-issuer", "sub": USER,
+                    "aud": "shipyard-test-registry", "exp": now + 300, "nbf": now - 10,
+                    "iat": now, "jti": format!("{now}-{}", seen.lock().unwrap().len()), "access": access});
+                let input = format!(
+                    "{}.{}",
+                    b64url(header.to_string().as_bytes()),
+                    b64url(claims.to_string().as_bytes())
+                );
+                let mut sign = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(keys.join("token.key"))
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                sign.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
+                let sig = sign.wait_with_output().unwrap().stdout;
+                let jwt = format!("{input}.{}", b64url(&sig));
+                let body =
+                    serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 300})
+                        .to_string();
+                let _ = c.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        TokenServer { port, scopes }
     }
 }
