@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod layer;
 pub mod oci;
+pub mod pod;
 pub mod reference;
 pub mod registry;
 pub mod reproducible;

@@ -33,6 +33,9 @@ pub struct RegistryRef {
     pub tag: Option<String>,
     /// `sha256:…` when the reference pins a manifest.
     pub digest: Option<String>,
+    /// The tag is the implied `latest`, not written: a copy named by this
+    /// reference takes its source's tag instead.
+    pub implied_tag: bool,
 }
 
 impl RegistryRef {
@@ -143,6 +146,7 @@ impl RegistryRef {
                 .map(str::to_string)
                 .or_else(|| digest.is_none().then(|| "latest".to_string())),
             digest: digest.map(str::to_string),
+            implied_tag: tag.is_none() && digest.is_none(),
         })
     }
 
@@ -168,6 +172,7 @@ impl RegistryRef {
         RegistryRef {
             tag: Some(tag.to_string()),
             digest: None,
+            implied_tag: false,
             ..self.clone()
         }
     }
@@ -302,7 +307,7 @@ impl Reference {
             Reference::Oci { tag, .. } | Reference::OciArchive { tag, .. } => {
                 tag.as_deref().filter(|t| !t.starts_with("sha256:"))
             }
-            Reference::Registry(r) => r.tag.as_deref(),
+            Reference::Registry(r) => r.tag.as_deref().filter(|_| !r.implied_tag),
             Reference::DockerArchive { name, .. } => name
                 .as_deref()
                 .and_then(|n| n.rsplit_once(':'))

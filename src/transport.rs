@@ -102,6 +102,10 @@ fn select(layout: &Layout, top: Descriptor, sel: &Selection) -> Result<Descripto
     match sel {
         Selection::Platform(p) if media::is_index(top.media_type()) => {
             let index = read_index(layout, &top)?;
+            if media::is_artifact_index(&index) {
+                // An artifact bundle (a pod) is taken whole.
+                return Ok(top);
+            }
             let mut d = select_platform(&index, &media::digest_of(&top)?, p)?;
             d.set_annotations(None);
             Ok(d)
@@ -192,15 +196,7 @@ pub fn write(
     match dst {
         Reference::Oci { dir, .. } => {
             let layout = Layout::open_or_create(dir)?;
-            let trusted = Cache::open().is_ok_and(|c| c.layout.root() == from.root());
-            for b in archive::closure(from, d)? {
-                let bd = media::digest_of(&b)?;
-                if trusted {
-                    layout.link_blob_from(from, &bd)?;
-                } else {
-                    layout.copy_blob_from(from, &bd)?;
-                }
-            }
+            copy_closure(from, d, &layout)?;
             let mut tags: Vec<String> = tag.into_iter().collect();
             tags.extend(extra_tags.iter().cloned());
             if tags.is_empty() {
@@ -217,7 +213,9 @@ pub fn write(
                 bail!("{dst}: cannot push to a digest; name a tag (or none for the source's)");
             }
             let c = client(rr, o)?;
-            let mut tags: Vec<String> = tag.into_iter().collect();
+            // A layout tag may hold ':' (a pod's NAME:VERSION); a
+            // registry tag may not.
+            let mut tags: Vec<String> = tag.map(|t| t.replace(':', "-")).into_iter().collect();
             tags.extend(extra_tags.iter().cloned());
             let counters = push::Counters::default();
             let cache = Cache::open().ok();
@@ -249,6 +247,36 @@ pub fn write(
     }
     report.digest = digest.to_string();
     Ok(digest)
+}
+
+/// Makes every blob under `d` present in `to`: hard links from the shared
+/// cache (verified when it was filled), verified copies otherwise.
+pub fn copy_closure(from: &Layout, d: &Descriptor, to: &Layout) -> Result<()> {
+    if from.root() == to.root() {
+        return Ok(());
+    }
+    let trusted = Cache::open().is_ok_and(|c| c.layout.root() == from.root());
+    for b in archive::closure(from, d)? {
+        let bd = media::digest_of(&b)?;
+        if trusted {
+            to.link_blob_from(from, &bd)?;
+        } else {
+            to.copy_blob_from(from, &bd)?;
+        }
+    }
+    Ok(())
+}
+
+/// Brings the image `r` names into `to` (an index resolved to the host
+/// platform's manifest) without tagging it; returns its descriptor.
+pub fn import_into(r: &Reference, to: &Layout, o: &Options) -> Result<Descriptor> {
+    let progress = Progress::new(o.verbosity);
+    let (from, d) = source(r, o, &progress, &mut Report::default())?;
+    progress.finish();
+    let mut d = select(&from, d, &Selection::Platform(Platform::host()))?;
+    d.set_annotations(None);
+    copy_closure(&from, &d, to)?;
+    Ok(d)
 }
 
 /// Copies one image from `src` to `dst`.

@@ -25,8 +25,10 @@ use std::path::{Path, PathBuf};
 /// How to run a plan.
 pub struct BuildOptions {
     pub output: PathBuf,
-    /// Only these images (all when empty).
+    /// Only these images (all when both this and `pods` are empty).
     pub images: Vec<String>,
+    /// Only these pods, and the images they need.
+    pub pods: Vec<String>,
     pub keep_builder: bool,
     pub explain: bool,
     pub epoch: i64,
@@ -44,15 +46,29 @@ pub struct RuleFailed {
     pub tail: String,
 }
 
-/// One image written.
+/// One image or pod written.
 pub struct Built {
     pub name: String,
     pub tag: String,
     pub digest: String,
+    pub pod: bool,
 }
 
 /// Runs the plan and writes its images.
 pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<Vec<Built>> {
+    for want in &opts.pods {
+        if !plan.pods.iter().any(|p| &p.name == want) {
+            let names: Vec<&str> = plan.pods.iter().map(|p| p.name.as_str()).collect();
+            bail!(
+                "--pod {want}: no such pod in the spec (pods: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+        }
+    }
     for want in &opts.images {
         if !plan.images.iter().any(|i| &i.name == want) {
             let names: Vec<&str> = plan.images.iter().map(|i| i.name.as_str()).collect();
@@ -210,12 +226,23 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
         }
     }
     let layout = Layout::open_or_create(&opts.output)?;
+    let everything = opts.images.is_empty() && opts.pods.is_empty();
+    let pods: Vec<&crate::spec::PodSpec> = plan
+        .pods
+        .iter()
+        .filter(|p| everything || opts.pods.contains(&p.name))
+        .collect();
     let mut built = Vec::new();
+    let mut descriptors: BTreeMap<String, oci_spec::image::Descriptor> = BTreeMap::new();
     for img in &plan.images {
-        if !opts.images.is_empty() && !opts.images.contains(&img.name) {
+        let for_pod = pods
+            .iter()
+            .any(|p| p.containers.iter().any(|c| c.built && c.image == img.name));
+        if !everything && !opts.images.contains(&img.name) && !for_pod {
             continue;
         }
         let digest = assemble(img, &layout, state, opts)?;
+        descriptors.insert(img.name.clone(), layout.resolve(Some(&img.tag))?);
         if opts.explain {
             for t in &img.tapeouts {
                 for (p, why) in explain.get(t).into_iter().flatten() {
@@ -227,6 +254,28 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             name: img.name.clone(),
             tag: img.tag.clone(),
             digest,
+            pod: false,
+        });
+    }
+    for p in pods {
+        eprintln!("==> pod.{}", p.name);
+        let stage = |t: &str| state.join("tapeout").join(t);
+        let input = crate::pod::bundle::Input {
+            spec: p,
+            spec_dir: &plan.dir,
+            built: &descriptors,
+            tapeout_stage: &stage,
+            epoch: opts.epoch,
+            compression: opts.compression,
+            level: opts.level,
+        };
+        let d = crate::pod::bundle::write(&layout, &input, state, &crate::transport::defaults())
+            .with_context(|| format!("writing pod {}", p.name))?;
+        built.push(Built {
+            name: p.name.clone(),
+            tag: format!("{}:{}", p.name, p.version),
+            digest: d.digest().to_string(),
+            pod: true,
         });
     }
     Ok(built)

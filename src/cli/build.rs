@@ -24,6 +24,9 @@ pub struct Args {
     /// Build only these images.
     #[arg(long = "image", value_name = "NAME")]
     pub images: Vec<String>,
+    /// Build only these pods (and the images they need).
+    #[arg(long = "pod", value_name = "NAME")]
+    pub pods: Vec<String>,
     /// The layout to write: oci:DIR.
     #[arg(long, default_value = "oci:shipyard-out")]
     pub output: String,
@@ -97,6 +100,7 @@ pub fn run(a: Args) -> Result<()> {
     let opts = BuildOptions {
         output: out_dir,
         images: a.images.clone(),
+        pods: a.pods.clone(),
         keep_builder: a.keep_builder,
         explain: a.explain,
         epoch: crate::reproducible::epoch(a.timestamp)?,
@@ -105,7 +109,13 @@ pub fn run(a: Args) -> Result<()> {
     };
     let built = build(&plan, &opts)?;
     for b in &built {
-        eprintln!("{} -> oci:{}:{}", b.name, opts.output.display(), b.tag);
+        let what = if b.pod { "pod " } else { "" };
+        eprintln!(
+            "{what}{} -> oci:{}:{}",
+            b.name,
+            opts.output.display(),
+            b.tag
+        );
         println!("{}", b.digest);
     }
     for (name, dst) in &pushes {
@@ -122,7 +132,9 @@ pub fn run(a: Args) -> Result<()> {
         };
         let src = Reference::Oci {
             dir: opts.output.clone(),
-            tag: Some(b.tag.clone()),
+            // A pod's plain name tags it too (NAME:VERSION is not a
+            // registry tag).
+            tag: Some(if b.pod { b.name.clone() } else { b.tag.clone() }),
         };
         let report = transport::copy(&src, dst, &[], &topts)?;
         eprintln!("{} -> {}@{}", b.name, report.destination, report.digest);

@@ -23,7 +23,7 @@ pub fn run(a: Args) -> Result<()> {
     eprintln!(
         "removed {} blobs, freed {}",
         removed.len(),
-        super::inspect::human(freed)
+        crate::registry::progress::human(freed)
     );
     Ok(())
 }

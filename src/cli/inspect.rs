@@ -1,17 +1,109 @@
-use crate::oci::layout::ref_name;
+use crate::oci::layout::{ref_name, Layout};
+use crate::oci::media;
+use crate::pod::read::{self, Pod};
+use crate::reference::Reference;
+use crate::registry::progress::{human, Progress, Verbosity};
 use anyhow::Result;
 
-/// Show an image: digest, config, layers and tags.
+/// Show an image (digest, config, layers, tags) or a pod (members, their
+/// digests and sizes, volumes).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The image: oci:DIR[:TAG].
+    /// The image or pod: oci:DIR[:TAG] (or any reference).
     pub image: String,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
+/// An image's stored size: its config and layers.
+fn image_size(layout: &Layout, d: &oci_spec::image::Descriptor) -> Result<u64> {
+    let bytes = layout.read_blob(&media::digest_of(d)?, Some(d.size()))?;
+    Ok(d.size()
+        + media::children(&bytes)
+            .iter()
+            .map(|c| c.size())
+            .sum::<u64>())
+}
+
+fn show_pod(a: &Args, layout: &Layout, pod: &Pod) -> Result<()> {
+    let def = &pod.definition;
+    let mut containers = Vec::new();
+    for c in &def.containers {
+        let d = pod
+            .members
+            .iter()
+            .find(|(n, _)| n == &c.name)
+            .map(|(_, d)| d.clone())
+            .ok_or_else(|| anyhow::anyhow!("container {} has no image", c.name))?;
+        containers.push((c, image_size(layout, &d)?));
+    }
+    let volumes: Vec<(&crate::pod::Volume, u64)> = def
+        .volumes
+        .iter()
+        .map(|v| (v, pod.layers.get(&v.name).map_or(0, |l| l.size())))
+        .collect();
+    if a.json {
+        let v = serde_json::json!({
+            "pod": def.name,
+            "version": def.version,
+            "digest": pod.digest.to_string(),
+            "annotations": pod.annotations,
+            "containers": containers.iter().map(|(c, size)| serde_json::json!({
+                "name": c.name, "image": c.image, "size": size, "source": c.source,
+            })).collect::<Vec<_>>(),
+            "volumes": volumes.iter().map(|(v, size)| serde_json::json!({
+                "name": v.name, "layer": v.layer, "size": size, "files": v.files,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("Pod:          {} {}", def.name, def.version);
+    println!("Digest:       {}", pod.digest);
+    for (k, v) in &pod.annotations {
+        println!("Annotation:   {k}={v}");
+    }
+    println!("Containers:");
+    for (c, size) in &containers {
+        let from = c.source.as_deref().unwrap_or("built");
+        println!("  {:<16} {}  {:>10}  {from}", c.name, c.image, human(*size));
+    }
+    println!("Volumes:");
+    for (v, size) in &volumes {
+        println!(
+            "  {:<16} {:>4} files  {:>10}  {}",
+            v.name,
+            v.files.len(),
+            human(*size),
+            v.layer
+        );
+    }
+    let total: u64 = containers
+        .iter()
+        .map(|(_, s)| s)
+        .chain(volumes.iter().map(|(_, s)| s))
+        .sum();
+    println!(
+        "Total:        {} (shared layers counted per container)",
+        human(total)
+    );
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
+    let r = Reference::parse(&a.image)?;
+    let progress = Progress::new(Verbosity::Quiet);
+    let (layout, d) = crate::transport::source(
+        &r,
+        &crate::transport::defaults(),
+        &progress,
+        &mut crate::transport::Report::default(),
+    )?;
+    if read::is_pod(&layout, &d) {
+        let pod = read::load(&layout, &d)?;
+        return show_pod(&a, &layout, &pod);
+    }
     let (layout, image) = super::open_image(&a.image)?;
     let index = layout.index()?;
     let mut tags: Vec<String> = index
@@ -98,20 +190,4 @@ pub fn run(a: Args) -> Result<()> {
         image.layers().len()
     );
     Ok(())
-}
-
-/// Bytes as B/KiB/MiB/GiB.
-pub(crate) fn human(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
 }

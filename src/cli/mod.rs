@@ -10,6 +10,7 @@ mod inspect;
 mod login;
 pub mod man;
 mod manifest;
+mod pod;
 mod pull;
 mod push;
 mod sandbox_helper;
@@ -59,6 +60,7 @@ pub enum Command {
     Push(push::Args),
     Export(export::Args),
     Import(import::Args),
+    Pod(pod::Args),
     Login(login::Args),
     Logout(login::LogoutArgs),
     Shell(shell::Args),
@@ -82,6 +84,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Push(a) => push::run(a, cli.quiet),
         Command::Export(a) => export::run(a, cli.quiet),
         Command::Import(a) => import::run(a, cli.quiet),
+        Command::Pod(a) => pod::run(a),
         Command::Login(a) => login::run(a),
         Command::Logout(a) => login::run_logout(a),
         Command::Shell(a) => shell::run_cmd(a),

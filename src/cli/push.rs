@@ -40,7 +40,7 @@ pub struct Args {
 pub fn run(a: Args, quiet: bool) -> Result<()> {
     let dst = Reference::parse_or_registry(&a.destination)?;
     for t in &a.tags {
-        crate::oci::layout::validate_tag(t)?;
+        crate::oci::layout::validate_registry_tag(t)?;
     }
     let mut o = a.copy.options(quiet, PullPolicy::Missing, false)?;
     o.push.chunk_size = a.chunk_size;

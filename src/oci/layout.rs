@@ -70,7 +70,7 @@ pub enum LayoutError {
     #[error("{layout} holds no image")]
     Empty { layout: PathBuf },
     #[error(
-        "invalid tag {0:?}: tags are 1-128 chars of [A-Za-z0-9_.-], not starting with '.' or '-'"
+        "invalid tag {0:?}: tags are 1-128 chars of [A-Za-z0-9_.-:], not starting with '.', '-' or ':'"
     )]
     BadTag(String),
     #[error(transparent)]
@@ -86,19 +86,30 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
     }
 }
 
-/// Checks a tag the way the distribution spec spells them.
+/// Checks a tag the way the distribution spec spells them, plus `:`
+/// inside (the image-layout spec's `ref.name` allows it), so a pod can be
+/// tagged `NAME:VERSION`.
 pub fn validate_tag(tag: &str) -> Result<()> {
     let ok = !tag.is_empty()
         && tag.len() <= 128
         && tag
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        && !tag.starts_with(['.', '-']);
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'))
+        && !tag.starts_with(['.', '-', ':'])
+        && !tag.ends_with(':');
     if ok {
         Ok(())
     } else {
         Err(LayoutError::BadTag(tag.to_string()))
     }
+}
+
+/// A tag a registry accepts: [`validate_tag`] without `:`.
+pub fn validate_registry_tag(tag: &str) -> Result<()> {
+    if tag.contains(':') {
+        return Err(LayoutError::BadTag(tag.to_string()));
+    }
+    validate_tag(tag)
 }
 
 /// An OCI image layout directory.

@@ -10,6 +10,22 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
+/// On an index: the artifact type of the bundle it is. The image-spec 1.1
+/// `artifactType` field would say the same, but tools built on image-spec
+/// 1.0 (skopeo 1.9, Debian 12's) drop it when they copy an index, which
+/// changes its digest; an annotation survives every copy.
+pub const ARTIFACT_TYPE_ANNOTATION: &str = "io.shipyard.artifact-type";
+
+/// Whether an index bundles an artifact (travels whole) rather than
+/// offering one image per platform.
+pub fn is_artifact_index(index: &oci_spec::image::ImageIndex) -> bool {
+    index.artifact_type().is_some()
+        || index
+            .annotations()
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ARTIFACT_TYPE_ANNOTATION))
+}
+
 /// Our digest type from an oci-spec descriptor (validated).
 pub fn digest_of(d: &Descriptor) -> Result<Digest, DigestParseError> {
     d.digest().to_string().parse()

@@ -252,24 +252,26 @@ pub fn pull(
         let index: ImageIndex = serde_json::from_slice(&read(&top)?)
             .map_err(|e| protocol(format!("{r}: invalid index: {e}")))?;
         let digest = media::digest_of(&top).map_err(|e| protocol(e.to_string()))?;
+        // An index with an artifactType bundles an artifact (a pod): it
+        // is not a choice of platforms and travels whole.
+        let whole = matches!(selection, Selection::All) || media::is_artifact_index(&index);
         let children: Vec<Descriptor> =
             match selection {
-                Selection::All => index.manifests().to_vec(),
-                Selection::Platform(p) => vec![select_platform(&index, &digest, p)
+                Selection::Platform(p) if !whole => vec![select_platform(&index, &digest, p)
                     .map_err(|e| protocol(format!("{r}: {e}")))?],
+                _ => index.manifests().to_vec(),
             };
         for c in &children {
             let cd = media::digest_of(c).map_err(|e| protocol(e.to_string()))?;
             let got = fetch_manifest(client, repo, &cd.to_string(), cache)?;
             manifests.push(got);
         }
-        match selection {
-            Selection::All => top,
-            Selection::Platform(_) => {
-                let mut c = children[0].clone();
-                c.set_annotations(None);
-                c
-            }
+        if whole {
+            top
+        } else {
+            let mut c = children[0].clone();
+            c.set_annotations(None);
+            c
         }
     } else {
         manifests.push(top.clone());

@@ -5,6 +5,9 @@
 //! cycles (the cycle printed), missing source paths. Rules keep the order
 //! they are written in; they run as a DAG in that stable order.
 
+mod pod;
+pub use pod::{ContainerSpec, PodSpec, Port, VolumeSource, VolumeSpec, CONFIG_VOLUME};
+
 use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -132,7 +135,7 @@ struct RawSpec {
     #[serde(default)]
     image: IndexMap<String, Spanned<RawImage>>,
     #[serde(default)]
-    pod: Option<Spanned<toml::Value>>,
+    pod: IndexMap<String, Spanned<pod::RawPod>>,
 }
 
 /// A bind of a host source into the builder.
@@ -220,6 +223,7 @@ pub struct Plan {
     /// Build and tapeout rules in a stable topological order.
     pub steps: Vec<Step>,
     pub images: Vec<ImageSpec>,
+    pub pods: Vec<PodSpec>,
 }
 
 /// Edit distance, for "did you mean".
@@ -240,7 +244,10 @@ fn distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (distance(word, c), c))
@@ -249,13 +256,13 @@ fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -
         .map(|(_, c)| c)
 }
 
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     file: &'a str,
     text: &'a str,
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: std::ops::Range<usize>, msg: impl Into<String>) -> SpecError {
+    pub(crate) fn err(&self, span: std::ops::Range<usize>, msg: impl Into<String>) -> SpecError {
         let before = &self.text[..span.start.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -307,12 +314,6 @@ pub fn parse(
         }
         cx.err(span, msg)
     })?;
-    if let Some(p) = &raw.pod {
-        return Err(cx.err(
-            p.span(),
-            "[pod] tables are not supported by this version of shipyard yet",
-        ));
-    }
     let builder = raw.builder.unwrap_or(RawBuilder {
         from: default_from(),
         sources: IndexMap::new(),
@@ -590,6 +591,8 @@ pub fn parse(
         .into_iter()
         .filter_map(|id| steps.remove(&id))
         .collect();
+    let image_names: Vec<&str> = raw.image.keys().map(String::as_str).collect();
+    let pods = pod::parse_pods(&cx, &raw.pod, dir, &image_names, &tapeout_names)?;
     Ok(Plan {
         dir: dir.to_path_buf(),
         from,
@@ -598,12 +601,13 @@ pub fn parse(
         env,
         steps,
         images,
+        pods,
     })
 }
 
 /// `rootfs:DIR`, `oci:DIR[:TAG]` and the archives with a relative path
 /// are relative to the spec's directory, like sources.
-fn relative_to(reference: &str, dir: &Path) -> String {
+pub(crate) fn relative_to(reference: &str, dir: &Path) -> String {
     for scheme in ["rootfs:", "oci:", "oci-archive:", "docker-archive:"] {
         if let Some(rest) = reference.strip_prefix(scheme) {
             if !rest.starts_with('/') && !rest.is_empty() {

@@ -125,5 +125,6 @@ fn bad_values() {
     assert!(err("[tapeout.t]\ninclude = [\"/a\"]\nowner = \"app\"\n")
         .contains("expected UID or UID:GID"));
     assert!(err("[image.i]\ntapeouts = [\"nope\"]\n").contains("unknown tapeout `nope`"));
-    assert!(err("[pod.p]\nimages = []\n").contains("not supported"));
+    let e = err("[pod.p]\nimages = []\n");
+    assert!(e.contains("unknown key `images`"), "{e}");
 }

@@ -1,0 +1,409 @@
+//! Writes a pod: the member images (built in this pass or brought in from
+//! any reference), one layer per volume (the config files are the
+//! `config` volume), the definition, the artifact manifest and the index.
+//! Deterministic like every layer shipyard writes: same inputs, same
+//! index digest.
+
+use super::{
+    Container, Definition, EnvVar, Mount, Port, Volume, ARTIFACT_TYPE, CONTAINER_ANNOTATION,
+    DEFINITION_TYPE, DIRTY_ANNOTATION, ROLE_ANNOTATION, VOLUME_ANNOTATION,
+};
+use crate::layer::compress::Compression;
+use crate::layer::generate::TarOptions;
+use crate::oci::image::rfc3339;
+use crate::oci::layout::Layout;
+use crate::oci::media;
+use crate::rootfs::changeset::{Change, ChangeSet};
+use crate::rootfs::entry::{Kind, RelPath};
+use crate::rootfs::manifest::Manifest;
+use crate::rootfs::walk::{ownership_record_path, walk_with, Hashing, WalkOptions};
+use crate::spec::{PodSpec, VolumeSource, CONFIG_VOLUME};
+use anyhow::{bail, Context, Result};
+use oci_spec::image::{Descriptor, MediaType};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// What a pod is made from.
+pub struct Input<'a> {
+    pub spec: &'a PodSpec,
+    /// The directory of shipyard.toml (for git metadata).
+    pub spec_dir: &'a Path,
+    /// Images built in this pass: name → manifest descriptor in the layout.
+    pub built: &'a BTreeMap<String, Descriptor>,
+    /// Where a tapeout's selection was staged.
+    pub tapeout_stage: &'a dyn Fn(&str) -> PathBuf,
+    pub epoch: i64,
+    pub compression: Compression,
+    pub level: Option<i32>,
+}
+
+/// Git facts for the standard annotations, when `dir` is in a checkout.
+fn git_annotations(dir: &Path) -> BTreeMap<String, String> {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let mut a = BTreeMap::new();
+    if let Some(rev) = git(&["rev-parse", "HEAD"]).filter(|r| !r.is_empty()) {
+        a.insert("org.opencontainers.image.revision".to_string(), rev);
+        let dirty =
+            git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+        a.insert(DIRTY_ANNOTATION.to_string(), dirty.to_string());
+        if let Some(url) = git(&["config", "--get", "remote.origin.url"]).filter(|u| !u.is_empty())
+        {
+            a.insert("org.opencontainers.image.source".to_string(), url);
+        }
+    }
+    a
+}
+
+/// Copies `src` (a directory) into `dest`, keeping only paths matching
+/// `include` (relative globs; empty means all).
+fn copy_selected(src: &Path, dest: &Path, include: &[String]) -> Result<()> {
+    let set = if include.is_empty() {
+        None
+    } else {
+        let mut b = globset::GlobSetBuilder::new();
+        for g in include {
+            b.add(
+                globset::GlobBuilder::new(g)
+                    .literal_separator(true)
+                    .build()
+                    .with_context(|| format!("volume include glob {g:?}"))?,
+            );
+            // A glob naming a directory takes its contents.
+            b.add(globset::Glob::new(&format!(
+                "{}/**",
+                g.trim_end_matches('/')
+            ))?);
+        }
+        Some(b.build()?)
+    };
+    std::fs::create_dir_all(dest)?;
+    for e in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
+        let e = e?;
+        let rel = e.path().strip_prefix(src)?;
+        let ft = e.file_type();
+        if let Some(set) = &set {
+            if !ft.is_dir() && !set.is_match(rel) {
+                continue;
+            }
+        }
+        let to = dest.join(rel);
+        if ft.is_dir() {
+            continue;
+        }
+        if let Some(p) = to.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &to)?;
+        } else if ft.is_file() {
+            std::fs::copy(e.path(), &to)
+                .with_context(|| format!("copying {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn prefixed(prefix: &str, p: &RelPath) -> RelPath {
+    if p.is_root() {
+        RelPath::new(prefix.as_bytes().to_vec())
+    } else {
+        let mut b = prefix.as_bytes().to_vec();
+        b.push(b'/');
+        b.extend_from_slice(p.as_bytes());
+        RelPath::new(b)
+    }
+}
+
+/// Hard-links a staged tapeout under `root/prefix`, carrying its ownership
+/// record over with the paths moved.
+fn graft(stage: &Path, root: &Path, prefix: &str, record: &mut Manifest) -> Result<()> {
+    let dest = root.join(prefix);
+    std::fs::create_dir_all(&dest)?;
+    for e in walkdir::WalkDir::new(stage)
+        .min_depth(1)
+        .sort_by_file_name()
+    {
+        let e = e?;
+        let rel = e.path().strip_prefix(stage)?;
+        let to = dest.join(rel);
+        let ft = e.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir_all(&to)?;
+            std::fs::set_permissions(&to, std::fs::metadata(e.path())?.permissions())?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &to)?;
+        } else {
+            std::fs::hard_link(e.path(), &to)?;
+        }
+    }
+    let rec = ownership_record_path(stage);
+    if let Ok(f) = std::fs::File::open(&rec) {
+        let m = Manifest::parse(std::io::BufReader::new(f), &rec.display().to_string())?;
+        for (_, mut e) in m.entries {
+            e.path = prefixed(prefix, &e.path);
+            record.insert(e);
+        }
+    }
+    Ok(())
+}
+
+fn under(p: &RelPath, part: &str) -> bool {
+    let b = p.as_bytes();
+    b == part.as_bytes() || (b.starts_with(part.as_bytes()) && b.get(part.len()) == Some(&b'/'))
+}
+
+/// Writes the pod into `layout`, tags it `NAME:VERSION` and `NAME`, and
+/// returns the index descriptor.
+pub fn write(
+    layout: &Layout,
+    input: &Input,
+    work: &Path,
+    o: &crate::transport::Options,
+) -> Result<Descriptor> {
+    let spec = input.spec;
+    // 1. Member images.
+    let mut members: Vec<(String, Descriptor, Option<String>)> = Vec::new();
+    for c in &spec.containers {
+        let (d, source) = if c.built {
+            let d = input
+                .built
+                .get(&c.image)
+                .with_context(|| format!("pod {}: image {} was not built", spec.name, c.image))?;
+            (d.clone(), None)
+        } else {
+            let r = crate::reference::Reference::parse(&c.image)?;
+            let d = crate::transport::import_into(&r, layout, o).with_context(|| {
+                format!("pod {}: container {}: image {}", spec.name, c.name, c.image)
+            })?;
+            (d, Some(c.image.clone()))
+        };
+        if !media::is_image_manifest(d.media_type()) {
+            bail!(
+                "pod {}: container {}: {} is not an image",
+                spec.name,
+                c.name,
+                c.image
+            );
+        }
+        members.push((c.name.clone(), d, source));
+    }
+    // 2. Stage the volumes, `config` first.
+    let root = work.join(format!("pod-{}", spec.name));
+    if root.exists() {
+        std::fs::remove_dir_all(&root)?;
+    }
+    std::fs::create_dir_all(&root)?;
+    let mut record = Manifest::default();
+    let mut parts: Vec<String> = Vec::new();
+    if !spec.files.is_empty() {
+        for (dest, src) in &spec.files {
+            let to = root.join(CONFIG_VOLUME).join(dest);
+            std::fs::create_dir_all(to.parent().unwrap_or(&root))?;
+            std::fs::copy(src, &to)
+                .with_context(|| format!("pod {}: file {}", spec.name, src.display()))?;
+        }
+        parts.push(CONFIG_VOLUME.to_string());
+    }
+    for v in &spec.volumes {
+        match &v.source {
+            VolumeSource::Source { dir, include } => {
+                copy_selected(dir, &root.join(&v.name), include)
+                    .with_context(|| format!("pod {}: volume {}", spec.name, v.name))?
+            }
+            VolumeSource::Tapeout(t) => {
+                let stage = (input.tapeout_stage)(t);
+                if !stage.is_dir() {
+                    bail!(
+                        "pod {}: volume {}: tapeout {t} selected nothing (was it run?)",
+                        spec.name,
+                        v.name
+                    );
+                }
+                graft(&stage, &root, &v.name, &mut record)?;
+            }
+        }
+        std::fs::create_dir_all(root.join(&v.name))?;
+        parts.push(v.name.clone());
+    }
+    let f = std::fs::File::create(ownership_record_path(&root))?;
+    record.write_to(std::io::BufWriter::new(f))?;
+    // 3. One walk; owner and mode overrides of source volumes.
+    let mut tree = walk_with(&root, &WalkOptions::new(Hashing::None))?;
+    for v in &spec.volumes {
+        if !matches!(v.source, VolumeSource::Source { .. }) {
+            continue;
+        }
+        let paths: Vec<RelPath> = tree
+            .manifest
+            .entries
+            .keys()
+            .filter(|p| under(p, &v.name) && p.as_bytes() != v.name.as_bytes())
+            .cloned()
+            .collect();
+        for p in paths {
+            if let Some(e) = tree.manifest.entries.get_mut(&p) {
+                if let Some((u, g)) = v.owner {
+                    e.uid = u.into();
+                    e.gid = g.into();
+                }
+                if let Some(m) = v.mode {
+                    e.mode = match e.kind {
+                        Kind::Dir => m | ((m & 0o444) >> 2),
+                        Kind::File => m,
+                        _ => e.mode,
+                    };
+                }
+            }
+        }
+    }
+    let all = crate::rootfs::diff::diff(&tree, &Manifest::default())?;
+    // 4. A layer per volume.
+    let mut layers = Vec::new();
+    let mut volumes = Vec::new();
+    for part in &parts {
+        let changes = ChangeSet {
+            changes: all
+                .changes
+                .changes
+                .iter()
+                .filter(|c| matches!(c, Change::Put(e) if under(&e.path, part)))
+                .cloned()
+                .collect(),
+        };
+        let files: Vec<String> = changes
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Put(e) if e.kind != Kind::Dir => {
+                    Some(String::from_utf8_lossy(&e.path.as_bytes()[part.len() + 1..]).into_owned())
+                }
+                _ => None,
+            })
+            .collect();
+        let out = crate::layer::write_layer(
+            layout,
+            &changes,
+            &root,
+            input.compression,
+            input.level,
+            &TarOptions {
+                clamp_mtime: Some(input.epoch),
+            },
+        )?;
+        let mut d = out.descriptor;
+        d.set_annotations(Some(HashMap::from([
+            (VOLUME_ANNOTATION.to_string(), part.clone()),
+            ("org.opencontainers.image.title".to_string(), part.clone()),
+        ])));
+        volumes.push(Volume {
+            name: part.clone(),
+            layer: d.digest().to_string(),
+            diff_id: out.diff_id.to_string(),
+            files,
+        });
+        layers.push(d);
+    }
+    // 5. Definition, artifact manifest, index.
+    let definition = Definition {
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        containers: spec
+            .containers
+            .iter()
+            .zip(&members)
+            .map(|(c, (_, d, source))| Container {
+                name: c.name.clone(),
+                image: d.digest().to_string(),
+                source: source.clone(),
+                command: c.command.clone(),
+                args: c.args.clone(),
+                env: c
+                    .env
+                    .iter()
+                    .map(|(k, v)| EnvVar {
+                        name: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                ports: c
+                    .ports
+                    .iter()
+                    .map(|p| Port {
+                        port: p.port,
+                        protocol: p.protocol.clone(),
+                    })
+                    .collect(),
+                mounts: c
+                    .mounts
+                    .iter()
+                    .map(|(p, v)| Mount {
+                        path: p.clone(),
+                        volume: v.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        volumes,
+    };
+    let def_desc = layout.put_json(&definition, MediaType::Other(DEFINITION_TYPE.to_string()))?;
+    let created = rfc3339(input.epoch);
+    let artifact = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": ARTIFACT_TYPE,
+        "config": def_desc,
+        "layers": layers,
+        "annotations": { "org.opencontainers.image.created": created },
+    });
+    // No artifactType on the index or its descriptors: see
+    // media::ARTIFACT_TYPE_ANNOTATION. The manifest itself carries it.
+    let mut art_desc = layout.put_json(&artifact, MediaType::ImageManifest)?;
+    art_desc.set_annotations(Some(HashMap::from([(
+        ROLE_ANNOTATION.to_string(),
+        "definition".to_string(),
+    )])));
+    let mut manifests: Vec<Descriptor> = members
+        .iter()
+        .map(|(name, d, _)| {
+            let mut d = d.clone();
+            d.set_annotations(Some(HashMap::from([(
+                CONTAINER_ANNOTATION.to_string(),
+                name.clone(),
+            )])));
+            d
+        })
+        .collect();
+    manifests.push(art_desc);
+    let mut annotations: BTreeMap<String, String> = BTreeMap::new();
+    annotations.insert(
+        "org.opencontainers.image.version".into(),
+        spec.version.clone(),
+    );
+    annotations.insert("org.opencontainers.image.created".into(), created);
+    annotations.insert("org.opencontainers.image.title".into(), spec.name.clone());
+    annotations.insert(media::ARTIFACT_TYPE_ANNOTATION.into(), ARTIFACT_TYPE.into());
+    annotations.extend(git_annotations(input.spec_dir));
+    annotations.extend(spec.annotations.clone());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+        "annotations": annotations,
+    });
+    let desc = layout.put_json(&index, MediaType::ImageIndex)?;
+    layout.tag(&format!("{}:{}", spec.name, spec.version), &desc)?;
+    layout.tag(&spec.name, &desc)?;
+    std::fs::remove_dir_all(&root).ok();
+    Ok(desc)
+}
