@@ -15,12 +15,21 @@ fn src_dir() -> PathBuf {
 fn every_command_has_help() {
     let top = ok(["--help"]);
     for sub in [
-        "manifest", "diff", "unpack", "inspect", "tag", "gc", "shell",
+        "build", "manifest", "diff", "unpack", "inspect", "tag", "gc", "shell", "pull", "push",
+        "export", "import", "login", "logout", "pod",
     ] {
         assert!(top.contains(sub), "{sub} missing from --help");
         let h = ok([sub, "--help"]);
         assert!(h.contains("Usage: shipyard"), "{sub} --help: {h}");
         assert!(h.len() > 200, "{sub} --help is too thin: {h}");
+    }
+    for nested in ["unpack", "kube"] {
+        let h = ok(["pod", nested, "--help"]);
+        assert!(
+            h.contains("Usage: shipyard pod"),
+            "pod {nested} --help: {h}"
+        );
+        assert!(h.len() > 200, "pod {nested} --help is too thin: {h}");
     }
     assert!(ok(["--version"]).starts_with("shipyard "));
 }
