@@ -38,16 +38,29 @@ fn a_pod_is_an_index_of_its_images_and_a_definition_and_is_reproducible() {
     );
     assert_eq!(ann["org.example.team"], "infra");
     let m = index["manifests"].as_array().unwrap();
-    assert_eq!(m.len(), 3);
+    assert_eq!(m.len(), 4);
+    assert_eq!(m[2]["annotations"]["io.shipyard.pod.container"], "shell");
+    assert_eq!(
+        m[2]["digest"],
+        digest_of_tag(&proj.join("base"), "v1"),
+        "a referenced image is taken as is"
+    );
     assert_eq!(m[0]["annotations"]["io.shipyard.pod.container"], "web");
     assert_eq!(m[0]["digest"], digest_of_tag(&out, "web"));
     assert_eq!(m[1]["annotations"]["io.shipyard.pod.container"], "worker");
-    assert_eq!(m[2]["annotations"]["io.shipyard.pod.role"], "definition");
-    let art = json(&out, m[2]["digest"].as_str().unwrap());
+    assert_eq!(m[3]["annotations"]["io.shipyard.pod.role"], "definition");
+    let art = json(&out, m[3]["digest"].as_str().unwrap());
     assert_eq!(art["artifactType"], "application/vnd.shipyard.pod.v1");
     let def = json(&out, art["config"]["digest"].as_str().unwrap());
     assert_eq!(def["containers"][0]["image"], m[0]["digest"]);
     assert_eq!(def["containers"][0]["ports"][1]["protocol"], "udp");
+    assert!(
+        def["containers"][2]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("base:v1"),
+        "{def}"
+    );
     let vols: Vec<&str> = def["volumes"]
         .as_array()
         .unwrap()
@@ -75,7 +88,7 @@ fn a_pod_is_an_index_of_its_images_and_a_definition_and_is_reproducible() {
         format!("oci:{}:shop", out.display()),
     ]))
     .unwrap();
-    assert_eq!(j["containers"].as_array().unwrap().len(), 2);
+    assert_eq!(j["containers"].as_array().unwrap().len(), 3);
     assert!(j["containers"][0]["size"].as_u64().unwrap() > 0);
     // --pod builds the pod and the images it needs; --image alone no pod.
     let only = t.path().join("only");
@@ -160,7 +173,7 @@ fn unpack_gives_a_deployable_directory_and_kube_a_pinned_manifest() {
     let def: serde_json::Value = serde_json::from_str(&rd("pod.json")).unwrap();
     assert_eq!(def["name"], "shop");
     let images = shipyard::oci::layout::Layout::open(dest.join("images")).unwrap();
-    assert_eq!(images.tags().unwrap(), ["web", "worker"]);
+    assert_eq!(images.tags().unwrap(), ["shell", "web", "worker"]);
     // A second unpack into the same place is refused, not merged.
     let e = fails(["pod", "unpack", &r, dest.to_str().unwrap()]);
     assert!(e.contains("not empty"), "{e}");

@@ -186,7 +186,7 @@ pub fn write(
             let d = crate::transport::import_into(&r, layout, o).with_context(|| {
                 format!("pod {}: container {}: image {}", spec.name, c.name, c.image)
             })?;
-            (d, Some(c.image.clone()))
+            (d, Some(c.written.clone()))
         };
         if !media::is_image_manifest(d.media_type()) {
             bail!(

@@ -87,6 +87,9 @@ pub struct ContainerSpec {
     pub image: String,
     /// True when `image` names an image of this build.
     pub built: bool,
+    /// The image as the spec wrote it (relative paths stay relative, so
+    /// the pod's digest does not depend on where the checkout is).
+    pub written: String,
     pub command: Option<Vec<String>>,
     pub args: Option<Vec<String>>,
     pub env: Vec<(String, String)>,
@@ -355,6 +358,7 @@ pub(super) fn parse_pods(
                 name: cname.clone(),
                 image,
                 built,
+                written: img.clone(),
                 command: c.command.clone(),
                 args: c.args.clone(),
                 env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

@@ -49,6 +49,9 @@ mounts = { "/etc/app" = "config", "/srv/static" = "static", "/srv/gen" = "gen" }
 [pod.shop.containers.worker]
 image = "worker"
 
+[pod.shop.containers.shell]
+image = "oci:base:v1"
+
 [pod.shop.volumes.static]
 source = "static"
 mode = "0640"
