@@ -5,7 +5,7 @@
 #![cfg(feature = "e2e")]
 
 mod common;
-use common::registry::{require, Registry};
+use common::registry::{podman, podman_run, require, Registry};
 use common::*;
 use std::path::Path;
 use std::process::Command;
@@ -114,25 +114,6 @@ fn umoci_rootless_unpack_gives_the_source_tree() {
     );
 }
 
-fn podman(runtime_dir: &Path) -> Command {
-    let mut c = Command::new("podman");
-    // crun fails on these hybrid-cgroup machines; no fuse for overlay.
-    c.args([
-        "--runtime",
-        "runc",
-        "--cgroup-manager",
-        "cgroupfs",
-        "--events-backend",
-        "file",
-        "--storage-driver",
-        "vfs",
-    ]);
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && !is_root() {
-        c.env("XDG_RUNTIME_DIR", runtime_dir);
-    }
-    c
-}
-
 #[test]
 fn podman_runs_an_image_we_built() {
     require("podman");
@@ -152,20 +133,7 @@ fn podman_runs_an_image_we_built() {
     std::fs::create_dir_all(&rt).unwrap();
     // Root podman raises rlimits, which needs CAP_SYS_RESOURCE, which the
     // root of these sandboxes lacks: ask for modest limits instead.
-    let out = run(podman(&rt).args([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        &r,
-        "/bin/sh",
-        "-c",
-        "echo ok",
-    ]));
+    let out = run(podman(&rt).args(podman_run(&r, &["/bin/sh", "-c", "echo ok"])));
     assert_eq!(out.trim_end().lines().last(), Some("ok"), "{out}");
 }
 
@@ -243,18 +211,7 @@ fn the_hello_example_passes_skopeo_umoci_and_podman() {
     assert!(bundle.join("rootfs/usr/local/bin/hello").is_file());
     let rt = t.path().join("rt");
     std::fs::create_dir_all(&rt).unwrap();
-    let out = run(podman(&rt).args([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        &r,
-        "e2e",
-    ]));
+    let out = run(podman(&rt).args(podman_run(&r, &["e2e"])));
     assert_eq!(
         out.trim_end().lines().last(),
         Some("hello from shipyard, e2e")
@@ -300,20 +257,7 @@ fn both_images_of_the_second_example_pass_skopeo_umoci_and_podman() {
             .args(["unpack", "--rootless", "--image"])
             .arg(format!("{}:{img}", l.display()))
             .arg(t.path().join(format!("bundle-{img}"))));
-        let out = podman(&rt)
-            .args([
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-                &r,
-            ])
-            .output()
-            .unwrap();
+        let out = podman(&rt).args(podman_run(&r, &[])).output().unwrap();
         if img == "app" && !has_range {
             // Rootless podman without a subuid range can only hold files
             // owned by root; `app` has uid 1000 files. Its error says so.

@@ -4,7 +4,7 @@
 
 mod common;
 use common::pod::*;
-use common::registry::{require, Registry};
+use common::registry::{podman, podman_run, require, Registry};
 use common::*;
 use std::process::Command;
 
@@ -111,34 +111,9 @@ fn a_pod_travels_whole_through_skopeo_and_a_registry_and_its_images_run() {
         ("web", "/out/web/id", "web"),
         ("worker", "/out/web/wid", "worker"),
     ] {
-        let mut c = Command::new("podman");
-        c.args([
-            "--runtime",
-            "runc",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "file",
-            "--storage-driver",
-            "vfs",
-        ]);
-        if std::env::var_os("XDG_RUNTIME_DIR").is_none() && !is_root() {
-            c.env("XDG_RUNTIME_DIR", &rt);
-        }
-        let o = run(c.args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            &format!("oci:{}:{image}", out.display()),
-            "/bin/sh",
-            "-c",
-            &format!("read l < {file}; echo $l"),
-        ]));
+        let script = format!("read l < {file}; echo $l");
+        let image = format!("oci:{}:{image}", out.display());
+        let o = run(podman(&rt).args(podman_run(&image, &["/bin/sh", "-c", &script])));
         assert_eq!(o.trim_end().lines().last(), Some(want), "{o}");
     }
 }

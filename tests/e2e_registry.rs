@@ -4,7 +4,7 @@
 #![cfg(feature = "e2e")]
 
 mod common;
-use common::registry::{require, Fault, FaultProxy, Registry, PASSWORD, USER};
+use common::registry::{podman, podman_run, require, Fault, FaultProxy, Registry, PASSWORD, USER};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -519,25 +519,6 @@ fn a_flaky_network_is_ridden_out_and_a_dead_one_fails_cleanly() {
     );
 }
 
-fn podman(rt: &Path) -> Command {
-    require("podman");
-    let mut c = Command::new("podman");
-    c.args([
-        "--runtime",
-        "runc",
-        "--cgroup-manager",
-        "cgroupfs",
-        "--events-backend",
-        "file",
-        "--storage-driver",
-        "vfs",
-    ]);
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && !is_root() {
-        c.env("XDG_RUNTIME_DIR", rt);
-    }
-    c
-}
-
 #[test]
 fn podman_loads_and_runs_both_archive_formats() {
     let e = Env::new();
@@ -563,25 +544,7 @@ fn podman_loads_and_runs_both_archive_formats() {
     ]);
     let o = e.p("o.tar");
     e.ok(&["export", &img, &format!("oci-archive:{}:v1", o.display())]);
-    let run_args = |image: &str| -> Vec<String> {
-        [
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            image,
-            "/bin/sh",
-            "-c",
-            "echo ran",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
+    let run_args = |image: &str| podman_run(image, &["/bin/sh", "-c", "echo ran"]);
     let out = podman(&rt)
         .args(["load", "-i", d.to_str().unwrap()])
         .output()

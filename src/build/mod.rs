@@ -412,7 +412,7 @@ fn annotate(
 
 /// Merges staged tapeout trees (later ones win) with their ownership
 /// records, using hard links (same filesystem).
-fn merge_stages(stages: Vec<PathBuf>, into: &Path) -> Result<()> {
+pub(crate) fn merge_stages(stages: Vec<PathBuf>, into: &Path) -> Result<()> {
     std::fs::create_dir_all(into)?;
     let mut record = Manifest::default();
     for s in &stages {

@@ -125,35 +125,22 @@ fn prefixed(prefix: &str, p: &RelPath) -> RelPath {
     }
 }
 
-/// Hard-links a staged tapeout under `root/prefix`, carrying its ownership
-/// record over with the paths moved.
+/// Hard-links a staged tapeout under `root/prefix` (as a build merges
+/// stages), carrying its ownership record over with the paths moved.
 fn graft(stage: &Path, root: &Path, prefix: &str, record: &mut Manifest) -> Result<()> {
     let dest = root.join(prefix);
-    std::fs::create_dir_all(&dest)?;
-    for e in walkdir::WalkDir::new(stage)
-        .min_depth(1)
-        .sort_by_file_name()
-    {
-        let e = e?;
-        let rel = e.path().strip_prefix(stage)?;
-        let to = dest.join(rel);
-        let ft = e.file_type();
-        if ft.is_dir() {
-            std::fs::create_dir_all(&to)?;
-            std::fs::set_permissions(&to, std::fs::metadata(e.path())?.permissions())?;
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &to)?;
-        } else {
-            std::fs::hard_link(e.path(), &to)?;
-        }
-    }
-    let rec = ownership_record_path(stage);
-    if let Ok(f) = std::fs::File::open(&rec) {
-        let m = Manifest::parse(std::io::BufReader::new(f), &rec.display().to_string())?;
-        for (_, mut e) in m.entries {
-            e.path = prefixed(prefix, &e.path);
-            record.insert(e);
-        }
+    crate::build::merge_stages(vec![stage.to_path_buf()], &dest)?;
+    // merge_stages leaves the record beside `dest`, inside `root`: move
+    // its entries into the root's record and the file out of the tree.
+    let rec = ownership_record_path(&dest);
+    let m = Manifest::parse(
+        std::io::BufReader::new(std::fs::File::open(&rec)?),
+        &rec.display().to_string(),
+    )?;
+    std::fs::remove_file(&rec)?;
+    for (_, mut e) in m.entries {
+        e.path = prefixed(prefix, &e.path);
+        record.insert(e);
     }
     Ok(())
 }

@@ -23,6 +23,49 @@ pub fn require(tool: &str) {
     );
 }
 
+/// podman as these machines need it: runc (crun fails on hybrid cgroups),
+/// cgroupfs, file events, vfs storage (no fuse), and an XDG_RUNTIME_DIR
+/// when the user has none.
+pub fn podman(runtime_dir: &Path) -> Command {
+    require("podman");
+    let mut c = Command::new("podman");
+    c.args([
+        "--runtime",
+        "runc",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "file",
+        "--storage-driver",
+        "vfs",
+    ]);
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && !nix::unistd::geteuid().is_root() {
+        c.env("XDG_RUNTIME_DIR", runtime_dir);
+    }
+    c
+}
+
+/// `podman run` arguments for IMAGE and ARGV, with no network and modest
+/// rlimits (root here lacks CAP_SYS_RESOURCE, which podman's defaults need).
+pub fn podman_run(image: &str, argv: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        image,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(argv.iter().map(|s| s.to_string()));
+    v
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
