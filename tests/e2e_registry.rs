@@ -351,6 +351,33 @@ fn a_protected_tls_registry_needs_login_and_the_right_ca() {
         err.contains("rejected the credentials") && err.contains("--creds"),
         "{err}"
     );
+    // Without REGISTRY_AUTH_FILE, login writes podman's default,
+    // $XDG_RUNTIME_DIR/containers/auth.json, and push finds it there.
+    let xdg = e.p("xdg");
+    std::fs::create_dir_all(&xdg).unwrap();
+    let mut c = e.cmd(&[
+        "login",
+        "--cert-dir",
+        certs,
+        "-u",
+        USER,
+        "--password-stdin",
+        &reg.host(),
+    ]);
+    c.env_remove("REGISTRY_AUTH_FILE")
+        .env("XDG_RUNTIME_DIR", &xdg);
+    assert_success(
+        &pipe(&mut c, &format!("{PASSWORD}\n")),
+        "login to the XDG default",
+    );
+    assert!(xdg.join("containers/auth.json").is_file());
+    let out = e
+        .cmd(&["push", "--cert-dir", certs, &src, &reg.url("secure/xdg:v1")])
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .output()
+        .unwrap();
+    assert_success(&out, "push with credentials from $XDG_RUNTIME_DIR");
     // Logout forgets.
     e.ok(&["logout", &reg.host()]);
     let err = e.err(&[
@@ -786,5 +813,89 @@ fn progress_bars_on_a_terminal_and_lines_otherwise() {
         out.stderr.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_multi_platform_index_gives_the_host_platform_or_the_one_asked_or_all() {
+    use shipyard::oci::layout::Layout;
+    let reg = Registry::start();
+    let e = Env::new();
+    // Two images, declared as linux/amd64 and linux/arm64 in one index.
+    let mut descs = Vec::new();
+    for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
+        let tree = e.p(&format!("t{i}"));
+        write(&tree.join("arch"), arch.as_bytes(), 0o644);
+        let d = ok([
+            "diff",
+            tree.to_str().unwrap(),
+            "--against",
+            "scratch",
+            "--output",
+            &format!("oci:{}:{arch}", e.p("l").display()),
+        ]);
+        let size = std::fs::metadata(
+            e.p("l/blobs/sha256")
+                .join(d.trim().trim_start_matches("sha256:")),
+        )
+        .unwrap()
+        .len();
+        descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": d.trim(), "size": size,
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let layout = Layout::open(e.p("l")).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descs});
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let (idx, size) = layout.put_bytes(&bytes).unwrap();
+    let desc = oci_spec::image::Descriptor::new(
+        oci_spec::image::MediaType::ImageIndex,
+        size,
+        shipyard::oci::media::to_spec_digest(&idx),
+    );
+    layout.tag("multi", &desc).unwrap();
+    let remote = reg.url("multi/app:v1");
+    let pushed = e.json(&[
+        "push",
+        "--tls-verify=false",
+        &format!("oci:{}:multi", e.p("l").display()),
+        &remote,
+    ]);
+    assert_eq!(
+        pushed["digest"],
+        idx.to_string(),
+        "the index goes up as it is"
+    );
+    let host = descs[0]["digest"].as_str().unwrap();
+    let arm = descs[1]["digest"].as_str().unwrap();
+    let pull = |extra: &[&str], tag: &str| -> serde_json::Value {
+        let mut a = vec!["pull", "--tls-verify=false"];
+        a.extend_from_slice(extra);
+        let dst = format!("oci:{}:{tag}", e.p("back").display());
+        a.extend_from_slice(&[remote.as_str(), dst.as_str()]);
+        e.json(&a)
+    };
+    assert_eq!(
+        pull(&[], "host")["digest"],
+        host,
+        "the host's platform by default"
+    );
+    assert_eq!(pull(&["--platform", "linux/arm64"], "arm")["digest"], arm);
+    assert_eq!(pull(&["--all"], "all")["digest"], idx.to_string());
+    let got = ok(["manifest", &format!("oci:{}:arm", e.p("back").display())]);
+    assert!(got.contains("/arch"), "{got}");
+    let err = e.err(&[
+        "pull",
+        "--tls-verify=false",
+        "--platform",
+        "linux/s390x",
+        &remote,
+        &format!("oci:{}", e.p("x").display()),
+    ]);
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/amd64, linux/arm64"),
+        "{err}"
     );
 }

@@ -166,6 +166,10 @@ fn unpack_gives_a_deployable_directory_and_kube_a_pinned_manifest() {
     let rd = |p: &str| std::fs::read_to_string(dest.join(p)).unwrap();
     assert_eq!(rd("volumes/config/app.conf"), "greeting=hi\n");
     assert_eq!(rd("volumes/static/css/site.css"), "body{}\n");
+    assert!(
+        !dest.join("volumes/static/draft.txt").exists(),
+        "include globs select"
+    );
     assert_eq!(rd("volumes/gen/gen.txt"), "generated\n");
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(dest.join("volumes/static/index.html")).unwrap();

@@ -54,6 +54,7 @@ image = "oci:base:v1"
 
 [pod.shop.volumes.static]
 source = "static"
+include = ["index.html", "css"]
 mode = "0640"
 
 [pod.shop.volumes.gen]
@@ -67,6 +68,7 @@ pub fn project(dir: &Path) -> PathBuf {
     write(&p.join("conf/app.conf"), b"greeting=hi\n", 0o644);
     write(&p.join("static/index.html"), b"<h1>shop</h1>\n", 0o644);
     write(&p.join("static/css/site.css"), b"body{}\n", 0o644);
+    write(&p.join("static/draft.txt"), b"not selected\n", 0o644);
     std::fs::write(p.join("shipyard.toml"), SPEC).unwrap();
     let root = dir.join("baseroot");
     shell_rootfs(&root);
