@@ -164,7 +164,10 @@ fn no_process_outlives_the_step() {
     let sl = unique_sleep(1);
     // The background sleep is really started (the step waits until it
     // shows in /proc), then the step exits and leaves it behind.
-    let script = format!("{sl} & while ! grep -q '^{sl}' /proc/[0-9]*/cmdline 2>/dev/null; do :; done; tr '\\0' ' ' < /proc/$!/cmdline; echo");
+    // Wait on the child itself: until it has exec'd, its cmdline is the
+    // forked shell's (and grep over /proc/*/cmdline would match the shell,
+    // since GNU grep may split binary input at NULs).
+    let script = format!("{sl} & until tr '\\0' ' ' < /proc/$!/cmdline | grep -q '^{sl}'; do :; done; tr '\\0' ' ' < /proc/$!/cmdline; echo");
     let out = shell(&["--", "sh", "-c", &script]);
     assert_success(&out, "shell");
     assert_eq!(
