@@ -35,6 +35,17 @@ pub fn cache_dir() -> Result<PathBuf, CacheError> {
     Ok(PathBuf::from(home).join(".cache").join("shipyard"))
 }
 
+/// Where the cache's OCI layout lives under a cache root.
+fn layout_path(root: &Path) -> PathBuf {
+    root.join("oci")
+}
+
+/// Whether `layout` is the user's cache (whose blobs were verified on the
+/// way in), without creating the cache to find out.
+pub fn is_cache_layout(layout: &Layout) -> bool {
+    cache_dir().is_ok_and(|d| layout_path(&d) == layout.root())
+}
+
 /// The shared blob cache and its records.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -70,7 +81,7 @@ impl Cache {
     }
 
     pub fn at(root: PathBuf) -> Result<Cache, CacheError> {
-        let layout = Layout::open_or_create(root.join("oci"))?;
+        let layout = Layout::open_or_create(layout_path(&root))?;
         Ok(Cache { root, layout })
     }
 
@@ -91,13 +102,11 @@ impl Cache {
         if let Some(d) = &r.digest {
             let digest: Digest = d.parse().ok()?;
             let bytes = self.layout.read_blob(&digest, None).ok()?;
-            let mut desc = Descriptor::new(
+            return Some(Descriptor::new(
                 crate::oci::media::sniff_manifest_type(&bytes),
                 bytes.len() as u64,
                 crate::oci::media::to_spec_digest(&digest),
-            );
-            desc.set_annotations(None);
-            return Some(desc);
+            ));
         }
         let text =
             std::fs::read_to_string(key_file(&self.root.join("refs"), &r.to_string())).ok()?;

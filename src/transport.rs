@@ -179,8 +179,10 @@ pub fn source(
 /// Writes the image `d` of `from` to `dst`, tagged with `dst`'s tag, else
 /// `default_tag`, plus `extra_tags` (registries and layouts). Returns the
 /// digest of what the destination names.
+/// `d` carries no annotations ([`copy`] drops them; its tag is
+/// `default_tag`).
 #[allow(clippy::too_many_arguments)]
-pub fn write(
+fn write(
     from: &Layout,
     d: &Descriptor,
     dst: &Reference,
@@ -202,10 +204,8 @@ pub fn write(
             if tags.is_empty() {
                 tags.push("latest".into());
             }
-            let mut clean = d.clone();
-            clean.set_annotations(None);
             for t in &tags {
-                layout.tag(t, &clean)?;
+                layout.tag(t, d)?;
             }
         }
         Reference::Registry(rr) => {
@@ -255,7 +255,7 @@ pub fn copy_closure(from: &Layout, d: &Descriptor, to: &Layout) -> Result<()> {
     if from.root() == to.root() {
         return Ok(());
     }
-    let trusted = Cache::open().is_ok_and(|c| c.layout.root() == from.root());
+    let trusted = crate::cache::is_cache_layout(from);
     for b in archive::closure(from, d)? {
         let bd = media::digest_of(&b)?;
         if trusted {

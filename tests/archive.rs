@@ -33,16 +33,7 @@ fn image(t: &Path) -> String {
     let a = t.join("a");
     rich_tree(&a, false);
     let r = format!("oci:{}:v1", t.join("l").display());
-    ok([
-        "diff",
-        a.to_str().unwrap(),
-        "--against",
-        "scratch",
-        "--output",
-        &r,
-    ])
-    .trim()
-    .to_string()
+    diff_scratch(&a, &r, &[])
 }
 
 fn src(t: &Path) -> String {
@@ -417,4 +408,93 @@ fn logout_and_login_errors() {
         ],
     );
     assert!(e.contains("--creds"), "{e}");
+}
+
+#[test]
+fn transfer_option_errors_are_clear_and_early() {
+    let t = tempfile::tempdir().unwrap();
+    let h = t.path();
+    image(h);
+    let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    let e = sy_err(
+        h,
+        &["push", &src(h), &format!("docker://127.0.0.1:1/a/b@{d}")],
+    );
+    assert!(e.contains("cannot push to a digest"), "{e}");
+    let e = sy_err(
+        h,
+        &["import", &src(h), &format!("oci:{}", h.join("x").display())],
+    );
+    assert!(e.contains("use `shipyard pull`"), "{e}");
+    let e = sy_err(
+        h,
+        &[
+            "pull",
+            "--platform",
+            "amd64",
+            "docker://127.0.0.1:1/a/b",
+            &format!("oci:{}", h.join("x").display()),
+        ],
+    );
+    assert!(e.contains("OS/ARCH"), "{e}");
+    // --cert-dir is checked before any connection.
+    let certs = h.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let e = sy_err(
+        h,
+        &[
+            "push",
+            "--cert-dir",
+            certs.to_str().unwrap(),
+            &src(h),
+            "docker://127.0.0.1:1/a/b",
+        ],
+    );
+    assert!(e.contains("--cert-dir") && e.contains("no *.crt"), "{e}");
+    std::fs::write(certs.join("client.cert"), "not a pem").unwrap();
+    let e = sy_err(
+        h,
+        &[
+            "push",
+            "--cert-dir",
+            certs.to_str().unwrap(),
+            &src(h),
+            "docker://127.0.0.1:1/a/b",
+        ],
+    );
+    assert!(e.contains("without its key"), "{e}");
+    std::fs::remove_file(certs.join("client.cert")).unwrap();
+    std::fs::write(
+        certs.join("ca.crt"),
+        "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let e = sy_err(
+        h,
+        &[
+            "push",
+            "--cert-dir",
+            certs.to_str().unwrap(),
+            &src(h),
+            "docker://127.0.0.1:1/a/b",
+        ],
+    );
+    assert!(
+        e.contains("--cert-dir") && e.contains("not accepted") && e.contains("BadEncoding"),
+        "{e}"
+    );
+    // An image is not a pod, and kube wants a registry repository.
+    let e = sy_err(
+        h,
+        &["pod", "unpack", &src(h), h.join("dest").to_str().unwrap()],
+    );
+    assert!(e.contains("is not a pod"), "{e}");
+    assert!(!h.join("dest").exists());
+    let e = sy_err(h, &["pod", "kube", &src(h)]);
+    assert!(e.contains("is not a pod"), "{e}");
+    let e = sy_err(
+        h,
+        &["push", "--tag", "a:b", &src(h), "docker://127.0.0.1:1/a/b"],
+    );
+    assert!(e.contains("invalid tag \"a:b\""), "{e}");
 }

@@ -7,7 +7,6 @@
 mod common;
 use common::registry::{podman, podman_run, require, Registry};
 use common::*;
-use std::path::Path;
 use std::process::Command;
 
 fn run(cmd: &mut Command) -> String {
@@ -16,19 +15,6 @@ fn run(cmd: &mut Command) -> String {
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert_success(&out, &format!("{cmd:?}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn diff_scratch(tree: &Path, out: &str, extra: &[&str]) -> String {
-    let mut a = vec![
-        "diff",
-        tree.to_str().unwrap(),
-        "--against",
-        "scratch",
-        "--output",
-        out,
-    ];
-    a.extend_from_slice(extra);
-    ok(a).trim().to_string()
 }
 
 #[test]

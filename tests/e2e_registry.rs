@@ -60,14 +60,7 @@ impl Env {
         let a = self.p("tree");
         rich_tree(&a, false);
         let r = format!("oci:{}:v1", self.p("l").display());
-        ok([
-            "diff",
-            a.to_str().unwrap(),
-            "--against",
-            "scratch",
-            "--output",
-            &format!("oci:{}:base", self.p("l").display()),
-        ]);
+        diff_scratch(&a, &format!("oci:{}:base", self.p("l").display()), &[]);
         let mut big = vec![0u8; size];
         let mut x: u64 = 0x9e3779b97f4a7c15;
         for b in big.iter_mut() {
@@ -184,14 +177,7 @@ fn skopeo_and_shipyard_read_each_others_pushes_and_builds_stack_on_registry_base
     let root = e.p("root");
     shell_rootfs(&root);
     let base = format!("oci:{}:base", e.p("l").display());
-    ok([
-        "diff",
-        root.to_str().unwrap(),
-        "--against",
-        "scratch",
-        "--output",
-        &base,
-    ]);
+    diff_scratch(&root, &base, &[]);
     skopeo(&[
         "copy",
         "--dest-tls-verify=false",
@@ -552,14 +538,7 @@ fn podman_loads_and_runs_both_archive_formats() {
     let root = e.p("root");
     shell_rootfs(&root);
     let img = format!("oci:{}:v1", e.p("l").display());
-    ok([
-        "diff",
-        root.to_str().unwrap(),
-        "--against",
-        "scratch",
-        "--output",
-        &img,
-    ]);
+    diff_scratch(&root, &img, &[]);
     let rt = e.p("rt");
     std::fs::create_dir_all(&rt).unwrap();
     let tag = format!("localhost/shipyard-e2e/arch{}:v1", std::process::id());
@@ -826,14 +805,7 @@ fn a_multi_platform_index_gives_the_host_platform_or_the_one_asked_or_all() {
     for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
         let tree = e.p(&format!("t{i}"));
         write(&tree.join("arch"), arch.as_bytes(), 0o644);
-        let d = ok([
-            "diff",
-            tree.to_str().unwrap(),
-            "--against",
-            "scratch",
-            "--output",
-            &format!("oci:{}:{arch}", e.p("l").display()),
-        ]);
+        let d = diff_scratch(&tree, &format!("oci:{}:{arch}", e.p("l").display()), &[]);
         let size = std::fs::metadata(
             e.p("l/blobs/sha256")
                 .join(d.trim().trim_start_matches("sha256:")),

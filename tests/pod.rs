@@ -286,3 +286,39 @@ fn bad_pods_are_named_with_file_line_and_column() {
     let e = spec_err("[pod.p]\nversion = \"1\"\n", &none);
     assert!(e.contains("containers"), "{e}");
 }
+
+#[test]
+fn build_pod_and_push_selection_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let proj = project(t.path());
+    let out = t.path().join("out");
+    let run = |args: &[&str]| {
+        shipyard()
+            .arg("build")
+            .arg(&proj)
+            .arg("--output")
+            .arg(format!("oci:{}", out.display()))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--pod", "shp"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("--pod shp: no such pod") && e.contains("shop"),
+        "{e}"
+    );
+    assert!(!out.exists(), "nothing built");
+    let o = run(&["--push", "docker://127.0.0.1:1/x"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("write --push NAME=REF"), "{e}");
+    let o = run(&["--push", "nope=docker://127.0.0.1:1/x"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("made no image nope"), "{e}");
+    // kube of a pod with a --registry that is not one.
+    let r = format!("oci:{}:shop", out.display());
+    let e = fails(["pod", "kube", &r, "--registry", "oci:/x"]);
+    assert!(e.contains("name a registry repository"), "{e}");
+}

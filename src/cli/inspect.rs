@@ -104,7 +104,8 @@ pub fn run(a: Args) -> Result<()> {
         let pod = read::load(&layout, &d)?;
         return show_pod(&a, &layout, &pod);
     }
-    let (layout, image) = super::open_image(&a.image)?;
+    let image = crate::oci::image::Image::load(&layout, &d)
+        .map_err(|e| anyhow::anyhow!("reading image {}: {e}", a.image))?;
     let index = layout.index()?;
     let mut tags: Vec<String> = index
         .manifests()

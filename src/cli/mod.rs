@@ -22,7 +22,7 @@ mod unpack;
 use crate::oci::image::Image;
 use crate::oci::layout::Layout;
 use crate::reference::Reference;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 /// Daemonless, rootless OCI image assembler.
@@ -111,12 +111,5 @@ pub(crate) fn oci_ref(s: &str) -> Result<(std::path::PathBuf, Option<String>)> {
 /// Opens the image any reference names: `oci:` directly, registries and
 /// archives through the shared cache (see [`crate::transport`]).
 pub fn open_image(s: &str) -> Result<(Layout, Image)> {
-    let r = Reference::parse(s)?;
-    if let Reference::Oci { dir, tag } = &r {
-        let layout = Layout::open(dir)?;
-        let desc = layout.resolve(tag.as_deref())?;
-        let image = Image::load(&layout, &desc).with_context(|| format!("reading image {s}"))?;
-        return Ok((layout, image));
-    }
-    crate::transport::open_image(&r, &crate::transport::defaults())
+    crate::transport::open_image(&Reference::parse(s)?, &crate::transport::defaults())
 }

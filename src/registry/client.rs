@@ -175,7 +175,28 @@ fn http_client(opts: &Options, insecure: bool) -> Result<reqwest::blocking::Clie
             b = b.identity(i);
         }
     }
-    b.build().map_err(setup_err)
+    b.build().map_err(|e| match &opts.cert_dir {
+        // The TLS set-up is where a bad certificate shows: name the
+        // directory and say why.
+        Some(dir) => RegistryError::Cert {
+            path: dir.clone(),
+            reason: format!("its certificates were not accepted: {}", error_chain(&e)),
+        },
+        None => setup_err(e),
+    })
+}
+
+/// An error and its causes, joined: reqwest's own message is often just
+/// "builder error".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Reads `*.crt` (CAs) and a `*.cert`/`*.key` pair from a certs.d

@@ -92,17 +92,6 @@ impl Progress {
         }
     }
 
-    /// A line that is not about one blob.
-    pub fn say(&self, line: &str) {
-        match self.mode {
-            Verbosity::Quiet => {}
-            Verbosity::Lines => eprintln!("{line}"),
-            Verbosity::Bars => {
-                let _ = self.multi.println(line);
-            }
-        }
-    }
-
     pub fn finish(&self) {
         self.total.finish_and_clear();
     }

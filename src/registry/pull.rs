@@ -13,7 +13,7 @@ use crate::reference::RegistryRef;
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 use reqwest::header::{ACCEPT as ACCEPT_H, CONTENT_TYPE};
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What to pull from an index.
 #[derive(Debug, Clone)]
@@ -192,38 +192,6 @@ impl Counters {
     }
 }
 
-/// Runs `f` over `items` on up to `jobs` threads; the first error wins.
-pub fn parallel<T: Sync>(
-    items: &[T],
-    jobs: usize,
-    f: impl Fn(&T) -> Result<()> + Sync,
-) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    let first_err = std::sync::Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, items.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= items.len() {
-                    return;
-                }
-                if let Err(e) = f(&items[i]) {
-                    if let Ok(mut g) = first_err.lock() {
-                        g.get_or_insert(e);
-                    }
-                    // Stop handing out work.
-                    next.store(items.len(), Ordering::Relaxed);
-                    return;
-                }
-            });
-        }
-    });
-    match first_err.into_inner() {
-        Ok(Some(e)) => Err(e),
-        _ => Ok(()),
-    }
-}
-
 /// Pulls `r` into the cache and returns the descriptor of what was
 /// selected: a platform's manifest, or the whole index with `All`.
 pub fn pull(
@@ -292,7 +260,7 @@ pub fn pull(
     for b in &blobs {
         progress.expect(b.size());
     }
-    parallel(&blobs, jobs, |b| {
+    super::parallel(&blobs, jobs, |b| {
         fetch_blob(client, repo, b, cache, progress, counters)
     })?;
     Ok(chosen)

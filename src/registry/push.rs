@@ -307,7 +307,6 @@ impl Upload<'_> {
             }
         }
         self.counters.uploaded.fetch_add(1, Ordering::Relaxed);
-        task.inc(0);
         task.done("done");
         self.note(&digest);
         Ok(())
@@ -407,7 +406,7 @@ pub fn push(
         progress,
         counters,
     };
-    super::pull::parallel(&blobs, opts.jobs, |b| job.run(b))?;
+    super::parallel(&blobs, opts.jobs, |b| job.run(b))?;
     let (top, children) = manifests
         .split_last()
         .ok_or_else(|| protocol("nothing to push".into()))?;

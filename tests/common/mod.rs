@@ -259,3 +259,18 @@ pub fn shell_rootfs(root: &Path) {
         std::os::unix::fs::symlink(&sh, root.join("bin/sh")).unwrap();
     }
 }
+
+/// `shipyard diff TREE --against scratch --output OUT EXTRA…`; returns the
+/// image digest.
+pub fn diff_scratch(tree: &Path, out: &str, extra: &[&str]) -> String {
+    let mut a = vec![
+        "diff",
+        tree.to_str().unwrap(),
+        "--against",
+        "scratch",
+        "--output",
+        out,
+    ];
+    a.extend_from_slice(extra);
+    ok(a).trim().to_string()
+}

@@ -72,14 +72,7 @@ pub fn project(dir: &Path) -> PathBuf {
     std::fs::write(p.join("shipyard.toml"), SPEC).unwrap();
     let root = dir.join("baseroot");
     shell_rootfs(&root);
-    ok([
-        "diff",
-        root.to_str().unwrap(),
-        "--against",
-        "scratch",
-        "--output",
-        &format!("oci:{}:v1", p.join("base").display()),
-    ]);
+    diff_scratch(&root, &format!("oci:{}:v1", p.join("base").display()), &[]);
     p
 }
 
