@@ -871,3 +871,34 @@ fn a_multi_platform_index_gives_the_host_platform_or_the_one_asked_or_all() {
         "{err}"
     );
 }
+
+#[test]
+fn a_blob_corrupted_in_transit_is_caught_by_its_digest_and_nothing_is_kept() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, _) = e.image(1 << 16);
+    e.ok(&["push", "--tls-verify=false", &src, &reg.url("bad/app:v1")]);
+    let liar = FaultProxy::start(reg.port, |_| Fault::CorruptBlob);
+    let e2 = Env::new();
+    let dest = e2.p("got");
+    let err = e2.err(&[
+        "pull",
+        "--tls-verify=false",
+        &liar.url("bad/app:v1"),
+        &format!("oci:{}", dest.display()),
+    ]);
+    assert!(
+        err.contains("is corrupt") && err.contains("hashes to"),
+        "{err}"
+    );
+    assert!(!dest.exists(), "a failed pull writes no layout");
+    // The cache holds only verified blobs: the manifest, nothing corrupt.
+    let blobs = e2.p("cache/shipyard/oci/blobs/sha256");
+    for f in std::fs::read_dir(&blobs).unwrap() {
+        let f = f.unwrap();
+        let name = f.file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "a temp file was left: {name}");
+        let bytes = std::fs::read(f.path()).unwrap();
+        assert_eq!(shipyard::oci::digest::Digest::of(&bytes).hex(), name);
+    }
+}

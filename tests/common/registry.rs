@@ -276,6 +276,8 @@ pub enum Fault {
     TooMany,
     /// Wait, then pass.
     Slow(Duration),
+    /// Pass, but flip the last byte of a blob download's body.
+    CorruptBlob,
 }
 
 /// A one-request-per-connection HTTP proxy that injects faults by
@@ -290,6 +292,9 @@ fn read_head(c: &mut TcpStream) -> Option<Vec<u8>> {
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         match c.read(&mut b) {
+            // A TLS hello (the --tls-verify=false probe): refuse it at
+            // once, as a plain-HTTP registry does.
+            Ok(1) if head.is_empty() && b[0] == 0x16 => return None,
             Ok(1) => head.push(b[0]),
             _ => return None,
         }
@@ -333,8 +338,14 @@ fn serve(mut c: TcpStream, upstream: u16, fault: Fault) {
         Fault::Error500 => return answer(&mut c, "500 Internal Server Error", ""),
         Fault::TooMany => return answer(&mut c, "429 Too Many Requests", "Retry-After: 1\r\n"),
         Fault::Slow(d) => std::thread::sleep(d),
-        Fault::Pass => {}
+        Fault::Pass | Fault::CorruptBlob => {}
     }
+    let corrupt = fault == Fault::CorruptBlob
+        && head_s.starts_with("GET ")
+        && head_s
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|p| p.contains("/blobs/sha256:"));
     // Forward with Connection: close, so one request is one connection.
     let mut lines: Vec<&str> = head_s
         .split("\r\n")
@@ -351,7 +362,21 @@ fn serve(mut c: TcpStream, upstream: u16, fault: Fault) {
     if u.write_all(fwd.as_bytes()).is_err() || u.write_all(&body).is_err() {
         return;
     }
-    let _ = std::io::copy(&mut u, &mut c);
+    if !corrupt {
+        let _ = std::io::copy(&mut u, &mut c);
+        return;
+    }
+    let mut resp = Vec::new();
+    let _ = u.read_to_end(&mut resp);
+    let body_start = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
+    if body_start.is_some_and(|s| s < resp.len()) {
+        let last = resp.len() - 1;
+        resp[last] ^= 0xff;
+    }
+    let _ = c.write_all(&resp);
 }
 
 impl FaultProxy {
