@@ -876,7 +876,7 @@ fn a_multi_platform_index_gives_the_host_platform_or_the_one_asked_or_all() {
 fn a_blob_corrupted_in_transit_is_caught_by_its_digest_and_nothing_is_kept() {
     let reg = Registry::start();
     let e = Env::new();
-    let (src, _) = e.image(1 << 16);
+    let (src, digest) = e.image(1 << 16);
     e.ok(&["push", "--tls-verify=false", &src, &reg.url("bad/app:v1")]);
     let liar = FaultProxy::start(reg.port, |_| Fault::CorruptBlob);
     let e2 = Env::new();
@@ -892,6 +892,25 @@ fn a_blob_corrupted_in_transit_is_caught_by_its_digest_and_nothing_is_kept() {
         "{err}"
     );
     assert!(!dest.exists(), "a failed pull writes no layout");
+    // A manifest that does not match its digest is refused, by tag
+    // (Docker-Content-Digest) and by digest (the reference pins it).
+    let liar = FaultProxy::start(reg.port, |_| Fault::CorruptManifest);
+    for r in [
+        liar.url("bad/app:v1"),
+        format!("{}@{digest}", liar.url("bad/app")),
+    ] {
+        let err = e2.err(&[
+            "pull",
+            "--tls-verify=false",
+            &r,
+            &format!("oci:{}", dest.display()),
+        ]);
+        assert!(
+            err.contains("manifest is corrupt") && err.contains("hashes to"),
+            "{err}"
+        );
+    }
+    assert!(!dest.exists());
     // The cache holds only verified blobs: the manifest, nothing corrupt.
     let blobs = e2.p("cache/shipyard/oci/blobs/sha256");
     for f in std::fs::read_dir(&blobs).unwrap() {

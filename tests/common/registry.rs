@@ -278,6 +278,8 @@ pub enum Fault {
     Slow(Duration),
     /// Pass, but flip the last byte of a blob download's body.
     CorruptBlob,
+    /// Pass, but flip the last byte of a manifest download's body.
+    CorruptManifest,
 }
 
 /// A one-request-per-connection HTTP proxy that injects faults by
@@ -338,14 +340,15 @@ fn serve(mut c: TcpStream, upstream: u16, fault: Fault) {
         Fault::Error500 => return answer(&mut c, "500 Internal Server Error", ""),
         Fault::TooMany => return answer(&mut c, "429 Too Many Requests", "Retry-After: 1\r\n"),
         Fault::Slow(d) => std::thread::sleep(d),
-        Fault::Pass | Fault::CorruptBlob => {}
+        Fault::Pass | Fault::CorruptBlob | Fault::CorruptManifest => {}
     }
-    let corrupt = fault == Fault::CorruptBlob
-        && head_s.starts_with("GET ")
-        && head_s
-            .split_whitespace()
-            .nth(1)
-            .is_some_and(|p| p.contains("/blobs/sha256:"));
+    let path = head_s.split_whitespace().nth(1).unwrap_or("");
+    let corrupt = head_s.starts_with("GET ")
+        && match fault {
+            Fault::CorruptBlob => path.contains("/blobs/sha256:"),
+            Fault::CorruptManifest => path.contains("/manifests/"),
+            _ => false,
+        };
     // Forward with Connection: close, so one request is one connection.
     let mut lines: Vec<&str> = head_s
         .split("\r\n")
