@@ -33,9 +33,12 @@ fn checkout(example: &str, into: &Path) -> PathBuf {
     dest
 }
 
+/// Runs `shipyard build`, with a step cache of the test's own (beside the
+/// layout), so no test sees what another cached.
 fn build(dir: &Path, layout: &Path, extra: &[&str]) -> std::process::Output {
     let mut c = shipyard();
-    c.arg("build")
+    c.env("XDG_CACHE_HOME", layout.with_extension("cache"))
+        .arg("build")
         .arg(dir)
         .arg("--output")
         .arg(format!("oci:{}", layout.display()))

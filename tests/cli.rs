@@ -16,7 +16,7 @@ fn every_command_has_help() {
     let top = ok(["--help"]);
     for sub in [
         "build", "manifest", "diff", "unpack", "inspect", "tag", "gc", "shell", "pull", "push",
-        "export", "import", "login", "logout", "pod",
+        "export", "import", "login", "logout", "pod", "cache",
     ] {
         assert!(top.contains(sub), "{sub} missing from --help");
         let h = ok([sub, "--help"]);

@@ -6,6 +6,39 @@ use crate::sandbox::spec::Root;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
+/// A builder base made ready: its root, its read-only tree and what it
+/// is, for cache keys.
+pub struct Base {
+    pub root: Root,
+    /// The read-only base tree (for tapeout lookups), if any.
+    pub lower: Option<PathBuf>,
+    /// What identifies this base's content: an image's manifest digest, a
+    /// tree's manifest digest, the host's identity (see
+    /// [`super::key::host_identity`]) or `scratch`.
+    pub identity: String,
+}
+
+/// Prepares a builder base with the state dirs it needs under `state`.
+pub fn prepare(from: &str, state: &Path) -> Result<Base> {
+    let (root, lower) = base_root(from, state)?;
+    let identity = if from == "host" {
+        super::key::host_identity(&host_dirs())
+    } else if from == "scratch" {
+        "scratch".to_string()
+    } else if from.starts_with("rootfs:") {
+        let dir = lower.as_deref().unwrap_or(Path::new("."));
+        super::key::tree_identity(dir)?
+    } else {
+        let (_, image) = crate::cli::open_image(from)?;
+        image.digest.to_string()
+    };
+    Ok(Base {
+        root,
+        lower,
+        identity,
+    })
+}
+
 /// The root of a builder base, with the state dirs it needs under `state`.
 /// Also returns the read-only base tree (for tapeout lookups), if any.
 pub fn base_root(from: &str, state: &Path) -> Result<(Root, Option<PathBuf>)> {
@@ -80,6 +113,9 @@ pub fn cached_unpack(reference: &str) -> Result<PathBuf> {
             Err(_) if dir.is_dir() => {}
             Err(e) => return Err(e).with_context(|| format!("unpacking builder base {reference}")),
         }
+    } else if let Ok(d) = std::fs::File::open(&dir) {
+        // Last used: now (for `cache prune --keep-duration`).
+        let _ = d.set_modified(std::time::SystemTime::now());
     }
     Ok(dir)
 }

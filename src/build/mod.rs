@@ -5,9 +5,15 @@
 //! so a failing build leaves the layout as it was.
 
 pub mod base;
+pub mod capture;
+pub mod key;
+pub mod remote;
+pub mod restore;
+pub mod stepcache;
 
 use crate::layer::compress::Compression;
 use crate::layer::generate::TarOptions;
+use crate::oci::digest::Digest;
 use crate::oci::image::{append_layer, empty_config, rfc3339, write_image};
 use crate::oci::layout::Layout;
 use crate::rootfs::changeset::Change;
@@ -18,9 +24,12 @@ use crate::sandbox::{detect_subids, host_dirs, RunOptions};
 use crate::spec::{ImageSpec, Plan, Step};
 use crate::tapeout::view::BuilderView;
 use anyhow::{bail, Context, Result};
+use key::StepKey;
 use oci_spec::image::Config;
-use std::collections::{BTreeMap, HashMap};
+use oci_spec::image::Descriptor;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use stepcache::{Record, RecordKind, StepCache};
 
 /// How to run a plan.
 pub struct BuildOptions {
@@ -34,6 +43,31 @@ pub struct BuildOptions {
     pub epoch: i64,
     pub compression: Compression,
     pub level: Option<i32>,
+    pub cache: CacheOptions,
+}
+
+/// How a build uses the step cache.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// Use cached results (false: `--no-cache`; results are still stored).
+    pub read: bool,
+    /// Step ids (`build.NAME`) to run whatever the cache holds.
+    pub no_cache_rules: Vec<String>,
+    /// A registry repository to look cached steps up in.
+    pub from: Option<crate::reference::RegistryRef>,
+    /// A registry repository to push this build's cached steps to.
+    pub to: Option<crate::reference::RegistryRef>,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            read: true,
+            no_cache_rules: Vec::new(),
+            from: None,
+            to: None,
+        }
+    }
 }
 
 /// A failed rule, as the user sees it.
@@ -78,6 +112,15 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<Vec<Built>> {
             );
         }
     }
+    for r in &opts.cache.no_cache_rules {
+        if !plan.steps.iter().any(|s| &s.id() == r) {
+            let names: Vec<String> = plan.steps.iter().map(|s| s.id()).collect();
+            bail!(
+                "--no-cache-rule {r}: no such rule in the spec (rules: {})",
+                names.join(", ")
+            );
+        }
+    }
     let state = tempfile::Builder::new()
         .prefix("shipyard-builder-")
         .tempdir()
@@ -101,11 +144,164 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<Vec<Built>> {
     result
 }
 
+/// Where one step stands in this build.
+#[derive(Debug, Clone)]
+enum Status {
+    /// Found in the cache (restored, or not even needed).
+    Hit(Box<Record>),
+    /// Must run: why.
+    Miss(String),
+}
+
+/// The cache side of a build: keys, lookups, and what each step decided.
+struct Planner<'a> {
+    plan: &'a Plan,
+    opts: &'a BuildOptions,
+    sc: StepCache,
+    remote: Option<remote::Remote>,
+}
+
+impl Planner<'_> {
+    /// Looks `key` up locally, then in the `--cache-from` registries.
+    fn lookup(&self, key: &StepKey) -> Option<Record> {
+        if let Some(r) = self.sc.lookup(&key.key) {
+            return Some(r);
+        }
+        let remote = self.remote.as_ref()?;
+        match remote.fetch(&self.sc, &key.key) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("cache lookup in the registry failed: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Whether `key` looks present (locally or in the registry), without
+    /// fetching or verifying anything.
+    fn probe(&self, key: &StepKey) -> bool {
+        self.sc.has(&key.key)
+            || self
+                .remote
+                .as_ref()
+                .is_some_and(|r| r.has(&key.key).unwrap_or(false))
+    }
+
+    /// Hit, or miss with the reason, for a step that is allowed to hit.
+    fn status(&self, step: &str, key: &StepKey, forced: Option<&str>) -> Status {
+        if let Some(why) = forced {
+            return Status::Miss(why.to_string());
+        }
+        match self.lookup(key) {
+            Some(r) => Status::Hit(Box::new(r)),
+            None => Status::Miss(self.why_missed(step, key)),
+        }
+    }
+
+    /// Which input of `key` changed since `step` was last built here.
+    fn why_missed(&self, step: &str, key: &StepKey) -> String {
+        let Some(last) = self.sc.last_parts(&self.plan.dir, step) else {
+            return "not in the cache (first build of this step here)".into();
+        };
+        let mut why = Vec::new();
+        for (name, now) in &key.parts {
+            let before = last.get(name);
+            if before == Some(now) {
+                continue;
+            }
+            why.push(match name.as_str() {
+                "base" => "the builder base changed".to_string(),
+                "mode" => "the builder's filesystem mode changed (overlay or copy)".to_string(),
+                "definition" => "its definition changed".to_string(),
+                "previous" => "an earlier rule changed".to_string(),
+                "tapeouts" => "a tapeout it holds changed".to_string(),
+                "runtime-base" => "the runtime base changed".to_string(),
+                "format" => {
+                    "the output format changed (compression, level or timestamp)".to_string()
+                }
+                n if n.starts_with("source:") => {
+                    let target = &n["source:".len()..];
+                    let now_c = self.sc.source(now);
+                    let old_c = before.and_then(|b| self.sc.source(b));
+                    match (now_c, old_c) {
+                        (Some(a), Some(b)) => {
+                            let files = a.changed_since(&b);
+                            let shown: Vec<&str> =
+                                files.iter().take(5).map(|s| s.as_str()).collect();
+                            let more = files.len().saturating_sub(shown.len());
+                            format!(
+                                "source {target} changed: {}{}",
+                                shown.join(", "),
+                                if more > 0 {
+                                    format!(" and {more} more")
+                                } else {
+                                    String::new()
+                                }
+                            )
+                        }
+                        _ => format!("source {target} changed"),
+                    }
+                }
+                other => format!("{other} changed"),
+            });
+        }
+        for name in last.keys() {
+            if !key.parts.contains_key(name) {
+                if let Some(t) = name.strip_prefix("source:") {
+                    why.push(format!("source {t} was removed"));
+                }
+            }
+        }
+        if why.is_empty() {
+            "not in the cache (pruned, or never stored)".into()
+        } else {
+            why.join("; ")
+        }
+    }
+
+    fn say(&self, step: &str, status: &str, why: &str) {
+        if why.is_empty() {
+            eprintln!("==> {step}: {status}");
+        } else {
+            eprintln!("==> {step}: {status}: {why}");
+        }
+        if self.opts.explain {
+            println!("{step}\t{status}\t{why}");
+        }
+    }
+}
+
+/// An image layer to make from a group of tapeouts.
+struct Group {
+    tapeouts: Vec<String>,
+    key: StepKey,
+    status: Status,
+}
+
+/// An image to assemble, with its runtime base opened.
+struct Planned {
+    spec: ImageSpec,
+    base: Option<(Layout, crate::oci::image::Image)>,
+    groups: Vec<Group>,
+}
+
 fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>> {
-    let (root, lower) = base::base_root(&plan.from, &state.join("builder"))?;
+    let base = base::prepare(&plan.from, &state.join("builder"))?;
+    let root = base.root.clone();
     let logs = state.join("logs");
     std::fs::create_dir_all(&logs)?;
     let subids = detect_subids();
+    let sc = StepCache::open().context("opening the step cache")?;
+    let remote = match &opts.cache.from {
+        Some(r) => Some(remote::Remote::new(r).with_context(|| format!("--cache-from {r}"))?),
+        None => None,
+    };
+    let planner = Planner {
+        plan,
+        opts,
+        sc,
+        remote,
+    };
     let binds: Vec<Bind> = plan
         .sources
         .iter()
@@ -117,7 +313,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
         .collect();
     let view = BuilderView::new(
         base::changes_dir(&root),
-        lower.into_iter().collect(),
+        base.lower.clone().into_iter().collect(),
         if plan.from == "host" {
             host_dirs()
         } else {
@@ -125,21 +321,276 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
         },
         subids,
     );
+    let copy_marker = match &root {
+        crate::sandbox::spec::Root::Overlay { work, .. } => {
+            Some(work.join(crate::sandbox::COPY_MARKER))
+        }
+        _ => None,
+    };
+    let copy_expected =
+        copy_marker.is_some() && std::env::var_os(crate::sandbox::NO_OVERLAY_ENV).is_some();
+    let mode = match &root {
+        crate::sandbox::spec::Root::Overlay { .. } if copy_expected => "copy",
+        crate::sandbox::spec::Root::Overlay { .. } => "overlay",
+        crate::sandbox::spec::Root::Dir(_) => "dir",
+        crate::sandbox::spec::Root::Host { .. } => "host",
+    };
+
+    // 1. Every step's key, before anything runs.
+    let mut sources = BTreeMap::new();
+    for s in &plan.sources {
+        let c = key::source_content(&s.host, Some(&planner.sc.stat_cache(&s.host)))?;
+        planner.sc.keep_source(&c);
+        sources.insert(
+            format!("source:{}", s.target.display()),
+            c.digest.to_string(),
+        );
+    }
+    let common = |parts: &mut BTreeMap<String, String>| {
+        parts.insert("base".into(), base.identity.clone());
+        parts.insert("mode".into(), mode.into());
+    };
+    let mut keys: Vec<StepKey> = Vec::new();
+    let mut previous = "none".to_string();
+    for step in &plan.steps {
+        let mut parts = BTreeMap::new();
+        common(&mut parts);
+        parts.insert("previous".into(), previous.clone());
+        match step {
+            Step::Build(b) => {
+                parts.extend(sources.clone());
+                let def = serde_json::json!({
+                    "run": b.run,
+                    "env": rule_env(plan, b, opts.epoch),
+                    "workdir": b.workdir,
+                    "user": b.user,
+                    "network": plan.network,
+                    "mounts": plan.sources.iter().map(|s| (s.target.clone(), s.writable)).collect::<Vec<_>>(),
+                });
+                parts.insert("definition".into(), key::digest_json(&def));
+            }
+            Step::Tapeout(t) => {
+                parts.insert("definition".into(), key::digest_json(t));
+            }
+        }
+        let k = StepKey::new(parts);
+        if matches!(step, Step::Build(_)) {
+            previous = k.key.to_string();
+        }
+        keys.push(k);
+    }
+    // Steps that must run whatever the cache holds: everything with
+    // --no-cache; with --no-cache-rule, that rule and every step after it
+    // (a cached change is only valid on the state it was captured on).
+    let first_forced = if !opts.cache.read {
+        Some(0)
+    } else {
+        plan.steps
+            .iter()
+            .position(|s| opts.cache.no_cache_rules.iter().any(|n| n == &s.id()))
+    };
+    let forced = |i: usize| -> Option<String> {
+        match first_forced {
+            Some(_) if !opts.cache.read => Some("--no-cache".into()),
+            Some(f) if i == f => Some("--no-cache-rule".into()),
+            Some(f) if i > f => Some(format!(
+                "{} is rebuilt (--no-cache-rule)",
+                plan.steps[f].id()
+            )),
+            _ => None,
+        }
+    };
+    let index_of = |name: &str| {
+        plan.steps
+            .iter()
+            .position(|s| matches!(s, Step::Tapeout(t) if t.name == name))
+    };
+
+    // 2. The images (and pods) asked for, and which of their layers the
+    //    cache already holds.
+    let everything = opts.images.is_empty() && opts.pods.is_empty();
+    let pods: Vec<&crate::spec::PodSpec> = plan
+        .pods
+        .iter()
+        .filter(|p| everything || opts.pods.contains(&p.name))
+        .collect();
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut needed: BTreeSet<String> = BTreeSet::new();
+    for img in &plan.images {
+        let for_pod = pods
+            .iter()
+            .any(|p| p.containers.iter().any(|c| c.built && c.image == img.name));
+        if !everything && !opts.images.contains(&img.name) && !for_pod {
+            continue;
+        }
+        let base = if img.from == "scratch" {
+            None
+        } else {
+            Some(crate::cli::open_image(&img.from)?)
+        };
+        let base_id = base
+            .as_ref()
+            .map_or("scratch".to_string(), |(_, b)| b.digest.to_string());
+        let grouped: Vec<Vec<String>> = if img.layer_per_tapeout {
+            img.tapeouts.iter().map(|t| vec![t.clone()]).collect()
+        } else {
+            vec![img.tapeouts.clone()]
+        };
+        let mut groups = Vec::new();
+        for (gi, g) in grouped.into_iter().enumerate() {
+            let tkeys: Vec<String> = g
+                .iter()
+                .filter_map(|t| index_of(t))
+                .map(|i| keys[i].key.to_string())
+                .collect();
+            let mut parts = BTreeMap::new();
+            parts.insert("tapeouts".into(), tkeys.join(","));
+            parts.insert("runtime-base".into(), base_id.clone());
+            parts.insert(
+                "format".into(),
+                format!("{:?} {:?} {}", opts.compression, opts.level, opts.epoch),
+            );
+            let k = StepKey::new(parts);
+            let forced_here = g.iter().filter_map(|t| index_of(t)).find_map(&forced);
+            let step = format!("image.{}#{gi}", img.name);
+            let status = planner.status(&step, &k, forced_here.as_deref());
+            if matches!(status, Status::Miss(_)) {
+                needed.extend(g.iter().cloned());
+            }
+            groups.push(Group {
+                tapeouts: g,
+                key: k,
+                status,
+            });
+        }
+        planned.push(Planned {
+            spec: img.clone(),
+            base,
+            groups,
+        });
+    }
+    for p in &pods {
+        for v in &p.volumes {
+            if let crate::spec::VolumeSource::Tapeout(t) = &v.source {
+                needed.insert(t.clone());
+            }
+        }
+    }
+
+    // 3. How far the builder must go: to the last rule the cache lacks
+    //    (every rule runs or is cached, so a test rule still gates the
+    //    build), and to the last tapeout needed that the cache lacks.
+    let mut statuses: Vec<Option<Status>> = vec![None; plan.steps.len()];
+    let mut last_needed: Option<usize> = None;
+    for (i, step) in plan.steps.iter().enumerate() {
+        if let Step::Build(_) = step {
+            if forced(i).is_some() || !planner.probe(&keys[i]) {
+                last_needed = Some(i);
+            }
+        }
+        if let Step::Tapeout(t) = step {
+            if needed.contains(&t.name) {
+                let s = planner.status(&step.id(), &keys[i], forced(i).as_deref());
+                if matches!(s, Status::Miss(_)) {
+                    last_needed = Some(i);
+                }
+                statuses[i] = Some(s);
+            }
+        }
+    }
+
+    // 4. The steps: cached rules are restored only when a later step must
+    //    really run on top of them.
+    let snapshot = state.join("changes.manifest");
+    let cache_layout = planner.sc.cache.layout.root().to_path_buf();
+    let mut pending: Vec<(Descriptor, String)> = Vec::new();
     let mut explain: BTreeMap<String, crate::tapeout::Explain> = BTreeMap::new();
+    let mut ran_rule = false;
+    let in_ns = |action: crate::sandbox::spec::Action, name: &str| -> Result<()> {
+        let spec = StepSpec {
+            root: root.clone(),
+            binds: Vec::new(),
+            network: crate::sandbox::spec::Network::None,
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            argv: Vec::new(),
+            hostname: "shipyard".into(),
+            user: (0, 0),
+            subids,
+            action,
+        };
+        let out = crate::sandbox::run(
+            &spec,
+            &RunOptions {
+                name: name.to_string(),
+                ..Default::default()
+            },
+        )?;
+        if out.code != 0 {
+            bail!("{name}: {}", out.tail.join("\n"));
+        }
+        Ok(())
+    };
+    let flush = |pending: &mut Vec<(Descriptor, String)>| -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(base::changes_dir(&root))?;
+        let job = restore::RestoreJob {
+            changes: base::changes_dir(&root),
+            snapshot: snapshot.clone(),
+            copy_from: base.lower.clone().into_iter().collect(),
+            copy_marker: copy_marker.clone().filter(|_| copy_expected),
+            cache_layout: cache_layout.clone(),
+            layers: std::mem::take(pending),
+        };
+        in_ns(
+            crate::sandbox::spec::Action::Restore(Box::new(job)),
+            "restore",
+        )
+        .context("restoring cached rules into the builder")
+    };
     let last_build = plan.steps.iter().rposition(|s| matches!(s, Step::Build(_)));
     for (index, step) in plan.steps.iter().enumerate() {
         let id = step.id();
+        let key = &keys[index];
+        if last_needed.is_none_or(|l| index > l) {
+            if let Step::Tapeout(t) = step {
+                if let Some(Some(Status::Hit(r))) = statuses.get(index) {
+                    restore_stage(&planner.sc, r, &state.join("tapeout").join(&t.name))?;
+                    explain.insert(t.name.clone(), explain_of(r));
+                    planner.sc.remember_parts(&plan.dir, &id, key);
+                    planner.say(&id, "cached", "");
+                    continue;
+                }
+            }
+            planner.sc.remember_parts(&plan.dir, &id, key);
+            planner.say(&id, "not needed", "every image that uses it is cached");
+            continue;
+        }
         match step {
             Step::Build(b) => {
-                let mut env: Vec<(String, String)> = vec![("HOME".into(), "/root".into())];
-                env.extend(plan.env.iter().cloned());
-                env.extend(b.env.iter().cloned());
-                env.push(("SOURCE_DATE_EPOCH".into(), opts.epoch.to_string()));
+                let status = if ran_rule && first_forced.is_none() {
+                    Status::Miss("an earlier rule ran".into())
+                } else {
+                    planner.status(&id, key, forced(index).as_deref())
+                };
+                match status {
+                    Status::Hit(r) => {
+                        planner.say(&id, "cached", "");
+                        planner.sc.remember_parts(&plan.dir, &id, key);
+                        pending.push((r.layer.clone(), r.diff_id.clone()));
+                        continue;
+                    }
+                    Status::Miss(why) => planner.say(&id, "run", &why),
+                }
+                flush(&mut pending)?;
+                ran_rule = true;
                 let spec = StepSpec {
                     root: root.clone(),
                     binds: binds.clone(),
                     network: plan.network,
-                    env,
+                    env: rule_env(plan, b, opts.epoch),
                     cwd: b.workdir.clone(),
                     argv: vec!["/bin/sh".into(), "-c".into(), b.run.clone()],
                     hostname: "shipyard".into(),
@@ -148,7 +599,6 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     action: crate::sandbox::spec::Action::Exec,
                 };
                 let log = logs.join(format!("{id}.log"));
-                eprintln!("==> {id}");
                 let out = crate::sandbox::run(
                     &spec,
                     &RunOptions {
@@ -171,19 +621,57 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     }
                     .into());
                 }
+                let copied = copy_marker.as_ref().is_some_and(|m| m.exists());
+                if copied != copy_expected {
+                    tracing::warn!(
+                        "{id}: overlay could not be mounted, so this build ran on a copy; its rules are not cached (set {} to cache copy builds)",
+                        crate::sandbox::NO_OVERLAY_ENV
+                    );
+                    continue;
+                }
+                let out_json = state.join(format!("{id}.capture.json"));
+                let job = capture::CaptureJob {
+                    changes: base::changes_dir(&root),
+                    snapshot: snapshot.clone(),
+                    lowers: base.lower.clone().into_iter().collect(),
+                    copy_mode: copy_expected,
+                    cache_layout: cache_layout.clone(),
+                    out: out_json.clone(),
+                };
+                in_ns(crate::sandbox::spec::Action::Capture(Box::new(job)), &id)
+                    .with_context(|| format!("{id}: caching its changes"))?;
+                let c: capture::Captured = serde_json::from_slice(&std::fs::read(&out_json)?)?;
+                let rec = Record::new(RecordKind::Rule, &id, c.descriptor, c.diff_id);
+                planner.sc.store(&key.key, &rec)?;
+                planner.sc.remember_parts(&plan.dir, &id, key);
             }
             Step::Tapeout(t) => {
-                eprintln!("==> {id}");
                 let stage = state.join("tapeout").join(&t.name);
-                let copy_mode = matches!(&root, crate::sandbox::spec::Root::Overlay { work, .. }
-                    if work.join(crate::sandbox::COPY_MARKER).exists());
+                std::fs::create_dir_all(state.join("tapeout"))?;
+                let status = statuses[index].clone();
+                match status {
+                    None => {
+                        planner.say(&id, "not needed", "every image that uses it is cached");
+                        continue;
+                    }
+                    Some(Status::Hit(r)) if !ran_rule => {
+                        restore_stage(&planner.sc, &r, &stage)?;
+                        explain.insert(t.name.clone(), explain_of(&r));
+                        planner.sc.remember_parts(&plan.dir, &id, key);
+                        planner.say(&id, "cached", "");
+                        continue;
+                    }
+                    Some(Status::Hit(_)) => planner.say(&id, "run", "an earlier rule ran"),
+                    Some(Status::Miss(why)) => planner.say(&id, "run", &why),
+                }
+                flush(&mut pending)?;
+                let copy_mode = copy_marker.as_ref().is_some_and(|m| m.exists());
                 let final_step = last_build.is_none_or(|l| index > l);
                 // Inside the build's user namespace: what a step gave to
                 // other ids is readable there, and owners are the image's.
                 let explain_out = state
                     .join("tapeout")
                     .join(format!("{}.explain.json", t.name));
-                std::fs::create_dir_all(state.join("tapeout"))?;
                 let job = crate::sandbox::spec::TapeoutJob {
                     rule: t.clone(),
                     changes: view.changes.clone(),
@@ -194,30 +682,13 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     final_step,
                     explain_out: explain_out.clone(),
                 };
-                let spec = StepSpec {
-                    root: root.clone(),
-                    binds: Vec::new(),
-                    network: crate::sandbox::spec::Network::None,
-                    env: Vec::new(),
-                    cwd: PathBuf::from("/"),
-                    argv: Vec::new(),
-                    hostname: "shipyard".into(),
-                    user: (0, 0),
-                    subids,
-                    action: crate::sandbox::spec::Action::Tapeout(Box::new(job)),
-                };
-                let out = crate::sandbox::run(
-                    &spec,
-                    &RunOptions {
-                        name: id.clone(),
-                        ..Default::default()
-                    },
-                )?;
-                if out.code != 0 {
-                    bail!("{id}: {}", out.tail.join("\n"));
-                }
+                in_ns(crate::sandbox::spec::Action::Tapeout(Box::new(job)), &id)?;
                 let ex: BTreeMap<String, String> =
                     serde_json::from_slice(&std::fs::read(&explain_out)?)?;
+                let rec = store_stage(&planner.sc, &id, &stage, ex.clone())
+                    .with_context(|| format!("{id}: caching its selection"))?;
+                planner.sc.store(&key.key, &rec)?;
+                planner.sc.remember_parts(&plan.dir, &id, key);
                 explain.insert(
                     t.name.clone(),
                     ex.into_iter().map(|(p, w)| (PathBuf::from(p), w)).collect(),
@@ -225,34 +696,25 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             }
         }
     }
+
+    // 5. The images and pods.
     let layout = Layout::open_or_create(&opts.output)?;
-    let everything = opts.images.is_empty() && opts.pods.is_empty();
-    let pods: Vec<&crate::spec::PodSpec> = plan
-        .pods
-        .iter()
-        .filter(|p| everything || opts.pods.contains(&p.name))
-        .collect();
     let mut built = Vec::new();
     let mut descriptors: BTreeMap<String, oci_spec::image::Descriptor> = BTreeMap::new();
-    for img in &plan.images {
-        let for_pod = pods
-            .iter()
-            .any(|p| p.containers.iter().any(|c| c.built && c.image == img.name));
-        if !everything && !opts.images.contains(&img.name) && !for_pod {
-            continue;
-        }
-        let digest = assemble(img, &layout, state, opts)?;
-        descriptors.insert(img.name.clone(), layout.resolve(Some(&img.tag))?);
+    let mut used: Vec<Digest> = keys.iter().map(|k| k.key.clone()).collect();
+    for img in planned {
+        let name = img.spec.name.clone();
+        let (digest, lines) = assemble(&img, &layout, state, opts, &planner, &explain)?;
+        used.extend(img.groups.iter().map(|g| g.key.key.clone()));
+        descriptors.insert(name.clone(), layout.resolve(Some(&img.spec.tag))?);
         if opts.explain {
-            for t in &img.tapeouts {
-                for (p, why) in explain.get(t).into_iter().flatten() {
-                    println!("{}\t{}\t{}", img.name, p.display(), why);
-                }
+            for (p, why) in lines {
+                println!("{name}\t{p}\t{why}");
             }
         }
         built.push(Built {
-            name: img.name.clone(),
-            tag: img.tag.clone(),
+            name,
+            tag: img.spec.tag.clone(),
             digest,
             pod: false,
         });
@@ -278,71 +740,217 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             pod: true,
         });
     }
+    if let Some(to) = &opts.cache.to {
+        let n =
+            remote::export(&planner.sc, to, &used).with_context(|| format!("--cache-to {to}"))?;
+        eprintln!("cache: {n} entries in {to}");
+    }
     Ok(built)
 }
 
-/// Runtime base + tapeout layer(s) + config, written and tagged.
-fn assemble(img: &ImageSpec, layout: &Layout, state: &Path, opts: &BuildOptions) -> Result<String> {
-    let (mut config, mut layers, base_manifest) = if img.from == "scratch" {
-        (empty_config(), Vec::new(), Manifest::default())
-    } else {
-        let (blayout, bimage) = crate::cli::open_image(&img.from)?;
-        bimage.copy_layers(&blayout, layout)?;
-        let m = crate::rootfs::from_image::manifest_of_image(&blayout, &bimage)
-            .with_context(|| format!("reading runtime base {}", img.from))?;
-        (bimage.config.clone(), bimage.manifest.layers().clone(), m)
+/// The environment a rule runs with (part of its cache key).
+fn rule_env(plan: &Plan, b: &crate::spec::BuildRule, epoch: i64) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![("HOME".into(), "/root".into())];
+    env.extend(plan.env.iter().cloned());
+    env.extend(b.env.iter().cloned());
+    env.push(("SOURCE_DATE_EPOCH".into(), epoch.to_string()));
+    env
+}
+
+fn explain_of(r: &Record) -> crate::tapeout::Explain {
+    r.explain
+        .iter()
+        .map(|(p, w)| (PathBuf::from(p), w.clone()))
+        .collect()
+}
+
+/// Stores a staged tapeout (with its ownership record) as a layer in the
+/// cache.
+fn store_stage(
+    sc: &StepCache,
+    step: &str,
+    stage: &Path,
+    explain: BTreeMap<String, String>,
+) -> Result<Record> {
+    std::fs::create_dir_all(stage)?;
+    let walked = walk_with(stage, &WalkOptions::new(Hashing::None))?;
+    let d = crate::rootfs::diff::diff(&walked, &Manifest::default())?;
+    let out = crate::layer::write_layer(
+        &sc.cache.layout,
+        &d.changes,
+        stage,
+        Compression::Gzip,
+        None,
+        &TarOptions { clamp_mtime: None },
+    )?;
+    let mut rec = Record::new(
+        RecordKind::Tapeout,
+        step,
+        out.descriptor,
+        out.diff_id.to_string(),
+    );
+    rec.explain = explain;
+    Ok(rec)
+}
+
+/// Puts a cached tapeout back where the images and pods read it.
+fn restore_stage(sc: &StepCache, r: &Record, stage: &Path) -> Result<()> {
+    if stage.exists() {
+        crate::sandbox::remove_tree(stage)?;
+    }
+    crate::layer::extract::unpack_layers(
+        &sc.cache.layout,
+        &[(r.layer.clone(), r.diff_id.clone())],
+        stage,
+    )
+    .with_context(|| format!("restoring cached {}", r.step))?;
+    Ok(())
+}
+
+/// Runtime base + tapeout layer(s) + config, written and tagged. Layers
+/// the cache holds are linked from it; the others are made from the
+/// staged tapeouts and stored. Returns the digest and the explanation.
+fn assemble(
+    img: &Planned,
+    layout: &Layout,
+    state: &Path,
+    opts: &BuildOptions,
+    planner: &Planner,
+    explain: &BTreeMap<String, crate::tapeout::Explain>,
+) -> Result<(String, Vec<(String, String)>)> {
+    let spec = &img.spec;
+    let (mut config, mut layers) = match &img.base {
+        None => (empty_config(), Vec::new()),
+        Some((blayout, bimage)) => {
+            bimage.copy_layers(blayout, layout)?;
+            (bimage.config.clone(), bimage.manifest.layers().clone())
+        }
     };
-    let groups: Vec<Vec<String>> = if img.layer_per_tapeout {
-        img.tapeouts.iter().map(|t| vec![t.clone()]).collect()
-    } else {
-        vec![img.tapeouts.clone()]
-    };
-    for (i, group) in groups.iter().enumerate() {
-        let tree = if group.len() == 1 {
-            state.join("tapeout").join(&group[0])
-        } else {
-            let merged = state.join("image").join(format!("{}-{i}", img.name));
-            merge_stages(
-                group
-                    .iter()
-                    .map(|t| state.join("tapeout").join(t))
-                    .collect(),
-                &merged,
-            )?;
-            merged
+    let mut base_manifest: Option<Manifest> = None;
+    let mut lines = Vec::new();
+    for (i, group) in img.groups.iter().enumerate() {
+        let step = format!("image.{}#{i}", spec.name);
+        let rec = match &group.status {
+            Status::Hit(r) => {
+                let d = crate::oci::media::digest_of(&r.layer)?;
+                layout.link_blob_from(&planner.sc.cache.layout, &d)?;
+                planner.say(
+                    &format!("image.{} layer {}", spec.name, i + 1),
+                    "cached",
+                    "",
+                );
+                (**r).clone()
+            }
+            Status::Miss(why) => {
+                planner.say(&format!("image.{} layer {}", spec.name, i + 1), "make", why);
+                if base_manifest.is_none() {
+                    base_manifest = Some(match &img.base {
+                        None => Manifest::default(),
+                        Some((blayout, bimage)) => {
+                            crate::rootfs::from_image::manifest_of_image(blayout, bimage)
+                                .with_context(|| format!("reading runtime base {}", spec.from))?
+                        }
+                    });
+                }
+                let rec = make_layer(
+                    &group.tapeouts,
+                    &format!("{}-{i}", spec.name),
+                    base_manifest.as_ref().unwrap_or(&Manifest::default()),
+                    layout,
+                    state,
+                    opts,
+                    explain,
+                )?;
+                let d = crate::oci::media::digest_of(&rec.layer)?;
+                planner.sc.cache.layout.link_blob_from(layout, &d)?;
+                planner.sc.store(
+                    &group.key.key,
+                    &Record {
+                        step: step.clone(),
+                        ..rec.clone()
+                    },
+                )?;
+                rec
+            }
         };
-        std::fs::create_dir_all(&tree)?;
-        let walked = walk_with(&tree, &WalkOptions::new(Hashing::None))?;
-        let mut d = crate::rootfs::diff::diff(&walked, &base_manifest)?;
-        // A tapeout only adds: what the runtime base has and the builder
-        // did not select stays.
-        d.changes.changes.retain(|c| matches!(c, Change::Put(_)));
-        let out = crate::layer::write_layer(
-            layout,
-            &d.changes,
-            &tree,
-            opts.compression,
-            opts.level,
-            &TarOptions {
-                clamp_mtime: Some(opts.epoch),
-            },
-        )?;
-        let by: Vec<String> = group.iter().map(|t| format!("tapeout.{t}")).collect();
+        planner
+            .sc
+            .remember_parts(&planner.plan.dir, &step, &group.key);
+        lines.extend(rec.explain.clone());
+        let by: Vec<String> = group
+            .tapeouts
+            .iter()
+            .map(|t| format!("tapeout.{t}"))
+            .collect();
+        let diff_id: Digest = rec.diff_id.parse()?;
         append_layer(
             &mut config,
-            &out.diff_id,
+            &diff_id,
             &rfc3339(opts.epoch),
             &format!("shipyard build: {}", by.join(" ")),
         );
-        layers.push(out.descriptor);
+        layers.push(rec.layer.clone());
     }
-    apply_config(&mut config, img);
+    apply_config(&mut config, spec);
     let mut desc = write_image(layout, &config, layers)?;
-    if !img.annotations.is_empty() {
-        desc = annotate(layout, &desc, &img.annotations)?;
+    if !spec.annotations.is_empty() {
+        desc = annotate(layout, &desc, &spec.annotations)?;
     }
-    layout.tag(&img.tag, &desc)?;
-    Ok(desc.digest().to_string())
+    layout.tag(&spec.tag, &desc)?;
+    Ok((desc.digest().to_string(), lines))
+}
+
+/// One image layer from staged tapeouts, diffed against the runtime base.
+fn make_layer(
+    group: &[String],
+    merged_name: &str,
+    base_manifest: &Manifest,
+    layout: &Layout,
+    state: &Path,
+    opts: &BuildOptions,
+    explain: &BTreeMap<String, crate::tapeout::Explain>,
+) -> Result<Record> {
+    let tree = if group.len() == 1 {
+        state.join("tapeout").join(&group[0])
+    } else {
+        let merged = state.join("image").join(merged_name);
+        merge_stages(
+            group
+                .iter()
+                .map(|t| state.join("tapeout").join(t))
+                .collect(),
+            &merged,
+        )?;
+        merged
+    };
+    std::fs::create_dir_all(&tree)?;
+    let walked = walk_with(&tree, &WalkOptions::new(Hashing::None))?;
+    let mut d = crate::rootfs::diff::diff(&walked, base_manifest)?;
+    // A tapeout only adds: what the runtime base has and the builder
+    // did not select stays.
+    d.changes.changes.retain(|c| matches!(c, Change::Put(_)));
+    let out = crate::layer::write_layer(
+        layout,
+        &d.changes,
+        &tree,
+        opts.compression,
+        opts.level,
+        &TarOptions {
+            clamp_mtime: Some(opts.epoch),
+        },
+    )?;
+    let mut rec = Record::new(
+        RecordKind::Layer,
+        merged_name,
+        out.descriptor,
+        out.diff_id.to_string(),
+    );
+    for t in group {
+        for (p, why) in explain.get(t).into_iter().flatten() {
+            rec.explain.insert(p.display().to_string(), why.clone());
+        }
+    }
+    Ok(rec)
 }
 
 fn apply_config(config: &mut oci_spec::image::ImageConfiguration, img: &ImageSpec) {

@@ -55,8 +55,35 @@ pub struct Args {
     /// defaults to the image's). With several images, NAME=REF.
     #[arg(long = "push", value_name = "[NAME=]REF")]
     pub push: Vec<String>,
+    /// Run every rule, whatever the step cache holds (results are still
+    /// stored for the next build).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Run this rule (build.NAME or tapeout.NAME) and every step after it,
+    /// whatever the cache holds. Repeatable.
+    #[arg(long = "no-cache-rule", value_name = "RULE")]
+    pub no_cache_rules: Vec<String>,
+    /// Look cached steps up in this registry repository (docker://HOST/REPO)
+    /// when the local cache misses, pulling only the layers needed.
+    #[arg(long, value_name = "REF")]
+    pub cache_from: Option<String>,
+    /// Push this build's cached steps to this registry repository
+    /// (docker://HOST/REPO), for other machines' --cache-from.
+    #[arg(long, value_name = "REF")]
+    pub cache_to: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+/// A `--cache-from`/`--cache-to` repository.
+fn cache_repo(flag: &str, s: &str) -> Result<crate::reference::RegistryRef> {
+    match Reference::parse_or_registry(s).with_context(|| format!("{flag} {s}"))? {
+        Reference::Registry(r) if r.digest.is_none() && (r.implied_tag || r.tag.is_none()) => Ok(r),
+        Reference::Registry(_) => {
+            bail!("{flag} {s}: name a repository (docker://HOST/REPO), without a tag or digest: cache entries are tagged by their keys")
+        }
+        _ => bail!("{flag} {s}: the step cache is shared through a registry: docker://HOST/REPO"),
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -106,6 +133,30 @@ pub fn run(a: Args) -> Result<()> {
         epoch: crate::reproducible::epoch(a.timestamp)?,
         compression: a.compression,
         level: a.level,
+        cache: crate::build::CacheOptions {
+            read: !a.no_cache,
+            no_cache_rules: a
+                .no_cache_rules
+                .iter()
+                .map(|r| {
+                    if r.contains('.') {
+                        r.clone()
+                    } else {
+                        format!("build.{r}")
+                    }
+                })
+                .collect(),
+            from: a
+                .cache_from
+                .as_deref()
+                .map(|s| cache_repo("--cache-from", s))
+                .transpose()?,
+            to: a
+                .cache_to
+                .as_deref()
+                .map(|s| cache_repo("--cache-to", s))
+                .transpose()?,
+        },
     };
     let built = build(&plan, &opts)?;
     for b in &built {

@@ -2,6 +2,7 @@
 //! context here, at the edge; the library uses typed errors.
 
 mod build;
+mod cache;
 mod diff;
 mod export;
 mod gc;
@@ -50,6 +51,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Build(build::Args),
+    Cache(cache::Args),
     Manifest(manifest::Args),
     Diff(diff::Args),
     Unpack(unpack::Args),
@@ -74,6 +76,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(a) => build::run(a),
+        Command::Cache(a) => cache::run(a),
         Command::Manifest(a) => manifest::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Unpack(a) => unpack::run(a),

@@ -496,6 +496,15 @@ pub struct UnpackReport {
 /// a temp directory beside it and renames at the end, so `dest` is never a
 /// half-unpacked tree.
 pub fn unpack(layout: &Layout, image: &Image, dest: &Path) -> Result<UnpackReport, UnpackError> {
+    unpack_layers(layout, &image.layers(), dest)
+}
+
+/// [`unpack`] for a list of (layer, diff_id), bottom first.
+pub fn unpack_layers(
+    layout: &Layout,
+    layers: &[(oci_spec::image::Descriptor, String)],
+    dest: &Path,
+) -> Result<UnpackReport, UnpackError> {
     let derr = |msg: String| UnpackError::Dest {
         path: dest.to_path_buf(),
         msg,
@@ -517,8 +526,8 @@ pub fn unpack(layout: &Layout, image: &Image, dest: &Path) -> Result<UnpackRepor
         .tempdir_in(&parent)
         .map_err(|e| derr(e.to_string()))?;
     let mut ex = Extractor::new(tmp.path()).map_err(|e| derr(e.to_string()))?;
-    for (desc, diff_id) in image.layers() {
-        ex.apply_layer(layout, &desc, &diff_id)?;
+    for (desc, diff_id) in layers {
+        ex.apply_layer(layout, desc, diff_id)?;
     }
     let (manifest, shortfalls) = ex.finish().map_err(derr)?;
     use std::os::unix::fs::PermissionsExt;

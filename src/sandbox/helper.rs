@@ -118,8 +118,11 @@ fn run(spec: &StepSpec) -> Res<i32> {
         .map_err(e("setresgid"))?;
     nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
         .map_err(e("setresuid"))?;
-    if let super::spec::Action::Tapeout(job) = &spec.action {
-        return Ok(tapeout_job(job));
+    match &spec.action {
+        super::spec::Action::Tapeout(job) => return Ok(tapeout_job(job)),
+        super::spec::Action::Capture(job) => return Ok(report(job.run())),
+        super::spec::Action::Restore(job) => return Ok(report(job.run())),
+        super::spec::Action::Exec => {}
     }
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -448,7 +451,7 @@ fn exec(argv: &[String], env: &[(String, String)]) -> String {
 
 /// Copies `src` into `dst` as root of the namespace: modes, owners, mtimes
 /// and symlinks kept (hardlinks become copies, devices are skipped).
-fn copy_tree(src: &Path, dst: &Path) -> Res<()> {
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Res<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut dirs = Vec::new();
     for ent in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
@@ -488,6 +491,17 @@ fn copy_tree(src: &Path, dst: &Path) -> Res<()> {
         crate::tapeout::set_mtime(&d, mtime);
     }
     Ok(())
+}
+
+/// A job's exit code: 0, or 1 with the error on stderr.
+fn report(r: Result<(), String>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(msg) => {
+            eprintln!("{msg}");
+            1
+        }
+    }
 }
 
 /// Runs a tapeout as root of the build's user namespace: returns 0, or 1

@@ -76,6 +76,11 @@ pub enum Action {
     /// Run a tapeout inside the build's user namespace, where the files a
     /// step gave to other ids are readable, and nothing else.
     Tapeout(Box<TapeoutJob>),
+    /// Store what the last rule changed in the builder as a cached layer.
+    Capture(Box<crate::build::capture::CaptureJob>),
+    /// Put cached rule layers back into the builder instead of running
+    /// their rules.
+    Restore(Box<crate::build::restore::RestoreJob>),
 }
 
 /// A tapeout to run in the builder's user namespace.

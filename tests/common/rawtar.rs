@@ -85,7 +85,7 @@ fn header(mb: &M, name: &[u8], typ: u8, size: u64) -> [u8; 512] {
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % 512 != 0 {
+    while !out.len().is_multiple_of(512) {
         out.push(0);
     }
 }

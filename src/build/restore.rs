@@ -1,0 +1,49 @@
+//! Restore: cached rule layers put back into the builder's changes
+//! directory instead of running their rules (the reverse of
+//! [`super::capture`]). Runs as root of the build's user namespace, so
+//! owners come back as the rules left them and overlay whiteouts (0/0
+//! character devices, which the kernel lets a user namespace create) are
+//! recreated.
+
+use crate::layer::extract::Extractor;
+use crate::oci::layout::Layout;
+use crate::rootfs::walk::{walk, Hashing};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A restore to run in the builder's user namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreJob {
+    pub changes: PathBuf,
+    /// Rewritten afterwards: the manifest of `changes` (see capture).
+    pub snapshot: PathBuf,
+    /// Copy mode: the base trees to copy in first (topmost first), and
+    /// the marker that says the copy was made.
+    pub copy_from: Vec<PathBuf>,
+    pub copy_marker: Option<PathBuf>,
+    pub cache_layout: PathBuf,
+    /// (layer, diff_id), oldest first.
+    pub layers: Vec<(oci_spec::image::Descriptor, String)>,
+}
+
+impl RestoreJob {
+    pub fn run(&self) -> Result<(), String> {
+        if let Some(marker) = &self.copy_marker {
+            if !marker.exists() {
+                for l in self.copy_from.iter().rev() {
+                    crate::sandbox::helper::copy_tree(l, &self.changes)?;
+                }
+                std::fs::write(marker, b"").map_err(|e| format!("{}: {e}", marker.display()))?;
+            }
+        }
+        let layout = Layout::open(&self.cache_layout).map_err(|e| e.to_string())?;
+        let mut ex = Extractor::new(&self.changes).map_err(|e| e.to_string())?;
+        for (desc, diff_id) in &self.layers {
+            ex.apply_layer(&layout, desc, diff_id)
+                .map_err(|e| format!("restoring a cached rule: {e}"))?;
+        }
+        ex.finish()?;
+        let tree = walk(&self.changes, Hashing::None).map_err(|e| e.to_string())?;
+        super::capture::write_snapshot(&self.snapshot, &tree.manifest)
+    }
+}

@@ -1,0 +1,108 @@
+use crate::build::stepcache::{parse_duration, StepCache};
+use crate::registry::progress::human;
+use anyhow::{Context, Result};
+
+/// Inspect and prune the local cache (`$XDG_CACHE_HOME/shipyard`).
+///
+/// The cache holds the step cache (each build rule's changes, each
+/// tapeout's selection and each image layer, by cache key), unpacked
+/// builder bases, and the blobs of pulled images. Builds share it safely;
+/// `prune` waits for running builds.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CacheCommand {
+    Ls(LsArgs),
+    Du(DuArgs),
+    Prune(PruneArgs),
+}
+
+/// List cached steps, most recently used first.
+///
+/// Columns: cache key (short), kind (rule, tapeout, layer), the step that
+/// made it, its layer's size, and how long ago it was last used.
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// Print JSON lines instead (full keys and records).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Show how much space each part of the cache takes.
+#[derive(Debug, clap::Args)]
+pub struct DuArgs {}
+
+/// Remove cached steps, unpacked bases and pulled images not used lately,
+/// then every blob nothing left refers to.
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Keep what was used within this long (e.g. 36h, 7d; default: keep
+    /// nothing).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_duration: Option<std::time::Duration>,
+}
+
+fn ago(t: std::time::SystemTime) -> String {
+    let s = t.elapsed().map_or(0, |d| d.as_secs());
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let root = crate::cache::cache_dir()?;
+    match a.command {
+        CacheCommand::Ls(l) => {
+            let sc = StepCache::open_at(root, false).context("opening the cache")?;
+            let list = sc.list();
+            if l.json {
+                for (key, rec, used) in list {
+                    let used = used
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    println!(
+                        "{}",
+                        serde_json::json!({"key": key.to_string(), "last_used": used, "record": rec})
+                    );
+                }
+            } else {
+                println!(
+                    "{:<14} {:<8} {:<32} {:>10} {:>6}",
+                    "KEY", "KIND", "STEP", "SIZE", "USED"
+                );
+                for (key, rec, used) in list {
+                    println!(
+                        "{:<14} {:<8} {:<32} {:>10} {:>6}",
+                        &key.hex()[..12],
+                        rec.kind.as_str(),
+                        rec.step,
+                        human(rec.layer.size()),
+                        ago(used)
+                    );
+                }
+            }
+        }
+        CacheCommand::Du(_) => {
+            let sc = StepCache::open_at(root.clone(), false).context("opening the cache")?;
+            let mut total = 0;
+            for (what, n) in sc.usage() {
+                println!("{:<16} {:>10}", what, human(n));
+                total += n;
+            }
+            println!("{:<16} {:>10}  ({})", "total", human(total), root.display());
+        }
+        CacheCommand::Prune(p) => {
+            let sc = StepCache::open_at(root, true).context("opening the cache")?;
+            let (n, freed) = sc.prune(p.keep_duration.unwrap_or_default())?;
+            eprintln!("removed {n} entries, freed {}", human(freed));
+        }
+    }
+    Ok(())
+}
