@@ -565,7 +565,14 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                 }
             }
             planner.sc.remember_parts(&plan.dir, &id, key);
-            planner.say(&id, "not needed", "every image that uses it is cached");
+            match step {
+                // Every rule the cache lacks is run, so this one is cached;
+                // nothing after it runs, so it need not be restored.
+                Step::Build(_) => planner.say(&id, "cached", ""),
+                Step::Tapeout(_) => {
+                    planner.say(&id, "not needed", "the images that use it are cached")
+                }
+            }
             continue;
         }
         match step {
@@ -651,7 +658,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                 let status = statuses[index].clone();
                 match status {
                     None => {
-                        planner.say(&id, "not needed", "every image that uses it is cached");
+                        planner.say(&id, "not needed", "the images that use it are cached");
                         continue;
                     }
                     Some(Status::Hit(r)) if !ran_rule => {

@@ -1,0 +1,407 @@
+//! The step cache, as a user meets it: rebuilds that run nothing, misses
+//! that name what changed, restored rules that give the same image as
+//! running them, corrupt entries, `shipyard cache`, concurrent builds and
+//! a build killed halfway. scripts/test runs these as root and as both
+//! test users (with and without a subordinate id range).
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+use std::process::Output;
+
+fn src_dir() -> PathBuf {
+    std::env::var_os("SHIPYARD_SRC_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+const SPEC: &str = r#"
+[builder]
+from = "rootfs:base"
+sources = { "/src" = "src" }
+
+[build.prep]
+run = """
+mkdir -p /opt/a /opt/gone && cat /src/input > /opt/a/one && echo x > /opt/gone/f
+ln /opt/a/one /opt/a/hard && ln -s one /opt/a/sym && chmod 700 /opt/a
+rm /etc/motd
+echo prep-ran
+"""
+
+[build.two]
+after = ["build.prep"]
+run = """
+if [ -e /src/slow ]; then echo two-waits; while [ -e /src/slow ]; do :; done; fi
+test ! -e /etc/motd && rm -rf /opt/gone && cat /src/input >> /opt/a/one
+mkdir -p /opt/b && echo b > /opt/b/b
+chown 1000:1000 /opt/b/b 2>/dev/null || true
+echo two-ran
+"""
+
+[tapeout.t]
+after = ["build.two"]
+include = ["/opt/**", "/etc"]
+
+[image.i]
+from = "scratch"
+tapeouts = ["t"]
+"#;
+
+/// A project (base made by the two-images example's script, a source
+/// directory with an ignore file) and a cache of its own.
+struct Project {
+    t: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Project {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("p");
+        let mk = std::process::Command::new("bash")
+            .arg(src_dir().join("examples/two-images/make-base.sh"))
+            .arg(p.join("base"))
+            .output()
+            .unwrap();
+        assert_success(&mk, "make-base.sh");
+        // chown too (its libraries are the other tools').
+        std::fs::copy("/bin/chown", p.join("base/bin/chown")).unwrap();
+        write(&p.join("shipyard.toml"), SPEC.as_bytes(), 0o644);
+        write(&p.join("src/input"), b"v1\n", 0o644);
+        write(&p.join("src/.shipyardignore"), b"*.log\nslow\n", 0o644);
+        Project { t }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.t.path().join("p")
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.t.path().join("cache")
+    }
+
+    fn layout(&self, name: &str) -> PathBuf {
+        self.t.path().join(name)
+    }
+
+    fn cmd(&self, layout: &str, extra: &[&str]) -> std::process::Command {
+        let mut c = shipyard();
+        c.env("XDG_CACHE_HOME", self.cache())
+            .arg("build")
+            .arg(self.dir())
+            .arg("--output")
+            .arg(format!("oci:{}", self.layout(layout).display()))
+            .args(extra);
+        c
+    }
+
+    fn build(&self, layout: &str, extra: &[&str]) -> Output {
+        self.cmd(layout, extra).output().unwrap()
+    }
+
+    /// Builds, asserts success, returns (stdout, stderr).
+    fn ok(&self, layout: &str, extra: &[&str]) -> (String, String) {
+        let out = self.build(layout, extra);
+        assert_success(&out, &format!("build {layout}"));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn digest(&self, layout: &str) -> String {
+        digest_of_tag(&self.layout(layout), "i")
+    }
+
+    fn cache_cmd(&self, args: &[&str]) -> String {
+        let out = shipyard()
+            .env("XDG_CACHE_HOME", self.cache())
+            .arg("cache")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_success(&out, "shipyard cache");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[test]
+fn a_rebuild_with_nothing_changed_runs_nothing_and_writes_the_same_digests() {
+    let p = Project::new();
+    let (_, err) = p.ok("l1", &[]);
+    assert!(err.contains("prep-ran") && err.contains("two-ran"), "{err}");
+    assert!(
+        err.contains("==> build.prep: run: not in the cache (first build of this step here)"),
+        "{err}"
+    );
+    let (out, err) = p.ok("l2", &["--explain"]);
+    assert!(
+        !err.contains("prep-ran") && !err.contains("two-ran"),
+        "{err}"
+    );
+    assert!(out.contains("build.prep\tcached\t"), "{out}");
+    assert!(out.contains("build.two\tcached\t"), "{out}");
+    assert!(out.contains("image.i layer 1\tcached\t"), "{out}");
+    // Cached, the image still explains its paths.
+    assert!(out.contains("i\t/opt/b/b\tincluded by tapeout.t"), "{out}");
+    assert_eq!(p.digest("l1"), p.digest("l2"));
+    // Nothing the rules read changed: an ignored file is not an input.
+    write(&p.dir().join("src/debug.log"), b"noise", 0o644);
+    let (_, err) = p.ok("l3", &[]);
+    assert!(!err.contains("prep-ran"), "{err}");
+    assert_eq!(p.digest("l1"), p.digest("l3"));
+}
+
+#[test]
+fn a_changed_source_file_reruns_the_rules_and_the_miss_names_it() {
+    let p = Project::new();
+    p.ok("l1", &[]);
+    write(&p.dir().join("src/input"), b"v2\n", 0o644);
+    let (out, err) = p.ok("l2", &["--explain"]);
+    assert!(err.contains("prep-ran") && err.contains("two-ran"), "{err}");
+    assert!(
+        out.contains("build.prep\trun\tsource /src changed: /input"),
+        "{out}"
+    );
+    assert!(out.contains("build.two\trun\t"), "{out}");
+    assert_ne!(p.digest("l1"), p.digest("l2"));
+    // Back to v1: both versions are cached.
+    write(&p.dir().join("src/input"), b"v1\n", 0o644);
+    let (_, err) = p.ok("l3", &[]);
+    assert!(!err.contains("prep-ran"), "{err}");
+    assert_eq!(p.digest("l1"), p.digest("l3"));
+    // A changed command is named as such.
+    let spec = std::fs::read_to_string(p.dir().join("shipyard.toml")).unwrap();
+    write(
+        &p.dir().join("shipyard.toml"),
+        spec.replace("echo two-ran", "echo two-ran again")
+            .as_bytes(),
+        0o644,
+    );
+    let (out, err) = p.ok("l4", &["--explain"]);
+    assert!(
+        !err.contains("prep-ran") && err.contains("two-ran again"),
+        "{err}"
+    );
+    assert!(out.contains("build.prep\tcached"), "{out}");
+    assert!(
+        out.contains("build.two\trun\tits definition changed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn restored_rules_give_the_same_image_as_running_them() {
+    let p = Project::new();
+    p.ok("l1", &[]);
+    // Only the tapeout changes: the rules are restored, not run, and what
+    // they deleted (a base file, a directory), linked and chmodded comes
+    // back as they left it.
+    let spec = std::fs::read_to_string(p.dir().join("shipyard.toml")).unwrap();
+    write(
+        &p.dir().join("shipyard.toml"),
+        spec.replace(
+            r#"include = ["/opt/**", "/etc"]"#,
+            r#"include = ["/opt/**", "/etc", "/bin"]"#,
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let (out, err) = p.ok("l2", &["--explain"]);
+    assert!(
+        !err.contains("prep-ran") && !err.contains("two-ran"),
+        "{err}"
+    );
+    assert!(
+        out.contains("tapeout.t\trun\tits definition changed"),
+        "{out}"
+    );
+    let (_, err) = p.ok("l3", &["--no-cache"]);
+    assert!(err.contains("prep-ran") && err.contains("two-ran"), "{err}");
+    assert_eq!(p.digest("l2"), p.digest("l3"));
+    let m = ok([
+        "manifest".to_string(),
+        format!("oci:{}:i", p.layout("l2").display()),
+    ]);
+    assert!(m.contains("/opt/a type=dir mode=0700"), "{m}");
+    assert!(m.contains("/opt/a/sym type=symlink"), "{m}");
+    assert!(m.contains("type=hardlink"), "{m}");
+    assert!(m.contains("/bin/cat type=file"), "{m}");
+    assert!(!m.contains("/etc/motd") && !m.contains("/opt/gone"), "{m}");
+    // With an id range, a file a rule gave to another id comes back
+    // owned by it.
+    if is_root() || shipyard::sandbox::detect_subids().is_some() {
+        assert!(
+            m.contains("/opt/b/b type=file mode=0644 uid=1000 gid=1000"),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn no_cache_and_no_cache_rule_force_what_they_name() {
+    let p = Project::new();
+    p.ok("l1", &[]);
+    let (_, err) = p.ok("l2", &["--no-cache-rule", "two"]);
+    assert!(
+        !err.contains("prep-ran") && err.contains("two-ran"),
+        "{err}"
+    );
+    assert!(err.contains("==> build.two: run: --no-cache-rule"), "{err}");
+    assert!(
+        err.contains("==> tapeout.t: run: build.two is rebuilt (--no-cache-rule)"),
+        "{err}"
+    );
+    let (_, err) = p.ok("l3", &["--no-cache"]);
+    assert!(err.contains("prep-ran") && err.contains("two-ran"), "{err}");
+    assert_eq!(p.digest("l1"), p.digest("l3"));
+    let out = p.build("l4", &["--no-cache-rule", "build.nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--no-cache-rule build.nope: no such rule in the spec (rules: build.prep, build.two, tapeout.t)"),
+        "{err}"
+    );
+    assert!(!p.layout("l4").exists());
+}
+
+#[test]
+fn a_corrupt_cached_layer_is_caught_by_its_digest_and_rebuilt() {
+    let p = Project::new();
+    p.ok("l1", &[]);
+    let blobs = p.cache().join("shipyard/oci/blobs/sha256");
+    let mut corrupted = 0;
+    for line in p.cache_cmd(&["ls", "--json"]).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let d = v["record"]["layer"]["digest"].as_str().unwrap();
+        let path = blobs.join(d.trim_start_matches("sha256:"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0xff;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        corrupted += 1;
+    }
+    assert_eq!(corrupted, 4, "two rules, a tapeout and an image layer");
+    let (_, err) = p.ok("l2", &[]);
+    assert!(err.contains("it will be rebuilt"), "{err}");
+    assert!(err.contains("is corrupt: its content hashes to"), "{err}");
+    assert!(err.contains("prep-ran") && err.contains("two-ran"), "{err}");
+    assert_eq!(p.digest("l1"), p.digest("l2"));
+    // And the cache holds good entries again.
+    let (_, err) = p.ok("l3", &[]);
+    assert!(
+        !err.contains("prep-ran") && !err.contains("rebuilt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cache_ls_du_and_prune() {
+    let p = Project::new();
+    p.ok("l1", &[]);
+    let ls = p.cache_cmd(&["ls"]);
+    for step in ["build.prep", "build.two", "tapeout.t", "image.i#0"] {
+        assert!(ls.contains(step), "{step} missing:\n{ls}");
+    }
+    assert!(ls.starts_with("KEY"), "{ls}");
+    let du = p.cache_cmd(&["du"]);
+    assert!(du.contains("rule layers") && du.contains("total"), "{du}");
+    // Used just now: kept.
+    let out = shipyard()
+        .env("XDG_CACHE_HOME", p.cache())
+        .args(["cache", "prune", "--keep-duration", "1h"])
+        .output()
+        .unwrap();
+    assert_success(&out, "prune --keep-duration 1h");
+    assert_eq!(p.cache_cmd(&["ls"]), ls);
+    let (_, err) = p.ok("l2", &[]);
+    assert!(!err.contains("prep-ran"), "{err}");
+    // Everything: the next build runs its rules again.
+    let out = shipyard()
+        .env("XDG_CACHE_HOME", p.cache())
+        .args(["cache", "prune"])
+        .output()
+        .unwrap();
+    assert_success(&out, "prune");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("freed"));
+    assert_eq!(p.cache_cmd(&["ls"]).lines().count(), 1, "only the header");
+    let (_, err) = p.ok("l3", &["--explain"]);
+    assert!(err.contains("prep-ran"), "{err}");
+    assert!(
+        err.contains("==> build.prep: run: not in the cache"),
+        "{err}"
+    );
+    assert_eq!(p.digest("l1"), p.digest("l3"));
+    let out = shipyard()
+        .env("XDG_CACHE_HOME", p.cache())
+        .args(["cache", "prune", "--keep-duration", "3y"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown unit \"y\""));
+}
+
+#[test]
+fn two_builds_sharing_a_cache_at_once_both_succeed_with_the_same_digest() {
+    let p = Project::new();
+    // Started together, on an empty cache: both run, both store.
+    let (a, b) = std::thread::scope(|s| {
+        let ha = s.spawn(|| p.build("la", &[]));
+        let hb = s.spawn(|| p.build("lb", &[]));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    assert_success(&a, "first concurrent build");
+    assert_success(&b, "second concurrent build");
+    assert_eq!(p.digest("la"), p.digest("lb"));
+    let (_, err) = p.ok("lc", &[]);
+    assert!(!err.contains("prep-ran"), "{err}");
+    assert_eq!(p.digest("la"), p.digest("lc"));
+}
+
+#[test]
+fn a_build_killed_halfway_leaves_a_cache_the_next_build_uses() {
+    let p = Project::new();
+    // `slow` is ignored (.shipyardignore), so it does not change the keys:
+    // build.two waits while it exists.
+    write(&p.dir().join("src/slow"), b"", 0o644);
+    use std::os::unix::process::CommandExt;
+    let mut child = p
+        .cmd("l1", &[])
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until build.prep is cached (build.two is then running).
+    let steps = p.cache().join("shipyard/steps");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_dir(&steps).map_or(0, |d| d.count()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "build.prep never got cached"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    assert!(
+        !p.layout("l1").join("index.json").exists() || {
+            // The layout may exist, but holds no image.
+            !std::fs::read_to_string(p.layout("l1").join("index.json"))
+                .unwrap()
+                .contains("\"i\"")
+        }
+    );
+    std::fs::remove_file(p.dir().join("src/slow")).unwrap();
+    let (_, err) = p.ok("l2", &[]);
+    assert!(err.contains("==> build.prep: cached"), "{err}");
+    assert!(
+        !err.contains("prep-ran") && err.contains("two-ran"),
+        "{err}"
+    );
+    p.ok("l3", &["--no-cache"]);
+    assert_eq!(p.digest("l2"), p.digest("l3"));
+}
