@@ -27,7 +27,10 @@ pub fn prepare(from: &str, state: &Path) -> Result<Base> {
         "scratch".to_string()
     } else if from.starts_with("rootfs:") {
         let dir = lower.as_deref().unwrap_or(Path::new("."));
-        super::key::tree_identity(dir)?
+        let stat = crate::cache::cache_dir()
+            .ok()
+            .map(|c| super::stepcache::stat_cache_path(&c, dir));
+        super::key::tree_identity(dir, stat.as_deref())?
     } else {
         let (_, image) = crate::cli::open_image(from)?;
         image.digest.to_string()

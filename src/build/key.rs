@@ -120,6 +120,16 @@ impl SourceContent {
 /// match the previous walk of the same tree (`stat_cache`, updated here)
 /// are not re-hashed, so an unchanged source costs a walk, not a read.
 pub fn source_content(root: &Path, stat_cache: Option<&Path>) -> Result<SourceContent, KeyError> {
+    content(root, stat_cache, false)
+}
+
+/// [`source_content`], or with `owners_and_modes` every mode bit and the
+/// owners too (for builder bases, where they are part of the result).
+fn content(
+    root: &Path,
+    stat_cache: Option<&Path>,
+    owners_and_modes: bool,
+) -> Result<SourceContent, KeyError> {
     let serr = |msg: String| KeyError::Source {
         path: root.to_path_buf(),
         msg,
@@ -188,7 +198,7 @@ pub fn source_content(root: &Path, stat_cache: Option<&Path>) -> Result<SourceCo
         if e.path.is_root() {
             continue;
         }
-        let line = match e.kind {
+        let mut line = match e.kind {
             Kind::File => {
                 let exec = if e.mode & 0o111 != 0 { "x" } else { "-" };
                 let h = e.sha256.map(hex::encode).unwrap_or_default();
@@ -201,6 +211,9 @@ pub fn source_content(root: &Path, stat_cache: Option<&Path>) -> Result<SourceCo
             ),
             k => k.as_str().to_string(),
         };
+        if owners_and_modes {
+            line.push_str(&format!(" {:o} {}:{} {:?}", e.mode, e.uid, e.gid, e.rdev));
+        }
         lines.insert(e.path.to_string(), line);
     }
     Ok(finish(lines))
@@ -245,11 +258,14 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The identity of the `host` builder base. The host cannot be hashed
-/// whole in a build's time budget, so this is a heuristic: the package
-/// database (dpkg's status file) plus the mtimes of the host directories
-/// and their direct subdirectories, which change when a package or a
-/// hand-installed tool (/usr/local) adds, removes or replaces files.
-/// `--no-cache` is the way out when it guesses wrong.
+/// whole in a build's time budget, so this is a heuristic that still holds
+/// across a fleet of identical runners: the package database (dpkg's
+/// status file) plus the name, kind and size of every entry directly in
+/// the host's toolchain directories and their subdirectories (/usr/bin,
+/// /usr/local/lib, …), which change when a package or a hand-installed
+/// tool adds, removes or replaces a file. /etc is left out: it holds
+/// per-machine files (hostname, resolv.conf). `--no-cache` is the way out
+/// when it guesses wrong.
 pub fn host_identity(dirs: &[PathBuf]) -> String {
     let mut text = String::new();
     for f in ["/var/lib/dpkg/status", "/usr/lib/os-release"] {
@@ -257,41 +273,56 @@ pub fn host_identity(dirs: &[PathBuf]) -> String {
             text.push_str(&format!("{f} {}\n", hex::encode(h)));
         }
     }
-    let mut stamp = |p: &Path| {
-        if let Ok(m) = std::fs::symlink_metadata(p) {
-            text.push_str(&format!(
-                "{} {} {}\n",
-                p.display(),
-                m.mtime(),
-                m.mtime_nsec()
-            ));
+    let list = |d: &Path, text: &mut String| -> Vec<PathBuf> {
+        let mut subdirs = Vec::new();
+        let Ok(rd) = std::fs::read_dir(d) else {
+            return subdirs;
+        };
+        let mut entries: Vec<(String, String)> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                let ft = m.file_type();
+                if ft.is_dir() {
+                    subdirs.push(e.path());
+                }
+                let kind = if ft.is_dir() {
+                    "d"
+                } else if ft.is_symlink() {
+                    "l"
+                } else {
+                    "f"
+                };
+                Some((
+                    e.file_name().to_string_lossy().into_owned(),
+                    format!("{kind} {}", m.len()),
+                ))
+            })
+            .collect();
+        entries.sort();
+        text.push_str(&format!("{}\n", d.display()));
+        for (n, k) in entries {
+            text.push_str(&format!("  {n} {k}\n"));
         }
+        subdirs.sort();
+        subdirs
     };
-    for d in dirs {
-        stamp(d);
-        if let Ok(rd) = std::fs::read_dir(d) {
-            let mut subs: Vec<PathBuf> = rd
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path())
-                .collect();
-            subs.sort();
-            for s in subs {
-                stamp(&s);
-            }
+    for d in dirs.iter().filter(|d| !d.starts_with("/etc")) {
+        for sub in list(d, &mut text) {
+            list(&sub, &mut text);
         }
     }
     Digest::of(text.as_bytes()).to_string()
 }
 
-/// The identity of a `rootfs:DIR` builder base: its manifest (metadata,
-/// with mtimes in nanoseconds; contents are not read).
-pub fn tree_identity(dir: &Path) -> Result<String, KeyError> {
-    let tree = walk_with(dir, &WalkOptions::new(Hashing::None)).map_err(|e| KeyError::Source {
-        path: dir.to_path_buf(),
-        msg: e.to_string(),
-    })?;
-    Ok(Digest::of(&tree.manifest.to_text()).to_string())
+/// The identity of a `rootfs:DIR` builder base: every entry's path, kind,
+/// mode, owner (as a walk reports it: a rootless caller's files as root),
+/// link target and content digest; no mtimes, so the same tree made on
+/// another runner has the same identity. Digests of files whose size and
+/// mtime did not move come from `stat_cache`.
+pub fn tree_identity(dir: &Path, stat_cache: Option<&Path>) -> Result<String, KeyError> {
+    let c = content(dir, stat_cache, true)?;
+    Ok(c.digest.to_string())
 }
 
 #[cfg(test)]

@@ -231,11 +231,7 @@ impl StepCache {
 
     /// Where a source's stat cache lives.
     pub fn stat_cache(&self, source: &Path) -> PathBuf {
-        let id = source.display().to_string();
-        self.cache
-            .root()
-            .join("sources")
-            .join(format!("stat-{}", Digest::of(id.as_bytes()).hex()))
+        stat_cache_path(self.cache.root(), source)
     }
 
     /// Keeps a source content list, so a later miss can name what changed.
@@ -416,6 +412,14 @@ impl StepCache {
             ),
         ]
     }
+}
+
+/// Where the stat cache of a tree (a source, a rootfs base) lives under a
+/// cache root (see [`super::key::source_content`]).
+pub fn stat_cache_path(root: &Path, tree: &Path) -> PathBuf {
+    let id = tree.display().to_string();
+    root.join("sources")
+        .join(format!("stat-{}", Digest::of(id.as_bytes()).hex()))
 }
 
 fn list_files(dir: &Path) -> Vec<PathBuf> {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pod;
+pub mod project;
 pub mod rawtar;
 pub mod registry;
 
