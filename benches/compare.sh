@@ -25,6 +25,13 @@ pair() {
     done
 }
 
+make_base="$here/make-base.sh"
+[ -f "$make_base" ] || make_base="$here/../examples/two-images/make-base.sh"
+if [ "${ONLY:-}" = multistage ]; then
+    bash "$here/multistage.sh" "$sy" "$w" "$results" "$make_base"
+    python3 "$here/report.py" "$results"
+    exit 0
+fi
 if [ "${ONLY:-}" = registry ]; then
     bash "$here/registry.sh" "$sy" "$w" "$results"
     python3 "$here/report.py" "$results"
@@ -78,8 +85,7 @@ for tree in big many; do
     rm -rf "$w/sout" "$w/bout"
 done
 echo "==> multi-stage reference workload: shipyard build vs buildah bud" >&2
-make_base="$here/make-base.sh"
-[ -f "$make_base" ] || make_base="$here/../examples/two-images/make-base.sh"
 bash "$here/multistage.sh" "$sy" "$w" "$results" "$make_base"
+bash "$here/cache.sh" "$sy" "$w" "$results" "$make_base"
 bash "$here/registry.sh" "$sy" "$w" "$results"
 python3 "$here/report.py" "$results"

@@ -8,13 +8,15 @@ set -euo pipefail
 sy=$1 w=$2 results=$3 make_base=$4
 runs=${RUNS:-3}
 m="$w/multistage"
-rm -rf "$m" && mkdir -p "$m/ctx"
+rm -rf "$m" && mkdir -p "$m/ctx/src"
+echo v0 >"$m/ctx/src/input"
 bash "$make_base" "$m/base-tree" >/dev/null
 "$sy" diff "$m/base-tree" --against scratch --output "oci:$m/base:v1" >/dev/null
-step='mkdir -p /out/small && i=0 && while [ $i -lt 2000 ]; do echo $i > /out/small/f$i; i=$((i+1)); done && head -c 52428800 /dev/zero > /out/big && ln -s big /out/link && ln /out/big /out/hard && chmod 0750 /out/small && rm /etc/motd'
+step='mkdir -p /out/small && cat /src/input > /out/input && i=0 && while [ $i -lt 2000 ]; do echo $i > /out/small/f$i; i=$((i+1)); done && head -c 52428800 /dev/zero > /out/big && ln -s big /out/link && ln /out/big /out/hard && chmod 0750 /out/small && rm /etc/motd'
 cat >"$m/ctx/shipyard.toml" <<TOML
 [builder]
 from = "oci:$m/base:v1"
+sources = { "/src" = "src" }
 
 [build.out]
 run = "$step"
@@ -29,6 +31,7 @@ tapeouts = ["out"]
 TOML
 cat >"$m/ctx/Containerfile" <<DOCKER
 FROM oci:$m/base:v1 AS builder
+COPY src /src
 RUN $step
 FROM oci:$m/base:v1
 COPY --from=builder /out /out
@@ -38,10 +41,34 @@ B="buildah --root $m/bstore --runroot $XDG_RUNTIME_DIR/shipyard-ms-run --storage
 "$sy" build "$m/ctx" --output "oci:$m/sout" >/dev/null 2>&1
 $B bud --network none --layers=false -f "$m/ctx/Containerfile" -t final "$m/ctx" >/dev/null 2>&1
 source "$(dirname "$0")/lib.sh"
+# First build: every step runs (--no-cache: shipyard still stores its
+# results, as a first build does; buildah without --layers).
 for i in $(seq 1 "$runs"); do
-    once multistage.shipyard.build "rm -rf $m/sout" "$sy build $m/ctx --output oci:$m/sout"
+    once multistage.shipyard.build "rm -rf $m/sout" "$sy build --no-cache $m/ctx --output oci:$m/sout"
     once multistage.buildah.bud "$B rmi -f final" "$B bud --network none --layers=false -f $m/ctx/Containerfile -t final $m/ctx"
 done
+# Rebuild with nothing changed: both with their step caches warm.
+$B bud --network none --layers -f "$m/ctx/Containerfile" -t final "$m/ctx" >/dev/null 2>&1
+for i in $(seq 1 "$runs"); do
+    once multistage.shipyard.rebuild "rm -rf $m/sout" "$sy build $m/ctx --output oci:$m/sout"
+    once multistage.buildah.rebuild "true" "$B bud --network none --layers -f $m/ctx/Containerfile -t final $m/ctx"
+done
+# Rebuild after one source file the rule reads changed: a new value each
+# round, so neither cache has it. shipyard's overhead is its total minus
+# the rule's own run time (its log says "done in").
+for i in $(seq 1 "$runs"); do
+    once multistage.shipyard.onechange "rm -rf $m/sout; date +%s%N >$m/ctx/src/input" "$sy build $m/ctx --output oci:$m/sout"
+    rule=$(sed -n 's/^==> build.out: done in \([0-9.]*\) s$/\1/p' "$w/err.out")
+    total=$(tail -1 "$results" | cut -f2 | cut -d' ' -f1)
+    printf 'multistage.shipyard.onechange.rule\t%s 0\n' "$rule" >>"$results"
+    echo "  rule alone: $rule s of $total s" >&2
+    once multistage.buildah.onechange "date +%s%N >$m/ctx/src/input" "$B bud --network none --layers -f $m/ctx/Containerfile -t final $m/ctx"
+done
+# The same input for both, untimed, for the comparison below.
+echo final >"$m/ctx/src/input"
+rm -rf "$m/sout"
+"$sy" build "$m/ctx" --output "oci:$m/sout" >/dev/null 2>&1
+$B bud --network none --layers -f "$m/ctx/Containerfile" -t final "$m/ctx" >/dev/null 2>&1
 # Same final contents: compare shipyard's manifests of both results
 # (buildah's pushed to a layout, untimed; mtimes differ by design).
 $B push final "oci:$m/bout:final" >/dev/null 2>&1

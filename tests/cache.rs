@@ -33,6 +33,17 @@ fn a_rebuild_with_nothing_changed_runs_nothing_and_writes_the_same_digests() {
     let (_, err) = p.ok("l3", &[]);
     assert!(!err.contains("prep-ran"), "{err}");
     assert_eq!(p.digest("l1"), p.digest("l3"));
+    // The builder states went to the trash, and a detached cleanup empties
+    // it (files a rule gave to other ids included).
+    let trash = p.cache().join("shipyard/trash");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&trash).map_or(0, |d| d.count()) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trash was never emptied"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -201,6 +212,12 @@ fn cache_ls_du_and_prune() {
     assert_eq!(p.cache_cmd(&["ls"]), ls);
     let (_, err) = p.ok("l2", &[]);
     assert!(!err.contains("prep-ran"), "{err}");
+    // What a killed cleanup left in the trash goes too.
+    write(
+        &p.cache().join("shipyard/trash/shipyard-builder-x/f"),
+        b"left",
+        0o644,
+    );
     // Everything: the next build runs its rules again.
     let out = shipyard()
         .env("XDG_CACHE_HOME", p.cache())
@@ -210,6 +227,7 @@ fn cache_ls_du_and_prune() {
     assert_success(&out, "prune");
     assert!(String::from_utf8_lossy(&out.stderr).contains("freed"));
     assert_eq!(p.cache_cmd(&["ls"]).lines().count(), 1, "only the header");
+    assert!(!p.cache().join("shipyard/trash/shipyard-builder-x").exists());
     let (_, err) = p.ok("l3", &["--explain"]);
     assert!(err.contains("prep-ran"), "{err}");
     assert!(

@@ -10,7 +10,6 @@
 //! back by [`super::restore`] on the same kind of builder, it recreates the
 //! changes directory exactly (mtimes to the second).
 
-use crate::layer::compress::Compression;
 use crate::layer::generate::TarOptions;
 use crate::oci::layout::Layout;
 use crate::rootfs::manifest::Manifest;
@@ -85,8 +84,8 @@ impl CaptureJob {
             &layout,
             &d.changes,
             &self.changes,
-            Compression::Gzip,
-            None,
+            super::CACHE_COMPRESSION,
+            Some(super::CACHE_LEVEL),
             &TarOptions { clamp_mtime: None },
         )
         .map_err(|e| format!("writing the rule's layer: {e}"))?;

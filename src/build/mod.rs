@@ -46,6 +46,13 @@ pub struct BuildOptions {
     pub cache: CacheOptions,
 }
 
+/// How the cache's own layers (a rule's changes, a tapeout's selection)
+/// are compressed: zstd at level 1 on every core, several times faster
+/// than gzip, so caching a big rule costs little more than the rule.
+/// Image layers keep the build's own compression.
+pub const CACHE_COMPRESSION: Compression = Compression::Zstd;
+pub const CACHE_LEVEL: i32 = 1;
+
 /// How a build uses the step cache.
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
@@ -135,11 +142,8 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<Vec<Built>> {
             changes.display(),
             state.join("logs").display()
         );
-    } else if let Err(e) = crate::sandbox::remove_tree(&state) {
-        tracing::warn!(
-            "could not remove the builder state {}: {e}",
-            state.display()
-        );
+    } else {
+        dispose(&state);
     }
     result
 }
@@ -551,208 +555,254 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
         .context("restoring cached rules into the builder")
     };
     let last_build = plan.steps.iter().rposition(|s| matches!(s, Step::Build(_)));
-    for (index, step) in plan.steps.iter().enumerate() {
-        let id = step.id();
-        let key = &keys[index];
-        if last_needed.is_none_or(|l| index > l) {
-            if let Step::Tapeout(t) = step {
-                if let Some(Some(Status::Hit(r))) = statuses.get(index) {
-                    restore_stage(&planner.sc, r, &state.join("tapeout").join(&t.name))?;
-                    explain.insert(t.name.clone(), explain_of(r));
-                    planner.sc.remember_parts(&plan.dir, &id, key);
-                    planner.say(&id, "cached", "");
-                    continue;
-                }
-            }
-            planner.sc.remember_parts(&plan.dir, &id, key);
-            match step {
-                // Every rule the cache lacks is run, so this one is cached;
-                // nothing after it runs, so it need not be restored.
-                Step::Build(_) => planner.say(&id, "cached", ""),
-                Step::Tapeout(_) => {
-                    planner.say(&id, "not needed", "the images that use it are cached")
-                }
-            }
-            continue;
+    // Storing what a step made overlaps with what comes next: a capture
+    // (it reads the builder) with the tapeouts after it, a tapeout's
+    // storage (it reads the stage) with everything; the builder is only
+    // written again once its captures are done.
+    type Jobs<'s> = Vec<std::thread::ScopedJoinHandle<'s, Result<()>>>;
+    fn join_all(jobs: &mut Jobs<'_>) -> Result<()> {
+        for h in jobs.drain(..) {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a background job of the build panicked"))??;
         }
-        match step {
-            Step::Build(b) => {
-                let status = if ran_rule && first_forced.is_none() {
-                    Status::Miss("an earlier rule ran".into())
-                } else {
-                    planner.status(&id, key, forced(index).as_deref())
-                };
-                match status {
-                    Status::Hit(r) => {
-                        planner.say(&id, "cached", "");
+        Ok(())
+    }
+    std::thread::scope(|scope| -> Result<Vec<Built>> {
+        let mut captures: Jobs<'_> = Vec::new();
+        let mut background: Jobs<'_> = Vec::new();
+        for (index, step) in plan.steps.iter().enumerate() {
+            let id = step.id();
+            let key = &keys[index];
+            if last_needed.is_none_or(|l| index > l) {
+                if let Step::Tapeout(t) = step {
+                    if let Some(Some(Status::Hit(r))) = statuses.get(index) {
+                        restore_stage(&planner.sc, r, &state.join("tapeout").join(&t.name))?;
+                        explain.insert(t.name.clone(), explain_of(r));
                         planner.sc.remember_parts(&plan.dir, &id, key);
-                        pending.push((r.layer.clone(), r.diff_id.clone()));
+                        planner.say(&id, "cached", "");
                         continue;
                     }
-                    Status::Miss(why) => planner.say(&id, "run", &why),
                 }
-                flush(&mut pending)?;
-                ran_rule = true;
-                let spec = StepSpec {
-                    root: root.clone(),
-                    binds: binds.clone(),
-                    network: plan.network,
-                    env: rule_env(plan, b, opts.epoch),
-                    cwd: b.workdir.clone(),
-                    argv: vec!["/bin/sh".into(), "-c".into(), b.run.clone()],
-                    hostname: "shipyard".into(),
-                    user: b.user,
-                    subids,
-                    action: crate::sandbox::spec::Action::Exec,
-                };
-                let log = logs.join(format!("{id}.log"));
-                let out = crate::sandbox::run(
-                    &spec,
-                    &RunOptions {
-                        name: id.clone(),
-                        log: Some(log.clone()),
-                        timeout: b.timeout.map(std::time::Duration::from_secs),
-                        interactive: false,
-                        echo: true,
-                    },
-                )?;
-                if out.code != 0 {
-                    // The builder state goes away; the failing rule's log
-                    // must not, since the error points at it.
-                    let log = keep_log(&log, &id).unwrap_or(log);
-                    return Err(RuleFailed {
-                        rule: id,
-                        code: out.code,
-                        log: log.display().to_string(),
-                        tail: out.tail.join("\n"),
+                planner.sc.remember_parts(&plan.dir, &id, key);
+                match step {
+                    // Every rule the cache lacks is run, so this one is cached;
+                    // nothing after it runs, so it need not be restored.
+                    Step::Build(_) => planner.say(&id, "cached", ""),
+                    Step::Tapeout(_) => {
+                        planner.say(&id, "not needed", "the images that use it are cached")
                     }
-                    .into());
                 }
-                let copied = copy_marker.as_ref().is_some_and(|m| m.exists());
-                if copied != copy_expected {
-                    tracing::warn!(
+                continue;
+            }
+            match step {
+                Step::Build(b) => {
+                    let status = if ran_rule && first_forced.is_none() {
+                        Status::Miss("an earlier rule ran".into())
+                    } else {
+                        planner.status(&id, key, forced(index).as_deref())
+                    };
+                    match status {
+                        Status::Hit(r) => {
+                            planner.say(&id, "cached", "");
+                            planner.sc.remember_parts(&plan.dir, &id, key);
+                            pending.push((r.layer.clone(), r.diff_id.clone()));
+                            continue;
+                        }
+                        Status::Miss(why) => planner.say(&id, "run", &why),
+                    }
+                    join_all(&mut captures)?;
+                    flush(&mut pending)?;
+                    ran_rule = true;
+                    let spec = StepSpec {
+                        root: root.clone(),
+                        binds: binds.clone(),
+                        network: plan.network,
+                        env: rule_env(plan, b, opts.epoch),
+                        cwd: b.workdir.clone(),
+                        argv: vec!["/bin/sh".into(), "-c".into(), b.run.clone()],
+                        hostname: "shipyard".into(),
+                        user: b.user,
+                        subids,
+                        action: crate::sandbox::spec::Action::Exec,
+                    };
+                    let log = logs.join(format!("{id}.log"));
+                    let started = std::time::Instant::now();
+                    let out = crate::sandbox::run(
+                        &spec,
+                        &RunOptions {
+                            name: id.clone(),
+                            log: Some(log.clone()),
+                            timeout: b.timeout.map(std::time::Duration::from_secs),
+                            interactive: false,
+                            echo: true,
+                        },
+                    )?;
+                    if out.code != 0 {
+                        // The builder state goes away; the failing rule's log
+                        // must not, since the error points at it.
+                        let log = keep_log(&log, &id).unwrap_or(log);
+                        return Err(RuleFailed {
+                            rule: id,
+                            code: out.code,
+                            log: log.display().to_string(),
+                            tail: out.tail.join("\n"),
+                        }
+                        .into());
+                    }
+                    eprintln!("==> {id}: done in {:.2} s", started.elapsed().as_secs_f64());
+                    let copied = copy_marker.as_ref().is_some_and(|m| m.exists());
+                    if copied != copy_expected {
+                        tracing::warn!(
                         "{id}: overlay could not be mounted, so this build ran on a copy; its rules are not cached (set {} to cache copy builds)",
                         crate::sandbox::NO_OVERLAY_ENV
                     );
-                    continue;
-                }
-                let out_json = state.join(format!("{id}.capture.json"));
-                let job = capture::CaptureJob {
-                    changes: base::changes_dir(&root),
-                    snapshot: snapshot.clone(),
-                    lowers: base.lower.clone().into_iter().collect(),
-                    copy_mode: copy_expected,
-                    cache_layout: cache_layout.clone(),
-                    out: out_json.clone(),
-                };
-                in_ns(crate::sandbox::spec::Action::Capture(Box::new(job)), &id)
-                    .with_context(|| format!("{id}: caching its changes"))?;
-                let c: capture::Captured = serde_json::from_slice(&std::fs::read(&out_json)?)?;
-                let rec = Record::new(RecordKind::Rule, &id, c.descriptor, c.diff_id);
-                planner.sc.store(&key.key, &rec)?;
-                planner.sc.remember_parts(&plan.dir, &id, key);
-            }
-            Step::Tapeout(t) => {
-                let stage = state.join("tapeout").join(&t.name);
-                std::fs::create_dir_all(state.join("tapeout"))?;
-                let status = statuses[index].clone();
-                match status {
-                    None => {
-                        planner.say(&id, "not needed", "the images that use it are cached");
                         continue;
                     }
-                    Some(Status::Hit(r)) if !ran_rule => {
-                        restore_stage(&planner.sc, &r, &stage)?;
-                        explain.insert(t.name.clone(), explain_of(&r));
+                    let out_json = state.join(format!("{id}.capture.json"));
+                    let job = capture::CaptureJob {
+                        changes: base::changes_dir(&root),
+                        snapshot: snapshot.clone(),
+                        lowers: base.lower.clone().into_iter().collect(),
+                        copy_mode: copy_expected,
+                        cache_layout: cache_layout.clone(),
+                        out: out_json.clone(),
+                    };
+                    let (planner, in_ns) = (&planner, &in_ns);
+                    captures.push(scope.spawn(move || -> Result<()> {
+                        in_ns(crate::sandbox::spec::Action::Capture(Box::new(job)), &id)
+                            .with_context(|| format!("{id}: caching its changes"))?;
+                        let c: capture::Captured =
+                            serde_json::from_slice(&std::fs::read(&out_json)?)?;
+                        let rec = Record::new(RecordKind::Rule, &id, c.descriptor, c.diff_id);
+                        planner.sc.store(&key.key, &rec)?;
                         planner.sc.remember_parts(&plan.dir, &id, key);
-                        planner.say(&id, "cached", "");
-                        continue;
-                    }
-                    Some(Status::Hit(_)) => planner.say(&id, "run", "an earlier rule ran"),
-                    Some(Status::Miss(why)) => planner.say(&id, "run", &why),
+                        Ok(())
+                    }));
                 }
-                flush(&mut pending)?;
-                let copy_mode = copy_marker.as_ref().is_some_and(|m| m.exists());
-                let final_step = last_build.is_none_or(|l| index > l);
-                // Inside the build's user namespace: what a step gave to
-                // other ids is readable there, and owners are the image's.
-                let explain_out = state
-                    .join("tapeout")
-                    .join(format!("{}.explain.json", t.name));
-                let job = crate::sandbox::spec::TapeoutJob {
-                    rule: t.clone(),
-                    changes: view.changes.clone(),
-                    lowers: view.lowers.clone(),
-                    host_dirs: view.host_dirs.clone(),
-                    copy_mode,
-                    stage: stage.clone(),
-                    final_step,
-                    explain_out: explain_out.clone(),
-                };
-                in_ns(crate::sandbox::spec::Action::Tapeout(Box::new(job)), &id)?;
-                let ex: BTreeMap<String, String> =
-                    serde_json::from_slice(&std::fs::read(&explain_out)?)?;
-                let rec = store_stage(&planner.sc, &id, &stage, ex.clone())
-                    .with_context(|| format!("{id}: caching its selection"))?;
-                planner.sc.store(&key.key, &rec)?;
-                planner.sc.remember_parts(&plan.dir, &id, key);
-                explain.insert(
-                    t.name.clone(),
-                    ex.into_iter().map(|(p, w)| (PathBuf::from(p), w)).collect(),
-                );
+                Step::Tapeout(t) => {
+                    let stage = state.join("tapeout").join(&t.name);
+                    std::fs::create_dir_all(state.join("tapeout"))?;
+                    let status = statuses[index].clone();
+                    match status {
+                        None => {
+                            planner.say(&id, "not needed", "the images that use it are cached");
+                            continue;
+                        }
+                        Some(Status::Hit(r)) if !ran_rule => {
+                            restore_stage(&planner.sc, &r, &stage)?;
+                            explain.insert(t.name.clone(), explain_of(&r));
+                            planner.sc.remember_parts(&plan.dir, &id, key);
+                            planner.say(&id, "cached", "");
+                            continue;
+                        }
+                        Some(Status::Hit(_)) => planner.say(&id, "run", "an earlier rule ran"),
+                        Some(Status::Miss(why)) => planner.say(&id, "run", &why),
+                    }
+                    if !pending.is_empty() {
+                        join_all(&mut captures)?;
+                        flush(&mut pending)?;
+                    }
+                    let copy_mode = copy_marker.as_ref().is_some_and(|m| m.exists());
+                    let final_step = last_build.is_none_or(|l| index > l);
+                    // Inside the build's user namespace: what a step gave to
+                    // other ids is readable there, and owners are the image's.
+                    let explain_out = state
+                        .join("tapeout")
+                        .join(format!("{}.explain.json", t.name));
+                    let job = crate::sandbox::spec::TapeoutJob {
+                        rule: t.clone(),
+                        changes: view.changes.clone(),
+                        lowers: view.lowers.clone(),
+                        host_dirs: view.host_dirs.clone(),
+                        copy_mode,
+                        stage: stage.clone(),
+                        final_step,
+                        explain_out: explain_out.clone(),
+                    };
+                    let started = std::time::Instant::now();
+                    in_ns(crate::sandbox::spec::Action::Tapeout(Box::new(job)), &id)?;
+                    eprintln!("==> {id}: done in {:.2} s", started.elapsed().as_secs_f64());
+                    let ex: BTreeMap<String, String> =
+                        serde_json::from_slice(&std::fs::read(&explain_out)?)?;
+                    let (planner, ex2) = (&planner, ex.clone());
+                    background.push(scope.spawn(move || -> Result<()> {
+                        let rec = store_stage(&planner.sc, &id, &stage, ex2)
+                            .with_context(|| format!("{id}: caching its selection"))?;
+                        planner.sc.store(&key.key, &rec)?;
+                        planner.sc.remember_parts(&plan.dir, &id, key);
+                        Ok(())
+                    }));
+                    explain.insert(
+                        t.name.clone(),
+                        ex.into_iter().map(|(p, w)| (PathBuf::from(p), w)).collect(),
+                    );
+                }
             }
         }
-    }
 
-    // 5. The images and pods.
-    let layout = Layout::open_or_create(&opts.output)?;
-    let mut built = Vec::new();
-    let mut descriptors: BTreeMap<String, oci_spec::image::Descriptor> = BTreeMap::new();
-    let mut used: Vec<Digest> = keys.iter().map(|k| k.key.clone()).collect();
-    for img in planned {
-        let name = img.spec.name.clone();
-        let (digest, lines) = assemble(&img, &layout, state, opts, &planner, &explain)?;
-        used.extend(img.groups.iter().map(|g| g.key.key.clone()));
-        descriptors.insert(name.clone(), layout.resolve(Some(&img.spec.tag))?);
-        if opts.explain {
-            for (p, why) in lines {
-                println!("{name}\t{p}\t{why}");
-            }
+        // The builder is done with: remove it while the images are made.
+        join_all(&mut captures)?;
+        if !opts.keep_builder {
+            let builder = state.join("builder");
+            background.push(
+                scope.spawn(move || {
+                    crate::sandbox::remove_tree(&builder).map_err(anyhow::Error::from)
+                }),
+            );
         }
-        built.push(Built {
-            name,
-            tag: img.spec.tag.clone(),
-            digest,
-            pod: false,
-        });
-    }
-    for p in pods {
-        eprintln!("==> pod.{}", p.name);
-        let stage = |t: &str| state.join("tapeout").join(t);
-        let input = crate::pod::bundle::Input {
-            spec: p,
-            spec_dir: &plan.dir,
-            built: &descriptors,
-            tapeout_stage: &stage,
-            epoch: opts.epoch,
-            compression: opts.compression,
-            level: opts.level,
-        };
-        let d = crate::pod::bundle::write(&layout, &input, state, &crate::transport::defaults())
-            .with_context(|| format!("writing pod {}", p.name))?;
-        built.push(Built {
-            name: p.name.clone(),
-            tag: format!("{}:{}", p.name, p.version),
-            digest: d.digest().to_string(),
-            pod: true,
-        });
-    }
-    if let Some(to) = &opts.cache.to {
-        let n =
-            remote::export(&planner.sc, to, &used).with_context(|| format!("--cache-to {to}"))?;
-        eprintln!("cache: {n} entries in {to}");
-    }
-    Ok(built)
+
+        // 5. The images and pods.
+        let layout = Layout::open_or_create(&opts.output)?;
+        let mut built = Vec::new();
+        let mut descriptors: BTreeMap<String, oci_spec::image::Descriptor> = BTreeMap::new();
+        let mut used: Vec<Digest> = keys.iter().map(|k| k.key.clone()).collect();
+        for img in planned {
+            let name = img.spec.name.clone();
+            let (digest, lines) = assemble(&img, &layout, state, opts, &planner, &explain)?;
+            used.extend(img.groups.iter().map(|g| g.key.key.clone()));
+            descriptors.insert(name.clone(), layout.resolve(Some(&img.spec.tag))?);
+            if opts.explain {
+                for (p, why) in lines {
+                    println!("{name}\t{p}\t{why}");
+                }
+            }
+            built.push(Built {
+                name,
+                tag: img.spec.tag.clone(),
+                digest,
+                pod: false,
+            });
+        }
+        for p in pods {
+            eprintln!("==> pod.{}", p.name);
+            let stage = |t: &str| state.join("tapeout").join(t);
+            let input = crate::pod::bundle::Input {
+                spec: p,
+                spec_dir: &plan.dir,
+                built: &descriptors,
+                tapeout_stage: &stage,
+                epoch: opts.epoch,
+                compression: opts.compression,
+                level: opts.level,
+            };
+            let d =
+                crate::pod::bundle::write(&layout, &input, state, &crate::transport::defaults())
+                    .with_context(|| format!("writing pod {}", p.name))?;
+            built.push(Built {
+                name: p.name.clone(),
+                tag: format!("{}:{}", p.name, p.version),
+                digest: d.digest().to_string(),
+                pod: true,
+            });
+        }
+        join_all(&mut background)?;
+        if let Some(to) = &opts.cache.to {
+            let n = remote::export(&planner.sc, to, &used)
+                .with_context(|| format!("--cache-to {to}"))?;
+            eprintln!("cache: {n} entries in {to}");
+        }
+        Ok(built)
+    })
 }
 
 /// The environment a rule runs with (part of its cache key).
@@ -786,8 +836,8 @@ fn store_stage(
         &sc.cache.layout,
         &d.changes,
         stage,
-        Compression::Gzip,
-        None,
+        CACHE_COMPRESSION,
+        Some(CACHE_LEVEL),
         &TarOptions { clamp_mtime: None },
     )?;
     let mut rec = Record::new(
@@ -1059,6 +1109,49 @@ pub(crate) fn merge_stages(stages: Vec<PathBuf>, into: &Path) -> Result<()> {
     let f = std::fs::File::create(crate::rootfs::walk::ownership_record_path(into))?;
     record.write_to(std::io::BufWriter::new(f))?;
     Ok(())
+}
+
+/// Removes a builder state directory without making the user wait for
+/// the filesystem: it is renamed into the cache's `trash/` and a detached
+/// `shipyard __cleanup` deletes it (freeing a big rule's output can take
+/// longer than the rest of a cached build). Where that cannot be done
+/// (another filesystem, no cache), it is removed here. `cache prune`
+/// empties what a killed cleanup left.
+fn dispose(state: &Path) {
+    let detached = (|| -> Option<()> {
+        let trash = base::cache_dir().ok()?.join("trash");
+        std::fs::create_dir_all(&trash).ok()?;
+        let dest = trash.join(state.file_name()?);
+        std::fs::rename(state, &dest).ok()?;
+        let spawned = spawn_cleanup(&dest);
+        if spawned.is_err() {
+            remove_or_warn(&dest);
+        }
+        Some(())
+    })();
+    if detached.is_none() {
+        remove_or_warn(state);
+    }
+}
+
+fn spawn_cleanup(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(crate::sandbox::helper_binary())
+        .arg("__cleanup")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map(|_| ())
+}
+
+/// Removes a directory a build left (see [`dispose`]), logging failures.
+pub fn remove_or_warn(dir: &Path) {
+    if let Err(e) = crate::sandbox::remove_tree(dir) {
+        tracing::warn!("could not remove the builder state {}: {e}", dir.display());
+    }
 }
 
 /// Copies a failed rule's log to `$XDG_CACHE_HOME/shipyard/logs/RULE.log`.

@@ -287,7 +287,7 @@ impl StepCache {
     }
 
     /// Removes what was not used within `keep`: step records, unpacked
-    /// bases, source lists, pulled tags; then every blob of the cache that
+    /// bases, source lists, pulled tags, and leftover builder states; then every blob of the cache that
     /// nothing left refers to. Returns (entries removed, bytes freed).
     pub fn prune(&self, keep: Duration) -> Result<(usize, u64), StepCacheError> {
         let cutoff = SystemTime::now()
@@ -311,19 +311,27 @@ impl StepCache {
             }
         }
         // Unpacked bases: the directory's mtime is when it was last used.
-        if let Ok(rd) = std::fs::read_dir(root.join("rootfs")) {
-            for e in rd.flatten() {
-                let p = e.path();
-                if old(&p) {
-                    freed += du(&p);
-                    crate::sandbox::remove_tree(&p).map_err(|e| StepCacheError::Io {
-                        path: p.clone(),
-                        source: std::io::Error::other(e.to_string()),
-                    })?;
-                    let _ = std::fs::remove_file(crate::rootfs::walk::ownership_record_path(&p));
-                    removed += 1;
-                }
-            }
+        // Builder states a killed cleanup left in the trash: all of them
+        // (a running cleanup's is deleted twice, harmlessly).
+        let dirs = |sub: &str| -> Vec<PathBuf> {
+            std::fs::read_dir(root.join(sub))
+                .map(|rd| {
+                    rd.flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let stale = dirs("rootfs").into_iter().filter(|p| old(p));
+        for p in stale.chain(dirs("trash")) {
+            freed += du(&p);
+            crate::sandbox::remove_tree(&p).map_err(|e| StepCacheError::Io {
+                path: p.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let _ = std::fs::remove_file(crate::rootfs::walk::ownership_record_path(&p));
+            removed += 1;
         }
         // Blobs nothing refers to any more.
         let live = self.live_blobs();

@@ -70,6 +70,10 @@ pub enum Command {
     GenerateMan(man::Args),
     #[command(name = "__sandbox", hide = true)]
     Sandbox,
+    #[command(name = "__cleanup", hide = true)]
+    Cleanup {
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Runs a parsed command line.
@@ -93,6 +97,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Shell(a) => shell::run_cmd(a),
         Command::GenerateMan(a) => man::run(a),
         Command::Sandbox => sandbox_helper::run(),
+        Command::Cleanup { dir } => {
+            crate::build::remove_or_warn(&dir);
+            Ok(())
+        }
     }
 }
 
