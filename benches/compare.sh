@@ -29,6 +29,12 @@ make_base="$here/make-base.sh"
 [ -f "$make_base" ] || make_base="$here/../examples/two-images/make-base.sh"
 if [ "${ONLY:-}" = multistage ]; then
     bash "$here/multistage.sh" "$sy" "$w" "$results" "$make_base"
+    bash "$here/cache.sh" "$sy" "$w" "$results" "$make_base"
+    python3 "$here/report.py" "$results"
+    exit 0
+fi
+if [ "${ONLY:-}" = cache ]; then
+    bash "$here/cache.sh" "$sy" "$w" "$results" "$make_base"
     python3 "$here/report.py" "$results"
     exit 0
 fi

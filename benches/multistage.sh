@@ -8,7 +8,11 @@ set -euo pipefail
 sy=$1 w=$2 results=$3 make_base=$4
 runs=${RUNS:-3}
 m="$w/multistage"
-rm -rf "$m" && mkdir -p "$m/ctx/src"
+# buildah's store holds files of subordinate ids: only its namespace can
+# remove them.
+[ -d "$m/bstore" ] && buildah unshare rm -rf "$m/bstore"
+rm -rf "$m"
+mkdir -p "$m/ctx/src"
 echo v0 >"$m/ctx/src/input"
 bash "$make_base" "$m/base-tree" >/dev/null
 "$sy" diff "$m/base-tree" --against scratch --output "oci:$m/base:v1" >/dev/null

@@ -26,7 +26,8 @@ def med(name):
 rows = []
 for tree in ("big", "many"):
     for ours, peer, what, target in (
-        ("shipyard.diff", "buildah.commit", "diff + gzip layer vs `buildah commit` (gzip)", 0.5),
+        # The ~500 MiB tree's target is 0.4x; the many-files tree has none.
+        ("shipyard.diff", "buildah.commit", "diff + gzip layer vs `buildah commit` (gzip)", 0.4 if tree == "big" else None),
         ("shipyard.rediff", "umoci.repack", "re-diff, nothing changed, vs `umoci repack`", 0.2),
     ):
         a, b = f"{tree}.{ours}", f"{tree}.{peer}"
@@ -42,7 +43,7 @@ if "multistage.shipyard.rebuild" in times:
     rows.append(("multi-stage", "rebuild, nothing changed, vs `buildah bud --layers`", a, b, a / b, 0.1))
 if "multistage.shipyard.onechange" in times:
     a, b = med("multistage.shipyard.onechange"), med("multistage.buildah.onechange")
-    rows.append(("multi-stage", "rebuild after one source file changed, vs `buildah bud --layers`", a, b, a / b, None))
+    rows.append(("multi-stage", "rebuild after one source file changed, vs `buildah bud --layers`", a, b, a / b, "below"))
 for ours, peer, what, target in (
     ("push", "push", "push ~500 MiB, 4 layers, to an empty repository vs `skopeo copy --preserve-digests`", 1.0),
     ("repush", "repush", "re-push, every blob present, vs skopeo", 0.5),
@@ -55,8 +56,9 @@ for ours, peer, what, target in (
 print("| tree | workload | shipyard s | peer s | ratio | target | met |")
 print("|---|---|---:|---:|---:|---:|---|")
 for tree, what, a, b, r, target in rows:
-    if target is None:
-        print(f"| {tree} | {what} | {a:.2f} | {b:.2f} | **{r:.2f}×** | (see below) | |")
+    if target is None or target == "below":
+        label = "(see below)" if target else "—"
+        print(f"| {tree} | {what} | {a:.2f} | {b:.2f} | **{r:.2f}×** | {label} | |")
     else:
         print(f"| {tree} | {what} | {a:.2f} | {b:.2f} | **{r:.2f}×** | ≤ {target}× | {'yes' if r <= target else 'NO'} |")
 print()

@@ -307,3 +307,100 @@ fn a_build_killed_halfway_leaves_a_cache_the_next_build_uses() {
     p.ok("l3", &["--no-cache"]);
     assert_eq!(p.digest("l2"), p.digest("l3"));
 }
+
+#[test]
+fn the_copy_fallback_caches_and_restores_too() {
+    let p = Project::new();
+    let copy = |layout: &str, extra: &[&str]| {
+        let out = p
+            .cmd(layout, extra)
+            .env("SHIPYARD_NO_OVERLAY", "1")
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("copy build {layout}"));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    copy("l1", &[]);
+    p.edit_spec(
+        r#"include = ["/opt/**", "/etc"]"#,
+        r#"include = ["/opt/**", "/etc", "/bin/cat"]"#,
+    );
+    let err = copy("l2", &[]);
+    assert!(
+        !err.contains("prep-ran") && !err.contains("two-ran"),
+        "{err}"
+    );
+    copy("l3", &["--no-cache"]);
+    assert_eq!(p.digest("l2"), p.digest("l3"));
+    // And the same image as an overlay build.
+    p.ok("l4", &["--no-cache"]);
+    assert_eq!(p.digest("l2"), p.digest("l4"));
+}
+
+#[test]
+fn the_host_builder_restores_its_rules() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("hello");
+    write(
+        &d.join("src/hello.c"),
+        b"#include <stdio.h>\nint main(void) { puts(\"hi\"); return 0; }\n",
+        0o644,
+    );
+    write(
+        &d.join("shipyard.toml"),
+        b"[builder]\nfrom = \"host\"\nsources = { \"/src\" = \"src\" }\n\
+          [build.hello]\nrun = \"mkdir -p /out/bin && cc -O2 -o /out/bin/hello /src/hello.c && echo compiled\"\n\
+          [tapeout.hello]\nafter = [\"build.hello\"]\ninclude = [\"/out/bin/hello\"]\nelf-closure = true\n\
+          [image.hello]\nfrom = \"scratch\"\ntapeouts = [\"hello\"]\n",
+        0o644,
+    );
+    let build = |l: &str, extra: &[&str]| {
+        let out = shipyard()
+            .env("XDG_CACHE_HOME", t.path().join("cache"))
+            .arg("build")
+            .arg(&d)
+            .arg("--output")
+            .arg(format!("oci:{}", t.path().join(l).display()))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_success(&out, l);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    build("l1", &[]);
+    let spec = std::fs::read_to_string(d.join("shipyard.toml")).unwrap();
+    write(
+        &d.join("shipyard.toml"),
+        spec.replace(
+            "elf-closure = true",
+            "elf-closure = true\nremap = { \"/out/bin\" = \"/usr/local/bin\" }",
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let err = build("l2", &[]);
+    assert!(!err.contains("compiled"), "{err}");
+    assert!(err.contains("==> build.hello: cached"), "{err}");
+    build("l3", &["--no-cache"]);
+    assert_eq!(
+        digest_of_tag(&t.path().join("l2"), "hello"),
+        digest_of_tag(&t.path().join("l3"), "hello")
+    );
+}
+
+#[test]
+fn a_writable_source_turns_the_rule_cache_off_and_says_why() {
+    let p = Project::new();
+    p.edit_spec(
+        r#"sources = { "/src" = "src" }"#,
+        r#"sources = { "/src" = { path = "src", writable = true } }"#,
+    );
+    p.ok("l1", &[]);
+    let (_, err) = p.ok("l2", &[]);
+    assert!(err.contains("prep-ran"), "{err}");
+    assert!(
+        err.contains("source /src is mounted writable, and what rules write there is not cached"),
+        "{err}"
+    );
+    assert_eq!(p.digest("l1"), p.digest("l2"));
+}

@@ -393,9 +393,21 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             .iter()
             .position(|s| opts.cache.no_cache_rules.iter().any(|n| n == &s.id()))
     };
+    // A writable source takes writes the builder's layers do not hold:
+    // restoring a rule could not redo them, so such builds run everything.
+    let writable = plan.sources.iter().find(|s| s.writable);
+    let first_forced = if writable.is_some() {
+        Some(0)
+    } else {
+        first_forced
+    };
     let forced = |i: usize| -> Option<String> {
         match first_forced {
             Some(_) if !opts.cache.read => Some("--no-cache".into()),
+            Some(_) if writable.is_some() => Some(format!(
+                "source {} is mounted writable, and what rules write there is not cached",
+                writable.map_or(String::new(), |w| w.target.display().to_string())
+            )),
             Some(f) if i == f => Some("--no-cache-rule".into()),
             Some(f) if i > f => Some(format!(
                 "{} is rebuilt (--no-cache-rule)",

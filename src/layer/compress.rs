@@ -36,6 +36,20 @@ impl Compression {
     }
 }
 
+/// A zstd encoder on `workers` threads. With any worker count >= 1 zstd's
+/// output is identical (tested below), so the cores are used without
+/// making digests machine-dependent.
+fn zstd_encoder<W: Write>(
+    inner: W,
+    level: i32,
+    workers: u32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
+    enc.multithread(workers.max(1))?;
+    enc.include_checksum(false)?;
+    Ok(enc)
+}
+
 /// A compressing writer. `finish` must be called to write the trailer.
 pub enum Encoder<W: Write> {
     Gzip(super::pgzip::ParallelGzip<W>),
@@ -53,14 +67,11 @@ impl<W: Write> Encoder<W> {
                 inner,
                 level.clamp(0, 12) as u32,
             )),
-            Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
-                // With any worker count >= 1 zstd's output is identical, so
-                // use the cores without making digests machine-dependent.
-                enc.multithread(std::thread::available_parallelism().map_or(1, |n| n.get()) as u32)?;
-                enc.include_checksum(false)?;
-                Encoder::Zstd(enc)
-            }
+            Compression::Zstd => Encoder::Zstd(zstd_encoder(
+                inner,
+                level,
+                std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
+            )?),
             Compression::None => Encoder::None(inner),
         })
     }
@@ -114,4 +125,34 @@ pub fn decoder<'a, R: Read + 'a>(r: R, enc: LayerEncoding) -> io::Result<Box<dyn
         LayerEncoding::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(br)?),
         _ => Box::new(br),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_output_is_the_same_whatever_the_worker_count() {
+        // Several of zstd's jobs' worth, part compressible, part not.
+        let data: Vec<u8> = (0..24u32 << 20)
+            .map(|i| {
+                if (i >> 20) % 2 == 0 {
+                    (i % 251) as u8
+                } else {
+                    (i.wrapping_mul(2654435761) >> 13) as u8
+                }
+            })
+            .collect();
+        let run = |workers| {
+            let mut e = zstd_encoder(Vec::new(), 1, workers).unwrap();
+            for part in data.chunks(100_003) {
+                e.write_all(part).unwrap();
+            }
+            e.finish().unwrap()
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(4));
+        assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
+    }
 }
