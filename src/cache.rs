@@ -58,18 +58,21 @@ fn key_file(dir: &Path, key: &str) -> PathBuf {
     dir.join(Digest::of(key.as_bytes()).hex())
 }
 
+/// Writes a file of the cache through a temp file beside it and a rename:
+/// a reader sees the old content or the new, never half of it.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(tmp.path(), bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// Writes a small record atomically; records are hints, so a failure to
 /// write one is logged, not fatal.
 fn write_record(path: &Path, text: &str) {
-    let res = (|| -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::fs::write(tmp.path(), text)?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    })();
-    if let Err(e) = res {
+    if let Err(e) = write_atomic(path, text.as_bytes()) {
         tracing::warn!("cache record {}: {e}", path.display());
     }
 }

@@ -404,3 +404,45 @@ fn a_writable_source_turns_the_rule_cache_off_and_says_why() {
     );
     assert_eq!(p.digest("l1"), p.digest("l2"));
 }
+
+#[test]
+fn an_image_base_is_unpacked_once_and_shared_by_concurrent_builds() {
+    let p = Project::new();
+    // The same base as an image in a layout.
+    let base = p.layout("base-image");
+    ok([
+        "diff".to_string(),
+        p.dir().join("base").display().to_string(),
+        "--against".into(),
+        "scratch".into(),
+        "--output".into(),
+        format!("oci:{}:v1", base.display()),
+    ]);
+    p.edit_spec(
+        r#"from = "rootfs:base""#,
+        &format!(r#"from = "oci:{}:v1""#, base.display()),
+    );
+    let (a, b) = std::thread::scope(|s| {
+        let ha = s.spawn(|| p.build("la", &[]));
+        let hb = s.spawn(|| p.build("lb", &[]));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    assert_success(&a, "first concurrent build");
+    assert_success(&b, "second concurrent build");
+    assert_eq!(p.digest("la"), p.digest("lb"));
+    let unpacked: Vec<_> = std::fs::read_dir(p.cache().join("shipyard/rootfs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|e| e.is_dir())
+        .collect();
+    assert_eq!(unpacked.len(), 1, "{unpacked:?}");
+    // Leftover temp dirs of the losing unpack are gone too.
+    assert!(
+        !unpacked[0].parent().unwrap().read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".shipyard-unpack")),
+        "a temp unpack was left behind"
+    );
+}

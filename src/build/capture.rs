@@ -68,7 +68,7 @@ pub fn read_snapshot(path: &Path) -> Option<Result<Manifest, String>> {
 
 /// Writes the snapshot of the changes directory as it is now.
 pub fn write_snapshot(path: &Path, m: &Manifest) -> Result<(), String> {
-    super::key::write_atomic(path, &m.to_text()).map_err(|e| format!("{}: {e}", path.display()))
+    crate::cache::write_atomic(path, &m.to_text()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl CaptureJob {

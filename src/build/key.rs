@@ -191,7 +191,7 @@ fn content(
     }
     if let Some(p) = stat_cache {
         // A hint only: a failure to save it costs a re-hash next time.
-        let _ = write_atomic(p, &tree.manifest.to_text());
+        let _ = crate::cache::write_atomic(p, &tree.manifest.to_text());
     }
     let mut lines = BTreeMap::new();
     for e in tree.manifest.entries.values() {
@@ -245,16 +245,6 @@ fn ignore_matcher(root: &Path) -> Result<ignore::gitignore::Gitignore, KeyError>
         path: root.to_path_buf(),
         msg: e.to_string(),
     })
-}
-
-/// Writes a file through a temp file and a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::fs::write(tmp.path(), bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 /// The identity of the `host` builder base. The host cannot be hashed

@@ -17,7 +17,8 @@
 //!   crash leaves the old record or the new one, never half of one, and
 //!   two builds writing the same key write the same thing.
 
-use super::key::{write_atomic, SourceContent, StepKey};
+use super::key::{SourceContent, StepKey};
+use crate::cache::write_atomic;
 use crate::cache::Cache;
 use crate::oci::digest::Digest;
 use crate::oci::media;
@@ -407,7 +408,7 @@ impl StepCache {
             ("tapeouts", tapeout),
             ("image layers", layer),
             (
-                "pulled images",
+                "pulled, other blobs",
                 blobs.saturating_sub(rule + tapeout + layer),
             ),
             ("unpacked bases", du(&root.join("rootfs"))),
