@@ -14,6 +14,13 @@ use std::path::PathBuf;
 /// its runtime base already has; and writes every image of the pass into
 /// the --output layout, tagged. A failing rule stops the build with its
 /// exit code and the last lines of its log; the layout is then unchanged.
+///
+/// Every rule, tapeout and image layer is cached by a key of its inputs
+/// (the builder base, its definition, the content of the sources it mounts
+/// minus what .shipyardignore lists, the rules before it): a rule that hits
+/// is not run, and a rebuild with nothing changed runs nothing and writes
+/// the same digests. The log says, per step, cached or run and, for a run,
+/// which input changed. See `shipyard cache --help`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The directory holding shipyard.toml (default: .).
