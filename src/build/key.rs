@@ -154,17 +154,26 @@ fn content(
                 .matched_path_or_any_parents(p.to_path(), e.kind == Kind::Dir)
                 .is_ignore()
     });
-    let old: Option<Manifest> = stat_cache.and_then(|p| {
+    // The stat cache, and when it was written.
+    let old: Option<(Manifest, i64)> = stat_cache.and_then(|p| {
         let f = std::fs::File::open(p).ok()?;
-        Manifest::parse(BufReader::new(f), &p.display().to_string()).ok()
+        let written = f.metadata().ok()?.mtime();
+        let m = Manifest::parse(BufReader::new(f), &p.display().to_string()).ok()?;
+        Some((m, written))
     });
     // Reuse the digests of files that did not move since the last walk.
+    // Not of files modified within two seconds before that walk ended: the
+    // filesystem's clock is coarse, so a second write in the same tick
+    // could leave size and mtime as they were ("racy git").
     let mut todo = Vec::new();
     for e in tree.manifest.entries.values_mut() {
         if e.kind != Kind::File {
             continue;
         }
-        let known = old.as_ref().and_then(|m| m.get(&e.path)).filter(|o| {
+        let known = old
+            .as_ref()
+            .and_then(|(m, written)| m.get(&e.path).filter(|o| o.mtime.sec + 2 <= *written));
+        let known = known.filter(|o| {
             o.kind == Kind::File
                 && o.size == e.size
                 && o.mtime.sec == e.mtime.sec
@@ -380,6 +389,39 @@ mod tests {
         assert_eq!(
             source_content(&a, Some(&stat)).unwrap().digest,
             second.digest
+        );
+    }
+
+    #[test]
+    fn a_file_rewritten_in_the_same_clock_tick_is_still_seen() {
+        let t = tempfile::tempdir().unwrap();
+        let a = t.path().join("a");
+        let stat = t.path().join("stat");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let stamp = |p: &Path| {
+            let ts = nix::sys::time::TimeSpec::new(now, 123_456_789);
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                p,
+                &ts,
+                &ts,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap();
+        };
+        write(&a.join("f"), "one");
+        stamp(&a.join("f"));
+        let first = source_content(&a, Some(&stat)).unwrap();
+        // Same size, same mtime to the nanosecond (as a coarse clock
+        // would leave a second write in the same tick).
+        write(&a.join("f"), "two");
+        stamp(&a.join("f"));
+        assert_ne!(
+            source_content(&a, Some(&stat)).unwrap().digest,
+            first.digest
         );
     }
 
