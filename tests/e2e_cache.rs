@@ -156,3 +156,46 @@ fn cache_flags_take_a_registry_repository_and_a_dead_registry_is_only_a_miss() {
     );
     assert!(err.contains("prep-ran"), "{err}");
 }
+
+#[test]
+fn a_foreign_manifest_under_a_cache_tag_is_a_miss_not_a_wrong_image() {
+    let reg = Registry::start();
+    let cache = reg.url("ci/cache");
+    let (a, b) = (Project::new(), Project::new());
+    a.ok("l", &["--tls-verify=false", "--cache-to", &cache]);
+    // Overwrite the image layer's entry with an ordinary image.
+    let key = a
+        .cache_cmd(&["ls", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["record"]["step"] == "image.i#0")
+        .map(|v| {
+            v["key"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string()
+        })
+        .unwrap();
+    let out = shipyard()
+        .env("XDG_CACHE_HOME", a.cache())
+        .args([
+            "push",
+            "--tls-verify=false",
+            &format!("oci:{}:i", a.layout("l").display()),
+            &format!("{cache}:sha256-{key}"),
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "push over the cache tag");
+    // Runner B refuses it, says why, and makes the layer itself from the
+    // rules the cache still holds.
+    let (_, err) = b.ok("l", &["--tls-verify=false", "--cache-from", &cache]);
+    assert!(err.contains("not a shipyard cache entry"), "{err}");
+    assert!(
+        !err.contains("prep-ran") && !err.contains("two-ran"),
+        "{err}"
+    );
+    assert!(err.contains("==> image.i layer 1: make:"), "{err}");
+    assert_eq!(a.digest("l"), b.digest("l"));
+}

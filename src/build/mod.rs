@@ -66,17 +66,6 @@ pub struct CacheOptions {
     pub to: Option<crate::reference::RegistryRef>,
 }
 
-impl Default for CacheOptions {
-    fn default() -> Self {
-        CacheOptions {
-            read: true,
-            no_cache_rules: Vec::new(),
-            from: None,
-            to: None,
-        }
-    }
-}
-
 /// A failed rule, as the user sees it.
 #[derive(Debug, thiserror::Error)]
 #[error("{rule} failed with exit code {code}{}; last lines of its log ({log}):\n{tail}", if *code == crate::sandbox::helper::SETUP_FAILED { " (the sandbox could not start it)" } else { "" })]
@@ -384,22 +373,17 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
         keys.push(k);
     }
     // Steps that must run whatever the cache holds: everything with
-    // --no-cache; with --no-cache-rule, that rule and every step after it
-    // (a cached change is only valid on the state it was captured on).
-    let first_forced = if !opts.cache.read {
+    // --no-cache, or when a source is writable (it takes writes the
+    // builder's layers do not hold, which restoring could not redo); with
+    // --no-cache-rule, that rule and every step after it (a cached change
+    // is only valid on the state it was captured on).
+    let writable = plan.sources.iter().find(|s| s.writable);
+    let first_forced = if !opts.cache.read || writable.is_some() {
         Some(0)
     } else {
         plan.steps
             .iter()
             .position(|s| opts.cache.no_cache_rules.iter().any(|n| n == &s.id()))
-    };
-    // A writable source takes writes the builder's layers do not hold:
-    // restoring a rule could not redo them, so such builds run everything.
-    let writable = plan.sources.iter().find(|s| s.writable);
-    let first_forced = if writable.is_some() {
-        Some(0)
-    } else {
-        first_forced
     };
     let forced = |i: usize| -> Option<String> {
         match first_forced {

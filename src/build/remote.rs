@@ -138,7 +138,9 @@ pub fn export(sc: &StepCache, to: &RegistryRef, keys: &[Digest]) -> Result<usize
         if !seen.insert(key.clone()) {
             continue;
         }
-        let Some(rec) = sc.lookup(key) else {
+        // Not re-hashed here: the registry checks every blob it is sent
+        // against its digest, so a corrupt one fails the push.
+        let Some(rec) = sc.record(key) else {
             continue;
         };
         if remote.has(key)? {

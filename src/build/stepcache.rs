@@ -151,13 +151,18 @@ impl StepCache {
         self.steps_dir().join(format!("{}.json", key.hex()))
     }
 
+    /// The record for `key` if it and its blob exist, without reading the
+    /// blob (for a probe, or to push what this build just verified).
+    pub fn record(&self, key: &Digest) -> Option<Record> {
+        let rec: Record =
+            serde_json::from_slice(&std::fs::read(self.record_path(key)).ok()?).ok()?;
+        let d = rec.digest()?;
+        self.cache.layout.has_blob(&d).then_some(rec)
+    }
+
     /// Whether a record for `key` exists with its blob (not verified).
     pub fn has(&self, key: &Digest) -> bool {
-        std::fs::read(self.record_path(key))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-            .and_then(|r| r.digest())
-            .is_some_and(|d| self.cache.layout.has_blob(&d))
+        self.record(key).is_some()
     }
 
     /// The record for `key`, if it and its blob are present and intact.
