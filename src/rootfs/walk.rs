@@ -240,18 +240,23 @@ pub fn walk_with(root: &Path, opts: &WalkOptions) -> Result<Tree, WalkError> {
             .and_then(|r| r.get(&e.path))
             .filter(|r| r.kind == e.kind || (e.kind == Kind::File && r.kind == Kind::Hardlink));
         let (host_uid, host_gid) = (e.uid, e.gid);
+        // The record speaks for an entry the caller still owns, both of
+        // its ids: a staged file the caller owns may keep the builder's
+        // group on disk (a subordinate gid, such as `root:adm` from apt),
+        // which only the record can map back.
+        let owned = rec.filter(|_| host_uid == me.0);
         e.uid = resolve_id(
             host_uid,
             me.0,
             intent.and_then(|i| i.0),
-            rec.map(|r| r.uid),
+            owned.map(|r| r.uid),
             opts.caller_is_root,
         );
         e.gid = resolve_id(
             host_gid,
             me.1,
             intent.and_then(|i| i.1),
-            rec.map(|r| r.gid),
+            owned.map(|r| r.gid),
             opts.caller_is_root,
         );
         if let Some(r) = rec {
@@ -294,13 +299,11 @@ fn resolve_id(
     if let Some(i) = intended {
         return i as u64;
     }
-    if host == me {
-        if let Some(r) = recorded {
-            return r;
-        }
-        if caller_is_root {
-            return 0;
-        }
+    if let Some(r) = recorded {
+        return r;
+    }
+    if host == me && caller_is_root {
+        return 0;
     }
     host
 }
