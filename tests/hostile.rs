@@ -8,6 +8,7 @@ mod common;
 use common::rawtar::*;
 use common::*;
 use shipyard::oci::digest::Digest;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 struct Scene {
@@ -312,12 +313,7 @@ fn h20_unsupported_member_type() {
 #[test]
 fn h32_sparse_member_without_gnu_header() {
     let s = scene();
-    rejects(
-        &s,
-        vec![layer(&[m(b"sparse", b'S')])],
-        0,
-        "sparse entry type listed but not GNU header",
-    );
+    rejects(&s, vec![layer(&[m(b"sparse", b'S')])], 0, "sparse member");
 }
 
 #[test]
@@ -500,4 +496,171 @@ fn h31_destination_must_be_empty() {
     ]);
     assert!(e.contains("not empty"), "{e}");
     assert_eq!(std::fs::read(s.work.join("root/keep")).unwrap(), b"mine");
+}
+
+/// Runs `shipyard unpack` of `layers` and returns (stderr, success, peak
+/// resident memory of that process in KiB, from wait4's rusage).
+fn unpack_measured(s: &Scene, layers: Vec<RawLayer>) -> (String, bool, i64, Vec<Digest>) {
+    use std::os::unix::process::ExitStatusExt;
+    let (l, digests) = image(&s.work, layers);
+    let dest = s.work.join("root");
+    let child = shipyard()
+        .args([
+            "unpack",
+            &format!("oci:{}:t", l.display()),
+            dest.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(s.work.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: waits for our own child; pointers are to live locals.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    std::mem::forget(child);
+    let ok = std::process::ExitStatus::from_raw(status).success();
+    let stderr = std::fs::read_to_string(s.work.join("stderr")).unwrap();
+    s.assert_outside_untouched();
+    (stderr, ok, ru.ru_maxrss, digests)
+}
+
+/// A PAX record of `len` bytes (`comment=aaa…`), written as a stream.
+fn pax_stream(out: &mut dyn std::io::Write, typ: u8, len: u64) {
+    let mut h = m(b"pax", typ);
+    h.name = b"PaxHeaders/x".to_vec();
+    out.write_all(&header_block(&h, len)).unwrap();
+    let prefix = format!("{len} comment=");
+    out.write_all(prefix.as_bytes()).unwrap();
+    let mut left = len - prefix.len() as u64 - 1;
+    let chunk = vec![b'a'; 1 << 20];
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        out.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    out.write_all(b"\n").unwrap();
+    let pad = (512 - len % 512) % 512;
+    out.write_all(&vec![0; pad as usize]).unwrap();
+}
+
+#[test]
+fn h33_huge_pax_record_is_refused_in_bounded_memory() {
+    let s = scene();
+    let len = 64 << 20;
+    let l = streamed_layer(|out| {
+        pax_stream(out, b'x', len);
+        let tail = tar(&[file("a", b"x")]);
+        out.write_all(&tail).unwrap();
+    });
+    let (err, ok, maxrss_kib, digests) = unpack_measured(&s, vec![l]);
+    assert!(!ok, "a 64 MiB PAX record was accepted");
+    assert!(err.contains(&digests[0].to_string()), "{err}");
+    assert!(
+        err.contains("PAX extended header of 67108864 bytes is larger than the 1048576 bytes"),
+        "{err}"
+    );
+    assert!(
+        maxrss_kib < 64 * 1024,
+        "unpacking a layer with a 64 MiB PAX record peaked at {maxrss_kib} KiB"
+    );
+}
+
+#[test]
+fn h34_oversized_long_names_and_global_headers_are_refused() {
+    for (typ, what) in [
+        (b'L', "GNU long name of"),
+        (b'K', "GNU long link name of"),
+        (b'g', "PAX global header of"),
+    ] {
+        let s = scene();
+        let l = streamed_layer(|out| {
+            pax_stream(out, typ, 2 << 20);
+            out.write_all(&tar(&[file("a", b"x")])).unwrap();
+        });
+        rejects(&s, vec![l], 0, what);
+    }
+}
+
+#[test]
+fn h35_a_pax_size_record_does_not_hide_a_later_huge_header() {
+    // The member's ustar size says 0 while its PAX size says 600: the
+    // guard must skip 1024 bytes of data, as the tar reader does, to find
+    // the oversized header after it.
+    let s = scene();
+    let mut f = file("a", &[b'q'; 600]);
+    f.pax.push(("size".into(), b"600".to_vec()));
+    f.patch.push((124, b"00000000000\0".to_vec()));
+    let l = streamed_layer(|out| {
+        let t = tar(&[f]);
+        out.write_all(&t[..t.len() - 1024]).unwrap();
+        pax_stream(out, b'x', 2 << 20);
+        out.write_all(&tar(&[file("b", b"x")])).unwrap();
+    });
+    rejects(&s, vec![l], 0, "PAX extended header of 2097152 bytes");
+}
+
+#[test]
+fn h36_members_write_no_more_than_their_size() {
+    let s = scene();
+    // Header says 3 bytes; 500 follow in the block.
+    let mut a = file("a", &[b'z'; 500]);
+    a.patch.push((124, b"00000000003\0".to_vec()));
+    // PAX size 5 overrides the header's 500.
+    let mut b = file("b", &[b'y'; 500]);
+    b.pax.push(("size".into(), b"5".to_vec()));
+    let (res, _) = s.unpack(vec![layer(&[a, b, file("c", b"after")])]);
+    res.unwrap();
+    let root = s.work.join("root");
+    assert_eq!(std::fs::read(root.join("a")).unwrap(), b"zzz");
+    assert_eq!(std::fs::read(root.join("b")).unwrap(), b"yyyyy");
+    assert_eq!(std::fs::read(root.join("c")).unwrap(), b"after");
+}
+
+#[test]
+fn h37_gnu_sparse_members_are_refused() {
+    let s = scene();
+    // A real GNU header ("ustar  \0"), sparse type, claiming 1 TiB.
+    let mut sp = m(b"sparse", b'S');
+    sp.patch.push((257, b"ustar  \0".to_vec()));
+    sp.patch.push((483, b"17777777777\0".to_vec()));
+    rejects(&s, vec![layer(&[sp])], 0, "sparse member");
+    let s = scene();
+    let mut f = file("GNUSparseFile.0/f", b"x");
+    f.pax.push(("GNU.sparse.major".into(), b"1".to_vec()));
+    f.pax.push(("GNU.sparse.minor".into(), b"0".to_vec()));
+    rejects(&s, vec![layer(&[f])], 0, "sparse member");
+}
+
+#[test]
+fn h38_ids_out_of_range_are_refused() {
+    let pax = |k: &str, v: &str| {
+        let mut f = file("f", b"x");
+        f.pax.push((k.into(), v.as_bytes().to_vec()));
+        f
+    };
+    let base256 = |at: usize, bytes: [u8; 8]| {
+        let mut f = file("f", b"x");
+        f.patch.push((at, bytes.to_vec()));
+        f
+    };
+    let cases = [
+        (pax("uid", "4294967296"), "uid 4294967296 is out of range"),
+        (pax("gid", "4294967296"), "gid 4294967296 is out of range"),
+        (pax("uid", "4294967295"), "uid 4294967295 is out of range"),
+        (pax("uid", "-1"), "PAX uid \"-1\" is not a number"),
+        (pax("gid", "1e3"), "PAX gid \"1e3\" is not a number"),
+        (
+            base256(108, [0x80, 0, 0, 1, 0, 0, 0, 0]),
+            "uid 4294967296 is out of range",
+        ),
+        (base256(116, [0xff; 8]), "is out of range"),
+    ];
+    for (member, phrase) in cases {
+        let s = scene();
+        rejects(&s, vec![layer(&[member])], 0, phrase);
+    }
 }

@@ -143,7 +143,7 @@ fn stream_members(
         msg: format!("cannot read the layer stream: {e}"),
     };
     let dec = compress::decoder(blob, media::layer_encoding(desc.media_type())).map_err(corrupt)?;
-    let mut archive = tar::Archive::new(HashingReader::new(dec));
+    let mut archive = tar::Archive::new(read::HeaderGuard::new(HashingReader::new(dec)));
     for member in archive.entries().map_err(corrupt)? {
         let mut member = member.map_err(corrupt)?;
         let path = String::from_utf8_lossy(&member.path_bytes()).into_owned();
@@ -161,6 +161,10 @@ fn stream_members(
             other => other,
         })?;
     }
-    let (uncompressed, _) = archive.into_inner().drain_and_finish().map_err(corrupt)?;
+    let (uncompressed, _) = archive
+        .into_inner()
+        .into_inner()
+        .drain_and_finish()
+        .map_err(corrupt)?;
     Ok(uncompressed)
 }
