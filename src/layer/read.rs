@@ -375,29 +375,6 @@ fn id_in_range(what: &str, id: u64) -> Result<u64, String> {
     Ok(id)
 }
 
-/// For a symlink at `link_path` pointing at the relative `target`, whether
-/// resolving it lexically climbs above the root. Absolute targets are
-/// resolved against the image root by every runtime, so they never escape.
-pub fn symlink_escapes(link_path: &RelPath, target: &[u8]) -> bool {
-    if target.starts_with(b"/") {
-        return false;
-    }
-    let mut depth = link_path.parent().components().count() as i64;
-    for c in target.split(|b| *b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return true;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,14 +386,5 @@ mod tests {
         assert!(normalize_path(b"/etc/passwd").is_err());
         assert!(normalize_path(b"a/../../b").is_err());
         assert!(normalize_path(b"..").is_err());
-    }
-
-    #[test]
-    fn symlink_escape() {
-        let p = RelPath::new(b"usr/lib/x".to_vec());
-        assert!(!symlink_escapes(&p, b"../../bin/sh"));
-        assert!(symlink_escapes(&p, b"../../../etc/passwd"));
-        assert!(!symlink_escapes(&p, b"/etc/passwd"));
-        assert!(symlink_escapes(&RelPath::new(b"x".to_vec()), b".."));
     }
 }

@@ -154,6 +154,15 @@ pub fn layer(members: &[M]) -> RawLayer {
 
 /// Writes an image of raw layers and returns (layout dir, digests).
 pub fn image(dir: &Path, layers: Vec<RawLayer>) -> (PathBuf, Vec<Digest>) {
+    image_typed(dir, layers, oci_spec::image::MediaType::ImageLayerGzip)
+}
+
+/// [`image`] with every layer descriptor of `media_type`.
+pub fn image_typed(
+    dir: &Path,
+    layers: Vec<RawLayer>,
+    media_type: oci_spec::image::MediaType,
+) -> (PathBuf, Vec<Digest>) {
     let l = dir.join("layout");
     let layout = Layout::open_or_create(&l).unwrap();
     let mut cfg = empty_config();
@@ -171,7 +180,7 @@ pub fn image(dir: &Path, layers: Vec<RawLayer>) -> (PathBuf, Vec<Digest>) {
             "test",
         );
         descs.push(oci_spec::image::Descriptor::new(
-            oci_spec::image::MediaType::ImageLayerGzip,
+            media_type.clone(),
             rl.size.unwrap_or(size),
             media::to_spec_digest(&d),
         ));
