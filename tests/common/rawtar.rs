@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// One raw ustar member.
+#[derive(Debug, Clone)]
 pub struct M {
     pub name: Vec<u8>,
     pub typ: u8,
