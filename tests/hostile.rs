@@ -8,7 +8,6 @@ mod common;
 use common::rawtar::*;
 use common::*;
 use shipyard::oci::digest::Digest;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 struct Scene {

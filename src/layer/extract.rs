@@ -160,7 +160,7 @@ impl Extractor {
     fn apply_entry_in(&mut self, parent: &OwnedFd, e: &mut Entry, data: &mut dyn Read) -> Res<()> {
         let name = e.path.name().to_vec();
         let existing = nix::sys::stat::fstatat(
-            &parent,
+            parent,
             name.as_slice(),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
@@ -169,26 +169,26 @@ impl Extractor {
             SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
         });
         if e.kind == Kind::Dir && existing_is_dir {
-            self.set_owner_at(&parent, &name, e)?;
+            self.set_owner_at(parent, &name, e)?;
             self.dirs.insert(e.path.clone(), (e.mode, e.mtime.sec));
             return Ok(());
         }
         if existing.is_some() {
-            remove_at(&parent, &name).map_err(|x| errno_msg("replacing existing path", x))?;
+            remove_at(parent, &name).map_err(|x| errno_msg("replacing existing path", x))?;
             self.dirs.retain(|d, _| !d.starts_with(&e.path));
         }
         let mode600 = Mode::from_bits_truncate(0o600);
         match e.kind {
             Kind::Dir => {
-                mkdirat(&parent, name.as_slice(), Mode::from_bits_truncate(0o700))
+                mkdirat(parent, name.as_slice(), Mode::from_bits_truncate(0o700))
                     .map_err(|x| errno_msg("mkdir", x))?;
-                self.set_owner_at(&parent, &name, e)?;
-                self.set_xattrs_at(&parent, &name, e)?;
+                self.set_owner_at(parent, &name, e)?;
+                self.set_xattrs_at(parent, &name, e)?;
                 self.dirs.insert(e.path.clone(), (e.mode, e.mtime.sec));
             }
             Kind::File => {
                 let fd = openat(
-                    &parent,
+                    parent,
                     name.as_slice(),
                     OFlag::O_CREAT
                         | OFlag::O_EXCL
@@ -235,10 +235,10 @@ impl Extractor {
             }
             Kind::Symlink => {
                 let target = e.link.clone().unwrap_or_default();
-                symlinkat(target.as_slice(), &parent, name.as_slice())
+                symlinkat(target.as_slice(), parent, name.as_slice())
                     .map_err(|x| errno_msg("symlink", x))?;
-                self.set_owner_at(&parent, &name, e)?;
-                self.set_mtime_at(&parent, &name, e)?;
+                self.set_owner_at(parent, &name, e)?;
+                self.set_mtime_at(parent, &name, e)?;
             }
             Kind::Hardlink => {
                 let target = RelPath::new(e.link.clone().unwrap_or_default());
@@ -270,7 +270,7 @@ impl Extractor {
                     Kind::Char => (SFlag::S_IFCHR, rdev(e)),
                     _ => (SFlag::S_IFBLK, rdev(e)),
                 };
-                match mknodat(&parent, name.as_slice(), kind, mode600, dev) {
+                match mknodat(parent, name.as_slice(), kind, mode600, dev) {
                     Ok(()) => {}
                     Err(Errno::EPERM) if e.kind != Kind::Fifo => {
                         // Rootless: the record beside the tree keeps it.
@@ -279,15 +279,15 @@ impl Extractor {
                     }
                     Err(x) => return Err(errno_msg("mknod", x)),
                 }
-                self.set_owner_at(&parent, &name, e)?;
+                self.set_owner_at(parent, &name, e)?;
                 fchmodat(
-                    &parent,
+                    parent,
                     name.as_slice(),
                     Mode::from_bits_truncate(e.mode),
                     FchmodatFlags::FollowSymlink,
                 )
                 .map_err(|x| errno_msg("chmod", x))?;
-                self.set_mtime_at(&parent, &name, e)?;
+                self.set_mtime_at(parent, &name, e)?;
             }
         }
         Ok(())
