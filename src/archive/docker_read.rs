@@ -29,7 +29,9 @@ struct Entry {
 /// Reads the image named `name` (or the only one) from `file` into `dest`.
 pub fn import(file: &Path, name: Option<&str>, dest: &Layout) -> Result<Descriptor> {
     let f = std::fs::File::open(file).map_err(io_at(file))?;
-    let mut ar = tar::Archive::new(BufReader::with_capacity(1 << 20, f));
+    let mut ar = tar::Archive::new(crate::layer::read::HeaderGuard::new(
+        BufReader::with_capacity(1 << 20, f),
+    ));
     let tmp = tempfile::Builder::new()
         .prefix(".shipyard-import-")
         .tempdir_in(dest.root())

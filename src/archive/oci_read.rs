@@ -13,7 +13,9 @@ use std::path::Path;
 /// `tag` (or the only image when `tag` is `None`), without annotations.
 pub fn import(file: &Path, tag: Option<&str>, dest: &Layout) -> Result<Descriptor> {
     let f = std::fs::File::open(file).map_err(io_at(file))?;
-    let mut ar = tar::Archive::new(BufReader::with_capacity(1 << 20, f));
+    let mut ar = tar::Archive::new(crate::layer::read::HeaderGuard::new(
+        BufReader::with_capacity(1 << 20, f),
+    ));
     let mut index_bytes = None;
     let mut saw_layout = false;
     for entry in ar.entries().map_err(io_at(file))? {

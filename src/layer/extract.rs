@@ -12,7 +12,8 @@
 //! device nodes and privileged xattrs that an unprivileged user cannot create
 //! are recorded in the manifest the caller writes beside the tree.
 
-use super::read::{symlink_escapes, TarItem};
+use super::read::TarItem;
+use super::resolve::Node;
 use super::LayerError;
 use crate::oci::image::Image;
 use crate::oci::layout::Layout;
@@ -100,31 +101,35 @@ impl Extractor {
         })
     }
 
-    /// Applies one member.
+    /// Applies one member. Its parent directories are resolved inside the
+    /// root (see [`super::resolve`]); on success the item holds the
+    /// resolved paths, which is what the manifest records.
     pub fn apply_item(&mut self, item: &mut TarItem, data: &mut dyn Read) -> Res<()> {
         match item {
             TarItem::Skip => {}
             TarItem::Whiteout(p) => {
-                let parent = self.open_dir(&p.parent(), false)?;
-                if let Some(parent) = parent {
+                if let Some((at, parent)) = self.open_dir(&p.parent(), false)? {
                     remove_at(&parent, p.name())
                         .map_err(|e| errno_msg("removing whited-out path", e))?;
+                    let real = at.join(p.name());
+                    self.dirs.retain(|d, _| !d.starts_with(&real));
+                    *p = real;
                 }
-                self.dirs.retain(|d, _| !d.starts_with(p));
             }
             TarItem::Opaque(dir) => {
-                let fd = self
+                let (real, fd) = self
                     .open_dir(dir, true)?
                     .ok_or("opaque marker in a directory that cannot be created")?;
                 let names = list_dir(&fd).map_err(|e| errno_msg("listing opaque directory", e))?;
                 for n in names {
-                    let child = dir.join(&n);
+                    let child = real.join(&n);
                     if !self.stacker.in_this_layer(&child) {
                         remove_at(&fd, &n)
                             .map_err(|e| errno_msg("clearing opaque directory", e))?;
                         self.dirs.retain(|d, _| !d.starts_with(&child));
                     }
                 }
+                *dir = real;
             }
             TarItem::Entry(e) => {
                 if e.path.is_root() {
@@ -137,22 +142,25 @@ impl Extractor {
         Ok(())
     }
 
+    /// Applies an entry where its resolved parent puts it. Errors name
+    /// the member as the layer wrote it.
     fn apply_entry(&mut self, e: &mut Entry, data: &mut dyn Read) -> Res<()> {
-        if e.kind == Kind::Symlink {
-            let target = e.link.as_deref().unwrap_or_default();
-            if symlink_escapes(&e.path, target) {
-                return Err(format!(
-                    "symlink target {:?} climbs out of the root",
-                    String::from_utf8_lossy(target)
-                ));
-            }
-        }
-        let parent = self
+        let (at, parent) = self
             .open_dir(&e.path.parent(), true)?
             .ok_or("parent directory could not be created")?;
+        let real = at.join(e.path.name());
+        let written = std::mem::replace(&mut e.path, real);
+        let r = self.apply_entry_in(&parent, e, data);
+        if r.is_err() {
+            e.path = written;
+        }
+        r
+    }
+
+    fn apply_entry_in(&mut self, parent: &OwnedFd, e: &mut Entry, data: &mut dyn Read) -> Res<()> {
         let name = e.path.name().to_vec();
         let existing = nix::sys::stat::fstatat(
-            &parent,
+            parent,
             name.as_slice(),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
@@ -161,26 +169,26 @@ impl Extractor {
             SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
         });
         if e.kind == Kind::Dir && existing_is_dir {
-            self.set_owner_at(&parent, &name, e)?;
+            self.set_owner_at(parent, &name, e)?;
             self.dirs.insert(e.path.clone(), (e.mode, e.mtime.sec));
             return Ok(());
         }
         if existing.is_some() {
-            remove_at(&parent, &name).map_err(|x| errno_msg("replacing existing path", x))?;
+            remove_at(parent, &name).map_err(|x| errno_msg("replacing existing path", x))?;
             self.dirs.retain(|d, _| !d.starts_with(&e.path));
         }
         let mode600 = Mode::from_bits_truncate(0o600);
         match e.kind {
             Kind::Dir => {
-                mkdirat(&parent, name.as_slice(), Mode::from_bits_truncate(0o700))
+                mkdirat(parent, name.as_slice(), Mode::from_bits_truncate(0o700))
                     .map_err(|x| errno_msg("mkdir", x))?;
-                self.set_owner_at(&parent, &name, e)?;
-                self.set_xattrs_at(&parent, &name, e)?;
+                self.set_owner_at(parent, &name, e)?;
+                self.set_xattrs_at(parent, &name, e)?;
                 self.dirs.insert(e.path.clone(), (e.mode, e.mtime.sec));
             }
             Kind::File => {
                 let fd = openat(
-                    &parent,
+                    parent,
                     name.as_slice(),
                     OFlag::O_CREAT
                         | OFlag::O_EXCL
@@ -227,14 +235,14 @@ impl Extractor {
             }
             Kind::Symlink => {
                 let target = e.link.clone().unwrap_or_default();
-                symlinkat(target.as_slice(), &parent, name.as_slice())
+                symlinkat(target.as_slice(), parent, name.as_slice())
                     .map_err(|x| errno_msg("symlink", x))?;
-                self.set_owner_at(&parent, &name, e)?;
-                self.set_mtime_at(&parent, &name, e)?;
+                self.set_owner_at(parent, &name, e)?;
+                self.set_mtime_at(parent, &name, e)?;
             }
             Kind::Hardlink => {
                 let target = RelPath::new(e.link.clone().unwrap_or_default());
-                let tparent = self
+                let (at, tparent) = self
                     .open_dir(&target.parent(), false)?
                     .ok_or_else(|| format!("hardlink target {target} does not exist"))?;
                 let st = nix::sys::stat::fstatat(
@@ -249,11 +257,12 @@ impl Extractor {
                 linkat(
                     &tparent,
                     target.name(),
-                    &parent,
+                    parent,
                     name.as_slice(),
                     nix::fcntl::AtFlags::empty(),
                 )
                 .map_err(|x| errno_msg("link", x))?;
+                e.link = Some(at.join(target.name()).as_bytes().to_vec());
             }
             Kind::Fifo | Kind::Char | Kind::Block => {
                 let (kind, dev) = match e.kind {
@@ -261,7 +270,7 @@ impl Extractor {
                     Kind::Char => (SFlag::S_IFCHR, rdev(e)),
                     _ => (SFlag::S_IFBLK, rdev(e)),
                 };
-                match mknodat(&parent, name.as_slice(), kind, mode600, dev) {
+                match mknodat(parent, name.as_slice(), kind, mode600, dev) {
                     Ok(()) => {}
                     Err(Errno::EPERM) if e.kind != Kind::Fifo => {
                         // Rootless: the record beside the tree keeps it.
@@ -270,15 +279,15 @@ impl Extractor {
                     }
                     Err(x) => return Err(errno_msg("mknod", x)),
                 }
-                self.set_owner_at(&parent, &name, e)?;
+                self.set_owner_at(parent, &name, e)?;
                 fchmodat(
-                    &parent,
+                    parent,
                     name.as_slice(),
                     Mode::from_bits_truncate(e.mode),
                     FchmodatFlags::FollowSymlink,
                 )
                 .map_err(|x| errno_msg("chmod", x))?;
-                self.set_mtime_at(&parent, &name, e)?;
+                self.set_mtime_at(parent, &name, e)?;
             }
         }
         Ok(())
@@ -347,42 +356,23 @@ impl Extractor {
         }
     }
 
-    /// Opens a directory inside the root without following any symlink.
-    /// With `create`, missing components are created (0700 until the end,
-    /// like every directory). Returns `None` if it does not exist and
-    /// `create` is false.
-    fn open_dir(&mut self, dir: &RelPath, create: bool) -> Res<Option<OwnedFd>> {
-        let how = || {
-            OpenHow::new()
-                .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-                .resolve(
-                    ResolveFlag::RESOLVE_BENEATH
-                        | ResolveFlag::RESOLVE_NO_SYMLINKS
-                        | ResolveFlag::RESOLVE_NO_XDEV,
-                )
-        };
+    /// Opens the directory `dir`, resolved inside the root (see
+    /// [`super::resolve`]), and returns its resolved path with it. With
+    /// `create`, missing directories are created (0700 until the end, like
+    /// every directory); without, a missing one gives `None`. The common
+    /// case, a path with no symlink in it, is one `openat2`.
+    fn open_dir(&mut self, dir: &RelPath, create: bool) -> Res<Option<(RelPath, OwnedFd)>> {
         let path: &[u8] = if dir.is_root() { b"." } else { dir.as_bytes() };
-        match openat2(&self.root, path, how()) {
-            Ok(fd) => return Ok(Some(fd)),
-            Err(Errno::ENOENT) if create => {}
-            Err(Errno::ENOENT) => return Ok(None),
+        match openat2(&self.root, path, beneath()) {
+            Ok(fd) => return Ok(Some((dir.clone(), fd))),
+            Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {}
             Err(e) => return Err(resolve_msg(dir, e)),
         }
-        // Create missing components one by one, each opened safely.
-        let mut cur = openat2(&self.root, ".", how()).map_err(|e| resolve_msg(dir, e))?;
-        let mut sofar = RelPath::default();
-        for c in dir.components() {
-            sofar = sofar.join(c);
-            match mkdirat(&cur, c, Mode::from_bits_truncate(0o700)) {
-                Ok(()) => {
-                    self.dirs.insert(sofar.clone(), (0o755, 0));
-                }
-                Err(Errno::EEXIST) => {}
-                Err(e) => return Err(errno_msg(&format!("creating {sofar}"), e)),
-            }
-            cur = openat2(&cur, c, how()).map_err(|e| resolve_msg(&sofar, e))?;
-        }
-        Ok(Some(cur))
+        let mut tree = DiskTree {
+            root: &self.root,
+            created: &mut self.dirs,
+        };
+        super::resolve::resolve_dir(&mut tree, dir, create)
     }
 
     /// Applies the deferred directory modes and mtimes (deepest first) and
@@ -411,6 +401,69 @@ impl Extractor {
     }
 }
 
+/// One component at a time, never following a symlink: `RESOLVE_BENEATH
+/// | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`, so the kernel itself keeps
+/// every open inside the root.
+fn beneath() -> OpenHow {
+    OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        )
+}
+
+/// The tree being extracted, for [`super::resolve`]: each step looks at
+/// or opens one name in an already-open directory.
+struct DiskTree<'a> {
+    root: &'a OwnedFd,
+    /// Directories created on the way, for their final mode.
+    created: &'a mut BTreeMap<RelPath, (u32, i64)>,
+}
+
+impl super::resolve::Tree for DiskTree<'_> {
+    type Dir = OwnedFd;
+
+    fn root(&mut self) -> Res<OwnedFd> {
+        openat2(self.root, ".", beneath()).map_err(|e| errno_msg("opening the root", e))
+    }
+
+    fn lookup(&mut self, dir: &OwnedFd, at: &RelPath, name: &[u8]) -> Res<Node> {
+        let st = match nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(Node::Missing),
+            Err(e) => return Err(errno_msg(&format!("looking at {}", at.join(name)), e)),
+        };
+        Ok(
+            match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+                SFlag::S_IFDIR => Node::Dir,
+                SFlag::S_IFLNK => {
+                    let t = nix::fcntl::readlinkat(dir, name)
+                        .map_err(|e| errno_msg(&format!("reading symlink {}", at.join(name)), e))?;
+                    Node::Symlink(t.as_bytes().to_vec())
+                }
+                _ => Node::Other,
+            },
+        )
+    }
+
+    fn enter(&mut self, dir: &OwnedFd, at: &RelPath, name: &[u8], create: bool) -> Res<OwnedFd> {
+        let here = at.join(name);
+        if create {
+            match mkdirat(dir, name, Mode::from_bits_truncate(0o700)) {
+                Ok(()) => {
+                    self.created.insert(here.clone(), (0o755, 0));
+                }
+                Err(Errno::EEXIST) => {}
+                Err(e) => return Err(errno_msg(&format!("creating {here}"), e)),
+            }
+        }
+        openat2(dir, name, beneath()).map_err(|e| resolve_msg(&here, e))
+    }
+}
+
 fn item_path(item: &TarItem) -> String {
     match item {
         TarItem::Entry(e) => e.path.to_string(),
@@ -422,7 +475,7 @@ fn item_path(item: &TarItem) -> String {
 
 fn resolve_msg(dir: &RelPath, e: Errno) -> String {
     match e {
-        Errno::ELOOP => format!("{dir} is or goes through a symlink; refusing to write through it"),
+        Errno::ELOOP => format!("{dir} changed into a symlink while the layer was applied"),
         Errno::EXDEV => format!("{dir} resolves outside the root"),
         Errno::ENOTDIR => format!("{dir} is not a directory"),
         e => errno_msg(&format!("opening {dir}"), e),

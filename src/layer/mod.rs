@@ -8,6 +8,7 @@ pub mod extract;
 pub mod generate;
 pub mod pgzip;
 pub mod read;
+pub mod resolve;
 
 use crate::oci::digest::{Digest, HashingReader, HashingWriter};
 use crate::oci::layout::{Layout, LayoutError};
@@ -40,8 +41,41 @@ pub enum LayerError {
         expected: String,
         actual: Digest,
     },
+    #[error("layer {layer} has media type {media_type:?}, which is not a layer shipyard can apply (an OCI or Docker tar, tar+gzip or tar+zstd layer); the image needs a tool that knows this type")]
+    MediaType { layer: Digest, media_type: String },
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+/// The layer media types of OCI and Docker (distributable or not), and
+/// how each is compressed. Anything else (an artifact, a foreign format)
+/// is refused rather than guessed at: read as a tar, it could mean
+/// something else than its author meant.
+pub fn layer_encoding(
+    desc: &Descriptor,
+    digest: &Digest,
+) -> Result<media::LayerEncoding, LayerError> {
+    use media::LayerEncoding::{Gzip, Plain, Zstd};
+    let mt = desc.media_type().to_string();
+    Ok(match mt.as_str() {
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+        | "application/vnd.docker.image.rootfs.diff.tar"
+        | "application/vnd.docker.image.rootfs.foreign.diff.tar" => Plain,
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Gzip,
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+        | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Zstd,
+        _ => {
+            return Err(LayerError::MediaType {
+                layer: digest.clone(),
+                media_type: mt,
+            })
+        }
+    })
 }
 
 /// A layer written into a layout.
@@ -100,8 +134,9 @@ pub fn for_each_member(
     mut f: impl FnMut(&mut TarItem, &mut dyn Read) -> Result<(), LayerError>,
 ) -> Result<(), LayerError> {
     let digest = media::digest_of(desc).map_err(LayoutError::from)?;
+    let encoding = layer_encoding(desc, &digest)?;
     let mut blob = HashingReader::new(layout.open_blob(&digest)?);
-    let streamed = stream_members(&mut blob, desc, &digest, &mut f);
+    let streamed = stream_members(&mut blob, encoding, &digest, &mut f);
     let (actual, size) = blob.drain_and_finish().map_err(LayerError::Io)?;
     if actual != digest {
         return Err(LayoutError::DigestMismatch {
@@ -134,7 +169,7 @@ pub fn for_each_member(
 /// uncompressed tar.
 fn stream_members(
     blob: impl Read,
-    desc: &Descriptor,
+    encoding: media::LayerEncoding,
     digest: &Digest,
     f: &mut impl FnMut(&mut TarItem, &mut dyn Read) -> Result<(), LayerError>,
 ) -> Result<Digest, LayerError> {
@@ -142,8 +177,8 @@ fn stream_members(
         layer: digest.clone(),
         msg: format!("cannot read the layer stream: {e}"),
     };
-    let dec = compress::decoder(blob, media::layer_encoding(desc.media_type())).map_err(corrupt)?;
-    let mut archive = tar::Archive::new(HashingReader::new(dec));
+    let dec = compress::decoder(blob, encoding).map_err(corrupt)?;
+    let mut archive = tar::Archive::new(read::HeaderGuard::new(HashingReader::new(dec)));
     for member in archive.entries().map_err(corrupt)? {
         let mut member = member.map_err(corrupt)?;
         let path = String::from_utf8_lossy(&member.path_bytes()).into_owned();
@@ -161,6 +196,10 @@ fn stream_members(
             other => other,
         })?;
     }
-    let (uncompressed, _) = archive.into_inner().drain_and_finish().map_err(corrupt)?;
+    let (uncompressed, _) = archive
+        .into_inner()
+        .into_inner()
+        .drain_and_finish()
+        .map_err(corrupt)?;
     Ok(uncompressed)
 }

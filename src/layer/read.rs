@@ -6,6 +6,199 @@
 use crate::rootfs::entry::{Entry, Kind, Mtime, RelPath};
 use std::io::Read;
 
+/// The largest PAX record, GNU long name or GNU long link accepted. The
+/// tar crate reads each of these whole into memory before the member they
+/// describe, so without a bound one small compressed layer can claim
+/// gigabytes. Real names and xattrs are far below this.
+pub const MAX_EXTENSION: u64 = 1 << 20;
+
+/// The longest symlink or hardlink target accepted: Linux cannot create a
+/// longer one (PATH_MAX), so no real image holds one, and the bound keeps
+/// resolving paths through symlinks cheap.
+pub const MAX_LINK_TARGET: usize = 4095;
+
+const BLOCK: usize = 512;
+
+/// A reader between a tar stream and the tar crate that follows the
+/// archive's structure header by header and refuses, before the crate
+/// sees them, members that would make it hold unbounded data in memory:
+/// PAX records (`x`, `g`) and GNU long names and links (`L`, `K`) above
+/// [`MAX_EXTENSION`], and GNU sparse members (`S`), whose maps of
+/// extension blocks the crate keeps in memory and whose sparse size can
+/// claim terabytes of zeros from a few bytes.
+///
+/// It must find headers where the crate does: member data is the header's
+/// size (or the `size` of a preceding PAX record, as the crate applies
+/// it) rounded up to 512 bytes. After the end-of-archive block everything
+/// passes through untouched.
+pub struct HeaderGuard<R> {
+    inner: R,
+    state: GuardState,
+    /// The `size` record of the PAX header that describes the next member.
+    pax_size: Option<u64>,
+}
+
+enum GuardState {
+    /// Collecting a 512-byte header block.
+    Header(Box<[u8; BLOCK]>, usize),
+    /// Inside a member: `left` bytes with padding, `data` without; a PAX
+    /// record's bytes are kept to read its `size`.
+    Data {
+        left: u64,
+        data: u64,
+        pax: Option<Vec<u8>>,
+    },
+    End,
+}
+
+impl<R> HeaderGuard<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            state: GuardState::Header(Box::new([0; BLOCK]), 0),
+            pax_size: None,
+        }
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    /// Reacts to one complete header block.
+    fn header(&mut self, block: &[u8; BLOCK]) -> std::io::Result<()> {
+        if block.iter().all(|b| *b == 0) {
+            self.state = GuardState::End;
+            return Ok(());
+        }
+        let mut h = tar::Header::new_old();
+        h.as_mut_bytes().copy_from_slice(block);
+        let Ok(size) = h.entry_size() else {
+            // The crate fails on this header too.
+            self.state = GuardState::End;
+            return Ok(());
+        };
+        let et = h.entry_type();
+        let what = match et {
+            tar::EntryType::XHeader => Some("PAX extended header"),
+            tar::EntryType::XGlobalHeader => Some("PAX global header"),
+            tar::EntryType::GNULongName => Some("GNU long name"),
+            tar::EntryType::GNULongLink => Some("GNU long link name"),
+            _ => None,
+        };
+        if et.is_gnu_sparse() {
+            return Err(bad(
+                "sparse member (type 'S'): shipyard does not accept sparse files in layers",
+            ));
+        }
+        if let Some(what) = what {
+            if size > MAX_EXTENSION {
+                return Err(bad(&format!(
+                    "{what} of {size} bytes is larger than the {MAX_EXTENSION} bytes shipyard accepts"
+                )));
+            }
+        }
+        let recognized = h.as_ustar().is_some() || h.as_gnu().is_some();
+        let consumed_as_extension = recognized
+            && matches!(
+                et,
+                tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink
+            );
+        // As the crate does: a pending PAX `size` replaces the size of the
+        // next member that is not itself an extension header, and the
+        // pending record belongs to whichever member is returned next.
+        let mut size = size;
+        if !consumed_as_extension {
+            let pending = self.pax_size.take();
+            if what.is_none() {
+                size = pending.unwrap_or(size);
+            }
+        }
+        let Some(left) = size
+            .checked_add(BLOCK as u64 - 1)
+            .map(|s| s & !(BLOCK as u64 - 1))
+        else {
+            self.state = GuardState::End;
+            return Ok(());
+        };
+        let pax = (consumed_as_extension && et == tar::EntryType::XHeader)
+            .then(|| Vec::with_capacity(size as usize));
+        self.state = GuardState::Data {
+            left,
+            data: size,
+            pax,
+        };
+        if left == 0 {
+            self.member_done();
+        }
+        Ok(())
+    }
+
+    /// The member's data and padding are all in; a PAX record's `size` is
+    /// noted the way the crate reads it (the first `size` key; unparsable
+    /// means none).
+    fn member_done(&mut self) {
+        if let GuardState::Data {
+            pax: Some(record), ..
+        } = &self.state
+        {
+            self.pax_size = None;
+            for ext in tar::PaxExtensions::new(record) {
+                let Ok(ext) = ext else { break };
+                if ext.key() == Ok("size") {
+                    self.pax_size = ext.value().ok().and_then(|v| v.parse::<u64>().ok());
+                    break;
+                }
+            }
+        }
+        self.state = GuardState::Header(Box::new([0; BLOCK]), 0);
+    }
+
+    /// Follows the structure through `buf`, bytes just read.
+    fn track(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            match &mut self.state {
+                GuardState::End => return Ok(()),
+                GuardState::Header(block, got) => {
+                    let n = (BLOCK - *got).min(buf.len());
+                    block[*got..*got + n].copy_from_slice(&buf[..n]);
+                    *got += n;
+                    buf = &buf[n..];
+                    if *got == BLOCK {
+                        let block = std::mem::replace(block, Box::new([0; BLOCK]));
+                        self.header(&block)?;
+                    }
+                }
+                GuardState::Data { left, data, pax } => {
+                    let n = (*left).min(buf.len() as u64) as usize;
+                    let d = (*data).min(n as u64) as usize;
+                    if let Some(p) = pax {
+                        p.extend_from_slice(&buf[..d]);
+                    }
+                    *data -= d as u64;
+                    *left -= n as u64;
+                    buf = &buf[n..];
+                    if *left == 0 {
+                        self.member_done();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bad(msg: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.track(&buf[..n])?;
+        Ok(n)
+    }
+}
+
 /// What one tar member says.
 #[derive(Debug, Clone)]
 pub enum TarItem {
@@ -93,10 +286,11 @@ pub fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, Strin
     let mut e = Entry::new(path, kind);
     let h = entry.header();
     e.mode = h.mode().map_err(|x| x.to_string())? & 0o7777;
-    e.uid = h.uid().map_err(|x| x.to_string())?;
-    e.gid = h.gid().map_err(|x| x.to_string())?;
+    e.uid = id_in_range("uid", h.uid().map_err(|x| x.to_string())?)?;
+    e.gid = id_in_range("gid", h.gid().map_err(|x| x.to_string())?)?;
+    let mtime = h.mtime().map_err(|x| x.to_string())?;
     e.mtime = Mtime {
-        sec: h.mtime().map_err(|x| x.to_string())? as i64,
+        sec: i64::try_from(mtime).map_err(|_| format!("mtime {mtime} is out of range"))?,
         nsec: None,
     };
     if kind == Kind::File {
@@ -115,6 +309,12 @@ pub fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, Strin
         if target.is_empty() {
             return Err("link with an empty target".into());
         }
+        if target.len() > MAX_LINK_TARGET {
+            return Err(format!(
+                "link target of {} bytes is longer than the {MAX_LINK_TARGET} a Linux path can hold",
+                target.len()
+            ));
+        }
         e.link = Some(if kind == Kind::Hardlink {
             normalize_path(&target)
                 .map_err(|m| format!("hardlink target escapes the root ({m})"))?
@@ -129,46 +329,50 @@ pub fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, Strin
             let ext = ext.map_err(|x| x.to_string())?;
             let key = ext.key_bytes();
             let val = ext.value_bytes();
-            let num = || {
-                std::str::from_utf8(val)
-                    .ok()
-                    .and_then(|s| s.split('.').next()?.parse::<i64>().ok())
-            };
+            let text = || String::from_utf8_lossy(val).into_owned();
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                 e.xattrs.insert(name.to_vec(), val.to_vec());
-            } else if key == b"uid" {
-                e.uid = num().ok_or("bad PAX uid")? as u64;
-            } else if key == b"gid" {
-                e.gid = num().ok_or("bad PAX gid")? as u64;
+            } else if key == b"uid" || key == b"gid" {
+                let what = if key == b"uid" { "uid" } else { "gid" };
+                // Digits only: no sign, no fraction, no spaces.
+                let id = Some(val)
+                    .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                    .ok_or_else(|| format!("PAX {what} {:?} is not a number", text()))?;
+                let id = id_in_range(what, id)?;
+                if what == "uid" {
+                    e.uid = id;
+                } else {
+                    e.gid = id;
+                }
             } else if key == b"mtime" {
-                e.mtime.sec = num().ok_or("bad PAX mtime")?;
+                // Seconds, possibly negative, possibly with a fraction.
+                e.mtime.sec = std::str::from_utf8(val)
+                    .ok()
+                    .and_then(|s| s.split('.').next()?.parse::<i64>().ok())
+                    .ok_or_else(|| format!("PAX mtime {:?} is not a time", text()))?;
+            } else if key.starts_with(b"GNU.sparse.") {
+                return Err(
+                    "sparse member (PAX GNU.sparse records): shipyard does not accept sparse files in layers"
+                        .into(),
+                );
             }
         }
     }
     Ok(TarItem::Entry(e))
 }
 
-/// For a symlink at `link_path` pointing at the relative `target`, whether
-/// resolving it lexically climbs above the root. Absolute targets are
-/// resolved against the image root by every runtime, so they never escape.
-pub fn symlink_escapes(link_path: &RelPath, target: &[u8]) -> bool {
-    if target.starts_with(b"/") {
-        return false;
+/// Refuses ids Linux cannot represent: uid_t is 32 bits and
+/// 4294967295 is `(uid_t)-1`, which chown reads as "leave unchanged".
+/// Truncating instead would turn 4294967296 into root.
+fn id_in_range(what: &str, id: u64) -> Result<u64, String> {
+    if id >= u32::MAX as u64 {
+        return Err(format!(
+            "{what} {id} is out of range (a Linux id is below {})",
+            u32::MAX
+        ));
     }
-    let mut depth = link_path.parent().components().count() as i64;
-    for c in target.split(|b| *b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return true;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    false
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -182,14 +386,5 @@ mod tests {
         assert!(normalize_path(b"/etc/passwd").is_err());
         assert!(normalize_path(b"a/../../b").is_err());
         assert!(normalize_path(b"..").is_err());
-    }
-
-    #[test]
-    fn symlink_escape() {
-        let p = RelPath::new(b"usr/lib/x".to_vec());
-        assert!(!symlink_escapes(&p, b"../../bin/sh"));
-        assert!(symlink_escapes(&p, b"../../../etc/passwd"));
-        assert!(!symlink_escapes(&p, b"/etc/passwd"));
-        assert!(symlink_escapes(&RelPath::new(b"x".to_vec()), b".."));
     }
 }

@@ -38,7 +38,47 @@ impl Stacker {
         self.this_layer.contains(p)
     }
 
+    /// Applies one member. Its parent directories are resolved through
+    /// the symlinks the manifest holds, inside the root (see
+    /// [`crate::layer::resolve`]), so the manifest records where a member
+    /// lands, as the extractor puts it. A path that cannot resolve (a
+    /// loop, a file as a parent) is kept as written: the extractor refuses
+    /// such a layer.
     pub fn apply(&mut self, item: &TarItem) {
+        use crate::layer::resolve::{resolve_dir_in_manifest, resolve_in_manifest};
+        let m = &self.manifest;
+        let member = |p: &RelPath| resolve_in_manifest(m, p).unwrap_or_else(|_| p.clone());
+        let resolved;
+        let item = match item {
+            TarItem::Whiteout(p) => {
+                resolved = TarItem::Whiteout(member(p));
+                &resolved
+            }
+            TarItem::Opaque(d) => {
+                resolved =
+                    TarItem::Opaque(resolve_dir_in_manifest(m, d).unwrap_or_else(|_| d.clone()));
+                &resolved
+            }
+            TarItem::Entry(e) if !e.path.is_root() => {
+                let path = member(&e.path);
+                let link = match (&e.kind, &e.link) {
+                    (Kind::Hardlink, Some(l)) => {
+                        Some(member(&RelPath::new(l.clone())).as_bytes().to_vec())
+                    }
+                    _ => e.link.clone(),
+                };
+                if path == e.path && link == e.link {
+                    item
+                } else {
+                    let mut e = e.clone();
+                    e.path = path;
+                    e.link = link;
+                    resolved = TarItem::Entry(e);
+                    &resolved
+                }
+            }
+            other => other,
+        };
         match item {
             TarItem::Skip => {}
             TarItem::Whiteout(p) => self.manifest.remove_tree(p),

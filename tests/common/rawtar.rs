@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// One raw ustar member.
+#[derive(Debug, Clone)]
 pub struct M {
     pub name: Vec<u8>,
     pub typ: u8,
@@ -20,6 +21,9 @@ pub struct M {
     pub gid: u64,
     pub dev: (u64, u64),
     pub pax: Vec<(String, Vec<u8>)>,
+    /// Raw bytes written over the header at these offsets before the
+    /// checksum (base-256 numbers, sizes that disagree with the data).
+    pub patch: Vec<(usize, Vec<u8>)>,
 }
 
 pub fn m(name: &[u8], typ: u8) -> M {
@@ -33,6 +37,7 @@ pub fn m(name: &[u8], typ: u8) -> M {
         gid: 0,
         dev: (0, 0),
         pax: Vec::new(),
+        patch: Vec::new(),
     }
 }
 pub fn file(name: &str, data: &[u8]) -> M {
@@ -77,6 +82,9 @@ fn header(mb: &M, name: &[u8], typ: u8, size: u64) -> [u8; 512] {
     h[263..265].copy_from_slice(b"00");
     octal(&mut h[329..337], mb.dev.0);
     octal(&mut h[337..345], mb.dev.1);
+    for (at, bytes) in &mb.patch {
+        h[*at..*at + bytes.len()].copy_from_slice(bytes);
+    }
     h[148..156].copy_from_slice(b"        ");
     let sum: u32 = h.iter().map(|b| *b as u32).sum();
     let s = format!("{sum:06o}\0 ");
@@ -108,6 +116,7 @@ pub fn tar(members: &[M]) -> Vec<u8> {
             let px = M {
                 link: Vec::new(),
                 mode: 0o644,
+                patch: Vec::new(),
                 ..m(b"pax", b'x')
             };
             out.extend_from_slice(&header(&px, b"pax", b'x', data.len() as u64));
@@ -146,6 +155,15 @@ pub fn layer(members: &[M]) -> RawLayer {
 
 /// Writes an image of raw layers and returns (layout dir, digests).
 pub fn image(dir: &Path, layers: Vec<RawLayer>) -> (PathBuf, Vec<Digest>) {
+    image_typed(dir, layers, oci_spec::image::MediaType::ImageLayerGzip)
+}
+
+/// [`image`] with every layer descriptor of `media_type`.
+pub fn image_typed(
+    dir: &Path,
+    layers: Vec<RawLayer>,
+    media_type: oci_spec::image::MediaType,
+) -> (PathBuf, Vec<Digest>) {
     let l = dir.join("layout");
     let layout = Layout::open_or_create(&l).unwrap();
     let mut cfg = empty_config();
@@ -163,7 +181,7 @@ pub fn image(dir: &Path, layers: Vec<RawLayer>) -> (PathBuf, Vec<Digest>) {
             "test",
         );
         descs.push(oci_spec::image::Descriptor::new(
-            oci_spec::image::MediaType::ImageLayerGzip,
+            media_type.clone(),
             rl.size.unwrap_or(size),
             media::to_spec_digest(&d),
         ));
@@ -172,4 +190,66 @@ pub fn image(dir: &Path, layers: Vec<RawLayer>) -> (PathBuf, Vec<Digest>) {
     let desc = write_image(&layout, &cfg, descs).unwrap();
     layout.tag("t", &desc).unwrap();
     (l, digests)
+}
+
+/// The 512-byte header of `mb` claiming `size` bytes of data, for tests
+/// that stream a member's data themselves (too large to hold).
+pub fn header_block(mb: &M, size: u64) -> [u8; 512] {
+    header(mb, &mb.name, mb.typ, size)
+}
+
+/// A layer whose tar is produced by `write_tar` as a stream: only the
+/// gzip bytes are held (a highly compressible tar of gigabytes stays
+/// small), and the diff_id is hashed on the way. Each MiB is its own gzip
+/// member (layer readers accept multi-member streams), and a MiB equal to
+/// the previous one reuses its compressed bytes, so repetitive streams of
+/// any length cost little to make.
+pub fn streamed_layer(write_tar: impl FnOnce(&mut dyn Write)) -> RawLayer {
+    use sha2::Digest as _;
+    const CHUNK: usize = 1 << 20;
+    struct Tee {
+        buf: Vec<u8>,
+        last: (Vec<u8>, Vec<u8>),
+        out: Vec<u8>,
+        hash: sha2::Sha256,
+    }
+    impl Tee {
+        fn chunk(&mut self, n: usize) {
+            let part: Vec<u8> = self.buf.drain(..n).collect();
+            if part != self.last.0 {
+                self.last = (part.clone(), gzip(&part));
+            }
+            self.out.extend_from_slice(&self.last.1);
+        }
+    }
+    impl Write for Tee {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.hash.update(b);
+            self.buf.extend_from_slice(b);
+            while self.buf.len() >= CHUNK {
+                self.chunk(CHUNK);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut tee = Tee {
+        buf: Vec::new(),
+        last: (Vec::new(), Vec::new()),
+        out: Vec::new(),
+        hash: sha2::Sha256::new(),
+    };
+    write_tar(&mut tee);
+    let rest = tee.buf.len();
+    tee.chunk(rest);
+    let diff_id: Digest = format!("sha256:{}", hex::encode(tee.hash.finalize()))
+        .parse()
+        .unwrap();
+    RawLayer {
+        blob: tee.out,
+        size: None,
+        diff_id: Some(diff_id),
+    }
 }
