@@ -564,3 +564,43 @@ fn cache_prune_racing_builds_and_imports_never_breaks_them() {
     );
     assert_eq!(p.digest("after2"), want);
 }
+
+#[test]
+fn a_source_renamed_to_a_name_that_differs_only_in_non_utf8_bytes_is_rebuilt() {
+    use std::os::unix::ffi::OsStrExt;
+    let p = Project::new();
+    p.edit_spec(
+        "echo prep-ran",
+        "for f in /src/a*; do echo \"$f\"; done > /opt/a/names\necho prep-ran",
+    );
+    let src = p.dir().join("src");
+    let old = src.join(std::ffi::OsStr::from_bytes(b"a\xfe"));
+    write(&old, b"same bytes", 0o644);
+    let names = |layout: &str| {
+        let un = p.layout(&format!("un-{layout}"));
+        ok([
+            "unpack".to_string(),
+            format!("oci:{}:i", p.layout(layout).display()),
+            un.display().to_string(),
+        ]);
+        std::fs::read(un.join("opt/a/names")).unwrap()
+    };
+    p.ok("l1", &[]);
+    assert_eq!(names("l1"), b"/src/a\xfe\n");
+    // Same bytes, same size and mtime, a name that differs from the old
+    // one only where neither is UTF-8.
+    std::fs::rename(&old, src.join(std::ffi::OsStr::from_bytes(b"a\xff"))).unwrap();
+    let (out, err) = p.ok("l2", &["--explain"]);
+    assert!(err.contains("prep-ran"), "the rename hit the cache:\n{err}");
+    assert!(
+        out.contains("build.prep\trun\tsource /src changed: /a\\xfe, /a\\xff"),
+        "{out}"
+    );
+    assert_eq!(names("l2"), b"/src/a\xff\n");
+    assert_ne!(p.digest("l1"), p.digest("l2"));
+    // Back: the first build's image, from the cache.
+    std::fs::rename(src.join(std::ffi::OsStr::from_bytes(b"a\xff")), &old).unwrap();
+    let (_, err) = p.ok("l3", &[]);
+    assert!(!err.contains("prep-ran"), "{err}");
+    assert_eq!(p.digest("l1"), p.digest("l3"));
+}

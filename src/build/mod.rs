@@ -362,10 +362,10 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     "network": plan.network,
                     "mounts": plan.sources.iter().map(|s| (s.target.clone(), s.writable)).collect::<Vec<_>>(),
                 });
-                parts.insert("definition".into(), key::digest_json(&def));
+                parts.insert("definition".into(), key::digest_json(&def)?);
             }
             Step::Tapeout(t) => {
-                parts.insert("definition".into(), key::digest_json(t));
+                parts.insert("definition".into(), key::digest_json(t)?);
             }
         }
         let k = StepKey::new(parts);

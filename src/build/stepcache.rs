@@ -19,7 +19,7 @@
 //!   crash leaves the old record or the new one, never half of one, and
 //!   two builds writing the same key write the same thing.
 
-use super::key::{SourceContent, StepKey};
+use super::key::{KeyHasher, SourceContent, StepKey};
 use crate::cache::write_atomic;
 use crate::cache::Cache;
 use crate::oci::digest::Digest;
@@ -29,6 +29,7 @@ use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -226,11 +227,13 @@ impl StepCache {
     /// Where the key parts of `step` of the spec in `spec_dir` were last
     /// recorded.
     fn last_path(&self, spec_dir: &Path, step: &str) -> PathBuf {
-        let id = format!("{}\n{step}", spec_dir.display());
+        let mut id = KeyHasher::new("last");
+        id.field(spec_dir.as_os_str().as_bytes())
+            .field(step.as_bytes());
         self.cache
             .root()
             .join("last")
-            .join(format!("{}.json", Digest::of(id.as_bytes()).hex()))
+            .join(format!("{}.json", id.finish().hex()))
     }
 
     /// The key parts `step` had when last built from this spec.
@@ -266,7 +269,7 @@ impl StepCache {
     pub fn source(&self, digest: &str) -> Option<SourceContent> {
         let d: Digest = digest.parse().ok()?;
         let text = std::fs::read_to_string(self.source_path(&d)).ok()?;
-        Some(SourceContent::parse(&text))
+        SourceContent::parse(&text)
     }
 
     fn source_path(&self, d: &Digest) -> PathBuf {
@@ -456,11 +459,13 @@ impl StepCache {
 }
 
 /// Where the stat cache of a tree (a source, a rootfs base) lives under a
-/// cache root (see [`super::key::source_content`]).
+/// cache root (see [`super::key::source_content`]). Named by the tree's
+/// path as raw bytes: two trees whose names differ only in bytes that are
+/// not UTF-8 must not share one, or a file of one could lend its digest to
+/// the other's file of the same size and mtime.
 pub fn stat_cache_path(root: &Path, tree: &Path) -> PathBuf {
-    let id = tree.display().to_string();
-    root.join("sources")
-        .join(format!("stat-{}", Digest::of(id.as_bytes()).hex()))
+    let id = Digest::of(tree.as_os_str().as_bytes());
+    root.join("sources").join(format!("stat-{}", id.hex()))
 }
 
 /// Whether `p` is a temp file of an atomic write.
