@@ -9,9 +9,15 @@
 //! - `homes/` remembers, per registry, one repository known to hold a blob,
 //!   so a push to another repository can mount it instead of uploading.
 //! - `rootfs/` holds unpacked builder bases (see `build::base`).
+//!
+//! Whoever opens the cache holds its layout's writer lock shared for as
+//! long as the [`Cache`] (or a clone of its layout) lives: a pull checks
+//! which blobs are there, fetches the others and then records the tag, and
+//! `cache prune`, which takes the lock exclusively, must not remove blobs
+//! or temp files in between.
 
 use crate::oci::digest::Digest;
-use crate::oci::layout::{Layout, LayoutError};
+use crate::oci::layout::{IfExists, Layout, LayoutError};
 use crate::reference::RegistryRef;
 use oci_spec::image::Descriptor;
 use std::path::{Path, PathBuf};
@@ -58,15 +64,11 @@ fn key_file(dir: &Path, key: &str) -> PathBuf {
     dir.join(Digest::of(key.as_bytes()).hex())
 }
 
-/// Writes a file of the cache through a temp file beside it and a rename:
-/// a reader sees the old content or the new, never half of it.
+/// Writes a file of the cache atomically and durably (see
+/// [`crate::oci::layout::write_atomic`]); cache records stay private to
+/// their user.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::fs::write(tmp.path(), bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    crate::oci::layout::write_atomic(path, bytes, 0o600, IfExists::Replace)
 }
 
 /// Writes a small record atomically; records are hints, so a failure to
@@ -83,7 +85,22 @@ impl Cache {
         Cache::at(cache_dir()?)
     }
 
+    /// Opens the cache at `root` (shared: see the module documentation).
     pub fn at(root: PathBuf) -> Result<Cache, CacheError> {
+        let cache = Self::unlocked(root)?;
+        cache.layout.hold()?;
+        Ok(cache)
+    }
+
+    /// Opens the cache at `root` for pruning: waits for every process
+    /// using it and keeps new ones out while the returned lock is held.
+    pub fn exclusive(root: PathBuf) -> Result<(Cache, std::fs::File), CacheError> {
+        let cache = Self::unlocked(root)?;
+        let lock = cache.layout.exclusive()?;
+        Ok((cache, lock))
+    }
+
+    fn unlocked(root: PathBuf) -> Result<Cache, CacheError> {
         let layout = Layout::open_or_create(layout_path(&root))?;
         Ok(Cache { root, layout })
     }

@@ -209,7 +209,13 @@ fn cache_ls_du_and_prune() {
         .output()
         .unwrap();
     assert_success(&out, "prune --keep-duration 1h");
-    assert_eq!(p.cache_cmd(&["ls"]), ls);
+    // The same entries (the USED column may have ticked meanwhile).
+    let entries = |ls: &str| -> Vec<String> {
+        ls.lines()
+            .map(|l| l.rsplit_once(' ').map_or(l, |(rest, _)| rest).to_string())
+            .collect()
+    };
+    assert_eq!(entries(&p.cache_cmd(&["ls"])), entries(&ls));
     let (_, err) = p.ok("l2", &[]);
     assert!(!err.contains("prep-ran"), "{err}");
     // What a killed cleanup left in the trash goes too.
@@ -445,4 +451,156 @@ fn an_image_base_is_unpacked_once_and_shared_by_concurrent_builds() {
             .starts_with(".shipyard-unpack")),
         "a temp unpack was left behind"
     );
+}
+
+#[test]
+fn cache_prune_racing_builds_and_imports_never_breaks_them() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let p = Project::new();
+    // An image base (builds unpack it into the cache) and an archive of
+    // it (imports read it through the cache).
+    let base = p.layout("base-image");
+    ok([
+        "diff".to_string(),
+        p.dir().join("base").display().to_string(),
+        "--against".into(),
+        "scratch".into(),
+        "--output".into(),
+        format!("oci:{}:v1", base.display()),
+    ]);
+    let archive = &p.layout("base.tar");
+    ok([
+        "export".to_string(),
+        format!("oci:{}:v1", base.display()),
+        format!("oci-archive:{}", archive.display()),
+    ]);
+    p.edit_spec(
+        r#"from = "rootfs:base""#,
+        &format!(r#"from = "oci:{}:v1""#, base.display()),
+    );
+    let done = AtomicBool::new(false);
+    let prunes = AtomicUsize::new(0);
+    let (p, done, prunes) = (&p, &done, &prunes);
+    let (builds, imports) = std::thread::scope(|s| {
+        let pruner = s.spawn(|| {
+            while !done.load(Ordering::SeqCst) || prunes.load(Ordering::SeqCst) == 0 {
+                let out = shipyard()
+                    .env("XDG_CACHE_HOME", p.cache())
+                    .args(["cache", "prune"])
+                    .output()
+                    .unwrap();
+                assert_success(&out, "cache prune");
+                prunes.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let mut builds = Vec::new();
+        let mut imports = Vec::new();
+        for round in 0..2 {
+            let b: Vec<_> = (0..2)
+                .map(|i| {
+                    let l = format!("l{round}-{i}");
+                    (l.clone(), s.spawn(move || p.build(&l, &[])))
+                })
+                .collect();
+            let im: Vec<_> = (0..3)
+                .map(|i| {
+                    let dst = p.layout(&format!("imp{round}-{i}"));
+                    let cache = p.cache();
+                    s.spawn(move || {
+                        shipyard()
+                            .env("XDG_CACHE_HOME", cache)
+                            .arg("import")
+                            .arg(format!("oci-archive:{}", archive.display()))
+                            .arg(format!("oci:{}:v1", dst.display()))
+                            .output()
+                            .unwrap()
+                    })
+                })
+                .collect();
+            builds.extend(b.into_iter().map(|(l, h)| (l, h.join().unwrap())));
+            imports.extend(im.into_iter().map(|h| h.join().unwrap()));
+        }
+        done.store(true, Ordering::SeqCst);
+        pruner.join().unwrap();
+        (builds, imports)
+    });
+    for (l, out) in &builds {
+        assert_success(out, &format!("build {l} beside cache prune"));
+    }
+    for out in &imports {
+        assert_success(out, "import beside cache prune");
+    }
+    // Every build gave the same image, every import the base.
+    let want = p.digest(&builds[0].0);
+    for (l, _) in &builds {
+        assert_eq!(p.digest(l), want, "{l}");
+    }
+    let base_digest = digest_of_tag(&base, "v1");
+    for round in 0..2 {
+        for i in 0..3 {
+            let l = p.layout(&format!("imp{round}-{i}"));
+            assert_eq!(digest_of_tag(&l, "v1"), base_digest);
+        }
+    }
+    // The cache is consistent: every blob is what its name says, every
+    // record's blob is there, and it serves the next builds.
+    let blobs = p.cache().join("shipyard/oci/blobs/sha256");
+    for e in std::fs::read_dir(&blobs).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let bytes = std::fs::read(e.path()).unwrap();
+        assert_eq!(shipyard::oci::digest::Digest::of(&bytes).hex(), name);
+    }
+    for line in p.cache_cmd(&["ls", "--json"]).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let d = v["record"]["layer"]["digest"].as_str().unwrap();
+        assert!(blobs.join(d.trim_start_matches("sha256:")).is_file(), "{v}");
+    }
+    p.ok("after1", &[]);
+    let (_, err) = p.ok("after2", &[]);
+    assert!(
+        !err.contains("prep-ran") && !err.contains("two-ran"),
+        "{err}"
+    );
+    assert_eq!(p.digest("after2"), want);
+}
+
+#[test]
+fn a_source_renamed_to_a_name_that_differs_only_in_non_utf8_bytes_is_rebuilt() {
+    use std::os::unix::ffi::OsStrExt;
+    let p = Project::new();
+    p.edit_spec(
+        "echo prep-ran",
+        "for f in /src/a*; do echo \"$f\"; done > /opt/a/names\necho prep-ran",
+    );
+    let src = p.dir().join("src");
+    let old = src.join(std::ffi::OsStr::from_bytes(b"a\xfe"));
+    write(&old, b"same bytes", 0o644);
+    let names = |layout: &str| {
+        let un = p.layout(&format!("un-{layout}"));
+        ok([
+            "unpack".to_string(),
+            format!("oci:{}:i", p.layout(layout).display()),
+            un.display().to_string(),
+        ]);
+        std::fs::read(un.join("opt/a/names")).unwrap()
+    };
+    p.ok("l1", &[]);
+    assert_eq!(names("l1"), b"/src/a\xfe\n");
+    // Same bytes, same size and mtime, a name that differs from the old
+    // one only where neither is UTF-8.
+    std::fs::rename(&old, src.join(std::ffi::OsStr::from_bytes(b"a\xff"))).unwrap();
+    let (out, err) = p.ok("l2", &["--explain"]);
+    assert!(err.contains("prep-ran"), "the rename hit the cache:\n{err}");
+    assert!(
+        out.contains("build.prep\trun\tsource /src changed: /a\\xfe, /a\\xff"),
+        "{out}"
+    );
+    assert_eq!(names("l2"), b"/src/a\xff\n");
+    assert_ne!(p.digest("l1"), p.digest("l2"));
+    // Back: the first build's image, from the cache.
+    std::fs::rename(src.join(std::ffi::OsStr::from_bytes(b"a\xff")), &old).unwrap();
+    let (_, err) = p.ok("l3", &[]);
+    assert!(!err.contains("prep-ran"), "{err}");
+    assert_eq!(p.digest("l1"), p.digest("l3"));
 }

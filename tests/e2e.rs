@@ -266,3 +266,26 @@ fn both_images_of_the_second_example_pass_skopeo_umoci_and_podman() {
         );
     }
 }
+
+#[test]
+fn the_writer_lock_file_in_a_layout_does_not_bother_skopeo_or_umoci() {
+    require("skopeo");
+    require("umoci");
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a");
+    write(&a.join("f"), b"locked", 0o644);
+    let l = t.path().join("l");
+    let ours = diff_scratch(&a, &format!("oci:{}:v1", l.display()), &[]);
+    assert!(l.join(shipyard::oci::layout::WRITER_LOCK).is_file());
+    let ls = run(Command::new("umoci").args(["ls", "--layout", l.to_str().unwrap()]));
+    assert_eq!(ls.trim(), "v1");
+    run(Command::new("umoci").args(["gc", "--layout", l.to_str().unwrap()]));
+    let copy = format!("oci:{}:v1", t.path().join("copy").display());
+    run(Command::new("skopeo").args(["copy", &format!("oci:{}:v1", l.display()), &copy]));
+    let info: serde_json::Value =
+        serde_json::from_str(&run(Command::new("skopeo").args(["inspect", &copy]))).unwrap();
+    assert_eq!(info["Digest"], ours);
+    // And ours still works on the layout the others touched.
+    ok(["gc", &format!("oci:{}", l.display())]);
+    assert_eq!(digest_of_tag(&l, "v1"), ours);
+}

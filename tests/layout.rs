@@ -301,3 +301,114 @@ fn a_writer_killed_at_any_moment_leaves_a_valid_layout() {
         assert_eq!(std::fs::read(un.join("f")).unwrap(), b"kept");
     }
 }
+
+/// Runs `shipyard gc` on `l` over and over until `done`; returns how many
+/// times it ran.
+fn gc_until(l: &Path, done: &std::sync::atomic::AtomicBool) -> usize {
+    let mut runs = 0;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) || runs == 0 {
+        let out = shipyard()
+            .args(["gc", &format!("oci:{}", l.display())])
+            .output()
+            .unwrap();
+        assert_success(&out, "gc");
+        runs += 1;
+    }
+    runs
+}
+
+#[test]
+fn gc_racing_concurrent_writers_leaves_no_dangling_tag() {
+    const WRITERS: usize = 40;
+    let t = tempfile::tempdir().unwrap();
+    let l = t.path().join("l");
+    build(
+        &t.path().join("seed"),
+        &format!("oci:{}:seed", l.display()),
+        b"seed",
+    );
+    // Some incompressible bytes per writer, so each spends a while between
+    // its first blob and its tag.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..WRITERS {
+        let mut noise = vec![0u8; 256 << 10];
+        for b in noise.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        write(&t.path().join(format!("src{i}/noise")), &noise, 0o644);
+        write(
+            &t.path().join(format!("src{i}/id")),
+            format!("writer {i}").as_bytes(),
+            0o644,
+        );
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let gcs = std::thread::scope(|s| {
+        let gc = s.spawn(|| gc_until(&l, &done));
+        let children: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                shipyard()
+                    .args([
+                        "diff",
+                        t.path().join(format!("src{i}")).to_str().unwrap(),
+                        "--against",
+                        "scratch",
+                        "--output",
+                    ])
+                    .arg(format!("oci:{}:tag{i}", l.display()))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success(), "a writer failed");
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        gc.join().unwrap()
+    });
+    assert!(gcs > 0);
+    // Every tag is there and leads to a whole image: manifest, config and
+    // layers present and intact.
+    let tags = Layout::open(&l).unwrap().tags().unwrap();
+    let mut want: Vec<String> = (0..WRITERS).map(|i| format!("tag{i}")).collect();
+    want.push("seed".into());
+    want.sort();
+    assert_eq!(tags, want);
+    let layout = Layout::open(&l).unwrap();
+    let mut dangling = Vec::new();
+    for tag in &tags {
+        let d = layout.resolve(Some(tag)).unwrap();
+        let ok = shipyard::oci::image::Image::load(&layout, &d).is_ok_and(|img| {
+            let cfg = img.manifest.config();
+            let cd = shipyard::oci::media::digest_of(cfg).unwrap();
+            layout.verify_blob(&cd, Some(cfg.size())).is_ok()
+                && img.layers().iter().all(|(desc, _)| {
+                    let dg = shipyard::oci::media::digest_of(desc).unwrap();
+                    layout.verify_blob(&dg, Some(desc.size())).is_ok()
+                })
+        });
+        if !ok {
+            dangling.push(tag.clone());
+        }
+    }
+    assert!(dangling.is_empty(), "tags with missing blobs: {dangling:?}");
+    assert_layout_consistent(&l);
+    // And each image holds what its writer wrote.
+    for i in [0, WRITERS / 2, WRITERS - 1] {
+        let un = t.path().join(format!("un{i}"));
+        ok([
+            "unpack".to_string(),
+            format!("oci:{}:tag{i}", l.display()),
+            un.display().to_string(),
+        ]);
+        assert_eq!(
+            std::fs::read(un.join("id")).unwrap(),
+            format!("writer {i}").as_bytes()
+        );
+    }
+}

@@ -279,12 +279,14 @@ struct Planned {
 }
 
 fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>> {
+    // The cache first: holding it keeps `cache prune` off the base this
+    // build unpacks there.
+    let sc = StepCache::open().context("opening the step cache")?;
     let base = base::prepare(&plan.from, &state.join("builder"))?;
     let root = base.root.clone();
     let logs = state.join("logs");
     std::fs::create_dir_all(&logs)?;
     let subids = detect_subids();
-    let sc = StepCache::open().context("opening the step cache")?;
     let remote = match &opts.cache.from {
         Some(r) => Some(remote::Remote::new(r).with_context(|| format!("--cache-from {r}"))?),
         None => None,
@@ -360,10 +362,10 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     "network": plan.network,
                     "mounts": plan.sources.iter().map(|s| (s.target.clone(), s.writable)).collect::<Vec<_>>(),
                 });
-                parts.insert("definition".into(), key::digest_json(&def));
+                parts.insert("definition".into(), key::digest_json(&def)?);
             }
             Step::Tapeout(t) => {
-                parts.insert("definition".into(), key::digest_json(t));
+                parts.insert("definition".into(), key::digest_json(t)?);
             }
         }
         let k = StepKey::new(parts);

@@ -13,19 +13,23 @@
 //!   caches that spare re-hashing unchanged source files.
 //! - `lock`: builds hold it shared for their whole run, `cache prune`
 //!   exclusively, so a prune never removes what a running build is
-//!   writing. Every file is written through a temp file and a rename: a
+//!   writing. Prune then takes the cache layout's writer lock exclusively
+//!   too, which waits for pulls that are not part of a build (see
+//!   [`crate::cache`]); always in this order, so nothing deadlocks. Every file is written through a temp file and a rename: a
 //!   crash leaves the old record or the new one, never half of one, and
 //!   two builds writing the same key write the same thing.
 
-use super::key::{SourceContent, StepKey};
+use super::key::{KeyHasher, SourceContent, StepKey};
 use crate::cache::write_atomic;
 use crate::cache::Cache;
 use crate::oci::digest::Digest;
+use crate::oci::layout::{is_stale, TMP_PREFIX};
 use crate::oci::media;
 use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -114,6 +118,8 @@ fn now_secs() -> u64 {
 pub struct StepCache {
     pub cache: Cache,
     _lock: File,
+    /// Pruning only: the cache layout's writer lock, held exclusively.
+    _writers: Option<File>,
 }
 
 impl StepCache {
@@ -124,8 +130,8 @@ impl StepCache {
 
     /// Opens a cache root; `exclusive` for pruning (waits for builds).
     pub fn open_at(root: PathBuf, exclusive: bool) -> Result<StepCache, StepCacheError> {
-        let cache = Cache::at(root)?;
-        let path = cache.root().join("lock");
+        std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+        let path = root.join("lock");
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -140,7 +146,17 @@ impl StepCache {
         } else {
             lock.lock_shared().map_err(io_err(&path))?;
         }
-        Ok(StepCache { cache, _lock: lock })
+        let (cache, writers) = if exclusive {
+            let (c, w) = Cache::exclusive(root)?;
+            (c, Some(w))
+        } else {
+            (Cache::at(root)?, None)
+        };
+        Ok(StepCache {
+            cache,
+            _lock: lock,
+            _writers: writers,
+        })
     }
 
     fn steps_dir(&self) -> PathBuf {
@@ -211,11 +227,13 @@ impl StepCache {
     /// Where the key parts of `step` of the spec in `spec_dir` were last
     /// recorded.
     fn last_path(&self, spec_dir: &Path, step: &str) -> PathBuf {
-        let id = format!("{}\n{step}", spec_dir.display());
+        let mut id = KeyHasher::new("last");
+        id.field(spec_dir.as_os_str().as_bytes())
+            .field(step.as_bytes());
         self.cache
             .root()
             .join("last")
-            .join(format!("{}.json", Digest::of(id.as_bytes()).hex()))
+            .join(format!("{}.json", id.finish().hex()))
     }
 
     /// The key parts `step` had when last built from this spec.
@@ -251,7 +269,7 @@ impl StepCache {
     pub fn source(&self, digest: &str) -> Option<SourceContent> {
         let d: Digest = digest.parse().ok()?;
         let text = std::fs::read_to_string(self.source_path(&d)).ok()?;
-        Some(SourceContent::parse(&text))
+        SourceContent::parse(&text)
     }
 
     fn source_path(&self, d: &Digest) -> PathBuf {
@@ -293,16 +311,23 @@ impl StepCache {
     }
 
     /// Removes what was not used within `keep`: step records, unpacked
-    /// bases, source lists, pulled tags, and leftover builder states; then every blob of the cache that
-    /// nothing left refers to. Returns (entries removed, bytes freed).
+    /// bases, source lists, pulled tags, and leftover builder states; then
+    /// every blob of the cache that nothing left refers to. Returns
+    /// (entries removed, bytes freed). Temp files go only once stale (a
+    /// dead writer's): the locks keep live shipyard writers away, and this
+    /// spares whatever else writes there.
     pub fn prune(&self, keep: Duration) -> Result<(usize, u64), StepCacheError> {
         let cutoff = SystemTime::now()
             .checked_sub(keep)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let old = |p: &Path| {
-            std::fs::symlink_metadata(p)
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t < cutoff || keep.is_zero())
+            let Ok(m) = std::fs::symlink_metadata(p) else {
+                return false;
+            };
+            if is_tmp(p) {
+                return is_stale(&m);
+            }
+            m.modified().is_ok_and(|t| t < cutoff || keep.is_zero())
         };
         let root = self.cache.root().to_path_buf();
         let mut removed = 0;
@@ -346,7 +371,12 @@ impl StepCache {
             let Some(hex) = p.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if !live.contains(hex) {
+            let garbage = if is_tmp(&p) {
+                old(&p)
+            } else {
+                !live.contains(hex)
+            };
+            if garbage {
                 freed += std::fs::symlink_metadata(&p).map_or(0, |m| m.len());
                 std::fs::remove_file(&p).map_err(io_err(&p))?;
                 removed += 1;
@@ -429,11 +459,19 @@ impl StepCache {
 }
 
 /// Where the stat cache of a tree (a source, a rootfs base) lives under a
-/// cache root (see [`super::key::source_content`]).
+/// cache root (see [`super::key::source_content`]). Named by the tree's
+/// path as raw bytes: two trees whose names differ only in bytes that are
+/// not UTF-8 must not share one, or a file of one could lend its digest to
+/// the other's file of the same size and mtime.
 pub fn stat_cache_path(root: &Path, tree: &Path) -> PathBuf {
-    let id = tree.display().to_string();
-    root.join("sources")
-        .join(format!("stat-{}", Digest::of(id.as_bytes()).hex()))
+    let id = Digest::of(tree.as_os_str().as_bytes());
+    root.join("sources").join(format!("stat-{}", id.hex()))
+}
+
+/// Whether `p` is a temp file of an atomic write.
+fn is_tmp(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(TMP_PREFIX.as_bytes()))
 }
 
 fn list_files(dir: &Path) -> Vec<PathBuf> {

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 /// The cache holds the step cache (each build rule's changes, each
 /// tapeout's selection and each image layer, by cache key), unpacked
 /// builder bases, and the blobs of pulled images. Builds share it safely;
-/// `prune` waits for running builds.
+/// `prune` waits for running builds, pulls and imports.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]

@@ -5,8 +5,9 @@ use anyhow::Result;
 ///
 /// Everything reachable from index.json (manifests, indexes, configs,
 /// layers, subjects, artifact blobs) is kept; everything else in
-/// blobs/sha256, and temp files older than an hour, is deleted. Runs under
-/// the layout lock, so it is safe beside other shipyard processes.
+/// blobs/sha256, and temp files older than an hour, is deleted. It first
+/// waits for the shipyard processes writing to the layout, so it never
+/// removes blobs a writer is about to tag.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The layout: oci:DIR.

@@ -78,6 +78,9 @@ pub fn run_cmd(a: Args) -> Result<()> {
         .network
         .or(plan.as_ref().map(|p| p.network))
         .unwrap_or_default();
+    // Held for the session, like a build: `cache prune` waits instead of
+    // removing the unpacked base under the shell.
+    let _cache = crate::build::stepcache::StepCache::open().ok();
     let (root, _) = crate::build::base::base_root(&from, &state)?;
     let mut binds: Vec<Bind> = plan
         .as_ref()

@@ -4,10 +4,22 @@
 //! Two rules keep a layout valid at every instant, whatever is interrupted:
 //! blobs are written to a temp file and renamed into place only after their
 //! digest is verified, and `index.json` is replaced atomically (write +
-//! fsync + rename) while holding an exclusive `flock` on `oci-layout`, so
-//! two shipyard processes tagging the same layout never lose each other's
-//! tags. Blobs go in before the manifest that names them, and manifests
-//! before the index entry, so a reader never finds a dangling reference.
+//! fsync + rename + fsync of the directory) while holding an exclusive
+//! `flock` on `oci-layout`, so two shipyard processes tagging the same
+//! layout never lose each other's tags. Blobs go in before the manifest
+//! that names them, and manifests before the index entry, so a reader never
+//! finds a dangling reference.
+//!
+//! A third rule keeps `gc` from breaking a writer: between a writer's first
+//! blob and its `index.json` update, its blobs are referenced by nothing,
+//! so a gc would see them as garbage. Writers therefore hold a shared
+//! `flock` on [`WRITER_LOCK`] from their first blob (or first check that a
+//! blob is already there) until the handle goes away, and gc takes it
+//! exclusively: it waits for every writer, and no writer starts while it
+//! runs. Lock order, to stay free of deadlocks: the writer lock before
+//! the `oci-layout` (index) lock. Readers take no lock, and other OCI
+//! tools ignore the extra file (the image-layout spec allows files beside
+//! `index.json`).
 
 use super::digest::{Digest, HashingWriter};
 use super::{canonical, media};
@@ -17,11 +29,19 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The annotation that carries a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const LAYOUT_VERSION: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
-const TMP_PREFIX: &str = ".tmp-";
+/// The prefix of every temp file shipyard writes (layouts and the cache);
+/// gc and prune leave young ones alone.
+pub const TMP_PREFIX: &str = ".tmp-";
+/// The file in a layout's root that writers lock shared and gc exclusively
+/// (see the module documentation).
+pub const WRITER_LOCK: &str = ".shipyard-lock";
+/// How old a temp file must be before gc takes it for a dead writer's.
+const STALE_TMP_SECS: u64 = 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
@@ -73,6 +93,8 @@ pub enum LayoutError {
         "invalid tag {0:?}: tags are 1-128 chars of [A-Za-z0-9_.-:], not starting with '.', '-' or ':'"
     )]
     BadTag(String),
+    #[error("{0}: this process is writing to the layout and cannot also collect its garbage; run gc on its own")]
+    GcWhileWriting(PathBuf),
     #[error(transparent)]
     Digest(#[from] super::digest::DigestParseError),
 }
@@ -116,6 +138,10 @@ pub fn validate_registry_tag(tag: &str) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
+    /// The shared writer lock once this handle (or a clone) wrote: held
+    /// until the last clone is dropped, so a process keeps gc away for as
+    /// long as it may still tag what it wrote.
+    writing: Arc<Mutex<Option<File>>>,
 }
 
 impl Layout {
@@ -145,7 +171,14 @@ impl Layout {
                 found: version.to_string(),
             });
         }
-        Ok(Self { root })
+        Ok(Self::at(root))
+    }
+
+    fn at(root: PathBuf) -> Self {
+        Self {
+            root,
+            writing: Arc::default(),
+        }
     }
 
     /// Opens the layout at `root`, creating an empty one if nothing is there.
@@ -156,18 +189,23 @@ impl Layout {
         }
         let blobs = root.join("blobs").join("sha256");
         fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
-        let layout = Self {
-            root: root.to_path_buf(),
-        };
+        let layout = Self::at(root.to_path_buf());
         // index.json first, oci-layout last: the marker only appears once
         // the layout is complete. Both are created no-clobber, so a
         // concurrent creator can neither wipe tags already written nor
         // replace the oci-layout inode others hold their lock on.
         let index = root.join("index.json");
         let empty = empty_index();
-        layout.create_new(&index, &canonical_bytes(&empty, &index)?)?;
+        write_atomic(
+            &index,
+            &canonical_bytes(&empty, &index)?,
+            PUBLIC,
+            IfExists::Keep,
+        )
+        .map_err(io_err(&index))?;
         let marker = root.join("oci-layout");
-        layout.create_new(&marker, LAYOUT_VERSION.as_bytes())?;
+        write_atomic(&marker, LAYOUT_VERSION.as_bytes(), PUBLIC, IfExists::Keep)
+            .map_err(io_err(&marker))?;
         Ok(layout)
     }
 
@@ -187,6 +225,7 @@ impl Layout {
     /// Starts a streaming blob write. Nothing is visible until
     /// [`BlobWriter::commit`] has verified the digest.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
+        self.hold()?;
         let dir = self.root.join("blobs").join("sha256");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let tmp = tempfile::Builder::new()
@@ -295,6 +334,9 @@ impl Layout {
 
     /// Copies a blob from another layout, verifying it, unless present.
     pub fn copy_blob_from(&self, other: &Layout, digest: &Digest) -> Result<()> {
+        // Before the check: a blob found here must survive until it is
+        // referenced.
+        self.hold()?;
         if self.has_blob(digest) {
             return Ok(());
         }
@@ -307,13 +349,14 @@ impl Layout {
     /// share a filesystem. Only for a trusted source whose blobs were
     /// verified on the way in (the shared cache): the link is not re-hashed.
     pub fn link_blob_from(&self, other: &Layout, digest: &Digest) -> Result<()> {
+        self.hold()?;
         if self.has_blob(digest) {
             return Ok(());
         }
         let dir = self.root.join("blobs").join("sha256");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         match fs::hard_link(other.blob_path(digest), self.blob_path(digest)) {
-            Ok(()) => Ok(()),
+            Ok(()) => fsync_dir(&dir).map_err(io_err(&dir)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
             Err(_) => self.copy_blob_from(other, digest),
         }
@@ -327,12 +370,21 @@ impl Layout {
     }
 
     /// Read-modify-write of `index.json` under the layout lock.
+    /// Holds the writer lock too: what the new index names must not be
+    /// collected by a gc that read the old one.
     pub fn update_index<T>(&self, f: impl FnOnce(&mut ImageIndex) -> Result<T>) -> Result<T> {
+        self.hold()?;
         let _lock = self.lock()?;
         let mut index = self.index()?;
         let out = f(&mut index)?;
         let path = self.root.join("index.json");
-        self.write_atomic(&path, &canonical_bytes(&index, &path)?)?;
+        write_atomic(
+            &path,
+            &canonical_bytes(&index, &path)?,
+            PUBLIC,
+            IfExists::Replace,
+        )
+        .map_err(io_err(&path))?;
         Ok(out)
     }
 
@@ -433,8 +485,10 @@ impl Layout {
 
     /// Removes every blob that no index entry reaches (through manifests,
     /// indexes, configs, layers and subjects) and stale temp files. Returns
-    /// the removed digests and the bytes freed.
+    /// the removed digests and the bytes freed. Waits for the writers of
+    /// the layout to finish first (see the module documentation).
     pub fn gc(&self) -> Result<(Vec<String>, u64)> {
+        let _writers = self.exclusive()?;
         let _lock = self.lock()?;
         let index = self.index()?;
         let mut live: BTreeSet<String> = BTreeSet::new();
@@ -455,15 +509,21 @@ impl Layout {
         for ent in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let ent = ent.map_err(io_err(&dir))?;
             let name = ent.file_name().to_string_lossy().into_owned();
-            let meta = ent.metadata().map_err(io_err(&ent.path()))?;
-            let stale_tmp = name.starts_with(TMP_PREFIX)
-                && meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| m.elapsed().ok())
-                    .is_some_and(|age| age.as_secs() > 3600);
+            // A temp file renamed or removed meanwhile (by a writer that
+            // does not lock) is simply gone.
+            let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+            let meta = match ent.metadata() {
+                Ok(m) => m,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(io_err(&ent.path())(e)),
+            };
+            let stale_tmp = name.starts_with(TMP_PREFIX) && is_stale(&meta);
             if stale_tmp || (!name.starts_with(TMP_PREFIX) && !live.contains(&name)) {
-                fs::remove_file(ent.path()).map_err(io_err(&ent.path()))?;
+                match fs::remove_file(ent.path()) {
+                    Ok(()) => {}
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(io_err(&ent.path())(e)),
+                }
                 freed += meta.len();
                 if !name.starts_with(TMP_PREFIX) {
                     removed.push(format!("sha256:{name}"));
@@ -474,8 +534,73 @@ impl Layout {
         Ok((removed, freed))
     }
 
-    /// Holds the layout's exclusive lock (an `flock` on `oci-layout`, a file
-    /// every layout already has, so no extra files appear in the layout).
+    /// Takes the writer lock shared for this handle and its clones, unless
+    /// they hold it already. Every write path calls it before it writes or
+    /// finds a blob it will reference; a caller that is about to reference
+    /// blobs it did not write here (a retag) may call it first too.
+    pub fn hold(&self) -> Result<()> {
+        let mut held = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_none() {
+            let (f, path) = self.writer_lock_file()?;
+            f.lock_shared().map_err(io_err(&path))?;
+            *held = Some(f);
+        }
+        Ok(())
+    }
+
+    /// Takes the writer lock exclusively (for gc and prune), saying so when
+    /// it has to wait. Fails, rather than deadlock, when this very handle
+    /// holds it shared.
+    pub fn exclusive(&self) -> Result<File> {
+        if self
+            .writing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return Err(LayoutError::GcWhileWriting(self.root.clone()));
+        }
+        let (f, path) = self.writer_lock_file()?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                eprintln!(
+                    "waiting for other shipyard processes writing to {}…",
+                    self.root.display()
+                );
+                f.lock().map_err(io_err(&path))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+        }
+        Ok(f)
+    }
+
+    /// Opens (creating if need be) the writer lock file. Read-only when
+    /// another user's file cannot be opened for writing: `flock` works on
+    /// any open file.
+    fn writer_lock_file(&self) -> Result<(File, PathBuf)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.root.join(WRITER_LOCK);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .or_else(|e| {
+                if e.kind() == io::ErrorKind::PermissionDenied {
+                    File::open(&path)
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(io_err(&path))?;
+        Ok((f, path))
+    }
+
+    /// Holds the layout's index lock (an `flock` on `oci-layout`, a file
+    /// every layout already has).
     fn lock(&self) -> Result<Flock<File>> {
         let path = self.root.join("oci-layout");
         let f = OpenOptions::new()
@@ -484,46 +609,66 @@ impl Layout {
             .map_err(io_err(&path))?;
         Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io_err(&path)(e.into()))
     }
+}
 
-    /// Writes `path` atomically unless it already exists.
-    fn create_new(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        self.publish(path, bytes, false)
-    }
+/// The mode of published layout files: world-readable like those of every
+/// other OCI tool, so podman or a CI cache can read them (temp files are
+/// created 0600).
+pub const PUBLIC: u32 = 0o644;
 
-    /// Replaces `path` atomically.
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        self.publish(path, bytes, true)
-    }
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+}
 
-    /// Temp file, fsync, rename: readers see the old file or the new one,
-    /// never a part. Without `clobber`, an existing file wins.
-    fn publish(&self, path: &Path, bytes: &[u8], clobber: bool) -> Result<()> {
-        let dir = path.parent().unwrap_or(&self.root);
-        let mut tmp = tempfile::Builder::new()
-            .prefix(TMP_PREFIX)
-            .tempfile_in(dir)
-            .map_err(io_err(dir))?;
-        tmp.write_all(bytes).map_err(io_err(path))?;
-        tmp.as_file().sync_all().map_err(io_err(path))?;
-        set_public_mode(tmp.path());
-        let done = if clobber {
-            tmp.persist(path)
-        } else {
-            tmp.persist_noclobber(path)
-        };
-        match done {
-            Ok(_) => Ok(()),
-            Err(e) if !clobber && e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(io_err(path)(e.error)),
+/// Whether a temp file is old enough to be a dead writer's.
+pub fn is_stale(meta: &fs::Metadata) -> bool {
+    meta.modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age.as_secs() > STALE_TMP_SECS)
+}
+
+/// What [`write_atomic`] does when the file exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    Replace,
+    /// The existing file wins (a concurrent creator got there first).
+    Keep,
+}
+
+/// Writes a file of a layout or of the cache: temp file beside it, fsync,
+/// rename, fsync of the directory. Readers see the old file or the new
+/// one, never a part, and after a crash the rename is not lost. Creates
+/// the parent directory if need be.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, if_exists: IfExists) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    set_mode(tmp.path(), mode);
+    let done = match if_exists {
+        IfExists::Replace => tmp.persist(path),
+        IfExists::Keep => tmp.persist_noclobber(path),
+    };
+    match done {
+        Ok(_) => fsync_dir(dir),
+        Err(e) if if_exists == IfExists::Keep && e.error.kind() == io::ErrorKind::AlreadyExists => {
+            Ok(())
         }
+        Err(e) => Err(e.error),
     }
 }
 
-/// Temp files are created 0600; published layout files are world-readable
-/// like those of every other OCI tool, so podman or a CI cache can read them.
-fn set_public_mode(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o644));
+/// Makes a rename or link in `dir` durable.
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 fn canonical_bytes<T: serde::Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {
@@ -580,8 +725,9 @@ impl BlobWriter {
             return Ok((digest, size));
         }
         tmp.as_file().sync_all().map_err(io_err(&dest))?;
-        set_public_mode(tmp.path());
+        set_mode(tmp.path(), PUBLIC);
         tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
+        fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
         Ok((digest, size))
     }
 
