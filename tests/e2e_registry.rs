@@ -934,6 +934,8 @@ const BOUNDED_RSS_KIB: u64 = 128 << 10;
 
 /// Runs `c` to the end; returns its output and its peak resident size in
 /// KiB (from wait4, so other children of this test process do not count).
+// wait4 reaps the child, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn run_measured(mut c: Command) -> (Output, u64) {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;

@@ -681,7 +681,7 @@ impl Client {
             // without its body: not something a registry asks for, so
             // the caller sees the answer instead.
             let follows = matches!(status, 307 | 308)
-                || (matches!(status, 301 | 302 | 303) && matches!(method, "GET" | "HEAD"));
+                || (matches!(status, 301..=303) && matches!(method, "GET" | "HEAD"));
             let next = resp
                 .headers()
                 .get(LOCATION)
