@@ -1238,3 +1238,50 @@ fn endless_error_and_token_bodies_are_cut_off_with_bounded_memory() {
     );
     assert!(rss < BOUNDED_RSS_KIB, "peak RSS {rss} KiB");
 }
+
+#[test]
+fn a_build_sends_creds_to_the_registry_it_pushes_to_and_nowhere_else() {
+    use common::project::Project;
+    let reg = Registry::start();
+    let cache = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::None);
+    let dest = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::None);
+    let p = Project::new();
+    let creds = format!("{USER}:{PASSWORD}");
+    let (_, err) = p.ok(
+        "l",
+        &[
+            "--tls-verify=false",
+            "--creds",
+            &creds,
+            "--cache-from",
+            &cache.url("ci/cache"),
+            "--push",
+            &dest.url("app/i:v1"),
+        ],
+    );
+    // The cache repository, on another registry, was asked (and, with no
+    // login for it, missed) without the push registry's password.
+    assert!(err.contains("cache lookup in the registry failed"), "{err}");
+    let (asked, leaked) = AuthProxy::count(&cache.seen);
+    assert!(asked > 0);
+    assert_eq!(leaked, 0, "--creds for {} reached {}", dest.host(), cache.host());
+    let (_, used) = AuthProxy::count(&dest.seen);
+    assert!(used > 0, "the push registry got its credentials");
+    assert_eq!(skopeo_digest(&reg.url("app/i:v1")), p.digest("l"));
+    // One password for pushes to two registries is refused up front.
+    let out = p.build(
+        "l2",
+        &[
+            "--tls-verify=false",
+            "--creds",
+            &creds,
+            "--push",
+            &format!("i={}", dest.url("app/i:v2")),
+            "--push",
+            &format!("i={}", cache.url("app/i:v2")),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--creds name one registry"), "{err}");
+}
