@@ -330,16 +330,35 @@ fn split_path_tag(rest: &str) -> (&str, Option<String>) {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A path holds ':' only when it was written before an '@'
+        // (`oci:a:b@TAG`), and a tag holds '@' only after one; printed
+        // with ':' either would split elsewhere when read back, so they
+        // keep the '@' (empty when there is no tag).
         let with_tag =
-            |f: &mut fmt::Formatter<'_>, scheme: &str, p: &PathBuf, t: &Option<String>| match t {
-                Some(t) if t.starts_with("sha256:") => write!(f, "{scheme}:{}@{t}", p.display()),
-                Some(t) => write!(f, "{scheme}:{}:{t}", p.display()),
-                None => write!(f, "{scheme}:{}", p.display()),
+            |f: &mut fmt::Formatter<'_>, scheme: &str, p: &PathBuf, t: &Option<String>| {
+                let colon = p.to_string_lossy().contains(':');
+                match t {
+                    Some(t) if colon || t.contains('@') || t.starts_with("sha256:") => {
+                        write!(f, "{scheme}:{}@{t}", p.display())
+                    }
+                    Some(t) => write!(f, "{scheme}:{}:{t}", p.display()),
+                    None if colon => write!(f, "{scheme}:{}@", p.display()),
+                    None => write!(f, "{scheme}:{}", p.display()),
+                }
             };
         match self {
             Reference::Oci { dir, tag } => with_tag(f, "oci", dir, tag),
             Reference::OciArchive { file, tag } => with_tag(f, "oci-archive", file, tag),
-            Reference::DockerArchive { file, name } => with_tag(f, "docker-archive", file, name),
+            // The file ends at the first ':', whatever the name is.
+            Reference::DockerArchive {
+                file,
+                name: Some(n),
+            } => {
+                write!(f, "docker-archive:{}:{n}", file.display())
+            }
+            Reference::DockerArchive { file, name: None } => {
+                write!(f, "docker-archive:{}", file.display())
+            }
             Reference::Registry(r) => write!(f, "docker://{r}"),
         }
     }

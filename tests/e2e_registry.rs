@@ -4,7 +4,10 @@
 #![cfg(feature = "e2e")]
 
 mod common;
-use common::registry::{podman, podman_run, require, Fault, FaultProxy, Registry, PASSWORD, USER};
+use common::registry::{
+    podman, podman_run, require, AuthProxy, Fault, FaultProxy, ProxyAuth, Realm, Registry, Twist,
+    PASSWORD, USER,
+};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -920,4 +923,365 @@ fn a_blob_corrupted_in_transit_is_caught_by_its_digest_and_nothing_is_kept() {
         let bytes = std::fs::read(f.path()).unwrap();
         assert_eq!(shipyard::oci::digest::Digest::of(&bytes).hex(), name);
     }
+}
+
+// ---- Where credentials go ----
+
+/// The maximum resident size a shipyard run may reach while a registry
+/// streams an endless body at it: far below what reading the body whole
+/// would take ([`registry::ENDLESS`]).
+const BOUNDED_RSS_KIB: u64 = 128 << 10;
+
+/// Runs `c` to the end; returns its output and its peak resident size in
+/// KiB (from wait4, so other children of this test process do not count).
+// wait4 reaps the child, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn run_measured(mut c: Command) -> (Output, u64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: plain syscall on our own child, with valid out-pointers.
+    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(got, pid, "wait4: {}", std::io::Error::last_os_error());
+    let out = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: t1.join().unwrap(),
+        stderr: t2.join().unwrap(),
+    };
+    (out, ru.ru_maxrss as u64)
+}
+
+#[test]
+fn an_upload_location_on_another_origin_gets_no_credentials() {
+    let reg = Registry::start();
+    let proxy = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::ForeignUploads);
+    let e = Env::new();
+    // Big enough for PATCH chunks as well as monolithic PUTs.
+    let (src, digest) = e.image(300 << 10);
+    let creds = format!("{USER}:{PASSWORD}");
+    let pushed = e.json(&[
+        "push",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        "--chunk-size",
+        "64K",
+        &src,
+        &proxy.url("up/app:v1"),
+    ]);
+    assert_eq!(pushed["digest"], digest);
+    let (to_registry, with_creds) = AuthProxy::count(&proxy.seen);
+    assert!(
+        to_registry > 0 && with_creds > 0,
+        "the registry was asked with credentials"
+    );
+    let (to_foreign, leaked) = AuthProxy::count(&proxy.foreign);
+    assert!(
+        to_foreign > 0,
+        "the uploads went to the Location the registry named"
+    );
+    assert_eq!(
+        leaked,
+        0,
+        "credentials reached another origin: {:?}",
+        proxy.foreign.lock().unwrap()
+    );
+    // And the blobs arrived: the registry serves the image.
+    assert_eq!(skopeo_digest(&reg.url("up/app:v1")), digest);
+}
+
+#[test]
+fn a_blob_download_redirected_elsewhere_works_without_credentials() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(64 << 10);
+    e.ok(&["push", "--tls-verify=false", &src, &reg.url("dl/app:v1")]);
+    let proxy = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::RedirectBlobs);
+    let creds = format!("{USER}:{PASSWORD}");
+    let e2 = Env::new();
+    let pulled = e2.json(&[
+        "pull",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &proxy.url("dl/app:v1"),
+        &format!("oci:{}", e2.p("out").display()),
+    ]);
+    assert_eq!(pulled["digest"], digest);
+    let (to_storage, leaked) = AuthProxy::count(&proxy.foreign);
+    assert!(
+        to_storage > 0,
+        "blobs were fetched from the redirect target"
+    );
+    assert_eq!(
+        leaked, 0,
+        "credentials followed a redirect to another origin"
+    );
+}
+
+#[test]
+fn a_token_realm_must_be_https_unless_the_registry_is_reached_without_tls() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(16 << 10);
+    let creds = format!("{USER}:{PASSWORD}");
+    // A TLS registry naming a plain-HTTP realm: nothing is sent there.
+    let proxy = AuthProxy::start_tls(reg.port, ProxyAuth::Bearer(Realm::Http), Twist::None);
+    let certs = proxy.cert_dir();
+    let err = e.err(&[
+        "push",
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        "--creds",
+        &creds,
+        &src,
+        &proxy.url("realm/app:v1"),
+    ]);
+    assert!(
+        err.contains("refusing the token realm") && err.contains("plain HTTP"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&proxy.host()),
+        "the error names the registry: {err}"
+    );
+    assert_eq!(
+        AuthProxy::count(&proxy.realm),
+        (0, 0),
+        "the plain-HTTP realm was contacted"
+    );
+    // An https realm on another origin (as auth.docker.io is to Docker
+    // Hub) gets the credentials and the push works.
+    let proxy = AuthProxy::start_tls(reg.port, ProxyAuth::Bearer(Realm::Https), Twist::None);
+    let certs = proxy.cert_dir();
+    let pushed = e.json(&[
+        "push",
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        "--creds",
+        &creds,
+        &src,
+        &proxy.url("realm/app:v1"),
+    ]);
+    assert_eq!(pushed["digest"], digest);
+    let (asked, with_creds) = AuthProxy::count(&proxy.realm);
+    assert!(asked > 0 && with_creds == asked, "{asked} {with_creds}");
+    // A registry reached with --tls-verify=false may name a plain realm.
+    let proxy = AuthProxy::start(reg.port, ProxyAuth::Bearer(Realm::Http), Twist::None);
+    let pushed = e.json(&[
+        "push",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &src,
+        &proxy.url("realm/plain:v1"),
+    ]);
+    assert_eq!(pushed["digest"], digest);
+}
+
+#[test]
+fn creds_go_only_to_the_registry_the_command_names() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(16 << 10);
+    e.ok(&["push", "--tls-verify=false", &src, &reg.url("src/app:v1")]);
+    // Two protected registries: copy from one to the other, with --creds
+    // for the destination only.
+    let from = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::None);
+    let to = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::None);
+    let creds = format!("{USER}:{PASSWORD}");
+    let err = e.err(&[
+        "push",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &from.url("src/app:v1"),
+        &to.url("dst/app:v1"),
+    ]);
+    assert!(
+        err.contains("authentication required") && err.contains(&from.host()),
+        "{err}"
+    );
+    let (asked, leaked) = AuthProxy::count(&from.seen);
+    assert!(asked > 0);
+    assert_eq!(
+        leaked,
+        0,
+        "--creds for {} reached {}",
+        to.host(),
+        from.host()
+    );
+    // The source's credentials come from the auth file.
+    let mut c = e.cmd(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        USER,
+        "--password-stdin",
+        &from.host(),
+    ]);
+    assert_success(&pipe(&mut c, &format!("{PASSWORD}\n")), "login");
+    let wrong = format!("{USER}:not-for-the-source");
+    // --creds for the destination do not displace the source's login...
+    let err = e.err(&[
+        "push",
+        "--tls-verify=false",
+        "--creds",
+        &wrong,
+        &from.url("src/app:v1"),
+        &to.url("dst/app:v1"),
+    ]);
+    assert!(
+        err.contains(&to.host()) && err.contains("rejected the credentials"),
+        "{err}"
+    );
+    // ...and with the right ones both ends work.
+    let pushed = e.json(&[
+        "push",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &from.url("src/app:v1"),
+        &to.url("dst/app:v1"),
+    ]);
+    assert_eq!(pushed["digest"], digest);
+}
+
+#[test]
+fn a_manifest_that_is_not_json_is_refused() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, _) = e.image(16 << 10);
+    e.ok(&["push", "--tls-verify=false", &src, &reg.url("junk/app:v1")]);
+    let proxy = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::JunkManifest);
+    let creds = format!("{USER}:{PASSWORD}");
+    let out = e.p("out");
+    let err = e.err(&[
+        "pull",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &proxy.url("junk/app:v1"),
+        &format!("oci:{}", out.display()),
+    ]);
+    assert!(
+        err.contains("not a manifest")
+            && err.contains("not valid JSON")
+            && err.contains(&format!("{}/junk/app:v1", proxy.host())),
+        "{err}"
+    );
+    assert!(!out.join("index.json").exists(), "something was written");
+}
+
+#[test]
+fn endless_error_and_token_bodies_are_cut_off_with_bounded_memory() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, _) = e.image(16 << 10);
+    e.ok(&["push", "--tls-verify=false", &src, &reg.url("big/app:v1")]);
+    let creds = format!("{USER}:{PASSWORD}");
+    // An error answer that does not end: its start is shown.
+    let proxy = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::EndlessError);
+    let (out, rss) = run_measured(e.cmd(&[
+        "pull",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &proxy.url("big/app:v1"),
+        &format!("oci:{}", e.p("a").display()),
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("400") && err.contains("endless-error-body"),
+        "{err}"
+    );
+    assert!(rss < BOUNDED_RSS_KIB, "peak RSS {rss} KiB");
+    // A token answer that does not end.
+    let proxy = AuthProxy::start_tls(
+        reg.port,
+        ProxyAuth::Bearer(Realm::HttpsEndless),
+        Twist::None,
+    );
+    let certs = proxy.cert_dir();
+    let (out, rss) = run_measured(e.cmd(&[
+        "pull",
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        "--creds",
+        &creds,
+        &proxy.url("big/app:v1"),
+        &format!("oci:{}", e.p("b").display()),
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("token") && err.contains("larger than"),
+        "{err}"
+    );
+    assert!(rss < BOUNDED_RSS_KIB, "peak RSS {rss} KiB");
+}
+
+#[test]
+fn a_build_sends_creds_to_the_registry_it_pushes_to_and_nowhere_else() {
+    use common::project::Project;
+    let reg = Registry::start();
+    let cache = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::None);
+    let dest = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::None);
+    let p = Project::new();
+    let creds = format!("{USER}:{PASSWORD}");
+    let (_, err) = p.ok(
+        "l",
+        &[
+            "--tls-verify=false",
+            "--creds",
+            &creds,
+            "--cache-from",
+            &cache.url("ci/cache"),
+            "--push",
+            &dest.url("app/i:v1"),
+        ],
+    );
+    // The cache repository, on another registry, was asked (and, with no
+    // login for it, missed) without the push registry's password.
+    assert!(err.contains("cache lookup in the registry failed"), "{err}");
+    let (asked, leaked) = AuthProxy::count(&cache.seen);
+    assert!(asked > 0);
+    assert_eq!(leaked, 0, "--creds for {} reached {}", dest.host(), cache.host());
+    let (_, used) = AuthProxy::count(&dest.seen);
+    assert!(used > 0, "the push registry got its credentials");
+    assert_eq!(skopeo_digest(&reg.url("app/i:v1")), p.digest("l"));
+    // One password for pushes to two registries is refused up front.
+    let out = p.build(
+        "l2",
+        &[
+            "--tls-verify=false",
+            "--creds",
+            &creds,
+            "--push",
+            &format!("i={}", dest.url("app/i:v2")),
+            "--push",
+            &format!("i={}", cache.url("app/i:v2")),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--creds name one registry"), "{err}");
 }

@@ -111,14 +111,6 @@ pub fn run(a: Args) -> Result<()> {
             a.output
         );
     }
-    let mut topts = transport::Options {
-        registry: a.registry.options()?,
-        pull: a.pull,
-        verbosity: crate::registry::progress::Verbosity::detect(false),
-        ..transport::Options::default()
-    };
-    topts.push.retries = a.registry.retry;
-    transport::set_defaults(topts.clone());
     // Where each image goes, checked before the build starts.
     let mut pushes: Vec<(Option<String>, Reference)> = Vec::new();
     for p in &a.push {
@@ -131,6 +123,28 @@ pub fn run(a: Args) -> Result<()> {
             Reference::parse_or_registry(r).with_context(|| format!("--push {p}"))?,
         ));
     }
+    // --creds are for the registry the images are pushed to; bases and
+    // a cache repository elsewhere use the auth files.
+    let mut targets: Vec<&str> = pushes
+        .iter()
+        .filter_map(|(_, r)| super::transfer::registry_of(r))
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    if a.registry.creds.is_some() && targets.len() > 1 {
+        bail!(
+            "--creds name one registry, but --push names several ({}); log in to each with `shipyard login HOST` instead",
+            targets.join(", ")
+        );
+    }
+    let mut topts = transport::Options {
+        registry: a.registry.options(targets.first().copied())?,
+        pull: a.pull,
+        verbosity: crate::registry::progress::Verbosity::detect(false),
+        ..transport::Options::default()
+    };
+    topts.push.retries = a.registry.retry;
+    transport::set_defaults(topts.clone());
     let opts = BuildOptions {
         output: out_dir,
         images: a.images.clone(),

@@ -29,7 +29,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     ) {
         bail!("export writes oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]; for {dst} use `shipyard push`");
     }
-    let o = a.copy.options(quiet, PullPolicy::Missing, false)?;
+    let o = a.copy.options(&src, quiet, PullPolicy::Missing, false)?;
     a.copy.run(&src, &dst, &[], &o)?;
     Ok(())
 }

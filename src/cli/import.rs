@@ -31,7 +31,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         );
     }
     let dst = Reference::parse(&a.destination)?;
-    let o = a.copy.options(quiet, PullPolicy::Missing, false)?;
+    let o = a.copy.options(&dst, quiet, PullPolicy::Missing, false)?;
     a.copy.run(&src, &dst, &[], &o)?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 use super::transfer::RegistryArgs;
-use crate::registry::auth::{self, Secret};
+use crate::registry::auth::{self, ExplicitCreds, Secret};
 use crate::registry::client::{Client, Scope};
 use anyhow::{bail, Context, Result};
 use std::io::Read;
@@ -66,10 +66,13 @@ pub fn run(a: Args) -> Result<()> {
         }
         (None, false) => bail!("give the password with --password-stdin (or --password)"),
     };
-    let mut opts = a.registry_args.options()?;
-    opts.creds = Some(Secret::Basic {
-        user: a.username.clone(),
-        password: password.clone(),
+    let mut opts = a.registry_args.options(Some(&host))?;
+    opts.creds = Some(ExplicitCreds {
+        registry: host.clone(),
+        secret: Secret::Basic {
+            user: a.username.clone(),
+            password: password.clone(),
+        },
     });
     let api = if host == "docker.io" {
         "registry-1.docker.io"

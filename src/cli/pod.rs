@@ -63,7 +63,7 @@ pub struct KubeArgs {
 fn open(s: &str, r: &RegistryArgs) -> Result<(crate::oci::layout::Layout, read::Pod)> {
     let reference = Reference::parse_or_registry(s)?;
     let o = transport::Options {
-        registry: r.options()?,
+        registry: r.options(super::transfer::registry_of(&reference))?,
         pull: PullPolicy::Missing,
         ..transport::Options::default()
     };

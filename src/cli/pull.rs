@@ -33,7 +33,7 @@ pub struct Args {
 pub fn run(a: Args, quiet: bool) -> Result<()> {
     let src = Reference::parse_or_registry(&a.source)?;
     let dst = Reference::parse(&a.destination)?;
-    let o = a.copy.options(quiet, a.pull, a.all)?;
+    let o = a.copy.options(&src, quiet, a.pull, a.all)?;
     a.copy.run(&src, &dst, &[], &o)?;
     Ok(())
 }

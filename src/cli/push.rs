@@ -42,7 +42,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     for t in &a.tags {
         crate::oci::layout::validate_registry_tag(t)?;
     }
-    let mut o = a.copy.options(quiet, PullPolicy::Missing, false)?;
+    let mut o = a.copy.options(&dst, quiet, PullPolicy::Missing, false)?;
     o.push.chunk_size = a.chunk_size;
     if !a.all {
         let src = Reference::parse(&a.source)?;

@@ -3,7 +3,7 @@
 
 use crate::oci::image::Platform;
 use crate::reference::Reference;
-use crate::registry::auth::parse_creds;
+use crate::registry::auth::{parse_creds, ExplicitCreds};
 use crate::registry::progress::Verbosity;
 use crate::registry::pull::Selection;
 use crate::transport::{self, Options, PullPolicy, Report};
@@ -23,7 +23,9 @@ pub struct RegistryArgs {
     /// pair is a client certificate.
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
-    /// USER[:PASSWORD] for the registry, instead of the auth files.
+    /// USER[:PASSWORD] for the registry the command names (push's
+    /// destination, pull's source, build's --push), instead of the auth
+    /// files. Other registries it touches use the auth files.
     #[arg(
         long,
         value_name = "USER:PASS",
@@ -39,12 +41,37 @@ pub struct RegistryArgs {
     pub timeout: u64,
 }
 
+/// The registry a reference names, if it names one.
+pub fn registry_of(r: &Reference) -> Option<&str> {
+    match r {
+        Reference::Registry(rr) => Some(&rr.registry),
+        _ => None,
+    }
+}
+
 impl RegistryArgs {
-    pub fn options(&self) -> Result<crate::registry::Options> {
+    /// The registry options. `--creds` are bound to `target`, the one
+    /// registry the command line names; every other registry uses the
+    /// auth files.
+    pub fn options(&self, target: Option<&str>) -> Result<crate::registry::Options> {
+        let creds = match (self.creds.as_deref(), target) {
+            (None, _) => None,
+            (Some(c), Some(t)) => Some(ExplicitCreds {
+                registry: t.to_string(),
+                secret: parse_creds(c)?,
+            }),
+            (Some(c), None) => {
+                parse_creds(c)?;
+                tracing::warn!(
+                    "--creds ignored: they are sent only to the registry the command names (the destination of push, the source of pull), and it names none"
+                );
+                None
+            }
+        };
         Ok(crate::registry::Options {
             tls_verify: self.tls_verify,
             cert_dir: self.cert_dir.clone(),
-            creds: self.creds.as_deref().map(parse_creds).transpose()?,
+            creds,
             retries: self.retry,
             timeout: Duration::from_secs(self.timeout.max(1)),
         })
@@ -102,9 +129,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 impl CopyArgs {
     /// The transport options; `whole_index` copies every platform.
-    pub fn options(&self, quiet: bool, pull: PullPolicy, whole_index: bool) -> Result<Options> {
+    /// `--creds` go to `target`'s registry only.
+    pub fn options(
+        &self,
+        target: &Reference,
+        quiet: bool,
+        pull: PullPolicy,
+        whole_index: bool,
+    ) -> Result<Options> {
         let mut o = Options {
-            registry: self.registry.options()?,
+            registry: self.registry.options(registry_of(target))?,
             pull,
             selection: if whole_index {
                 Selection::All

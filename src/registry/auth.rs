@@ -1,7 +1,8 @@
 //! Registry credentials, looked up where podman, skopeo and docker keep
 //! them, and `login`/`logout` writing `auth.json` the way podman does.
 //!
-//! Search order (first hit wins): `--creds`, `REGISTRY_AUTH_FILE`,
+//! Search order (first hit wins): `--creds` (for the one registry the
+//! command line names as its target, never any other), `REGISTRY_AUTH_FILE`,
 //! `$XDG_RUNTIME_DIR/containers/auth.json`,
 //! `$HOME/.config/containers/auth.json`, then docker's
 //! `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`). Each
@@ -57,6 +58,18 @@ impl std::fmt::Debug for Secret {
             Secret::IdentityToken(_) => write!(f, "IdentityToken(***)"),
         }
     }
+}
+
+/// `--creds`: a secret for the one registry the command line names as
+/// its target (the destination of a push, the source of a pull). Every
+/// other registry a command touches (a build's bases, its cache
+/// repository on another host) uses the auth files, so one password is
+/// never sent to a registry it was not meant for.
+#[derive(Debug, Clone)]
+pub struct ExplicitCreds {
+    /// The registry as a reference names it (`HOST[:PORT]`, `docker.io`).
+    pub registry: String,
+    pub secret: Secret,
 }
 
 /// The credentials found for a registry, and where the search looked, so
@@ -135,11 +148,12 @@ fn keys_for(host: &str) -> Vec<String> {
     v
 }
 
-/// Finds credentials for `host`, `explicit` (from `--creds`) first.
-pub fn lookup(host: &str, explicit: Option<Secret>) -> Result<Credentials, AuthError> {
+/// Finds credentials for `host`: `explicit` (from `--creds`) when they
+/// are for this host, else the auth files.
+pub fn lookup(host: &str, explicit: Option<&ExplicitCreds>) -> Result<Credentials, AuthError> {
     let mut c = Credentials::default();
-    if let Some(s) = explicit {
-        c.secret = Some(s);
+    if let Some(e) = explicit.filter(|e| e.registry.eq_ignore_ascii_case(host)) {
+        c.secret = Some(e.secret.clone());
         c.source = Some("--creds".into());
         return Ok(c);
     }

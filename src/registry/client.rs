@@ -8,12 +8,15 @@
 //! closure on each attempt, so a retried upload re-reads its bytes from the
 //! file rather than holding them in memory.
 
-use super::auth::{Credentials, Secret};
+use super::auth::{Credentials, ExplicitCreds, Secret};
 use base64::Engine;
 use reqwest::blocking::{RequestBuilder, Response};
-use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
-use reqwest::StatusCode;
+use reqwest::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use reqwest::{StatusCode, Url};
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -46,6 +49,12 @@ pub enum RegistryError {
     },
     #[error("{0}")]
     Protocol(String),
+    #[error("{registry}: refusing the token realm {realm:?}: {reason}")]
+    UnsafeRealm {
+        registry: String,
+        realm: String,
+        reason: &'static str,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -70,8 +79,9 @@ pub struct Options {
     /// podman's certs.d layout: `*.crt` are extra CAs, `*.cert` + `*.key`
     /// a client certificate.
     pub cert_dir: Option<PathBuf>,
-    /// `--creds`, which beats every auth file.
-    pub creds: Option<Secret>,
+    /// `--creds`, which beat every auth file for the one registry they
+    /// name.
+    pub creds: Option<ExplicitCreds>,
     /// Attempts after the first, for retriable failures.
     pub retries: u32,
     /// How long a request may wait for the registry before it is retried.
@@ -144,6 +154,9 @@ pub struct Client {
     /// under `None` and applies to every scope.
     tokens: Mutex<HashMap<Option<Scope>, String>>,
     retries: u32,
+    /// Whether the user asked for TLS; without it a plain-HTTP token
+    /// realm is accepted too.
+    tls_verify: bool,
 }
 
 fn setup_err(e: reqwest::Error) -> RegistryError {
@@ -160,6 +173,9 @@ fn http_client(opts: &Options, insecure: bool) -> Result<reqwest::blocking::Clie
         .user_agent(concat!("shipyard/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15).min(opts.timeout))
         .timeout(opts.timeout)
+        // Redirects are followed by `Client::send`, which decides per hop
+        // whether credentials may go along.
+        .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(8);
     if insecure {
         b = b
@@ -290,42 +306,140 @@ enum Challenge {
     },
 }
 
+/// RFC 7230's `tchar`: what an auth-param name is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Splits one challenge, `SCHEME name=value, name="quoted \" value"`,
+/// into its scheme and parameters (names lowercased, values unquoted).
+/// `None` when it is not of that form. Registries send one challenge per
+/// header; a second one in the same header would fail to parse, which is
+/// safe: the challenge is then ignored.
+fn parse_auth_params(h: &str) -> Option<(&str, Vec<(String, String)>)> {
+    let h = h.trim_matches([' ', '\t']);
+    let (scheme, rest) = h.split_once([' ', '\t']).unwrap_or((h, ""));
+    if scheme.is_empty() || !scheme.bytes().all(is_tchar) {
+        return None;
+    }
+    let mut params = Vec::new();
+    let mut s = rest;
+    loop {
+        s = s.trim_start_matches([' ', '\t', ',']);
+        if s.is_empty() {
+            return Some((scheme, params));
+        }
+        let (name, v) = s.split_once('=')?;
+        let name = name.trim_end_matches([' ', '\t']);
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return None;
+        }
+        let v = v.trim_start_matches([' ', '\t']);
+        let (value, next) = if let Some(q) = v.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = q.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => out.push(chars.next()?.1),
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => out.push(c),
+                }
+            }
+            (out, &q[end?..])
+        } else {
+            let end = v.find(',').unwrap_or(v.len());
+            let token = v[..end].trim_end_matches([' ', '\t']);
+            if token.is_empty() || token.contains([' ', '\t', '"']) {
+                return None;
+            }
+            (token.to_string(), &v[end..])
+        };
+        let next = next.trim_start_matches([' ', '\t']);
+        if !(next.is_empty() || next.starts_with(',')) {
+            return None;
+        }
+        params.push((name.to_ascii_lowercase(), value));
+        s = next;
+    }
+}
+
 fn parse_challenge(h: &str) -> Option<Challenge> {
-    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    let trimmed = h.trim_matches([' ', '\t']);
+    let scheme = trimmed.split([' ', '\t']).next().unwrap_or("");
     if scheme.eq_ignore_ascii_case("basic") {
         return Some(Challenge::Basic);
     }
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
-    let mut params = HashMap::new();
-    let mut s = rest.trim();
-    while !s.is_empty() {
-        let (k, v) = s.split_once('=')?;
-        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
-        let v = v.trim_start();
-        let (val, next) = if let Some(q) = v.strip_prefix('"') {
-            let end = q.find('"')?;
-            (&q[..end], &q[end + 1..])
-        } else {
-            let end = v.find(',').unwrap_or(v.len());
-            (&v[..end], &v[end..])
-        };
-        params.insert(k, val.to_string());
-        s = next.trim_start().trim_start_matches(',').trim_start();
-    }
+    let (_, params) = parse_auth_params(trimmed)?;
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     Some(Challenge::Bearer {
-        realm: params.remove("realm")?,
-        service: params.remove("service"),
+        realm: get("realm")?,
+        service: get("service"),
     })
 }
+
+/// Whether `a` and `b` share scheme, host and port: the origin that
+/// credentials are scoped to, as browsers scope cookies.
+pub fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Checks a token realm before credentials are sent to it. Any host may
+/// issue tokens (Docker Hub's is auth.docker.io), but only over HTTPS,
+/// unless the user reached the registry itself without TLS
+/// (`allow_http`).
+fn check_realm(realm: &str, allow_http: bool) -> std::result::Result<Url, &'static str> {
+    let url = Url::parse(realm).map_err(|_| "not an absolute URL")?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("it carries a user name or password");
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if allow_http => Ok(url),
+        "http" => Err("plain HTTP would send the credentials in clear text; the registry must name an https:// realm (or be reached with --tls-verify=false)"),
+        _ => Err("only https:// realms are accepted"),
+    }
+}
+
+/// Token answers are a few KiB; anything past this is not a token.
+pub const MAX_TOKEN_BODY: u64 = 1 << 20;
+/// How much of an error answer is read to show the user.
+pub const MAX_ERROR_BODY: u64 = 64 << 10;
+
+/// Reads at most `limit` bytes of `r`; the flag says there was more.
+pub fn read_bounded(r: impl Read, limit: u64) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut buf = Vec::new();
+    r.take(limit.saturating_add(1)).read_to_end(&mut buf)?;
+    let more = buf.len() as u64 > limit;
+    buf.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok((buf, more))
+}
+
+/// The part of an error answer worth showing: its first 400 characters,
+/// from at most [`MAX_ERROR_BODY`] bytes read.
+fn error_body(r: Response) -> String {
+    let (bytes, _) = read_bounded(r, MAX_ERROR_BODY).unwrap_or_default();
+    let body: String = String::from_utf8_lossy(&bytes).chars().take(400).collect();
+    body.trim().to_string()
+}
+
+/// How many redirects one request may follow.
+const MAX_REDIRECTS: usize = 10;
 
 impl Client {
     /// Connects to `registry` (the name as written; `api_host` is where
     /// its API lives). With `tls_verify` off, a registry that does not
     /// answer TLS is reached over plain HTTP.
     pub fn new(registry: &str, api_host: &str, opts: &Options) -> Result<Client> {
-        let creds = super::auth::lookup(registry, opts.creds.clone())
+        let creds = super::auth::lookup(registry, opts.creds.as_ref())
             .map_err(|e| RegistryError::Protocol(e.to_string()))?;
         let mut client = Client {
             http: http_client(opts, !opts.tls_verify)?,
@@ -334,6 +448,7 @@ impl Client {
             creds,
             tokens: Mutex::new(HashMap::new()),
             retries: opts.retries,
+            tls_verify: opts.tls_verify,
         };
         if !opts.tls_verify {
             // Probe once: a TLS handshake against a plain-HTTP port fails
@@ -356,9 +471,15 @@ impl Client {
         }
     }
 
+    /// Whether `url` is on the registry's own origin, the only place its
+    /// credentials and tokens are sent.
+    pub fn is_own(&self, url: &Url) -> bool {
+        Url::parse(&self.base).is_ok_and(|b| same_origin(&b, url))
+    }
+
     /// The `Authorization` value for `scope`: its own token, else one
     /// that grants at least as much on the same repository, else basic.
-    pub fn authorization(&self, scope: &Scope) -> Option<String> {
+    fn authorization(&self, scope: &Scope) -> Option<String> {
         let t = self.tokens.lock().ok()?;
         t.get(&Some(scope.clone()))
             .or_else(|| {
@@ -374,8 +495,20 @@ impl Client {
             .cloned()
     }
 
+    /// The `Authorization` value for a request to `url`: none unless
+    /// `url` is on the registry's own origin (an upload `Location` may
+    /// point at a storage host that must not see the token).
+    pub fn authorization_for(&self, url: &str, scope: &Scope) -> Option<String> {
+        let u = Url::parse(url).ok()?;
+        if !self.is_own(&u) {
+            return None;
+        }
+        self.authorization(scope)
+    }
+
     /// The HTTP client itself, for a request that must not be retried
-    /// blindly (a PATCH whose partial success the caller checks).
+    /// blindly (a PATCH whose partial success the caller checks). It
+    /// follows no redirects and adds no credentials.
     pub fn http_once(&self) -> &reqwest::blocking::Client {
         &self.http
     }
@@ -421,6 +554,13 @@ impl Client {
                 _ => Err(self.unauthorized(scope, 401)),
             },
             Some(Challenge::Bearer { realm, service }) => {
+                let realm_url = check_realm(&realm, !self.tls_verify).map_err(|reason| {
+                    RegistryError::UnsafeRealm {
+                        registry: self.registry.clone(),
+                        realm: realm.clone(),
+                        reason,
+                    }
+                })?;
                 let mut query: Vec<(&str, String)> = Vec::new();
                 if let Some(s) = &service {
                     query.push(("service", s.clone()));
@@ -436,9 +576,9 @@ impl Client {
                             form.push(("grant_type", "refresh_token".into()));
                             form.push(("refresh_token", t.clone()));
                             form.push(("client_id", "shipyard".into()));
-                            self.http.post(&realm).form(&form)
+                            self.http.post(realm_url.clone()).form(&form)
                         }
-                        _ => self.http.get(&realm).query(&query),
+                        _ => self.http.get(realm_url.clone()).query(&query),
                     };
                     if let Some(Secret::Basic { user, password }) = &self.creds.secret {
                         rb = rb.header(AUTHORIZATION, basic(user, password));
@@ -471,10 +611,18 @@ impl Client {
                         url: realm,
                         status: status.as_u16(),
                         retried: String::new(),
-                        body: resp.text().unwrap_or_default(),
+                        body: error_body(resp),
                     });
                 }
-                let v: serde_json::Value = resp.json().map_err(|e| {
+                let (body, more) = read_bounded(resp, MAX_TOKEN_BODY).map_err(|e| {
+                    RegistryError::Protocol(format!("token from {realm}: reading it: {e}"))
+                })?;
+                if more {
+                    return Err(RegistryError::Protocol(format!(
+                        "token from {realm}: the answer is larger than {MAX_TOKEN_BODY} bytes; refusing it"
+                    )));
+                }
+                let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
                     RegistryError::Protocol(format!("token from {realm}: invalid JSON: {e}"))
                 })?;
                 let token = v
@@ -492,6 +640,72 @@ impl Client {
         }
     }
 
+    /// Sends one request built by `mk`, following redirects by hand:
+    /// `Authorization` goes along only while the target is the registry's
+    /// own origin (blob downloads are commonly redirected to a storage
+    /// host, which gets the request without it). Returns the final
+    /// response and whether it came from the registry's origin.
+    fn execute(
+        &self,
+        method: &str,
+        scope: &Scope,
+        mk: &dyn Fn(&reqwest::blocking::Client) -> Result<RequestBuilder>,
+    ) -> Result<std::result::Result<(Response, bool), reqwest::Error>> {
+        let mut target: Option<Url> = None;
+        let mut hop = 0;
+        loop {
+            let mut req = match mk(&self.http)?.build() {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            if let Some(t) = &target {
+                *req.url_mut() = t.clone();
+            }
+            let own = self.is_own(req.url());
+            req.headers_mut().remove(AUTHORIZATION);
+            if own {
+                if let Some(h) = self
+                    .authorization(scope)
+                    .and_then(|h| HeaderValue::from_str(&h).ok())
+                {
+                    req.headers_mut().insert(AUTHORIZATION, h);
+                }
+            }
+            let from = req.url().clone();
+            let resp = match self.http.execute(req) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let status = resp.status().as_u16();
+            // 301/302/303 turn anything but GET and HEAD into a GET
+            // without its body: not something a registry asks for, so
+            // the caller sees the answer instead.
+            let follows = matches!(status, 307 | 308)
+                || (matches!(status, 301..=303) && matches!(method, "GET" | "HEAD"));
+            let next = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| from.join(l).ok());
+            let next = match next {
+                Some(n) if follows && hop < MAX_REDIRECTS => n,
+                _ => return Ok(Ok((resp, own))),
+            };
+            match next.scheme() {
+                "https" => {}
+                "http" if !self.tls_verify || from.scheme() == "http" => {}
+                _ => {
+                    return Err(RegistryError::Protocol(format!(
+                        "{method} {from}: the registry redirected to {next}, which is not HTTPS; refusing to follow (--tls-verify=false allows plain HTTP)"
+                    )))
+                }
+            }
+            tracing::debug!("{method} {from}: {status}, following to {next}");
+            target = Some(next);
+            hop += 1;
+        }
+    }
+
     /// Sends a request built by `mk`, authenticating and retrying as the
     /// module documentation describes. Returns any response that is not a
     /// retriable failure; the caller judges its status.
@@ -505,11 +719,7 @@ impl Client {
         let mut attempt = 0u32;
         let mut authenticated = false;
         loop {
-            let mut rb = mk(&self.http)?;
-            if let Some(h) = self.authorization(scope) {
-                rb = rb.header(AUTHORIZATION, h);
-            }
-            let wait = match rb.send() {
+            let wait = match self.execute(method, scope, mk)? {
                 Err(source) => {
                     if attempt >= self.retries || source.is_builder() || source.is_redirect() {
                         return Err(RegistryError::Transport {
@@ -522,18 +732,20 @@ impl Client {
                     tracing::warn!("{method} {url}: {source}; retrying");
                     backoff(attempt)
                 }
-                Ok(r) if r.status() == StatusCode::UNAUTHORIZED && !authenticated => {
+                // A 401 from elsewhere (a storage host) is not the
+                // registry asking for credentials: it gets none.
+                Ok((r, true)) if r.status() == StatusCode::UNAUTHORIZED && !authenticated => {
                     authenticated = true;
                     self.authenticate(scope, r.headers())?;
                     continue;
                 }
-                Ok(r)
+                Ok((r, true))
                     if r.status() == StatusCode::UNAUTHORIZED
                         || r.status() == StatusCode::FORBIDDEN =>
                 {
                     return Err(self.unauthorized(scope, r.status().as_u16()));
                 }
-                Ok(r) if is_retriable_status(r.status()) && attempt < self.retries => {
+                Ok((r, _)) if is_retriable_status(r.status()) && attempt < self.retries => {
                     let w = retry_after(r.headers()).unwrap_or_else(|| backoff(attempt));
                     tracing::warn!(
                         "{method} {url}: {}; retrying in {:.1}s",
@@ -542,7 +754,7 @@ impl Client {
                     );
                     w
                 }
-                Ok(r) => return Ok(r),
+                Ok((r, _)) => return Ok(r),
             };
             std::thread::sleep(wait);
             attempt += 1;
@@ -552,8 +764,6 @@ impl Client {
     /// An error for a response the caller did not expect.
     pub fn status_error(&self, method: &str, url: &str, r: Response) -> RegistryError {
         let status = r.status();
-        let body = r.text().unwrap_or_default();
-        let body: String = body.chars().take(400).collect();
         RegistryError::Status {
             method: method.into(),
             url: url.into(),
@@ -563,7 +773,7 @@ impl Client {
             } else {
                 String::new()
             },
-            body: body.trim().to_string(),
+            body: error_body(r),
         }
     }
 }
@@ -588,6 +798,110 @@ mod tests {
             Some(Challenge::Basic)
         );
         assert_eq!(parse_challenge("Negotiate"), None);
+    }
+
+    #[test]
+    fn challenge_params_unquote_and_reject_garbage() {
+        assert_eq!(
+            parse_auth_params(r#"Bearer realm="https://a/t?x=\"1\"", service=reg , scope=x"#),
+            Some((
+                "Bearer",
+                vec![
+                    ("realm".into(), r#"https://a/t?x="1""#.into()),
+                    ("service".into(), "reg".into()),
+                    ("scope".into(), "x".into())
+                ]
+            ))
+        );
+        assert_eq!(parse_challenge(r#"Bearer realm="unterminated"#), None);
+        assert_eq!(parse_challenge(r#"Bearer service="x""#), None);
+        assert_eq!(parse_challenge(r#"Bearer realm="a" junk"#), None);
+    }
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn origins_are_scheme_host_and_port() {
+        let reg = url("https://reg.example/v2/");
+        assert!(same_origin(
+            &reg,
+            &url("https://REG.example:443/v2/a/blobs/uploads/x")
+        ));
+        assert!(!same_origin(&reg, &url("http://reg.example/v2/")));
+        assert!(!same_origin(&reg, &url("https://reg.example:5000/v2/")));
+        assert!(!same_origin(&reg, &url("https://storage.example/v2/")));
+        assert!(!same_origin(&reg, &url("https://reg.example.evil/v2/")));
+        let local = url("http://127.0.0.1:5000/v2/");
+        assert!(same_origin(&local, &url("http://127.0.0.1:5000/x")));
+        assert!(!same_origin(&local, &url("http://127.0.0.1:5001/x")));
+    }
+
+    #[test]
+    fn realms_must_be_https_without_userinfo() {
+        assert!(check_realm("https://auth.example/token", false).is_ok());
+        assert!(check_realm("http://auth.example/token", false).is_err());
+        assert!(check_realm("http://auth.example/token", true).is_ok());
+        assert!(check_realm("https://user:pw@auth.example/token", true).is_err());
+        assert!(check_realm("https://user@auth.example/token", true).is_err());
+        assert!(check_realm("ftp://auth.example/token", true).is_err());
+        assert!(check_realm("file:///etc/passwd", true).is_err());
+        assert!(check_realm("/token", true).is_err());
+    }
+
+    #[test]
+    fn bounded_reads_stop_at_the_limit() {
+        let endless = std::io::repeat(b'x');
+        let (got, more) = read_bounded(endless, 1000).unwrap();
+        assert_eq!((got.len(), more), (1000, true));
+        let (got, more) = read_bounded(&b"short"[..], 1000).unwrap();
+        assert_eq!((got, more), (b"short".to_vec(), false));
+    }
+
+    /// Quotes `v` as an RFC 7230 quoted-string.
+    fn quote(v: &str) -> String {
+        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn challenge_parser_never_panics(h in "\\PC{0,80}") {
+            let _ = parse_challenge(&h);
+            let _ = parse_auth_params(&h);
+        }
+
+        #[test]
+        fn challenge_parser_never_panics_on_near_misses(
+            h in "(Bearer|Basic|bearer) ?[a-z=\",\\\\ ]{0,40}"
+        ) {
+            let _ = parse_challenge(&h);
+        }
+
+        #[test]
+        fn challenge_params_round_trip(
+            params in proptest::collection::vec(
+                ("[a-z][a-z0-9_-]{0,8}", "[^\\p{Cc}]{0,24}", proptest::bool::ANY),
+                1..6,
+            ),
+            sep in "(,|, |,\t| ,  )",
+        ) {
+            let text: Vec<String> = params
+                .iter()
+                .map(|(k, v, quoted)| {
+                    let plain = !v.is_empty() && v.bytes().all(is_tchar);
+                    if *quoted || !plain { format!("{k}={}", quote(v)) } else { format!("{k}={v}") }
+                })
+                .collect();
+            let header = format!("Bearer {}", text.join(&sep));
+            let (scheme, got) = parse_auth_params(&header).expect("a well-formed challenge");
+            proptest::prop_assert_eq!(scheme, "Bearer");
+            let want: Vec<(String, String)> =
+                params.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]

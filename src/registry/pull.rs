@@ -99,10 +99,17 @@ pub fn fetch_manifest(
             }
         }
     }
-    let media_type = match header_type {
-        Some(t) if t.contains("manifest") || t.contains("index") => MediaType::from(t.as_str()),
-        _ => media::sniff_manifest_type(&bytes),
-    };
+    let media_type = manifest_type(&bytes, header_type.as_deref()).map_err(|why| {
+        let sep = if reference.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
+        protocol(format!(
+            "{}/{repo}{sep}{reference}: the registry's answer is not a manifest: {why}",
+            client.registry
+        ))
+    })?;
     cache
         .layout
         .put_bytes(&bytes)
@@ -112,6 +119,56 @@ pub fn fetch_manifest(
         bytes.len() as u64,
         media::to_spec_digest(&digest),
     ))
+}
+
+/// What a manifest answer is: JSON of one of the manifest types shipyard
+/// asks for ([`ACCEPT`]), named by its `mediaType` field, else by its
+/// `Content-Type`, else by its shape. Anything else (an HTML page, a
+/// truncated body, schema 1) is refused rather than cached as an image.
+fn manifest_type(bytes: &[u8], header: Option<&str>) -> std::result::Result<MediaType, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    match obj.get("schemaVersion").and_then(|x| x.as_u64()) {
+        Some(2) => {}
+        Some(n) => return Err(format!("schemaVersion {n}; only version 2 is supported")),
+        None => return Err("no schemaVersion".into()),
+    }
+    let known = |t: &str| {
+        let mt = MediaType::from(t);
+        (media::is_image_manifest(&mt) || media::is_index(&mt)).then_some(mt)
+    };
+    let field = obj.get("mediaType").map(|m| m.as_str().unwrap_or(""));
+    let mt = match (field, header.and_then(known)) {
+        (Some(f), from_header) => {
+            let mt = known(f).ok_or_else(|| format!("unknown mediaType {f:?}"))?;
+            if let Some(h) = from_header.filter(|h| h != &mt) {
+                return Err(format!(
+                    "its mediaType {f:?} contradicts its Content-Type {h}"
+                ));
+            }
+            mt
+        }
+        (None, Some(h)) => h,
+        (None, None) if obj.contains_key("manifests") => MediaType::ImageIndex,
+        (None, None) if obj.contains_key("config") => MediaType::ImageManifest,
+        (None, None) => {
+            return Err(format!(
+                "no mediaType, and Content-Type {} is not a manifest type",
+                header.unwrap_or("(none)")
+            ))
+        }
+    };
+    let shaped = if media::is_index(&mt) {
+        obj.get("manifests").is_some_and(|m| m.is_array())
+    } else {
+        obj.get("config").is_some_and(|c| c.is_object())
+            && obj.get("layers").is_some_and(|l| l.is_array())
+    };
+    if !shaped {
+        return Err(format!("a {mt} without its required fields"));
+    }
+    Ok(mt)
 }
 
 /// Streams one blob into the cache, verifying digest and size. Retries
@@ -264,4 +321,53 @@ pub fn pull(
         fetch_blob(client, repo, b, cache, progress, counters)
     })?;
     Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+    #[test]
+    fn manifests_of_known_types_are_accepted() {
+        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
+        assert_eq!(
+            manifest_type(m, Some(OCI_MANIFEST)),
+            Ok(MediaType::ImageManifest)
+        );
+        assert_eq!(
+            manifest_type(m, Some("application/json")),
+            Ok(MediaType::ImageManifest)
+        );
+        let bare = br#"{"schemaVersion":2,"manifests":[]}"#;
+        assert_eq!(manifest_type(bare, None), Ok(MediaType::ImageIndex));
+        let docker = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        assert_eq!(
+            manifest_type(docker, Some(media::DOCKER_MANIFEST)),
+            Ok(MediaType::from(media::DOCKER_MANIFEST))
+        );
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        for (body, header) in [
+            (&b"<html>hello</html>"[..], Some(OCI_MANIFEST)),
+            (b"[1,2]", Some(OCI_MANIFEST)),
+            (br#"{"schemaVersion":1,"fsLayers":[]}"#, None),
+            (br#"{"schemaVersion":2,"mediaType":"text/plain","layers":[]}"#, None),
+            (br#"{"schemaVersion":2,"hello":1}"#, Some("text/html")),
+            (br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}"#, None),
+            (
+                br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+                Some(OCI_MANIFEST),
+            ),
+        ] {
+            assert!(
+                manifest_type(body, header).is_err(),
+                "{} was accepted",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
 }

@@ -203,21 +203,19 @@ impl Upload<'_> {
             let len = self.opts.chunk_size.min(size - offset);
             let end = offset + len - 1;
             let body = self.open(digest, offset, len)?;
-            let sent = self
+            let mut rb = self
                 .client
                 .http_once()
                 .patch(&loc)
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, len)
-                .header(CONTENT_RANGE, format!("{offset}-{end}"))
-                .header(
-                    reqwest::header::AUTHORIZATION,
-                    self.client
-                        .authorization(&Scope::push(self.repo))
-                        .unwrap_or_default(),
-                )
-                .body(reqwest::blocking::Body::sized(body, len))
-                .send();
+                .header(CONTENT_RANGE, format!("{offset}-{end}"));
+            // Only to the registry's own origin: the upload URL is
+            // whatever the registry's Location said.
+            if let Some(h) = self.client.authorization_for(&loc, &Scope::push(self.repo)) {
+                rb = rb.header(reqwest::header::AUTHORIZATION, h);
+            }
+            let sent = rb.body(reqwest::blocking::Body::sized(body, len)).send();
             match sent {
                 Ok(r) if r.status() == StatusCode::ACCEPTED => {
                     loc = location(self.client, &r, &loc)?;

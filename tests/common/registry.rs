@@ -121,18 +121,8 @@ impl Registry {
             dir.path().join("data").display()
         );
         if secure {
-            require("openssl");
             require("htpasswd");
-            let c = dir.path().join("certs");
-            std::fs::create_dir_all(&c).unwrap();
-            sh(
-                "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=shipyard-test-ca 2>/dev/null \
-                 && openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null \
-                 && printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext \
-                 && openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile ext 2>/dev/null \
-                 && rm -f ca.key srv.csr ext ca.srl && mkdir -p ../server && mv srv.crt srv.key ../server/",
-                &c,
-            );
+            make_certs(dir.path());
             sh(
                 &format!("htpasswd -Bbn {USER} {PASSWORD} > htpasswd"),
                 dir.path(),
@@ -528,5 +518,425 @@ impl TokenServer {
             }
         });
         TokenServer { port, scopes }
+    }
+}
+
+/// Makes a CA (`certs/ca.crt`, what --cert-dir takes) and a server
+/// certificate for 127.0.0.1 (`server/srv.crt`, `server/srv.key`) in
+/// `dir`.
+pub fn make_certs(dir: &Path) {
+    require("openssl");
+    let c = dir.join("certs");
+    std::fs::create_dir_all(&c).unwrap();
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=shipyard-test-ca 2>/dev/null \
+         && openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null \
+         && printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext \
+         && openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile ext 2>/dev/null \
+         && rm -f ca.key srv.csr ext ca.srl && mkdir -p ../server && mv srv.crt srv.key ../server/",
+        &c,
+    );
+}
+
+/// How [`AuthProxy`] wants to be authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyAuth {
+    /// `WWW-Authenticate: Basic`, USER/PASSWORD.
+    Basic,
+    /// `WWW-Authenticate: Bearer` naming the proxy's token realm, which
+    /// wants USER/PASSWORD as basic auth and hands out [`TOKEN`].
+    Bearer(Realm),
+}
+
+/// The token realm [`ProxyAuth::Bearer`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Realm {
+    /// `http://127.0.0.1:PORT/token`.
+    Http,
+    /// `https://127.0.0.1:PORT/token` (another origin than the proxy:
+    /// another port), with the proxy's CA.
+    Https,
+    /// `https://`, answering 200 with a body that does not end.
+    HttpsEndless,
+}
+
+/// What [`AuthProxy`] does besides demanding credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Twist {
+    None,
+    /// Upload `Location`s point at the foreign listener (another origin
+    /// that proxies to the registry).
+    ForeignUploads,
+    /// Blob downloads are redirected (307) to the foreign listener.
+    RedirectBlobs,
+    /// Manifest GETs answer 200 with an HTML page.
+    JunkManifest,
+    /// Manifest GETs answer 400 with a body that does not end.
+    EndlessError,
+}
+
+/// The bearer token the proxy's realm issues.
+pub const TOKEN: &str = "proxy-token-7f3a";
+
+/// How much an "endless" body sends before giving up: far more than any
+/// bound shipyard keeps, small enough not to hurt the machine when the
+/// bound is missing.
+pub const ENDLESS: usize = 256 << 20;
+
+/// A proxy in front of a plain registry that demands credentials and
+/// records every `Authorization` header that reaches it, its token realm
+/// and its "foreign" listener (another origin, standing for a storage
+/// host), so tests can assert where credentials went.
+pub struct AuthProxy {
+    pub port: u16,
+    pub foreign_port: u16,
+    pub realm_port: u16,
+    /// `Authorization` of each request to the proxy itself.
+    pub seen: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    /// `Authorization` of each request to the foreign listener.
+    pub foreign: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    /// `Authorization` of each request to the token realm.
+    pub realm: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    /// The directory holding `certs/ca.crt`, when the proxy speaks TLS.
+    pub tls: Option<tempfile::TempDir>,
+}
+
+type Log = Arc<std::sync::Mutex<Vec<Option<String>>>>;
+
+fn basic_creds() -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+    )
+}
+
+/// One parsed request: its head as text, and its body.
+struct Req {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Req {
+    fn method(&self) -> &str {
+        self.head.split_whitespace().next().unwrap_or("")
+    }
+    fn path(&self) -> &str {
+        self.head.split_whitespace().nth(1).unwrap_or("")
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.split("\r\n").skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+fn read_req(c: &mut dyn Read) -> Option<Req> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match c.read(&mut b) {
+            // A TLS hello on a plain listener (the --tls-verify=false
+            // probe): refuse it, as a plain-HTTP registry does.
+            Ok(1) if head.is_empty() && b[0] == 0x16 => return None,
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+        if head.len() > 64 << 10 {
+            return None;
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut body = vec![0u8; content_length(&head)];
+    c.read_exact(&mut body).ok()?;
+    Some(Req { head, body })
+}
+
+/// Forwards `r` to the registry, one connection per request; returns
+/// the raw answer.
+fn forward(r: &Req, upstream: u16, https: bool) -> Vec<u8> {
+    let mut lines: Vec<&str> = r
+        .head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    while lines.last() == Some(&"") {
+        lines.pop();
+    }
+    let mut fwd = lines.join("\r\n");
+    if https {
+        // So that the registry's absolute Locations say https.
+        fwd.push_str("\r\nX-Forwarded-Proto: https");
+    }
+    fwd.push_str("\r\nConnection: close\r\n\r\n");
+    let Ok(mut u) = TcpStream::connect(("127.0.0.1", upstream)) else {
+        return b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    };
+    let _ = u.write_all(fwd.as_bytes());
+    let _ = u.write_all(&r.body);
+    let mut resp = Vec::new();
+    let _ = u.read_to_end(&mut resp);
+    resp
+}
+
+/// Rewrites the `Location` header of a raw answer with `f`.
+fn rewrite_location(resp: Vec<u8>, f: impl Fn(&str) -> String) -> Vec<u8> {
+    let Some(end) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return resp;
+    };
+    let head = String::from_utf8_lossy(&resp[..end]).into_owned();
+    let head: Vec<String> = head
+        .split("\r\n")
+        .map(|l| match l.split_once(':') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("location") => {
+                format!("{k}: {}", f(v.trim()))
+            }
+            _ => l.to_string(),
+        })
+        .collect();
+    let mut out = head.join("\r\n").into_bytes();
+    out.extend_from_slice(&resp[end..]);
+    out
+}
+
+fn reply(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+/// Writes an answer that starts with `head` and `start` and then streams
+/// filler up to [`ENDLESS`] bytes, or until the reader goes away.
+fn endless(c: &mut dyn Write, head: &str, start: &[u8]) {
+    if c.write_all(head.as_bytes()).is_err() || c.write_all(start).is_err() {
+        return;
+    }
+    let chunk = vec![b'a'; 64 << 10];
+    let mut sent = 0;
+    while sent < ENDLESS {
+        if c.write_all(&chunk).is_err() {
+            return;
+        }
+        sent += chunk.len();
+    }
+}
+
+fn tls_config(dir: &Path) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join("server/srv.crt"))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server/srv.key")).unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    )
+}
+
+/// Serves `handle` on a new 127.0.0.1 port, over TLS with `tls`; one
+/// thread and one request per connection. Returns the port.
+fn listen(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handle: impl Fn(&mut dyn ReadWrite) + Send + Sync + 'static,
+) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+            let handle = handle.clone();
+            let tls = tls.clone();
+            std::thread::spawn(move || match tls {
+                None => {
+                    let mut c = c;
+                    handle(&mut c);
+                }
+                Some(cfg) => {
+                    let Ok(conn) = rustls::ServerConnection::new(cfg) else {
+                        return;
+                    };
+                    let mut s = rustls::StreamOwned::new(conn, c);
+                    handle(&mut s);
+                    s.conn.send_close_notify();
+                    let _ = s.flush();
+                }
+            });
+        }
+    });
+    port
+}
+
+pub trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+impl AuthProxy {
+    pub fn start(upstream: u16, auth: ProxyAuth, twist: Twist) -> AuthProxy {
+        AuthProxy::launch(upstream, auth, twist, false)
+    }
+
+    /// The same, speaking TLS with a CA of its own ([`AuthProxy::cert_dir`]).
+    pub fn start_tls(upstream: u16, auth: ProxyAuth, twist: Twist) -> AuthProxy {
+        AuthProxy::launch(upstream, auth, twist, true)
+    }
+
+    fn launch(upstream: u16, auth: ProxyAuth, twist: Twist, tls: bool) -> AuthProxy {
+        let dir = tls.then(|| {
+            let d = tempfile::tempdir().unwrap();
+            make_certs(d.path());
+            d
+        });
+        let cfg = dir.as_ref().map(|d| tls_config(d.path()));
+        let (seen, foreign, realm): (Log, Log, Log) = Default::default();
+
+        // The foreign origin: records, then passes everything on.
+        let log = foreign.clone();
+        let foreign_port = listen(None, move |c| {
+            let Some(r) = read_req(c) else { return };
+            log.lock().unwrap().push(r.header("authorization"));
+            let _ = c.write_all(&forward(&r, upstream, false));
+        });
+
+        // The token realm: basic auth in, TOKEN out.
+        let kind = match auth {
+            ProxyAuth::Bearer(k) => k,
+            // Unused: nothing points at it.
+            ProxyAuth::Basic => Realm::Http,
+        };
+        let realm_tls = match kind {
+            Realm::Http => None,
+            _ => Some(
+                cfg.clone()
+                    .unwrap_or_else(|| panic!("an https realm needs AuthProxy::start_tls")),
+            ),
+        };
+        let log = realm.clone();
+        let realm_port = listen(realm_tls, move |c| {
+            let Some(r) = read_req(c) else { return };
+            let got = r.header("authorization");
+            log.lock().unwrap().push(got.clone());
+            if got.as_deref() != Some(basic_creds().as_str()) {
+                let _ = c.write_all(&reply("401 Unauthorized", "", b""));
+                return;
+            }
+            let json =
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+            if kind == Realm::HttpsEndless {
+                return endless(c, json, b"{\"token\":\"");
+            }
+            let body = format!("{{\"token\":\"{TOKEN}\"}}");
+            let _ = c.write_all(&reply(
+                "200 OK",
+                "Content-Type: application/json\r\n",
+                body.as_bytes(),
+            ));
+        });
+        let realm_url = format!(
+            "{}://127.0.0.1:{realm_port}/token",
+            if kind == Realm::Http { "http" } else { "https" }
+        );
+
+        // The registry's face.
+        let log = seen.clone();
+        let front = listen(cfg, move |c| {
+            let Some(r) = read_req(c) else { return };
+            let got = r.header("authorization");
+            log.lock().unwrap().push(got.clone());
+            let (want, challenge) = match auth {
+                ProxyAuth::Basic => (basic_creds(), "Basic realm=\"proxy\"".to_string()),
+                ProxyAuth::Bearer(_) => (
+                    format!("Bearer {TOKEN}"),
+                    format!("Bearer realm=\"{realm_url}\",service=\"proxy\""),
+                ),
+            };
+            if got.as_deref() != Some(want.as_str()) {
+                let _ = c.write_all(&reply(
+                    "401 Unauthorized",
+                    &format!("WWW-Authenticate: {challenge}\r\n"),
+                    b"",
+                ));
+                return;
+            }
+            let path = r.path().to_string();
+            let foreign_url = |p: &str| format!("http://127.0.0.1:{foreign_port}{p}");
+            let answer = match twist {
+                Twist::JunkManifest if path.contains("/manifests/") && r.method() == "GET" => {
+                    reply(
+                        "200 OK",
+                        "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n",
+                        b"<html><body>Welcome to our portal</body></html>",
+                    )
+                }
+                Twist::EndlessError if path.contains("/manifests/") && r.method() == "GET" => {
+                    return endless(
+                        c,
+                        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
+                        b"endless-error-body ",
+                    );
+                }
+                Twist::RedirectBlobs if path.contains("/blobs/sha256:") && r.method() == "GET" => {
+                    reply(
+                        "307 Temporary Redirect",
+                        &format!("Location: {}\r\n", foreign_url(&path)),
+                        b"",
+                    )
+                }
+                Twist::ForeignUploads
+                    if r.method() == "POST" && path.contains("/blobs/uploads/") =>
+                {
+                    rewrite_location(forward(&r, upstream, tls), |l| {
+                        foreign_url(l.find("/v2/").map_or(l, |i| &l[i..]))
+                    })
+                }
+                _ => forward(&r, upstream, tls),
+            };
+            let _ = c.write_all(&answer);
+        });
+        AuthProxy {
+            port: front,
+            foreign_port,
+            realm_port,
+            seen,
+            foreign,
+            realm,
+            tls: dir,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("docker://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    /// The directory to pass as --cert-dir (TLS proxies only).
+    pub fn cert_dir(&self) -> PathBuf {
+        self.tls.as_ref().unwrap().path().join("certs")
+    }
+
+    /// How many requests `log` holds, and how many carried credentials.
+    pub fn count(log: &Log) -> (usize, usize) {
+        let l = log.lock().unwrap();
+        (l.len(), l.iter().filter(|a| a.is_some()).count())
     }
 }
