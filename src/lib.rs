@@ -18,3 +18,4 @@ pub mod sandbox;
 pub mod spec;
 pub mod tapeout;
 pub mod transport;
+pub mod inroot;
