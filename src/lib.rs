@@ -7,6 +7,7 @@ pub mod archive;
 pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod inroot;
 pub mod layer;
 pub mod oci;
 pub mod pod;

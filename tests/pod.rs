@@ -322,3 +322,50 @@ fn build_pod_and_push_selection_errors() {
     let e = fails(["pod", "kube", &r, "--registry", "oci:/x"]);
     assert!(e.contains("name a registry repository"), "{e}");
 }
+
+#[test]
+fn a_pod_file_that_is_a_symlink_out_of_the_project_is_refused_when_read() {
+    let t = tempfile::tempdir().unwrap();
+    let proj = project(t.path());
+    // The spec names conf/app.conf, a file inside the project when the
+    // spec is checked; it is a symlink to a file of the caller's outside.
+    let secret = format!("SHIPYARD-POD-SECRET-{}", std::process::id());
+    write(&t.path().join("private/passwd"), secret.as_bytes(), 0o600);
+    std::fs::remove_file(proj.join("conf/app.conf")).unwrap();
+    std::os::unix::fs::symlink(t.path().join("private/passwd"), proj.join("conf/app.conf"))
+        .unwrap();
+    let out = t.path().join("out");
+    let o = shipyard()
+        .arg("build")
+        .arg(&proj)
+        .arg("--output")
+        .arg(format!("oci:{}", out.display()))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the pod took a file from outside");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("conf/app.conf leads out of the project directory"),
+        "{err}"
+    );
+    for e in walkdir::WalkDir::new(&out)
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        if e.file_type().is_file() {
+            let raw = std::fs::read(e.path()).unwrap();
+            let mut plain = Vec::new();
+            let _ = std::io::Read::read_to_end(
+                &mut flate2::read::MultiGzDecoder::new(&raw[..]),
+                &mut plain,
+            );
+            for b in [&raw, &plain] {
+                assert!(
+                    !b.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "the secret is in {}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@ use super::{
     Container, Definition, EnvVar, Mount, Port, Volume, ARTIFACT_TYPE, CONTAINER_ANNOTATION,
     DEFINITION_TYPE, DIRTY_ANNOTATION, ROLE_ANNOTATION, VOLUME_ANNOTATION,
 };
+use crate::inroot::{self, Follow};
 use crate::layer::compress::Compression;
 use crate::layer::generate::TarOptions;
 use crate::oci::image::rfc3339;
@@ -19,8 +20,11 @@ use crate::rootfs::manifest::Manifest;
 use crate::rootfs::walk::{ownership_record_path, walk_with, Hashing, WalkOptions};
 use crate::spec::{PodSpec, VolumeSource, CONFIG_VOLUME};
 use anyhow::{bail, Context, Result};
+use nix::fcntl::OFlag;
 use oci_spec::image::{Descriptor, MediaType};
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// What a pod is made from.
@@ -65,9 +69,11 @@ fn git_annotations(dir: &Path) -> BTreeMap<String, String> {
     a
 }
 
-/// Copies `src` (a directory) into `dest`, keeping only paths matching
-/// `include` (relative globs; empty means all).
-fn copy_selected(src: &Path, dest: &Path, include: &[String]) -> Result<()> {
+/// Copies the project directory `rel` (opened beneath `project`, so no
+/// symlink leads out of it, whatever was there when the spec was parsed)
+/// into `dest`, keeping only paths matching `include` (relative globs;
+/// empty means all). Symlinks inside are copied as symlinks.
+fn copy_selected(project: &OwnedFd, rel: &Path, dest: &Path, include: &[String]) -> Result<()> {
     let set = if include.is_empty() {
         None
     } else {
@@ -88,30 +94,99 @@ fn copy_selected(src: &Path, dest: &Path, include: &[String]) -> Result<()> {
         Some(b.build()?)
     };
     std::fs::create_dir_all(dest)?;
-    for e in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
-        let e = e?;
-        let rel = e.path().strip_prefix(src)?;
-        let ft = e.file_type();
-        if let Some(set) = &set {
-            if !ft.is_dir() && !set.is_match(rel) {
+    let top = inroot::open_in(
+        project.as_fd(),
+        rel,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Follow::Beneath,
+    )
+    .map_err(|e| outside_error(rel, e))?;
+    // (directory, its path relative to the volume), depth first.
+    let mut todo: Vec<(OwnedFd, PathBuf)> = vec![(top, PathBuf::new())];
+    while let Some((dir, at)) = todo.pop() {
+        for name in inroot::list_dir(dir.try_clone()?)? {
+            let sub = at.join(&name);
+            let shown = rel.join(&sub);
+            let fd = inroot::open_in(
+                dir.as_fd(),
+                Path::new(&name),
+                OFlag::O_PATH | OFlag::O_NOFOLLOW,
+                Follow::Never,
+            )
+            .with_context(|| format!("reading {}", shown.display()))?;
+            let md = inroot::metadata(&fd)?;
+            if md.is_dir() {
+                let d = inroot::open_in(
+                    dir.as_fd(),
+                    Path::new(&name),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                    Follow::Never,
+                )
+                .with_context(|| format!("reading {}", shown.display()))?;
+                todo.push((d, sub));
                 continue;
             }
-        }
-        let to = dest.join(rel);
-        if ft.is_dir() {
-            continue;
-        }
-        if let Some(p) = to.parent() {
-            std::fs::create_dir_all(p)?;
-        }
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &to)?;
-        } else if ft.is_file() {
-            std::fs::copy(e.path(), &to)
-                .with_context(|| format!("copying {}", e.path().display()))?;
+            if let Some(set) = &set {
+                if !set.is_match(&sub) {
+                    continue;
+                }
+            }
+            let to = dest.join(&sub);
+            if let Some(p) = to.parent() {
+                std::fs::create_dir_all(p)?;
+            }
+            if md.file_type().is_symlink() {
+                std::os::unix::fs::symlink(inroot::read_link(&fd)?, &to)?;
+            } else if md.is_file() {
+                let f = inroot::open_in(
+                    dir.as_fd(),
+                    Path::new(&name),
+                    OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+                    Follow::Never,
+                )
+                .with_context(|| format!("reading {}", shown.display()))?;
+                copy_fd(f, &to, md.permissions().mode() & 0o7777)
+                    .with_context(|| format!("copying {}", shown.display()))?;
+            }
         }
     }
     Ok(())
+}
+
+/// Copies an open regular file to a new file `to` with `mode`.
+fn copy_fd(from: OwnedFd, to: &Path, mode: u32) -> Result<()> {
+    let mut from = std::fs::File::from(from);
+    if !from.metadata()?.is_file() {
+        bail!("not a regular file");
+    }
+    let mut out = std::fs::File::create(to)?;
+    std::io::copy(&mut from, &mut out)?;
+    out.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// The error for a project path that cannot be opened beneath the
+/// project directory.
+fn outside_error(rel: &Path, e: std::io::Error) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(libc::EXDEV) | Some(libc::ELOOP) => anyhow::anyhow!(
+            "{} leads out of the project directory (through a symlink); pod files and volumes are read only from inside it",
+            rel.display()
+        ),
+        _ => anyhow::Error::new(e).context(format!("reading {}", rel.display())),
+    }
+}
+
+/// A spec path (the project directory joined with a relative path) as the
+/// relative path it was written as.
+fn in_project<'a>(project: &Path, p: &'a Path) -> Result<&'a Path> {
+    p.strip_prefix(project).with_context(|| {
+        format!(
+            "{} is not inside the project directory {}",
+            p.display(),
+            project.display()
+        )
+    })
 }
 
 fn prefixed(prefix: &str, p: &RelPath) -> RelPath {
@@ -193,19 +268,38 @@ pub fn write(
     std::fs::create_dir_all(&root)?;
     let mut record = Manifest::default();
     let mut parts: Vec<String> = Vec::new();
+    // Files and source volumes are opened beneath the project directory
+    // now, when they are read: a symlink leading out of it is refused even
+    // if it appeared after the spec was checked.
+    let project = inroot::open_root(input.spec_dir)
+        .with_context(|| format!("opening {}", input.spec_dir.display()))?;
     if !spec.files.is_empty() {
         for (dest, src) in &spec.files {
             let to = root.join(CONFIG_VOLUME).join(dest);
             std::fs::create_dir_all(to.parent().unwrap_or(&root))?;
-            std::fs::copy(src, &to)
-                .with_context(|| format!("pod {}: file {}", spec.name, src.display()))?;
+            let what = || format!("pod {}: file {}", spec.name, src.display());
+            let rel = in_project(input.spec_dir, src).with_context(what)?;
+            let fd = inroot::open_in(
+                project.as_fd(),
+                rel,
+                OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+                Follow::Beneath,
+            )
+            .map_err(|e| outside_error(rel, e))
+            .with_context(what)?;
+            let mode = inroot::metadata(&fd)
+                .with_context(what)?
+                .permissions()
+                .mode();
+            copy_fd(fd, &to, mode & 0o7777).with_context(what)?;
         }
         parts.push(CONFIG_VOLUME.to_string());
     }
     for v in &spec.volumes {
         match &v.source {
             VolumeSource::Source { dir, include } => {
-                copy_selected(dir, &root.join(&v.name), include)
+                let rel = in_project(input.spec_dir, dir)?;
+                copy_selected(&project, rel, &root.join(&v.name), include)
                     .with_context(|| format!("pod {}: volume {}", spec.name, v.name))?
             }
             VolumeSource::Tapeout(t) => {
@@ -393,4 +487,37 @@ pub fn write(
     layout.tag(&spec.name, &desc)?;
     std::fs::remove_dir_all(&root).ok();
     Ok(desc)
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    /// A volume directory swapped for a symlink after the spec was
+    /// checked: reading it refuses to leave the project.
+    #[test]
+    fn a_volume_directory_that_became_a_symlink_out_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let project = t.path().join("proj");
+        std::fs::create_dir_all(project.join("static")).unwrap();
+        std::fs::create_dir_all(t.path().join("outside")).unwrap();
+        std::fs::write(t.path().join("outside/key"), b"secret").unwrap();
+        std::fs::remove_dir(project.join("static")).unwrap();
+        std::os::unix::fs::symlink(t.path().join("outside"), project.join("static")).unwrap();
+        let fd = inroot::open_root(&project).unwrap();
+        let dest = t.path().join("stage");
+        let err = copy_selected(&fd, Path::new("static"), &dest, &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("leads out of the project directory"),
+            "{err}"
+        );
+        assert!(!dest.join("key").exists());
+        // A relative symlink that stays inside is followed.
+        std::fs::create_dir_all(project.join("real")).unwrap();
+        std::fs::write(project.join("real/index.html"), b"hi").unwrap();
+        std::os::unix::fs::symlink("real", project.join("alias")).unwrap();
+        copy_selected(&fd, Path::new("alias"), &dest, &[]).unwrap();
+        assert_eq!(std::fs::read(dest.join("index.html")).unwrap(), b"hi");
+    }
 }

@@ -1,7 +1,9 @@
 //! The ELF closure: the shared libraries an executable needs, resolved the
 //! way the dynamic loader would inside the builder.
 
-use super::view::{normalize, BuilderView};
+pub use super::view::Resolved;
+use super::view::{BuilderView, Located};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// What an ELF file asks the loader for.
@@ -11,13 +13,45 @@ pub struct ElfNeeds {
     pub search: Vec<String>,
 }
 
-/// Reads the dynamic section of `host_path`; `None` if it is not ELF.
-pub fn needs(host_path: &Path) -> Option<ElfNeeds> {
-    let bytes = std::fs::read(host_path).ok()?;
+/// ELF files larger than this are not parsed (their libraries are not
+/// followed, with a warning): parsing needs the whole file in memory.
+pub const MAX_ELF: u64 = 256 << 20;
+
+/// `ld.so.conf` and its includes are read up to this size.
+pub const MAX_LD_CONF: u64 = 1 << 20;
+
+/// Include files of `ld.so.conf` read at most (a loop of includes, or a
+/// directory of thousands, stops here).
+const MAX_LD_CONF_FILES: usize = 256;
+
+/// Reads the dynamic section of a located builder file; `None` if it is
+/// not ELF (or cannot be read, or is too large to parse).
+pub fn needs(view: &BuilderView, loc: &Located) -> Option<ElfNeeds> {
+    let mut f = view.open_file(loc).ok()?;
+    let mut magic = [0u8; 4];
+    f.read_exact(&mut magic).ok()?;
+    if &magic != b"\x7fELF" {
+        return None;
+    }
+    let mut bytes = magic.to_vec();
+    (&mut f).take(MAX_ELF).read_to_end(&mut bytes).ok()?;
+    if bytes.len() as u64 > MAX_ELF {
+        tracing::warn!(
+            "{}: an ELF file larger than {} MiB; its libraries are not followed",
+            loc.host.display(),
+            MAX_ELF >> 20
+        );
+        return None;
+    }
+    needs_of(&bytes)
+}
+
+/// What the ELF image `bytes` asks for; `None` if it is not ELF.
+pub fn needs_of(bytes: &[u8]) -> Option<ElfNeeds> {
     if !bytes.starts_with(b"\x7fELF") {
         return None;
     }
-    let elf = goblin::elf::Elf::parse(&bytes).ok()?;
+    let elf = goblin::elf::Elf::parse(bytes).ok()?;
     let mut search: Vec<String> = Vec::new();
     // DT_RUNPATH wins over DT_RPATH when both are present.
     let paths = if elf.runpaths.is_empty() {
@@ -39,7 +73,8 @@ pub fn needs(host_path: &Path) -> Option<ElfNeeds> {
 /// includes), then the default directories.
 pub fn loader_dirs(view: &BuilderView) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    read_ld_conf(view, Path::new("/etc/ld.so.conf"), &mut out, 0);
+    let mut budget = MAX_LD_CONF_FILES;
+    read_ld_conf(view, Path::new("/etc/ld.so.conf"), &mut out, 0, &mut budget);
     for d in [
         "/lib/x86_64-linux-gnu",
         "/usr/lib/x86_64-linux-gnu",
@@ -53,39 +88,65 @@ pub fn loader_dirs(view: &BuilderView) -> Vec<PathBuf> {
     ] {
         out.push(PathBuf::from(d));
     }
-    out.dedup();
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|d| seen.insert(d.clone()));
     out
 }
 
-fn read_ld_conf(view: &BuilderView, conf: &Path, out: &mut Vec<PathBuf>, depth: usize) {
-    if depth > 4 {
+/// Reads one loader config file of the builder (resolved inside it, read
+/// with a size bound) and its `include` lines (glob patterns on file
+/// names, as ldconfig takes them).
+fn read_ld_conf(
+    view: &BuilderView,
+    conf: &Path,
+    out: &mut Vec<PathBuf>,
+    depth: usize,
+    budget: &mut usize,
+) {
+    if depth > 4 || *budget == 0 {
         return;
     }
-    let Some(loc) = view.locate(conf) else { return };
-    let Ok(text) = std::fs::read_to_string(&loc.host) else {
+    *budget -= 1;
+    let Some(r) = view.resolve(conf, true) else {
         return;
     };
+    let Some(loc) = view.locate(&r.path) else {
+        return;
+    };
+    let text = match view
+        .open_file(&loc)
+        .and_then(|f| crate::inroot::read_bounded(f.into(), MAX_LD_CONF, conf))
+    {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => {
+            tracing::warn!("{}: {e}; its directories are not searched", conf.display());
+            return;
+        }
+    };
+    let base = conf.parent().unwrap_or(Path::new("/"));
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        if let Some(pat) = line.strip_prefix("include ") {
-            // Only `DIR/*.conf` style includes are used in practice.
+        if let Some(pat) = line.strip_prefix("include") {
             let pat = pat.trim();
-            if let Some((dir, _)) = pat.rsplit_once('/') {
-                if let Some(d) = view.locate(Path::new(dir)) {
-                    let mut files: Vec<PathBuf> = std::fs::read_dir(&d.host)
-                        .map(|rd| {
-                            rd.filter_map(|e| e.ok())
-                                .map(|e| e.path())
-                                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    files.sort();
-                    for f in files {
-                        if let Some(name) = f.file_name() {
-                            read_ld_conf(view, &Path::new(dir).join(name), out, depth + 1);
-                        }
-                    }
+            if pat.is_empty() {
+                continue;
+            }
+            // Relative includes are relative to the including file.
+            let full = base.join(pat);
+            let (dir, name) = match (full.parent(), full.file_name()) {
+                (Some(d), Some(n)) => (d.to_path_buf(), n.to_string_lossy().into_owned()),
+                _ => continue,
+            };
+            let Ok(glob) = globset::Glob::new(&name) else {
+                continue;
+            };
+            let m = glob.compile_matcher();
+            let Some(rd) = view.resolve(&dir, true) else {
+                continue;
+            };
+            for f in view.read_dir(&rd.path) {
+                if m.is_match(&f) {
+                    read_ld_conf(view, &rd.path.join(f), out, depth + 1, budget);
                 }
             }
         } else if line.starts_with('/') {
@@ -94,28 +155,26 @@ fn read_ld_conf(view: &BuilderView, conf: &Path, out: &mut Vec<PathBuf>, depth: 
     }
 }
 
-/// Resolves a library name to a builder path.
+/// Resolves a library name to a builder path (inside the builder, its
+/// symlinks followed in the directories; the last component is the name
+/// the loader opens, which may itself be a symlink).
 pub fn find_library(
     view: &BuilderView,
     name: &str,
     origin: &Path,
     search: &[String],
     dirs: &[PathBuf],
-) -> Option<PathBuf> {
+) -> Option<Resolved> {
     if name.contains('/') {
-        let p = normalize(&origin.join(name));
-        return view.locate(&p).map(|_| p);
+        return view.resolve(&Path::new("/").join(origin).join(name), false);
     }
     let expanded = search.iter().map(|s| {
-        PathBuf::from(
-            s.replace("$ORIGIN", &origin.display().to_string())
-                .replace("${ORIGIN}", &origin.display().to_string()),
-        )
+        let o = origin.display().to_string();
+        Path::new("/").join(s.replace("${ORIGIN}", &o).replace("$ORIGIN", &o))
     });
     for d in expanded.chain(dirs.iter().cloned()) {
-        let p = normalize(&d.join(name));
-        if view.locate(&p).is_some() {
-            return Some(p);
+        if let Some(r) = view.resolve(&d.join(name), false) {
+            return Some(r);
         }
     }
     None

@@ -117,19 +117,30 @@ pub fn run(
         if !is_literal(pat) {
             continue;
         }
-        let p = normalize(Path::new(pat));
-        let loc = view.locate(&p).ok_or_else(|| TapeoutError::Missing {
-            rule: rule.name.clone(),
-            path: pat.clone(),
-        })?;
+        // Resolved inside the builder: a symlink in a directory above
+        // the named file is followed there, never on the host.
+        let r = view
+            .resolve(&normalize(Path::new(pat)), false)
+            .ok_or_else(|| TapeoutError::Missing {
+                rule: rule.name.clone(),
+                path: pat.clone(),
+            })?;
         let why = format!("included by tapeout.{} ({})", rule.name, rule.include[i]);
-        let is_dir = std::fs::symlink_metadata(&loc.host)
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
+        for l in &r.links {
+            if matches_self_or_ancestor(&exc, l).is_none() {
+                selected
+                    .entry(l.clone())
+                    .or_insert_with(|| format!("symlink on the way to {pat}"));
+            }
+        }
+        let is_dir = view
+            .locate(&r.path)
+            .and_then(|l| view.metadata(&l).ok())
+            .is_some_and(|m| m.is_dir());
         let paths = if is_dir {
-            view.list_tree(&p)
+            view.list_tree(&r.path)
         } else {
-            vec![p.clone()]
+            vec![r.path.clone()]
         };
         for sub in paths {
             if matches_self_or_ancestor(&exc, &sub).is_none() {
@@ -144,53 +155,56 @@ pub fn run(
 }
 
 /// Adds interpreters and needed libraries (and the symlinks leading to
-/// them) of every selected ELF file, transitively.
+/// them, in their names and in the directories above) of every selected
+/// ELF file, transitively. Every path is resolved inside the builder.
 fn elf_closure(view: &BuilderView, selected: &mut BTreeMap<PathBuf, String>) {
     let dirs = elf::loader_dirs(view);
     let mut queue: Vec<PathBuf> = selected.keys().cloned().collect();
     let mut seen = std::collections::HashSet::new();
+    // Selects a resolved path and the symlinks on its way.
+    let add = |r: elf::Resolved, why: String, selected: &mut BTreeMap<PathBuf, String>| {
+        for l in &r.links {
+            selected
+                .entry(l.clone())
+                .or_insert_with(|| format!("symlink on the way to {}", r.path.display()));
+        }
+        selected.entry(r.path.clone()).or_insert(why);
+        r.path
+    };
     while let Some(p) = queue.pop() {
         if !seen.insert(p.clone()) {
             continue;
         }
         let Some(loc) = view.locate(&p) else { continue };
-        let Ok(md) = std::fs::symlink_metadata(&loc.host) else {
+        let Ok(md) = view.metadata(&loc) else {
             continue;
         };
+        let dir = p.parent().unwrap_or(Path::new("/")).to_path_buf();
         if md.file_type().is_symlink() {
-            if let Ok(t) = std::fs::read_link(&loc.host) {
-                let target = normalize(&p.parent().unwrap_or(Path::new("/")).join(t));
-                if !selected.contains_key(&target) && view.locate(&target).is_some() {
-                    selected.insert(target.clone(), format!("target of symlink {}", p.display()));
+            if let Ok(t) = view.read_link(&loc) {
+                if let Some(r) = view.resolve(&dir.join(t), false) {
+                    let why = format!("target of symlink {}", p.display());
+                    queue.push(add(r, why, selected));
                 }
-                queue.push(target);
             }
             continue;
         }
         if !md.is_file() {
             continue;
         }
-        let Some(n) = elf::needs(&loc.host) else {
+        let Some(n) = elf::needs(view, &loc) else {
             continue;
         };
-        let origin = p.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let mut add = |path: PathBuf, why: String, queue: &mut Vec<PathBuf>| {
-            selected.entry(path.clone()).or_insert(why);
-            queue.push(path);
-        };
         if let Some(interp) = &n.interpreter {
-            let ip = normalize(Path::new(interp));
-            if view.locate(&ip).is_some() {
-                add(ip, format!("interpreter of {}", p.display()), &mut queue);
+            if let Some(r) = view.resolve(Path::new(interp), false) {
+                let why = format!("interpreter of {}", p.display());
+                queue.push(add(r, why, selected));
             }
         }
         for lib in &n.needed {
-            if let Some(lp) = elf::find_library(view, lib, &origin, &n.search, &dirs) {
-                add(
-                    lp,
-                    format!("needed by {} (DT_NEEDED {lib})", p.display()),
-                    &mut queue,
-                );
+            if let Some(r) = elf::find_library(view, lib, &dir, &n.search, &dirs) {
+                let why = format!("needed by {} (DT_NEEDED {lib})", p.display());
+                queue.push(add(r, why, selected));
             } else {
                 tracing::warn!("{}: needs {lib}, which is not in the builder", p.display());
             }
@@ -234,7 +248,7 @@ fn stage_selection(
         let Some(loc) = view.locate(src) else {
             continue;
         };
-        let md = std::fs::symlink_metadata(&loc.host).map_err(io(&loc.host))?;
+        let md = view.metadata(&loc).map_err(io(&loc.host))?;
         let dest = remap(rule, src);
         let rel = dest.strip_prefix("/").unwrap_or(&dest).to_path_buf();
         if rel.as_os_str().is_empty() {
@@ -249,20 +263,34 @@ fn stage_selection(
         for c in comps {
             acc.push(c);
             let sd = stage.join(&acc);
-            if std::fs::symlink_metadata(&sd).is_err() {
-                std::fs::create_dir(&sd).map_err(io(&sd))?;
-                let bpath = Path::new("/").join(&acc);
-                let (mode, owner) = match view
-                    .locate(&bpath)
-                    .and_then(|l| std::fs::metadata(&l.host).ok().map(|m| (l, m)))
-                {
-                    Some((l, m)) if m.is_dir() => (m.mode() & 0o7777, view.owner(&bpath, &l, &m)),
-                    _ => (0o755, (0, 0)),
-                };
-                std::fs::set_permissions(&sd, std::fs::Permissions::from_mode(mode | 0o700))
-                    .map_err(io(&sd))?;
-                record_entry(&mut record, &acc, Kind::Dir, owner, mode);
-                dir_mtimes.push((sd, 0));
+            match std::fs::symlink_metadata(&sd) {
+                Ok(m) if m.is_dir() => {}
+                // A remap can put a path under one staged as a symlink:
+                // writing through it would leave the stage.
+                Ok(_) => {
+                    return Err(io(&sd)(std::io::Error::other(format!(
+                        "{} is staged as a non-directory, {} cannot go under it (check remap)",
+                        Path::new("/").join(&acc).display(),
+                        dest.display()
+                    ))))
+                }
+                Err(_) => {
+                    std::fs::create_dir(&sd).map_err(io(&sd))?;
+                    let bpath = Path::new("/").join(&acc);
+                    let (mode, owner) = match view
+                        .locate(&bpath)
+                        .and_then(|l| view.metadata(&l).ok().map(|m| (l, m)))
+                    {
+                        Some((l, m)) if m.is_dir() => {
+                            (m.mode() & 0o7777, view.owner(&bpath, &l, &m))
+                        }
+                        _ => (0o755, (0, 0)),
+                    };
+                    std::fs::set_permissions(&sd, std::fs::Permissions::from_mode(mode | 0o700))
+                        .map_err(io(&sd))?;
+                    record_entry(&mut record, &acc, Kind::Dir, owner, mode);
+                    dir_mtimes.push((sd, 0));
+                }
             }
         }
         let target = stage.join(&rel);
@@ -280,7 +308,7 @@ fn stage_selection(
             continue;
         }
         let kind = if md.file_type().is_symlink() {
-            let t = std::fs::read_link(&loc.host).map_err(io(&loc.host))?;
+            let t = view.read_link(&loc).map_err(io(&loc.host))?;
             std::os::unix::fs::symlink(t, &target).map_err(io(&target))?;
             Kind::Symlink
         } else if md.is_dir() {
@@ -304,12 +332,19 @@ fn stage_selection(
                     && rule.mode.is_none()
                     && md.uid() == nix::unistd::geteuid().as_raw()
                     && md.mode() & 0o400 != 0
-                    && std::fs::hard_link(&loc.host, &target).is_ok() =>
+                    && view.hard_link(&loc, &target).is_ok() =>
                 {
                     staged_inodes.insert(key, target.clone());
                 }
                 _ => {
-                    std::fs::copy(&loc.host, &target).map_err(io(&loc.host))?;
+                    let mut from = view.open_file(&loc).map_err(io(&loc.host))?;
+                    let mut to = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&target)
+                        .map_err(io(&target))?;
+                    std::io::copy(&mut from, &mut to).map_err(io(&loc.host))?;
+                    drop(to);
                     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
                         .map_err(io(&target))?;
                     set_mtime(&target, md.mtime());
