@@ -35,6 +35,10 @@ pub struct Args {
     /// Environment variables, KEY=VALUE.
     #[arg(long, short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Run the command as this user and group inside (numbers; default 0,
+    /// the sandbox's root), as a rule's `user` does.
+    #[arg(long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
     /// Kill the command and everything it started after SECS seconds.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
@@ -108,6 +112,11 @@ pub fn run_cmd(a: Args) -> Result<()> {
             .with_context(|| format!("--env {kv}: expected KEY=VALUE"))?;
         env.push((k.to_string(), v.to_string()));
     }
+    let user = match &a.user {
+        Some(u) => crate::spec::parse_owner(u)
+            .with_context(|| format!("--user {u}: expected UID or UID:GID (numbers)"))?,
+        None => (0, 0),
+    };
     let argv = if a.command.is_empty() {
         vec!["/bin/sh".to_string()]
     } else {
@@ -121,7 +130,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
         cwd: a.workdir.clone(),
         argv,
         hostname: "shipyard".into(),
-        user: (0, 0),
+        user,
         subids: detect_subids(),
         action: crate::sandbox::spec::Action::Exec,
     };

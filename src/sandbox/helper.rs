@@ -8,8 +8,8 @@
 use super::spec::{Network, Root, StepSpec, SubIds};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use std::ffi::CString;
 use std::os::unix::fs::symlink;
@@ -35,14 +35,28 @@ pub fn helper_main(spec: &StepSpec) -> i32 {
     }
 }
 
-fn run(spec: &StepSpec) -> Res<i32> {
-    // If shipyard dies (Ctrl-C, kill), so does the helper, and with it
-    // PID 1 of the step and then every process of its PID namespace.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
-    if nix::unistd::getppid().as_raw() == 1 {
+/// Fails if the shipyard process that started this helper is gone: the
+/// parent-death signal only covers a death after it was armed.
+fn check_parent() -> Res<()> {
+    let ppid = nix::unistd::getppid().as_raw();
+    let expected = std::env::var(super::PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok());
+    if ppid == 1 || expected.is_some_and(|p| p != ppid) {
         return Err("shipyard exited before the sandbox started".into());
     }
+    Ok(())
+}
+
+fn run(spec: &StepSpec) -> Res<i32> {
+    // If shipyard dies (Ctrl-C, kill) while the namespaces are being made,
+    // so does the helper; once the step runs, see `supervise`.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
+    check_parent()?;
     let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
+    // Real root: id 0 inside is the host's root, so the step gets the
+    // confinement of a root container (see `pid1`).
+    let real_root = uid == 0;
     // A mapping wider than one id must be written from outside the new
     // namespace (the kernel checks the opener's capabilities in the parent
     // namespace): by the setuid helpers for a subordinate range, or by
@@ -132,28 +146,73 @@ fn run(spec: &StepSpec) -> Res<i32> {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(e("creating namespaces"))?;
+    // From here on the helper only waits for PID 1, and takes the step's
+    // whole PID namespace down when told to stop: a timeout (SIGTERM from
+    // shipyard), Ctrl-C (SIGINT to the terminal's process group), a hangup,
+    // or shipyard's death (the parent-death signal, now SIGTERM so that it
+    // is handled here rather than killing the helper outright). They are
+    // blocked, so none is lost between here and `supervise`.
+    let signals = stop_signals();
+    signals.thread_block().map_err(e("blocking signals"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(e("set_pdeathsig"))?;
+    check_parent()?;
+    // PID 1 watches this pipe to learn whether the helper is still there
+    // after it re-arms its own parent-death signal (see `pid1`).
+    let (alive_r, alive_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(e("pipe"))?;
     // SAFETY: still single-threaded.
     match unsafe { fork() }.map_err(e("fork"))? {
         ForkResult::Child => {
-            let msg = match pid1(spec) {
+            drop(alive_w);
+            let msg = match pid1(spec, real_root, alive_r) {
                 Ok(never) => match never {},
                 Err(m) => m,
             };
             eprintln!("shipyard sandbox: {msg}");
             std::process::exit(SETUP_FAILED);
         }
-        ForkResult::Parent { child } => wait_for(child),
+        ForkResult::Parent { child } => {
+            drop(alive_r);
+            let code = supervise(child, &signals);
+            drop(alive_w);
+            code
+        }
     }
 }
 
-fn wait_for(child: Pid) -> Res<i32> {
+/// The signals that make the helper stop the step, plus SIGCHLD.
+fn stop_signals() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGCHLD,
+    ] {
+        s.add(sig);
+    }
+    s
+}
+
+/// Waits for PID 1 of the step; on a stop signal, SIGKILLs it. The kernel
+/// then kills every other process of its PID namespace, whatever their
+/// user, and PID 1 is only reported exited once they all are: when this
+/// returns, nothing of the step runs any more.
+fn supervise(pid1: Pid, signals: &SigSet) -> Res<i32> {
     loop {
-        match waitpid(child, None) {
+        // Reap first: the SIGCHLD may have come before we waited for it.
+        match waitpid(pid1, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),
             Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(err) => return Err(format!("waiting for the step: {err}")),
+        }
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => {}
+            Ok(_) => {
+                let _ = nix::sys::signal::kill(pid1, Signal::SIGKILL);
+            }
+            Err(err) => return Err(format!("waiting for signals: {err}")),
         }
     }
 }
@@ -161,7 +220,14 @@ fn wait_for(child: Pid) -> Res<i32> {
 /// PID 1 of the step: builds the root, pivots into it, execs the command.
 /// When it exits the kernel kills everything else in the PID namespace,
 /// and the mount namespace (with every mount) goes with the last process.
-fn pid1(spec: &StepSpec) -> Res<std::convert::Infallible> {
+fn pid1(
+    spec: &StepSpec,
+    _real_root: bool,
+    helper_alive: std::os::fd::OwnedFd,
+) -> Res<std::convert::Infallible> {
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(e("unblocking signals"))?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
     mount(
         None::<&str>,
@@ -255,12 +321,33 @@ fn pid1(spec: &StepSpec) -> Res<std::convert::Infallible> {
         nix::unistd::setresuid(Uid::from_raw(u), Uid::from_raw(u), Uid::from_raw(u))
             .map_err(e(format!("switching to uid {u}")))?;
     }
+    // Changing ids cleared the parent-death signal: arm it again, then make
+    // sure the helper did not die in between (its end of the pipe is then
+    // closed), or this step would run on with nobody to stop it.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
+    if helper_gone(&helper_alive) {
+        return Err("shipyard exited before the step started".into());
+    }
+    drop(helper_alive);
     nix::unistd::chdir(&spec.cwd)
         .map_err(e(format!("working directory {}", spec.cwd.display())))?;
     // Steps run under umask 022 whatever the caller's, as with buildah and
     // docker: what a step creates must not depend on who ran the build.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     Err(exec(&spec.argv, &spec.env))
+}
+
+/// Whether the write end of the helper's pipe is closed (the helper died).
+fn helper_gone(fd: &std::os::fd::OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n < 0 || p.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// The host's toolchain directories, bind-mounted read-only (symlinks such

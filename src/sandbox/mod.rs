@@ -30,6 +30,11 @@ pub const COPY_MARKER: &str = "shipyard-copied";
 
 /// Environment variable carrying the step spec to the helper.
 pub const SPEC_ENV: &str = "SHIPYARD_SANDBOX_SPEC";
+/// Environment variable carrying shipyard's pid to the helper, which
+/// refuses to start a step for a parent that is already gone.
+pub const PARENT_ENV: &str = "SHIPYARD_SANDBOX_PARENT";
+/// How long the helper gets to take a step down before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Lines of output kept for error messages.
 pub const TAIL_LINES: usize = 20;
 
@@ -125,7 +130,8 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
     let bin = helper_binary();
     let mut cmd = Command::new(&bin);
     cmd.arg("__sandbox")
-        .env(SPEC_ENV, serde_json::to_string(spec)?);
+        .env(SPEC_ENV, serde_json::to_string(spec)?)
+        .env(PARENT_ENV, std::process::id().to_string());
     if opts.interactive {
         cmd.stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
@@ -196,9 +202,7 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
             break s;
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            // PID 1 dies with the helper (PDEATHSIG), the rest with PID 1.
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(&mut child);
             for r in readers {
                 let _ = r.join();
             }
@@ -221,6 +225,24 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
         .map(|t| t.iter().cloned().collect())
         .unwrap_or_default();
     Ok(Outcome { code, tail })
+}
+
+/// Stops a running helper: SIGTERM makes it kill PID 1 of the step, which
+/// takes every process of the step's PID namespace with it, and exit once
+/// they are all gone. Should it not (it is stuck or was tampered with), it
+/// is killed, and PID 1 follows it through its parent-death signal.
+fn stop(child: &mut std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let give_up = Instant::now() + STOP_GRACE;
+    while Instant::now() < give_up {
+        match child.try_wait() {
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            _ => return,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The host directories a `host` builder sees: the CI runner's toolchain.
