@@ -8,7 +8,7 @@ mod common;
 use common::steps::*;
 use common::*;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Whether ids other than 0 exist in the sandbox (root, or a subuid range).
@@ -87,4 +87,144 @@ fn sigkill_of_shipyard_kills_a_non_root_step() {
     wait_for("the step's processes to die with shipyard", || {
         !running(&sl)
     });
+}
+
+/// A step that tries TIOCSTI (typing into a terminal's input, as if the
+/// user had) on /dev/tty and on each of its standard streams, and says
+/// what happened to each.
+const INJECT: &str = r#"
+import fcntl, os, termios
+for name in ["/dev/tty", 0, 1, 2]:
+    try:
+        fd = os.open(name, os.O_RDWR) if isinstance(name, str) else name
+        for c in b"echo INJ" + b"ECTED\n":
+            fcntl.ioctl(fd, termios.TIOCSTI, bytes([c]))
+        print(f"tiocsti {name}: injected", flush=True)
+    except OSError as e:
+        print(f"tiocsti {name}: refused ({e.strerror})", flush=True)
+"#;
+
+/// Prints how many bytes wait to be read on its stdin, a terminal.
+const PENDING: &str = r#"
+import array, fcntl, termios
+n = array.array("i", [0])
+fcntl.ioctl(0, termios.FIONREAD, n)
+print("PENDING", n[0])
+"#;
+
+/// Runs `command` with `sh` under `script`, so that it has a real
+/// terminal (script's pseudo-terminal) as its controlling terminal, and
+/// types `input` into that terminal. Returns the transcript and the exit
+/// code of `command`.
+fn under_a_terminal(command: &str, input: &[u8]) -> (String, Option<i32>) {
+    use std::io::Write;
+    let mut child = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    // Kept open until the end: script types an end-of-file into the
+    // terminal when its input ends.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    let out = output_within(child, Duration::from_secs(120), command);
+    drop(stdin);
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (text, out.status.code())
+}
+
+/// Single-quoted for sh.
+fn q(p: &Path) -> String {
+    format!("'{}'", p.display())
+}
+
+#[test]
+fn a_build_step_cannot_type_into_the_callers_terminal() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    write(&d.join("x/inject.py"), INJECT.as_bytes(), 0o644);
+    write(&d.join("pending.py"), PENDING.as_bytes(), 0o644);
+    write(
+        &d.join("shipyard.toml"),
+        b"[builder]\nsources = { \"/x\" = \"x\" }\n[build.inject]\nrun = \"python3 /x/inject.py\"\n",
+        0o644,
+    );
+    let cmd = format!(
+        "XDG_CACHE_HOME={} {} build {} --output oci:{}; python3 {}",
+        q(&d.join("cache")),
+        q(&bin()),
+        q(d),
+        q(&d.join("layout")),
+        q(&d.join("pending.py"))
+    );
+    let (text, _) = under_a_terminal(&cmd, b"");
+    assert!(text.contains("tiocsti /dev/tty: refused"), "{text}");
+    assert!(!text.contains(": injected"), "{text}");
+    assert!(
+        text.contains("PENDING 0"),
+        "the step typed into the caller's terminal:\n{text}"
+    );
+}
+
+#[test]
+fn a_shell_command_without_a_terminal_cannot_reach_the_callers() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    write(&d.join("x/inject.py"), INJECT.as_bytes(), 0o644);
+    write(&d.join("pending.py"), PENDING.as_bytes(), 0o644);
+    // stdin is not a terminal, but stdout and stderr were the caller's.
+    let cmd = format!(
+        "{} shell --bind {}:/x -- python3 /x/inject.py < /dev/null; python3 {}",
+        q(&bin()),
+        d.join("x").display(),
+        q(&d.join("pending.py"))
+    );
+    let (text, _) = under_a_terminal(&cmd, b"");
+    assert!(text.contains("tiocsti /dev/tty: refused"), "{text}");
+    assert!(!text.contains(": injected"), "{text}");
+    assert!(
+        text.contains("PENDING 0"),
+        "the step typed into the caller's terminal:\n{text}"
+    );
+}
+
+#[test]
+fn shell_on_a_terminal_is_interactive_on_a_terminal_of_its_own() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    write(&d.join("x/inject.py"), INJECT.as_bytes(), 0o644);
+    write(&d.join("pending.py"), PENDING.as_bytes(), 0o644);
+    let cmd = format!(
+        "stat -L -c OUTER=%t:%T /dev/stdin; {} shell --bind {}:/x; echo SHELL-EXIT=$?; python3 {}",
+        q(&bin()),
+        d.join("x").display(),
+        q(&d.join("pending.py"))
+    );
+    // Typed at the interactive shell inside.
+    let typed = b"test -t 0 && echo INNER-IS-A-TTY; stat -L -c INNER=%t:%T /dev/stdin; \
+                  echo hello-$((40+2)); python3 /x/inject.py; exit 3\n";
+    let (text, _) = under_a_terminal(&cmd, typed);
+    let field = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.trim_start_matches("# ").trim().strip_prefix(key))
+            .next_back()
+            .map(str::to_string)
+    };
+    assert!(
+        text.contains("\nhello-42") || text.contains(" hello-42"),
+        "{text}"
+    );
+    assert!(text.contains("INNER-IS-A-TTY"), "{text}");
+    assert!(text.contains("SHELL-EXIT=3"), "{text}");
+    let (outer, inner) = (field("OUTER="), field("INNER="));
+    assert!(outer.is_some() && inner.is_some(), "{text}");
+    assert_ne!(outer, inner, "the step got the caller's terminal:\n{text}");
+    assert!(
+        text.contains("PENDING 0"),
+        "the step typed into the caller's terminal:\n{text}"
+    );
 }

@@ -11,7 +11,10 @@ use std::time::Duration;
 /// the builder base with a writable overlay on top: `host` (this machine's
 /// /usr, /bin, /sbin, /lib*, /etc, read-only underneath), `rootfs:DIR`,
 /// `oci:DIR[:TAG]` (unpacked once into the cache and shared), or `scratch`.
-/// /proc, a minimal /dev and a tmpfs /tmp are mounted. When the command
+/// /proc, a minimal /dev and a tmpfs /tmp are mounted. The command never
+/// gets your terminal: on a terminal it runs on a pseudo-terminal of its
+/// own that shipyard relays (yours is in raw mode meanwhile), otherwise its
+/// output is relayed through pipes. When the command
 /// exits, every process it started dies and every mount goes away; without
 /// --keep, so do its changes. The exit code is the command's.
 #[derive(Debug, clap::Args)]

@@ -229,6 +229,21 @@ fn pid1(
         .thread_set_mask()
         .map_err(e("unblocking signals"))?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
+    // A session of its own, without a controlling terminal: whatever
+    // terminal shipyard runs on is out of the step's reach (no TIOCSTI,
+    // /dev/tty cannot be opened), and so are its job-control signals. An
+    // interactive step's terminal is a pseudo-terminal shipyard made for it.
+    nix::unistd::setsid().map_err(e("setsid"))?;
+    let tty = std::env::var_os(super::TTY_ENV).is_some();
+    if tty {
+        // SAFETY: an ioctl on fd 0 with an integer argument.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+            return Err(format!(
+                "taking the step's terminal: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
     mount(
         None::<&str>,
         "/",
@@ -294,7 +309,7 @@ fn pid1(
             }
         }
     }
-    mount_proc_dev_tmp(&root)?;
+    mount_proc_dev_tmp(&root, tty)?;
     for b in &spec.binds {
         let rel = b.target.strip_prefix("/").unwrap_or(&b.target);
         let t = root.join(rel);
@@ -376,7 +391,7 @@ fn host_root(dirs: &[PathBuf], state: &Path) -> Res<PathBuf> {
     Ok(root)
 }
 
-fn mount_proc_dev_tmp(root: &Path) -> Res<()> {
+fn mount_proc_dev_tmp(root: &Path, tty: bool) -> Res<()> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_ = root.join("proc");
     mkdir_p(&proc_)?;
@@ -391,10 +406,23 @@ fn mount_proc_dev_tmp(root: &Path) -> Res<()> {
         Some("mode=755,size=65536k"),
     )
     .map_err(e("mounting /dev"))?;
+    // /dev/tty is the device that stands for the opener's controlling
+    // terminal: a step has none (ENXIO), or its own pseudo-terminal.
     for n in ["null", "zero", "full", "random", "urandom", "tty"] {
         let t = dev.join(n);
         touch(&t)?;
         bind(&Path::new("/dev").join(n), &t, true)?;
+    }
+    if tty {
+        // The step's terminal lives in shipyard's /dev/pts, not in the
+        // step's own: shown as /dev/console (as runc does), ttyname() and
+        // the programs that ask for their terminal's name find it.
+        // By path: a bind source must be in this mount namespace, and
+        // fd 0 was opened in shipyard's.
+        let name = std::fs::read_link("/proc/self/fd/0").map_err(e("naming the terminal"))?;
+        let console = dev.join("console");
+        touch(&console)?;
+        bind(&name, &console, true)?;
     }
     let pts = dev.join("pts");
     mkdir_p(&pts)?;

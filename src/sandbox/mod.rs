@@ -12,11 +12,12 @@
 //! other process of its PID namespace.
 
 pub mod helper;
+mod pty;
 pub mod spec;
 
 use spec::{StepSpec, SubIds};
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,9 @@ pub const SPEC_ENV: &str = "SHIPYARD_SANDBOX_SPEC";
 /// Environment variable carrying shipyard's pid to the helper, which
 /// refuses to start a step for a parent that is already gone.
 pub const PARENT_ENV: &str = "SHIPYARD_SANDBOX_PARENT";
+/// Set for the helper when its standard streams are a pseudo-terminal
+/// made for the step, which PID 1 then makes its controlling terminal.
+pub const TTY_ENV: &str = "SHIPYARD_SANDBOX_TTY";
 /// How long the helper gets to take a step down before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Lines of output kept for error messages.
@@ -62,7 +66,9 @@ pub struct RunOptions {
     /// Also append the output here.
     pub log: Option<PathBuf>,
     pub timeout: Option<Duration>,
-    /// Inherit the terminal (for `shipyard shell`): no prefix, no log.
+    /// For `shipyard shell`: stdin is passed on, the output is copied as
+    /// is (no prefix, no log), and on a terminal the step gets a
+    /// pseudo-terminal of its own.
     pub interactive: bool,
     /// Print the step's output (prefixed) on stderr while it runs.
     pub echo: bool,
@@ -132,26 +138,50 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
     cmd.arg("__sandbox")
         .env(SPEC_ENV, serde_json::to_string(spec)?)
         .env(PARENT_ENV, std::process::id().to_string());
-    if opts.interactive {
-        cmd.stdin(Stdio::inherit())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
+    // A step never gets the caller's terminal (see `pty`): an interactive
+    // one on a terminal gets a pseudo-terminal of its own, otherwise its
+    // output goes through pipes.
+    let tty = if opts.interactive && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        Some(pty::Pty::open()?)
     } else {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        None
+    };
+    match &tty {
+        Some(t) => {
+            cmd.stdin(t.slave()?)
+                .stdout(t.slave()?)
+                .stderr(t.slave()?)
+                .env(TTY_ENV, "1");
+        }
+        None => {
+            let stdin = if opts.interactive {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            };
+            cmd.stdin(stdin)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
     }
     let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
         path: bin.clone(),
         source,
     })?;
+    // The command holds our copies of the slave end: only the step's may
+    // stay open, or the copy would never see the step's end.
+    drop(cmd);
+    let proxy = match tty {
+        Some(t) => Some(t.start()?),
+        None => None,
+    };
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     let log = match &opts.log {
         Some(p) => Some(Arc::new(Mutex::new(std::fs::File::create(p)?))),
         None => None,
     };
     let mut readers = Vec::new();
-    for stream in [
+    for (index, stream) in [
         child
             .stdout
             .take()
@@ -162,8 +192,13 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
             .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
-    .flatten()
+    .enumerate()
     {
+        let Some(stream) = stream else { continue };
+        if opts.interactive {
+            readers.push(std::thread::spawn(move || pass_through(stream, index == 0)));
+            continue;
+        }
         let tail = Arc::clone(&tail);
         let log = log.clone();
         let name = opts.name.clone();
@@ -206,6 +241,9 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
             for r in readers {
                 let _ = r.join();
             }
+            if let Some(p) = proxy {
+                p.finish();
+            }
             return Err(SandboxError::Timeout {
                 name: opts.name.clone(),
                 secs: opts.timeout.map_or(0, |t| t.as_secs()),
@@ -216,6 +254,9 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
     for r in readers {
         let _ = r.join();
     }
+    if let Some(p) = proxy {
+        p.finish();
+    }
     use std::os::unix::process::ExitStatusExt;
     let code = status
         .code()
@@ -225,6 +266,28 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
         .map(|t| t.iter().cloned().collect())
         .unwrap_or_default();
     Ok(Outcome { code, tail })
+}
+
+/// Copies an interactive step's output, as it comes, to ours.
+fn pass_through(mut from: Box<dyn std::io::Read + Send>, stdout: bool) {
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        let written = if stdout {
+            let mut o = std::io::stdout().lock();
+            o.write_all(&buf[..n]).and_then(|_| o.flush())
+        } else {
+            std::io::stderr().write_all(&buf[..n])
+        };
+        if written.is_err() {
+            return;
+        }
+    }
 }
 
 /// Stops a running helper: SIGTERM makes it kill PID 1 of the step, which
