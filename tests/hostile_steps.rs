@@ -228,3 +228,148 @@ fn shell_on_a_terminal_is_interactive_on_a_terminal_of_its_own() {
         "the step typed into the caller's terminal:\n{text}"
     );
 }
+
+/// Runs the sandbox helper directly on `spec`, as shipyard would, so that
+/// the sandbox's own defences are tested without the checks shipyard
+/// makes on a spec first.
+fn run_helper(spec: &shipyard::sandbox::spec::StepSpec) -> std::process::Output {
+    shipyard()
+        .arg("__sandbox")
+        .env(
+            shipyard::sandbox::SPEC_ENV,
+            serde_json::to_string(spec).unwrap(),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A step on a copy of a minimal rootfs (`sh` and its libraries) that
+/// runs `script` with `binds`.
+fn step_on_rootfs(
+    root: &Path,
+    binds: Vec<shipyard::sandbox::spec::Bind>,
+    script: &str,
+) -> shipyard::sandbox::spec::StepSpec {
+    use shipyard::sandbox::spec::*;
+    StepSpec {
+        root: Root::Dir(root.to_path_buf()),
+        binds,
+        network: Network::None,
+        env: Vec::new(),
+        cwd: "/".into(),
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        hostname: "shipyard".into(),
+        user: (0, 0),
+        subids: shipyard::sandbox::detect_subids(),
+        action: Action::Exec,
+    }
+}
+
+#[test]
+fn a_bind_target_with_dotdot_stays_inside_the_root() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    shell_rootfs(&root);
+    let src = t.path().join("src");
+    write(&src.join("in.txt"), b"input", 0o644);
+    // Far enough up from the root to reach the host's /, then down to a
+    // directory next to the root.
+    let outside = t.path().join("outside");
+    mkdir(&outside, 0o755);
+    let target = format!("{}{}/x", "/..".repeat(20), outside.display());
+    let bind = shipyard::sandbox::spec::Bind {
+        source: src.clone(),
+        target: target.clone().into(),
+        writable: false,
+    };
+    // Inside the root, `/..` is `/`: the step finds its bind there.
+    let script = format!("read l < {}/x/in.txt; echo \"$l\"", outside.display());
+    let out = run_helper(&step_on_rootfs(&root, vec![bind], &script));
+    assert_success(&out, "the step");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "input\n");
+    assert!(
+        !outside.join("x").exists(),
+        "the sandbox created a directory outside the root"
+    );
+    // And shipyard refuses such a target up front, clearly.
+    let out = shipyard()
+        .args(["shell", "--bind"])
+        .arg(format!("{}:{target}", src.display()))
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the target must not contain `..`"), "{err}");
+}
+
+#[test]
+fn symlinks_planted_in_the_base_never_lead_a_bind_outside_the_root() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    shell_rootfs(&base);
+    let src = t.path().join("src");
+    write(&src.join("in.txt"), b"input", 0o644);
+    let outside = t.path().join("outside");
+    mkdir(&outside, 0o755);
+    // Absolute, and relative climbing far above the root.
+    std::os::unix::fs::symlink(&outside, base.join("abs")).unwrap();
+    let up = format!(
+        "{}{}",
+        "../".repeat(20),
+        outside.strip_prefix("/").unwrap().display()
+    );
+    std::os::unix::fs::symlink(&up, base.join("rel")).unwrap();
+    let from = format!("rootfs:{}", base.display());
+    for link in ["abs", "rel"] {
+        let bind = format!("{}:/{link}/sub", src.display());
+        let out = shipyard()
+            .args(["shell", "--from", &from, "--bind", &bind, "--"])
+            .args([
+                "/bin/sh",
+                "-c",
+                &format!("read l < /{link}/sub/in.txt; echo \"$l\""),
+            ])
+            .output()
+            .unwrap();
+        assert_success(&out, "shell");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "input\n");
+        assert!(
+            std::fs::read_dir(&outside).unwrap().next().is_none(),
+            "through /{link}, the sandbox created something outside the root"
+        );
+    }
+}
+
+#[test]
+fn read_only_binds_are_read_only_all_the_way_down() {
+    if !is_root() {
+        // Mounting a filesystem under the source takes root on the host.
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let sub = src.join("sub");
+    mkdir(&sub, 0o755);
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "shipyard-test", sub.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let bind = format!("{}:/src", src.display());
+    let out = shipyard()
+        .args(["shell", "--bind", &bind, "--", "sh", "-c"])
+        .arg("touch /src/sub/planted 2>&1 && echo WROTE-SUBMOUNT; touch /src/top 2>&1 && echo WROTE-TOP; true")
+        .output()
+        .unwrap();
+    let wrote = sub.join("planted").exists();
+    let _ = Command::new("umount").arg(&sub).status();
+    assert_success(&out, "shell");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("WROTE-TOP"), "{text}");
+    assert!(
+        !text.contains("WROTE-SUBMOUNT") && !wrote,
+        "a submount of a read-only bind was writable:\n{text}"
+    );
+}

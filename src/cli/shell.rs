@@ -169,8 +169,8 @@ fn parse_bind(s: &str) -> Result<Bind> {
         .with_context(|| format!("--bind {s}: expected SRC:DST[:rw]"))?;
     let source =
         std::fs::canonicalize(src).with_context(|| format!("--bind {s}: {src} does not exist"))?;
-    if !dst.starts_with('/') {
-        bail!("--bind {s}: the target must be an absolute path");
+    if let Err(why) = Bind::check_target(dst) {
+        bail!("--bind {s}: {why}");
     }
     Ok(Bind {
         source,

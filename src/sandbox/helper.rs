@@ -5,6 +5,7 @@
 //! 125, the convention of podman and runc for "the container could not
 //! start".
 
+use super::inroot::InRoot;
 use super::spec::{Network, Root, StepSpec, SubIds};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
@@ -289,36 +290,30 @@ fn pid1(
                     }
                     std::fs::write(&marker, b"").map_err(e(marker.display()))?;
                 }
-                bind(upper, upper, true)?;
+                bind_onto_itself(upper)?;
                 upper.clone()
             }
         }
         Root::Dir(d) => {
-            bind(d, d, true)?;
+            bind_onto_itself(d)?;
             d.clone()
         }
         Root::Host { dirs, state } => host_root(dirs, state)?,
     };
-    if spec.network == Network::Host {
-        for f in ["etc/resolv.conf", "etc/hosts"] {
-            let host = Path::new("/").join(f);
-            if host.exists() && !matches!(spec.root, Root::Host { .. }) {
-                let t = root.join(f);
-                touch(&t)?;
-                bind(&host, &t, false)?;
+    // From here every mount point is resolved inside the root (see
+    // `inroot`): the root is untrusted, and so are its symlinks.
+    let inside = InRoot::open(&root)?;
+    if spec.network == Network::Host && !matches!(spec.root, Root::Host { .. }) {
+        for f in ["/etc/resolv.conf", "/etc/hosts"] {
+            let host = Path::new(f);
+            if host.exists() {
+                inside.bind(host, host, false)?;
             }
         }
     }
-    mount_proc_dev_tmp(&root, tty)?;
+    mount_proc_dev_tmp(&inside, tty)?;
     for b in &spec.binds {
-        let rel = b.target.strip_prefix("/").unwrap_or(&b.target);
-        let t = root.join(rel);
-        if b.source.is_dir() {
-            mkdir_p(&t)?;
-        } else {
-            touch(&t)?;
-        }
-        bind(&b.source, &t, b.writable)?;
+        inside.bind(&b.source, &b.target, b.writable)?;
     }
     if spec.network == Network::None {
         loopback_up()?;
@@ -370,152 +365,88 @@ fn helper_gone(fd: &std::os::fd::OwnedFd) -> bool {
 /// where everything the step writes lands.
 fn host_root(dirs: &[PathBuf], state: &Path) -> Res<PathBuf> {
     let root = state.join("root");
-    mkdir_p(&root)?;
-    bind(&root, &root, true)?;
+    std::fs::create_dir_all(&root).map_err(e(root.display()))?;
+    bind_onto_itself(&root)?;
+    let inside = InRoot::open(&root)?;
     for d in dirs {
-        let rel = d.strip_prefix("/").unwrap_or(d);
-        let target = root.join(rel);
         let Ok(meta) = std::fs::symlink_metadata(d) else {
             continue;
         };
         if meta.file_type().is_symlink() {
-            if std::fs::symlink_metadata(&target).is_err() {
-                let to = std::fs::read_link(d).map_err(e(d.display()))?;
-                symlink(to, &target).map_err(e(target.display()))?;
-            }
+            let to = std::fs::read_link(d).map_err(e(d.display()))?;
+            inside.symlink(&to, d)?;
             continue;
         }
-        mkdir_p(&target)?;
-        bind(d, &target, false)?;
+        inside.bind(d, d, false)?;
     }
     Ok(root)
 }
 
-fn mount_proc_dev_tmp(root: &Path, tty: bool) -> Res<()> {
+fn mount_proc_dev_tmp(inside: &InRoot, tty: bool) -> Res<()> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let proc_ = root.join("proc");
-    mkdir_p(&proc_)?;
-    mount(Some("proc"), &proc_, Some("proc"), nosuid, None::<&str>).map_err(e("mounting /proc"))?;
-    let dev = root.join("dev");
-    mkdir_p(&dev)?;
-    mount(
-        Some("tmpfs"),
-        &dev,
-        Some("tmpfs"),
+    inside.mount_fs(Path::new("/proc"), "proc", nosuid, None)?;
+    inside.mount_fs(
+        Path::new("/dev"),
+        "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=755,size=65536k"),
-    )
-    .map_err(e("mounting /dev"))?;
+    )?;
     // /dev/tty is the device that stands for the opener's controlling
     // terminal: a step has none (ENXIO), or its own pseudo-terminal.
     for n in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let t = dev.join(n);
-        touch(&t)?;
-        bind(&Path::new("/dev").join(n), &t, true)?;
+        let host = Path::new("/dev").join(n);
+        inside.bind(&host, &host, true)?;
     }
     if tty {
         // The step's terminal lives in shipyard's /dev/pts, not in the
         // step's own: shown as /dev/console (as runc does), ttyname() and
-        // the programs that ask for their terminal's name find it.
-        // By path: a bind source must be in this mount namespace, and
-        // fd 0 was opened in shipyard's.
+        // the programs that ask for their terminal's name find it. By
+        // path: a bind source must be in this mount namespace, and fd 0
+        // was opened in shipyard's.
         let name = std::fs::read_link("/proc/self/fd/0").map_err(e("naming the terminal"))?;
-        let console = dev.join("console");
-        touch(&console)?;
-        bind(&name, &console, true)?;
+        inside.bind(&name, Path::new("/dev/console"), true)?;
     }
-    let pts = dev.join("pts");
-    mkdir_p(&pts)?;
-    mount(
-        Some("devpts"),
-        &pts,
-        Some("devpts"),
+    inside.mount_fs(
+        Path::new("/dev/pts"),
+        "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
-    )
-    .map_err(e("mounting /dev/pts"))?;
-    symlink("pts/ptmx", dev.join("ptmx")).map_err(e("/dev/ptmx"))?;
-    let shm = dev.join("shm");
-    mkdir_p(&shm)?;
-    mount(
-        Some("shm"),
-        &shm,
-        Some("tmpfs"),
+    )?;
+    inside.symlink(Path::new("pts/ptmx"), Path::new("/dev/ptmx"))?;
+    inside.mount_fs(
+        Path::new("/dev/shm"),
+        "tmpfs",
         nosuid,
         Some("mode=1777,size=65536k"),
-    )
-    .map_err(e("mounting /dev/shm"))?;
+    )?;
     for (name, to) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
     ] {
-        symlink(to, dev.join(name)).map_err(e(format!("/dev/{name}")))?;
+        inside.symlink(Path::new(to), Path::new(name))?;
     }
-    let tmp = root.join("tmp");
-    mkdir_p(&tmp)?;
-    mount(
-        Some("tmpfs"),
-        &tmp,
-        Some("tmpfs"),
+    inside.mount_fs(
+        Path::new("/tmp"),
+        "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
-    )
-    .map_err(e("mounting /tmp"))?;
+    )?;
     Ok(())
 }
 
-/// Bind-mounts `src` on `dst`; read-only ones are remounted keeping the
-/// flags the kernel locks in a user namespace (nosuid, nodev, noexec…).
-fn bind(src: &Path, dst: &Path, writable: bool) -> Res<()> {
+/// Bind-mounts a directory of shipyard's own on itself, writable: the new
+/// root must be a mount point for pivot_root.
+fn bind_onto_itself(dir: &Path) -> Res<()> {
     mount(
-        Some(src),
-        dst,
+        Some(dir),
+        dir,
         None::<&str>,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(e(format!(
-        "bind-mounting {} on {}",
-        src.display(),
-        dst.display()
-    )))?;
-    if !writable {
-        let st =
-            nix::sys::statvfs::statvfs(dst).map_err(e(format!("statvfs {}", dst.display())))?;
-        use nix::sys::statvfs::FsFlags;
-        let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
-        for (f, m) in [
-            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-        ] {
-            if st.flags().contains(f) {
-                flags |= m;
-            }
-        }
-        mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
-            .map_err(e(format!("making {} read-only", dst.display())))?;
-    }
-    Ok(())
-}
-
-fn mkdir_p(p: &Path) -> Res<()> {
-    std::fs::create_dir_all(p).map_err(e(p.display()))
-}
-
-fn touch(p: &Path) -> Res<()> {
-    if let Some(parent) = p.parent() {
-        mkdir_p(parent)?;
-    }
-    if std::fs::symlink_metadata(p).is_err() {
-        std::fs::File::create(p).map_err(e(p.display()))?;
-    }
-    Ok(())
+    .map_err(e(format!("bind-mounting {} on itself", dir.display())))
 }
 
 /// Brings up `lo` in the new network namespace.

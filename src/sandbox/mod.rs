@@ -12,6 +12,7 @@
 //! other process of its PID namespace.
 
 pub mod helper;
+mod inroot;
 mod pty;
 pub mod spec;
 
