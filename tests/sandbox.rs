@@ -2,37 +2,9 @@
 //! root, as a user with a subuid range and as one without.
 
 mod common;
+use common::steps::*;
 use common::*;
 use std::process::Command;
-
-/// A sleep whose command line is unique to this test process and `salt`,
-/// so `ps` can find exactly it (dash has no `exec -a`).
-fn unique_sleep(salt: u32) -> String {
-    format!(
-        "sleep {}",
-        100_000 + (std::process::id() % 50_000) * 10 + salt
-    )
-}
-
-/// Whether a process with exactly this command line is running.
-fn running(cmdline: &str) -> bool {
-    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    String::from_utf8_lossy(&ps.stdout)
-        .lines()
-        .any(|l| l.trim() == cmdline)
-}
-
-/// Waits up to 20 s for `f` to hold.
-fn wait_for(what: &str, f: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
 
 fn shell(args: &[&str]) -> std::process::Output {
     let mut c = shipyard();

@@ -11,7 +11,10 @@ use std::time::Duration;
 /// the builder base with a writable overlay on top: `host` (this machine's
 /// /usr, /bin, /sbin, /lib*, /etc, read-only underneath), `rootfs:DIR`,
 /// `oci:DIR[:TAG]` (unpacked once into the cache and shared), or `scratch`.
-/// /proc, a minimal /dev and a tmpfs /tmp are mounted. When the command
+/// /proc, a minimal /dev and a tmpfs /tmp are mounted. The command never
+/// gets your terminal: on a terminal it runs on a pseudo-terminal of its
+/// own that shipyard relays (yours is in raw mode meanwhile), otherwise its
+/// output is relayed through pipes. When the command
 /// exits, every process it started dies and every mount goes away; without
 /// --keep, so do its changes. The exit code is the command's.
 #[derive(Debug, clap::Args)]
@@ -35,6 +38,10 @@ pub struct Args {
     /// Environment variables, KEY=VALUE.
     #[arg(long, short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Run the command as this user and group inside (numbers; default 0,
+    /// the sandbox's root), as a rule's `user` does.
+    #[arg(long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
     /// Kill the command and everything it started after SECS seconds.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
@@ -111,6 +118,11 @@ pub fn run_cmd(a: Args) -> Result<()> {
             .with_context(|| format!("--env {kv}: expected KEY=VALUE"))?;
         env.push((k.to_string(), v.to_string()));
     }
+    let user = match &a.user {
+        Some(u) => crate::spec::parse_owner(u)
+            .with_context(|| format!("--user {u}: expected UID or UID:GID (numbers)"))?,
+        None => (0, 0),
+    };
     let argv = if a.command.is_empty() {
         vec!["/bin/sh".to_string()]
     } else {
@@ -124,7 +136,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
         cwd: a.workdir.clone(),
         argv,
         hostname: "shipyard".into(),
-        user: (0, 0),
+        user,
         subids: detect_subids(),
         action: crate::sandbox::spec::Action::Exec,
     };
@@ -160,8 +172,8 @@ fn parse_bind(s: &str) -> Result<Bind> {
         .with_context(|| format!("--bind {s}: expected SRC:DST[:rw]"))?;
     let source =
         std::fs::canonicalize(src).with_context(|| format!("--bind {s}: {src} does not exist"))?;
-    if !dst.starts_with('/') {
-        bail!("--bind {s}: the target must be an absolute path");
+    if let Err(why) = Bind::check_target(dst) {
+        bail!("--bind {s}: {why}");
     }
     Ok(Bind {
         source,

@@ -5,11 +5,12 @@
 //! 125, the convention of podman and runc for "the container could not
 //! start".
 
+use super::inroot::InRoot;
 use super::spec::{Network, Root, StepSpec, SubIds};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use std::ffi::CString;
 use std::os::unix::fs::symlink;
@@ -35,14 +36,28 @@ pub fn helper_main(spec: &StepSpec) -> i32 {
     }
 }
 
-fn run(spec: &StepSpec) -> Res<i32> {
-    // If shipyard dies (Ctrl-C, kill), so does the helper, and with it
-    // PID 1 of the step and then every process of its PID namespace.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
-    if nix::unistd::getppid().as_raw() == 1 {
+/// Fails if the shipyard process that started this helper is gone: the
+/// parent-death signal only covers a death after it was armed.
+fn check_parent() -> Res<()> {
+    let ppid = nix::unistd::getppid().as_raw();
+    let expected = std::env::var(super::PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok());
+    if ppid == 1 || expected.is_some_and(|p| p != ppid) {
         return Err("shipyard exited before the sandbox started".into());
     }
+    Ok(())
+}
+
+fn run(spec: &StepSpec) -> Res<i32> {
+    // If shipyard dies (Ctrl-C, kill) while the namespaces are being made,
+    // so does the helper; once the step runs, see `supervise`.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
+    check_parent()?;
     let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
+    // Real root: id 0 inside is the host's root, so the step gets the
+    // confinement of a root container (see `pid1`).
+    let real_root = uid == 0;
     // A mapping wider than one id must be written from outside the new
     // namespace (the kernel checks the opener's capabilities in the parent
     // namespace): by the setuid helpers for a subordinate range, or by
@@ -132,28 +147,73 @@ fn run(spec: &StepSpec) -> Res<i32> {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(e("creating namespaces"))?;
+    // From here on the helper only waits for PID 1, and takes the step's
+    // whole PID namespace down when told to stop: a timeout (SIGTERM from
+    // shipyard), Ctrl-C (SIGINT to the terminal's process group), a hangup,
+    // or shipyard's death (the parent-death signal, now SIGTERM so that it
+    // is handled here rather than killing the helper outright). They are
+    // blocked, so none is lost between here and `supervise`.
+    let signals = stop_signals();
+    signals.thread_block().map_err(e("blocking signals"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(e("set_pdeathsig"))?;
+    check_parent()?;
+    // PID 1 watches this pipe to learn whether the helper is still there
+    // after it re-arms its own parent-death signal (see `pid1`).
+    let (alive_r, alive_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(e("pipe"))?;
     // SAFETY: still single-threaded.
     match unsafe { fork() }.map_err(e("fork"))? {
         ForkResult::Child => {
-            let msg = match pid1(spec) {
+            drop(alive_w);
+            let msg = match pid1(spec, real_root, alive_r) {
                 Ok(never) => match never {},
                 Err(m) => m,
             };
             eprintln!("shipyard sandbox: {msg}");
             std::process::exit(SETUP_FAILED);
         }
-        ForkResult::Parent { child } => wait_for(child),
+        ForkResult::Parent { child } => {
+            drop(alive_r);
+            let code = supervise(child, &signals);
+            drop(alive_w);
+            code
+        }
     }
 }
 
-fn wait_for(child: Pid) -> Res<i32> {
+/// The signals that make the helper stop the step, plus SIGCHLD.
+fn stop_signals() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGCHLD,
+    ] {
+        s.add(sig);
+    }
+    s
+}
+
+/// Waits for PID 1 of the step; on a stop signal, SIGKILLs it. The kernel
+/// then kills every other process of its PID namespace, whatever their
+/// user, and PID 1 is only reported exited once they all are: when this
+/// returns, nothing of the step runs any more.
+fn supervise(pid1: Pid, signals: &SigSet) -> Res<i32> {
     loop {
-        match waitpid(child, None) {
+        // Reap first: the SIGCHLD may have come before we waited for it.
+        match waitpid(pid1, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),
             Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(err) => return Err(format!("waiting for the step: {err}")),
+        }
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => {}
+            Ok(_) => {
+                let _ = nix::sys::signal::kill(pid1, Signal::SIGKILL);
+            }
+            Err(err) => return Err(format!("waiting for signals: {err}")),
         }
     }
 }
@@ -161,8 +221,30 @@ fn wait_for(child: Pid) -> Res<i32> {
 /// PID 1 of the step: builds the root, pivots into it, execs the command.
 /// When it exits the kernel kills everything else in the PID namespace,
 /// and the mount namespace (with every mount) goes with the last process.
-fn pid1(spec: &StepSpec) -> Res<std::convert::Infallible> {
+fn pid1(
+    spec: &StepSpec,
+    _real_root: bool,
+    helper_alive: std::os::fd::OwnedFd,
+) -> Res<std::convert::Infallible> {
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(e("unblocking signals"))?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
+    // A session of its own, without a controlling terminal: whatever
+    // terminal shipyard runs on is out of the step's reach (no TIOCSTI,
+    // /dev/tty cannot be opened), and so are its job-control signals. An
+    // interactive step's terminal is a pseudo-terminal shipyard made for it.
+    nix::unistd::setsid().map_err(e("setsid"))?;
+    let tty = std::env::var_os(super::TTY_ENV).is_some();
+    if tty {
+        // SAFETY: an ioctl on fd 0 with an integer argument.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+            return Err(format!(
+                "taking the step's terminal: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
     mount(
         None::<&str>,
         "/",
@@ -208,36 +290,30 @@ fn pid1(spec: &StepSpec) -> Res<std::convert::Infallible> {
                     }
                     std::fs::write(&marker, b"").map_err(e(marker.display()))?;
                 }
-                bind(upper, upper, true)?;
+                bind_onto_itself(upper)?;
                 upper.clone()
             }
         }
         Root::Dir(d) => {
-            bind(d, d, true)?;
+            bind_onto_itself(d)?;
             d.clone()
         }
         Root::Host { dirs, state } => host_root(dirs, state)?,
     };
-    if spec.network == Network::Host {
-        for f in ["etc/resolv.conf", "etc/hosts"] {
-            let host = Path::new("/").join(f);
-            if host.exists() && !matches!(spec.root, Root::Host { .. }) {
-                let t = root.join(f);
-                touch(&t)?;
-                bind(&host, &t, false)?;
+    // From here every mount point is resolved inside the root (see
+    // `inroot`): the root is untrusted, and so are its symlinks.
+    let inside = InRoot::open(&root)?;
+    if spec.network == Network::Host && !matches!(spec.root, Root::Host { .. }) {
+        for f in ["/etc/resolv.conf", "/etc/hosts"] {
+            let host = Path::new(f);
+            if host.exists() {
+                inside.bind(host, host, false)?;
             }
         }
     }
-    mount_proc_dev_tmp(&root)?;
+    mount_proc_dev_tmp(&inside, tty)?;
     for b in &spec.binds {
-        let rel = b.target.strip_prefix("/").unwrap_or(&b.target);
-        let t = root.join(rel);
-        if b.source.is_dir() {
-            mkdir_p(&t)?;
-        } else {
-            touch(&t)?;
-        }
-        bind(&b.source, &t, b.writable)?;
+        inside.bind(&b.source, &b.target, b.writable)?;
     }
     if spec.network == Network::None {
         loopback_up()?;
@@ -255,6 +331,14 @@ fn pid1(spec: &StepSpec) -> Res<std::convert::Infallible> {
         nix::unistd::setresuid(Uid::from_raw(u), Uid::from_raw(u), Uid::from_raw(u))
             .map_err(e(format!("switching to uid {u}")))?;
     }
+    // Changing ids cleared the parent-death signal: arm it again, then make
+    // sure the helper did not die in between (its end of the pipe is then
+    // closed), or this step would run on with nobody to stop it.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
+    if helper_gone(&helper_alive) {
+        return Err("shipyard exited before the step started".into());
+    }
+    drop(helper_alive);
     nix::unistd::chdir(&spec.cwd)
         .map_err(e(format!("working directory {}", spec.cwd.display())))?;
     // Steps run under umask 022 whatever the caller's, as with buildah and
@@ -263,144 +347,106 @@ fn pid1(spec: &StepSpec) -> Res<std::convert::Infallible> {
     Err(exec(&spec.argv, &spec.env))
 }
 
+/// Whether the write end of the helper's pipe is closed (the helper died).
+fn helper_gone(fd: &std::os::fd::OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n < 0 || p.revents & (libc::POLLHUP | libc::POLLERR) != 0
+}
+
 /// The host's toolchain directories, bind-mounted read-only (symlinks such
 /// as a merged-/usr `/bin` are recreated) on the writable `state/root`,
 /// where everything the step writes lands.
 fn host_root(dirs: &[PathBuf], state: &Path) -> Res<PathBuf> {
     let root = state.join("root");
-    mkdir_p(&root)?;
-    bind(&root, &root, true)?;
+    std::fs::create_dir_all(&root).map_err(e(root.display()))?;
+    bind_onto_itself(&root)?;
+    let inside = InRoot::open(&root)?;
     for d in dirs {
-        let rel = d.strip_prefix("/").unwrap_or(d);
-        let target = root.join(rel);
         let Ok(meta) = std::fs::symlink_metadata(d) else {
             continue;
         };
         if meta.file_type().is_symlink() {
-            if std::fs::symlink_metadata(&target).is_err() {
-                let to = std::fs::read_link(d).map_err(e(d.display()))?;
-                symlink(to, &target).map_err(e(target.display()))?;
-            }
+            let to = std::fs::read_link(d).map_err(e(d.display()))?;
+            inside.symlink(&to, d)?;
             continue;
         }
-        mkdir_p(&target)?;
-        bind(d, &target, false)?;
+        inside.bind(d, d, false)?;
     }
     Ok(root)
 }
 
-fn mount_proc_dev_tmp(root: &Path) -> Res<()> {
+fn mount_proc_dev_tmp(inside: &InRoot, tty: bool) -> Res<()> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let proc_ = root.join("proc");
-    mkdir_p(&proc_)?;
-    mount(Some("proc"), &proc_, Some("proc"), nosuid, None::<&str>).map_err(e("mounting /proc"))?;
-    let dev = root.join("dev");
-    mkdir_p(&dev)?;
-    mount(
-        Some("tmpfs"),
-        &dev,
-        Some("tmpfs"),
+    inside.mount_fs(Path::new("/proc"), "proc", nosuid, None)?;
+    inside.mount_fs(
+        Path::new("/dev"),
+        "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=755,size=65536k"),
-    )
-    .map_err(e("mounting /dev"))?;
+    )?;
+    // /dev/tty is the device that stands for the opener's controlling
+    // terminal: a step has none (ENXIO), or its own pseudo-terminal.
     for n in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let t = dev.join(n);
-        touch(&t)?;
-        bind(&Path::new("/dev").join(n), &t, true)?;
+        let host = Path::new("/dev").join(n);
+        inside.bind(&host, &host, true)?;
     }
-    let pts = dev.join("pts");
-    mkdir_p(&pts)?;
-    mount(
-        Some("devpts"),
-        &pts,
-        Some("devpts"),
+    if tty {
+        // The step's terminal lives in shipyard's /dev/pts, not in the
+        // step's own: shown as /dev/console (as runc does), ttyname() and
+        // the programs that ask for their terminal's name find it. By
+        // path: a bind source must be in this mount namespace, and fd 0
+        // was opened in shipyard's.
+        let name = std::fs::read_link("/proc/self/fd/0").map_err(e("naming the terminal"))?;
+        inside.bind(&name, Path::new("/dev/console"), true)?;
+    }
+    inside.mount_fs(
+        Path::new("/dev/pts"),
+        "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
-    )
-    .map_err(e("mounting /dev/pts"))?;
-    symlink("pts/ptmx", dev.join("ptmx")).map_err(e("/dev/ptmx"))?;
-    let shm = dev.join("shm");
-    mkdir_p(&shm)?;
-    mount(
-        Some("shm"),
-        &shm,
-        Some("tmpfs"),
+    )?;
+    inside.symlink(Path::new("pts/ptmx"), Path::new("/dev/ptmx"))?;
+    inside.mount_fs(
+        Path::new("/dev/shm"),
+        "tmpfs",
         nosuid,
         Some("mode=1777,size=65536k"),
-    )
-    .map_err(e("mounting /dev/shm"))?;
+    )?;
     for (name, to) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
     ] {
-        symlink(to, dev.join(name)).map_err(e(format!("/dev/{name}")))?;
+        inside.symlink(Path::new(to), Path::new(name))?;
     }
-    let tmp = root.join("tmp");
-    mkdir_p(&tmp)?;
-    mount(
-        Some("tmpfs"),
-        &tmp,
-        Some("tmpfs"),
+    inside.mount_fs(
+        Path::new("/tmp"),
+        "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
-    )
-    .map_err(e("mounting /tmp"))?;
+    )?;
     Ok(())
 }
 
-/// Bind-mounts `src` on `dst`; read-only ones are remounted keeping the
-/// flags the kernel locks in a user namespace (nosuid, nodev, noexec…).
-fn bind(src: &Path, dst: &Path, writable: bool) -> Res<()> {
+/// Bind-mounts a directory of shipyard's own on itself, writable: the new
+/// root must be a mount point for pivot_root.
+fn bind_onto_itself(dir: &Path) -> Res<()> {
     mount(
-        Some(src),
-        dst,
+        Some(dir),
+        dir,
         None::<&str>,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(e(format!(
-        "bind-mounting {} on {}",
-        src.display(),
-        dst.display()
-    )))?;
-    if !writable {
-        let st =
-            nix::sys::statvfs::statvfs(dst).map_err(e(format!("statvfs {}", dst.display())))?;
-        use nix::sys::statvfs::FsFlags;
-        let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
-        for (f, m) in [
-            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-        ] {
-            if st.flags().contains(f) {
-                flags |= m;
-            }
-        }
-        mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
-            .map_err(e(format!("making {} read-only", dst.display())))?;
-    }
-    Ok(())
-}
-
-fn mkdir_p(p: &Path) -> Res<()> {
-    std::fs::create_dir_all(p).map_err(e(p.display()))
-}
-
-fn touch(p: &Path) -> Res<()> {
-    if let Some(parent) = p.parent() {
-        mkdir_p(parent)?;
-    }
-    if std::fs::symlink_metadata(p).is_err() {
-        std::fs::File::create(p).map_err(e(p.display()))?;
-    }
-    Ok(())
+    .map_err(e(format!("bind-mounting {} on itself", dir.display())))
 }
 
 /// Brings up `lo` in the new network namespace.

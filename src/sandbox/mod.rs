@@ -12,11 +12,13 @@
 //! other process of its PID namespace.
 
 pub mod helper;
+mod inroot;
+mod pty;
 pub mod spec;
 
 use spec::{StepSpec, SubIds};
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -30,6 +32,14 @@ pub const COPY_MARKER: &str = "shipyard-copied";
 
 /// Environment variable carrying the step spec to the helper.
 pub const SPEC_ENV: &str = "SHIPYARD_SANDBOX_SPEC";
+/// Environment variable carrying shipyard's pid to the helper, which
+/// refuses to start a step for a parent that is already gone.
+pub const PARENT_ENV: &str = "SHIPYARD_SANDBOX_PARENT";
+/// Set for the helper when its standard streams are a pseudo-terminal
+/// made for the step, which PID 1 then makes its controlling terminal.
+pub const TTY_ENV: &str = "SHIPYARD_SANDBOX_TTY";
+/// How long the helper gets to take a step down before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Lines of output kept for error messages.
 pub const TAIL_LINES: usize = 20;
 
@@ -57,7 +67,9 @@ pub struct RunOptions {
     /// Also append the output here.
     pub log: Option<PathBuf>,
     pub timeout: Option<Duration>,
-    /// Inherit the terminal (for `shipyard shell`): no prefix, no log.
+    /// For `shipyard shell`: stdin is passed on, the output is copied as
+    /// is (no prefix, no log), and on a terminal the step gets a
+    /// pseudo-terminal of its own.
     pub interactive: bool,
     /// Print the step's output (prefixed) on stderr while it runs.
     pub echo: bool,
@@ -125,27 +137,52 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
     let bin = helper_binary();
     let mut cmd = Command::new(&bin);
     cmd.arg("__sandbox")
-        .env(SPEC_ENV, serde_json::to_string(spec)?);
-    if opts.interactive {
-        cmd.stdin(Stdio::inherit())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
+        .env(SPEC_ENV, serde_json::to_string(spec)?)
+        .env(PARENT_ENV, std::process::id().to_string());
+    // A step never gets the caller's terminal (see `pty`): an interactive
+    // one on a terminal gets a pseudo-terminal of its own, otherwise its
+    // output goes through pipes.
+    let tty = if opts.interactive && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        Some(pty::Pty::open()?)
     } else {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        None
+    };
+    match &tty {
+        Some(t) => {
+            cmd.stdin(t.slave()?)
+                .stdout(t.slave()?)
+                .stderr(t.slave()?)
+                .env(TTY_ENV, "1");
+        }
+        None => {
+            let stdin = if opts.interactive {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            };
+            cmd.stdin(stdin)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
     }
     let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
         path: bin.clone(),
         source,
     })?;
+    // The command holds our copies of the slave end: only the step's may
+    // stay open, or the copy would never see the step's end.
+    drop(cmd);
+    let proxy = match tty {
+        Some(t) => Some(t.start()?),
+        None => None,
+    };
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     let log = match &opts.log {
         Some(p) => Some(Arc::new(Mutex::new(std::fs::File::create(p)?))),
         None => None,
     };
     let mut readers = Vec::new();
-    for stream in [
+    for (index, stream) in [
         child
             .stdout
             .take()
@@ -156,8 +193,13 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
             .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
-    .flatten()
+    .enumerate()
     {
+        let Some(stream) = stream else { continue };
+        if opts.interactive {
+            readers.push(std::thread::spawn(move || pass_through(stream, index == 0)));
+            continue;
+        }
         let tail = Arc::clone(&tail);
         let log = log.clone();
         let name = opts.name.clone();
@@ -196,11 +238,12 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
             break s;
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            // PID 1 dies with the helper (PDEATHSIG), the rest with PID 1.
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(&mut child);
             for r in readers {
                 let _ = r.join();
+            }
+            if let Some(p) = proxy {
+                p.finish();
             }
             return Err(SandboxError::Timeout {
                 name: opts.name.clone(),
@@ -212,6 +255,9 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
     for r in readers {
         let _ = r.join();
     }
+    if let Some(p) = proxy {
+        p.finish();
+    }
     use std::os::unix::process::ExitStatusExt;
     let code = status
         .code()
@@ -221,6 +267,46 @@ pub fn run(spec: &StepSpec, opts: &RunOptions) -> Result<Outcome, SandboxError> 
         .map(|t| t.iter().cloned().collect())
         .unwrap_or_default();
     Ok(Outcome { code, tail })
+}
+
+/// Copies an interactive step's output, as it comes, to ours.
+fn pass_through(mut from: Box<dyn std::io::Read + Send>, stdout: bool) {
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        let written = if stdout {
+            let mut o = std::io::stdout().lock();
+            o.write_all(&buf[..n]).and_then(|_| o.flush())
+        } else {
+            std::io::stderr().write_all(&buf[..n])
+        };
+        if written.is_err() {
+            return;
+        }
+    }
+}
+
+/// Stops a running helper: SIGTERM makes it kill PID 1 of the step, which
+/// takes every process of the step's PID namespace with it, and exit once
+/// they are all gone. Should it not (it is stuck or was tampered with), it
+/// is killed, and PID 1 follows it through its parent-death signal.
+fn stop(child: &mut std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let give_up = Instant::now() + STOP_GRACE;
+    while Instant::now() < give_up {
+        match child.try_wait() {
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            _ => return,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The host directories a `host` builder sees: the CI runner's toolchain.

@@ -40,6 +40,24 @@ pub struct Bind {
     pub writable: bool,
 }
 
+impl Bind {
+    /// Why `target`, as a user wrote it, is no bind target: it must be
+    /// absolute and free of `..`. (The sandbox resolves any target inside
+    /// the step's root anyway; this is for a clear error up front.)
+    pub fn check_target(target: &str) -> Result<(), &'static str> {
+        if !target.starts_with('/') {
+            return Err("the target must be an absolute path");
+        }
+        if std::path::Path::new(target)
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err("the target must not contain `..`");
+        }
+        Ok(())
+    }
+}
+
 /// Subordinate id ranges to map through newuidmap/newgidmap.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SubIds {
@@ -95,4 +113,18 @@ pub struct TapeoutJob {
     pub final_step: bool,
     /// Where the explanation is written (JSON: image path → reason).
     pub explain_out: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bind;
+
+    #[test]
+    fn bind_targets_are_absolute_and_never_climb() {
+        assert!(Bind::check_target("/src").is_ok());
+        assert!(Bind::check_target("/a/b.c/..d").is_ok());
+        assert!(Bind::check_target("src").is_err());
+        assert!(Bind::check_target("/../etc").is_err());
+        assert!(Bind::check_target("/a/../../b").is_err());
+    }
 }

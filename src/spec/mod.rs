@@ -359,11 +359,8 @@ pub fn parse(
                 ),
             )
         })?;
-        if !target.starts_with('/') {
-            return Err(cx.err(
-                src.span(),
-                format!("builder.sources.\"{target}\": the target must be an absolute path"),
-            ));
+        if let Err(why) = crate::sandbox::spec::Bind::check_target(target) {
+            return Err(cx.err(src.span(), format!("builder.sources.\"{target}\": {why}")));
         }
         sources.push(Source {
             host,

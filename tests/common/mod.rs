@@ -5,6 +5,7 @@ pub mod pod;
 pub mod project;
 pub mod rawtar;
 pub mod registry;
+pub mod steps;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
