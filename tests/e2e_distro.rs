@@ -72,6 +72,13 @@ entrypoint = ["/usr/local/bin/zver"]
     )
 }
 
+/// One step cache for the whole test binary: the apt rule of a builder
+/// runs once and is restored for the other builds on that builder.
+fn shared_cache() -> &'static Path {
+    static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
 struct Built {
     _t: tempfile::TempDir,
     layout: PathBuf,
@@ -84,7 +91,7 @@ fn build(builder: &str, runtime: &str) -> Built {
     write(&p.join("src/zver.c"), ZVER_C.as_bytes(), 0o644);
     let layout = t.path().join("out");
     let out = shipyard()
-        .env("XDG_CACHE_HOME", t.path().join("cache"))
+        .env("XDG_CACHE_HOME", shared_cache())
         .arg("build")
         .arg(&p)
         .arg("--output")
