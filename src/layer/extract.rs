@@ -1,11 +1,15 @@
 //! Applying layers to a directory, safely and rootless.
 //!
-//! Every path is resolved inside the root with `openat2(RESOLVE_BENEATH |
-//! RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)` on the parent directory, then
-//! acted on with `*at` calls that never follow a final symlink. So a layer
-//! cannot write outside the root, neither with `..`, nor absolute names, nor
-//! through a symlink planted by an earlier member or layer: such members
-//! are rejected with the layer digest and member path.
+//! As containerd and umoci do, symlinks are created verbatim whatever
+//! their target, and a member whose parent directories go through
+//! symlinks lands where they point, resolved inside the root (see
+//! [`super::resolve`]). Every directory is then opened with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)` (or,
+//! before Linux 5.6, one `O_NOFOLLOW` component at a time) and acted on with
+//! `*at` calls that never follow a final symlink. So a layer cannot write
+//! outside the root, neither with `..` or absolute names (refused with the
+//! layer digest and member path), nor through a symlink planted by an
+//! earlier member or layer (followed, but clamped at the root).
 //!
 //! Rootless: directories are created `0700` and get their real mode at the
 //! end (a `0555` directory must stay writable while it is filled); ownership,
@@ -363,7 +367,7 @@ impl Extractor {
     /// case, a path with no symlink in it, is one `openat2`.
     fn open_dir(&mut self, dir: &RelPath, create: bool) -> Res<Option<(RelPath, OwnedFd)>> {
         let path: &[u8] = if dir.is_root() { b"." } else { dir.as_bytes() };
-        match openat2(&self.root, path, beneath()) {
+        match open_beneath(&self.root, path, OFlag::O_PATH) {
             Ok(fd) => return Ok(Some((dir.clone(), fd))),
             Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {}
             Err(e) => return Err(resolve_msg(dir, e)),
@@ -381,14 +385,7 @@ impl Extractor {
     pub fn finish(mut self) -> Result<(Manifest, Shortfalls), String> {
         let dirs = std::mem::take(&mut self.dirs);
         for (p, (mode, mtime)) in dirs.iter().rev() {
-            let how = OpenHow::new()
-                .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-                .resolve(
-                    ResolveFlag::RESOLVE_BENEATH
-                        | ResolveFlag::RESOLVE_NO_SYMLINKS
-                        | ResolveFlag::RESOLVE_NO_XDEV,
-                );
-            let Ok(fd) = openat2(&self.root, p.as_bytes(), how) else {
+            let Ok(fd) = open_beneath(&self.root, p.as_bytes(), OFlag::O_RDONLY) else {
                 continue;
             };
             let t = TimeSpec::new(*mtime, 0);
@@ -401,17 +398,53 @@ impl Extractor {
     }
 }
 
-/// One component at a time, never following a symlink: `RESOLVE_BENEATH
-/// | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`, so the kernel itself keeps
-/// every open inside the root.
-fn beneath() -> OpenHow {
-    OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+/// Opens the directory `path` beneath `dir` (`flags` plus `O_DIRECTORY`)
+/// without following any symlink and without leaving `dir`: `openat2`
+/// with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`, so the
+/// kernel itself enforces it. Kernels before 5.6 have no `openat2`; there
+/// the same is done one component at a time ([`open_beneath_walk`]).
+fn open_beneath(dir: &OwnedFd, path: &[u8], flags: OFlag) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
         .resolve(
             ResolveFlag::RESOLVE_BENEATH
                 | ResolveFlag::RESOLVE_NO_SYMLINKS
                 | ResolveFlag::RESOLVE_NO_XDEV,
-        )
+        );
+    match openat2(dir, path, how) {
+        Err(Errno::ENOSYS) => open_beneath_walk(dir, path, flags),
+        r => r,
+    }
+}
+
+/// [`open_beneath`] without `openat2`: each component opened with
+/// `O_NOFOLLOW | O_DIRECTORY`, which fails on a symlink (ELOOP or
+/// ENOTDIR). Paths here are normalized (no `..`); one is refused anyway.
+/// Mount points are not detected: the trees shipyard extracts into are
+/// its own fresh directories.
+fn open_beneath_walk(dir: &OwnedFd, path: &[u8], flags: OFlag) -> Result<OwnedFd, Errno> {
+    let comps: Vec<&[u8]> = path
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    if comps.iter().any(|c| *c == b"..") {
+        return Err(Errno::EXDEV);
+    }
+    let nofollow = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let Some((last, above)) = comps.split_last() else {
+        return openat(dir, ".", flags | nofollow, Mode::empty());
+    };
+    let mut cur: Option<OwnedFd> = None;
+    for c in above {
+        let at = cur.as_ref().unwrap_or(dir);
+        cur = Some(openat(at, *c, OFlag::O_PATH | nofollow, Mode::empty())?);
+    }
+    openat(
+        cur.as_ref().unwrap_or(dir),
+        *last,
+        flags | nofollow,
+        Mode::empty(),
+    )
 }
 
 /// The tree being extracted, for [`super::resolve`]: each step looks at
@@ -426,7 +459,7 @@ impl super::resolve::Tree for DiskTree<'_> {
     type Dir = OwnedFd;
 
     fn root(&mut self) -> Res<OwnedFd> {
-        openat2(self.root, ".", beneath()).map_err(|e| errno_msg("opening the root", e))
+        open_beneath(self.root, b".", OFlag::O_PATH).map_err(|e| errno_msg("opening the root", e))
     }
 
     fn lookup(&mut self, dir: &OwnedFd, at: &RelPath, name: &[u8]) -> Res<Node> {
@@ -460,7 +493,7 @@ impl super::resolve::Tree for DiskTree<'_> {
                 Err(e) => return Err(errno_msg(&format!("creating {here}"), e)),
             }
         }
-        openat2(dir, name, beneath()).map_err(|e| resolve_msg(&here, e))
+        open_beneath(dir, name, OFlag::O_PATH).map_err(|e| resolve_msg(&here, e))
     }
 }
 
@@ -606,4 +639,41 @@ pub fn unpack_layers(
         shortfalls,
         record,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_walk_never_follows_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("root/a/b")).unwrap();
+        std::fs::create_dir_all(t.path().join("outside")).unwrap();
+        std::os::unix::fs::symlink("../outside", t.path().join("root/a/up")).unwrap();
+        std::os::unix::fs::symlink("b", t.path().join("root/a/lnk")).unwrap();
+        let root = nix::fcntl::open(
+            &t.path().join("root"),
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY,
+            Mode::empty(),
+        )
+        .unwrap();
+        for flags in [OFlag::O_PATH, OFlag::O_RDONLY] {
+            assert!(open_beneath_walk(&root, b"a/b", flags).is_ok());
+            assert!(open_beneath_walk(&root, b".", flags).is_ok());
+            for bad in [
+                &b"a/up"[..],
+                b"a/lnk",
+                b"a/lnk/x",
+                b"a/../..",
+                b"a/b/../../..",
+            ] {
+                assert!(
+                    open_beneath_walk(&root, bad, flags).is_err(),
+                    "{}",
+                    String::from_utf8_lossy(bad)
+                );
+            }
+        }
+    }
 }
