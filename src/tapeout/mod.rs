@@ -11,6 +11,7 @@
 //! it as an ownership record, so the layer says what the builder said.
 
 pub mod elf;
+pub mod onto;
 pub mod view;
 
 use crate::rootfs::entry::{Entry, Kind, RelPath};
