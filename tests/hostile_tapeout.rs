@@ -141,7 +141,13 @@ impl Scene {
                 if !e.file_type().is_file() {
                     continue;
                 }
-                let raw = std::fs::read(e.path()).unwrap();
+                // The cache's trash is emptied in the background: a file
+                // may go while we look.
+                let raw = match std::fs::read(e.path()) {
+                    Ok(r) => r,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => panic!("{}: {err}", e.path().display()),
+                };
                 let mut plain = Vec::new();
                 let _ = flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut plain);
                 let mut z = Vec::new();

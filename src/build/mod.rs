@@ -17,6 +17,7 @@ use crate::oci::digest::Digest;
 use crate::oci::image::{append_layer, empty_config, rfc3339, write_image};
 use crate::oci::layout::Layout;
 use crate::rootfs::changeset::Change;
+use crate::rootfs::entry::RelPath;
 use crate::rootfs::manifest::Manifest;
 use crate::rootfs::walk::{walk_with, Hashing, WalkOptions};
 use crate::sandbox::spec::{Bind, StepSpec};
@@ -366,6 +367,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             }
             Step::Tapeout(t) => {
                 parts.insert("definition".into(), key::digest_json(t)?);
+                parts.insert("selection".into(), crate::tapeout::SELECTION.into());
             }
         }
         let k = StepKey::new(parts);
@@ -448,6 +450,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             let mut parts = BTreeMap::new();
             parts.insert("tapeouts".into(), tkeys.join(","));
             parts.insert("runtime-base".into(), base_id.clone());
+            parts.insert("placement".into(), crate::tapeout::onto::PLACEMENT.into());
             parts.insert(
                 "format".into(),
                 format!("{:?} {:?} {}", opts.compression, opts.level, opts.epoch),
@@ -979,7 +982,23 @@ fn make_layer(
         merged
     };
     std::fs::create_dir_all(&tree)?;
-    let walked = walk_with(&tree, &WalkOptions::new(Hashing::None))?;
+    let mut tree = tree;
+    let mut walked = walk_with(&tree, &WalkOptions::new(Hashing::None))?;
+    // Onto a base with symlinks (usrmerge), each path goes where the base
+    // resolves it, so the layer never replaces the base's /lib -> usr/lib.
+    let mut moves: BTreeMap<RelPath, crate::tapeout::onto::Move> = BTreeMap::new();
+    if crate::tapeout::onto::needed(base_manifest) {
+        let plan = crate::tapeout::onto::plan(&walked.manifest, base_manifest);
+        let placed = state.join("image").join(format!("{merged_name}.onto"));
+        if placed.exists() {
+            crate::sandbox::remove_tree(&placed)?;
+        }
+        crate::tapeout::onto::materialize(&tree, &walked.manifest, base_manifest, &plan, &placed)
+            .with_context(|| format!("placing {} onto the runtime base", tree.display()))?;
+        walked = walk_with(&placed, &WalkOptions::new(Hashing::None))?;
+        tree = placed;
+        moves = plan.into_iter().map(|m| (m.from.clone(), m)).collect();
+    }
     let mut d = crate::rootfs::diff::diff(&walked, base_manifest)?;
     // A tapeout only adds: what the runtime base has and the builder
     // did not select stays.
@@ -1000,9 +1019,46 @@ fn make_layer(
         out.descriptor,
         out.diff_id.to_string(),
     );
+    let in_layer: std::collections::HashSet<&RelPath> = d
+        .changes
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Put(e) => Some(&e.path),
+            _ => None,
+        })
+        .collect();
     for t in group {
         for (p, why) in explain.get(t).into_iter().flatten() {
-            rec.explain.insert(p.display().to_string(), why.clone());
+            let from = RelPath::new(
+                p.strip_prefix("/")
+                    .unwrap_or(p)
+                    .as_os_str()
+                    .as_encoded_bytes()
+                    .to_vec(),
+            );
+            let mv = moves.get(&from);
+            let Some(to) = mv.map_or(Some(&from), |m| m.to.as_ref()) else {
+                let note = mv.and_then(|m| m.note.clone()).unwrap_or_default();
+                rec.explain
+                    .insert(p.display().to_string(), format!("{why}; {note}"));
+                continue;
+            };
+            let base_has = base_manifest.get(to).map(|e| e.kind);
+            let mut line = why.clone();
+            if let Some(note) = mv.and_then(|m| m.note.as_ref()) {
+                line = format!("{line}; {note}");
+            }
+            match (in_layer.contains(to), base_has) {
+                (false, Some(_)) => {
+                    line = format!("{line}; left out: the runtime base has the same")
+                }
+                (true, Some(k)) if k != crate::rootfs::entry::Kind::Dir => {
+                    line = format!("{line}; shadows the runtime base's {to}")
+                }
+                _ => {}
+            }
+            rec.explain.insert(to.to_string(), line);
         }
     }
     Ok(rec)

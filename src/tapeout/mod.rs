@@ -11,6 +11,7 @@
 //! it as an ownership record, so the layer says what the builder said.
 
 pub mod elf;
+pub mod onto;
 pub mod view;
 
 use crate::rootfs::entry::{Entry, Kind, RelPath};
@@ -41,6 +42,11 @@ pub enum TapeoutError {
         source: std::io::Error,
     },
 }
+
+/// How a selection is made, in the step cache's keys: a selection cached
+/// by an earlier way of choosing (one that followed symlinks on the host)
+/// is not reused.
+pub const SELECTION: &str = "resolved inside the builder's root";
 
 /// Why a path is in the image.
 pub type Explain = BTreeMap<PathBuf, String>;
