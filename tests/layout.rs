@@ -412,3 +412,22 @@ fn gc_racing_concurrent_writers_leaves_no_dangling_tag() {
         );
     }
 }
+
+#[test]
+fn gc_through_a_handle_that_is_writing_is_refused_instead_of_deadlocking() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = Layout::open_or_create(t.path().join("l")).unwrap();
+    let (d, _) = layout.put_bytes(b"not tagged yet").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let l2 = layout.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(l2.gc().map_err(|e| e.to_string()));
+    });
+    // A generous bound: only a deadlock takes this long.
+    let res = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("gc deadlocked on its own writer lock");
+    let err = res.unwrap_err();
+    assert!(err.contains("run gc on its own"), "{err}");
+    assert!(layout.has_blob(&d));
+}

@@ -35,22 +35,21 @@ use std::time::{Duration, SystemTime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepCacheError {
-    #[error("step cache: {0}")]
+    #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
-    #[error("step cache {path}: {source}")]
+    #[error("step cache {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("step cache: {0}")]
+    #[error(transparent)]
     Layout(#[from] crate::oci::layout::LayoutError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StepCacheError + '_ {
-    move |source| StepCacheError::Io {
+    move |error| StepCacheError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -123,7 +122,10 @@ pub struct StepCache {
 }
 
 impl StepCache {
-    /// Opens the user's cache for a build (shared lock).
+    /// Opens the user's cache for a build (shared lock). A process opens
+    /// it before any other [`Cache`] it holds: prune takes this lock, then
+    /// the cache layout's, and a process holding them the other way round
+    /// could wait for prune while prune waits for it.
     pub fn open() -> Result<StepCache, StepCacheError> {
         Self::open_at(crate::cache::cache_dir()?, false)
     }
@@ -219,7 +221,7 @@ impl StepCache {
         let path = self.record_path(key);
         let bytes = serde_json::to_vec_pretty(rec).map_err(|e| StepCacheError::Io {
             path: path.clone(),
-            source: e.into(),
+            error: e.into(),
         })?;
         write_atomic(&path, &bytes).map_err(io_err(&path))
     }
@@ -359,7 +361,7 @@ impl StepCache {
             freed += du(&p);
             crate::sandbox::remove_tree(&p).map_err(|e| StepCacheError::Io {
                 path: p.clone(),
-                source: std::io::Error::other(e.to_string()),
+                error: std::io::Error::other(e.to_string()),
             })?;
             let _ = std::fs::remove_file(crate::rootfs::walk::ownership_record_path(&p));
             removed += 1;

@@ -45,21 +45,18 @@ const STALE_TMP_SECS: u64 = 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is part of the message, not a `source()`: callers print
+    // this error alone as often as with its chain.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{0} is not an OCI layout (no oci-layout file); create it with a command that writes one, e.g. `shipyard diff … --output oci:{0}:TAG`")]
     NotALayout(PathBuf),
     #[error("{path}: unsupported imageLayoutVersion in oci-layout: {found}")]
     BadVersion { path: PathBuf, found: String },
-    #[error("{path}: invalid JSON: {source}")]
+    #[error("{path}: invalid JSON: {error}")]
     Json {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("blob {expected} is corrupt: its content hashes to {actual} ({path})")]
     DigestMismatch {
@@ -102,9 +99,9 @@ pub enum LayoutError {
 pub type Result<T> = std::result::Result<T, LayoutError>;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
-    move |source| LayoutError::Io {
+    move |error| LayoutError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -157,9 +154,9 @@ impl Layout {
             Err(e) => return Err(io_err(&marker)(e)),
         };
         let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| LayoutError::Json {
+            serde_json::from_str(&text).map_err(|error| LayoutError::Json {
                 path: marker.clone(),
-                source,
+                error,
             })?;
         let version = v
             .get("imageLayoutVersion")
@@ -366,7 +363,7 @@ impl Layout {
     pub fn index(&self) -> Result<ImageIndex> {
         let path = self.root.join("index.json");
         let bytes = fs::read(&path).map_err(io_err(&path))?;
-        serde_json::from_slice(&bytes).map_err(|source| LayoutError::Json { path, source })
+        serde_json::from_slice(&bytes).map_err(|error| LayoutError::Json { path, error })
     }
 
     /// Read-modify-write of `index.json` under the layout lock.
@@ -672,9 +669,9 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn canonical_bytes<T: serde::Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {
-    canonical::to_vec(value).map_err(|source| LayoutError::Json {
+    canonical::to_vec(value).map_err(|error| LayoutError::Json {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
