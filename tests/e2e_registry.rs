@@ -1264,7 +1264,13 @@ fn a_build_sends_creds_to_the_registry_it_pushes_to_and_nowhere_else() {
     assert!(err.contains("cache lookup in the registry failed"), "{err}");
     let (asked, leaked) = AuthProxy::count(&cache.seen);
     assert!(asked > 0);
-    assert_eq!(leaked, 0, "--creds for {} reached {}", dest.host(), cache.host());
+    assert_eq!(
+        leaked,
+        0,
+        "--creds for {} reached {}",
+        dest.host(),
+        cache.host()
+    );
     let (_, used) = AuthProxy::count(&dest.seen);
     assert!(used > 0, "the push registry got its credentials");
     assert_eq!(skopeo_digest(&reg.url("app/i:v1")), p.digest("l"));
