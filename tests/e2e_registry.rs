@@ -1034,6 +1034,21 @@ fn a_blob_download_redirected_elsewhere_works_without_credentials() {
         leaked, 0,
         "credentials followed a redirect to another origin"
     );
+    // A TLS registry redirecting to plain HTTP is not followed.
+    let proxy = AuthProxy::start_tls(reg.port, ProxyAuth::Basic, Twist::RedirectBlobs);
+    let certs = proxy.cert_dir();
+    let e3 = Env::new();
+    let err = e3.err(&[
+        "pull",
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        "--creds",
+        &creds,
+        &proxy.url("dl/app:v1"),
+        &format!("oci:{}", e3.p("out").display()),
+    ]);
+    assert!(err.contains("not HTTPS; refusing to follow"), "{err}");
+    assert_eq!(AuthProxy::count(&proxy.foreign), (0, 0));
 }
 
 #[test]
