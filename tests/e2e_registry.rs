@@ -1034,6 +1034,21 @@ fn a_blob_download_redirected_elsewhere_works_without_credentials() {
         leaked, 0,
         "credentials followed a redirect to another origin"
     );
+    // A TLS registry redirecting to plain HTTP is not followed.
+    let proxy = AuthProxy::start_tls(reg.port, ProxyAuth::Basic, Twist::RedirectBlobs);
+    let certs = proxy.cert_dir();
+    let e3 = Env::new();
+    let err = e3.err(&[
+        "pull",
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        "--creds",
+        &creds,
+        &proxy.url("dl/app:v1"),
+        &format!("oci:{}", e3.p("out").display()),
+    ]);
+    assert!(err.contains("not HTTPS; refusing to follow"), "{err}");
+    assert_eq!(AuthProxy::count(&proxy.foreign), (0, 0));
 }
 
 #[test]
@@ -1264,7 +1279,13 @@ fn a_build_sends_creds_to_the_registry_it_pushes_to_and_nowhere_else() {
     assert!(err.contains("cache lookup in the registry failed"), "{err}");
     let (asked, leaked) = AuthProxy::count(&cache.seen);
     assert!(asked > 0);
-    assert_eq!(leaked, 0, "--creds for {} reached {}", dest.host(), cache.host());
+    assert_eq!(
+        leaked,
+        0,
+        "--creds for {} reached {}",
+        dest.host(),
+        cache.host()
+    );
     let (_, used) = AuthProxy::count(&dest.seen);
     assert!(used > 0, "the push registry got its credentials");
     assert_eq!(skopeo_digest(&reg.url("app/i:v1")), p.digest("l"));
