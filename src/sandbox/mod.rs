@@ -11,6 +11,7 @@
 //! step has `PDEATHSIG=SIGKILL`, and when PID 1 dies the kernel kills every
 //! other process of its PID namespace.
 
+pub mod confine;
 pub mod helper;
 mod inroot;
 mod pty;
