@@ -4,7 +4,6 @@
 mod common;
 use common::steps::*;
 use common::*;
-use std::process::Command;
 
 fn shell(args: &[&str]) -> std::process::Output {
     let mut c = shipyard();
