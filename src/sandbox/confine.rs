@@ -28,9 +28,9 @@ type Res<T> = Result<T, String>;
 /// NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
 const DEFAULT_CAPS: [u32; 14] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31];
 
-/// [`DEFAULT_CAPS`] as a mask (as /proc/PID/status shows it: a000425fb
-/// with the high word, 00000000a80425fb).
-pub const DEFAULT_CAP_MASK: u64 = {
+/// Docker's default capabilities as a mask, as /proc/PID/status shows it:
+/// 00000000a80425fb.
+const DEFAULT_CAP_MASK: u64 = {
     let mut m = 0u64;
     let mut i = 0;
     while i < DEFAULT_CAPS.len() {

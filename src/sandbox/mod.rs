@@ -12,9 +12,9 @@
 //! kills every other process of its PID namespace. The helper does the
 //! same on Ctrl-C and when shipyard dies (its parent-death signal), and
 //! PID 1 dies with the helper. A step never gets the caller's terminal
-//! (see `pty`), and is confined as a container is (see [`confine`]).
+//! (see `pty`), and is confined as a container is (see `confine`).
 
-pub mod confine;
+mod confine;
 pub mod helper;
 mod inroot;
 mod pty;
