@@ -373,3 +373,117 @@ fn read_only_binds_are_read_only_all_the_way_down() {
         "a submount of a read-only bind was writable:\n{text}"
     );
 }
+
+/// The stdout of `sh -c script` in a `host` shell (maybe as `user`).
+fn host_step(user: Option<&str>, script: &str) -> String {
+    let mut c = shipyard();
+    c.arg("shell");
+    if let Some(u) = user {
+        c.args(["--user", u]);
+    }
+    let out = c.args(["--", "sh", "-c", script]).output().unwrap();
+    assert_success(&out, "shell");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn kernel_settings_are_read_only_and_kernel_internals_hidden() {
+    // As root the step's root is the host's: before, both writes worked.
+    let out = host_step(
+        None,
+        "for f in /proc/sys/kernel/core_pattern /proc/sys/vm/drop_caches /proc/sysrq-trigger; do \
+           if [ -e $f ] && (: > $f) 2>/dev/null; then echo WROTE $f; fi; done; \
+         for f in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug; do \
+           if [ -e $f ]; then echo \"$f $(cat $f 2>&1 | wc -c)\"; fi; done",
+    );
+    assert!(!out.contains("WROTE"), "{out}");
+    for f in [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+    ] {
+        if Path::new(f).exists() {
+            assert!(
+                out.contains(&format!("{f} 0\n")),
+                "{f} is not empty:\n{out}"
+            );
+        }
+    }
+    // Reading the settings still works.
+    let ostype = std::fs::read_to_string("/proc/sys/kernel/ostype").unwrap();
+    assert_eq!(host_step(None, "cat /proc/sys/kernel/ostype"), ostype);
+}
+
+#[test]
+fn steps_hold_dockers_default_capabilities_and_no_more() {
+    let caps = |status: &str, key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let st = host_step(None, "cat /proc/self/status");
+    for key in ["CapBnd:", "CapEff:", "CapPrm:"] {
+        assert_eq!(caps(&st, key), "00000000a80425fb", "{key}\n{st}");
+    }
+    for key in ["CapInh:", "CapAmb:"] {
+        assert_eq!(caps(&st, key), "0000000000000000", "{key}\n{st}");
+    }
+    // No no_new_privs: setuid programs work, within the bounding set.
+    assert_eq!(caps(&st, "NoNewPrivs:"), "0", "{st}");
+    if has_range() {
+        let st = host_step(Some("1000"), "cat /proc/self/status");
+        assert_eq!(caps(&st, "CapBnd:"), "00000000a80425fb", "{st}");
+        assert_eq!(caps(&st, "CapEff:"), "0000000000000000", "{st}");
+    }
+}
+
+#[test]
+fn dangerous_system_calls_fail_with_eperm() {
+    // keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0), by
+    // number, through python's ctypes.
+    let keyctl = format!(
+        "import ctypes; c = ctypes.CDLL(None, use_errno=True); \
+         r = c.syscall({}, 0, -3, 0); print('keyctl', r, ctypes.get_errno())",
+        libc::SYS_keyctl
+    );
+    let out = host_step(
+        None,
+        &format!(
+            "python3 -c \"{keyctl}\"; unshare -U true 2>&1; \
+             python3 -c \"import threading; t = threading.Thread(target=print, args=('thread-ok',)); t.start(); t.join()\"; \
+             grep '^Seccomp:' /proc/self/status"
+        ),
+    );
+    assert!(
+        out.contains(&format!("keyctl -1 {}\n", libc::EPERM)),
+        "{out}"
+    );
+    assert!(
+        out.contains("unshare failed: Operation not permitted"),
+        "{out}"
+    );
+    // clone3 fails with ENOSYS, and threads still start (through clone).
+    assert!(out.contains("thread-ok"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+}
+
+#[test]
+fn the_host_builder_never_shows_what_only_root_may_read() {
+    let out = host_step(
+        None,
+        "for f in /etc/shadow /etc/gshadow; do [ -e $f ] && echo \"$f $(cat $f 2>/dev/null | wc -c)\"; done; \
+         test -r /etc/passwd && echo PASSWD-READABLE",
+    );
+    for f in ["/etc/shadow", "/etc/gshadow"] {
+        if Path::new(f).exists() {
+            assert!(
+                out.contains(&format!("{f} 0\n")),
+                "{f} was readable:\n{out}"
+            );
+        }
+    }
+    assert!(out.contains("PASSWD-READABLE"), "{out}");
+}

@@ -5,6 +5,7 @@
 //! 125, the convention of podman and runc for "the container could not
 //! start".
 
+use super::confine;
 use super::inroot::InRoot;
 use super::spec::{Network, Root, StepSpec, SubIds};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -223,7 +224,7 @@ fn supervise(pid1: Pid, signals: &SigSet) -> Res<i32> {
 /// and the mount namespace (with every mount) goes with the last process.
 fn pid1(
     spec: &StepSpec,
-    _real_root: bool,
+    real_root: bool,
     helper_alive: std::os::fd::OwnedFd,
 ) -> Res<std::convert::Infallible> {
     SigSet::empty()
@@ -298,7 +299,7 @@ fn pid1(
             bind_onto_itself(d)?;
             d.clone()
         }
-        Root::Host { dirs, state } => host_root(dirs, state)?,
+        Root::Host { dirs, state } => host_root(dirs, state, real_root)?,
     };
     // From here every mount point is resolved inside the root (see
     // `inroot`): the root is untrusted, and so are its symlinks.
@@ -312,6 +313,7 @@ fn pid1(
         }
     }
     mount_proc_dev_tmp(&inside, tty)?;
+    confine::protect_proc(&inside, real_root)?;
     for b in &spec.binds {
         inside.bind(&b.source, &b.target, b.writable)?;
     }
@@ -323,6 +325,9 @@ fn pid1(
     nix::unistd::pivot_root(".", ".").map_err(e("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(e("detaching the old root"))?;
     nix::unistd::chdir("/").map_err(e("chdir /"))?;
+    confine::drop_bounding_set()?;
+    confine::install_seccomp()?;
+    confine::limit_capabilities()?;
     let (u, g) = spec.user;
     if (u, g) != (0, 0) {
         let _ = nix::unistd::setgroups(&[]);
@@ -362,8 +367,9 @@ fn helper_gone(fd: &std::os::fd::OwnedFd) -> bool {
 
 /// The host's toolchain directories, bind-mounted read-only (symlinks such
 /// as a merged-/usr `/bin` are recreated) on the writable `state/root`,
-/// where everything the step writes lands.
-fn host_root(dirs: &[PathBuf], state: &Path) -> Res<PathBuf> {
+/// where everything the step writes lands. For real root, what only root
+/// may read in /etc is masked (see `confine::mask_private_etc`).
+fn host_root(dirs: &[PathBuf], state: &Path, real_root: bool) -> Res<PathBuf> {
     let root = state.join("root");
     std::fs::create_dir_all(&root).map_err(e(root.display()))?;
     bind_onto_itself(&root)?;
@@ -378,6 +384,9 @@ fn host_root(dirs: &[PathBuf], state: &Path) -> Res<PathBuf> {
             continue;
         }
         inside.bind(d, d, false)?;
+        if real_root && d == Path::new("/etc") {
+            confine::mask_private_etc(&inside)?;
+        }
     }
     Ok(root)
 }

@@ -304,6 +304,37 @@ impl InRoot {
         .map_err(|err| format!("mounting {} on {}: {err}", fstype, target.display()))
     }
 
+    /// What is at `target` inside the root, if anything.
+    pub(super) fn kind_of(&self, target: &Path) -> Option<Kind> {
+        let fd = self.resolve(&normalize(target)).ok()?;
+        let st = nix::sys::stat::fstat(&fd).ok()?;
+        Some(if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            Kind::Dir
+        } else {
+            Kind::File
+        })
+    }
+
+    pub(super) fn exists(&self, target: &Path) -> bool {
+        self.kind_of(target).is_some()
+    }
+
+    /// Bind-mounts `target` (which exists inside the root) on itself and
+    /// makes it read-only, with everything under it.
+    pub(super) fn bind_onto_itself_read_only(&self, target: &Path) -> Res<()> {
+        let at = self.dir(target)?;
+        let p = fd_path(&at);
+        mount(
+            Some(p.as_str()),
+            p.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|err| format!("bind-mounting {} on itself: {err}", target.display()))?;
+        self.read_only(target)
+    }
+
     /// Creates the symlink `target` -> `to` inside the root, unless
     /// something is already there.
     pub(super) fn symlink(&self, to: &Path, target: &Path) -> Res<()> {

@@ -7,10 +7,14 @@
 //! __sandbox` (see [`helper`]) so that namespaces are made by a fresh,
 //! single-threaded process. It streams the step's output line by line with
 //! the step's name as prefix, saves it to a log, keeps its tail for error
-//! messages, and enforces the timeout by killing the helper: PID 1 of the
-//! step has `PDEATHSIG=SIGKILL`, and when PID 1 dies the kernel kills every
-//! other process of its PID namespace.
+//! messages, and enforces the timeout by sending the helper SIGTERM: the
+//! helper then kills PID 1 of the step, and when PID 1 dies the kernel
+//! kills every other process of its PID namespace. The helper does the
+//! same on Ctrl-C and when shipyard dies (its parent-death signal), and
+//! PID 1 dies with the helper. A step never gets the caller's terminal
+//! (see `pty`), and is confined as a container is (see `confine`).
 
+mod confine;
 pub mod helper;
 mod inroot;
 mod pty;
