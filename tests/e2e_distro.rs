@@ -87,7 +87,11 @@ struct Built {
 fn build(builder: &str, runtime: &str) -> Built {
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("p");
-    write(&p.join("shipyard.toml"), spec(builder, runtime).as_bytes(), 0o644);
+    write(
+        &p.join("shipyard.toml"),
+        spec(builder, runtime).as_bytes(),
+        0o644,
+    );
     write(&p.join("src/zver.c"), ZVER_C.as_bytes(), 0o644);
     let layout = t.path().join("out");
     let out = shipyard()
@@ -113,7 +117,11 @@ fn layer_members_of_last(layout: &Path, tag: &str) -> Vec<(String, char)> {
         .iter()
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
         .unwrap();
-    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
     let man: serde_json::Value =
         serde_json::from_slice(&std::fs::read(blob(desc["digest"].as_str().unwrap())).unwrap())
             .unwrap();
@@ -157,8 +165,7 @@ fn assert_usrmerge_links(root: &Path) {
         ("lib64", "usr/lib64"),
     ] {
         let p = root.join(link);
-        let md = std::fs::symlink_metadata(&p)
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let md = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert!(
             md.file_type().is_symlink(),
             "{} is no longer a symlink after unpack",
@@ -245,7 +252,8 @@ fn nonmerged_builder_and_base_in_every_combination() {
     assert_usrmerge_links(&umoci);
     let top = layer_members_of_last(&b.layout, "onbase");
     assert!(
-        top.iter().all(|(n, _)| !n.contains("libz") && !n.contains("libc.so")),
+        top.iter()
+            .all(|(n, _)| !n.contains("libz") && !n.contains("libc.so")),
         "the base's libraries are not carried again: {top:?}"
     );
     podman_runs(&b.layout, "onbase");
@@ -253,7 +261,8 @@ fn nonmerged_builder_and_base_in_every_combination() {
     let b = build("bookworm-nomerge", "bookworm-nomerge");
     let top = layer_members_of_last(&b.layout, "onbase");
     assert!(
-        top.iter().all(|(n, _)| !n.contains("libz") && !n.contains("libc.so")),
+        top.iter()
+            .all(|(n, _)| !n.contains("libz") && !n.contains("libc.so")),
         "{top:?}"
     );
     podman_runs(&b.layout, "onbase");
