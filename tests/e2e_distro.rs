@@ -138,15 +138,23 @@ fn layer_members_of_last(layout: &Path, tag: &str) -> Vec<(String, char)> {
         .collect()
 }
 
+/// A number no other call in this test binary gets: names of directories
+/// made for one image, unique across tests running at once.
+fn unique() -> usize {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 fn unpack_both(layout: &Path, tag: &str, t: &Path) -> (PathBuf, PathBuf) {
     require("umoci");
-    let mine = t.join(format!("{tag}-shipyard"));
+    let n = unique();
+    let mine = t.join(format!("{tag}-{n}-shipyard"));
     ok([
         "unpack",
         &format!("oci:{}:{tag}", layout.display()),
         mine.to_str().unwrap(),
     ]);
-    let bundle = t.join(format!("{tag}-umoci"));
+    let bundle = t.join(format!("{tag}-{n}-umoci"));
     let out = std::process::Command::new("umoci")
         .args(["unpack", "--rootless", "--image"])
         .arg(format!("{}:{tag}", layout.display()))
@@ -180,7 +188,11 @@ fn assert_usrmerge_links(root: &Path) {
 fn podman_runs(layout: &Path, tag: &str) {
     // podman names the image after the layout path, which must be lowercase.
     let t = tempfile::Builder::new()
-        .prefix(&format!("shipyard-distro-{}-{tag}", std::process::id()))
+        .prefix(&format!(
+            "shipyard-distro-{}-{}-{tag}",
+            std::process::id(),
+            unique()
+        ))
         .rand_bytes(0)
         .tempdir()
         .unwrap();
