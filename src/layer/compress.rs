@@ -1,6 +1,7 @@
 //! Layer compression: gzip (parallel members compressed by libdeflate, see
 //! `pgzip`), zstd or none, as one streaming writer, and the matching
-//! decoders for reading (flate2 with the zlib-rs backend for gzip).
+//! decoders for reading (flate2 with the zlib-rs backend for gzip, zstd),
+//! which decompress on a thread of their own (`Inflater`).
 
 use crate::oci::media::LayerEncoding;
 use oci_spec::image::MediaType;
