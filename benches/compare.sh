@@ -48,7 +48,7 @@ echo "==> preparing trees in $w" >&2
 if [ ! -d "$w/big" ]; then
     cp -a /usr/lib/x86_64-linux-gnu "$w/big.tmp" && mv "$w/big.tmp" "$w/big"
 fi
-if [ ! -d "$w/many" ]; then
+if [ "${ONLY:-}" != big ] && [ ! -d "$w/many" ]; then
     python3 - "$w/many.tmp" <<'PY'
 import os, sys, random
 root = sys.argv[1]
@@ -63,10 +63,12 @@ PY
     mv "$w/many.tmp" "$w/many"
 fi
 echo "  big: $(du -sh "$w/big" | cut -f1) in $(find "$w/big" | wc -l) entries" >&2
-echo "  many: $(du -sh "$w/many" | cut -f1) in $(find "$w/many" | wc -l) entries" >&2
+[ -d "$w/many" ] && echo "  many: $(du -sh "$w/many" | cut -f1) in $(find "$w/many" | wc -l) entries" >&2
 
 B="buildah --root $w/bstore --runroot $XDG_RUNTIME_DIR/shipyard-bench-run --storage-driver overlay"
-for tree in big many; do
+trees="big many"
+[ "${ONLY:-}" = big ] && trees=big
+for tree in $trees; do
     echo "==> $tree: diff + gzip layer vs buildah commit" >&2
     # buildah: a working container from scratch holding the tree (copied in
     # untimed), then `buildah commit` (gzip, like shipyard's default).
@@ -88,8 +90,20 @@ for tree in big many; do
     "$sy" manifest "$w/ubundle/rootfs" -o "$w/rootfs.mf"
     pair "$tree.shipyard.rediff" "true" "$sy diff $w/ubundle/rootfs --against $w/rootfs.mf --output oci:$w/ulayout:same" \
         "$tree.umoci.repack" "true" "umoci repack --image $w/ulayout:same-umoci $w/ubundle"
+    if [ "$tree" = big ]; then
+        # Both unpack the same image (the layout made above, one gzip
+        # layer) into a fresh directory, rootless.
+        echo "==> $tree: unpack vs umoci unpack --rootless" >&2
+        pair "$tree.shipyard.unpack" "rm -rf $w/sunpack" "$sy unpack oci:$w/ulayout:base $w/sunpack" \
+            "$tree.umoci.unpack" "rm -rf $w/uunpack" "umoci unpack --rootless --image $w/ulayout:base $w/uunpack"
+        rm -rf "$w/sunpack" "$w/uunpack"
+    fi
     rm -rf "$w/sout" "$w/bout"
 done
+if [ "${ONLY:-}" = big ]; then
+    python3 "$here/report.py" "$results"
+    exit 0
+fi
 echo "==> multi-stage reference workload: shipyard build vs buildah bud" >&2
 bash "$here/multistage.sh" "$sy" "$w" "$results" "$make_base"
 bash "$here/cache.sh" "$sy" "$w" "$results" "$make_base"

@@ -29,6 +29,7 @@ for tree in ("big", "many"):
         # The ~500 MiB tree's target is 0.4x; the many-files tree has none.
         ("shipyard.diff", "buildah.commit", "diff + gzip layer vs `buildah commit` (gzip)", 0.4 if tree == "big" else None),
         ("shipyard.rediff", "umoci.repack", "re-diff, nothing changed, vs `umoci repack`", 0.2),
+        ("shipyard.unpack", "umoci.unpack", "unpack the image (one gzip layer) vs `umoci unpack --rootless`", 0.35),
     ):
         a, b = f"{tree}.{ours}", f"{tree}.{peer}"
         if a in times and b in times:
