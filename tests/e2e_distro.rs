@@ -208,6 +208,16 @@ fn podman_runs(layout: &Path, tag: &str) {
     std::fs::create_dir_all(&rt).unwrap();
     let img = format!("oci:{}:{tag}", l.display());
     let out = podman(&rt).args(podman_run(&img, &[])).output().unwrap();
+    let has_range = nix::unistd::geteuid().is_root()
+        || std::env::var("SHIPYARD_TEST_SUBUID").as_deref() == Ok("1");
+    if !out.status.success() && !has_range {
+        // Rootless podman without a subordinate range cannot store a
+        // Debian base (its files belong to gid 42, shadow, among others):
+        // the limit is podman's, and it must say so.
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("insufficient UIDs or GIDs"), "{err}");
+        return;
+    }
     assert_success(&out, &format!("podman run {tag}"));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("zlib 1.2.13"), "{text}");
