@@ -30,8 +30,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Bumped whenever what a cached step holds, or how keys are encoded,
-/// changes.
+/// Bumped whenever what a cached step holds, how keys are encoded, or
+/// how a step makes its result (v2: tapeouts resolve paths inside the
+/// builder and place them through the runtime base's symlinks) changes,
+/// so no entry made the old way is reused.
 const VERSION: &str = "shipyard step cache v2";
 /// The first field of a source content digest.
 const CONTENT_VERSION: &str = "shipyard source content v2";

@@ -367,7 +367,6 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             }
             Step::Tapeout(t) => {
                 parts.insert("definition".into(), key::digest_json(t)?);
-                parts.insert("selection".into(), crate::tapeout::SELECTION.into());
             }
         }
         let k = StepKey::new(parts);
@@ -450,7 +449,6 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             let mut parts = BTreeMap::new();
             parts.insert("tapeouts".into(), tkeys.join(","));
             parts.insert("runtime-base".into(), base_id.clone());
-            parts.insert("placement".into(), crate::tapeout::onto::PLACEMENT.into());
             parts.insert(
                 "format".into(),
                 format!("{:?} {:?} {}", opts.compression, opts.level, opts.epoch),

@@ -43,11 +43,6 @@ pub enum TapeoutError {
     },
 }
 
-/// How a selection is made, in the step cache's keys: a selection cached
-/// by an earlier way of choosing (one that followed symlinks on the host)
-/// is not reused.
-pub const SELECTION: &str = "resolved inside the builder's root";
-
 /// Why a path is in the image.
 pub type Explain = BTreeMap<PathBuf, String>;
 

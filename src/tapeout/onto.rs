@@ -14,11 +14,6 @@ use crate::rootfs::entry::{Entry, Kind, RelPath};
 use crate::rootfs::manifest::Manifest;
 use std::collections::BTreeMap;
 
-/// How staged paths are placed onto a base, in the step cache's keys: a
-/// layer cached before placement followed the base's symlinks is not
-/// reused.
-pub const PLACEMENT: &str = "through the runtime base's symlinks";
-
 /// Symlinks followed in one resolution at most (the kernel's bound).
 const MAX_LINKS: usize = 40;
 
