@@ -31,10 +31,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever what a cached step holds, how keys are encoded, or
-/// how a step makes its result (v2: tapeouts resolve paths inside the
-/// builder and place them through the runtime base's symlinks) changes,
-/// so no entry made the old way is reused.
-const VERSION: &str = "shipyard step cache v2";
+/// how a step makes its result changes, so no entry made the old way is
+/// reused (v2: keys take raw bytes, length-prefixed; v3: tapeouts resolve
+/// paths inside the builder and place them through the runtime base's
+/// symlinks).
+const VERSION: &str = "shipyard step cache v3";
 /// The first field of a source content digest.
 const CONTENT_VERSION: &str = "shipyard source content v2";
 
