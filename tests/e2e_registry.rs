@@ -408,6 +408,21 @@ fn stored_blobs(data: &Path) -> usize {
         .count()
 }
 
+/// Blobs the repository links to with a complete link file.
+fn committed_links(data: &Path) -> usize {
+    let d = data.join("docker/registry/v2/repositories/crash/app/_layers/sha256");
+    walkdir::WalkDir::new(d)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() == "link")
+        .filter(|e| {
+            std::fs::read_to_string(e.path())
+                .map(|s| s.len() == "sha256:".len() + 64)
+                .unwrap_or(false)
+        })
+        .count()
+}
+
 #[test]
 fn a_registry_killed_mid_push_is_finished_by_a_rerun_that_sends_only_what_is_missing() {
     let mut reg = Registry::start();
@@ -432,17 +447,24 @@ fn a_registry_killed_mid_push_is_finished_by_a_rerun_that_sends_only_what_is_mis
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Kill the registry once an upload of the big layer has begun.
+    // Kill the registry while the big layer is in flight, after another
+    // blob was committed. Not while a commit is under way: the registry
+    // writes its link files in place, and one cut short answers 500 for
+    // ever after (a storage the registry itself broke, not a state a
+    // client can repair).
     let uploads = reg
         .data()
         .join("docker/registry/v2/repositories/crash/app/_uploads");
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut killed = false;
     while Instant::now() < deadline {
-        let started = std::fs::read_dir(&uploads)
-            .map(|d| d.count() > 0)
-            .unwrap_or(false);
-        if started && stored_blobs(&reg.data()) >= 1 {
+        let in_flight = std::fs::read_dir(&uploads)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
+            .any(|m| m.len() >= 1 << 20);
+        if in_flight && committed_links(&reg.data()) >= 1 {
             reg.kill();
             killed = true;
             break;
