@@ -263,6 +263,7 @@ fn step_on_rootfs(
         user: (0, 0),
         subids: shipyard::sandbox::detect_subids(),
         action: Action::Exec,
+        confinement: Default::default(),
     }
 }
 

@@ -45,6 +45,8 @@ pub struct BuildOptions {
     pub compression: Compression,
     pub level: Option<i32>,
     pub cache: CacheOptions,
+    /// The isolation level asked for (see `sandbox::isolation`).
+    pub isolation: crate::sandbox::isolation::Isolation,
 }
 
 /// How the cache's own layers (a rule's changes, a tapeout's selection)
@@ -288,6 +290,20 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     let logs = state.join("logs");
     std::fs::create_dir_all(&logs)?;
     let subids = detect_subids();
+    let confinement =
+        crate::sandbox::choose_isolation(opts.isolation, subids, plan.from == "host")?;
+    eprintln!("==> isolation: {}", confinement.summary());
+    if confinement.level == crate::sandbox::isolation::Level::None && plan.from != "host" {
+        bail!(
+            "at isolation none the container shipyard runs in is the builder, so the \
+             builder must be `from = \"host\"` (this spec's is {:?}); run shipyard in a \
+             container made from that image instead",
+            plan.from
+        );
+    }
+    // A single-id map cannot give files to other ids: don't ask it to map
+    // a range in the tapeout's view either.
+    let subids = subids.filter(|_| confinement.map == crate::sandbox::isolation::IdMap::Range);
     let remote = match &opts.cache.from {
         Some(r) => Some(remote::Remote::new(r).with_context(|| format!("--cache-from {r}"))?),
         None => None,
@@ -323,8 +339,10 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
         }
         _ => None,
     };
-    let copy_expected =
-        copy_marker.is_some() && std::env::var_os(crate::sandbox::NO_OVERLAY_ENV).is_some();
+    // Without mounts there is no overlay: every rule runs on the copy, and
+    // is cached as such.
+    let copy_expected = copy_marker.is_some()
+        && (std::env::var_os(crate::sandbox::NO_OVERLAY_ENV).is_some() || !confinement.mounts);
     let mode = match &root {
         crate::sandbox::spec::Root::Overlay { .. } if copy_expected => "copy",
         crate::sandbox::spec::Root::Overlay { .. } => "overlay",
@@ -521,6 +539,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             user: (0, 0),
             subids,
             action,
+            confinement: confinement.clone(),
         };
         let out = crate::sandbox::run(
             &spec,
@@ -623,6 +642,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                         user: b.user,
                         subids,
                         action: crate::sandbox::spec::Action::Exec,
+                        confinement: confinement.clone(),
                     };
                     let log = logs.join(format!("{id}.log"));
                     let started = std::time::Instant::now();

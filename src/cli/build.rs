@@ -70,6 +70,14 @@ pub struct Args {
     /// whatever the cache holds. Repeatable.
     #[arg(long = "no-cache-rule", value_name = "RULE")]
     pub no_cache_rules: Vec<String>,
+    /// How steps are isolated: auto (the strongest level this machine
+    /// allows), userns (rootless user namespaces), chroot (root without
+    /// user namespaces, as in a Docker container), none (the disposable
+    /// container is the builder: rules run in place). The build says
+    /// which level it runs at, and why. See docs/ci.md.
+    #[arg(long, value_name = "LEVEL", env = "SHIPYARD_ISOLATION", default_value = "auto",
+          value_parser = |s: &str| s.parse::<crate::sandbox::isolation::Isolation>())]
+    pub isolation: crate::sandbox::isolation::Isolation,
     /// Look cached steps up in this registry repository (docker://HOST/REPO)
     /// when the local cache misses, pulling only the layers needed.
     #[arg(long, value_name = "REF")]
@@ -154,6 +162,7 @@ pub fn run(a: Args) -> Result<()> {
         epoch: crate::reproducible::epoch(a.timestamp)?,
         compression: a.compression,
         level: a.level,
+        isolation: a.isolation,
         cache: crate::build::CacheOptions {
             read: !a.no_cache,
             no_cache_rules: a

@@ -29,6 +29,11 @@ pub struct Args {
     /// Bind-mount a host path: SRC:DST, read-only unless DST ends in :rw.
     #[arg(long, value_name = "SRC:DST[:rw]")]
     pub bind: Vec<String>,
+    /// How the shell is isolated: auto, userns, chroot or none (see
+    /// `shipyard build --help`).
+    #[arg(long, value_name = "LEVEL", env = "SHIPYARD_ISOLATION", default_value = "auto",
+          value_parser = |s: &str| s.parse::<crate::sandbox::isolation::Isolation>())]
+    pub isolation: crate::sandbox::isolation::Isolation,
     /// Network: none (loopback only; the default) or host.
     #[arg(long, value_enum)]
     pub network: Option<Network>,
@@ -128,6 +133,10 @@ pub fn run_cmd(a: Args) -> Result<()> {
     } else {
         a.command.clone()
     };
+    let subids = detect_subids();
+    let confinement = crate::sandbox::choose_isolation(a.isolation, subids, from == "host")?;
+    eprintln!("==> isolation: {}", confinement.summary());
+    let subids = subids.filter(|_| confinement.map == crate::sandbox::isolation::IdMap::Range);
     let spec = StepSpec {
         root,
         binds,
@@ -137,8 +146,9 @@ pub fn run_cmd(a: Args) -> Result<()> {
         argv,
         hostname: "shipyard".into(),
         user,
-        subids: detect_subids(),
+        subids,
         action: crate::sandbox::spec::Action::Exec,
+        confinement,
     };
     let opts = RunOptions {
         name: "shell".into(),

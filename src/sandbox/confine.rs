@@ -134,8 +134,12 @@ pub(super) fn mask_private_etc(inside: &InRoot) -> Res<()> {
 /// Cuts the capability bounding set to [`DEFAULT_CAP_MASK`]: nothing the
 /// step runs, setuid programs included, can ever hold another.
 pub(super) fn drop_bounding_set() -> Res<()> {
+    drop_bounding_set_to(DEFAULT_CAP_MASK)
+}
+
+fn drop_bounding_set_to(mask: u64) -> Res<()> {
     for cap in 0..64u32 {
-        if DEFAULT_CAP_MASK & (1 << cap) != 0 {
+        if mask & (1 << cap) != 0 {
             continue;
         }
         // SAFETY: prctl with integer arguments.
@@ -170,12 +174,16 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// permitted), none inheritable and none ambient: what a root step runs
 /// with. A step with another user loses them all when it switches.
 pub(super) fn limit_capabilities() -> Res<()> {
+    limit_capabilities_to(DEFAULT_CAP_MASK)
+}
+
+fn limit_capabilities_to(mask: u64) -> Res<()> {
     let header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
     };
     let word = |shift: u32| {
-        let v = (DEFAULT_CAP_MASK >> shift) as u32;
+        let v = (mask >> shift) as u32;
         CapData {
             effective: v,
             permitted: v,
@@ -210,9 +218,37 @@ pub(super) fn limit_capabilities() -> Res<()> {
     Ok(())
 }
 
+/// CAP_SYS_CHROOT (linux/capability.h).
+const CAP_SYS_CHROOT: u32 = 18;
+
+/// A step chroot'ed without namespaces (see `plain`): the confinement of a
+/// root container, less CAP_SYS_CHROOT (with it, root leaves a chroot by
+/// chrooting into a subdirectory and climbing out), with the calls that
+/// reach other processes of the shared pid namespace (ptrace and its
+/// kin) refused. `no_new_privs` is set: without CAP_SYS_ADMIN it is the
+/// only way to install a filter, and a root step gains nothing from
+/// setuid programs anyway.
+pub(super) fn confine_chroot() -> Res<()> {
+    let mask = DEFAULT_CAP_MASK & !(1 << CAP_SYS_CHROOT);
+    drop_bounding_set_to(mask)?;
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "setting no_new_privs: {}",
+            nix::errno::Errno::last()
+        ));
+    }
+    install_filters(true)?;
+    limit_capabilities_to(mask)
+}
+
 /// Installs the step's seccomp filter (see [`filters`]).
 pub(super) fn install_seccomp() -> Res<()> {
-    let Some(programs) = filters()? else {
+    install_filters(false)
+}
+
+fn install_filters(shared_pids: bool) -> Res<()> {
+    let Some(programs) = filters(shared_pids)? else {
         tracing::debug!(
             "no seccomp filter on {}: only x86_64 and aarch64 have one",
             std::env::consts::ARCH
@@ -260,7 +296,7 @@ const X32: i64 = 0x4000_0000;
 /// io_uring, and x86 port I/O and legacy calls. (mount, pivot_root, setns
 /// and the like stay allowed: without CAP_SYS_ADMIN the kernel refuses
 /// them anyway.)
-fn denied() -> Vec<i64> {
+fn denied(shared_pids: bool) -> Vec<i64> {
     let mut v: Vec<i64> = vec![
         libc::SYS_kexec_load,
         libc::SYS_kexec_file_load,
@@ -288,6 +324,15 @@ fn denied() -> Vec<i64> {
         libc::SYS_io_uring_enter,
         libc::SYS_io_uring_register,
     ];
+    if shared_pids {
+        v.extend([
+            libc::SYS_ptrace,
+            libc::SYS_process_vm_readv,
+            libc::SYS_process_vm_writev,
+            libc::SYS_pidfd_getfd,
+            libc::SYS_kcmp,
+        ]);
+    }
     #[cfg(target_arch = "x86_64")]
     {
         v.extend([
@@ -315,7 +360,9 @@ fn denied() -> Vec<i64> {
 ///
 /// seccompiler filters the native ABI only: a 32-bit (i386) program in a
 /// step is killed at its first system call.
-fn filters() -> Res<Option<Vec<seccompiler::BpfProgram>>> {
+/// `shared_pids`: the step shares its pid namespace with shipyard (see
+/// [`confine_chroot`]).
+fn filters(shared_pids: bool) -> Res<Option<Vec<seccompiler::BpfProgram>>> {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         use seccompiler::{
@@ -334,8 +381,10 @@ fn filters() -> Res<Option<Vec<seccompiler::BpfProgram>>> {
         )
         .map_err(err)?])
         .map_err(err)?;
-        let mut eperm: BTreeMap<i64, Vec<SeccompRule>> =
-            denied().into_iter().map(|n| (n, Vec::new())).collect();
+        let mut eperm: BTreeMap<i64, Vec<SeccompRule>> = denied(shared_pids)
+            .into_iter()
+            .map(|n| (n, Vec::new()))
+            .collect();
         let mut enosys: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
         #[allow(unused_mut)]
         let mut clones = vec![(libc::SYS_clone, libc::SYS_unshare, libc::SYS_clone3)];
@@ -375,7 +424,7 @@ mod tests {
 
     #[test]
     fn the_filters_compile_for_this_architecture() {
-        let f = filters().unwrap();
+        let f = filters(true).unwrap();
         if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
             assert_eq!(f.map(|v| v.len()), Some(2));
         }

@@ -7,6 +7,7 @@
 
 use super::confine;
 use super::inroot::InRoot;
+use super::isolation::{IdMap, Level, ProcMode};
 use super::spec::{Network, Root, StepSpec, SubIds};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
@@ -39,7 +40,7 @@ pub fn helper_main(spec: &StepSpec) -> i32 {
 
 /// Fails if the shipyard process that started this helper is gone: the
 /// parent-death signal only covers a death after it was armed.
-fn check_parent() -> Res<()> {
+pub(super) fn check_parent() -> Res<()> {
     let ppid = nix::unistd::getppid().as_raw();
     let expected = std::env::var(super::PARENT_ENV)
         .ok()
@@ -55,10 +56,75 @@ fn run(spec: &StepSpec) -> Res<i32> {
     // so does the helper; once the step runs, see `supervise`.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
     check_parent()?;
-    let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
+    if let super::spec::Action::Probe = spec.action {
+        return Ok(super::probe::run(spec));
+    }
+    let uid = Uid::current().as_raw();
     // Real root: id 0 inside is the host's root, so the step gets the
     // confinement of a root container (see `pid1`).
     let real_root = uid == 0;
+    let c = &spec.confinement;
+    if c.level == Level::Userns {
+        enter_userns(spec, c.map)?;
+    }
+    match &spec.action {
+        super::spec::Action::Tapeout(job) => return Ok(tapeout_job(job)),
+        super::spec::Action::Capture(job) => return Ok(report(job.run())),
+        super::spec::Action::Restore(job) => return Ok(report(job.run())),
+        super::spec::Action::Exec | super::spec::Action::Probe => {}
+    }
+    if !c.namespaced() {
+        return super::plain::run(spec, real_root);
+    }
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if c.proc_mode != ProcMode::NoPidNs {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    if spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(e("creating namespaces"))?;
+    // From here on the helper only waits for PID 1, and takes the step's
+    // whole PID namespace down when told to stop: a timeout (SIGTERM from
+    // shipyard), Ctrl-C (SIGINT to the terminal's process group), a hangup,
+    // or shipyard's death (the parent-death signal, now SIGTERM so that it
+    // is handled here rather than killing the helper outright). They are
+    // blocked, so none is lost between here and `supervise`.
+    let signals = stop_signals();
+    signals.thread_block().map_err(e("blocking signals"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(e("set_pdeathsig"))?;
+    check_parent()?;
+    if c.proc_mode == ProcMode::NoPidNs {
+        become_subreaper()?;
+    }
+    // PID 1 watches this pipe to learn whether the helper is still there
+    // after it re-arms its own parent-death signal (see `pid1`).
+    let (alive_r, alive_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(e("pipe"))?;
+    // SAFETY: still single-threaded.
+    match unsafe { fork() }.map_err(e("fork"))? {
+        ForkResult::Child => {
+            drop(alive_w);
+            let msg = match pid1(spec, real_root, alive_r) {
+                Ok(never) => match never {},
+                Err(m) => m,
+            };
+            eprintln!("shipyard sandbox: {msg}");
+            std::process::exit(SETUP_FAILED);
+        }
+        ForkResult::Parent { child } => {
+            drop(alive_r);
+            let code = supervise(child, &signals, c.proc_mode == ProcMode::NoPidNs);
+            drop(alive_w);
+            code
+        }
+    }
+}
+
+/// Creates the user namespace and maps ids into it (`map`: the caller's
+/// subordinate range, or root's first 65536 ids, when there is one; else
+/// the caller alone), then becomes its root.
+pub(super) fn enter_userns(spec: &StepSpec, map: IdMap) -> Res<()> {
+    let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
     // A mapping wider than one id must be written from outside the new
     // namespace (the kernel checks the opener's capabilities in the parent
     // namespace): by the setuid helpers for a subordinate range, or by
@@ -69,7 +135,11 @@ fn run(spec: &StepSpec) -> Res<i32> {
         gid_start: 0,
         count: 65536,
     });
-    let (mapper, go) = match spec.subids.or(root_range) {
+    let range = match map {
+        IdMap::Range => spec.subids.or(root_range),
+        IdMap::Single => None,
+    };
+    let (mapper, go) = match range {
         Some(sub) => {
             let (r, w) = nix::unistd::pipe().map_err(e("pipe"))?;
             let me = nix::unistd::getpid();
@@ -105,18 +175,17 @@ fn run(spec: &StepSpec) -> Res<i32> {
         }
         None => (None, None),
     };
-    unshare(CloneFlags::CLONE_NEWUSER).map_err(e(
-        "creating the user namespace (are unprivileged user namespaces enabled?)",
-    ))?;
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(e("creating the user namespace"))?;
     match (mapper, go) {
         (Some(child), Some(w)) => {
             nix::unistd::write(&w, b"x").map_err(e("signalling the id mapper"))?;
             drop(w);
-            match waitpid(child, None).map_err(e("waiting for newuidmap"))? {
+            match waitpid(child, None).map_err(e("waiting for the id mapper"))? {
                 WaitStatus::Exited(_, 0) => {}
                 other => {
                     return Err(format!(
-                        "newuidmap/newgidmap failed ({other:?}); check /etc/subuid and /etc/subgid"
+                        "mapping the id range failed ({other:?}); as a user, check /etc/subuid, \
+                         /etc/subgid and newuidmap/newgidmap"
                     ))
                 }
             }
@@ -134,55 +203,11 @@ fn run(spec: &StepSpec) -> Res<i32> {
         .map_err(e("setresgid"))?;
     nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
         .map_err(e("setresuid"))?;
-    match &spec.action {
-        super::spec::Action::Tapeout(job) => return Ok(tapeout_job(job)),
-        super::spec::Action::Capture(job) => return Ok(report(job.run())),
-        super::spec::Action::Restore(job) => return Ok(report(job.run())),
-        super::spec::Action::Exec => {}
-    }
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
-    if spec.network == Network::None {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    unshare(flags).map_err(e("creating namespaces"))?;
-    // From here on the helper only waits for PID 1, and takes the step's
-    // whole PID namespace down when told to stop: a timeout (SIGTERM from
-    // shipyard), Ctrl-C (SIGINT to the terminal's process group), a hangup,
-    // or shipyard's death (the parent-death signal, now SIGTERM so that it
-    // is handled here rather than killing the helper outright). They are
-    // blocked, so none is lost between here and `supervise`.
-    let signals = stop_signals();
-    signals.thread_block().map_err(e("blocking signals"))?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(e("set_pdeathsig"))?;
-    check_parent()?;
-    // PID 1 watches this pipe to learn whether the helper is still there
-    // after it re-arms its own parent-death signal (see `pid1`).
-    let (alive_r, alive_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(e("pipe"))?;
-    // SAFETY: still single-threaded.
-    match unsafe { fork() }.map_err(e("fork"))? {
-        ForkResult::Child => {
-            drop(alive_w);
-            let msg = match pid1(spec, real_root, alive_r) {
-                Ok(never) => match never {},
-                Err(m) => m,
-            };
-            eprintln!("shipyard sandbox: {msg}");
-            std::process::exit(SETUP_FAILED);
-        }
-        ForkResult::Parent { child } => {
-            drop(alive_r);
-            let code = supervise(child, &signals);
-            drop(alive_w);
-            code
-        }
-    }
+    Ok(())
 }
 
 /// The signals that make the helper stop the step, plus SIGCHLD.
-fn stop_signals() -> SigSet {
+pub(super) fn stop_signals() -> SigSet {
     let mut s = SigSet::empty();
     for sig in [
         Signal::SIGTERM,
@@ -196,16 +221,19 @@ fn stop_signals() -> SigSet {
     s
 }
 
-/// Waits for PID 1 of the step; on a stop signal, SIGKILLs it. The kernel
-/// then kills every other process of its PID namespace, whatever their
-/// user, and PID 1 is only reported exited once they all are: when this
-/// returns, nothing of the step runs any more.
-fn supervise(pid1: Pid, signals: &SigSet) -> Res<i32> {
-    loop {
+/// Waits for PID 1 of the step; on a stop signal, SIGKILLs it. In a pid
+/// namespace the kernel then kills every other process of the namespace,
+/// whatever their user, and PID 1 is only reported exited once they all
+/// are. Without one (`tree`), the helper is the subreaper of the step's
+/// processes and kills what is left of them itself, on a stop and when the
+/// step's first process exits. Either way, when this returns nothing of
+/// the step runs any more.
+pub(super) fn supervise(pid1: Pid, signals: &SigSet, tree: bool) -> Res<i32> {
+    let code = loop {
         // Reap first: the SIGCHLD may have come before we waited for it.
         match waitpid(pid1, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(WaitStatus::Exited(_, code)) => break code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(err) => return Err(format!("waiting for the step: {err}")),
         }
@@ -213,10 +241,74 @@ fn supervise(pid1: Pid, signals: &SigSet) -> Res<i32> {
             Ok(Signal::SIGCHLD) => {}
             Ok(_) => {
                 let _ = nix::sys::signal::kill(pid1, Signal::SIGKILL);
+                if tree {
+                    kill_descendants();
+                }
             }
             Err(err) => return Err(format!("waiting for signals: {err}")),
         }
+    };
+    if tree {
+        kill_descendants();
     }
+    Ok(code)
+}
+
+/// Makes orphans of the step's processes this helper's children (instead
+/// of the container's or machine's init), so that [`kill_descendants`]
+/// finds them.
+pub(super) fn become_subreaper() -> Res<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "becoming the subreaper of the step: {}",
+            nix::errno::Errno::last()
+        ));
+    }
+    Ok(())
+}
+
+/// SIGKILLs and reaps every child of this process until none is left: as
+/// the subreaper, a killed child's orphans become children in turn. Gives
+/// up after a few seconds on processes the kernel cannot kill (stuck in
+/// uninterruptible sleep).
+fn kill_descendants() {
+    let me = nix::unistd::getpid().as_raw();
+    for _ in 0..500 {
+        let kids = children_of(me);
+        for k in &kids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*k), Signal::SIGKILL);
+        }
+        while let Ok(status) = waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+        if kids.is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The pids whose parent is `parent`, from /proc.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid …`: comm may hold spaces and parens.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|st| {
+                    let rest = &st[st.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
 }
 
 /// PID 1 of the step: builds the root, pivots into it, execs the command.
@@ -268,11 +360,7 @@ fn pid1(
                 upper.display(),
                 work.display()
             );
-            // The copy fallback: where overlay cannot be mounted (or
-            // SHIPYARD_NO_OVERLAY is set), the base is copied into the
-            // upper dir once and the build runs on that copy.
-            let marker = work.join(super::COPY_MARKER);
-            let mounted = !marker.exists()
+            let mounted = !work.join(super::COPY_MARKER).exists()
                 && std::env::var_os(super::NO_OVERLAY_ENV).is_none()
                 && mount(
                     Some("overlay"),
@@ -285,14 +373,9 @@ fn pid1(
             if mounted {
                 merged.clone()
             } else {
-                if !marker.exists() {
-                    for l in lowers.iter().rev() {
-                        copy_tree(l, upper)?;
-                    }
-                    std::fs::write(&marker, b"").map_err(e(marker.display()))?;
-                }
-                bind_onto_itself(upper)?;
-                upper.clone()
+                let copy = copied_root(lowers, upper, work)?;
+                bind_onto_itself(&copy)?;
+                copy
             }
         }
         Root::Dir(d) => {
@@ -312,7 +395,7 @@ fn pid1(
             }
         }
     }
-    mount_proc_dev_tmp(&inside, tty)?;
+    mount_proc_dev_tmp(&inside, tty, spec.confinement.proc_mode)?;
     confine::protect_proc(&inside, real_root)?;
     for b in &spec.binds {
         inside.bind(&b.source, &b.target, b.writable)?;
@@ -353,7 +436,7 @@ fn pid1(
 }
 
 /// Whether the write end of the helper's pipe is closed (the helper died).
-fn helper_gone(fd: &std::os::fd::OwnedFd) -> bool {
+pub(super) fn helper_gone(fd: &std::os::fd::OwnedFd) -> bool {
     use std::os::fd::AsRawFd;
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
@@ -391,9 +474,17 @@ fn host_root(dirs: &[PathBuf], state: &Path, real_root: bool) -> Res<PathBuf> {
     Ok(root)
 }
 
-fn mount_proc_dev_tmp(inside: &InRoot, tty: bool) -> Res<()> {
+fn mount_proc_dev_tmp(inside: &InRoot, tty: bool, proc_mode: ProcMode) -> Res<()> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    inside.mount_fs(Path::new("/proc"), "proc", nosuid, None)?;
+    match proc_mode {
+        ProcMode::Fresh => inside.mount_fs(Path::new("/proc"), "proc", nosuid, None)?,
+        // Where the kernel refuses a fresh proc (the existing one has
+        // masked paths, as in a container), the existing one, masks and
+        // all, read-only.
+        ProcMode::HostBind | ProcMode::NoPidNs => {
+            inside.bind(Path::new("/proc"), Path::new("/proc"), false)?
+        }
+    }
     inside.mount_fs(
         Path::new("/dev"),
         "tmpfs",
@@ -445,6 +536,21 @@ fn mount_proc_dev_tmp(inside: &InRoot, tty: bool) -> Res<()> {
     Ok(())
 }
 
+/// The copy fallback: where overlay cannot be mounted (or
+/// SHIPYARD_NO_OVERLAY is set, or there are no mounts at all), the base is
+/// copied into the upper dir once, marked as such, and the build runs on
+/// that copy.
+pub(super) fn copied_root(lowers: &[PathBuf], upper: &Path, work: &Path) -> Res<PathBuf> {
+    let marker = work.join(super::COPY_MARKER);
+    if !marker.exists() {
+        for l in lowers.iter().rev() {
+            copy_tree(l, upper)?;
+        }
+        std::fs::write(&marker, b"").map_err(e(marker.display()))?;
+    }
+    Ok(upper.to_path_buf())
+}
+
 /// Bind-mounts a directory of shipyard's own on itself, writable: the new
 /// root must be a mount point for pivot_root.
 fn bind_onto_itself(dir: &Path) -> Res<()> {
@@ -484,7 +590,7 @@ fn loopback_up() -> Res<()> {
 }
 
 /// execvpe; returns only on failure, with the reason.
-fn exec(argv: &[String], env: &[(String, String)]) -> String {
+pub(super) fn exec(argv: &[String], env: &[(String, String)]) -> String {
     let Some(prog) = argv.first() else {
         return "no command to run".into();
     };

@@ -17,6 +17,9 @@
 mod confine;
 pub mod helper;
 mod inroot;
+pub mod isolation;
+mod plain;
+mod probe;
 mod pty;
 pub mod spec;
 
@@ -134,6 +137,69 @@ pub fn detect_subids() -> Option<SubIds> {
         gid_start: gs,
         count,
     })
+}
+
+/// Why no isolation level could be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum IsolationError {
+    #[error(transparent)]
+    NoLevel(#[from] isolation::NoIsolation),
+    #[error("probing the isolation levels: {0}")]
+    Probe(String),
+}
+
+/// Finds what this machine allows (the helper's probe), and chooses the
+/// level a build's steps run at (see [`isolation::decide`]).
+pub fn choose_isolation(
+    requested: isolation::Isolation,
+    subids: Option<SubIds>,
+    host_builder: bool,
+) -> Result<isolation::Confinement, IsolationError> {
+    let report = if requested == isolation::Isolation::None {
+        // Nothing to probe: the container is the builder.
+        isolation::ProbeReport {
+            userns: Err("not tried".into()),
+            chroot: None,
+        }
+    } else {
+        let bin = helper_binary();
+        let spec = StepSpec {
+            root: spec::Root::Dir(PathBuf::from("/")),
+            binds: Vec::new(),
+            network: spec::Network::None,
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            argv: Vec::new(),
+            hostname: "shipyard".into(),
+            user: (0, 0),
+            subids,
+            action: spec::Action::Probe,
+            confinement: isolation::Confinement::full(),
+        };
+        let json =
+            serde_json::to_string(&spec).map_err(|e| IsolationError::Probe(e.to_string()))?;
+        let out = Command::new(&bin)
+            .arg("__sandbox")
+            .env(SPEC_ENV, json)
+            .env(PARENT_ENV, std::process::id().to_string())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| IsolationError::Probe(format!("{}: {e}", bin.display())))?;
+        serde_json::from_slice(&out.stdout).map_err(|_| {
+            IsolationError::Probe(format!(
+                "the probe failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        })?
+    };
+    let host = isolation::Host {
+        in_container: isolation::in_container(),
+        host_builder,
+    };
+    let c = isolation::decide(requested, &report, host)?;
+    tracing::debug!("isolation probe: {report:?}");
+    Ok(c)
 }
 
 /// Runs one step in a sandbox and waits for it.
@@ -365,6 +431,7 @@ pub fn remove_tree(path: &Path) -> Result<(), SandboxError> {
         user: (0, 0),
         subids: detect_subids(),
         action: spec::Action::Exec,
+        confinement: isolation::Confinement::full(),
     };
     run(
         &spec,

@@ -83,6 +83,9 @@ pub struct StepSpec {
     /// What the helper does once the user namespace exists.
     #[serde(default)]
     pub action: Action,
+    /// The isolation level and what it gave up (see `isolation`).
+    #[serde(default)]
+    pub confinement: super::isolation::Confinement,
 }
 
 /// What a sandbox helper does.
@@ -99,6 +102,9 @@ pub enum Action {
     /// Put cached rule layers back into the builder instead of running
     /// their rules.
     Restore(Box<crate::build::restore::RestoreJob>),
+    /// Try each isolation level in a throw-away child and print what works
+    /// (a `ProbeReport` as JSON) on stdout.
+    Probe,
 }
 
 /// A tapeout to run in the builder's user namespace.

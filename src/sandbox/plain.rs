@@ -1,0 +1,325 @@
+//! Steps without namespaces: isolation `chroot` where mounts are refused
+//! (real root in a Docker container with its default profile), and `none`.
+//!
+//! At `chroot` the builder is a copy (see `helper::copied_root`), entered
+//! with chroot. What a namespaced step gets from mounts is made by hand and
+//! taken away again after the step, so that the rule's captured changes
+//! hold only what the step made: device nodes by mknod, the sources copied
+//! in (read-only ones only: a copy cannot write back), a `/tmp` whose new
+//! entries are removed as a tmpfs would lose them. There is no `/proc`.
+//! The step keeps the confinement of a root container (bounding set,
+//! capabilities, seccomp) and loses CAP_SYS_CHROOT too, the classic way out
+//! of a chroot; ptrace and friends are refused, since the step shares the
+//! container's pid namespace with shipyard.
+//!
+//! At `none` the step runs in place, as the caller, in the container that
+//! is the builder; sources appear at their targets as symlinks.
+//!
+//! Either way the helper is the subreaper of the step's processes and kills
+//! them all when the step ends or is stopped (see `helper::supervise`).
+
+use super::helper::{
+    become_subreaper, check_parent, copied_root, exec, helper_gone, stop_signals, supervise,
+};
+use super::isolation::Level;
+use super::spec::{Root, StepSpec};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{fork, ForkResult, Gid, Uid};
+use std::path::{Path, PathBuf};
+
+type Res<T> = Result<T, String>;
+
+/// Devices a step may use, as (name, major, minor).
+const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// What was put into the root for the step, to take away after it.
+#[derive(Default)]
+struct Placed {
+    /// Paths created (files, symlinks, whole trees), deepest last.
+    created: Vec<PathBuf>,
+    /// `/tmp` and what was in it before the step.
+    tmp: Option<(PathBuf, Vec<std::ffi::OsString>)>,
+}
+
+impl Placed {
+    fn remove(self) {
+        for p in self.created.iter().rev() {
+            match std::fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => {
+                    let _ = std::fs::remove_dir_all(p);
+                }
+                Ok(_) => {
+                    let _ = std::fs::remove_file(p);
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some((tmp, before)) = self.tmp {
+            if let Ok(rd) = std::fs::read_dir(&tmp) {
+                for ent in rd.filter_map(|e| e.ok()) {
+                    if before.contains(&ent.file_name()) {
+                        continue;
+                    }
+                    let p = ent.path();
+                    let _ = match ent.file_type() {
+                        Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+                        _ => std::fs::remove_file(&p),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Runs the step without namespaces; returns its exit code.
+pub(super) fn run(spec: &StepSpec, real_root: bool) -> Res<i32> {
+    let level = spec.confinement.level;
+    let (root, placed) = match level {
+        Level::Chroot => {
+            if !real_root {
+                return Err("isolation chroot needs real root".into());
+            }
+            let root = match &spec.root {
+                Root::Overlay {
+                    lowers,
+                    upper,
+                    work,
+                    ..
+                } => copied_root(lowers, upper, work)?,
+                Root::Dir(d) => d.clone(),
+                Root::Host { .. } => {
+                    return Err("the host builder needs bind mounts, which this machine \
+                                refuses (no CAP_SYS_ADMIN): inside a container, use \
+                                --isolation none"
+                        .into())
+                }
+            };
+            let placed = furnish(&root, spec)?;
+            (Some(root), placed)
+        }
+        Level::None | Level::Userns => (None, link_sources(spec)?),
+    };
+    let result = run_in(spec, root.as_deref(), real_root);
+    placed.remove();
+    result
+}
+
+/// Devices, sources and `/tmp` inside a chroot'ed builder.
+fn furnish(root: &Path, spec: &StepSpec) -> Res<Placed> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let mut placed = Placed::default();
+    let inside = |p: &Path| root.join(super::inroot::normalize(p));
+    let dev = inside(Path::new("/dev"));
+    check_no_symlinks(root, &dev)?;
+    if !dev.exists() {
+        std::fs::create_dir_all(&dev).map_err(|e| format!("{}: {e}", dev.display()))?;
+        placed.created.push(dev.clone());
+    }
+    for (name, major, minor) in DEVICES {
+        let p = dev.join(name);
+        if std::fs::symlink_metadata(&p).is_ok() {
+            continue;
+        }
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(|e| format!("making {}: {e}", p.display()))?;
+        // mknod obeys the umask.
+        let _ = std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        placed.created.push(p);
+    }
+    let tmp = inside(Path::new("/tmp"));
+    check_no_symlinks(root, &tmp)?;
+    if !tmp.exists() {
+        std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let _ =
+            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777));
+        placed.created.push(tmp.clone());
+    } else {
+        let before = std::fs::read_dir(&tmp)
+            .map_err(|e| format!("{}: {e}", tmp.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        placed.tmp = Some((tmp, before));
+    }
+    for b in &spec.binds {
+        if b.writable {
+            return Err(format!(
+                "{}: a writable source needs a bind mount, which this machine refuses \
+                 (isolation chroot without CAP_SYS_ADMIN); make it read-only, or use \
+                 --isolation none inside a container",
+                b.target.display()
+            ));
+        }
+        let to = inside(&b.target);
+        check_no_symlinks(root, &to)?;
+        if std::fs::symlink_metadata(&to).is_ok() {
+            let empty_dir = std::fs::read_dir(&to).is_ok_and(|mut d| d.next().is_none());
+            if !empty_dir {
+                return Err(format!(
+                    "{}: the builder already has something there; a source is copied in \
+                     at this isolation level and cannot cover it",
+                    b.target.display()
+                ));
+            }
+            std::fs::remove_dir(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        placed.created.push(to.clone());
+        let md =
+            std::fs::metadata(&b.source).map_err(|e| format!("{}: {e}", b.source.display()))?;
+        if md.is_dir() {
+            std::fs::create_dir_all(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+            super::helper::copy_tree(&b.source, &to)?;
+        } else {
+            std::fs::copy(&b.source, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
+    }
+    Ok(placed)
+}
+
+/// Refuses a path under the root that goes through a symlink: the step
+/// made the tree, and a link there would send what shipyard writes (as
+/// root) elsewhere.
+fn check_no_symlinks(root: &Path, path: &Path) -> Res<()> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let mut at = root.to_path_buf();
+    for c in rel.components() {
+        at.push(c);
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!(
+                "{} is a symlink in the builder; at this isolation level shipyard cannot \
+                 put anything there",
+                at.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// At level none: each source appears at its target as a symlink to it
+/// (unless it is there already).
+fn link_sources(spec: &StepSpec) -> Res<Placed> {
+    let mut placed = Placed::default();
+    for b in &spec.binds {
+        if b.target == b.source {
+            continue;
+        }
+        if std::fs::symlink_metadata(&b.target).is_ok() {
+            let same =
+                std::fs::canonicalize(&b.target).ok() == std::fs::canonicalize(&b.source).ok();
+            if same {
+                continue;
+            }
+            return Err(format!(
+                "{}: something is already there; at isolation none a source is linked to \
+                 its target, so choose a target that does not exist in the container",
+                b.target.display()
+            ));
+        }
+        if let Some(parent) = b.target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::os::unix::fs::symlink(&b.source, &b.target)
+            .map_err(|e| format!("linking {}: {e}", b.target.display()))?;
+        placed.created.push(b.target.clone());
+    }
+    Ok(placed)
+}
+
+/// Forks the step, chroot'ed into `root` if given, and supervises it.
+fn run_in(spec: &StepSpec, root: Option<&Path>, real_root: bool) -> Res<i32> {
+    let signals = stop_signals();
+    signals
+        .thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(|e| format!("set_pdeathsig: {e}"))?;
+    check_parent()?;
+    become_subreaper()?;
+    let (alive_r, alive_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the helper is single-threaded (a fresh exec).
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(alive_w);
+            let msg = match step(spec, root, real_root, alive_r) {
+                Ok(never) => match never {},
+                Err(m) => m,
+            };
+            eprintln!("shipyard sandbox: {msg}");
+            std::process::exit(super::helper::SETUP_FAILED);
+        }
+        ForkResult::Parent { child } => {
+            drop(alive_r);
+            let code = supervise(child, &signals, true);
+            drop(alive_w);
+            code
+        }
+    }
+}
+
+/// The step's first process.
+fn step(
+    spec: &StepSpec,
+    root: Option<&Path>,
+    real_root: bool,
+    helper_alive: std::os::fd::OwnedFd,
+) -> Res<std::convert::Infallible> {
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(|e| format!("unblocking signals: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("set_pdeathsig: {e}"))?;
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    if std::env::var_os(super::TTY_ENV).is_some() {
+        // SAFETY: an ioctl on fd 0 with an integer argument.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+            return Err(format!(
+                "taking the step's terminal: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    if let Some(root) = root {
+        nix::unistd::chroot(root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
+        nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+        super::confine::confine_chroot()?;
+    }
+    let (u, g) = spec.user;
+    let me = (Uid::current().as_raw(), Gid::current().as_raw());
+    if (u, g) != (0, 0) && (u, g) != me {
+        if !real_root {
+            return Err(format!(
+                "the rule runs as {u}:{g}, but at isolation none shipyard runs as {}:{} \
+                 and cannot switch",
+                me.0, me.1
+            ));
+        }
+        let _ = nix::unistd::setgroups(&[]);
+        nix::unistd::setresgid(Gid::from_raw(g), Gid::from_raw(g), Gid::from_raw(g))
+            .map_err(|e| format!("switching to gid {g}: {e}"))?;
+        nix::unistd::setresuid(Uid::from_raw(u), Uid::from_raw(u), Uid::from_raw(u))
+            .map_err(|e| format!("switching to uid {u}: {e}"))?;
+    }
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("set_pdeathsig: {e}"))?;
+    if helper_gone(&helper_alive) {
+        return Err("shipyard exited before the step started".into());
+    }
+    drop(helper_alive);
+    nix::unistd::chdir(&spec.cwd)
+        .map_err(|e| format!("working directory {}: {e}", spec.cwd.display()))?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    Err(exec(&spec.argv, &spec.env))
+}
