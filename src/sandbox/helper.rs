@@ -45,7 +45,13 @@ pub(super) fn check_parent() -> Res<()> {
     let expected = std::env::var(super::PARENT_ENV)
         .ok()
         .and_then(|p| p.parse::<i32>().ok());
-    if ppid == 1 || expected.is_some_and(|p| p != ppid) {
+    // Shipyard itself may be pid 1 (the first process of a container):
+    // then a parent of 1 is shipyard, not an orphaned helper's reaper.
+    let gone = match expected {
+        Some(p) => p != ppid,
+        None => ppid == 1,
+    };
+    if gone {
         return Err("shipyard exited before the sandbox started".into());
     }
     Ok(())
@@ -403,7 +409,13 @@ fn pid1(
     if spec.network == Network::None {
         loopback_up()?;
     }
-    nix::unistd::sethostname(&spec.hostname).map_err(e("sethostname"))?;
+    // A container's seccomp profile may refuse sethostname even in a uts
+    // namespace of our own (Docker's and podman's tie it to CAP_SYS_ADMIN
+    // of the container): the step then sees the container's hostname, as
+    // the probe's note says.
+    if let Err(err) = nix::unistd::sethostname(&spec.hostname) {
+        tracing::debug!("hostname left as it is: sethostname: {err}");
+    }
     nix::unistd::chdir(&root).map_err(e("chdir to root"))?;
     nix::unistd::pivot_root(".", ".").map_err(e("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(e("detaching the old root"))?;

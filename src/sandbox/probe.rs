@@ -95,6 +95,11 @@ fn proc_rung(target: &Path) -> Res<(ProcMode, Vec<String>)> {
             false
         }
     };
+    if let Err(err) = nix::unistd::sethostname("shipyard") {
+        notes.push(format!(
+            "steps see this machine's hostname (sethostname was refused: {err})"
+        ));
+    }
     // The steps' network namespace, unless they ask for the host's.
     if let Err(err) = unshare(CloneFlags::CLONE_NEWNET) {
         return Err(format!("creating a network namespace: {err}"));
