@@ -208,6 +208,7 @@ impl Planner<'_> {
             why.push(match name.as_str() {
                 "base" => "the builder base changed".to_string(),
                 "mode" => "the builder's filesystem mode changed (overlay or copy)".to_string(),
+                "ids" => "the id mapping changed (a subordinate range or a single id)".to_string(),
                 "definition" => "its definition changed".to_string(),
                 "previous" => "an earlier rule changed".to_string(),
                 "tapeouts" => "a tapeout it holds changed".to_string(),
@@ -303,6 +304,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     }
     // A single-id map cannot give files to other ids: don't ask it to map
     // a range in the tapeout's view either.
+    let subids_wanted = subids.is_some() || nix::unistd::geteuid().is_root();
     let subids = subids.filter(|_| confinement.map == crate::sandbox::isolation::IdMap::Range);
     let remote = match &opts.cache.from {
         Some(r) => Some(remote::Remote::new(r).with_context(|| format!("--cache-from {r}"))?),
@@ -363,6 +365,12 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     let common = |parts: &mut BTreeMap<String, String>| {
         parts.insert("base".into(), base.identity.clone());
         parts.insert("mode".into(), mode.into());
+        // With a single id mapped, files a step gives to other ids keep
+        // the caller's: not the same result as with a range. (Only then,
+        // so that entries made with a range keep their keys.)
+        if confinement.map == crate::sandbox::isolation::IdMap::Single && subids_wanted {
+            parts.insert("ids".into(), "single".into());
+        }
     };
     let mut keys: Vec<StepKey> = Vec::new();
     let mut previous = "none".to_string();

@@ -169,7 +169,12 @@ pub(super) fn enter_userns(spec: &StepSpec, map: IdMap) -> Res<()> {
                         "newuidmap {me} 0 {uid} 1 1 {} {} && newgidmap {me} 0 {gid} 1 1 {} {}",
                         sub.uid_start, sub.count, sub.gid_start, sub.count
                     );
-                    let err = exec(&["/bin/sh".into(), "-c".into(), script], &[]);
+                    // The setuid helpers are found on the caller's PATH,
+                    // where `detect_subids` found them.
+                    let path: Vec<(String, String)> = std::env::var("PATH")
+                        .map(|p| vec![("PATH".to_string(), p)])
+                        .unwrap_or_default();
+                    let err = exec(&["/bin/sh".into(), "-c".into(), script], &path);
                     eprintln!("shipyard sandbox: {err}");
                     std::process::exit(SETUP_FAILED);
                 }
@@ -647,7 +652,10 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Res<()> {
             std::fs::copy(ent.path(), &to).map_err(e(ent.path().display()))?;
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(md.mode() & 0o7777))
                 .map_err(e(to.display()))?;
-            crate::tapeout::set_mtime(&to, md.mtime());
+            // To the nanosecond: what the copy fallback's diff against the
+            // base sees as unchanged is what has the base's size, owner,
+            // mode and mtime.
+            crate::tapeout::set_mtime_ns(&to, md.mtime(), md.mtime_nsec());
         } else {
             continue;
         }

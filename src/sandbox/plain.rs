@@ -39,42 +39,81 @@ const DEVICES: [(&str, u64, u64); 6] = [
     ("tty", 5, 0),
 ];
 
-/// What was put into the root for the step, to take away after it.
+/// What was put into the root for the step, to take away after it, so
+/// that the builder ends up as a namespaced step leaves it: the mount
+/// points it would have created (empty directories, or empty files, mode
+/// 0755) stay; what was mounted on them goes.
 #[derive(Default)]
 struct Placed {
-    /// Paths created (files, symlinks, whole trees), deepest last.
-    created: Vec<PathBuf>,
-    /// `/tmp` and what was in it before the step.
-    tmp: Option<(PathBuf, Vec<std::ffi::OsString>)>,
+    /// Device nodes made for the step.
+    devices: Vec<PathBuf>,
+    /// Mount points: the path, whether it is a directory, the names it
+    /// held before the step (none if shipyard created it), and whether
+    /// shipyard created it.
+    points: Vec<(PathBuf, bool, Vec<std::ffi::OsString>, bool)>,
+    /// Paths made by the level `none` (symlinks to sources).
+    links: Vec<PathBuf>,
 }
 
 impl Placed {
     fn remove(self) {
-        for p in self.created.iter().rev() {
-            match std::fs::symlink_metadata(p) {
-                Ok(m) if m.is_dir() => {
-                    let _ = std::fs::remove_dir_all(p);
-                }
-                Ok(_) => {
-                    let _ = std::fs::remove_file(p);
-                }
-                Err(_) => {}
-            }
+        use std::os::unix::fs::PermissionsExt;
+        for p in self.devices.iter().chain(self.links.iter()) {
+            let _ = std::fs::remove_file(p);
         }
-        if let Some((tmp, before)) = self.tmp {
-            if let Ok(rd) = std::fs::read_dir(&tmp) {
+        for (p, is_dir, before, created) in self.points.iter().rev() {
+            if !is_dir {
+                if *created {
+                    let _ = std::fs::write(p, b"");
+                }
+                continue;
+            }
+            if let Ok(rd) = std::fs::read_dir(p) {
                 for ent in rd.filter_map(|e| e.ok()) {
                     if before.contains(&ent.file_name()) {
                         continue;
                     }
-                    let p = ent.path();
+                    let q = ent.path();
                     let _ = match ent.file_type() {
-                        Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
-                        _ => std::fs::remove_file(&p),
+                        Ok(t) if t.is_dir() => std::fs::remove_dir_all(&q),
+                        _ => std::fs::remove_file(&q),
                     };
                 }
             }
+            if *created {
+                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+            }
         }
+    }
+
+    /// Makes `p` a mount point (a directory, or an empty file) unless it is
+    /// one, and remembers what it held.
+    fn point(&mut self, p: &Path, dir: bool) -> Res<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let err = |e: std::io::Error| format!("{}: {e}", p.display());
+        let created = std::fs::symlink_metadata(p).is_err();
+        if created {
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(err)?;
+            }
+            if dir {
+                std::fs::create_dir(p).map_err(err)?;
+            } else {
+                std::fs::write(p, b"").map_err(err)?;
+            }
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).map_err(err)?;
+        }
+        let before = if dir {
+            std::fs::read_dir(p)
+                .map_err(err)?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.points.push((p.to_path_buf(), dir, before, created));
+        Ok(())
     }
 }
 
@@ -114,14 +153,24 @@ pub(super) fn run(spec: &StepSpec, real_root: bool) -> Res<i32> {
 /// Devices, sources and `/tmp` inside a chroot'ed builder.
 fn furnish(root: &Path, spec: &StepSpec) -> Res<Placed> {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    use std::os::unix::fs::PermissionsExt;
     let mut placed = Placed::default();
     let inside = |p: &Path| root.join(super::inroot::normalize(p));
-    let dev = inside(Path::new("/dev"));
-    check_no_symlinks(root, &dev)?;
-    if !dev.exists() {
-        std::fs::create_dir_all(&dev).map_err(|e| format!("{}: {e}", dev.display()))?;
-        placed.created.push(dev.clone());
+    for d in ["/proc", "/dev", "/tmp"] {
+        let p = inside(Path::new(d));
+        check_no_symlinks(root, &p)?;
+        placed.point(&p, true)?;
     }
+    // A tmpfs /tmp is world-writable with the sticky bit.
+    let tmp = inside(Path::new("/tmp"));
+    if placed
+        .points
+        .last()
+        .is_some_and(|(_, _, _, created)| *created)
+    {
+        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777));
+    }
+    let dev = inside(Path::new("/dev"));
     for (name, major, minor) in DEVICES {
         let p = dev.join(name);
         if std::fs::symlink_metadata(&p).is_ok() {
@@ -135,23 +184,8 @@ fn furnish(root: &Path, spec: &StepSpec) -> Res<Placed> {
         )
         .map_err(|e| format!("making {}: {e}", p.display()))?;
         // mknod obeys the umask.
-        let _ = std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        placed.created.push(p);
-    }
-    let tmp = inside(Path::new("/tmp"));
-    check_no_symlinks(root, &tmp)?;
-    if !tmp.exists() {
-        std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        let _ =
-            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777));
-        placed.created.push(tmp.clone());
-    } else {
-        let before = std::fs::read_dir(&tmp)
-            .map_err(|e| format!("{}: {e}", tmp.display()))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
-        placed.tmp = Some((tmp, before));
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666));
+        placed.devices.push(p);
     }
     for b in &spec.binds {
         if b.writable {
@@ -164,25 +198,18 @@ fn furnish(root: &Path, spec: &StepSpec) -> Res<Placed> {
         }
         let to = inside(&b.target);
         check_no_symlinks(root, &to)?;
-        if std::fs::symlink_metadata(&to).is_ok() {
-            let empty_dir = std::fs::read_dir(&to).is_ok_and(|mut d| d.next().is_none());
-            if !empty_dir {
-                return Err(format!(
-                    "{}: the builder already has something there; a source is copied in \
-                     at this isolation level and cannot cover it",
-                    b.target.display()
-                ));
-            }
-            std::fs::remove_dir(&to).map_err(|e| format!("{}: {e}", to.display()))?;
-        }
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-        placed.created.push(to.clone());
         let md =
             std::fs::metadata(&b.source).map_err(|e| format!("{}: {e}", b.source.display()))?;
+        placed.point(&to, md.is_dir())?;
+        let (_, _, before, _) = placed.points.last().cloned().unwrap_or_default();
+        if !before.is_empty() {
+            return Err(format!(
+                "{}: the builder already has files there; at this isolation level a source \
+                 is copied in and cannot cover them",
+                b.target.display()
+            ));
+        }
         if md.is_dir() {
-            std::fs::create_dir_all(&to).map_err(|e| format!("{}: {e}", to.display()))?;
             super::helper::copy_tree(&b.source, &to)?;
         } else {
             std::fs::copy(&b.source, &to).map_err(|e| format!("{}: {e}", to.display()))?;
@@ -235,7 +262,7 @@ fn link_sources(spec: &StepSpec) -> Res<Placed> {
         }
         std::os::unix::fs::symlink(&b.source, &b.target)
             .map_err(|e| format!("linking {}: {e}", b.target.display()))?;
-        placed.created.push(b.target.clone());
+        placed.links.push(b.target.clone());
     }
     Ok(placed)
 }

@@ -392,7 +392,13 @@ fn record_entry(record: &mut Manifest, rel: &Path, kind: Kind, owner: (u32, u32)
 /// Sets a path's atime and mtime without following a final symlink (best
 /// effort: a copy with a wrong mtime is still the right content).
 pub(crate) fn set_mtime(p: &Path, secs: i64) {
-    let t = nix::sys::time::TimeSpec::new(secs, 0);
+    set_mtime_ns(p, secs, 0)
+}
+
+/// [`set_mtime`] to the nanosecond: a copy that must compare unchanged
+/// against its original (the copy fallback) keeps the exact mtime.
+pub(crate) fn set_mtime_ns(p: &Path, secs: i64, nsecs: i64) {
+    let t = nix::sys::time::TimeSpec::new(secs, nsecs);
     let _ = nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
         p,
