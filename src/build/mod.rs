@@ -294,13 +294,8 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     let confinement =
         crate::sandbox::choose_isolation(opts.isolation, subids, plan.from == "host")?;
     eprintln!("==> isolation: {}", confinement.summary());
-    if confinement.level == crate::sandbox::isolation::Level::None && plan.from != "host" {
-        bail!(
-            "at isolation none the container shipyard runs in is the builder, so the \
-             builder must be `from = \"host\"` (this spec's is {:?}); run shipyard in a \
-             container made from that image instead",
-            plan.from
-        );
+    if let Some(why) = confinement.unusable_builder(&plan.from) {
+        bail!(why);
     }
     // A single-id map cannot give files to other ids: don't ask it to map
     // a range in the tapeout's view either.

@@ -136,6 +136,9 @@ pub fn run_cmd(a: Args) -> Result<()> {
     let subids = detect_subids();
     let confinement = crate::sandbox::choose_isolation(a.isolation, subids, from == "host")?;
     eprintln!("==> isolation: {}", confinement.summary());
+    if let Some(why) = confinement.unusable_builder(&from) {
+        anyhow::bail!(why);
+    }
     let subids = subids.filter(|_| confinement.map == crate::sandbox::isolation::IdMap::Range);
     let spec = StepSpec {
         root,

@@ -165,6 +165,18 @@ impl Confinement {
         }
     }
 
+    /// Why a builder cannot be used at this level: at `none` the container
+    /// shipyard runs in is the builder, so only `from = "host"` can be.
+    pub fn unusable_builder(&self, from: &str) -> Option<String> {
+        (self.level == Level::None && from != "host").then(|| {
+            format!(
+                "at isolation none the container shipyard runs in is the builder, so the \
+                 builder must be `from = \"host\"` (this one is {from:?}); run shipyard in a \
+                 container made from that image instead"
+            )
+        })
+    }
+
     /// The log line: the level, then what was given up.
     pub fn summary(&self) -> String {
         if self.notes.is_empty() {
@@ -455,6 +467,19 @@ mod tests {
         let c = decide(Isolation::Auto, &report_docker_root(), h).unwrap();
         assert_eq!(c.level, Level::None);
         assert!(c.summary().contains("bind mounts"), "{}", c.summary());
+    }
+
+    #[test]
+    fn at_none_only_the_host_builder_can_be_used() {
+        let r = ProbeReport {
+            userns: Err("EPERM".into()),
+            chroot: None,
+        };
+        let none = decide(Isolation::None, &r, host(false, true)).unwrap();
+        assert_eq!(none.unusable_builder("host"), None);
+        let why = none.unusable_builder("oci:/img:tag").unwrap();
+        assert!(why.contains("must be `from = \"host\"`"), "{why}");
+        assert_eq!(Confinement::full().unusable_builder("oci:/img:tag"), None);
     }
 
     #[test]
