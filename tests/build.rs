@@ -482,3 +482,220 @@ fn build_option_errors_are_clear_and_write_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--set NOEQUALS: expected KEY=VALUE"));
     assert!(!l.exists(), "a failed build created the layout");
 }
+
+/// A project on the host builder whose rule reads the secret `tok` and
+/// leaves only its hash, its listing and the proxy and CA it saw.
+fn secret_project(t: &Path) -> PathBuf {
+    let dir = t.join("proj");
+    write(
+        &dir.join("shipyard.toml"),
+        br#"
+[builder]
+from = "host"
+host-ca = true
+
+[build.use]
+run = """
+mkdir -p /out
+stat -c '%a %U %s' /run/secrets/tok > /out/secret-stat
+sha256sum < /run/secrets/tok > /out/hash
+echo "$HTTPS_PROXY" > /out/proxy
+cmp "$SSL_CERT_FILE" /etc/ssl/certs/ca-certificates.crt && echo same > /out/ca
+"""
+secrets = ["tok"]
+
+[tapeout.t]
+after = ["build.use"]
+include = ["/out/**"]
+
+[image.app]
+tapeouts = ["t"]
+"#,
+        0o644,
+    );
+    dir
+}
+
+/// Every file under `dirs` (blobs, records, logs, states), searched for
+/// `needle` in plain, gzip and zstd form.
+fn files_holding(dirs: &[&Path], needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    for d in dirs {
+        for e in walkdir::WalkDir::new(d).into_iter().filter_map(|e| e.ok()) {
+            if !e.file_type().is_file() {
+                continue;
+            }
+            let Ok(raw) = std::fs::read(e.path()) else {
+                continue;
+            };
+            let mut forms = vec![raw.clone()];
+            let mut g = Vec::new();
+            if std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&raw[..]), &mut g)
+                .is_ok()
+            {
+                forms.push(g);
+            }
+            if let Ok(z) = zstd::decode_all(&raw[..]) {
+                forms.push(z);
+            }
+            if forms
+                .iter()
+                .any(|f| f.windows(needle.len()).any(|w| w == needle))
+            {
+                hits.push(e.path().to_path_buf());
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn a_secret_reaches_its_rule_and_nothing_else() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = secret_project(t.path());
+    let value = format!("s3cret-{}-value", std::process::id());
+    let layout = t.path().join("l");
+    let keep = t.path().join("kept");
+    let mut c = shipyard();
+    c.env("XDG_CACHE_HOME", t.path().join("cache"))
+        .env("TOKEN_VALUE", &value)
+        .args([
+            "build",
+            dir.to_str().unwrap(),
+            "--keep-builder",
+            "--explain",
+        ])
+        .args(["--secret", "id=tok,env=TOKEN_VALUE", "--output"])
+        .arg(format!("oci:{}", layout.display()))
+        .env("TMPDIR", &keep);
+    std::fs::create_dir_all(&keep).unwrap();
+    let out = c.output().unwrap();
+    assert_success(&out, "build with a secret");
+    let unpacked = t.path().join("u");
+    ok([
+        "unpack",
+        &format!("oci:{}:app", layout.display()),
+        unpacked.to_str().unwrap(),
+    ]);
+    // The rule saw it: read-only, its user's, the whole value.
+    let stat = std::fs::read_to_string(unpacked.join("out/secret-stat")).unwrap();
+    assert_eq!(stat.trim(), format!("400 root {}", value.len()));
+    // Nowhere else: not in a blob of the image or the cache, not in a
+    // cache record, not in the logs or the kept builder, not in the output.
+    let hits = files_holding(&[&layout, &t.path().join("cache"), &keep], value.as_bytes());
+    assert!(hits.is_empty(), "the secret leaked into {hits:?}");
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!String::from_utf8_lossy(stream).contains(&value));
+    }
+    // The key holds the name only: another value is a cache hit (as
+    // documented), and a missing secret is refused before anything runs.
+    let mut c = shipyard();
+    c.env("XDG_CACHE_HOME", t.path().join("cache"))
+        .env("TOKEN_VALUE", "another value")
+        .args([
+            "build",
+            dir.to_str().unwrap(),
+            "--secret",
+            "id=tok,env=TOKEN_VALUE",
+        ])
+        .arg("--output")
+        .arg(format!("oci:{}", t.path().join("l2").display()));
+    let again = c.output().unwrap();
+    assert_success(&again, "rebuild");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("==> build.use: cached"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let err = fails([
+        "build",
+        dir.to_str().unwrap(),
+        "--output",
+        "oci:/nonexistent/x",
+    ]);
+    assert!(
+        err.contains("build.use needs the secret \"tok\": pass --secret id=tok,src=FILE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_secret_arguments_are_refused_with_the_form_to_use() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = secret_project(t.path());
+    let d = dir.to_str().unwrap();
+    for (arg, want) in [
+        ("src=/etc/hostname", "no id=NAME"),
+        ("id=../x,src=/etc/hostname", "may hold only letters"),
+        ("id=tok", "exactly one of src=FILE and env=VARIABLE"),
+        (
+            "id=tok,src=/nonexistent-secret",
+            "reading /nonexistent-secret",
+        ),
+        ("id=tok,env=SHIPYARD_TEST_UNSET_VARIABLE", "is not set"),
+        ("id=tok,path=/etc/hostname", "unknown field"),
+    ] {
+        let err = fails(["build", d, "--secret", arg]);
+        assert!(err.contains(want), "--secret {arg}: {err}");
+    }
+    let bad = t.path().join("bad");
+    write(
+        &bad.join("shipyard.toml"),
+        b"[build.a]\nrun = \"true\"\nsecrets = [\"a/b\"]\n",
+        0o644,
+    );
+    let err = fails(["build", bad.to_str().unwrap()]);
+    assert!(err.contains("shipyard.toml:3:"), "{err}");
+    assert!(err.contains("build.a.secrets"), "{err}");
+}
+
+#[test]
+fn proxies_and_the_host_ca_reach_steps_but_not_keys_or_images() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = secret_project(t.path());
+    let secret = t.path().join("tok");
+    write(&secret, b"x", 0o600);
+    let run = |proxy: Option<&str>, layout: &str| {
+        let mut c = shipyard();
+        c.env("XDG_CACHE_HOME", t.path().join("cache"))
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .args(["build", dir.to_str().unwrap(), "--secret"])
+            .arg(format!("id=tok,src={}", secret.display()))
+            .arg("--output")
+            .arg(format!("oci:{}", t.path().join(layout).display()));
+        if let Some(p) = proxy {
+            c.env("HTTPS_PROXY", p);
+        }
+        let out = c.output().unwrap();
+        assert_success(&out, "build");
+        out
+    };
+    run(Some("http://proxy.test:3128"), "a");
+    let u = t.path().join("u");
+    ok([
+        "unpack",
+        &format!("oci:{}:app", t.path().join("a").display()),
+        u.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(u.join("out/proxy")).unwrap().trim(),
+        "http://proxy.test:3128"
+    );
+    // The host's bundle is where the builder's distro reads it, and the
+    // variables TLS clients read point at it.
+    assert_eq!(
+        std::fs::read_to_string(u.join("out/ca")).unwrap().trim(),
+        "same"
+    );
+    // Without the proxy, the same key: cached.
+    let again = run(None, "b");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("==> build.use: cached"));
+    // The image config carries neither.
+    let config = ok([
+        "inspect",
+        &format!("oci:{}:app", t.path().join("a").display()),
+    ]);
+    assert!(!config.contains("proxy.test"), "{config}");
+    assert!(!config.contains("SSL_CERT_FILE"), "{config}");
+}

@@ -264,6 +264,8 @@ fn step_on_rootfs(
         subids: shipyard::sandbox::detect_subids(),
         action: Action::Exec,
         confinement: Default::default(),
+        secrets: Vec::new(),
+        ca_bundle: None,
     }
 }
 

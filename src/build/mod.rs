@@ -47,6 +47,9 @@ pub struct BuildOptions {
     pub cache: CacheOptions,
     /// The isolation level asked for (see `sandbox::isolation`).
     pub isolation: crate::sandbox::isolation::Isolation,
+    /// The secrets given for this build (`--secret`): rules that name one
+    /// see it at /run/secrets/NAME.
+    pub secrets: Vec<crate::sandbox::spec::Secret>,
 }
 
 /// How the cache's own layers (a rule's changes, a tapeout's selection)
@@ -297,6 +300,24 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     if let Some(why) = confinement.unusable_builder(&plan.from) {
         bail!(why);
     }
+    // Every secret a rule names must be given, before anything runs.
+    for step in &plan.steps {
+        if let Step::Build(b) = step {
+            step_secrets(b, &opts.secrets)?;
+        }
+    }
+    let ca_bundle = if plan.host_ca {
+        let b = crate::sandbox::ca::host_bundle();
+        if b.is_none() {
+            tracing::warn!(
+                "builder.host-ca: this machine has no CA bundle at {}; the builder keeps its own",
+                crate::sandbox::ca::BUNDLE_PATHS.join(", ")
+            );
+        }
+        b
+    } else {
+        None
+    };
     // A single-id map cannot give files to other ids: don't ask it to map
     // a range in the tapeout's view either.
     let subids_wanted = subids.is_some() || nix::unistd::geteuid().is_root();
@@ -384,6 +405,14 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     "network": plan.network,
                     "mounts": plan.sources.iter().map(|s| (s.target.clone(), s.writable)).collect::<Vec<_>>(),
                 });
+                // The names of its secrets, never their values.
+                let def = if b.secrets.is_empty() {
+                    def
+                } else {
+                    let mut d = def;
+                    d["secrets"] = serde_json::json!(b.secrets);
+                    d
+                };
                 parts.insert("definition".into(), key::digest_json(&def)?);
             }
             Step::Tapeout(t) => {
@@ -543,6 +572,8 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             subids,
             action,
             confinement: confinement.clone(),
+            secrets: Vec::new(),
+            ca_bundle: None,
         };
         let out = crate::sandbox::run(
             &spec,
@@ -638,7 +669,16 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                         root: root.clone(),
                         binds: binds.clone(),
                         network: plan.network,
-                        env: rule_env(plan, b, opts.epoch),
+                        env: {
+                            // The proxy settings are the machine's, not
+                            // the build's: in the step, not in its key.
+                            let mut env = rule_env(plan, b, opts.epoch);
+                            crate::sandbox::ca::add_missing(
+                                &mut env,
+                                crate::sandbox::ca::proxy_env(),
+                            );
+                            env
+                        },
                         cwd: b.workdir.clone(),
                         argv: vec!["/bin/sh".into(), "-c".into(), b.run.clone()],
                         hostname: "shipyard".into(),
@@ -646,6 +686,8 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                         subids,
                         action: crate::sandbox::spec::Action::Exec,
                         confinement: confinement.clone(),
+                        secrets: step_secrets(b, &opts.secrets)?,
+                        ca_bundle: ca_bundle.clone(),
                     };
                     let log = logs.join(format!("{id}.log"));
                     let started = std::time::Instant::now();
@@ -828,6 +870,29 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
 }
 
 /// The environment a rule runs with (part of its cache key).
+/// The secrets a rule names, from those the build was given.
+fn step_secrets(
+    b: &crate::spec::BuildRule,
+    given: &[crate::sandbox::spec::Secret],
+) -> Result<Vec<crate::sandbox::spec::Secret>> {
+    b.secrets
+        .iter()
+        .map(|name| {
+            given
+                .iter()
+                .find(|s| &s.name == name)
+                .cloned()
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "build.{} needs the secret {name:?}: pass --secret id={name},src=FILE \
+                     (or id={name},env=VARIABLE)",
+                        b.name
+                    )
+                })
+        })
+        .collect()
+}
+
 fn rule_env(plan: &Plan, b: &crate::spec::BuildRule, epoch: i64) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![("HOME".into(), "/root".into())];
     env.extend(plan.env.iter().cloned());

@@ -4,6 +4,7 @@ use crate::layer::compress::Compression;
 use crate::reference::Reference;
 use crate::transport::{self, PullPolicy};
 use anyhow::{bail, Context, Result};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 /// Build the images of a shipyard.toml, rootless.
@@ -47,6 +48,12 @@ pub struct Args {
     /// annotation.NAME=V on every image.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// id=NAME,src=FILE or id=NAME,env=VARIABLE: a secret that rules naming
+    /// it (`secrets = ["NAME"]`) see at /run/secrets/NAME, on a tmpfs. Never
+    /// in a layer, a log, the step cache or a cache key (keys hold the name
+    /// only: changing a secret's value does not rebuild). Repeatable.
+    #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
     #[arg(long, value_enum, default_value_t = Compression::Gzip)]
     pub compression: Compression,
     #[arg(long)]
@@ -112,6 +119,7 @@ pub fn run(a: Args) -> Result<()> {
         sets.push((k.to_string(), v.to_string()));
     }
     let plan = crate::spec::load(&file, &sets)?;
+    let secrets = Secrets::parse(&a.secrets)?;
     let (out_dir, tag) = super::oci_ref(&a.output)?;
     if tag.is_some() {
         bail!(
@@ -163,6 +171,7 @@ pub fn run(a: Args) -> Result<()> {
         compression: a.compression,
         level: a.level,
         isolation: a.isolation,
+        secrets: secrets.secrets.clone(),
         cache: crate::build::CacheOptions {
             read: !a.no_cache,
             no_cache_rules: a
@@ -221,4 +230,81 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("{} -> {}@{}", b.name, report.destination, report.digest);
     }
     Ok(())
+}
+
+/// The `--secret` arguments, resolved to files: a variable's value goes
+/// into a private temporary file (0600 in a 0700 directory), removed when
+/// the command ends, so that only a path ever travels to a step's helper.
+pub(super) struct Secrets {
+    pub secrets: Vec<crate::sandbox::spec::Secret>,
+    _values: Option<tempfile::TempDir>,
+}
+
+impl Secrets {
+    pub(super) fn parse(args: &[String]) -> Result<Self> {
+        use crate::sandbox::spec::Secret;
+        let mut secrets: Vec<Secret> = Vec::new();
+        let mut values: Option<tempfile::TempDir> = None;
+        for arg in args {
+            let (mut id, mut src, mut env) = (None, None, None);
+            for field in arg.split(',') {
+                match field.split_once('=') {
+                    Some(("id", v)) => id = Some(v.to_string()),
+                    Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                    Some(("env", v)) => env = Some(v.to_string()),
+                    Some(("type", "file" | "env")) => {}
+                    _ => bail!(
+                        "--secret {arg:?}: unknown field {field:?}; expected id=NAME,src=FILE or id=NAME,env=VARIABLE"
+                    ),
+                }
+            }
+            let Some(id) = id else {
+                bail!("--secret {arg:?}: no id=NAME");
+            };
+            Secret::check_name(&id).map_err(|m| anyhow::anyhow!("--secret {arg:?}: {m}"))?;
+            if secrets.iter().any(|s| s.name == id) {
+                bail!("--secret: {id} is given twice");
+            }
+            let source = match (src, env) {
+                (Some(p), None) => {
+                    std::fs::File::open(&p)
+                        .with_context(|| format!("--secret id={id}: reading {}", p.display()))?;
+                    std::path::absolute(&p)?
+                }
+                (None, Some(var)) => {
+                    let value = std::env::var_os(&var).with_context(|| {
+                        format!("--secret id={id},env={var}: the variable {var} is not set")
+                    })?;
+                    let dir = match &values {
+                        Some(d) => d.path().to_path_buf(),
+                        None => {
+                            let d = tempfile::Builder::new()
+                                .prefix("shipyard-secrets-")
+                                .tempdir()?;
+                            let p = d.path().to_path_buf();
+                            values = Some(d);
+                            p
+                        }
+                    };
+                    let file = dir.join(&id);
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&file)?;
+                    std::io::Write::write_all(
+                        &mut f,
+                        std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str()),
+                    )?;
+                    file
+                }
+                _ => bail!("--secret {arg:?}: give exactly one of src=FILE and env=VARIABLE"),
+            };
+            secrets.push(Secret { name: id, source });
+        }
+        Ok(Self {
+            secrets,
+            _values: values,
+        })
+    }
 }

@@ -29,6 +29,10 @@ pub struct Args {
     /// Bind-mount a host path: SRC:DST, read-only unless DST ends in :rw.
     #[arg(long, value_name = "SRC:DST[:rw]")]
     pub bind: Vec<String>,
+    /// id=NAME,src=FILE or id=NAME,env=VARIABLE: a secret the shell sees
+    /// at /run/secrets/NAME (see `shipyard build --help`). Repeatable.
+    #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
     /// How the shell is isolated: auto, userns, chroot or none (see
     /// `shipyard build --help`).
     #[arg(long, value_name = "LEVEL", env = "SHIPYARD_ISOLATION", default_value = "auto",
@@ -123,6 +127,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
             .with_context(|| format!("--env {kv}: expected KEY=VALUE"))?;
         env.push((k.to_string(), v.to_string()));
     }
+    crate::sandbox::ca::add_missing(&mut env, crate::sandbox::ca::proxy_env());
     let user = match &a.user {
         Some(u) => crate::spec::parse_owner(u)
             .with_context(|| format!("--user {u}: expected UID or UID:GID (numbers)"))?,
@@ -133,6 +138,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
     } else {
         a.command.clone()
     };
+    let secrets = super::build::Secrets::parse(&a.secrets)?;
     let subids = detect_subids();
     let confinement = crate::sandbox::choose_isolation(a.isolation, subids, from == "host")?;
     eprintln!("==> isolation: {}", confinement.summary());
@@ -152,6 +158,11 @@ pub fn run_cmd(a: Args) -> Result<()> {
         subids,
         action: crate::sandbox::spec::Action::Exec,
         confinement,
+        secrets: secrets.secrets.clone(),
+        ca_bundle: plan
+            .as_ref()
+            .filter(|p| p.host_ca)
+            .and_then(|_| crate::sandbox::ca::host_bundle()),
     };
     let opts = RunOptions {
         name: "shell".into(),

@@ -411,6 +411,21 @@ fn pid1(
     for b in &spec.binds {
         inside.bind(&b.source, &b.target, b.writable)?;
     }
+    let mut env = spec.env.clone();
+    if let Some(bundle) = &spec.ca_bundle {
+        let at = bind_ca_bundle(&inside, bundle)?;
+        super::ca::add_missing(&mut env, super::ca::bundle_env(&at));
+    }
+    if !spec.secrets.is_empty() {
+        inside.mount_fs(
+            Path::new(super::spec::Secret::DIR),
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(&format!("mode=0755,size={}", super::spec::Secret::MAX * 2)),
+        )?;
+        let dir = inside.dir(Path::new(super::spec::Secret::DIR))?;
+        place_secrets(&dir, &spec.secrets, spec.user)?;
+    }
     if spec.network == Network::None {
         loopback_up()?;
     }
@@ -449,7 +464,72 @@ fn pid1(
     // Steps run under umask 022 whatever the caller's, as with buildah and
     // docker: what a step creates must not depend on who ran the build.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    Err(exec(&spec.argv, &spec.env))
+    Err(exec(&spec.argv, &env))
+}
+
+/// Binds the host's CA bundle read-only over each bundle path the step's
+/// root has (or the first one, when it has none); returns where.
+fn bind_ca_bundle(inside: &InRoot, bundle: &Path) -> Res<PathBuf> {
+    let present: Vec<&str> = super::ca::BUNDLE_PATHS
+        .iter()
+        .copied()
+        .filter(|p| inside.exists(Path::new(p)))
+        .collect();
+    let targets = if present.is_empty() {
+        vec![super::ca::BUNDLE_PATHS[0]]
+    } else {
+        present
+    };
+    for t in &targets {
+        inside.bind(bundle, Path::new(t), false)?;
+    }
+    Ok(PathBuf::from(targets[0]))
+}
+
+/// Writes each secret into `dir` (a fresh directory of the step's), mode
+/// 0400, owned by the step's user. Read as the caller: a secret's file is
+/// whatever the caller may read, and no more than [`Secret::MAX`] bytes.
+///
+/// [`Secret::MAX`]: super::spec::Secret::MAX
+pub(super) fn place_secrets(
+    dir: &std::os::fd::OwnedFd,
+    secrets: &[super::spec::Secret],
+    user: (u32, u32),
+) -> Res<()> {
+    use std::io::{Read, Write};
+    for s in secrets {
+        super::spec::Secret::check_name(&s.name)
+            .map_err(|m| format!("secret {:?}: {m}", s.name))?;
+        let mut value = Vec::new();
+        std::fs::File::open(&s.source)
+            .and_then(|f| f.take(super::spec::Secret::MAX + 1).read_to_end(&mut value))
+            .map_err(e(format!("reading secret {}", s.name)))?;
+        if value.len() as u64 > super::spec::Secret::MAX {
+            return Err(format!(
+                "secret {} is larger than {} bytes",
+                s.name,
+                super::spec::Secret::MAX
+            ));
+        }
+        let fd = nix::fcntl::openat(
+            dir,
+            s.name.as_str(),
+            nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_EXCL
+                | nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o400),
+        )
+        .map_err(e(format!("creating secret {}", s.name)))?;
+        let mut f = std::fs::File::from(fd);
+        f.write_all(&value)
+            .map_err(e(format!("writing secret {}", s.name)))?;
+        nix::unistd::fchown(&f, Some(Uid::from_raw(user.0)), Some(Gid::from_raw(user.1))).map_err(
+            e(format!("giving secret {} to {}:{}", s.name, user.0, user.1)),
+        )?;
+    }
+    Ok(())
 }
 
 /// Whether the write end of the helper's pipe is closed (the helper died).

@@ -14,6 +14,7 @@
 //! PID 1 dies with the helper. A step never gets the caller's terminal
 //! (see `pty`), and is confined as a container is (see `confine`).
 
+pub mod ca;
 mod confine;
 pub mod helper;
 mod inroot;
@@ -175,6 +176,8 @@ pub fn choose_isolation(
             subids,
             action: spec::Action::Probe,
             confinement: isolation::Confinement::full(),
+            secrets: Vec::new(),
+            ca_bundle: None,
         };
         let json =
             serde_json::to_string(&spec).map_err(|e| IsolationError::Probe(e.to_string()))?;
@@ -432,6 +435,8 @@ pub fn remove_tree(path: &Path) -> Result<(), SandboxError> {
         subids: detect_subids(),
         action: spec::Action::Exec,
         confinement: isolation::Confinement::full(),
+        secrets: Vec::new(),
+        ca_bundle: None,
     };
     run(
         &spec,

@@ -145,9 +145,59 @@ pub(super) fn run(spec: &StepSpec, real_root: bool) -> Res<i32> {
         }
         Level::None | Level::Userns => (None, link_sources(spec)?),
     };
-    let result = run_in(spec, root.as_deref(), real_root);
+    let mut placed = placed;
+    let mut env = spec.env.clone();
+    let result = extras(spec, root.as_deref(), &mut placed, &mut env)
+        .and_then(|()| run_in(spec, &env, root.as_deref(), real_root));
     placed.remove();
     result
+}
+
+/// Secrets at /run/secrets and the host's CA bundle, where a namespaced
+/// step would have them mounted. Without mounts the bundle cannot cover
+/// the builder's own: a copy in /tmp, and the variables TLS clients read,
+/// point at it (at `none` the container's own bundle is the host's).
+fn extras(
+    spec: &StepSpec,
+    root: Option<&Path>,
+    placed: &mut Placed,
+    env: &mut Vec<(String, String)>,
+) -> Res<()> {
+    let inside = |p: &str| match root {
+        Some(r) => r.join(super::inroot::normalize(Path::new(p))),
+        None => PathBuf::from(p),
+    };
+    if let Some(bundle) = &spec.ca_bundle {
+        let at = match root {
+            Some(r) => {
+                let name = "/tmp/shipyard-ca-certificates.crt";
+                let copy = inside(name);
+                check_no_symlinks(r, &copy)?;
+                let _ = std::fs::remove_file(&copy);
+                std::fs::copy(bundle, &copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+                PathBuf::from(name)
+            }
+            None => bundle.clone(),
+        };
+        super::ca::add_missing(env, super::ca::bundle_env(&at));
+    }
+    if !spec.secrets.is_empty() {
+        let dir = inside(super::spec::Secret::DIR);
+        if let Some(r) = root {
+            check_no_symlinks(r, &dir)?;
+        }
+        placed.point(&dir, true)?;
+        let fd = nix::fcntl::open(
+            &dir,
+            nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+        super::helper::place_secrets(&fd, &spec.secrets, spec.user)?;
+    }
+    Ok(())
 }
 
 /// Devices, sources and `/tmp` inside a chroot'ed builder.
@@ -268,7 +318,12 @@ fn link_sources(spec: &StepSpec) -> Res<Placed> {
 }
 
 /// Forks the step, chroot'ed into `root` if given, and supervises it.
-fn run_in(spec: &StepSpec, root: Option<&Path>, real_root: bool) -> Res<i32> {
+fn run_in(
+    spec: &StepSpec,
+    env: &[(String, String)],
+    root: Option<&Path>,
+    real_root: bool,
+) -> Res<i32> {
     let signals = stop_signals();
     signals
         .thread_block()
@@ -282,7 +337,7 @@ fn run_in(spec: &StepSpec, root: Option<&Path>, real_root: bool) -> Res<i32> {
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(alive_w);
-            let msg = match step(spec, root, real_root, alive_r) {
+            let msg = match step(spec, env, root, real_root, alive_r) {
                 Ok(never) => match never {},
                 Err(m) => m,
             };
@@ -301,6 +356,7 @@ fn run_in(spec: &StepSpec, root: Option<&Path>, real_root: bool) -> Res<i32> {
 /// The step's first process.
 fn step(
     spec: &StepSpec,
+    env: &[(String, String)],
     root: Option<&Path>,
     real_root: bool,
     helper_alive: std::os::fd::OwnedFd,
@@ -348,5 +404,5 @@ fn step(
     nix::unistd::chdir(&spec.cwd)
         .map_err(|e| format!("working directory {}: {e}", spec.cwd.display()))?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    Err(exec(&spec.argv, &spec.env))
+    Err(exec(&spec.argv, env))
 }

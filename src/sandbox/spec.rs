@@ -58,6 +58,37 @@ impl Bind {
     }
 }
 
+/// A secret a step sees at `/run/secrets/NAME` (on a tmpfs, mode 0400,
+/// owned by the step's user), read from `source` when the step starts.
+/// Only the name and the path travel to the helper, never the value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Secret {
+    pub name: String,
+    pub source: PathBuf,
+}
+
+impl Secret {
+    /// Where secrets are, inside a step.
+    pub const DIR: &'static str = "/run/secrets";
+    /// The largest secret, in bytes (the tmpfs holding them is this big).
+    pub const MAX: u64 = 1 << 20;
+
+    /// Why `name` is no secret name: one path component of letters,
+    /// digits, `.`, `_` and `-`, not `.` or `..`.
+    pub fn check_name(name: &str) -> Result<(), &'static str> {
+        if name.is_empty() || name == "." || name == ".." {
+            return Err("a secret needs a name");
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err("a secret's name may hold only letters, digits, '.', '_' and '-'");
+        }
+        Ok(())
+    }
+}
+
 /// Subordinate id ranges to map through newuidmap/newgidmap.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SubIds {
@@ -86,6 +117,13 @@ pub struct StepSpec {
     /// The isolation level and what it gave up (see `isolation`).
     #[serde(default)]
     pub confinement: super::isolation::Confinement,
+    /// Secrets the step sees at `/run/secrets`.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// The host's CA bundle, to put where the builder's distro reads its
+    /// own (see `sandbox::ca`).
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// What a sandbox helper does.
@@ -124,6 +162,15 @@ pub struct TapeoutJob {
 #[cfg(test)]
 mod tests {
     use super::Bind;
+
+    #[test]
+    fn secret_names_are_one_plain_component() {
+        use super::Secret;
+        assert!(Secret::check_name("pip-token_2.txt").is_ok());
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "x\n"] {
+            assert!(Secret::check_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn bind_targets_are_absolute_and_never_climb() {

@@ -46,6 +46,9 @@ struct RawBuilder {
     network: Option<Spanned<String>>,
     #[serde(default)]
     env: IndexMap<String, String>,
+    /// Bind the host's CA bundle where the builder's distro reads its own.
+    #[serde(default, rename = "host-ca")]
+    host_ca: bool,
 }
 
 fn default_from() -> Spanned<String> {
@@ -67,6 +70,9 @@ struct RawBuild {
     /// Seconds.
     #[serde(default)]
     timeout: Option<u64>,
+    /// Secrets (`--secret id=NAME,…`) the rule sees at /run/secrets/NAME.
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +167,8 @@ pub struct BuildRule {
     pub workdir: PathBuf,
     pub user: (u32, u32),
     pub timeout: Option<u64>,
+    /// Names of the secrets the rule sees (only the names are in its key).
+    pub secrets: Vec<String>,
 }
 
 /// A tapeout rule (selects what images keep).
@@ -220,6 +228,8 @@ pub struct Plan {
     pub sources: Vec<Source>,
     pub network: crate::sandbox::spec::Network,
     pub env: Vec<(String, String)>,
+    /// Bind the host's CA bundle into the builder (`host-ca = true`).
+    pub host_ca: bool,
     /// Build and tapeout rules in a stable topological order.
     pub steps: Vec<Step>,
     pub images: Vec<ImageSpec>,
@@ -319,6 +329,7 @@ pub fn parse(
         sources: IndexMap::new(),
         network: None,
         env: IndexMap::new(),
+        host_ca: false,
     });
     let from = relative_to(builder.from.get_ref(), dir);
     if !(from == "host" || from == "scratch" || from.starts_with("rootfs:")) {
@@ -401,6 +412,16 @@ pub fn parse(
             })?,
             None => (0, 0),
         };
+        let mut secrets = Vec::new();
+        for sec in &r.secrets {
+            crate::sandbox::spec::Secret::check_name(sec.get_ref()).map_err(|m| {
+                cx.err(
+                    sec.span(),
+                    format!("build.{name}.secrets: {:?}: {m}", sec.get_ref()),
+                )
+            })?;
+            secrets.push(sec.get_ref().clone());
+        }
         deps.insert(
             id.clone(),
             r.after
@@ -418,6 +439,7 @@ pub fn parse(
                 workdir: PathBuf::from(r.workdir.clone().unwrap_or("/".into())),
                 user,
                 timeout: r.timeout,
+                secrets,
             }),
         );
     }
@@ -596,6 +618,7 @@ pub fn parse(
         sources,
         network,
         env,
+        host_ca: builder.host_ca,
         steps,
         images,
         pods,
