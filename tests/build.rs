@@ -699,3 +699,123 @@ fn proxies_and_the_host_ca_reach_steps_but_not_keys_or_images() {
     assert!(!config.contains("proxy.test"), "{config}");
     assert!(!config.contains("SSL_CERT_FILE"), "{config}");
 }
+
+#[test]
+fn a_cache_mount_persists_between_builds_and_stays_out_of_layers_and_keys() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("proj");
+    let marker = format!("cache-mount-content-{}", std::process::id());
+    write(
+        &dir.join("shipyard.toml"),
+        format!(
+            r#"
+[builder]
+from = "host"
+cache = {{ "/var/cache/tool" = "tool" }}
+
+[build.count]
+run = """
+n=$(cat /var/cache/tool/count 2>/dev/null || echo 0)
+echo $((n + 1)) > /var/cache/tool/count
+echo {marker} > /var/cache/tool/blob
+mkdir -p /out && cp /var/cache/tool/count /out/count
+"""
+
+[tapeout.t]
+after = ["build.count"]
+include = ["/out/**"]
+
+[image.app]
+tapeouts = ["t"]
+"#
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let cache = t.path().join("cache");
+    let run = |layout: &str, extra: &[&str]| {
+        let mut c = shipyard();
+        c.env("XDG_CACHE_HOME", &cache)
+            .args(["build", dir.to_str().unwrap(), "--output"])
+            .arg(format!("oci:{}", t.path().join(layout).display()))
+            .args(extra);
+        let out = c.output().unwrap();
+        assert_success(&out, "build");
+        let u = t.path().join(format!("{layout}-u"));
+        ok([
+            "unpack",
+            &format!("oci:{}:app", t.path().join(layout).display()),
+            u.to_str().unwrap(),
+        ]);
+        (
+            std::fs::read_to_string(u.join("out/count")).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(run("a", &[]).0.trim(), "1");
+    // Kept between builds.
+    assert_eq!(run("b", &["--no-cache"]).0.trim(), "2");
+    // Not in the key: the mount's new content is no reason to run again.
+    let (_, log) = run("c", &[]);
+    assert!(log.contains("==> build.count: cached"), "{log}");
+    // Not in a layer: the rule's captured changes, the tapeouts and the
+    // images hold nothing of it.
+    let shipyard_cache = cache.join("shipyard");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&shipyard_cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "mounts")
+        .collect();
+    dirs.push(t.path().join("a"));
+    let dirs: Vec<&Path> = dirs.iter().map(|p| p.as_path()).collect();
+    let hits = files_holding(&dirs, marker.as_bytes());
+    assert!(hits.is_empty(), "the cache mount's content is in {hits:?}");
+    // The cache commands know it.
+    let env_cache = |args: &[&str]| {
+        let out = shipyard()
+            .env("XDG_CACHE_HOME", &cache)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_success(&out, "cache");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let ls = env_cache(&["cache", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.contains(" mount ") && l.contains(" tool ")),
+        "{ls}"
+    );
+    assert!(env_cache(&["cache", "du"]).contains("cache mounts"));
+    let pruned = env_cache(&["cache", "prune"]);
+    assert!(pruned.contains("1 cache mounts"), "{pruned}");
+    assert!(!env_cache(&["cache", "ls"]).contains(" mount "));
+    assert_eq!(run("d", &["--no-cache"]).0.trim(), "1", "prune emptied it");
+}
+
+#[test]
+fn cache_mount_mistakes_name_the_key() {
+    let t = tempfile::tempdir().unwrap();
+    for (table, want) in [
+        (
+            r#"cache = { "relative/dir" = "x" }"#,
+            "must be an absolute path",
+        ),
+        (r#"cache = { "/c" = "a/b" }"#, "id \"a/b\""),
+        (
+            r#"cache = { "/c" = { id = "x", sharing = "lockd" } }"#,
+            "locked, shared or private",
+        ),
+    ] {
+        let dir = t.path().join(format!("p{}", want.len()));
+        write(
+            &dir.join("shipyard.toml"),
+            format!("[build.a]\nrun = \"true\"\n{table}\n").as_bytes(),
+            0o644,
+        );
+        let err = fails(["build", dir.to_str().unwrap()]);
+        assert!(err.contains("shipyard.toml:3:"), "{err}");
+        assert!(err.contains("build.a.cache"), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}

@@ -349,3 +349,72 @@ fn an_unknown_level_is_refused_with_the_choices() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("auto, userns, chroot or none"));
 }
+
+#[test]
+fn without_bind_mounts_a_cache_mount_is_copied_in_and_back() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    builder_tree(&base);
+    let dir = t.path().join("proj");
+    let spec = format!(
+        r#"
+[builder]
+from = "rootfs:{}"
+
+[build.count]
+run = "n=0; read n < /c/count; echo $((n + 1)) > /c/count; echo $((n + 1)) > /made.txt"
+cache = {{ "/c" = "counter" }}
+
+[tapeout.t]
+after = ["build.count"]
+include = ["/made.txt", "/c/**"]
+
+[image.app]
+tapeouts = ["t"]
+"#,
+        base.display()
+    );
+    write(&dir.join("shipyard.toml"), spec.as_bytes(), 0o644);
+    let cache = t.path().join("cache");
+    let count = |layout: &str| {
+        let mut c = if is_root() {
+            without_sys_admin()
+        } else {
+            shipyard()
+        };
+        c.env("XDG_CACHE_HOME", &cache);
+        let extra: &[&str] = if is_root() {
+            &["--isolation", "chroot"]
+        } else {
+            &[]
+        };
+        let out = build(c, &dir, &t.path().join(layout), extra);
+        assert_success(&out, "build");
+        if is_root() {
+            assert!(isolation_line(&out).contains("chroot (no namespaces"));
+        }
+        let m = ok([
+            "manifest",
+            &format!("oci:{}:app", t.path().join(layout).display()),
+        ]);
+        assert!(
+            !m.contains("/c/count"),
+            "the cache mount is in the image:\n{m}"
+        );
+        let u = t.path().join(format!("{layout}-u"));
+        ok([
+            "unpack",
+            &format!("oci:{}:app", t.path().join(layout).display()),
+            u.to_str().unwrap(),
+        ]);
+        std::fs::read_to_string(u.join("made.txt")).unwrap()
+    };
+    assert_eq!(count("a").trim(), "1");
+    assert_eq!(count("b").trim(), "2", "what the step wrote was not kept");
+    assert_eq!(
+        std::fs::read_to_string(cache.join("shipyard/mounts/counter/count"))
+            .unwrap()
+            .trim(),
+        "2"
+    );
+}

@@ -7,6 +7,7 @@
 pub mod base;
 pub mod capture;
 pub mod key;
+pub mod mounts;
 pub mod remote;
 pub mod restore;
 pub mod stepcache;
@@ -300,6 +301,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     if let Some(why) = confinement.unusable_builder(&plan.from) {
         bail!(why);
     }
+    let mount_store = mounts::MountStore::open()?;
     // Every secret a rule names must be given, before anything runs.
     for step in &plan.steps {
         if let Step::Build(b) = step {
@@ -665,9 +667,21 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     join_all(&mut captures)?;
                     flush(&mut pending)?;
                     ran_rule = true;
+                    // Cache mounts are held (locked) while the rule runs.
+                    let held: Vec<(PathBuf, mounts::Held)> = b
+                        .cache
+                        .iter()
+                        .map(|m| Ok((m.target.clone(), mount_store.acquire(m)?)))
+                        .collect::<Result<_>>()?;
+                    let mut step_binds = binds.clone();
+                    step_binds.extend(held.iter().map(|(target, h)| Bind {
+                        source: h.path.clone(),
+                        target: target.clone(),
+                        writable: true,
+                    }));
                     let spec = StepSpec {
                         root: root.clone(),
-                        binds: binds.clone(),
+                        binds: step_binds,
                         network: plan.network,
                         env: {
                             // The proxy settings are the machine's, not
@@ -701,6 +715,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                             echo: true,
                         },
                     )?;
+                    drop(held);
                     if out.code != 0 {
                         // The builder state goes away; the failing rule's log
                         // must not, since the error points at it.

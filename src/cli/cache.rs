@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 ///
 /// The cache holds the step cache (each build rule's changes, each
 /// tapeout's selection and each image layer, by cache key), unpacked
-/// builder bases, and the blobs of pulled images. Builds share it safely;
+/// builder bases, the blobs of pulled images, and the cache mounts rules
+/// name (`cache = { "/root/.cache/pip" = "pip" }`). Builds share it safely;
 /// `prune` waits for running builds, pulls and imports.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,10 +22,11 @@ pub enum CacheCommand {
     Prune(PruneArgs),
 }
 
-/// List cached steps, most recently used first.
+/// List cached steps, then cache mounts, most recently used first.
 ///
-/// Columns: cache key (short), kind (rule, tapeout, layer), the step that
-/// made it, its layer's size, and how long ago it was last used.
+/// Columns: cache key (short), kind (rule, tapeout, layer, or mount), the
+/// step that made it (a mount's id), its size, and how long ago it was
+/// last used.
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
     /// Print JSON lines instead (full keys and records).
@@ -36,8 +38,9 @@ pub struct LsArgs {
 #[derive(Debug, clap::Args)]
 pub struct DuArgs {}
 
-/// Remove cached steps, unpacked bases and pulled images not used lately,
-/// then every blob nothing left refers to.
+/// Remove cached steps, unpacked bases, pulled images and cache mounts not
+/// used lately, then every blob nothing left refers to. A cache mount in
+/// use by a running build is kept.
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
     /// Keep what was used within this long (e.g. 36h, 7d; default: keep
@@ -58,18 +61,26 @@ fn ago(t: std::time::SystemTime) -> String {
 
 pub fn run(a: Args) -> Result<()> {
     let root = crate::cache::cache_dir()?;
+    let mounts = crate::build::mounts::MountStore::at(root.join("mounts"));
     match a.command {
         CacheCommand::Ls(l) => {
             let sc = StepCache::open_at(root, false).context("opening the cache")?;
             let list = sc.list();
             if l.json {
+                let secs = |t: std::time::SystemTime| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                };
                 for (key, rec, used) in list {
-                    let used = used
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
                     println!(
                         "{}",
-                        serde_json::json!({"key": key.to_string(), "last_used": used, "record": rec})
+                        serde_json::json!({"key": key.to_string(), "last_used": secs(used), "record": rec})
+                    );
+                }
+                for m in mounts.list() {
+                    println!(
+                        "{}",
+                        serde_json::json!({"mount": m.id, "size": m.size, "last_used": secs(m.last_used)})
                     );
                 }
             } else {
@@ -87,12 +98,24 @@ pub fn run(a: Args) -> Result<()> {
                         ago(used)
                     );
                 }
+                for m in mounts.list() {
+                    println!(
+                        "{:<14} {:<8} {:<32} {:>10} {:>6}",
+                        "-",
+                        "mount",
+                        m.id,
+                        human(m.size),
+                        ago(m.last_used)
+                    );
+                }
             }
         }
         CacheCommand::Du(_) => {
             let sc = StepCache::open_at(root.clone(), false).context("opening the cache")?;
             let mut total = 0;
-            for (what, n) in sc.usage() {
+            let mut usage = sc.usage();
+            usage.push(("cache mounts", mounts.list().iter().map(|m| m.size).sum()));
+            for (what, n) in usage {
                 println!("{:<16} {:>10}", what, human(n));
                 total += n;
             }
@@ -100,8 +123,13 @@ pub fn run(a: Args) -> Result<()> {
         }
         CacheCommand::Prune(p) => {
             let sc = StepCache::open_at(root, true).context("opening the cache")?;
-            let (n, freed) = sc.prune(p.keep_duration.unwrap_or_default())?;
-            eprintln!("removed {n} entries, freed {}", human(freed));
+            let keep = p.keep_duration.unwrap_or_default();
+            let (n, freed) = sc.prune(keep)?;
+            let (m, mfreed) = mounts.prune(keep)?;
+            eprintln!(
+                "removed {n} entries and {m} cache mounts, freed {}",
+                human(freed + mfreed)
+            );
         }
     }
     Ok(())

@@ -4,9 +4,10 @@
 //! At `chroot` the builder is a copy (see `helper::copied_root`), entered
 //! with chroot. What a namespaced step gets from mounts is made by hand and
 //! taken away again after the step, so that the rule's captured changes
-//! hold only what the step made: device nodes by mknod, the sources copied
-//! in (read-only ones only: a copy cannot write back), a `/tmp` whose new
-//! entries are removed as a tmpfs would lose them. There is no `/proc`.
+//! hold only what the step made: device nodes by mknod, the sources and
+//! cache mounts copied in (and, where writable, copied back after the
+//! step), a `/tmp` whose new entries are removed as a tmpfs would lose
+//! them. There is no `/proc`.
 //! The step keeps the confinement of a root container (bounding set,
 //! capabilities, seccomp) and loses CAP_SYS_CHROOT too, the classic way out
 //! of a chroot; ptrace and friends are refused, since the step shares the
@@ -53,11 +54,19 @@ struct Placed {
     points: Vec<(PathBuf, bool, Vec<std::ffi::OsString>, bool)>,
     /// Paths made by the level `none` (symlinks to sources).
     links: Vec<PathBuf>,
+    /// Writable sources and cache mounts, copied in: what the step left
+    /// there is copied back to the host (in root, host).
+    copy_back: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Placed {
     fn remove(self) {
         use std::os::unix::fs::PermissionsExt;
+        for (inside, host) in &self.copy_back {
+            if let Err(e) = copy_back(inside, host) {
+                tracing::warn!("copying {} back: {e}", host.display());
+            }
+        }
         for p in self.devices.iter().chain(self.links.iter()) {
             let _ = std::fs::remove_file(p);
         }
@@ -115,6 +124,29 @@ impl Placed {
         self.points.push((p.to_path_buf(), dir, before, created));
         Ok(())
     }
+}
+
+/// Replaces what is in the host directory `host` by what the step left in
+/// its copy `inside` (a writable source or a cache mount at a level
+/// without bind mounts). Symlinks are copied as links, never followed.
+fn copy_back(inside: &Path, host: &Path) -> Res<()> {
+    let md = std::fs::symlink_metadata(inside).map_err(|e| format!("{}: {e}", inside.display()))?;
+    if !md.is_dir() {
+        if md.is_file() {
+            std::fs::copy(inside, host).map_err(|e| format!("{}: {e}", host.display()))?;
+        }
+        return Ok(());
+    }
+    for ent in std::fs::read_dir(host).map_err(|e| format!("{}: {e}", host.display()))? {
+        let ent = ent.map_err(|e| format!("{}: {e}", host.display()))?;
+        let p = ent.path();
+        match ent.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+            _ => std::fs::remove_file(&p),
+        }
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    super::helper::copy_tree(inside, host)
 }
 
 /// Runs the step without namespaces; returns its exit code.
@@ -238,14 +270,6 @@ fn furnish(root: &Path, spec: &StepSpec) -> Res<Placed> {
         placed.devices.push(p);
     }
     for b in &spec.binds {
-        if b.writable {
-            return Err(format!(
-                "{}: a writable source needs a bind mount, which this machine refuses \
-                 (isolation chroot without CAP_SYS_ADMIN); make it read-only, or use \
-                 --isolation none inside a container",
-                b.target.display()
-            ));
-        }
         let to = inside(&b.target);
         check_no_symlinks(root, &to)?;
         let md =
@@ -263,6 +287,9 @@ fn furnish(root: &Path, spec: &StepSpec) -> Res<Placed> {
             super::helper::copy_tree(&b.source, &to)?;
         } else {
             std::fs::copy(&b.source, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
+        if b.writable {
+            placed.copy_back.push((to.clone(), b.source.clone()));
         }
     }
     Ok(placed)

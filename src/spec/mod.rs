@@ -35,6 +35,19 @@ pub enum RawSource {
     },
 }
 
+/// A cache mount: `"/target" = "ID"` or `"/target" = { id = "ID",
+/// sharing = "locked" | "shared" | "private" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawCache {
+    Id(String),
+    Full {
+        id: String,
+        #[serde(default)]
+        sharing: Option<String>,
+    },
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBuilder {
@@ -49,6 +62,9 @@ struct RawBuilder {
     /// Bind the host's CA bundle where the builder's distro reads its own.
     #[serde(default, rename = "host-ca")]
     host_ca: bool,
+    /// Cache mounts every rule gets.
+    #[serde(default)]
+    cache: IndexMap<String, Spanned<RawCache>>,
 }
 
 fn default_from() -> Spanned<String> {
@@ -73,6 +89,9 @@ struct RawBuild {
     /// Secrets (`--secret id=NAME,…`) the rule sees at /run/secrets/NAME.
     #[serde(default)]
     secrets: Vec<Spanned<String>>,
+    /// Cache mounts of this rule (beside the builder's).
+    #[serde(default)]
+    cache: IndexMap<String, Spanned<RawCache>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +188,8 @@ pub struct BuildRule {
     pub timeout: Option<u64>,
     /// Names of the secrets the rule sees (only the names are in its key).
     pub secrets: Vec<String>,
+    /// Cache mounts (the builder's, then the rule's; never in its key).
+    pub cache: Vec<crate::build::mounts::CacheMount>,
 }
 
 /// A tapeout rule (selects what images keep).
@@ -234,6 +255,45 @@ pub struct Plan {
     pub steps: Vec<Step>,
     pub images: Vec<ImageSpec>,
     pub pods: Vec<PodSpec>,
+}
+
+/// The cache mounts of a `cache` table, checked: absolute targets
+/// without `..`, plain ids, a known sharing mode.
+fn cache_mounts(
+    cx: &Ctx<'_>,
+    key: &str,
+    raw: &IndexMap<String, Spanned<RawCache>>,
+) -> Result<Vec<crate::build::mounts::CacheMount>, SpecError> {
+    let mut out = Vec::new();
+    for (target, m) in raw {
+        crate::sandbox::spec::Bind::check_target(target)
+            .map_err(|why| cx.err(m.span(), format!("{key}: {target:?}: {why}")))?;
+        let (id, sharing) = match m.get_ref() {
+            RawCache::Id(id) => (id.clone(), None),
+            RawCache::Full { id, sharing } => (id.clone(), sharing.clone()),
+        };
+        crate::sandbox::spec::Secret::check_name(&id).map_err(|why| {
+            cx.err(
+                m.span(),
+                format!(
+                    "{key}.{target:?}: id {id:?}: {}",
+                    why.replace("secret", "cache")
+                ),
+            )
+        })?;
+        let sharing = match sharing {
+            Some(s) => s
+                .parse()
+                .map_err(|why| cx.err(m.span(), format!("{key}.{target:?}: {why}")))?,
+            None => Default::default(),
+        };
+        out.push(crate::build::mounts::CacheMount {
+            target: PathBuf::from(target),
+            id,
+            sharing,
+        });
+    }
+    Ok(out)
 }
 
 /// Edit distance, for "did you mean".
@@ -330,7 +390,9 @@ pub fn parse(
         network: None,
         env: IndexMap::new(),
         host_ca: false,
+        cache: IndexMap::new(),
     });
+    let builder_cache = cache_mounts(&cx, "builder.cache", &builder.cache)?;
     let from = relative_to(builder.from.get_ref(), dir);
     if !(from == "host" || from == "scratch" || from.starts_with("rootfs:")) {
         if let Err(e) = crate::reference::Reference::parse(&from) {
@@ -412,6 +474,11 @@ pub fn parse(
             })?,
             None => (0, 0),
         };
+        let mut cache = builder_cache.clone();
+        for m in cache_mounts(&cx, &format!("build.{name}.cache"), &r.cache)? {
+            cache.retain(|c: &crate::build::mounts::CacheMount| c.target != m.target);
+            cache.push(m);
+        }
         let mut secrets = Vec::new();
         for sec in &r.secrets {
             crate::sandbox::spec::Secret::check_name(sec.get_ref()).map_err(|m| {
@@ -440,6 +507,7 @@ pub fn parse(
                 user,
                 timeout: r.timeout,
                 secrets,
+                cache,
             }),
         );
     }
