@@ -819,3 +819,68 @@ fn cache_mount_mistakes_name_the_key() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+#[test]
+fn build_metadata_for_ci_iidfile_metadata_file_tags_and_docker_flag_names() {
+    let t = tempfile::tempdir().unwrap();
+    let a = checkout("hello", &t.path().join("one"));
+    let layout = t.path().join("l");
+    let copy = t.path().join("copy");
+    let iid = t.path().join("iid");
+    let meta = t.path().join("meta.json");
+    let out = build(
+        &a,
+        &layout,
+        &[
+            "--build-arg",
+            "CFLAGS=-O1",
+            "--label",
+            "org.example.team=ci",
+            "--annotation",
+            "org.example.run=42",
+            "-t",
+            &format!("oci:{}:v1", copy.display()),
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ],
+    );
+    assert_success(&out, "build");
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), digest);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let hello = &m["images"]["hello"];
+    assert_eq!(hello["digest"], digest.as_str());
+    assert_eq!(hello["tag"], "hello");
+    assert!(hello["size"].as_u64().unwrap() > 1000, "{m}");
+    assert!(hello["pushed"][0].as_str().unwrap().contains("copy"), "{m}");
+    // -t copied it, digest and all.
+    assert_eq!(digest_of_tag(&copy, "v1"), digest);
+    // --label and --annotation reached the image (--build-arg goes the
+    // way of --set, as they do).
+    let inspect = ok([
+        "inspect",
+        &format!("oci:{}:hello", layout.display()),
+        "--json",
+    ]);
+    assert!(inspect.contains("org.example.team"), "{inspect}");
+    let raw_index = std::fs::read_to_string(layout.join("index.json")).unwrap();
+    let manifest_digest = digest.trim_start_matches("sha256:");
+    let manifest =
+        std::fs::read_to_string(layout.join("blobs/sha256").join(manifest_digest)).unwrap();
+    assert!(
+        manifest.contains("org.example.run"),
+        "{manifest}\n{raw_index}"
+    );
+    // A bare name is not a place to put an image.
+    let err = fails([
+        "build",
+        a.to_str().unwrap(),
+        "-t",
+        "myapp:1.0",
+        "--output",
+        &format!("oci:{}", t.path().join("l2").display()),
+    ]);
+    assert!(err.contains("name a registry"), "{err}");
+}

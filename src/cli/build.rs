@@ -48,6 +48,29 @@ pub struct Args {
     /// annotation.NAME=V on every image.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// KEY=VALUE: a build argument, as --set KEY=VALUE (docker's name).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// KEY=VALUE: a label on every image, as --set label.KEY=VALUE.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// KEY=VALUE: a manifest annotation on every image, as --set
+    /// annotation.KEY=VALUE.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Also give the built image this name: a registry reference
+    /// (docker://HOST/REPO[:TAG] or HOST/REPO[:TAG]) pushes it there, a
+    /// layout or archive (oci:DIR:TAG, oci-archive:FILE…) copies it there.
+    /// With several images, NAME=REF. Repeatable.
+    #[arg(short = 't', long = "tag", value_name = "[NAME=]REF")]
+    pub tags: Vec<String>,
+    /// Write the built image's digest (the manifest's, as printed) here.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write a JSON summary of the build here: for each image and pod, its
+    /// digest, tag, layout, size and the references it was pushed to.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
     /// id=NAME,src=FILE or id=NAME,env=VARIABLE: a secret that rules naming
     /// it (`secrets = ["NAME"]`) see at /run/secrets/NAME, on a tmpfs. Never
     /// in a layer, a log, the step cache or a cache key (keys hold the name
@@ -112,11 +135,18 @@ pub fn run(a: Args) -> Result<()> {
     let dir = a.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let file = a.file.clone().unwrap_or_else(|| dir.join("shipyard.toml"));
     let mut sets = Vec::new();
-    for s in &a.sets {
-        let (k, v) = s
-            .split_once('=')
-            .with_context(|| format!("--set {s}: expected KEY=VALUE"))?;
-        sets.push((k.to_string(), v.to_string()));
+    for (flag, prefix, list) in [
+        ("--set", "", &a.sets),
+        ("--build-arg", "", &a.build_args),
+        ("--label", "label.", &a.labels),
+        ("--annotation", "annotation.", &a.annotations),
+    ] {
+        for s in list {
+            let (k, v) = s
+                .split_once('=')
+                .with_context(|| format!("{flag} {s}: expected KEY=VALUE"))?;
+            sets.push((format!("{prefix}{k}"), v.to_string()));
+        }
     }
     let plan = crate::spec::load(&file, &sets)?;
     let secrets = Secrets::parse(&a.secrets)?;
@@ -129,15 +159,29 @@ pub fn run(a: Args) -> Result<()> {
     }
     // Where each image goes, checked before the build starts.
     let mut pushes: Vec<(Option<String>, Reference)> = Vec::new();
-    for p in &a.push {
+    for (flag, p) in a
+        .push
+        .iter()
+        .map(|p| ("--push", p))
+        .chain(a.tags.iter().map(|t| ("--tag", t)))
+    {
         let (name, r) = match p.split_once('=') {
             Some((n, r)) if !n.contains(':') => (Some(n.to_string()), r),
             _ => (None, p.as_str()),
         };
+        if flag == "--tag" && !names_a_place(r) {
+            bail!(
+                "--tag {p}: name a registry (docker://HOST/REPO[:TAG] or HOST/REPO[:TAG]) or a \
+                 layout (oci:DIR:TAG); in --output the images are tagged with their names"
+            );
+        }
         pushes.push((
             name,
-            Reference::parse_or_registry(r).with_context(|| format!("--push {p}"))?,
+            Reference::parse_or_registry(r).with_context(|| format!("{flag} {p}"))?,
         ));
+    }
+    if a.iidfile.is_some() && a.images.len() != 1 && plan.images.len() != 1 {
+        bail!("--iidfile holds one digest: build one image (--image NAME), or use --metadata-file");
     }
     // --creds are for the registry the images are pushed to; bases and
     // a cache repository elsewhere use the auth files.
@@ -208,6 +252,7 @@ pub fn run(a: Args) -> Result<()> {
         );
         println!("{}", b.digest);
     }
+    let mut pushed: Vec<(String, String)> = Vec::new();
     for (name, dst) in &pushes {
         let b = match name {
             Some(n) => built
@@ -228,8 +273,86 @@ pub fn run(a: Args) -> Result<()> {
         };
         let report = transport::copy(&src, dst, &[], &topts)?;
         eprintln!("{} -> {}@{}", b.name, report.destination, report.digest);
+        pushed.push((b.name.clone(), report.destination.to_string()));
+    }
+    if let Some(f) = &a.iidfile {
+        let Some(b) = built.iter().find(|b| !b.pod) else {
+            bail!("--iidfile: the build made no image");
+        };
+        crate::oci::layout::write_atomic(
+            f,
+            b.digest.as_bytes(),
+            0o644,
+            crate::oci::layout::IfExists::Replace,
+        )
+        .with_context(|| format!("--iidfile {}", f.display()))?;
+    }
+    if let Some(f) = &a.metadata_file {
+        let json = metadata(&opts.output, &built, &pushed)?;
+        crate::oci::layout::write_atomic(
+            f,
+            &serde_json::to_vec_pretty(&json)?,
+            0o644,
+            crate::oci::layout::IfExists::Replace,
+        )
+        .with_context(|| format!("--metadata-file {}", f.display()))?;
     }
     Ok(())
+}
+
+/// Whether `r` names where an image goes, beyond a bare `NAME[:TAG]`
+/// (which docker would keep locally, and which here would mean Docker
+/// Hub): a transport prefix, or a registry host (a dot, a port or
+/// localhost) before the first slash.
+fn names_a_place(r: &str) -> bool {
+    if r.contains("://")
+        || ["oci:", "oci-archive:", "docker-archive:"]
+            .iter()
+            .any(|p| r.starts_with(p))
+    {
+        return true;
+    }
+    match r.split_once('/') {
+        Some((host, _)) => host.contains('.') || host.contains(':') || host == "localhost",
+        None => false,
+    }
+}
+
+/// The `--metadata-file` document: per image and pod, where it is and
+/// where it went.
+fn metadata(
+    layout_dir: &std::path::Path,
+    built: &[crate::build::Built],
+    pushed: &[(String, String)],
+) -> Result<serde_json::Value> {
+    let layout = crate::oci::layout::Layout::open(layout_dir)?;
+    let mut images = serde_json::Map::new();
+    let mut pods = serde_json::Map::new();
+    for b in built {
+        let tag = if b.pod { b.name.clone() } else { b.tag.clone() };
+        let desc = layout.resolve(Some(&tag))?;
+        let size = match crate::oci::image::Image::load(&layout, &desc) {
+            Ok(img) => {
+                desc.size()
+                    + img.manifest.config().size()
+                    + img.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
+            }
+            Err(_) => desc.size(),
+        };
+        let entry = serde_json::json!({
+            "digest": b.digest,
+            "tag": b.tag,
+            "layout": format!("oci:{}:{}", layout_dir.display(), tag),
+            "size": size,
+            "pushed": pushed.iter().filter(|(n, _)| n == &b.name).map(|(_, r)| r).collect::<Vec<_>>(),
+        });
+        if b.pod {
+            pods.insert(b.name.clone(), entry);
+        } else {
+            images.insert(b.name.clone(), entry);
+        }
+    }
+    Ok(serde_json::json!({ "images": images, "pods": pods }))
 }
 
 /// The `--secret` arguments, resolved to files: a variable's value goes
