@@ -50,7 +50,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    Build(build::Args),
+    Build(Box<build::Args>),
     Cache(cache::Args),
     Manifest(manifest::Args),
     Diff(diff::Args),
@@ -79,7 +79,7 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Build(a) => build::run(a),
+        Command::Build(a) => build::run(*a),
         Command::Cache(a) => cache::run(a),
         Command::Manifest(a) => manifest::run(a),
         Command::Diff(a) => diff::run(a),
