@@ -76,3 +76,105 @@ fn usage_errors_are_clear() {
     let e = fails(["frobnicate"]);
     assert!(e.contains("unrecognized subcommand"), "{e}");
 }
+
+#[test]
+fn config_edits_make_a_new_manifest_and_leave_the_old_one() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    write(&root.join("f"), b"x", 0o644);
+    let l = t.path().join("l");
+    let r = format!("oci:{}:v1", l.display());
+    let old = diff_scratch(&root, &r, &[]);
+    let new = ok([
+        "config",
+        &r,
+        "--entrypoint",
+        "exec app --flag",
+        "--env",
+        "A=1",
+        "--label",
+        "team=ci",
+        "--annotation",
+        "org.example.note=edited",
+        "--user",
+        "1000:1000",
+        "--workdir",
+        "/srv",
+        "--port",
+        "8080",
+        "--volume",
+        "/data",
+        "--stop-signal",
+        "SIGINT",
+        "--author",
+        "ci",
+        "--created",
+        "@1700000000",
+    ])
+    .trim()
+    .to_string();
+    assert_ne!(new, old);
+    // The tag moved; the old manifest is still there, unchanged.
+    assert_eq!(digest_of_tag(&l, "v1"), new);
+    let before: serde_json::Value = serde_json::from_str(&ok([
+        "inspect",
+        &format!("oci:{}@{old}", l.display()),
+        "--json",
+    ]))
+    .unwrap();
+    assert!(!before.to_string().contains("team"), "{before}");
+    let after = ok(["inspect", &r, "--json"]);
+    for want in [
+        "\"/bin/sh\",\"-c\",\"exec app --flag\"",
+        "A=1",
+        "team",
+        "1000:1000",
+        "/srv",
+        "8080/tcp",
+        "/data",
+        "SIGINT",
+        "2023-11-14T22:13:20Z",
+        "shipyard config",
+    ] {
+        let squeeze = |s: &str| s.split_whitespace().collect::<String>();
+        assert!(
+            squeeze(&after).contains(&squeeze(want)),
+            "{want} not in {after}"
+        );
+    }
+    let manifest = std::fs::read_to_string(
+        l.join("blobs/sha256")
+            .join(new.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    assert!(manifest.contains("org.example.note"), "{manifest}");
+    // --tag leaves the source tag; "" clears.
+    let cleared = ok([
+        "config",
+        &r,
+        "--tag",
+        "v2",
+        "--entrypoint",
+        "",
+        "--unset-env",
+        "A",
+    ]);
+    assert_eq!(digest_of_tag(&l, "v1"), new);
+    assert_eq!(digest_of_tag(&l, "v2"), cleared.trim());
+    let v2: serde_json::Value = serde_json::from_str(&ok([
+        "inspect",
+        &format!("oci:{}:v2", l.display()),
+        "--json",
+    ]))
+    .unwrap();
+    let c = &v2["config"]["config"];
+    assert!(c["Entrypoint"].is_null(), "{c}");
+    assert!(!c["Env"].to_string().contains("A=1"), "{c}");
+    // Mistakes are named.
+    let err = fails(["config", &r, "--env", "NOEQUALS"]);
+    assert!(err.contains("expected KEY=VALUE"), "{err}");
+    let err = fails(["config", &r, "--cmd", "[not json"]);
+    assert!(err.contains("not a JSON array"), "{err}");
+    let err = fails(["config", &r, "--created", "yesterday"]);
+    assert!(err.contains("RFC 3339"), "{err}");
+}

@@ -124,6 +124,43 @@ fn podman_runs_an_image_we_built() {
 }
 
 #[test]
+fn podman_runs_an_image_with_the_entrypoint_and_env_config_set() {
+    require("podman");
+    let t = tempfile::Builder::new()
+        .prefix(&format!("shipyard-config-{}", std::process::id()))
+        .rand_bytes(0)
+        .tempdir()
+        .unwrap();
+    let root = t.path().join("root");
+    shell_rootfs(&root);
+    let l = t.path().join("l");
+    let r = format!("oci:{}:run", l.display());
+    diff_scratch(&root, &r, &[]);
+    let edited = ok([
+        "config",
+        &r,
+        "--tag",
+        "edited",
+        "--entrypoint",
+        r#"["/bin/sh", "-c", "echo \"$GREETING\" \"$0\""]"#,
+        "--cmd",
+        r#"["from-cmd"]"#,
+        "--env",
+        "GREETING=hello from config",
+    ]);
+    assert!(edited.trim().starts_with("sha256:"), "{edited}");
+    let rt = t.path().join("rt");
+    std::fs::create_dir_all(&rt).unwrap();
+    let edited_ref = format!("oci:{}:edited", l.display());
+    let out = run(podman(&rt).args(podman_run(&edited_ref, &[])));
+    assert_eq!(
+        out.trim_end().lines().last(),
+        Some("hello from config from-cmd"),
+        "{out}"
+    );
+}
+
+#[test]
 fn skopeo_copy_through_a_real_registry_keeps_the_digest() {
     require("skopeo");
     let reg = Registry::start();

@@ -3,6 +3,7 @@
 
 mod build;
 mod cache;
+mod config;
 mod diff;
 mod export;
 mod gc;
@@ -57,6 +58,7 @@ pub enum Command {
     Unpack(unpack::Args),
     Inspect(inspect::Args),
     Tag(tag::Args),
+    Config(Box<config::Args>),
     Gc(gc::Args),
     Pull(pull::Args),
     Push(push::Args),
@@ -86,6 +88,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Unpack(a) => unpack::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Tag(a) => tag::run(a),
+        Command::Config(a) => config::run(*a),
         Command::Gc(a) => gc::run(a),
         Command::Pull(a) => pull::run(a, cli.quiet),
         Command::Push(a) => push::run(a, cli.quiet),

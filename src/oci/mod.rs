@@ -6,3 +6,4 @@ pub mod digest;
 pub mod image;
 pub mod layout;
 pub mod media;
+pub mod mutate;

@@ -1,0 +1,236 @@
+//! Edits of an image's configuration, as pure functions (in the manner of
+//! go-containerregistry's `mutate`): what `shipyard config` changes, kept
+//! apart from reading and writing layouts so that it is tested alone.
+//!
+//! An edit never touches layers: the result is a new config and a new
+//! manifest naming the same layers, and the old manifest stays as it was.
+
+use oci_spec::image::{Config, History, ImageConfiguration};
+use std::collections::{BTreeMap, HashMap};
+
+/// A change to one list- or map-valued setting: set some keys, remove
+/// others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MapEdit {
+    pub set: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+impl MapEdit {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
+    fn apply(&self, map: &mut BTreeMap<String, String>) {
+        for k in &self.remove {
+            map.remove(k);
+        }
+        for (k, v) in &self.set {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// What to change. `None` leaves a setting as it is; for the
+/// command-like settings, `Some(vec![])` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigEdit {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: MapEdit,
+    pub labels: MapEdit,
+    /// Manifest annotations (not in the config; see [`annotations`]).
+    pub annotations: MapEdit,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    /// Ports as `N[/PROTO]` (`/tcp` when absent).
+    pub ports: MapEdit,
+    pub volumes: MapEdit,
+    pub stop_signal: Option<String>,
+    pub author: Option<String>,
+    /// RFC 3339.
+    pub created: Option<String>,
+    /// The history entry's `created_by` (what was run).
+    pub created_by: String,
+}
+
+/// `N` → `N/tcp`, as `docker` and the image spec spell exposed ports.
+pub fn port_key(p: &str) -> String {
+    if p.contains('/') {
+        p.to_string()
+    } else {
+        format!("{p}/tcp")
+    }
+}
+
+/// Applies `edit` to `config`: returns the edited copy, with a history
+/// entry (an empty layer) saying what was done.
+pub fn edit_config(config: &ImageConfiguration, edit: &ConfigEdit) -> ImageConfiguration {
+    let mut out = config.clone();
+    let mut c: Config = out.config().clone().unwrap_or_default();
+    if let Some(e) = &edit.entrypoint {
+        c.set_entrypoint((!e.is_empty()).then(|| e.clone()));
+    }
+    if let Some(e) = &edit.cmd {
+        c.set_cmd((!e.is_empty()).then(|| e.clone()));
+    }
+    if !edit.env.is_empty() {
+        // Env is an ordered list of K=V: edited in place, new ones last.
+        let mut env: Vec<String> = c.env().clone().unwrap_or_default();
+        env.retain(|kv| {
+            let k = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            !edit.env.remove.iter().any(|r| r == k)
+        });
+        for (k, v) in &edit.env.set {
+            let line = format!("{k}={v}");
+            match env
+                .iter_mut()
+                .find(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == k)
+            {
+                Some(slot) => *slot = line,
+                None => env.push(line),
+            }
+        }
+        c.set_env((!env.is_empty()).then_some(env));
+    }
+    if !edit.labels.is_empty() {
+        let mut m: BTreeMap<String, String> =
+            c.labels().clone().unwrap_or_default().into_iter().collect();
+        edit.labels.apply(&mut m);
+        c.set_labels((!m.is_empty()).then(|| m.into_iter().collect::<HashMap<_, _>>()));
+    }
+    if let Some(u) = &edit.user {
+        c.set_user((!u.is_empty()).then(|| u.clone()));
+    }
+    if let Some(w) = &edit.workdir {
+        c.set_working_dir((!w.is_empty()).then(|| w.clone()));
+    }
+    if !edit.ports.is_empty() {
+        let mut ports: Vec<String> = c.exposed_ports().clone().unwrap_or_default();
+        let remove: Vec<String> = edit.ports.remove.iter().map(|p| port_key(p)).collect();
+        ports.retain(|p| !remove.contains(p));
+        for (p, _) in &edit.ports.set {
+            let p = port_key(p);
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        ports.sort();
+        c.set_exposed_ports((!ports.is_empty()).then_some(ports));
+    }
+    if !edit.volumes.is_empty() {
+        let mut vols: Vec<String> = c.volumes().clone().unwrap_or_default();
+        vols.retain(|v| !edit.volumes.remove.contains(v));
+        for (v, _) in &edit.volumes.set {
+            if !vols.contains(v) {
+                vols.push(v.clone());
+            }
+        }
+        vols.sort();
+        c.set_volumes((!vols.is_empty()).then_some(vols));
+    }
+    if let Some(s) = &edit.stop_signal {
+        c.set_stop_signal((!s.is_empty()).then(|| s.clone()));
+    }
+    out.set_config(Some(c));
+    if let Some(a) = &edit.author {
+        out.set_author((!a.is_empty()).then(|| a.clone()));
+    }
+    if let Some(t) = &edit.created {
+        out.set_created(Some(t.clone()));
+    }
+    let mut h = History::default();
+    h.set_created(out.created().clone());
+    h.set_created_by(Some(edit.created_by.clone()));
+    h.set_empty_layer(Some(true));
+    out.history_mut().get_or_insert_with(Vec::new).push(h);
+    out
+}
+
+/// Applies the annotation part of `edit` to a manifest's annotations.
+pub fn annotations(
+    current: Option<&HashMap<String, String>>,
+    edit: &ConfigEdit,
+) -> Option<HashMap<String, String>> {
+    let mut m: BTreeMap<String, String> =
+        current.cloned().unwrap_or_default().into_iter().collect();
+    edit.annotations.apply(&mut m);
+    (!m.is_empty()).then(|| m.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> ImageConfiguration {
+        let mut c = crate::oci::image::empty_config();
+        let mut cfg = Config::default();
+        cfg.set_env(Some(vec!["PATH=/bin".into(), "A=1".into()]));
+        cfg.set_entrypoint(Some(vec!["/old".into()]));
+        cfg.set_exposed_ports(Some(vec!["80/tcp".into()]));
+        c.set_config(Some(cfg));
+        c
+    }
+
+    #[test]
+    fn env_is_edited_in_place_and_new_keys_go_last() {
+        let edit = ConfigEdit {
+            env: MapEdit {
+                set: vec![("A".into(), "2".into()), ("B".into(), "x=y".into())],
+                remove: vec!["PATH".into()],
+            },
+            created_by: "test".into(),
+            ..Default::default()
+        };
+        let out = edit_config(&base(), &edit);
+        let env = out.config().as_ref().unwrap().env().clone().unwrap();
+        assert_eq!(env, ["A=2", "B=x=y"]);
+    }
+
+    #[test]
+    fn empty_values_clear_and_absent_ones_keep() {
+        let edit = ConfigEdit {
+            entrypoint: Some(vec![]),
+            cmd: Some(vec!["serve".into()]),
+            ports: MapEdit {
+                set: vec![("8080".into(), String::new())],
+                remove: vec!["80".into()],
+            },
+            created_by: "test".into(),
+            ..Default::default()
+        };
+        let before = base();
+        let out = edit_config(&before, &edit);
+        let c = out.config().as_ref().unwrap();
+        assert_eq!(c.entrypoint(), &None);
+        assert_eq!(c.cmd().as_deref(), Some(&["serve".to_string()][..]));
+        assert_eq!(
+            c.exposed_ports().as_deref(),
+            Some(&["8080/tcp".to_string()][..])
+        );
+        assert_eq!(c.env(), before.config().as_ref().unwrap().env());
+        // The edit is recorded, and the original is untouched.
+        let h = out.history().as_ref().unwrap().last().unwrap();
+        assert_eq!(h.empty_layer(), Some(true));
+        assert_eq!(
+            before.config().as_ref().unwrap().entrypoint().as_deref(),
+            Some(&["/old".to_string()][..])
+        );
+    }
+
+    #[test]
+    fn annotations_set_and_remove() {
+        let mut cur = HashMap::new();
+        cur.insert("a".to_string(), "1".to_string());
+        let edit = ConfigEdit {
+            annotations: MapEdit {
+                set: vec![("b".into(), "2".into())],
+                remove: vec!["a".into()],
+            },
+            ..Default::default()
+        };
+        let out = annotations(Some(&cur), &edit).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out["b"], "2");
+    }
+}
