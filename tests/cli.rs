@@ -178,3 +178,40 @@ fn config_edits_make_a_new_manifest_and_leave_the_old_one() {
     let err = fails(["config", &r, "--created", "yesterday"]);
     assert!(err.contains("RFC 3339"), "{err}");
 }
+
+#[test]
+fn an_index_needs_one_image_per_platform_and_builds_are_native_only() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    write(&root.join("f"), b"x", 0o644);
+    let l = t.path().join("l");
+    let a = format!("oci:{}:a", l.display());
+    diff_scratch(&root, &a, &[]);
+    let b = format!("oci:{}:b", l.display());
+    ok(["config", &a, "--tag", "b", "--label", "copy=1"]);
+    let err = fails([
+        "index",
+        &a,
+        &b,
+        "--output",
+        &format!("oci:{}:multi", t.path().join("o").display()),
+    ]);
+    assert!(err.contains("are both for linux/"), "{err}");
+    let err = fails([
+        "index",
+        &a,
+        "--output",
+        &format!("oci:{}", t.path().join("o").display()),
+    ]);
+    assert!(err.contains("name the index's tag"), "{err}");
+    let foreign = if cfg!(target_arch = "x86_64") {
+        "linux/arm64"
+    } else {
+        "linux/amd64"
+    };
+    let err = fails(["build", ".", "--platform", foreign]);
+    assert!(
+        err.contains("no emulation") && err.contains("shipyard index"),
+        "{err}"
+    );
+}

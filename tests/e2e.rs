@@ -161,6 +161,91 @@ fn podman_runs_an_image_with_the_entrypoint_and_env_config_set() {
 }
 
 #[test]
+fn an_index_of_two_platforms_is_read_by_skopeo_and_pushed_whole() {
+    require("skopeo");
+    let reg = Registry::start();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    write(&root.join("etc/data"), b"portable\n", 0o644);
+    let l = t.path().join("l");
+    let amd = format!("oci:{}:amd", l.display());
+    diff_scratch(&root, &amd, &[]);
+    let arm = format!("oci:{}:arm", l.display());
+    ok([
+        "config",
+        &amd,
+        "--tag",
+        "arm",
+        "--platform",
+        "linux/arm64/v8",
+    ]);
+    let out = t.path().join("multi");
+    let multi = format!("oci:{}:v1", out.display());
+    let digest = ok(["index", &amd, &arm, "--output", &multi])
+        .trim()
+        .to_string();
+    let raw = run(Command::new("skopeo").args(["inspect", "--raw", &multi]));
+    let index: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let p = &m["platform"];
+            format!(
+                "{}/{}{}",
+                p["os"].as_str().unwrap(),
+                p["architecture"].as_str().unwrap(),
+                p["variant"]
+                    .as_str()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    let host = if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    assert!(
+        platforms.contains(&format!("linux/{host}")),
+        "{platforms:?}"
+    );
+    assert!(
+        platforms.contains(&"linux/arm64/v8".to_string()),
+        "{platforms:?}"
+    );
+    // Pushed whole: the registry serves the same index, and each platform.
+    let remote = reg.url("multi/app:v1");
+    ok(["push", "--tls-verify=false", &multi, &remote]);
+    let pushed =
+        run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &remote]));
+    assert_eq!(
+        shipyard::oci::digest::Digest::of(pushed.as_bytes()).to_string(),
+        digest,
+        "the registry holds another index"
+    );
+    let arm_config = run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--override-arch",
+        "arm64",
+        "--override-variant",
+        "v8",
+        &remote,
+    ]));
+    assert!(
+        arm_config.contains("\"Architecture\": \"arm64\""),
+        "{arm_config}"
+    );
+}
+
+#[test]
 fn skopeo_copy_through_a_real_registry_keeps_the_digest() {
     require("skopeo");
     let reg = Registry::start();

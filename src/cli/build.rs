@@ -64,6 +64,11 @@ pub struct Args {
     /// With several images, NAME=REF. Repeatable.
     #[arg(short = 't', long = "tag", value_name = "[NAME=]REF")]
     pub tags: Vec<String>,
+    /// The platform to build for: only this machine's (steps run natively,
+    /// without emulation). For a multi-platform image, build on a runner
+    /// of each architecture and combine them with `shipyard index`.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
     /// Write the built image's digest (the manifest's, as printed) here.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
@@ -146,6 +151,18 @@ pub fn run(a: Args) -> Result<()> {
                 .split_once('=')
                 .with_context(|| format!("{flag} {s}: expected KEY=VALUE"))?;
             sets.push((format!("{prefix}{k}"), v.to_string()));
+        }
+    }
+    if let Some(p) = &a.platform {
+        let want =
+            crate::oci::image::Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform {e}"))?;
+        let host = crate::oci::image::Platform::host();
+        if want.os != host.os || want.arch != host.arch {
+            bail!(
+                "--platform {want}: this machine is {host}, and shipyard runs build steps natively \
+                 (no emulation); build on a {want} runner and combine the images with \
+                 `shipyard index IMAGE… --output oci:DIR:TAG`"
+            );
         }
     }
     let plan = crate::spec::load(&file, &sets)?;

@@ -69,6 +69,11 @@ pub struct Args {
     /// The creation time: RFC 3339, or @SECONDS since the epoch.
     #[arg(long, value_name = "TIME")]
     pub created: Option<String>,
+    /// The platform the image says it is for: OS/ARCH[/VARIANT] (the
+    /// layers are not changed: for images whose files fit any, or that
+    /// were built on such a machine).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
 }
 
 /// A command-like setting: a JSON array as is, a string in shell form.
@@ -159,6 +164,13 @@ pub fn run(a: Args) -> Result<()> {
         stop_signal: a.stop_signal.clone(),
         author: a.author.clone(),
         created: a.created.as_deref().map(created).transpose()?,
+        platform: a
+            .platform
+            .as_deref()
+            .map(|p| {
+                crate::oci::image::Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform {e}"))
+            })
+            .transpose()?,
         created_by: format!(
             "shipyard config {}",
             std::env::args().skip(2).collect::<Vec<_>>().join(" ")

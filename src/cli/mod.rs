@@ -8,6 +8,7 @@ mod diff;
 mod export;
 mod gc;
 mod import;
+mod index;
 mod inspect;
 mod login;
 pub mod man;
@@ -59,6 +60,7 @@ pub enum Command {
     Inspect(inspect::Args),
     Tag(tag::Args),
     Config(Box<config::Args>),
+    Index(index::Args),
     Gc(gc::Args),
     Pull(pull::Args),
     Push(push::Args),
@@ -89,6 +91,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Tag(a) => tag::run(a),
         Command::Config(a) => config::run(*a),
+        Command::Index(a) => index::run(a),
         Command::Gc(a) => gc::run(a),
         Command::Pull(a) => pull::run(a, cli.quiet),
         Command::Push(a) => push::run(a, cli.quiet),

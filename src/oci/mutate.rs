@@ -50,6 +50,8 @@ pub struct ConfigEdit {
     pub author: Option<String>,
     /// RFC 3339.
     pub created: Option<String>,
+    /// The platform the image says it is for (os, architecture, variant).
+    pub platform: Option<crate::oci::image::Platform>,
     /// The history entry's `created_by` (what was run).
     pub created_by: String,
 }
@@ -138,6 +140,11 @@ pub fn edit_config(config: &ImageConfiguration, edit: &ConfigEdit) -> ImageConfi
     }
     if let Some(t) = &edit.created {
         out.set_created(Some(t.clone()));
+    }
+    if let Some(p) = &edit.platform {
+        out.set_os(oci_spec::image::Os::from(p.os.as_str()));
+        out.set_architecture(oci_spec::image::Arch::from(p.arch.as_str()));
+        out.set_variant(p.variant.clone());
     }
     let mut h = History::default();
     h.set_created(out.created().clone());
