@@ -108,13 +108,36 @@ fn podman_ci_image() -> Option<String> {
     .clone()
 }
 
+/// Directories the whole test binary shares live in statics, which are
+/// never dropped: they are removed when the process exits.
+fn remove_at_exit(dir: &Path) {
+    static DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    extern "C" fn remove_all() {
+        if let Ok(dirs) = DIRS.lock() {
+            for d in dirs.iter() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+    static REGISTERED: OnceLock<()> = OnceLock::new();
+    REGISTERED.get_or_init(|| {
+        // SAFETY: registers a plain function with no arguments; it runs
+        // once, at exit, and only reads the list above.
+        assert_eq!(unsafe { libc::atexit(remove_all) }, 0);
+    });
+    DIRS.lock().unwrap().push(dir.to_path_buf());
+}
+
 /// An XDG_RUNTIME_DIR for podman when the user has none (kept for the
 /// test binary's life).
 fn runtime_dir() -> PathBuf {
-    static RT: OnceLock<tempfile::TempDir> = OnceLock::new();
-    RT.get_or_init(|| tempfile::tempdir().unwrap())
-        .path()
-        .to_path_buf()
+    static RT: OnceLock<PathBuf> = OnceLock::new();
+    RT.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap().keep();
+        remove_at_exit(&d);
+        d
+    })
+    .clone()
 }
 
 /// Inputs shared by every cell and the bare-machine builds: a tiny `oci:`
@@ -122,14 +145,14 @@ fn runtime_dir() -> PathBuf {
 /// examples/hello turned into a spec on an `oci:` builder of the CI image
 /// (the reference for hello), and the bare-machine digests.
 struct Inputs {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     small_digest: String,
     hello_digest: String,
 }
 
 impl Inputs {
     fn small(&self) -> PathBuf {
-        self.dir.path().join("small")
+        self.dir.join("small")
     }
 }
 
@@ -180,12 +203,14 @@ fn inputs() -> &'static Inputs {
         let dir = tempfile::Builder::new()
             .prefix("shipyard-ci-inputs-")
             .tempdir()
-            .unwrap();
-        let root = dir.path().join("shroot");
+            .unwrap()
+            .keep();
+        remove_at_exit(&dir);
+        let root = dir.join("shroot");
         shell_rootfs(&root);
-        let base = format!("oci:{}:sh", dir.path().join("base").display());
+        let base = format!("oci:{}:sh", dir.join("base").display());
         diff_scratch(&root, &base, &[]);
-        let small = dir.path().join("small");
+        let small = dir.join("small");
         write(
             &small.join("shipyard.toml"),
             small_spec(&base).as_bytes(),
@@ -194,7 +219,7 @@ fn inputs() -> &'static Inputs {
         // examples/hello on an `oci:` builder that is the CI image: the
         // same compiler and libraries its `host` builder sees inside the
         // containers, so the same image.
-        let hello = dir.path().join("hello");
+        let hello = dir.join("hello");
         let spec = std::fs::read_to_string(src_dir().join("examples/hello/shipyard.toml")).unwrap();
         assert!(spec.contains("from = \"host\""), "{spec}");
         write(
@@ -212,18 +237,20 @@ fn inputs() -> &'static Inputs {
             hello.join("hello.c"),
         )
         .unwrap();
-        let cache = dir.path().join("cache");
-        let out = dir.path().join("bare");
+        let cache = dir.join("cache");
+        let out = dir.join("bare");
         bare_build(&small, &out, &cache);
         bare_build(&hello, &out, &cache);
         std::fs::remove_dir_all(&cache).unwrap();
         let small_digest = digest_of_tag(&out, "greet");
         let hello_digest = digest_of_tag(&out, "hello");
+        std::fs::remove_dir_all(&out).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
         // Readable (and traversable) by the containers' uid 1000.
         let chmod = Command::new("chmod")
             .arg("-R")
             .arg("a+rX")
-            .arg(dir.path())
+            .arg(&dir)
             .output()
             .unwrap();
         assert_success(&chmod, "chmod a+rX");
@@ -323,7 +350,7 @@ fn run_cell(cell: &Cell, image: &str) -> (tempfile::TempDir, Vec<(String, Ran)>)
         "-v".into(),
         format!("{}:/src:ro", hello_src.display()),
         "-v".into(),
-        format!("{0}:{0}:ro", inputs.dir.path().display()),
+        format!("{0}:{0}:ro", inputs.dir.display()),
         "-v".into(),
         format!("{}:/layouts", layouts.display()),
         "-e".into(),
