@@ -21,6 +21,14 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_shipyard")))
 }
 
+/// The checkout's files the tests read (examples, fixtures, man pages):
+/// `SHIPYARD_SRC_DIR` when scripts/test runs the tests from a copy.
+pub fn src_dir() -> PathBuf {
+    std::env::var_os("SHIPYARD_SRC_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn shipyard() -> Command {
     let mut c = Command::new(bin());
     c.env_remove("SOURCE_DATE_EPOCH");

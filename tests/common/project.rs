@@ -7,12 +7,6 @@ use super::*;
 use std::path::PathBuf;
 use std::process::Output;
 
-fn src_dir() -> PathBuf {
-    std::env::var_os("SHIPYARD_SRC_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
 pub const SPEC: &str = r#"
 [builder]
 from = "rootfs:base"

@@ -48,6 +48,12 @@ pub fn podman(runtime_dir: &Path) -> Command {
 /// `podman run` arguments for IMAGE and ARGV, with no network and modest
 /// rlimits (root here lacks CAP_SYS_RESOURCE, which podman's defaults need).
 pub fn podman_run(image: &str, argv: &[&str]) -> Vec<String> {
+    podman_run_with::<&str>(&[], image, argv)
+}
+
+/// `podman_run` with more `podman run` options (`-v`, `--user`, `-e`…)
+/// before the image.
+pub fn podman_run_with<S: AsRef<str>>(options: &[S], image: &str, argv: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = [
         "run",
         "--rm",
@@ -57,11 +63,12 @@ pub fn podman_run(image: &str, argv: &[&str]) -> Vec<String> {
         "nofile=1024:1024",
         "--ulimit",
         "nproc=1024:1024",
-        image,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    v.extend(options.iter().map(|s| s.as_ref().to_string()));
+    v.push(image.to_string());
     v.extend(argv.iter().map(|s| s.to_string()));
     v
 }
