@@ -260,5 +260,13 @@ fn nonmerged_builder_and_base_in_every_combination() {
     assert!(std::fs::symlink_metadata(mine.join("lib"))
         .unwrap()
         .is_dir());
+    // The builder's /usr/lib/… is its /lib/… too: what the base has there
+    // (libc, libz) is compared there, and left out.
+    let top = layer_members(&b.layout, "onbase");
+    assert!(
+        top.iter()
+            .all(|(n, _)| !n.contains("libz") && !n.contains("libc.so")),
+        "{top:?}"
+    );
     podman_runs(&b.layout, "onbase");
 }

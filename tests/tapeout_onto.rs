@@ -188,14 +188,10 @@ fn check_onto_base(builder_merged: bool, base_merged: bool) {
         b"keep me",
         "{what}"
     );
-    // Where the builder's libraries land: where the base resolves the
-    // builder's path. A merged builder's are under /usr/lib; a split base
-    // keeps its own /lib, so there they sit beside the base's.
-    let placed = if base_merged || builder_merged {
-        "usr/lib/x86_64-linux-gnu"
-    } else {
-        "lib/x86_64-linux-gnu"
-    };
+    // Where the builder's libraries land: where the base has them. A
+    // merged builder's /usr/lib/x/libfoo.so.1.0 is also its /lib/x/…, and
+    // a split base has its libfoo under /lib: compared, and placed, there.
+    let placed = libdir;
     assert_eq!(
         std::fs::read(o.tree.join(placed).join("libfoo.so.1")).unwrap(),
         b"builder-foo",

@@ -85,11 +85,28 @@ pub fn plan(stage: &Manifest, base: &Manifest) -> Vec<Move> {
             .and_then(|r| base.get(&r))
             .is_some_and(|e| e.kind == Kind::Dir)
     };
+    let aliases = aliases(stage, base);
     for e in stage.entries.values() {
         // The parent as the base resolves it (fully: the parent is a
         // directory in the image).
         let parent = resolve(base, &e.path.parent(), true).unwrap_or_else(|| e.path.parent());
-        let here = parent.join(e.path.name());
+        let mut here = parent.join(e.path.name());
+        // A merged builder's /usr/lib/x/libc.so.6 is also its
+        // /lib/x/libc.so.6; where the base is not merged and has the
+        // latter, that is the path it stands for (and the one the base's
+        // loader finds first): compare and place it there.
+        if e.kind != Kind::Dir && base.get(&here).is_none() {
+            if let Some(alias) = aliases.iter().find_map(|(target, link)| {
+                if target.is_root() || !e.path.starts_with(target) || &e.path == target {
+                    return None;
+                }
+                let rest = &e.path.as_bytes()[target.as_bytes().len() + 1..];
+                let a = resolve(base, &link.join(rest), true)?;
+                base.get(&a).is_some_and(|b| b.kind == e.kind).then_some(a)
+            }) {
+                here = alias;
+            }
+        }
         let mut note = None;
         let to = match (e.kind, base.get(&here).map(|b| b.kind)) {
             (Kind::Symlink, Some(Kind::Symlink)) => {
@@ -138,6 +155,23 @@ pub fn plan(stage: &Manifest, base: &Manifest) -> Vec<Move> {
         });
     }
     out
+}
+
+/// The staged symlinks to directories that the base has as directories
+/// (a merged builder's `lib -> usr/lib` onto a non-merged base), as
+/// (the link's target, the link): a staged path under the target is also
+/// reachable, in the builder, under the link.
+fn aliases(stage: &Manifest, base: &Manifest) -> Vec<(RelPath, RelPath)> {
+    stage
+        .entries
+        .values()
+        .filter(|e| e.kind == Kind::Symlink)
+        .filter(|e| base.get(&e.path).is_some_and(|b| b.kind == Kind::Dir))
+        .filter_map(|e| {
+            let target = resolve(stage, &e.path, true)?;
+            (target != e.path).then(|| (target, e.path.clone()))
+        })
+        .collect()
 }
 
 /// Whether placing onto `base` can move anything (it has a symlink).
@@ -381,6 +415,21 @@ mod tests {
         assert_eq!(moves[0].to, None, "{moves:?}");
         assert!(moves[0].note.as_deref().unwrap().contains("directory /lib"));
         assert_eq!(moves[3].to, Some(rp("usr/lib/libfoo.so.1")));
+        // What the base has under its own /lib is compared there: the
+        // staged usr/lib/libc.so.6 is the builder's lib/libc.so.6.
+        b.insert(entry("lib/libc.so.6", Kind::File, None));
+        s.insert(entry("usr/lib/libc.so.6", Kind::File, None));
+        let moves = plan(&s, &b);
+        let to = |from: &str| {
+            moves
+                .iter()
+                .find(|m| m.from == rp(from))
+                .unwrap()
+                .to
+                .clone()
+        };
+        assert_eq!(to("usr/lib/libc.so.6"), Some(rp("lib/libc.so.6")));
+        assert_eq!(to("usr/lib/libfoo.so.1"), Some(rp("usr/lib/libfoo.so.1")));
         // Onto scratch, the builder's layout as it is.
         let moves = plan(&s, &Manifest::default());
         assert!(moves.iter().all(|m| m.to.as_ref() == Some(&m.from)));
