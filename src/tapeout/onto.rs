@@ -101,7 +101,8 @@ pub fn plan(stage: &Manifest, base: &Manifest) -> Vec<Move> {
                     return None;
                 }
                 let rest = &e.path.as_bytes()[target.as_bytes().len() + 1..];
-                let a = resolve(base, &link.join(rest), true)?;
+                // A symlink is compared as itself, not as what it names.
+                let a = resolve(base, &link.join(rest), e.kind != Kind::Symlink)?;
                 base.get(&a).is_some_and(|b| b.kind == e.kind).then_some(a)
             }) {
                 here = alias;
