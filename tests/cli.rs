@@ -76,3 +76,61 @@ fn usage_errors_are_clear() {
     let e = fails(["frobnicate"]);
     assert!(e.contains("unrecognized subcommand"), "{e}");
 }
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    for i in 0..3000 {
+        write(&tree.join(format!("d{}/file-{i}", i % 10)), b"x", 0o644);
+    }
+    let img = format!("oci:{}:t", t.path().join("img").display());
+    diff_scratch(&tree, &img, &[]);
+    let (first, status, err) = head_one(["manifest", &img]);
+    assert!(!first.is_empty());
+    assert_quiet_broken_pipe(status, &err);
+}
+
+#[test]
+fn quiet_diff_prints_only_the_digest() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    write(&tree.join("a"), b"x", 0o644);
+    let img = format!("oci:{}:t", t.path().join("img").display());
+    let o = shipyard()
+        .args([
+            "-q",
+            "diff",
+            tree.to_str().unwrap(),
+            "--against",
+            "scratch",
+            "--output",
+            &img,
+        ])
+        .output()
+        .unwrap();
+    assert_success(&o, "diff -q");
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.trim().starts_with("sha256:") && out.lines().count() == 1,
+        "{out}"
+    );
+    // Without -q the statistics are there.
+    let o = shipyard()
+        .args([
+            "diff",
+            tree.to_str().unwrap(),
+            "--against",
+            "scratch",
+            "--output",
+            &img,
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 added"));
+}

@@ -274,6 +274,25 @@ fn kube_config_files_named_like_yaml_keywords_stay_distinct_strings() {
     }
 }
 
+#[test]
+fn kube_into_a_closed_pipe_ends_quietly() {
+    let t = tempfile::tempdir().unwrap();
+    let proj = project(t.path());
+    // A config file larger than a pipe's buffer, printed in one piece.
+    write(&proj.join("conf/app.conf"), &vec![b'x'; 300 << 10], 0o644);
+    let out = t.path().join("out");
+    build_pod(&proj, &out);
+    let (first, status, err) = head_one([
+        "pod".to_string(),
+        "kube".into(),
+        format!("oci:{}:shop", out.display()),
+        "--registry".into(),
+        "docker://registry.example/team/shop".into(),
+    ]);
+    assert_eq!(first, "---\n");
+    assert_quiet_broken_pipe(status, &err);
+}
+
 fn spec_err(extra: &str, make: &dyn Fn(&std::path::Path)) -> String {
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("p");

@@ -59,7 +59,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, quiet: bool) -> Result<()> {
     let (out_dir, out_tag) = super::oci_ref(&a.output)?;
     let Some(out_tag) = out_tag else {
         bail!("--output {} names no tag; write oci:DIR:TAG", a.output);
@@ -111,14 +111,16 @@ pub fn run(a: Args) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        eprintln!(
-            "{} added, {} modified, {} deleted; layer {} ({} bytes)",
-            d.stats.added,
-            d.stats.modified,
-            d.stats.deleted,
-            out.descriptor.digest(),
-            out.descriptor.size()
-        );
+        if !quiet {
+            eprintln!(
+                "{} added, {} modified, {} deleted; layer {} ({} bytes)",
+                d.stats.added,
+                d.stats.modified,
+                d.stats.deleted,
+                out.descriptor.digest(),
+                out.descriptor.size()
+            );
+        }
         println!("{digest}");
     }
     Ok(())

@@ -82,7 +82,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(a) => build::run(a),
         Command::Cache(a) => cache::run(a),
         Command::Manifest(a) => manifest::run(a),
-        Command::Diff(a) => diff::run(a),
+        Command::Diff(a) => diff::run(a, cli.quiet),
         Command::Unpack(a) => unpack::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Tag(a) => tag::run(a),
