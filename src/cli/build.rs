@@ -101,7 +101,7 @@ fn cache_repo(flag: &str, s: &str) -> Result<crate::reference::RegistryRef> {
     }
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, quiet: bool) -> Result<()> {
     let dir = a.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let file = a.file.clone().unwrap_or_else(|| dir.join("shipyard.toml"));
     let mut sets = Vec::new();
@@ -148,7 +148,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut topts = transport::Options {
         registry: a.registry.options(targets.first().copied())?,
         pull: a.pull,
-        verbosity: crate::registry::progress::Verbosity::detect(false),
+        verbosity: crate::registry::progress::Verbosity::detect(quiet),
         ..transport::Options::default()
     };
     topts.push.retries = a.registry.retry;
@@ -163,6 +163,7 @@ pub fn run(a: Args) -> Result<()> {
         compression: a.compression,
         level: a.level,
         isolation: a.isolation,
+        quiet,
         cache: crate::build::CacheOptions {
             read: !a.no_cache,
             no_cache_rules: a
@@ -191,12 +192,14 @@ pub fn run(a: Args) -> Result<()> {
     let built = build(&plan, &opts)?;
     for b in &built {
         let what = if b.pod { "pod " } else { "" };
-        eprintln!(
-            "{what}{} -> oci:{}:{}",
-            b.name,
-            opts.output.display(),
-            b.tag
-        );
+        if !quiet {
+            eprintln!(
+                "{what}{} -> oci:{}:{}",
+                b.name,
+                opts.output.display(),
+                b.tag
+            );
+        }
         println!("{}", b.digest);
     }
     for (name, dst) in &pushes {
@@ -218,7 +221,9 @@ pub fn run(a: Args) -> Result<()> {
             tag: Some(if b.pod { b.name.clone() } else { b.tag.clone() }),
         };
         let report = transport::copy(&src, dst, &[], &topts)?;
-        eprintln!("{} -> {}@{}", b.name, report.destination, report.digest);
+        if !quiet {
+            eprintln!("{} -> {}@{}", b.name, report.destination, report.digest);
+        }
     }
     Ok(())
 }

@@ -79,7 +79,7 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Build(a) => build::run(a),
+        Command::Build(a) => build::run(a, cli.quiet),
         Command::Cache(a) => cache::run(a),
         Command::Manifest(a) => manifest::run(a),
         Command::Diff(a) => diff::run(a, cli.quiet),
