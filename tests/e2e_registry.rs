@@ -606,7 +606,7 @@ fn push_all_sends_every_tag_of_a_layout() {
     let l = format!("oci:{}", e.p("l").display());
     let out = e.ok(&[
         "push",
-        "--all",
+        "--all-tags",
         "--tls-verify=false",
         &l,
         &reg.url("every/app"),
@@ -623,6 +623,16 @@ fn push_all_sends_every_tag_of_a_layout() {
         &reg.url("every/app:x"),
     ]);
     assert!(err.contains("without a tag"), "{err}");
+    // The older spelling still works.
+    let out = e.ok(&[
+        "push",
+        "--all",
+        "--tls-verify=false",
+        &l,
+        &reg.url("older/app"),
+    ]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(skopeo_digest(&reg.url("older/app:v1")), digest);
 }
 
 /// A `docker-credential-NAME` helper script in `dir` that answers with the
