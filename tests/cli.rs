@@ -134,3 +134,56 @@ fn quiet_diff_prints_only_the_digest() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("1 added"));
 }
+
+#[test]
+fn bare_names_follow_registries_conf() {
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("registries.conf");
+    let out = format!("oci:{}", t.path().join("o").display());
+    // --pull=never names the resolved image without touching the network.
+    let pull = |name: &str, conf: &std::path::Path| {
+        let o = shipyard()
+            .env("XDG_CACHE_HOME", t.path().join("cache"))
+            .env("CONTAINERS_REGISTRIES_CONF", conf)
+            .args(["pull", "--pull", "never", name, &out])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    std::fs::write(
+        &conf,
+        "unqualified-search-registries = [\"registry.example:5000\", \"docker.io\"]\n",
+    )
+    .unwrap();
+    let e = pull("app:v1", &conf);
+    assert!(
+        e.contains("registry.example:5000/app:v1 is not in the cache"),
+        "{e}"
+    );
+    // A qualified name, and docker:// (skopeo's meaning), are left alone.
+    let e = pull("other.example/app:v1", &conf);
+    assert!(
+        e.contains("other.example/app:v1 is not in the cache"),
+        "{e}"
+    );
+    let e = pull("docker://app:v1", &conf);
+    assert!(
+        e.contains("docker.io/library/app:v1 is not in the cache"),
+        "{e}"
+    );
+    // No search registries: docker.io.
+    std::fs::write(&conf, "").unwrap();
+    let e = pull("app:v1", &conf);
+    assert!(
+        e.contains("docker.io/library/app:v1 is not in the cache"),
+        "{e}"
+    );
+    // A broken file is named.
+    std::fs::write(&conf, "unqualified-search-registries = 3\n").unwrap();
+    let e = pull("app:v1", &conf);
+    assert!(
+        e.contains("registries.conf") && e.contains("not a valid"),
+        "{e}"
+    );
+}
