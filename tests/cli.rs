@@ -15,8 +15,23 @@ fn src_dir() -> PathBuf {
 fn every_command_has_help() {
     let top = ok(["--help"]);
     for sub in [
-        "build", "manifest", "diff", "unpack", "inspect", "tag", "gc", "shell", "pull", "push",
-        "export", "import", "login", "logout", "pod", "cache",
+        "build",
+        "manifest",
+        "diff",
+        "unpack",
+        "inspect",
+        "tag",
+        "gc",
+        "shell",
+        "pull",
+        "push",
+        "export",
+        "import",
+        "login",
+        "logout",
+        "pod",
+        "cache",
+        "completion",
     ] {
         assert!(top.contains(sub), "{sub} missing from --help");
         let h = ok([sub, "--help"]);
@@ -184,6 +199,51 @@ fn bare_names_follow_registries_conf() {
     let e = pull("app:v1", &conf);
     assert!(
         e.contains("registries.conf") && e.contains("not a valid"),
+        "{e}"
+    );
+}
+
+#[test]
+fn completions_offer_the_commands_and_options_but_not_internal_ones() {
+    let t = tempfile::tempdir().unwrap();
+    let script = t.path().join("shipyard.bash");
+    std::fs::write(&script, ok(["completion", "bash"])).unwrap();
+    // What bash offers after `shipyard pu<TAB>` and `shipyard push --all<TAB>`.
+    let complete = |words: &str| {
+        let n = words.split(' ').count() - 1;
+        let prog = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD={n}; COMP_LINE='{words}'; COMP_POINT=${{#COMP_LINE}}; \
+             _shipyard shipyard \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\"; echo \"${{COMPREPLY[*]}}\"",
+            script.display()
+        );
+        let o = std::process::Command::new("bash")
+            .args(["-c", &prog])
+            .output()
+            .unwrap();
+        assert_success(&o, "bash completion");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(complete("shipyard pu"), "pull push");
+    assert_eq!(complete("shipyard push --all"), "--all-tags");
+    assert_eq!(
+        complete("shipyard __"),
+        "",
+        "internal commands are not offered"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let s = ok(["completion", shell]);
+        assert!(
+            s.contains("completion") && s.contains("--tls-verify"),
+            "{shell}"
+        );
+        assert!(
+            !s.contains("__sandbox") && !s.contains("generate-man"),
+            "{shell}"
+        );
+    }
+    let e = fails(["completion", "tcsh"]);
+    assert!(
+        e.contains("bash") && e.contains("zsh") && e.contains("fish"),
         "{e}"
     );
 }

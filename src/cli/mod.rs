@@ -3,6 +3,7 @@
 
 mod build;
 mod cache;
+mod completion;
 mod diff;
 mod export;
 mod gc;
@@ -66,6 +67,7 @@ pub enum Command {
     Login(login::Args),
     Logout(login::LogoutArgs),
     Shell(shell::Args),
+    Completion(completion::Args),
     #[command(hide = true)]
     GenerateMan(man::Args),
     #[command(name = "__sandbox", hide = true)]
@@ -95,6 +97,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Login(a) => login::run(a),
         Command::Logout(a) => login::run_logout(a),
         Command::Shell(a) => shell::run_cmd(a),
+        Command::Completion(a) => completion::run(a),
         Command::GenerateMan(a) => man::run(a),
         Command::Sandbox => sandbox_helper::run(),
         Command::Cleanup { dir } => {
