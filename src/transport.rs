@@ -176,6 +176,28 @@ pub fn source(
     }
 }
 
+/// What `inspect` reads: the layout holding the image's metadata, the
+/// descriptor the reference names (an index, or a manifest) and the one
+/// the selection picks. A registry is asked for the manifests and config
+/// blobs only, never a layer; other transports resolve as [`source`] does.
+pub fn metadata(r: &Reference, o: &Options) -> Result<(Layout, Descriptor, Descriptor)> {
+    match r {
+        Reference::Registry(rr) => {
+            let cache = Cache::open()?;
+            let c = client(rr, o)?;
+            let f = pull::fetch_metadata(&c, rr, &cache, &o.selection)
+                .with_context(|| format!("reading {rr}"))?;
+            Ok((cache.layout.clone(), f.top, f.chosen))
+        }
+        _ => {
+            let progress = Progress::new(Verbosity::Quiet);
+            let (layout, top) = source(r, o, &progress, &mut Report::default())?;
+            let chosen = select(&layout, top.clone(), &o.selection)?;
+            Ok((layout, top, chosen))
+        }
+    }
+}
+
 /// Writes the image `d` of `from` to `dst`, tagged with `dst`'s tag, else
 /// `default_tag`, plus `extra_tags` (registries and layouts). Returns the
 /// digest of what the destination names.

@@ -249,10 +249,15 @@ fn a_protected_tls_registry_needs_login_and_the_right_ca() {
     let certs = reg.cert_dir();
     let certs = certs.to_str().unwrap();
     let remote = reg.url("secure/app:v1");
-    // Without the CA, the certificate is refused.
-    let err = e.err(&["push", "--retry", "0", &src, &remote]);
+    // Without the CA, the certificate is refused, at once (no retry
+    // changes it), and the error says how to trust it.
+    let err = e.err(&["push", &src, &remote]);
     assert!(
         err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--cert-dir") && !err.contains("retrying"),
         "{err}"
     );
     // Without credentials, the error names the registry, the repository
@@ -1337,4 +1342,182 @@ fn a_build_sends_creds_to_the_registry_it_pushes_to_and_nowhere_else() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("--creds name one registry"), "{err}");
+}
+
+fn sha256_of(b: &[u8]) -> String {
+    shipyard::oci::digest::Digest::of(b).to_string()
+}
+
+#[test]
+fn remote_inspect_reads_the_manifest_and_config_but_no_layer() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 20);
+    e.ok(&["push", "--tls-verify=false", &src, &reg.url("look/app:v1")]);
+    let proxy = FaultProxy::start(reg.port, |_| Fault::Pass);
+    let remote = proxy.url("look/app:v1");
+    let j = e.json(&["inspect", "--tls-verify=false", &remote]);
+    assert_eq!(j["digest"], digest);
+    let layers: Vec<String> = j["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(layers.len(), 2);
+    let log = proxy.log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|r| r.contains("/manifests/v1")),
+        "the manifest was asked for: {log:?}"
+    );
+    for l in &layers {
+        assert!(
+            !log.iter()
+                .any(|r| r.starts_with("GET") && r.contains(l.as_str())),
+            "layer {l} was fetched: {log:?}"
+        );
+    }
+    // --raw: the manifest's exact bytes, as skopeo sees them; --config:
+    // the config blob's.
+    let raw = e
+        .cmd(&["inspect", "--tls-verify=false", "--raw", &remote])
+        .output()
+        .unwrap();
+    assert_success(&raw, "inspect --raw");
+    assert_eq!(sha256_of(&raw.stdout), digest);
+    assert_eq!(
+        raw.stdout,
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &reg.url("look/app:v1")
+        ])
+        .as_bytes()
+    );
+    let config = e
+        .cmd(&["inspect", "--tls-verify=false", "--config", &remote])
+        .output()
+        .unwrap();
+    assert_success(&config, "inspect --config");
+    assert_eq!(
+        sha256_of(&config.stdout),
+        j["configDigest"].as_str().unwrap()
+    );
+    // The same from the layout.
+    let local = e.cmd(&["inspect", "--raw", &src]).output().unwrap();
+    assert_eq!(local.stdout, raw.stdout);
+    let still = proxy.log.lock().unwrap().clone();
+    for l in &layers {
+        assert!(!still
+            .iter()
+            .any(|r| r.starts_with("GET") && r.contains(l.as_str())));
+    }
+}
+
+#[test]
+fn reading_commands_take_the_registry_options() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 16);
+    let remote = reg.url("read/app:v1");
+    e.ok(&["push", "--tls-verify=false", &src, &remote]);
+    let local = e.ok(&["manifest", &src]);
+    assert_eq!(e.ok(&["manifest", "--tls-verify=false", &remote]), local);
+    let root = e.p("root");
+    e.ok(&[
+        "unpack",
+        "--tls-verify=false",
+        &remote,
+        root.to_str().unwrap(),
+    ]);
+    assert!(root.join("big.bin").exists());
+    let out = format!("oci:{}:d", e.p("d").display());
+    let d = e.ok(&[
+        "diff",
+        root.to_str().unwrap(),
+        "--tls-verify=false",
+        "--against",
+        &remote,
+        "--base",
+        &remote,
+        "--output",
+        &out,
+    ]);
+    assert!(d.trim().starts_with("sha256:"), "{d}");
+    let j = e.json(&["inspect", &out]);
+    assert_eq!(
+        j["layers"].as_array().unwrap().len(),
+        3,
+        "the base's two and an empty diff"
+    );
+    let _ = digest;
+}
+
+#[test]
+fn tls_against_plain_http_fails_at_once_and_names_the_fix() {
+    // The registry speaks plain HTTP: it answers a TLS hello with an HTTP
+    // error, which no retry changes.
+    let reg = Registry::start();
+    let e = Env::new();
+    let remote = reg.url("none/app:v1");
+    let dest = format!("oci:{}", e.p("x").display());
+    for args in [
+        vec!["inspect", "--retry", "5", &remote],
+        vec!["manifest", &remote],
+        vec!["pull", &remote, &dest],
+    ] {
+        let err = e.err(&args);
+        assert!(err.contains("--tls-verify=false"), "{args:?}: {err}");
+        assert!(!err.contains("retrying"), "{args:?} retried: {err}");
+    }
+    // A 4xx other than 408/429 is not retried either.
+    let err = e.err(&["inspect", "--tls-verify=false", &remote]);
+    assert!(
+        err.contains("no manifest") && !err.contains("retrying"),
+        "{err}"
+    );
+}
+
+#[test]
+fn authfile_is_read_by_every_registry_command() {
+    let reg = Registry::start_secure();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 16);
+    let certs = reg.cert_dir();
+    let certs = certs.to_str().unwrap();
+    let remote = reg.url("auth/app:v1");
+    let authfile = e.p("elsewhere.json");
+    let af = authfile.to_str().unwrap();
+    // login writes --authfile, and only there.
+    let mut c = e.cmd(&[
+        "login",
+        &reg.host(),
+        "-u",
+        USER,
+        "--password-stdin",
+        "--cert-dir",
+        certs,
+        "--authfile",
+        af,
+    ]);
+    let mut child = c.stdin(Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(authfile.exists() && !e.p("auth.json").exists());
+    let err = e.err(&["push", "--cert-dir", certs, &src, &remote]);
+    assert!(err.contains("authentication required"), "{err}");
+    e.ok(&["push", "--cert-dir", certs, "--authfile", af, &src, &remote]);
+    let j = e.json(&["inspect", "--cert-dir", certs, "--authfile", af, &remote]);
+    assert_eq!(j["digest"], digest);
+    e.ok(&["manifest", "--cert-dir", certs, "--authfile", af, &remote]);
+    e.ok(&["logout", &reg.host(), "--authfile", af]);
+    let err = e.err(&["inspect", "--cert-dir", certs, "--authfile", af, &remote]);
+    assert!(err.contains("authentication required"), "{err}");
 }

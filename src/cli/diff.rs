@@ -57,6 +57,9 @@ pub struct Args {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    /// For --against and --base images in a registry.
+    #[command(flatten)]
+    pub registry: super::transfer::RegistryArgs,
 }
 
 pub fn run(a: Args, quiet: bool) -> Result<()> {
@@ -67,7 +70,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     crate::oci::layout::validate_tag(&out_tag)?;
     let epoch = crate::reproducible::epoch(a.timestamp)?;
     let opts = a.owners.walk_options(Hashing::None);
-    let against = super::manifest::load(&a.against, &opts)
+    let against = super::manifest::load(&a.against, &opts, &a.registry)
         .with_context(|| format!("reading --against {}", a.against))?;
     let tree =
         walk_with(&a.path, &opts).with_context(|| format!("walking {}", a.path.display()))?;
@@ -82,7 +85,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     let layout = Layout::open_or_create(&out_dir)?;
     let (mut config, mut layers) = match &a.base {
         Some(b) => {
-            let (blayout, bimage) = super::open_image(b)?;
+            let (blayout, bimage) = super::open_image_with(b, &a.registry)?;
             bimage.copy_layers(&blayout, &layout)?;
             (bimage.config.clone(), bimage.manifest.layers().clone())
         }

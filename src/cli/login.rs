@@ -39,6 +39,10 @@ pub struct Args {
 pub struct LogoutArgs {
     /// The registry: HOST[:PORT].
     pub registry: String,
+    /// The auth file to remove the credentials from (default: the one
+    /// `login` writes).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<std::path::PathBuf>,
 }
 
 fn host_of(s: &str) -> Result<String> {
@@ -85,7 +89,12 @@ pub fn run(a: Args) -> Result<()> {
     if !r.status().is_success() {
         return Err(client.status_error("GET", &url, r).into());
     }
-    let path = auth::store(&host, &a.username, &password)?;
+    let path = auth::store(
+        &host,
+        &a.username,
+        &password,
+        a.registry_args.authfile.as_deref(),
+    )?;
     eprintln!(
         "Login succeeded; credentials for {host} stored in {}",
         path.display()
@@ -95,7 +104,7 @@ pub fn run(a: Args) -> Result<()> {
 
 pub fn run_logout(a: LogoutArgs) -> Result<()> {
     let host = host_of(&a.registry)?;
-    let (path, removed) = auth::remove(&host)?;
+    let (path, removed) = auth::remove(&host, a.authfile.as_deref())?;
     if !removed {
         bail!("not logged in to {host} (no entry in {})", path.display());
     }

@@ -123,7 +123,15 @@ pub(crate) fn oci_ref(s: &str) -> Result<(std::path::PathBuf, Option<String>)> {
 }
 
 /// Opens the image any reference names: `oci:` directly, registries and
-/// archives through the shared cache (see [`crate::transport`]).
+/// archives through the shared cache (see [`crate::transport`]), with
+/// the options a build set (its bases).
 pub fn open_image(s: &str) -> Result<(Layout, Image)> {
     crate::transport::open_image(&Reference::parse(s)?, &crate::transport::defaults())
+}
+
+/// Like [`open_image`], reaching registries with a command's own
+/// registry options.
+pub fn open_image_with(s: &str, r: &transfer::RegistryArgs) -> Result<(Layout, Image)> {
+    let reference = Reference::parse(s)?;
+    crate::transport::open_image(&reference, &r.read_options(&reference)?)
 }

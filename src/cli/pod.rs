@@ -3,7 +3,7 @@ use crate::pod::{read, CONFIG_VOLUME};
 use crate::reference::Reference;
 use crate::registry::progress::Progress;
 use crate::rootfs::entry::Kind;
-use crate::transport::{self, PullPolicy, Report};
+use crate::transport::{self, Report};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -62,11 +62,7 @@ pub struct KubeArgs {
 
 fn open(s: &str, r: &RegistryArgs) -> Result<(crate::oci::layout::Layout, read::Pod)> {
     let reference = Reference::parse_or_registry(s)?;
-    let o = transport::Options {
-        registry: r.options(super::transfer::registry_of(&reference))?,
-        pull: PullPolicy::Missing,
-        ..transport::Options::default()
-    };
+    let o = r.read_options(&reference)?;
     let progress = Progress::new(o.verbosity);
     let (layout, d) = transport::source(&reference, &o, &progress, &mut Report::default())?;
     if !read::is_pod(&layout, &d) {
