@@ -1521,3 +1521,122 @@ fn authfile_is_read_by_every_registry_command() {
     let err = e.err(&["inspect", "--cert-dir", certs, "--authfile", af, &remote]);
     assert!(err.contains("authentication required"), "{err}");
 }
+
+/// A registry that only lists tags, `v1`..`v5`, in pages as the
+/// distribution spec describes (`n`, `last`, `Link: <…>; rel="next"`).
+/// distribution 2.8 (Debian's docker-registry) ignores `n`, so the paging
+/// is checked against this. Returns its port and the paths asked for.
+fn paging_registry() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut first = String::new();
+            // A TLS hello (the --tls-verify=false probe) is not HTTP.
+            if r.read_line(&mut first).is_err() || !first.starts_with("GET ") {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+            log2.lock().unwrap().push(path.clone());
+            let all = ["v1", "v2", "v3", "v4", "v5"];
+            let (body, link) = match path.split_once('?') {
+                Some((p, q)) if p.ends_with("/tags/list") => {
+                    let arg = |k: &str| {
+                        q.split('&')
+                            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                            .map(str::to_string)
+                    };
+                    let n: usize = arg("n").and_then(|n| n.parse().ok()).unwrap_or(100);
+                    let start = arg("last")
+                        .and_then(|l| all.iter().position(|t| *t == l))
+                        .map_or(0, |i| i + 1);
+                    let page: Vec<&str> = all.iter().skip(start).take(n).copied().collect();
+                    let link = (start + n < all.len()).then(|| {
+                        format!(
+                            "Link: <{p}?n={n}&last={}>; rel=\"next\"\r\n",
+                            page.last().unwrap()
+                        )
+                    });
+                    (
+                        serde_json::json!({"name": "many/app", "tags": page}).to_string(),
+                        link.unwrap_or_default(),
+                    )
+                }
+                _ => ("{}".to_string(), String::new()),
+            };
+            let _ = c.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{link}Connection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (port, log)
+}
+
+#[test]
+fn ls_lists_every_tag_of_a_repository_page_by_page() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, _) = e.image(1 << 10);
+    e.ok(&[
+        "push",
+        "--tls-verify=false",
+        &src,
+        &reg.url("many/app:v1"),
+        "--tag",
+        "v2",
+        "--tag",
+        "v3",
+        "--tag",
+        "v4",
+        "--tag",
+        "v5",
+    ]);
+    let (port, log) = paging_registry();
+    let out = e.ok(&[
+        "ls",
+        "--tls-verify=false",
+        "--page-size",
+        "2",
+        &format!("docker://127.0.0.1:{port}/many/app"),
+    ]);
+    assert_eq!(out, "v1\nv2\nv3\nv4\nv5\n");
+    let pages: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.contains("/tags/list"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            "/v2/many/app/tags/list?n=2",
+            "/v2/many/app/tags/list?n=2&last=v2",
+            "/v2/many/app/tags/list?n=2&last=v4"
+        ]
+    );
+    // One page when it is big enough; the layout's own tags.
+    let all = e.ok(&["ls", "--tls-verify=false", &reg.url("many/app")]);
+    assert_eq!(all.lines().count(), 5);
+    let local = e.ok(&["ls", &format!("oci:{}", e.p("l").display())]);
+    assert_eq!(local, "base\nv1\n");
+    let err = e.err(&["ls", "--tls-verify=false", &reg.url("many/app:v1")]);
+    assert!(err.contains("without a tag"), "{err}");
+    let err = e.err(&["ls", "--tls-verify=false", &reg.url("nothing/here")]);
+    assert!(err.contains("nothing/here"), "{err}");
+}

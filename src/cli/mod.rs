@@ -10,6 +10,7 @@ mod gc;
 mod import;
 mod inspect;
 mod login;
+mod ls;
 pub mod man;
 mod manifest;
 mod pod;
@@ -57,6 +58,7 @@ pub enum Command {
     Diff(diff::Args),
     Unpack(unpack::Args),
     Inspect(inspect::Args),
+    Ls(ls::Args),
     Tag(tag::Args),
     Gc(gc::Args),
     Pull(pull::Args),
@@ -87,6 +89,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Diff(a) => diff::run(a, cli.quiet),
         Command::Unpack(a) => unpack::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Ls(a) => ls::run(a),
         Command::Tag(a) => tag::run(a),
         Command::Gc(a) => gc::run(a),
         Command::Pull(a) => pull::run(a, cli.quiet),

@@ -7,6 +7,7 @@ pub mod conf;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod tags;
 
 pub use client::{Client, Options, RegistryError};
 
