@@ -835,12 +835,11 @@ fn progress_bars_on_a_terminal_and_lines_otherwise() {
     );
 }
 
-#[test]
-fn a_multi_platform_index_gives_the_host_platform_or_the_one_asked_or_all() {
+/// Two images, declared as linux/amd64 and linux/arm64 in one index,
+/// tagged `multi` in `e`'s layout `l`; returns the index digest and its
+/// manifest descriptors.
+fn multi_platform_index(e: &Env) -> (shipyard::oci::digest::Digest, Vec<serde_json::Value>) {
     use shipyard::oci::layout::Layout;
-    let reg = Registry::start();
-    let e = Env::new();
-    // Two images, declared as linux/amd64 and linux/arm64 in one index.
     let mut descs = Vec::new();
     for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
         let tree = e.p(&format!("t{i}"));
@@ -868,6 +867,14 @@ fn a_multi_platform_index_gives_the_host_platform_or_the_one_asked_or_all() {
         shipyard::oci::media::to_spec_digest(&idx),
     );
     layout.tag("multi", &desc).unwrap();
+    (idx, descs)
+}
+
+#[test]
+fn a_multi_platform_index_gives_the_host_platform_or_the_one_asked_or_all() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (idx, descs) = multi_platform_index(&e);
     let remote = reg.url("multi/app:v1");
     let pushed = e.json(&[
         "push",
@@ -1639,4 +1646,86 @@ fn ls_lists_every_tag_of_a_repository_page_by_page() {
     assert!(err.contains("without a tag"), "{err}");
     let err = e.err(&["ls", "--tls-verify=false", &reg.url("nothing/here")]);
     assert!(err.contains("nothing/here"), "{err}");
+}
+
+#[test]
+fn copy_between_any_two_transports_keeps_the_digests() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 18);
+    e.ok(&["push", "--tls-verify=false", &src, &reg.url("copy/a:v1")]);
+    // registry → registry, read back by skopeo.
+    let out = e.ok(&[
+        "copy",
+        "--tls-verify=false",
+        &reg.url("copy/a:v1"),
+        &reg.url("copy/b:v1"),
+    ]);
+    assert_eq!(out.trim(), digest);
+    assert_eq!(skopeo_digest(&reg.url("copy/b:v1")), digest);
+    // registry → oci-archive → layout.
+    let archive = format!("oci-archive:{}:v1", e.p("a.tar").display());
+    assert_eq!(
+        e.ok(&[
+            "copy",
+            "--tls-verify=false",
+            &reg.url("copy/a:v1"),
+            &archive
+        ])
+        .trim(),
+        digest
+    );
+    let v: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", &archive])).unwrap();
+    assert_eq!(v["Digest"], digest);
+    let back = format!("oci:{}:back", e.p("back").display());
+    assert_eq!(e.ok(&["copy", &archive, &back]).trim(), digest);
+    // A multi-platform index: one platform without --all, all of it,
+    // byte for byte, with it.
+    let (idx, descs) = multi_platform_index(&e);
+    e.ok(&[
+        "push",
+        "--tls-verify=false",
+        &format!("oci:{}:multi", e.p("l").display()),
+        &reg.url("copy/multi:v1"),
+    ]);
+    let one = e.ok(&[
+        "copy",
+        "--tls-verify=false",
+        "--platform",
+        "linux/arm64",
+        &reg.url("copy/multi:v1"),
+        &reg.url("copy/one:v1"),
+    ]);
+    assert_eq!(one.trim(), descs[1]["digest"]);
+    let all = e.ok(&[
+        "copy",
+        "--all",
+        "--tls-verify=false",
+        &reg.url("copy/multi:v1"),
+        &reg.url("copy/all:v1"),
+    ]);
+    assert_eq!(all.trim(), idx.to_string());
+    assert_eq!(
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &reg.url("copy/all:v1")
+        ]),
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &reg.url("copy/multi:v1")
+        ])
+    );
+    let v: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--override-arch",
+        "arm64",
+        &reg.url("copy/all:v1"),
+    ]))
+    .unwrap();
+    assert_eq!(v["Digest"], idx.to_string());
 }

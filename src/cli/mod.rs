@@ -4,6 +4,7 @@
 mod build;
 mod cache;
 mod completion;
+mod copy;
 mod diff;
 mod export;
 mod gc;
@@ -63,6 +64,7 @@ pub enum Command {
     Gc(gc::Args),
     Pull(pull::Args),
     Push(push::Args),
+    Copy(copy::Args),
     Export(export::Args),
     Import(import::Args),
     Pod(pod::Args),
@@ -94,6 +96,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Gc(a) => gc::run(a),
         Command::Pull(a) => pull::run(a, cli.quiet),
         Command::Push(a) => push::run(a, cli.quiet),
+        Command::Copy(a) => copy::run(a, cli.quiet),
         Command::Export(a) => export::run(a, cli.quiet),
         Command::Import(a) => import::run(a, cli.quiet),
         Command::Pod(a) => pod::run(a),
