@@ -1729,3 +1729,60 @@ fn copy_between_any_two_transports_keeps_the_digests() {
     .unwrap();
     assert_eq!(v["Digest"], idx.to_string());
 }
+
+#[test]
+fn pulls_go_to_registries_conf_mirrors_first() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 12);
+    e.ok(&[
+        "push",
+        "--tls-verify=false",
+        &src,
+        &reg.url("mirrored/team/app:v1"),
+    ]);
+    // The first mirror is down, the second has the image; the registry
+    // itself does not exist.
+    let dead = common::registry::free_port();
+    let conf = e.p("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"origin.invalid\"\n\
+             [[registry.mirror]]\nlocation = \"127.0.0.1:{dead}\"\ninsecure = true\n\
+             [[registry.mirror]]\nlocation = \"{}/mirrored\"\ninsecure = true\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let with_conf = |args: &[&str]| {
+        let o = e
+            .cmd(args)
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .output()
+            .unwrap();
+        assert_success(&o, &format!("{args:?}"));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let dest = format!("oci:{}:m", e.p("m").display());
+    let out = with_conf(&["pull", "--retry", "0", "origin.invalid/team/app:v1", &dest]);
+    assert_eq!(out.trim(), digest);
+    let j: serde_json::Value = serde_json::from_str(&with_conf(&[
+        "inspect",
+        "--retry",
+        "0",
+        "--json",
+        "docker://origin.invalid/team/app:v1",
+    ]))
+    .unwrap();
+    assert_eq!(j["digest"], digest);
+    // Without the mirrors there is nothing to pull from.
+    let empty = e.p("empty.conf");
+    std::fs::write(&empty, "").unwrap();
+    let o = e
+        .cmd(&["pull", "--retry", "0", "origin.invalid/team/app:v1", &dest])
+        .env("CONTAINERS_REGISTRIES_CONF", &empty)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+}

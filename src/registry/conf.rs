@@ -6,7 +6,11 @@
 //! shipyard takes `unqualified-search-registries` from it: a bare name
 //! such as `app:v1` (no registry host) is looked up in the first of them,
 //! and in docker.io when the list is empty or there is no file. Version 1
-//! files (`[registries.search]`) are read too. Drop-in directories
+//! files (`[registries.search]`) are read too. And `[[registry]]`
+//! entries' mirrors: an image whose name starts with the entry's `prefix`
+//! (or `location`) is pulled from each `[[registry.mirror]]` in turn
+//! (`insecure = true`: without TLS verification), then from the
+//! registry itself. Wildcard prefixes, drop-in directories
 //! (`registries.conf.d`) and short-name aliases are not read.
 
 use serde::Deserialize;
@@ -31,6 +35,32 @@ pub struct RegistriesConf {
     pub path: Option<PathBuf>,
     /// Where bare names are looked up, in order.
     pub unqualified_search: Vec<String>,
+    /// `[[registry]]` entries that have mirrors.
+    pub mirrored: Vec<Mirrored>,
+}
+
+/// A namespace (`HOST[/PATH]`) and the mirrors to pull it from first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirrored {
+    pub prefix: String,
+    /// Where the namespace really is (`location`, else the prefix).
+    pub location: String,
+    pub mirrors: Vec<Mirror>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Mirror {
+    pub location: String,
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RegistryEntry {
+    prefix: Option<String>,
+    location: Option<String>,
+    #[serde(default)]
+    mirror: Vec<Mirror>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,6 +70,8 @@ struct File {
     unqualified_search_registries: Vec<String>,
     /// Version 1: `[registries.search] registries = [...]`.
     registries: Option<V1>,
+    #[serde(default)]
+    registry: Vec<RegistryEntry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,9 +106,27 @@ impl RegistriesConf {
                 });
             }
         }
+        let mut mirrored = Vec::new();
+        for r in f.registry {
+            let Some(prefix) = r.prefix.clone().or_else(|| r.location.clone()) else {
+                return Err(ConfError::Parse {
+                    path: path.display().to_string(),
+                    message: "a [[registry]] has neither prefix nor location".into(),
+                });
+            };
+            if r.mirror.is_empty() || prefix.starts_with("*.") {
+                continue;
+            }
+            mirrored.push(Mirrored {
+                location: r.location.unwrap_or_else(|| prefix.clone()),
+                prefix,
+                mirrors: r.mirror,
+            });
+        }
         Ok(RegistriesConf {
             path: Some(path.to_path_buf()),
             unqualified_search: search,
+            mirrored,
         })
     }
 
@@ -115,6 +165,41 @@ impl RegistriesConf {
         self.unqualified_search
             .first()
             .map_or("docker.io", String::as_str)
+    }
+}
+
+impl RegistriesConf {
+    /// Where to pull `name` (`HOST/REPO`) from, in order: each mirror of
+    /// the longest matching prefix, as `(name there, insecure)`. The
+    /// registry itself (the entry's location) comes last, with `false`.
+    pub fn pull_sources(&self, name: &str) -> Vec<(String, bool)> {
+        let matches = |p: &str| {
+            name == p
+                || name
+                    .strip_prefix(p)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        let Some(m) = self
+            .mirrored
+            .iter()
+            .filter(|m| matches(&m.prefix))
+            .max_by_key(|m| m.prefix.len())
+        else {
+            return vec![(name.to_string(), false)];
+        };
+        let rest = &name[m.prefix.len()..];
+        let mut v: Vec<(String, bool)> = m
+            .mirrors
+            .iter()
+            .map(|x| {
+                (
+                    format!("{}{rest}", x.location.trim_end_matches('/')),
+                    x.insecure,
+                )
+            })
+            .collect();
+        v.push((format!("{}{rest}", m.location.trim_end_matches('/')), false));
+        v
     }
 }
 
@@ -161,5 +246,47 @@ mod tests {
         assert!(e.to_string().contains("r.conf"), "{e}");
         let e = RegistriesConf::parse("unqualified-search-registries = ['']", p).unwrap_err();
         assert!(e.to_string().contains("not a registry host"), "{e}");
+    }
+
+    #[test]
+    fn mirrors_by_longest_prefix() {
+        let c = RegistriesConf::parse(
+            r#"
+[[registry]]
+location = "docker.io"
+[[registry.mirror]]
+location = "m.example:5000"
+insecure = true
+[[registry.mirror]]
+location = "m2.example/hub"
+
+[[registry]]
+prefix = "docker.io/team"
+location = "quay.io/team"
+[[registry.mirror]]
+location = "t.example"
+"#,
+            Path::new("r.conf"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.pull_sources("docker.io/library/busybox"),
+            [
+                ("m.example:5000/library/busybox".to_string(), true),
+                ("m2.example/hub/library/busybox".to_string(), false),
+                ("docker.io/library/busybox".to_string(), false)
+            ]
+        );
+        assert_eq!(
+            c.pull_sources("docker.io/team/app"),
+            [
+                ("t.example/app".to_string(), false),
+                ("quay.io/team/app".to_string(), false)
+            ]
+        );
+        assert_eq!(
+            c.pull_sources("docker.io.evil/x"),
+            [("docker.io.evil/x".to_string(), false)]
+        );
     }
 }
