@@ -135,6 +135,24 @@ fn quiet_diff_prints_only_the_digest() {
         out.trim().starts_with("sha256:") && out.lines().count() == 1,
         "{out}"
     );
+    // unpack and gc say nothing either, and gc still lists what it removed.
+    for args in [
+        vec![
+            "-q",
+            "unpack",
+            &img,
+            t.path().join("root").to_str().unwrap(),
+        ],
+        vec!["-q", "gc", &img],
+    ] {
+        let o = shipyard().args(&args).output().unwrap();
+        assert_success(&o, &format!("{args:?}"));
+        assert!(
+            o.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     // Without -q the statistics are there.
     let o = shipyard()
         .args([

@@ -56,7 +56,7 @@ fn ago(t: std::time::SystemTime) -> String {
     }
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, quiet: bool) -> Result<()> {
     let root = crate::cache::cache_dir()?;
     match a.command {
         CacheCommand::Ls(l) => {
@@ -101,7 +101,9 @@ pub fn run(a: Args) -> Result<()> {
         CacheCommand::Prune(p) => {
             let sc = StepCache::open_at(root, true).context("opening the cache")?;
             let (n, freed) = sc.prune(p.keep_duration.unwrap_or_default())?;
-            eprintln!("removed {n} entries, freed {}", human(freed));
+            if !quiet {
+                eprintln!("removed {n} entries, freed {}", human(freed));
+            }
         }
     }
     Ok(())

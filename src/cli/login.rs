@@ -57,7 +57,7 @@ fn host_of(s: &str) -> Result<String> {
     Ok(h.to_string())
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, quiet: bool) -> Result<()> {
     let host = host_of(&a.registry)?;
     let password = match (&a.password, a.password_stdin) {
         (Some(p), _) => p.clone(),
@@ -95,22 +95,26 @@ pub fn run(a: Args) -> Result<()> {
         &password,
         a.registry_args.authfile.as_deref(),
     )?;
-    eprintln!(
-        "Login succeeded; credentials for {host} stored in {}",
-        path.display()
-    );
+    if !quiet {
+        eprintln!(
+            "Login succeeded; credentials for {host} stored in {}",
+            path.display()
+        );
+    }
     Ok(())
 }
 
-pub fn run_logout(a: LogoutArgs) -> Result<()> {
+pub fn run_logout(a: LogoutArgs, quiet: bool) -> Result<()> {
     let host = host_of(&a.registry)?;
     let (path, removed) = auth::remove(&host, a.authfile.as_deref())?;
     if !removed {
         bail!("not logged in to {host} (no entry in {})", path.display());
     }
-    eprintln!(
-        "Removed login credentials for {host} from {}",
-        path.display()
-    );
+    if !quiet {
+        eprintln!(
+            "Removed login credentials for {host} from {}",
+            path.display()
+        );
+    }
     Ok(())
 }

@@ -72,19 +72,21 @@ fn open(s: &str, r: &RegistryArgs) -> Result<(crate::oci::layout::Layout, read::
     Ok((layout, pod))
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, quiet: bool) -> Result<()> {
     match a.command {
         PodCommand::Unpack(u) => {
             let (layout, pod) = open(&u.pod, &u.registry)?;
             crate::pod::unpack::unpack(&layout, &pod, &u.dest)?;
-            eprintln!(
-                "pod {}:{} ({} containers, {} volumes) -> {}",
-                pod.definition.name,
-                pod.definition.version,
-                pod.definition.containers.len(),
-                pod.definition.volumes.len(),
-                u.dest.display()
-            );
+            if !quiet {
+                eprintln!(
+                    "pod {}:{} ({} containers, {} volumes) -> {}",
+                    pod.definition.name,
+                    pod.definition.version,
+                    pod.definition.containers.len(),
+                    pod.definition.volumes.len(),
+                    u.dest.display()
+                );
+            }
             println!("{}", pod.digest);
             Ok(())
         }

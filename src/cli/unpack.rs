@@ -21,15 +21,17 @@ pub struct Args {
     pub registry: super::transfer::RegistryArgs,
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, quiet: bool) -> Result<()> {
     let (layout, image) = super::open_image_with(&a.image, &a.registry)?;
     let r = unpack(&layout, &image, &a.rootfs).with_context(|| format!("unpacking {}", a.image))?;
-    eprintln!(
-        "unpacked {} entries into {}",
-        r.manifest.len(),
-        a.rootfs.display()
-    );
-    if let Some(rec) = r.record {
+    if !quiet {
+        eprintln!(
+            "unpacked {} entries into {}",
+            r.manifest.len(),
+            a.rootfs.display()
+        );
+    }
+    if let Some(rec) = r.record.filter(|_| !quiet) {
         eprintln!(
             "not representable here ({} ownerships, {} devices, {} xattrs): recorded in {}",
             r.shortfalls.ownership,
