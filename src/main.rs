@@ -20,8 +20,54 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
+    quiet_on_closed_stdout();
     if let Err(e) = run(cli) {
+        if is_broken_pipe(&e) {
+            die_of_sigpipe();
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The reader of our output went away (`shipyard manifest … | head`).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Ends the way `cat` or `ls` end when their reader goes away: killed by
+/// SIGPIPE, which shells report silently (status 141). Rust ignores
+/// SIGPIPE so that writes fail with EPIPE instead; shipyard keeps that
+/// everywhere else (a sandboxed child's pipe closing must be an error,
+/// not a silent death) and only takes the default action here, at exit.
+fn die_of_sigpipe() -> ! {
+    // SAFETY: signal() and raise() with a valid signal number; nothing
+    // else runs concurrently that relies on the SIGPIPE disposition, since
+    // the process ends here.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(141)
+}
+
+/// `println!` panics when stdout is a closed pipe ("failed printing to
+/// stdout"): that is the same broken pipe, not a bug to report.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            die_of_sigpipe();
+        }
+        default(info);
+    }));
 }

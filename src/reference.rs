@@ -19,6 +19,8 @@ pub enum ReferenceError {
     Unsupported { input: String, transport: String },
     #[error("{0:?}: empty path in reference")]
     EmptyPath(String),
+    #[error("{0}")]
+    RegistriesConf(String),
     #[error("{input:?}: malformed registry reference: {reason}; expected [HOST[:PORT]/]REPO[:TAG|@sha256:HEX], with a lowercase REPO")]
     BadRegistryRef { input: String, reason: String },
 }
@@ -93,11 +95,7 @@ impl RegistryRef {
         // docker's splitDockerDomain: the first component is a registry when
         // it has a dot or a port, is localhost, or is not all lowercase.
         let (mut registry, mut repository) = match name.split_once('/') {
-            Some((first, remainder))
-                if first.contains(['.', ':'])
-                    || first == "localhost"
-                    || first.to_lowercase() != first =>
-            {
+            Some((first, remainder)) if names_a_registry(first) => {
                 (first.to_string(), remainder.to_string())
             }
             _ => ("docker.io".to_string(), name.to_string()),
@@ -175,6 +173,23 @@ impl RegistryRef {
             implied_tag: false,
             ..self.clone()
         }
+    }
+}
+
+/// docker's splitDockerDomain: the first component of a name is a
+/// registry when it has a dot or a port, is localhost, or is not all
+/// lowercase.
+fn names_a_registry(first: &str) -> bool {
+    first.contains(['.', ':']) || first == "localhost" || first.to_lowercase() != first
+}
+
+/// A name without a registry host (`app:v1`, `team/app`), which podman
+/// looks up in registries.conf's unqualified-search-registries.
+fn is_short_name(s: &str) -> bool {
+    let name = s.split_once('@').map_or(s, |(n, _)| n);
+    match name.split_once('/') {
+        Some((first, _)) => !names_a_registry(first),
+        None => true,
     }
 }
 
@@ -293,12 +308,36 @@ impl Reference {
     }
 
     /// Like [`Reference::parse`], but a bare `REPO[:TAG]` (no transport) is
-    /// a registry reference, as `podman pull` reads it.
+    /// a registry reference, as `podman pull` reads it: a name without a
+    /// registry host goes to the first of registries.conf's
+    /// unqualified-search-registries, docker.io when there are none
+    /// (`docker://NAME` always means docker.io, as in skopeo).
     pub fn parse_or_registry(s: &str) -> Result<Reference, ReferenceError> {
         if Reference::looks_like_reference(s) || s.contains("://") {
             return Reference::parse(s);
         }
+        if is_short_name(s) {
+            let conf = crate::registry::conf::current()
+                .map_err(|e| ReferenceError::RegistriesConf(e.to_string()))?;
+            return Reference::parse_short(s, conf.default_registry());
+        }
         Ok(Reference::Registry(RegistryRef::parse(s)?))
+    }
+
+    /// A short name looked up in `registry`.
+    pub fn parse_short(s: &str, registry: &str) -> Result<Reference, ReferenceError> {
+        let mut r = RegistryRef::parse(s)?;
+        if registry != "docker.io" && is_short_name(s) {
+            // Only Docker Hub puts one-component names under library/.
+            if let Some(rest) = r.repository.strip_prefix("library/") {
+                let written = s.split(['@', ':']).next().unwrap_or(s);
+                if !written.contains('/') {
+                    r.repository = rest.to_string();
+                }
+            }
+            r.registry = registry.to_string();
+        }
+        Ok(Reference::Registry(r))
     }
 
     /// The tag the reference names, if any (for naming a copy).
@@ -367,6 +406,23 @@ impl fmt::Display for Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_names_go_to_the_search_registry() {
+        let reg = |s: &str, r: &str| match Reference::parse_short(s, r).unwrap() {
+            Reference::Registry(r) => r.to_string(),
+            other => panic!("{other}"),
+        };
+        assert_eq!(reg("app:v1", "r.example:5000"), "r.example:5000/app:v1");
+        assert_eq!(reg("team/app", "quay.io"), "quay.io/team/app:latest");
+        assert_eq!(reg("library/app", "quay.io"), "quay.io/library/app:latest");
+        assert_eq!(reg("app", "docker.io"), "docker.io/library/app:latest");
+        assert_eq!(
+            reg("localhost:5000/app:v1", "quay.io"),
+            "localhost:5000/app:v1"
+        );
+        assert_eq!(reg("ghcr.io/o/app", "quay.io"), "ghcr.io/o/app:latest");
+    }
 
     #[test]
     fn parses_oci() {

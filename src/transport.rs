@@ -82,6 +82,43 @@ fn client(r: &RegistryRef, o: &Options) -> Result<Client> {
     Ok(Client::new(&r.registry, r.api_host(), &o.registry)?)
 }
 
+/// Runs a read of `rr` against its mirrors from registries.conf in turn,
+/// then against the registry itself (see [`crate::registry::conf`]). A
+/// mirror that fails is skipped with a warning; the registry's own error
+/// is the one reported.
+fn from_mirrors<T>(
+    rr: &RegistryRef,
+    o: &Options,
+    read: impl Fn(&RegistryRef, &Client) -> Result<T>,
+) -> Result<T> {
+    let conf = crate::registry::conf::current().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let name = format!("{}/{}", rr.registry, rr.repository);
+    let sources = conf.pull_sources(&name);
+    let last = sources.len().saturating_sub(1);
+    for (i, (there, insecure)) in sources.into_iter().enumerate() {
+        let mut at = RegistryRef::parse(&there)
+            .with_context(|| format!("registries.conf: {name} maps to {there}"))?;
+        at.tag.clone_from(&rr.tag);
+        at.digest.clone_from(&rr.digest);
+        at.implied_tag = rr.implied_tag;
+        if i == last {
+            return read(&at, &client(&at, o)?);
+        }
+        let mut mo = o.clone();
+        if insecure {
+            mo.registry.tls_verify = false;
+        }
+        match client(&at, &mo).and_then(|c| read(&at, &c)) {
+            Ok(v) => {
+                tracing::info!("{rr}: read from the mirror {at}");
+                return Ok(v);
+            }
+            Err(e) => tracing::warn!("{rr}: mirror {at} failed ({e:#}); trying the next source"),
+        }
+    }
+    bail!("{rr}: registries.conf gives it no source")
+}
+
 fn read_index(layout: &Layout, d: &Descriptor) -> Result<ImageIndex> {
     let digest = media::digest_of(d)?;
     Ok(serde_json::from_slice(
@@ -146,17 +183,23 @@ pub fn source(
                     cache.root().display()
                 );
             }
-            let c = client(rr, o)?;
             let counters = pull::Counters::default();
-            let d = pull::pull(
-                &c,
-                rr,
-                &cache,
-                &o.selection,
-                o.push.jobs,
-                progress,
-                &counters,
-            )
+            let d = from_mirrors(rr, o, |at, c| {
+                let d = pull::pull(
+                    c,
+                    at,
+                    &cache,
+                    &o.selection,
+                    o.push.jobs,
+                    progress,
+                    &counters,
+                )?;
+                if at != rr && rr.digest.is_none() && !matches!(o.selection, Selection::Platform(_))
+                {
+                    cache.record_ref(rr, &d);
+                }
+                Ok(d)
+            })
             .with_context(|| format!("pulling {rr}"))?;
             report.pulled = Some(counters.stats());
             Ok((cache.layout.clone(), d))
@@ -172,6 +215,29 @@ pub fn source(
             let d = archive::docker_read::import(file, name.as_deref(), &cache.layout)
                 .with_context(|| format!("reading {r}"))?;
             Ok((cache.layout.clone(), d))
+        }
+    }
+}
+
+/// What `inspect` reads: the layout holding the image's metadata, the
+/// descriptor the reference names (an index, or a manifest) and the one
+/// the selection picks. A registry is asked for the manifests and config
+/// blobs only, never a layer; other transports resolve as [`source`] does.
+pub fn metadata(r: &Reference, o: &Options) -> Result<(Layout, Descriptor, Descriptor)> {
+    match r {
+        Reference::Registry(rr) => {
+            let cache = Cache::open()?;
+            let f = from_mirrors(rr, o, |at, c| {
+                Ok(pull::fetch_metadata(c, at, &cache, &o.selection)?)
+            })
+            .with_context(|| format!("reading {rr}"))?;
+            Ok((cache.layout.clone(), f.top, f.chosen))
+        }
+        _ => {
+            let progress = Progress::new(Verbosity::Quiet);
+            let (layout, top) = source(r, o, &progress, &mut Report::default())?;
+            let chosen = select(&layout, top.clone(), &o.selection)?;
+            Ok((layout, top, chosen))
         }
     }
 }

@@ -883,4 +883,25 @@ fn build_metadata_for_ci_iidfile_metadata_file_tags_and_docker_flag_names() {
         &format!("oci:{}", t.path().join("l2").display()),
     ]);
     assert!(err.contains("name a registry"), "{err}");
+
+#[test]
+fn quiet_build_prints_only_the_digests() {
+    let t = tempfile::tempdir().unwrap();
+    let a = checkout("hello", &t.path().join("one"));
+    let out = build(&a, &t.path().join("l1"), &["-q"]);
+    assert_success(&out, "build -q");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("==>") && !err.contains(" -> "),
+        "no progress lines with -q: {err}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.is_empty() && stdout.lines().all(|l| l.starts_with("sha256:")),
+        "{stdout}"
+    );
+    // Without -q, the same build says what it does.
+    let out = build(&a, &t.path().join("l2"), &[]);
+    assert_success(&out, "build");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("==> "));
 }

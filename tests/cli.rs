@@ -15,8 +15,23 @@ fn src_dir() -> PathBuf {
 fn every_command_has_help() {
     let top = ok(["--help"]);
     for sub in [
-        "build", "manifest", "diff", "unpack", "inspect", "tag", "gc", "shell", "pull", "push",
-        "export", "import", "login", "logout", "pod", "cache",
+        "build",
+        "manifest",
+        "diff",
+        "unpack",
+        "inspect",
+        "tag",
+        "gc",
+        "shell",
+        "pull",
+        "push",
+        "export",
+        "import",
+        "login",
+        "logout",
+        "pod",
+        "cache",
+        "completion",
     ] {
         assert!(top.contains(sub), "{sub} missing from --help");
         let h = ok([sub, "--help"]);
@@ -213,5 +228,176 @@ fn an_index_needs_one_image_per_platform_and_builds_are_native_only() {
     assert!(
         err.contains("no emulation") && err.contains("shipyard index"),
         "{err}"
+
+fn a_closed_pipe_ends_the_output_quietly() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    for i in 0..3000 {
+        write(&tree.join(format!("d{}/file-{i}", i % 10)), b"x", 0o644);
+    }
+    let img = format!("oci:{}:t", t.path().join("img").display());
+    diff_scratch(&tree, &img, &[]);
+    let (first, status, err) = head_one(["manifest", &img]);
+    assert!(!first.is_empty());
+    assert_quiet_broken_pipe(status, &err);
+}
+
+#[test]
+fn quiet_diff_prints_only_the_digest() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    write(&tree.join("a"), b"x", 0o644);
+    let img = format!("oci:{}:t", t.path().join("img").display());
+    let o = shipyard()
+        .args([
+            "-q",
+            "diff",
+            tree.to_str().unwrap(),
+            "--against",
+            "scratch",
+            "--output",
+            &img,
+        ])
+        .output()
+        .unwrap();
+    assert_success(&o, "diff -q");
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.trim().starts_with("sha256:") && out.lines().count() == 1,
+        "{out}"
+    );
+    // unpack and gc say nothing either, and gc still lists what it removed.
+    for args in [
+        vec![
+            "-q",
+            "unpack",
+            &img,
+            t.path().join("root").to_str().unwrap(),
+        ],
+        vec!["-q", "gc", &img],
+    ] {
+        let o = shipyard().args(&args).output().unwrap();
+        assert_success(&o, &format!("{args:?}"));
+        assert!(
+            o.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // Without -q the statistics are there.
+    let o = shipyard()
+        .args([
+            "diff",
+            tree.to_str().unwrap(),
+            "--against",
+            "scratch",
+            "--output",
+            &img,
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 added"));
+}
+
+#[test]
+fn bare_names_follow_registries_conf() {
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("registries.conf");
+    let out = format!("oci:{}", t.path().join("o").display());
+    // --pull=never names the resolved image without touching the network.
+    let pull = |name: &str, conf: &std::path::Path| {
+        let o = shipyard()
+            .env("XDG_CACHE_HOME", t.path().join("cache"))
+            .env("CONTAINERS_REGISTRIES_CONF", conf)
+            .args(["pull", "--pull", "never", name, &out])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    std::fs::write(
+        &conf,
+        "unqualified-search-registries = [\"registry.example:5000\", \"docker.io\"]\n",
+    )
+    .unwrap();
+    let e = pull("app:v1", &conf);
+    assert!(
+        e.contains("registry.example:5000/app:v1 is not in the cache"),
+        "{e}"
+    );
+    // A qualified name, and docker:// (skopeo's meaning), are left alone.
+    let e = pull("other.example/app:v1", &conf);
+    assert!(
+        e.contains("other.example/app:v1 is not in the cache"),
+        "{e}"
+    );
+    let e = pull("docker://app:v1", &conf);
+    assert!(
+        e.contains("docker.io/library/app:v1 is not in the cache"),
+        "{e}"
+    );
+    // No search registries: docker.io.
+    std::fs::write(&conf, "").unwrap();
+    let e = pull("app:v1", &conf);
+    assert!(
+        e.contains("docker.io/library/app:v1 is not in the cache"),
+        "{e}"
+    );
+    // A broken file is named.
+    std::fs::write(&conf, "unqualified-search-registries = 3\n").unwrap();
+    let e = pull("app:v1", &conf);
+    assert!(
+        e.contains("registries.conf") && e.contains("not a valid"),
+        "{e}"
+    );
+}
+
+#[test]
+fn completions_offer_the_commands_and_options_but_not_internal_ones() {
+    let t = tempfile::tempdir().unwrap();
+    let script = t.path().join("shipyard.bash");
+    std::fs::write(&script, ok(["completion", "bash"])).unwrap();
+    // What bash offers after `shipyard pu<TAB>` and `shipyard push --all<TAB>`.
+    let complete = |words: &str| {
+        let n = words.split(' ').count() - 1;
+        let prog = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD={n}; COMP_LINE='{words}'; COMP_POINT=${{#COMP_LINE}}; \
+             _shipyard shipyard \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\"; echo \"${{COMPREPLY[*]}}\"",
+            script.display()
+        );
+        let o = std::process::Command::new("bash")
+            .args(["-c", &prog])
+            .output()
+            .unwrap();
+        assert_success(&o, "bash completion");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(complete("shipyard pu"), "pull push");
+    assert_eq!(complete("shipyard push --all"), "--all-tags");
+    assert_eq!(
+        complete("shipyard __"),
+        "",
+        "internal commands are not offered"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let s = ok(["completion", shell]);
+        assert!(
+            s.contains("completion") && s.contains("--tls-verify"),
+            "{shell}"
+        );
+        assert!(
+            !s.contains("__sandbox") && !s.contains("generate-man"),
+            "{shell}"
+        );
+    }
+    let e = fails(["completion", "tcsh"]);
+    assert!(
+        e.contains("bash") && e.contains("zsh") && e.contains("fish"),
+        "{e}"
     );
 }

@@ -249,10 +249,15 @@ fn a_protected_tls_registry_needs_login_and_the_right_ca() {
     let certs = reg.cert_dir();
     let certs = certs.to_str().unwrap();
     let remote = reg.url("secure/app:v1");
-    // Without the CA, the certificate is refused.
-    let err = e.err(&["push", "--retry", "0", &src, &remote]);
+    // Without the CA, the certificate is refused, at once (no retry
+    // changes it), and the error says how to trust it.
+    let err = e.err(&["push", &src, &remote]);
     assert!(
         err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--cert-dir") && !err.contains("retrying"),
         "{err}"
     );
     // Without credentials, the error names the registry, the repository
@@ -606,7 +611,7 @@ fn push_all_sends_every_tag_of_a_layout() {
     let l = format!("oci:{}", e.p("l").display());
     let out = e.ok(&[
         "push",
-        "--all",
+        "--all-tags",
         "--tls-verify=false",
         &l,
         &reg.url("every/app"),
@@ -623,6 +628,16 @@ fn push_all_sends_every_tag_of_a_layout() {
         &reg.url("every/app:x"),
     ]);
     assert!(err.contains("without a tag"), "{err}");
+    // The older spelling still works.
+    let out = e.ok(&[
+        "push",
+        "--all",
+        "--tls-verify=false",
+        &l,
+        &reg.url("older/app"),
+    ]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(skopeo_digest(&reg.url("older/app:v1")), digest);
 }
 
 /// A `docker-credential-NAME` helper script in `dir` that answers with the
@@ -820,12 +835,11 @@ fn progress_bars_on_a_terminal_and_lines_otherwise() {
     );
 }
 
-#[test]
-fn a_multi_platform_index_gives_the_host_platform_or_the_one_asked_or_all() {
+/// Two images, declared as linux/amd64 and linux/arm64 in one index,
+/// tagged `multi` in `e`'s layout `l`; returns the index digest and its
+/// manifest descriptors.
+fn multi_platform_index(e: &Env) -> (shipyard::oci::digest::Digest, Vec<serde_json::Value>) {
     use shipyard::oci::layout::Layout;
-    let reg = Registry::start();
-    let e = Env::new();
-    // Two images, declared as linux/amd64 and linux/arm64 in one index.
     let mut descs = Vec::new();
     for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
         let tree = e.p(&format!("t{i}"));
@@ -853,6 +867,14 @@ fn a_multi_platform_index_gives_the_host_platform_or_the_one_asked_or_all() {
         shipyard::oci::media::to_spec_digest(&idx),
     );
     layout.tag("multi", &desc).unwrap();
+    (idx, descs)
+}
+
+#[test]
+fn a_multi_platform_index_gives_the_host_platform_or_the_one_asked_or_all() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (idx, descs) = multi_platform_index(&e);
     let remote = reg.url("multi/app:v1");
     let pushed = e.json(&[
         "push",
@@ -1327,4 +1349,440 @@ fn a_build_sends_creds_to_the_registry_it_pushes_to_and_nowhere_else() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("--creds name one registry"), "{err}");
+}
+
+fn sha256_of(b: &[u8]) -> String {
+    shipyard::oci::digest::Digest::of(b).to_string()
+}
+
+#[test]
+fn remote_inspect_reads_the_manifest_and_config_but_no_layer() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 20);
+    e.ok(&["push", "--tls-verify=false", &src, &reg.url("look/app:v1")]);
+    let proxy = FaultProxy::start(reg.port, |_| Fault::Pass);
+    let remote = proxy.url("look/app:v1");
+    let j = e.json(&["inspect", "--tls-verify=false", &remote]);
+    assert_eq!(j["digest"], digest);
+    let layers: Vec<String> = j["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(layers.len(), 2);
+    let log = proxy.log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|r| r.contains("/manifests/v1")),
+        "the manifest was asked for: {log:?}"
+    );
+    for l in &layers {
+        assert!(
+            !log.iter()
+                .any(|r| r.starts_with("GET") && r.contains(l.as_str())),
+            "layer {l} was fetched: {log:?}"
+        );
+    }
+    // --raw: the manifest's exact bytes, as skopeo sees them; --config:
+    // the config blob's.
+    let raw = e
+        .cmd(&["inspect", "--tls-verify=false", "--raw", &remote])
+        .output()
+        .unwrap();
+    assert_success(&raw, "inspect --raw");
+    assert_eq!(sha256_of(&raw.stdout), digest);
+    assert_eq!(
+        raw.stdout,
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &reg.url("look/app:v1")
+        ])
+        .as_bytes()
+    );
+    let config = e
+        .cmd(&["inspect", "--tls-verify=false", "--config", &remote])
+        .output()
+        .unwrap();
+    assert_success(&config, "inspect --config");
+    assert_eq!(
+        sha256_of(&config.stdout),
+        j["configDigest"].as_str().unwrap()
+    );
+    // The same from the layout.
+    let local = e.cmd(&["inspect", "--raw", &src]).output().unwrap();
+    assert_eq!(local.stdout, raw.stdout);
+    let still = proxy.log.lock().unwrap().clone();
+    for l in &layers {
+        assert!(!still
+            .iter()
+            .any(|r| r.starts_with("GET") && r.contains(l.as_str())));
+    }
+}
+
+#[test]
+fn reading_commands_take_the_registry_options() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 16);
+    let remote = reg.url("read/app:v1");
+    e.ok(&["push", "--tls-verify=false", &src, &remote]);
+    let local = e.ok(&["manifest", &src]);
+    assert_eq!(e.ok(&["manifest", "--tls-verify=false", &remote]), local);
+    let root = e.p("root");
+    e.ok(&[
+        "unpack",
+        "--tls-verify=false",
+        &remote,
+        root.to_str().unwrap(),
+    ]);
+    assert!(root.join("big.bin").exists());
+    let out = format!("oci:{}:d", e.p("d").display());
+    let d = e.ok(&[
+        "diff",
+        root.to_str().unwrap(),
+        "--tls-verify=false",
+        "--against",
+        &remote,
+        "--base",
+        &remote,
+        "--output",
+        &out,
+    ]);
+    assert!(d.trim().starts_with("sha256:"), "{d}");
+    let j = e.json(&["inspect", &out]);
+    assert_eq!(
+        j["layers"].as_array().unwrap().len(),
+        3,
+        "the base's two and an empty diff"
+    );
+    let _ = digest;
+}
+
+#[test]
+fn tls_against_plain_http_fails_at_once_and_names_the_fix() {
+    // The registry speaks plain HTTP: it answers a TLS hello with an HTTP
+    // error, which no retry changes.
+    let reg = Registry::start();
+    let e = Env::new();
+    let remote = reg.url("none/app:v1");
+    let dest = format!("oci:{}", e.p("x").display());
+    for args in [
+        vec!["inspect", "--retry", "5", &remote],
+        vec!["manifest", &remote],
+        vec!["pull", &remote, &dest],
+    ] {
+        let err = e.err(&args);
+        assert!(err.contains("--tls-verify=false"), "{args:?}: {err}");
+        assert!(!err.contains("retrying"), "{args:?} retried: {err}");
+    }
+    // A 4xx other than 408/429 is not retried either.
+    let err = e.err(&["inspect", "--tls-verify=false", &remote]);
+    assert!(
+        err.contains("no manifest") && !err.contains("retrying"),
+        "{err}"
+    );
+}
+
+#[test]
+fn authfile_is_read_by_every_registry_command() {
+    let reg = Registry::start_secure();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 16);
+    let certs = reg.cert_dir();
+    let certs = certs.to_str().unwrap();
+    let remote = reg.url("auth/app:v1");
+    let authfile = e.p("elsewhere.json");
+    let af = authfile.to_str().unwrap();
+    // login writes --authfile, and only there.
+    let mut c = e.cmd(&[
+        "login",
+        &reg.host(),
+        "-u",
+        USER,
+        "--password-stdin",
+        "--cert-dir",
+        certs,
+        "--authfile",
+        af,
+    ]);
+    let mut child = c.stdin(Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(authfile.exists() && !e.p("auth.json").exists());
+    let err = e.err(&["push", "--cert-dir", certs, &src, &remote]);
+    assert!(err.contains("authentication required"), "{err}");
+    e.ok(&["push", "--cert-dir", certs, "--authfile", af, &src, &remote]);
+    let j = e.json(&["inspect", "--cert-dir", certs, "--authfile", af, &remote]);
+    assert_eq!(j["digest"], digest);
+    e.ok(&["manifest", "--cert-dir", certs, "--authfile", af, &remote]);
+    e.ok(&["logout", &reg.host(), "--authfile", af]);
+    let err = e.err(&["inspect", "--cert-dir", certs, "--authfile", af, &remote]);
+    assert!(err.contains("authentication required"), "{err}");
+}
+
+/// A registry that only lists tags, `v1`..`v5`, in pages as the
+/// distribution spec describes (`n`, `last`, `Link: <…>; rel="next"`).
+/// distribution 2.8 (Debian's docker-registry) ignores `n`, so the paging
+/// is checked against this. Returns its port and the paths asked for.
+fn paging_registry() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut first = String::new();
+            // A TLS hello (the --tls-verify=false probe) is not HTTP.
+            if r.read_line(&mut first).is_err() || !first.starts_with("GET ") {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+            log2.lock().unwrap().push(path.clone());
+            let all = ["v1", "v2", "v3", "v4", "v5"];
+            let (body, link) = match path.split_once('?') {
+                Some((p, q)) if p.ends_with("/tags/list") => {
+                    let arg = |k: &str| {
+                        q.split('&')
+                            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                            .map(str::to_string)
+                    };
+                    let n: usize = arg("n").and_then(|n| n.parse().ok()).unwrap_or(100);
+                    let start = arg("last")
+                        .and_then(|l| all.iter().position(|t| *t == l))
+                        .map_or(0, |i| i + 1);
+                    let page: Vec<&str> = all.iter().skip(start).take(n).copied().collect();
+                    let link = (start + n < all.len()).then(|| {
+                        format!(
+                            "Link: <{p}?n={n}&last={}>; rel=\"next\"\r\n",
+                            page.last().unwrap()
+                        )
+                    });
+                    (
+                        serde_json::json!({"name": "many/app", "tags": page}).to_string(),
+                        link.unwrap_or_default(),
+                    )
+                }
+                _ => ("{}".to_string(), String::new()),
+            };
+            let _ = c.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{link}Connection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (port, log)
+}
+
+#[test]
+fn ls_lists_every_tag_of_a_repository_page_by_page() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, _) = e.image(1 << 10);
+    e.ok(&[
+        "push",
+        "--tls-verify=false",
+        &src,
+        &reg.url("many/app:v1"),
+        "--tag",
+        "v2",
+        "--tag",
+        "v3",
+        "--tag",
+        "v4",
+        "--tag",
+        "v5",
+    ]);
+    let (port, log) = paging_registry();
+    let out = e.ok(&[
+        "ls",
+        "--tls-verify=false",
+        "--page-size",
+        "2",
+        &format!("docker://127.0.0.1:{port}/many/app"),
+    ]);
+    assert_eq!(out, "v1\nv2\nv3\nv4\nv5\n");
+    let pages: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.contains("/tags/list"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            "/v2/many/app/tags/list?n=2",
+            "/v2/many/app/tags/list?n=2&last=v2",
+            "/v2/many/app/tags/list?n=2&last=v4"
+        ]
+    );
+    // One page when it is big enough; the layout's own tags.
+    let all = e.ok(&["ls", "--tls-verify=false", &reg.url("many/app")]);
+    assert_eq!(all.lines().count(), 5);
+    let local = e.ok(&["ls", &format!("oci:{}", e.p("l").display())]);
+    assert_eq!(local, "base\nv1\n");
+    let err = e.err(&["ls", "--tls-verify=false", &reg.url("many/app:v1")]);
+    assert!(err.contains("without a tag"), "{err}");
+    let err = e.err(&["ls", "--tls-verify=false", &reg.url("nothing/here")]);
+    assert!(err.contains("nothing/here"), "{err}");
+}
+
+#[test]
+fn copy_between_any_two_transports_keeps_the_digests() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 18);
+    e.ok(&["push", "--tls-verify=false", &src, &reg.url("copy/a:v1")]);
+    // registry → registry, read back by skopeo.
+    let out = e.ok(&[
+        "copy",
+        "--tls-verify=false",
+        &reg.url("copy/a:v1"),
+        &reg.url("copy/b:v1"),
+    ]);
+    assert_eq!(out.trim(), digest);
+    assert_eq!(skopeo_digest(&reg.url("copy/b:v1")), digest);
+    // registry → oci-archive → layout.
+    let archive = format!("oci-archive:{}:v1", e.p("a.tar").display());
+    assert_eq!(
+        e.ok(&[
+            "copy",
+            "--tls-verify=false",
+            &reg.url("copy/a:v1"),
+            &archive
+        ])
+        .trim(),
+        digest
+    );
+    let v: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", &archive])).unwrap();
+    assert_eq!(v["Digest"], digest);
+    let back = format!("oci:{}:back", e.p("back").display());
+    assert_eq!(e.ok(&["copy", &archive, &back]).trim(), digest);
+    // A multi-platform index: one platform without --all, all of it,
+    // byte for byte, with it.
+    let (idx, descs) = multi_platform_index(&e);
+    e.ok(&[
+        "push",
+        "--tls-verify=false",
+        &format!("oci:{}:multi", e.p("l").display()),
+        &reg.url("copy/multi:v1"),
+    ]);
+    let one = e.ok(&[
+        "copy",
+        "--tls-verify=false",
+        "--platform",
+        "linux/arm64",
+        &reg.url("copy/multi:v1"),
+        &reg.url("copy/one:v1"),
+    ]);
+    assert_eq!(one.trim(), descs[1]["digest"]);
+    let all = e.ok(&[
+        "copy",
+        "--all",
+        "--tls-verify=false",
+        &reg.url("copy/multi:v1"),
+        &reg.url("copy/all:v1"),
+    ]);
+    assert_eq!(all.trim(), idx.to_string());
+    assert_eq!(
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &reg.url("copy/all:v1")
+        ]),
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &reg.url("copy/multi:v1")
+        ])
+    );
+    let v: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--override-arch",
+        "arm64",
+        &reg.url("copy/all:v1"),
+    ]))
+    .unwrap();
+    assert_eq!(v["Digest"], idx.to_string());
+}
+
+#[test]
+fn pulls_go_to_registries_conf_mirrors_first() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 12);
+    e.ok(&[
+        "push",
+        "--tls-verify=false",
+        &src,
+        &reg.url("mirrored/team/app:v1"),
+    ]);
+    // The first mirror is down, the second has the image; the registry
+    // itself does not exist.
+    let dead = common::registry::free_port();
+    let conf = e.p("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"origin.invalid\"\n\
+             [[registry.mirror]]\nlocation = \"127.0.0.1:{dead}\"\ninsecure = true\n\
+             [[registry.mirror]]\nlocation = \"{}/mirrored\"\ninsecure = true\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let with_conf = |args: &[&str]| {
+        let o = e
+            .cmd(args)
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .output()
+            .unwrap();
+        assert_success(&o, &format!("{args:?}"));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let dest = format!("oci:{}:m", e.p("m").display());
+    let out = with_conf(&["pull", "--retry", "0", "origin.invalid/team/app:v1", &dest]);
+    assert_eq!(out.trim(), digest);
+    let j: serde_json::Value = serde_json::from_str(&with_conf(&[
+        "inspect",
+        "--retry",
+        "0",
+        "--json",
+        "docker://origin.invalid/team/app:v1",
+    ]))
+    .unwrap();
+    assert_eq!(j["digest"], digest);
+    // Without the mirrors there is nothing to pull from.
+    let empty = e.p("empty.conf");
+    std::fs::write(&empty, "").unwrap();
+    let o = e
+        .cmd(&["pull", "--retry", "0", "origin.invalid/team/app:v1", &dest])
+        .env("CONTAINERS_REGISTRIES_CONF", &empty)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
 }

@@ -192,18 +192,7 @@ fn unpack_gives_a_deployable_directory_and_kube_a_pinned_manifest() {
         "--registry",
         "docker://registry.example/team/shop",
     ]);
-    let py = "import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))";
-    let mut c = Command::new("/usr/bin/python3")
-        .args(["-c", py])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin.take().unwrap().write_all(y.as_bytes()).unwrap();
-    let o = c.wait_with_output().unwrap();
-    assert_success(&o, "python3 yaml.safe_load_all (python3-yaml)");
-    let docs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let docs = pyyaml(&y);
     assert_eq!(docs[0]["kind"], "ConfigMap");
     assert_eq!(docs[0]["data"]["app.conf"], "greeting=hi\n");
     let pod = &docs[1];
@@ -219,6 +208,89 @@ fn unpack_gives_a_deployable_directory_and_kube_a_pinned_manifest() {
     assert!(vols.iter().any(|v| v["image"]["reference"]
         .as_str()
         .is_some_and(|r| r.starts_with("registry.example/team/shop@sha256:"))));
+}
+
+/// The YAML documents as PyYAML's safe_load reads them (YAML 1.1, as
+/// older Kubernetes tooling does), as JSON.
+fn pyyaml(y: &str) -> serde_json::Value {
+    let py = "import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))";
+    let mut c = Command::new("/usr/bin/python3")
+        .args(["-c", py])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(y.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert_success(&o, "python3 yaml.safe_load_all (python3-yaml)");
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn kube_config_files_named_like_yaml_keywords_stay_distinct_strings() {
+    let t = tempfile::tempdir().unwrap();
+    let proj = project(t.path());
+    let names = ["true", "on", "null", "1.0", "~", "No"];
+    let mut files = String::from("files = { \"app.conf\" = \"conf/app.conf\"");
+    for (i, n) in names.iter().enumerate() {
+        write(
+            &proj.join(format!("conf/f{i}")),
+            format!("file {i}\n").as_bytes(),
+            0o644,
+        );
+        files.push_str(&format!(", \"{n}\" = \"conf/f{i}\""));
+    }
+    files.push_str(" }");
+    let spec = SPEC.replace("files = { \"app.conf\" = \"conf/app.conf\" }", &files);
+    assert_ne!(spec, SPEC);
+    std::fs::write(proj.join("shipyard.toml"), spec).unwrap();
+    let out = t.path().join("out");
+    build_pod(&proj, &out);
+    let y = ok([
+        "pod".to_string(),
+        "kube".into(),
+        format!("oci:{}:shop", out.display()),
+        "--registry".into(),
+        "docker://registry.example/team/shop".into(),
+    ]);
+    let docs = pyyaml(&y);
+    let data = docs[0]["data"].as_object().unwrap();
+    // `~` is not a ConfigMap key character: it becomes `_`.
+    for (i, key) in ["true", "on", "null", "1.0", "_", "No"].iter().enumerate() {
+        assert_eq!(
+            data.get(*key),
+            Some(&serde_json::json!(format!("file {i}\n"))),
+            "{key} in {y}"
+        );
+    }
+    assert_eq!(data.len(), names.len() + 1, "no two keys collide: {y}");
+    let items = docs[1]["spec"]["volumes"][0]["configMap"]["items"]
+        .as_array()
+        .unwrap();
+    let paths: Vec<&str> = items.iter().map(|i| i["path"].as_str().unwrap()).collect();
+    for n in names {
+        assert!(paths.contains(&n), "{n} in {paths:?}");
+    }
+}
+
+#[test]
+fn kube_into_a_closed_pipe_ends_quietly() {
+    let t = tempfile::tempdir().unwrap();
+    let proj = project(t.path());
+    // A config file larger than a pipe's buffer, printed in one piece.
+    write(&proj.join("conf/app.conf"), &vec![b'x'; 300 << 10], 0o644);
+    let out = t.path().join("out");
+    build_pod(&proj, &out);
+    let (first, status, err) = head_one([
+        "pod".to_string(),
+        "kube".into(),
+        format!("oci:{}:shop", out.display()),
+        "--registry".into(),
+        "docker://registry.example/team/shop".into(),
+    ]);
+    assert_eq!(first, "---\n");
+    assert_quiet_broken_pipe(status, &err);
 }
 
 fn spec_err(extra: &str, make: &dyn Fn(&std::path::Path)) -> String {

@@ -51,6 +51,8 @@ pub struct BuildOptions {
     /// The secrets given for this build (`--secret`): rules that name one
     /// see it at /run/secrets/NAME.
     pub secrets: Vec<crate::sandbox::spec::Secret>,
+    /// No progress lines (`==> …`) on stderr: `-q`.
+    pub quiet: bool,
 }
 
 /// How the cache's own layers (a rule's changes, a tapeout's selection)
@@ -261,7 +263,9 @@ impl Planner<'_> {
     }
 
     fn say(&self, step: &str, status: &str, why: &str) {
-        if why.is_empty() {
+        if self.opts.quiet {
+            // -q: only errors on stderr.
+        } else if why.is_empty() {
             eprintln!("==> {step}: {status}");
         } else {
             eprintln!("==> {step}: {status}: {why}");
@@ -297,7 +301,9 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     let subids = detect_subids();
     let confinement =
         crate::sandbox::choose_isolation(opts.isolation, subids, plan.from == "host")?;
-    eprintln!("==> isolation: {}", confinement.summary());
+    if !opts.quiet {
+        eprintln!("==> isolation: {}", confinement.summary());
+    }
     if let Some(why) = confinement.unusable_builder(&plan.from) {
         bail!(why);
     }
@@ -728,7 +734,9 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                         }
                         .into());
                     }
-                    eprintln!("==> {id}: done in {:.2} s", started.elapsed().as_secs_f64());
+                    if !opts.quiet {
+                        eprintln!("==> {id}: done in {:.2} s", started.elapsed().as_secs_f64());
+                    }
                     let copied = copy_marker.as_ref().is_some_and(|m| m.exists());
                     if copied != copy_expected {
                         tracing::warn!(
@@ -800,7 +808,9 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     };
                     let started = std::time::Instant::now();
                     in_ns(crate::sandbox::spec::Action::Tapeout(Box::new(job)), &id)?;
-                    eprintln!("==> {id}: done in {:.2} s", started.elapsed().as_secs_f64());
+                    if !opts.quiet {
+                        eprintln!("==> {id}: done in {:.2} s", started.elapsed().as_secs_f64());
+                    }
                     let ex: BTreeMap<String, String> =
                         serde_json::from_slice(&std::fs::read(&explain_out)?)?;
                     let (planner, ex2) = (&planner, ex.clone());
@@ -853,7 +863,9 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             });
         }
         for p in pods {
-            eprintln!("==> pod.{}", p.name);
+            if !opts.quiet {
+                eprintln!("==> pod.{}", p.name);
+            }
             let stage = |t: &str| state.join("tapeout").join(t);
             let input = crate::pod::bundle::Input {
                 spec: p,
@@ -878,7 +890,9 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
         if let Some(to) = &opts.cache.to {
             let n = remote::export(&planner.sc, to, &used)
                 .with_context(|| format!("--cache-to {to}"))?;
-            eprintln!("cache: {n} entries in {to}");
+            if !opts.quiet {
+                eprintln!("cache: {n} entries in {to}");
+            }
         }
         Ok(built)
     })

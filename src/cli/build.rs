@@ -136,7 +136,7 @@ fn cache_repo(flag: &str, s: &str) -> Result<crate::reference::RegistryRef> {
     }
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, quiet: bool) -> Result<()> {
     let dir = a.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let file = a.file.clone().unwrap_or_else(|| dir.join("shipyard.toml"));
     let mut sets = Vec::new();
@@ -217,7 +217,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut topts = transport::Options {
         registry: a.registry.options(targets.first().copied())?,
         pull: a.pull,
-        verbosity: crate::registry::progress::Verbosity::detect(false),
+        verbosity: crate::registry::progress::Verbosity::detect(quiet),
         ..transport::Options::default()
     };
     topts.push.retries = a.registry.retry;
@@ -233,6 +233,7 @@ pub fn run(a: Args) -> Result<()> {
         level: a.level,
         isolation: a.isolation,
         secrets: secrets.secrets.clone(),
+        quiet,
         cache: crate::build::CacheOptions {
             read: !a.no_cache,
             no_cache_rules: a
@@ -261,12 +262,14 @@ pub fn run(a: Args) -> Result<()> {
     let built = build(&plan, &opts)?;
     for b in &built {
         let what = if b.pod { "pod " } else { "" };
-        eprintln!(
-            "{what}{} -> oci:{}:{}",
-            b.name,
-            opts.output.display(),
-            b.tag
-        );
+        if !quiet {
+            eprintln!(
+                "{what}{} -> oci:{}:{}",
+                b.name,
+                opts.output.display(),
+                b.tag
+            );
+        }
         println!("{}", b.digest);
     }
     let mut pushed: Vec<(String, String)> = Vec::new();
@@ -289,7 +292,9 @@ pub fn run(a: Args) -> Result<()> {
             tag: Some(if b.pod { b.name.clone() } else { b.tag.clone() }),
         };
         let report = transport::copy(&src, dst, &[], &topts)?;
-        eprintln!("{} -> {}@{}", b.name, report.destination, report.digest);
+        if !quiet {
+            eprintln!("{} -> {}@{}", b.name, report.destination, report.digest);
+        }
         pushed.push((b.name.clone(), report.destination.to_string()));
     }
     if let Some(f) = &a.iidfile {

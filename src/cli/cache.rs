@@ -59,7 +59,7 @@ fn ago(t: std::time::SystemTime) -> String {
     }
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, quiet: bool) -> Result<()> {
     let root = crate::cache::cache_dir()?;
     let mounts = crate::build::mounts::MountStore::at(root.join("mounts"));
     match a.command {
@@ -126,10 +126,12 @@ pub fn run(a: Args) -> Result<()> {
             let keep = p.keep_duration.unwrap_or_default();
             let (n, freed) = sc.prune(keep)?;
             let (m, mfreed) = mounts.prune(keep)?;
-            eprintln!(
-                "removed {n} entries and {m} cache mounts, freed {}",
-                human(freed + mfreed)
-            );
+            if !quiet {
+                eprintln!(
+                    "removed {n} entries and {m} cache mounts, freed {}",
+                    human(freed + mfreed)
+                );
+            }
         }
     }
     Ok(())

@@ -57,9 +57,12 @@ pub struct Args {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    /// For --against and --base images in a registry.
+    #[command(flatten)]
+    pub registry: super::transfer::RegistryArgs,
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, quiet: bool) -> Result<()> {
     let (out_dir, out_tag) = super::oci_ref(&a.output)?;
     let Some(out_tag) = out_tag else {
         bail!("--output {} names no tag; write oci:DIR:TAG", a.output);
@@ -67,7 +70,7 @@ pub fn run(a: Args) -> Result<()> {
     crate::oci::layout::validate_tag(&out_tag)?;
     let epoch = crate::reproducible::epoch(a.timestamp)?;
     let opts = a.owners.walk_options(Hashing::None);
-    let against = super::manifest::load(&a.against, &opts)
+    let against = super::manifest::load(&a.against, &opts, &a.registry)
         .with_context(|| format!("reading --against {}", a.against))?;
     let tree =
         walk_with(&a.path, &opts).with_context(|| format!("walking {}", a.path.display()))?;
@@ -82,7 +85,7 @@ pub fn run(a: Args) -> Result<()> {
     let layout = Layout::open_or_create(&out_dir)?;
     let (mut config, mut layers) = match &a.base {
         Some(b) => {
-            let (blayout, bimage) = super::open_image(b)?;
+            let (blayout, bimage) = super::open_image_with(b, &a.registry)?;
             bimage.copy_layers(&blayout, &layout)?;
             (bimage.config.clone(), bimage.manifest.layers().clone())
         }
@@ -111,14 +114,16 @@ pub fn run(a: Args) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        eprintln!(
-            "{} added, {} modified, {} deleted; layer {} ({} bytes)",
-            d.stats.added,
-            d.stats.modified,
-            d.stats.deleted,
-            out.descriptor.digest(),
-            out.descriptor.size()
-        );
+        if !quiet {
+            eprintln!(
+                "{} added, {} modified, {} deleted; layer {} ({} bytes)",
+                d.stats.added,
+                d.stats.modified,
+                d.stats.deleted,
+                out.descriptor.digest(),
+                out.descriptor.size()
+            );
+        }
         println!("{digest}");
     }
     Ok(())

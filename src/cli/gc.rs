@@ -14,17 +14,19 @@ pub struct Args {
     pub layout: String,
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, quiet: bool) -> Result<()> {
     let (dir, _) = super::oci_ref(&a.layout)?;
     let layout = Layout::open(&dir)?;
     let (removed, freed) = layout.gc()?;
     for d in &removed {
         println!("{d}");
     }
-    eprintln!(
-        "removed {} blobs, freed {}",
-        removed.len(),
-        crate::registry::progress::human(freed)
-    );
+    if !quiet {
+        eprintln!(
+            "removed {} blobs, freed {}",
+            removed.len(),
+            crate::registry::progress::human(freed)
+        );
+    }
     Ok(())
 }

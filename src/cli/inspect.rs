@@ -2,18 +2,42 @@ use crate::oci::layout::{ref_name, Layout};
 use crate::oci::media;
 use crate::pod::read::{self, Pod};
 use crate::reference::Reference;
-use crate::registry::progress::{human, Progress, Verbosity};
-use anyhow::Result;
+use crate::registry::progress::human;
+use anyhow::{bail, Result};
+use std::io::Write;
+
+/// Writes bytes to stdout as they are (a manifest, a config), with
+/// nothing added: `sha256sum` of the output is the digest.
+fn print_bytes(b: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(b)?;
+    out.flush()?;
+    Ok(())
+}
 
 /// Show an image (digest, config, layers, tags) or a pod (members, their
 /// digests and sizes, volumes).
+///
+/// An image in a registry is read without its layers: the manifest (and
+/// index) and the config are fetched, nothing else. From an index, the
+/// host platform's image is shown; --raw prints the index itself.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The image or pod: oci:DIR[:TAG] (or any reference).
+    /// The image or pod: oci:DIR[:TAG], docker://HOST/REPO[:TAG|@DIGEST],
+    /// oci-archive:, docker-archive:.
     pub image: String,
     /// Print JSON instead of text.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["raw", "config"])]
     pub json: bool,
+    /// Print the manifest (or index) exactly as stored: the bytes its
+    /// digest is taken of.
+    #[arg(long, conflicts_with = "config")]
+    pub raw: bool,
+    /// Print the image's config blob exactly as stored.
+    #[arg(long)]
+    pub config: bool,
+    #[command(flatten)]
+    pub registry: super::transfer::RegistryArgs,
 }
 
 /// An image's stored size: its config and layers.
@@ -93,20 +117,30 @@ fn show_pod(a: &Args, layout: &Layout, pod: &Pod) -> Result<()> {
 
 pub fn run(a: Args) -> Result<()> {
     let r = Reference::parse(&a.image)?;
-    let progress = Progress::new(Verbosity::Quiet);
-    let (layout, d) = crate::transport::source(
-        &r,
-        &crate::transport::defaults(),
-        &progress,
-        &mut crate::transport::Report::default(),
-    )?;
-    if read::is_pod(&layout, &d) {
-        let pod = read::load(&layout, &d)?;
+    let (layout, top, chosen) = crate::transport::metadata(&r, &a.registry.read_options(&r)?)?;
+    if a.raw {
+        return print_bytes(&layout.read_blob(&media::digest_of(&top)?, Some(top.size()))?);
+    }
+    if read::is_pod(&layout, &top) {
+        if a.config {
+            bail!(
+                "{}: a pod has no image config; inspect one of its images",
+                a.image
+            );
+        }
+        let pod = read::load(&layout, &top)?;
         return show_pod(&a, &layout, &pod);
     }
-    let image = crate::oci::image::Image::load(&layout, &d)
+    let image = crate::oci::image::Image::load(&layout, &chosen)
         .map_err(|e| anyhow::anyhow!("reading image {}: {e}", a.image))?;
-    let index = layout.index()?;
+    if a.config {
+        return print_bytes(&layout.read_blob(&image.config_digest, None)?);
+    }
+    // Tags are a layout's; the cache's own names are not the user's.
+    let index = match r {
+        Reference::Oci { .. } => layout.index()?,
+        _ => oci_spec::image::ImageIndex::default(),
+    };
     let mut tags: Vec<String> = index
         .manifests()
         .iter()

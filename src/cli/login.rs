@@ -39,6 +39,10 @@ pub struct Args {
 pub struct LogoutArgs {
     /// The registry: HOST[:PORT].
     pub registry: String,
+    /// The auth file to remove the credentials from (default: the one
+    /// `login` writes).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<std::path::PathBuf>,
 }
 
 fn host_of(s: &str) -> Result<String> {
@@ -53,7 +57,7 @@ fn host_of(s: &str) -> Result<String> {
     Ok(h.to_string())
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, quiet: bool) -> Result<()> {
     let host = host_of(&a.registry)?;
     let password = match (&a.password, a.password_stdin) {
         (Some(p), _) => p.clone(),
@@ -85,23 +89,32 @@ pub fn run(a: Args) -> Result<()> {
     if !r.status().is_success() {
         return Err(client.status_error("GET", &url, r).into());
     }
-    let path = auth::store(&host, &a.username, &password)?;
-    eprintln!(
-        "Login succeeded; credentials for {host} stored in {}",
-        path.display()
-    );
+    let path = auth::store(
+        &host,
+        &a.username,
+        &password,
+        a.registry_args.authfile.as_deref(),
+    )?;
+    if !quiet {
+        eprintln!(
+            "Login succeeded; credentials for {host} stored in {}",
+            path.display()
+        );
+    }
     Ok(())
 }
 
-pub fn run_logout(a: LogoutArgs) -> Result<()> {
+pub fn run_logout(a: LogoutArgs, quiet: bool) -> Result<()> {
     let host = host_of(&a.registry)?;
-    let (path, removed) = auth::remove(&host)?;
+    let (path, removed) = auth::remove(&host, a.authfile.as_deref())?;
     if !removed {
         bail!("not logged in to {host} (no entry in {})", path.display());
     }
-    eprintln!(
-        "Removed login credentials for {host} from {}",
-        path.display()
-    );
+    if !quiet {
+        eprintln!(
+            "Removed login credentials for {host} from {}",
+            path.display()
+        );
+    }
     Ok(())
 }

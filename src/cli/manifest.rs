@@ -20,6 +20,8 @@ pub struct Args {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub owners: Owners,
+    #[command(flatten)]
+    pub registry: super::transfer::RegistryArgs,
 }
 
 /// How ownership is read from a directory tree.
@@ -44,7 +46,7 @@ impl Owners {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = load(&a.source, &a.owners.walk_options(Hashing::All))?;
+    let m = load(&a.source, &a.owners.walk_options(Hashing::All), &a.registry)?;
     match &a.output {
         Some(p) => {
             let tmp = p.with_extension("tmp");
@@ -64,12 +66,16 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// A manifest from a directory, an `oci:` image, or a manifest file.
-pub(crate) fn load(source: &str, opts: &WalkOptions) -> Result<Manifest> {
+pub(crate) fn load(
+    source: &str,
+    opts: &WalkOptions,
+    registry: &super::transfer::RegistryArgs,
+) -> Result<Manifest> {
     if source == "scratch" {
         return Ok(Manifest::default());
     }
     if crate::reference::Reference::looks_like_reference(source) {
-        let (layout, image) = super::open_image(source)?;
+        let (layout, image) = super::open_image_with(source, registry)?;
         return crate::rootfs::from_image::manifest_of_image(&layout, &image)
             .with_context(|| format!("reading layers of {source}"));
     }

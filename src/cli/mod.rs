@@ -3,7 +3,9 @@
 
 mod build;
 mod cache;
+mod completion;
 mod config;
+mod copy;
 mod diff;
 mod export;
 mod gc;
@@ -11,6 +13,7 @@ mod import;
 mod index;
 mod inspect;
 mod login;
+mod ls;
 pub mod man;
 mod manifest;
 mod pod;
@@ -58,18 +61,21 @@ pub enum Command {
     Diff(diff::Args),
     Unpack(unpack::Args),
     Inspect(inspect::Args),
+    Ls(ls::Args),
     Tag(tag::Args),
     Config(Box<config::Args>),
     Index(index::Args),
     Gc(gc::Args),
     Pull(pull::Args),
     Push(push::Args),
+    Copy(copy::Args),
     Export(export::Args),
     Import(import::Args),
     Pod(pod::Args),
     Login(login::Args),
     Logout(login::LogoutArgs),
     Shell(shell::Args),
+    Completion(completion::Args),
     #[command(hide = true)]
     GenerateMan(man::Args),
     #[command(name = "__sandbox", hide = true)]
@@ -83,24 +89,27 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Build(a) => build::run(*a),
-        Command::Cache(a) => cache::run(a),
+        Command::Build(a) => build::run(*a, cli.quiet),
+        Command::Cache(a) => cache::run(a, cli.quiet),
         Command::Manifest(a) => manifest::run(a),
-        Command::Diff(a) => diff::run(a),
-        Command::Unpack(a) => unpack::run(a),
+        Command::Diff(a) => diff::run(a, cli.quiet),
+        Command::Unpack(a) => unpack::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
+        Command::Ls(a) => ls::run(a),
         Command::Tag(a) => tag::run(a),
         Command::Config(a) => config::run(*a),
         Command::Index(a) => index::run(a),
-        Command::Gc(a) => gc::run(a),
+        Command::Gc(a) => gc::run(a, cli.quiet),
         Command::Pull(a) => pull::run(a, cli.quiet),
         Command::Push(a) => push::run(a, cli.quiet),
+        Command::Copy(a) => copy::run(a, cli.quiet),
         Command::Export(a) => export::run(a, cli.quiet),
         Command::Import(a) => import::run(a, cli.quiet),
-        Command::Pod(a) => pod::run(a),
-        Command::Login(a) => login::run(a),
-        Command::Logout(a) => login::run_logout(a),
+        Command::Pod(a) => pod::run(a, cli.quiet),
+        Command::Login(a) => login::run(a, cli.quiet),
+        Command::Logout(a) => login::run_logout(a, cli.quiet),
         Command::Shell(a) => shell::run_cmd(a),
+        Command::Completion(a) => completion::run(a),
         Command::GenerateMan(a) => man::run(a),
         Command::Sandbox => sandbox_helper::run(),
         Command::Cleanup { dir } => {
@@ -126,7 +135,15 @@ pub(crate) fn oci_ref(s: &str) -> Result<(std::path::PathBuf, Option<String>)> {
 }
 
 /// Opens the image any reference names: `oci:` directly, registries and
-/// archives through the shared cache (see [`crate::transport`]).
+/// archives through the shared cache (see [`crate::transport`]), with
+/// the options a build set (its bases).
 pub fn open_image(s: &str) -> Result<(Layout, Image)> {
     crate::transport::open_image(&Reference::parse(s)?, &crate::transport::defaults())
+}
+
+/// Like [`open_image`], reaching registries with a command's own
+/// registry options.
+pub fn open_image_with(s: &str, r: &transfer::RegistryArgs) -> Result<(Layout, Image)> {
+    let reference = Reference::parse(s)?;
+    crate::transport::open_image(&reference, &r.read_options(&reference)?)
 }

@@ -3,7 +3,7 @@ use crate::pod::{read, CONFIG_VOLUME};
 use crate::reference::Reference;
 use crate::registry::progress::Progress;
 use crate::rootfs::entry::Kind;
-use crate::transport::{self, PullPolicy, Report};
+use crate::transport::{self, Report};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -62,11 +62,7 @@ pub struct KubeArgs {
 
 fn open(s: &str, r: &RegistryArgs) -> Result<(crate::oci::layout::Layout, read::Pod)> {
     let reference = Reference::parse_or_registry(s)?;
-    let o = transport::Options {
-        registry: r.options(super::transfer::registry_of(&reference))?,
-        pull: PullPolicy::Missing,
-        ..transport::Options::default()
-    };
+    let o = r.read_options(&reference)?;
     let progress = Progress::new(o.verbosity);
     let (layout, d) = transport::source(&reference, &o, &progress, &mut Report::default())?;
     if !read::is_pod(&layout, &d) {
@@ -76,19 +72,21 @@ fn open(s: &str, r: &RegistryArgs) -> Result<(crate::oci::layout::Layout, read::
     Ok((layout, pod))
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, quiet: bool) -> Result<()> {
     match a.command {
         PodCommand::Unpack(u) => {
             let (layout, pod) = open(&u.pod, &u.registry)?;
             crate::pod::unpack::unpack(&layout, &pod, &u.dest)?;
-            eprintln!(
-                "pod {}:{} ({} containers, {} volumes) -> {}",
-                pod.definition.name,
-                pod.definition.version,
-                pod.definition.containers.len(),
-                pod.definition.volumes.len(),
-                u.dest.display()
-            );
+            if !quiet {
+                eprintln!(
+                    "pod {}:{} ({} containers, {} volumes) -> {}",
+                    pod.definition.name,
+                    pod.definition.version,
+                    pod.definition.containers.len(),
+                    pod.definition.volumes.len(),
+                    u.dest.display()
+                );
+            }
             println!("{}", pod.digest);
             Ok(())
         }

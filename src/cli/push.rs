@@ -21,15 +21,16 @@ use anyhow::{bail, Result};
 pub struct Args {
     /// What to push: oci:DIR[:TAG].
     pub source: String,
-    /// Where: docker://HOST/REPO[:TAG]. With --all, the repository each
-    /// tag of the layout is pushed to, under its own tag.
+    /// Where: docker://HOST/REPO[:TAG]. With --all-tags, the repository
+    /// each tag of the layout is pushed to, under its own tag.
     pub destination: String,
     /// More tags to give the pushed image in the same repository.
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
-    /// Push every tag of the layout.
-    #[arg(long)]
-    pub all: bool,
+    /// Push every tag of the layout (docker push's spelling). `--all`, the
+    /// older spelling, still works.
+    #[arg(long = "all-tags", alias = "all")]
+    pub all_tags: bool,
     /// Blobs larger than this are uploaded in PATCH chunks of this size.
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     pub chunk_size: u64,
@@ -44,13 +45,13 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     }
     let mut o = a.copy.options(&dst, quiet, PullPolicy::Missing, false)?;
     o.push.chunk_size = a.chunk_size;
-    if !a.all {
+    if !a.all_tags {
         let src = Reference::parse(&a.source)?;
         a.copy.run(&src, &dst, &a.tags, &o)?;
         return Ok(());
     }
     let Reference::Oci { dir, tag: None } = Reference::parse(&a.source)? else {
-        bail!("--all pushes every tag of a layout: name it as oci:DIR, without a tag");
+        bail!("--all-tags pushes every tag of a layout: name it as oci:DIR, without a tag");
     };
     let explicit_tag = a
         .destination
@@ -58,7 +59,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         .next()
         .is_some_and(|last| last.contains(':') || last.contains('@'));
     if explicit_tag {
-        bail!("--all: the destination takes each tag from the layout; name it without a tag");
+        bail!("--all-tags: the destination takes each tag from the layout; name it without a tag");
     }
     let layout = Layout::open(&dir)?;
     let tags = layout.tags()?;
@@ -72,7 +73,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         };
         let dst_t = match &dst {
             Reference::Registry(r) => Reference::Registry(r.with_tag(&t)),
-            other => bail!("--all pushes to a registry; {other} is not one"),
+            other => bail!("--all-tags pushes to a registry; {other} is not one"),
         };
         let report = transport::copy(&src, &dst_t, &a.tags, &o)?;
         a.copy.finish(&report)?;

@@ -33,6 +33,10 @@ pub struct RegistryArgs {
         hide_env_values = true
     )]
     pub creds: Option<String>,
+    /// The auth file to read credentials from (podman's auth.json format),
+    /// instead of REGISTRY_AUTH_FILE and podman's and docker's files.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
     /// Retries for connection errors, 5xx and 429 (with backoff).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retry: u32,
@@ -72,8 +76,22 @@ impl RegistryArgs {
             tls_verify: self.tls_verify,
             cert_dir: self.cert_dir.clone(),
             creds,
+            authfile: self.authfile.clone(),
             retries: self.retry,
             timeout: Duration::from_secs(self.timeout.max(1)),
+        })
+    }
+}
+
+impl RegistryArgs {
+    /// The transport options of a command that reads `source` (inspect,
+    /// manifest, unpack, diff, pod): these registry options, `--creds`
+    /// bound to `source`'s registry, cached images used when complete.
+    pub fn read_options(&self, source: &Reference) -> Result<Options> {
+        Ok(Options {
+            registry: self.options(registry_of(source))?,
+            pull: PullPolicy::Missing,
+            ..Options::default()
         })
     }
 }

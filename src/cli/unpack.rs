@@ -13,21 +13,25 @@ use std::path::PathBuf;
 /// later `shipyard manifest ROOTFS` or `shipyard diff ROOTFS` uses it.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The image: oci:DIR[:TAG].
+    /// The image: oci:DIR[:TAG] (or docker://, oci-archive:, docker-archive:).
     pub image: String,
     /// Where to unpack (must not exist, or be empty).
     pub rootfs: PathBuf,
+    #[command(flatten)]
+    pub registry: super::transfer::RegistryArgs,
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let (layout, image) = super::open_image(&a.image)?;
+pub fn run(a: Args, quiet: bool) -> Result<()> {
+    let (layout, image) = super::open_image_with(&a.image, &a.registry)?;
     let r = unpack(&layout, &image, &a.rootfs).with_context(|| format!("unpacking {}", a.image))?;
-    eprintln!(
-        "unpacked {} entries into {}",
-        r.manifest.len(),
-        a.rootfs.display()
-    );
-    if let Some(rec) = r.record {
+    if !quiet {
+        eprintln!(
+            "unpacked {} entries into {}",
+            r.manifest.len(),
+            a.rootfs.display()
+        );
+    }
+    if let Some(rec) = r.record.filter(|_| !quiet) {
         eprintln!(
             "not representable here ({} ownerships, {} devices, {} xattrs): recorded in {}",
             r.shortfalls.ownership,

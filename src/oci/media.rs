@@ -86,6 +86,12 @@ pub fn children(bytes: &[u8]) -> Vec<Descriptor> {
     out
 }
 
+/// The `config` descriptor of a manifest's bytes, if it has one.
+pub fn config_of(bytes: &[u8]) -> Option<Descriptor> {
+    let v = serde_json::from_slice::<serde_json::Value>(bytes).ok()?;
+    serde_json::from_value(v.get("config")?.clone()).ok()
+}
+
 /// How a layer blob is compressed, from its media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerEncoding {

@@ -70,15 +70,22 @@ fn yaml(v: &Value, indent: usize, out: &mut String) {
     }
 }
 
-/// Keys are bare when they cannot be misread, quoted otherwise.
+/// Keys are bare when no YAML reader can take them for anything but a
+/// string, double-quoted otherwise: YAML 1.1 readers (PyYAML, and the
+/// go-yaml v2 that older Kubernetes tools use) read `on`, `yes`, `n` as
+/// booleans and `null`, `~` as null, which would make two ConfigMap keys
+/// collide.
 fn yaml_key(k: &str) -> String {
+    const RESERVED: [&str; 9] = ["y", "n", "yes", "no", "on", "off", "true", "false", "null"];
     let plain = !k.is_empty()
         && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b))
-        && k.as_bytes()[0].is_ascii_alphabetic();
+        && k.as_bytes()[0].is_ascii_alphabetic()
+        && !RESERVED.iter().any(|r| r.eq_ignore_ascii_case(k));
     if plain {
         k.to_string()
     } else {
+        // JSON string syntax is valid YAML; a &str always serializes.
         serde_json::to_string(k).unwrap_or_default()
     }
 }

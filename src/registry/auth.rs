@@ -2,7 +2,8 @@
 //! them, and `login`/`logout` writing `auth.json` the way podman does.
 //!
 //! Search order (first hit wins): `--creds` (for the one registry the
-//! command line names as its target, never any other), `REGISTRY_AUTH_FILE`,
+//! command line names as its target, never any other), `--authfile`, else
+//! `REGISTRY_AUTH_FILE`,
 //! `$XDG_RUNTIME_DIR/containers/auth.json`,
 //! `$HOME/.config/containers/auth.json`, then docker's
 //! `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`). Each
@@ -113,8 +114,11 @@ fn env_path(var: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// The auth files podman reads, in order.
-fn podman_auth_files() -> Vec<PathBuf> {
+/// The auth files podman reads, in order; `--authfile` replaces them all.
+fn podman_auth_files(authfile: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(p) = authfile {
+        return vec![p.to_path_buf()];
+    }
     if let Some(p) = env_path("REGISTRY_AUTH_FILE") {
         return vec![p];
     }
@@ -149,15 +153,20 @@ fn keys_for(host: &str) -> Vec<String> {
 }
 
 /// Finds credentials for `host`: `explicit` (from `--creds`) when they
-/// are for this host, else the auth files.
-pub fn lookup(host: &str, explicit: Option<&ExplicitCreds>) -> Result<Credentials, AuthError> {
+/// are for this host, else the auth files (`authfile` from `--authfile`
+/// in place of podman's).
+pub fn lookup(
+    host: &str,
+    explicit: Option<&ExplicitCreds>,
+    authfile: Option<&Path>,
+) -> Result<Credentials, AuthError> {
     let mut c = Credentials::default();
     if let Some(e) = explicit.filter(|e| e.registry.eq_ignore_ascii_case(host)) {
         c.secret = Some(e.secret.clone());
         c.source = Some("--creds".into());
         return Ok(c);
     }
-    let files: Vec<PathBuf> = podman_auth_files()
+    let files: Vec<PathBuf> = podman_auth_files(authfile)
         .into_iter()
         .chain(docker_config_file())
         .collect();
@@ -202,11 +211,11 @@ pub fn lookup(host: &str, explicit: Option<&ExplicitCreds>) -> Result<Credential
     Ok(c)
 }
 
-/// The file `login` writes: `REGISTRY_AUTH_FILE`, else
+/// The file `login` writes: `--authfile`, else `REGISTRY_AUTH_FILE`, else
 /// `$XDG_RUNTIME_DIR/containers/auth.json` (podman's default), else
 /// `~/.config/containers/auth.json`.
-pub fn login_file() -> Result<PathBuf, AuthError> {
-    podman_auth_files()
+pub fn login_file(authfile: Option<&Path>) -> Result<PathBuf, AuthError> {
+    podman_auth_files(authfile)
         .into_iter()
         .next()
         .ok_or(AuthError::NoAuthFile)
@@ -259,8 +268,13 @@ fn write_auth_json(path: &Path, v: &serde_json::Value) -> Result<(), AuthError> 
 }
 
 /// Stores `user:password` for `host` in [`login_file`].
-pub fn store(host: &str, user: &str, password: &str) -> Result<PathBuf, AuthError> {
-    let path = login_file()?;
+pub fn store(
+    host: &str,
+    user: &str,
+    password: &str,
+    authfile: Option<&Path>,
+) -> Result<PathBuf, AuthError> {
+    let path = login_file(authfile)?;
     let mut v = read_auth_json(&path)?;
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     if !v.get("auths").is_some_and(|a| a.is_object()) {
@@ -272,8 +286,8 @@ pub fn store(host: &str, user: &str, password: &str) -> Result<PathBuf, AuthErro
 }
 
 /// Removes `host` from [`login_file`]; returns whether it was there.
-pub fn remove(host: &str) -> Result<(PathBuf, bool), AuthError> {
-    let path = login_file()?;
+pub fn remove(host: &str, authfile: Option<&Path>) -> Result<(PathBuf, bool), AuthError> {
+    let path = login_file(authfile)?;
     let mut v = read_auth_json(&path)?;
     let removed = v
         .get_mut("auths")

@@ -39,6 +39,16 @@ pub enum RegistryError {
         #[source]
         source: reqwest::Error,
     },
+    /// A TLS failure no retry can fix (a plain-HTTP port, an untrusted
+    /// certificate), with what to do about it.
+    #[error("{method} {url}: {source}; {hint}")]
+    Tls {
+        method: String,
+        url: String,
+        hint: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("{method} {url}: the registry answered {status}{retried}: {body}")]
     Status {
         method: String,
@@ -82,6 +92,8 @@ pub struct Options {
     /// `--creds`, which beat every auth file for the one registry they
     /// name.
     pub creds: Option<ExplicitCreds>,
+    /// `--authfile`: read credentials from this file instead of podman's.
+    pub authfile: Option<PathBuf>,
     /// Attempts after the first, for retriable failures.
     pub retries: u32,
     /// How long a request may wait for the registry before it is retried.
@@ -94,6 +106,7 @@ impl Default for Options {
             tls_verify: true,
             cert_dir: None,
             creds: None,
+            authfile: None,
             retries: 5,
             timeout: Duration::from_secs(60),
         }
@@ -290,6 +303,33 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
     })
 }
 
+/// What to do about a request that failed in its TLS handshake, if it did:
+/// the same handshake fails the same way every time, so it is not retried.
+/// The connector hands rustls's error over as text inside an io::Error,
+/// so it is recognized by rustls's own wording.
+fn tls_hint(e: &reqwest::Error) -> Option<&'static str> {
+    const PLAIN: &str = "the registry does not answer TLS (a plain-HTTP registry?); reach it over HTTP with --tls-verify=false";
+    const UNTRUSTED: &str = "its certificate is not trusted: trust its CA with --cert-dir DIR (a *.crt file), or skip verification with --tls-verify=false";
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(match t {
+                rustls::Error::InvalidMessage(_) => PLAIN,
+                _ => UNTRUSTED,
+            });
+        }
+        let text = err.to_string();
+        if text.starts_with("received corrupt message") {
+            return Some(PLAIN);
+        }
+        if text.starts_with("invalid peer certificate") {
+            return Some(UNTRUSTED);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 fn is_retriable_status(s: StatusCode) -> bool {
     s == StatusCode::TOO_MANY_REQUESTS
         || s == StatusCode::REQUEST_TIMEOUT
@@ -439,7 +479,7 @@ impl Client {
     /// its API lives). With `tls_verify` off, a registry that does not
     /// answer TLS is reached over plain HTTP.
     pub fn new(registry: &str, api_host: &str, opts: &Options) -> Result<Client> {
-        let creds = super::auth::lookup(registry, opts.creds.as_ref())
+        let creds = super::auth::lookup(registry, opts.creds.as_ref(), opts.authfile.as_deref())
             .map_err(|e| RegistryError::Protocol(e.to_string()))?;
         let mut client = Client {
             http: http_client(opts, !opts.tls_verify)?,
@@ -721,6 +761,14 @@ impl Client {
         loop {
             let wait = match self.execute(method, scope, mk)? {
                 Err(source) => {
+                    if let Some(hint) = tls_hint(&source) {
+                        return Err(RegistryError::Tls {
+                            method: method.into(),
+                            url: url.into(),
+                            hint,
+                            source,
+                        });
+                    }
                     if attempt >= self.retries || source.is_builder() || source.is_redirect() {
                         return Err(RegistryError::Transport {
                             method: method.into(),

@@ -3,9 +3,11 @@
 
 pub mod auth;
 pub mod client;
+pub mod conf;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod tags;
 
 pub use client::{Client, Options, RegistryError};
 

@@ -249,32 +249,33 @@ impl Counters {
     }
 }
 
-/// Pulls `r` into the cache and returns the descriptor of what was
-/// selected: a platform's manifest, or the whole index with `All`.
-pub fn pull(
+/// The manifests of a pull, fetched into the cache.
+pub struct Fetched {
+    /// What the reference names (a manifest or an index), as fetched.
+    pub top: Descriptor,
+    /// What the selection chose: a platform's manifest, or `top`.
+    pub chosen: Descriptor,
+    /// Every image or artifact manifest under `chosen`.
+    pub manifests: Vec<Descriptor>,
+}
+
+/// Fetches the manifest `r` names and, for an index, the selected
+/// manifests (every one with `All` or for an artifact index), into the
+/// cache; no blob.
+pub fn fetch_manifests(
     client: &Client,
     r: &RegistryRef,
     cache: &Cache,
     selection: &Selection,
-    jobs: usize,
-    progress: &Progress,
-    counters: &Counters,
-) -> Result<Descriptor> {
+) -> Result<Fetched> {
     let repo = &r.repository;
     let top = fetch_manifest(client, repo, r.reference(), cache)?;
     if r.digest.is_none() {
         cache.record_ref(r, &top);
     }
-    let read = |d: &Descriptor| -> Result<Vec<u8>> {
-        let digest = media::digest_of(d).map_err(|e| protocol(e.to_string()))?;
-        cache
-            .layout
-            .read_blob(&digest, Some(d.size()))
-            .map_err(|e| protocol(e.to_string()))
-    };
     let mut manifests = Vec::new();
     let chosen = if media::is_index(top.media_type()) {
-        let index: ImageIndex = serde_json::from_slice(&read(&top)?)
+        let index: ImageIndex = serde_json::from_slice(&read_cached(cache, &top)?)
             .map_err(|e| protocol(format!("{r}: invalid index: {e}")))?;
         let digest = media::digest_of(&top).map_err(|e| protocol(e.to_string()))?;
         // An index with an artifactType bundles an artifact (a pod): it
@@ -292,7 +293,7 @@ pub fn pull(
             manifests.push(got);
         }
         if whole {
-            top
+            top.clone()
         } else {
             let mut c = children[0].clone();
             c.set_annotations(None);
@@ -300,8 +301,63 @@ pub fn pull(
         }
     } else {
         manifests.push(top.clone());
-        top
+        top.clone()
     };
+    Ok(Fetched {
+        top,
+        chosen,
+        manifests,
+    })
+}
+
+fn read_cached(cache: &Cache, d: &Descriptor) -> Result<Vec<u8>> {
+    let digest = media::digest_of(d).map_err(|e| protocol(e.to_string()))?;
+    cache
+        .layout
+        .read_blob(&digest, Some(d.size()))
+        .map_err(|e| protocol(e.to_string()))
+}
+
+/// What `inspect` needs of a registry image: its manifests (see
+/// [`fetch_manifests`]) and their config blobs, never a layer.
+pub fn fetch_metadata(
+    client: &Client,
+    r: &RegistryRef,
+    cache: &Cache,
+    selection: &Selection,
+) -> Result<Fetched> {
+    let f = fetch_manifests(client, r, cache, selection)?;
+    let progress = Progress::new(super::progress::Verbosity::Quiet);
+    for m in &f.manifests {
+        if let Some(config) = media::config_of(&read_cached(cache, m)?) {
+            fetch_blob(
+                client,
+                &r.repository,
+                &config,
+                cache,
+                &progress,
+                &Counters::default(),
+            )?;
+        }
+    }
+    Ok(f)
+}
+
+/// Pulls `r` into the cache and returns the descriptor of what was
+/// selected: a platform's manifest, or the whole index with `All`.
+pub fn pull(
+    client: &Client,
+    r: &RegistryRef,
+    cache: &Cache,
+    selection: &Selection,
+    jobs: usize,
+    progress: &Progress,
+    counters: &Counters,
+) -> Result<Descriptor> {
+    let Fetched {
+        chosen, manifests, ..
+    } = fetch_manifests(client, r, cache, selection)?;
+    let read = |d: &Descriptor| read_cached(cache, d);
     let mut blobs: Vec<Descriptor> = Vec::new();
     for m in &manifests {
         if !media::is_image_manifest(m.media_type()) {
@@ -318,7 +374,7 @@ pub fn pull(
         progress.expect(b.size());
     }
     super::parallel(&blobs, jobs, |b| {
-        fetch_blob(client, repo, b, cache, progress, counters)
+        fetch_blob(client, &r.repository, b, cache, progress, counters)
     })?;
     Ok(chosen)
 }

@@ -284,6 +284,8 @@ pub enum Fault {
 pub struct FaultProxy {
     pub port: u16,
     pub requests: Arc<AtomicUsize>,
+    /// "METHOD PATH" of every request that reached the proxy.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn read_head(c: &mut TcpStream) -> Option<Vec<u8>> {
@@ -315,12 +317,18 @@ fn content_length(head: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn serve(mut c: TcpStream, upstream: u16, fault: Fault) {
+fn serve(mut c: TcpStream, upstream: u16, fault: Fault, log: Arc<std::sync::Mutex<Vec<String>>>) {
     let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
     let Some(head) = read_head(&mut c) else {
         return;
     };
     let head_s = String::from_utf8_lossy(&head).into_owned();
+    if let Some(line) = head_s.lines().next() {
+        let mut w = line.split_whitespace();
+        if let (Some(m), Some(p)) = (w.next(), w.next()) {
+            log.lock().unwrap().push(format!("{m} {p}"));
+        }
+    }
     let len = content_length(&head_s);
     let mut body = vec![0u8; len];
     if c.read_exact(&mut body).is_err() {
@@ -389,15 +397,22 @@ impl FaultProxy {
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = requests.clone();
         let plan = Arc::new(plan);
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log2 = log.clone();
         std::thread::spawn(move || {
             for c in l.incoming() {
                 let Ok(c) = c else { continue };
                 let n = counter.fetch_add(1, Ordering::SeqCst);
                 let f = plan(n);
-                std::thread::spawn(move || serve(c, upstream, f));
+                let log = log2.clone();
+                std::thread::spawn(move || serve(c, upstream, f, log));
             }
         });
-        FaultProxy { port, requests }
+        FaultProxy {
+            port,
+            requests,
+            log,
+        }
     }
 
     pub fn url(&self, repo: &str) -> String {
