@@ -883,6 +883,7 @@ fn build_metadata_for_ci_iidfile_metadata_file_tags_and_docker_flag_names() {
         &format!("oci:{}", t.path().join("l2").display()),
     ]);
     assert!(err.contains("name a registry"), "{err}");
+}
 
 #[test]
 fn quiet_build_prints_only_the_digests() {

@@ -228,7 +228,10 @@ fn an_index_needs_one_image_per_platform_and_builds_are_native_only() {
     assert!(
         err.contains("no emulation") && err.contains("shipyard index"),
         "{err}"
+    );
+}
 
+#[test]
 fn a_closed_pipe_ends_the_output_quietly() {
     let t = tempfile::tempdir().unwrap();
     let tree = t.path().join("tree");
