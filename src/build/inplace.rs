@@ -17,8 +17,9 @@
 //!   `/etc/hosts`, `/etc/resolv.conf`): they are not the container's
 //!   tree. A rule that writes there is not taped out unless a tapeout
 //!   names the path literally;
-//! - the build's state directory, the output layout, the cache, and every
-//!   source: its directory on the host and its target.
+//! - the build's state directory, the output layout, the cache (with the
+//!   cache mounts' directories), every source (its directory on the host
+//!   and its target), every cache mount's target, and `/run/secrets`.
 //!
 //! Rules are not cached at this level: there is no overlay upper dir that
 //! holds what a rule changed, and nothing could put it back into the

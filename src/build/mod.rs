@@ -370,6 +370,14 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             own.push(&s.host);
             own.push(&s.target);
         }
+        // Cache mounts (their directories are in the cache) and secrets
+        // appear where the rules read them, and go again.
+        for step in &plan.steps {
+            if let Step::Build(b) = step {
+                own.extend(b.cache.iter().map(|m| m.target.as_path()));
+            }
+        }
+        own.push(Path::new(crate::sandbox::spec::Secret::DIR));
         inplace::InPlace::new(inplace::skipped(&own))
     });
     let copy_marker = match &root {
