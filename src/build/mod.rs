@@ -6,6 +6,7 @@
 
 pub mod base;
 pub mod capture;
+pub mod inplace;
 pub mod key;
 pub mod mounts;
 pub mod remote;
@@ -294,10 +295,8 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     // The cache first: holding it keeps `cache prune` off the base this
     // build unpacks there.
     let sc = StepCache::open().context("opening the step cache")?;
-    let base = base::prepare(&plan.from, &state.join("builder"))?;
-    let root = base.root.clone();
-    let logs = state.join("logs");
-    std::fs::create_dir_all(&logs)?;
+    // The level before the base: a builder this level cannot use is
+    // refused before it is pulled or unpacked.
     let subids = detect_subids();
     let confinement =
         crate::sandbox::choose_isolation(opts.isolation, subids, plan.from == "host")?;
@@ -307,6 +306,12 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     if let Some(why) = confinement.unusable_builder(&plan.from) {
         bail!(why);
     }
+    // At isolation none the container's own `/` is the builder.
+    let in_place = confinement.level == crate::sandbox::isolation::Level::None;
+    let base = base::prepare(&plan.from, &state.join("builder"))?;
+    let root = base.root.clone();
+    let logs = state.join("logs");
+    std::fs::create_dir_all(&logs)?;
     let mount_store = mounts::MountStore::open()?;
     // Every secret a rule names must be given, before anything runs.
     for step in &plan.steps {
@@ -349,16 +354,38 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             writable: s.writable,
         })
         .collect();
-    let view = BuilderView::new(
-        base::changes_dir(&root),
-        base.lower.clone().into_iter().collect(),
-        if plan.from == "host" {
-            host_dirs()
-        } else {
-            Vec::new()
-        },
-        subids,
-    );
+    let view = if in_place {
+        BuilderView::new(PathBuf::from("/"), Vec::new(), Vec::new(), None)
+    } else {
+        BuilderView::new(
+            base::changes_dir(&root),
+            base.lower.clone().into_iter().collect(),
+            if plan.from == "host" {
+                host_dirs()
+            } else {
+                Vec::new()
+            },
+            subids,
+        )
+    };
+    let mut inplace = in_place.then(|| {
+        let cache_dir = crate::cache::cache_dir().ok();
+        let mut own: Vec<&Path> = vec![state, &opts.output];
+        own.extend(cache_dir.as_deref());
+        for s in &plan.sources {
+            own.push(&s.host);
+            own.push(&s.target);
+        }
+        // Cache mounts (their directories are in the cache) and secrets
+        // appear where the rules read them, and go again.
+        for step in &plan.steps {
+            if let Step::Build(b) = step {
+                own.extend(b.cache.iter().map(|m| m.target.as_path()));
+            }
+        }
+        own.push(Path::new(crate::sandbox::spec::Secret::DIR));
+        inplace::InPlace::new(inplace::skipped(&own))
+    });
     let copy_marker = match &root {
         crate::sandbox::spec::Root::Overlay { work, .. } => {
             Some(work.join(crate::sandbox::COPY_MARKER))
@@ -370,6 +397,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     let copy_expected = copy_marker.is_some()
         && (std::env::var_os(crate::sandbox::NO_OVERLAY_ENV).is_some() || !confinement.mounts);
     let mode = match &root {
+        _ if in_place => "none",
         crate::sandbox::spec::Root::Overlay { .. } if copy_expected => "copy",
         crate::sandbox::spec::Root::Overlay { .. } => "overlay",
         crate::sandbox::spec::Root::Dir(_) => "dir",
@@ -545,7 +573,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     let mut last_needed: Option<usize> = None;
     for (i, step) in plan.steps.iter().enumerate() {
         if let Step::Build(_) = step {
-            if forced(i).is_some() || !planner.probe(&keys[i]) {
+            if in_place || forced(i).is_some() || !planner.probe(&keys[i]) {
                 last_needed = Some(i);
             }
         }
@@ -627,6 +655,20 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
         }
         Ok(())
     }
+    const NOT_CACHED_IN_PLACE: &str = "rules are not cached at isolation none";
+    if let Some(ip) = inplace.as_mut() {
+        if plan.steps.iter().any(|s| matches!(s, Step::Build(_))) {
+            tracing::warn!(
+                "isolation none: rules run in place, in this container's own /, and are not \
+                 cached (there is no overlay upper dir holding what they change); tapeouts \
+                 and image layers still are"
+            );
+        }
+        // Before the first rule: what the tapeouts diff `/` against.
+        if last_needed.is_some() {
+            ip.snapshot()?;
+        }
+    }
     std::thread::scope(|scope| -> Result<Vec<Built>> {
         let mut captures: Jobs<'_> = Vec::new();
         let mut background: Jobs<'_> = Vec::new();
@@ -656,7 +698,9 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             }
             match step {
                 Step::Build(b) => {
-                    let status = if ran_rule && first_forced.is_none() {
+                    let status = if in_place {
+                        Status::Miss(NOT_CACHED_IN_PLACE.into())
+                    } else if ran_rule && first_forced.is_none() {
                         Status::Miss("an earlier rule ran".into())
                     } else {
                         planner.status(&id, key, forced(index).as_deref())
@@ -737,6 +781,11 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     if !opts.quiet {
                         eprintln!("==> {id}: done in {:.2} s", started.elapsed().as_secs_f64());
                     }
+                    if let Some(ip) = inplace.as_mut() {
+                        // Nothing to capture (see `inplace`); `/` changed.
+                        ip.rule_ran();
+                        continue;
+                    }
                     let copied = copy_marker.as_ref().is_some_and(|m| m.exists());
                     if copied != copy_expected {
                         tracing::warn!(
@@ -796,6 +845,13 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     let explain_out = state
                         .join("tapeout")
                         .join(format!("{}.explain.json", t.name));
+                    let in_place_changes = match inplace.as_mut() {
+                        Some(ip) => Some(
+                            ip.changes(state)
+                                .with_context(|| format!("{id}: what the rules changed in /"))?,
+                        ),
+                        None => None,
+                    };
                     let job = crate::sandbox::spec::TapeoutJob {
                         rule: t.clone(),
                         changes: view.changes.clone(),
@@ -805,6 +861,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                         stage: stage.clone(),
                         final_step,
                         explain_out: explain_out.clone(),
+                        in_place: in_place_changes,
                     };
                     let started = std::time::Instant::now();
                     in_ns(crate::sandbox::spec::Action::Tapeout(Box::new(job)), &id)?;

@@ -98,7 +98,11 @@ pub fn diff(tree: &Tree, against: &Manifest) -> Result<Diff, WalkError> {
         .collect();
     let deleted_set: HashSet<&RelPath> = deleted.iter().copied().collect();
     let mut opaque: BTreeSet<RelPath> = BTreeSet::new();
-    for (p, old) in &against.entries {
+    // Only a directory that lost a child can become opaque: looking at
+    // the others would walk every subtree once per directory above it.
+    let lost_a_child: BTreeSet<RelPath> = deleted.iter().map(|p| p.parent()).collect();
+    for p in &lost_a_child {
+        let Some(old) = against.get(p) else { continue };
         let Some(now) = cur.get(p) else { continue };
         if old.kind != Kind::Dir || now.kind != Kind::Dir {
             continue;

@@ -35,8 +35,8 @@ pub enum Hashing {
     None,
 }
 
-/// How a walk reads ownership.
-#[derive(Clone, Copy, Debug)]
+/// How a walk reads ownership, and what it leaves out.
+#[derive(Clone, Debug)]
 pub struct WalkOptions {
     pub hashing: Hashing,
     /// Rootless mapping: files owned by the (unprivileged) caller are
@@ -44,6 +44,14 @@ pub struct WalkOptions {
     /// namespace, and as buildah and `umoci --rootless` record them. On by
     /// default when not running as root.
     pub caller_is_root: bool,
+    /// Paths (as `root` joined with a relative path, so absolute when
+    /// `root` is) that are neither listed nor entered.
+    pub skip: Vec<PathBuf>,
+    /// The tree is a running system (`/` at isolation none), not a tree
+    /// of shipyard's: what cannot be read (another user's private
+    /// directory) or vanishes while it is walked is left out instead of
+    /// failing the walk, and no ownership record applies.
+    pub live: bool,
 }
 
 impl WalkOptions {
@@ -51,6 +59,8 @@ impl WalkOptions {
         Self {
             hashing,
             caller_is_root: !nix::unistd::geteuid().is_root(),
+            skip: Vec::new(),
+            live: false,
         }
     }
 }
@@ -111,30 +121,64 @@ pub fn walk_with(root: &Path, opts: &WalkOptions) -> Result<Tree, WalkError> {
         .same_file_system(true)
         .min_depth(1)
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
-    for item in walker {
-        let item = item.map_err(|e| {
-            let path = e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root.to_path_buf());
-            WalkError::Io {
-                source: e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("walk error")),
-                path,
+    let root_dev = meta.dev();
+    // Compared as bytes: a `Path` comparison parses components, and this
+    // runs for every entry.
+    let skip: std::collections::HashSet<&std::ffi::OsStr> =
+        opts.skip.iter().map(|p| p.as_os_str()).collect();
+    let mut walker = walker.into_iter();
+    while let Some(item) = walker.next() {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) if opts.live => {
+                tracing::debug!("walk: left out: {e}");
+                continue;
             }
-        })?;
+            Err(e) => {
+                let path = e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| root.to_path_buf());
+                return Err(WalkError::Io {
+                    source: e
+                        .into_io_error()
+                        .unwrap_or_else(|| io::Error::other("walk error")),
+                    path,
+                });
+            }
+        };
+        if !skip.is_empty() && skip.contains(item.path().as_os_str()) {
+            // Not `filter_entry`: on a directory it rejects, it skips the
+            // directory last entered, and a directory on another
+            // filesystem never was (walkdir 2.5): the walk would stop in
+            // its parent. So the directory is left here only if entered.
+            let entered = item.file_type().is_dir()
+                && std::fs::symlink_metadata(item.path()).is_ok_and(|m| m.dev() == root_dev);
+            if entered {
+                walker.skip_current_dir();
+            }
+            continue;
+        }
         let rel = item
             .path()
             .strip_prefix(root)
             .map(|p| RelPath::new(p.as_os_str().as_bytes().to_vec()))
             .unwrap_or_default();
-        let md = item.metadata().map_err(|e| WalkError::Io {
-            path: item.path().to_path_buf(),
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| io::Error::other("stat failed")),
-        })?;
+        let md = match item.metadata() {
+            Ok(md) => md,
+            Err(e) if opts.live => {
+                tracing::debug!("walk: left out: {e}");
+                continue;
+            }
+            Err(e) => {
+                return Err(WalkError::Io {
+                    path: item.path().to_path_buf(),
+                    source: e
+                        .into_io_error()
+                        .unwrap_or_else(|| io::Error::other("stat failed")),
+                })
+            }
+        };
         let ft = md.file_type();
         let kind = if ft.is_dir() {
             Kind::Dir
@@ -149,10 +193,12 @@ pub fn walk_with(root: &Path, opts: &WalkOptions) -> Result<Tree, WalkError> {
         } else if ft.is_fifo() {
             Kind::Fifo
         } else {
-            tracing::warn!(
-                "{}: skipping socket (a layer cannot hold one)",
-                item.path().display()
-            );
+            if !opts.live {
+                tracing::warn!(
+                    "{}: skipping socket (a layer cannot hold one)",
+                    item.path().display()
+                );
+            }
             continue;
         };
         let mut e = Entry::new(rel.clone(), kind);
@@ -166,7 +212,11 @@ pub fn walk_with(root: &Path, opts: &WalkOptions) -> Result<Tree, WalkError> {
         match kind {
             Kind::File => e.size = md.len(),
             Kind::Symlink => {
-                let t = std::fs::read_link(item.path()).map_err(io_err(item.path()))?;
+                let t = match std::fs::read_link(item.path()) {
+                    Ok(t) => t,
+                    Err(_) if opts.live => continue,
+                    Err(err) => return Err(io_err(item.path())(err)),
+                };
                 e.link = Some(t.as_os_str().as_bytes().to_vec());
             }
             Kind::Char | Kind::Block => {
@@ -204,7 +254,12 @@ pub fn walk_with(root: &Path, opts: &WalkOptions) -> Result<Tree, WalkError> {
         .try_for_each(|(e, intent)| -> Result<(), WalkError> {
             let full = root.join(e.path.to_path());
             if e.kind != Kind::Hardlink {
-                e.xattrs = read_xattrs(&full).map_err(io_err(&full))?;
+                e.xattrs = match read_xattrs(&full) {
+                    Ok(x) => x,
+                    // Gone since it was listed, or not ours to read.
+                    Err(_) if opts.live => Default::default(),
+                    Err(err) => return Err(io_err(&full)(err)),
+                };
                 if let Some(v) = e.xattrs.remove(ROOTLESS_XATTR) {
                     *intent = Some(decode_rootless_xattr(&v));
                 }
@@ -216,7 +271,7 @@ pub fn walk_with(root: &Path, opts: &WalkOptions) -> Result<Tree, WalkError> {
         })?;
 
     let record_path = ownership_record_path(root);
-    let record = if record_path.is_file() {
+    let record = if record_path.is_file() && !opts.live {
         let f = File::open(&record_path).map_err(io_err(&record_path))?;
         Some(
             Manifest::parse(io::BufReader::new(f), &record_path.display().to_string()).map_err(
@@ -233,7 +288,7 @@ pub fn walk_with(root: &Path, opts: &WalkOptions) -> Result<Tree, WalkError> {
         nix::unistd::geteuid().as_raw() as u64,
         nix::unistd::getegid().as_raw() as u64,
     );
-    let mut manifest = Manifest::default();
+    let mut walked: Vec<(RelPath, Entry)> = Vec::with_capacity(entries.len());
     for (mut e, intent) in entries.into_iter().zip(intended) {
         let rec = record
             .as_ref()
@@ -268,8 +323,13 @@ pub fn walk_with(root: &Path, opts: &WalkOptions) -> Result<Tree, WalkError> {
                 }
             }
         }
-        manifest.insert(e);
+        walked.push((e.path.clone(), e));
     }
+    // In tree order already (sorted siblings, depth first): built in one
+    // pass rather than by a search per entry.
+    let mut manifest = Manifest {
+        entries: walked.into_iter().collect(),
+    };
     // Device nodes a rootless unpack could not create.
     if let Some(rec) = &record {
         for (p, r) in &rec.entries {

@@ -768,17 +768,33 @@ fn report(r: Result<(), String>) -> i32 {
 /// Runs a tapeout as root of the build's user namespace: returns 0, or 1
 /// with the error on stderr.
 fn tapeout_job(job: &super::spec::TapeoutJob) -> i32 {
-    let mut view = crate::tapeout::view::BuilderView::new(
-        job.changes.clone(),
-        job.lowers.clone(),
-        job.host_dirs.clone(),
-        None,
-    );
-    view.set_inside_namespace();
+    use crate::tapeout::view::BuilderView;
     let result = (|| -> Result<crate::tapeout::Explain, String> {
-        if job.copy_mode {
-            view.use_copy().map_err(|x| x.to_string())?;
-        }
+        let view = match &job.in_place {
+            // Isolation none: no namespace, `/` is the builder.
+            Some(changed) => {
+                let f = std::fs::File::open(changed).map_err(e(changed.display()))?;
+                let m = crate::rootfs::manifest::Manifest::parse(
+                    std::io::BufReader::new(f),
+                    &changed.display().to_string(),
+                )
+                .map_err(|x| x.to_string())?;
+                BuilderView::in_place(&m)
+            }
+            None => {
+                let mut view = BuilderView::new(
+                    job.changes.clone(),
+                    job.lowers.clone(),
+                    job.host_dirs.clone(),
+                    None,
+                );
+                view.set_inside_namespace();
+                if job.copy_mode {
+                    view.use_copy().map_err(|x| x.to_string())?;
+                }
+                view
+            }
+        };
         crate::tapeout::run(&job.rule, &view, &job.stage, job.final_step).map_err(|x| x.to_string())
     })();
     match result.and_then(|ex| {

@@ -157,6 +157,10 @@ pub struct TapeoutJob {
     pub final_step: bool,
     /// Where the explanation is written (JSON: image path → reason).
     pub explain_out: PathBuf,
+    /// At isolation none: a manifest of what the rules changed in `/`
+    /// (the builder is `/` itself; see `build::inplace`).
+    #[serde(default)]
+    pub in_place: Option<PathBuf>,
 }
 
 #[cfg(test)]

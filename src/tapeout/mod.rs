@@ -94,14 +94,25 @@ pub fn run(
     let inc = globs(&rule.name, &rule.include)?;
     let exc = globs(&rule.name, &rule.exclude)?;
     let mut selected: BTreeMap<PathBuf, String> = BTreeMap::new();
-    // What the build changed.
-    for e in walkdir::WalkDir::new(&view.changes)
-        .min_depth(1)
-        .sort_by_file_name()
-    {
-        let e = e.map_err(|err| io(&view.changes)(err.into()))?;
-        let rel = e.path().strip_prefix(&view.changes).unwrap_or(e.path());
-        let p = Path::new("/").join(rel);
+    // What the build changed: known already on a copy and in place (where
+    // the changes dir is a whole tree, `/` itself at isolation none), else
+    // the overlay upper dir's contents.
+    let changed = match view.changed_paths() {
+        Some(c) => c,
+        None => {
+            let mut c = Vec::new();
+            for e in walkdir::WalkDir::new(&view.changes)
+                .min_depth(1)
+                .sort_by_file_name()
+            {
+                let e = e.map_err(|err| io(&view.changes)(err.into()))?;
+                let rel = e.path().strip_prefix(&view.changes).unwrap_or(e.path());
+                c.push(Path::new("/").join(rel));
+            }
+            c
+        }
+    };
+    for p in changed {
         if !view.is_change(&p) {
             continue;
         }

@@ -29,6 +29,10 @@ pub struct BuilderView {
     /// Running inside the builder's user namespace (see the sandbox's
     /// tapeout action): ids on disk are already the builder's ids.
     inside_ns: bool,
+    /// At isolation none the builder is `/` itself (see
+    /// [`BuilderView::in_place`]): no overlay, so no whiteouts or opaque
+    /// directories to interpret.
+    in_place: bool,
     /// Descriptors of `changes` then of each lower (`None` where one
     /// could not be opened: nothing is found there).
     fds: Vec<Option<OwnedFd>>,
@@ -77,7 +81,40 @@ impl BuilderView {
             copy_mode: false,
             changed: None,
             inside_ns: false,
+            in_place: false,
         }
+    }
+
+    /// At isolation none: the builder is the machine's (the container's)
+    /// own `/`, as the rules left it, and `changed` is what they changed
+    /// since the manifest taken before the first rule (see
+    /// `build::inplace`). Everything else in `/` is there to be resolved
+    /// (literal includes, ELF closure) but is not a change. Ids on disk
+    /// are the real ones: the caller's own files are root's in the image,
+    /// as in a user namespace with a single id mapped.
+    pub fn in_place(changed: &Manifest) -> Self {
+        let mut v = Self::new(PathBuf::from("/"), Vec::new(), Vec::new(), None);
+        v.changed = Some(
+            changed
+                .entries
+                .keys()
+                .map(|p| Path::new("/").join(p.to_path()))
+                .collect(),
+        );
+        v.copy_mode = true;
+        v.in_place = true;
+        v
+    }
+
+    /// What changed, sorted, when that is known without walking the
+    /// changes dir (on a copy, and in place); `None` with an overlay,
+    /// whose upper dir holds only changes.
+    pub fn changed_paths(&self) -> Option<Vec<PathBuf>> {
+        self.changed.as_ref().map(|c| {
+            let mut v: Vec<PathBuf> = c.iter().cloned().collect();
+            v.sort();
+            v
+        })
     }
 
     /// See [`BuilderView::inside_ns`].
@@ -153,6 +190,13 @@ impl BuilderView {
             layer,
             rel: rel.to_path_buf(),
         };
+        if self.in_place {
+            // The real tree: what is there is there. (A symlink above the
+            // path makes the lookup fail: nothing is followed.)
+            return self
+                .lstat_in(Layer::Changes, rel)
+                .map(|_| found(Layer::Changes, self.changes.join(rel)));
+        }
         if let Some(m) = self.lstat_in(Layer::Changes, rel) {
             // An overlay whiteout: a 0/0 character device.
             if m.file_type().is_char_device() && m.rdev() == 0 {
