@@ -327,6 +327,15 @@ pub fn decide(
                 Ok(c) => return Ok(c),
                 Err(t) => tried.push(t),
             }
+            if host.in_container && !host.host_builder {
+                tried.push((
+                    Level::None,
+                    "the container can be the builder only for `from = \"host\"` (run \
+                     shipyard in a container made from the builder image instead)"
+                        .into(),
+                ));
+                return Err(NoIsolation { requested, tried });
+            }
             if host.in_container {
                 let why = format!(
                     "inside a container where {}: the container is the builder",
@@ -421,12 +430,14 @@ mod tests {
     }
 
     #[test]
-    fn none_is_chosen_only_inside_a_container() {
+    fn none_is_chosen_only_inside_a_container_for_the_host_builder() {
         let r = ProbeReport {
             userns: Err("EPERM".into()),
             chroot: None,
         };
-        let c = decide(Isolation::Auto, &r, host(false, true)).unwrap();
+        let mut h = host(false, true);
+        h.host_builder = true;
+        let c = decide(Isolation::Auto, &r, h).unwrap();
         assert_eq!(c.level, Level::None);
         assert!(c.summary().contains("userns does not work (EPERM)"));
         let err = decide(Isolation::Auto, &r, host(false, false)).unwrap_err();
@@ -440,6 +451,9 @@ mod tests {
         );
         assert!(text.contains("--security-opt seccomp"), "{text}");
         assert!(text.contains("--isolation none"), "{text}");
+        // An image builder cannot be the container: the error says so.
+        let err = decide(Isolation::Auto, &r, host(false, true)).unwrap_err();
+        assert!(err.to_string().contains("only for `from = \"host\"`"), "{err}");
         // Asked for, none works anywhere.
         let c = decide(Isolation::None, &r, host(false, false)).unwrap();
         assert_eq!(c.level, Level::None);
