@@ -453,7 +453,10 @@ mod tests {
         assert!(text.contains("--isolation none"), "{text}");
         // An image builder cannot be the container: the error says so.
         let err = decide(Isolation::Auto, &r, host(false, true)).unwrap_err();
-        assert!(err.to_string().contains("only for `from = \"host\"`"), "{err}");
+        assert!(
+            err.to_string().contains("only for `from = \"host\"`"),
+            "{err}"
+        );
         // Asked for, none works anywhere.
         let c = decide(Isolation::None, &r, host(false, false)).unwrap();
         assert_eq!(c.level, Level::None);
