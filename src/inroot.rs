@@ -63,11 +63,36 @@ pub fn open_in(
         Follow::Beneath => ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS,
     };
     let how = OpenHow::new().flags(flags).resolve(resolve);
-    match nix::fcntl::openat2(root, rel, how) {
+    // EAGAIN: a rename or a mount anywhere on the system raced with the
+    // resolution, and the kernel could not prove `..` stayed beneath the
+    // root; it asks the caller to try again (openat2(2)).
+    match openat2_retrying(root, rel, how) {
         Err(Errno::ENOSYS) => open_walk(root, rel, flags, follow),
         r => Ok(r?),
     }
 }
+
+/// `openat2`, retried while it fails with EAGAIN: a rename or a mount
+/// anywhere on the system raced with the resolution, and the kernel could
+/// not prove `..` stayed beneath the root, so it asks the caller to try
+/// again (openat2(2)). After [`RACE_RETRIES`] tries the EAGAIN is returned.
+pub fn openat2_retrying<Fd: std::os::fd::AsFd, P: ?Sized + nix::NixPath>(
+    dir: Fd,
+    path: &P,
+    how: OpenHow,
+) -> Result<OwnedFd, Errno> {
+    let mut tries = 0;
+    loop {
+        match nix::fcntl::openat2(dir.as_fd(), path, how) {
+            Err(Errno::EAGAIN) if tries < RACE_RETRIES => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+/// How often an openat2 that lost a race with a rename or a mount
+/// elsewhere (EAGAIN) is retried.
+pub const RACE_RETRIES: u32 = 64;
 
 /// `rel` without its root and `.` components; `""` becomes `.`.
 fn strip_root(rel: &Path) -> &Path {

@@ -26,7 +26,7 @@ use crate::rootfs::entry::{Entry, Kind, RelPath};
 use crate::rootfs::from_image::Stacker;
 use crate::rootfs::manifest::Manifest;
 use nix::errno::Errno;
-use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{openat, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{
     fchmod, fchmodat, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags,
 };
@@ -411,7 +411,7 @@ fn open_beneath(dir: &OwnedFd, path: &[u8], flags: OFlag) -> Result<OwnedFd, Err
                 | ResolveFlag::RESOLVE_NO_SYMLINKS
                 | ResolveFlag::RESOLVE_NO_XDEV,
         );
-    match openat2(dir, path, how) {
+    match crate::inroot::openat2_retrying(dir, path, how) {
         Err(Errno::ENOSYS) => open_beneath_walk(dir, path, flags),
         r => r,
     }

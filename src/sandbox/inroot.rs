@@ -118,24 +118,30 @@ impl InRoot {
             mode: 0,
             resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
         };
-        // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and an
-        // open_how of the size given; the fd returned is ours.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: a fresh fd nothing else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-        }
-        match errno() {
-            nix::errno::Errno::ENOSYS => self.resolve_without_symlinks(rel),
-            other => Err(other),
+        let mut tries = 0;
+        loop {
+            // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and
+            // an open_how of the size given; the fd returned is ours.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    self.fd.as_raw_fd(),
+                    c.as_ptr(),
+                    &how as *const OpenHow,
+                    std::mem::size_of::<OpenHow>(),
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: a fresh fd nothing else owns.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+            }
+            match errno() {
+                nix::errno::Errno::ENOSYS => return self.resolve_without_symlinks(rel),
+                // A rename or mount elsewhere raced with the resolution
+                // (see `crate::inroot::RACE_RETRIES`).
+                nix::errno::Errno::EAGAIN if tries < crate::inroot::RACE_RETRIES => tries += 1,
+                other => return Err(other),
+            }
         }
     }
 
