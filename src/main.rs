@@ -25,7 +25,7 @@ fn main() {
         if is_broken_pipe(&e) {
             die_of_sigpipe();
         }
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", shipyard::cli::error_text(&e));
         std::process::exit(1);
     }
 }

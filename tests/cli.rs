@@ -404,3 +404,23 @@ fn completions_offer_the_commands_and_options_but_not_internal_ones() {
         "{e}"
     );
 }
+
+#[test]
+fn each_cause_of_an_error_is_said_once() {
+    let t = tempfile::tempdir().unwrap();
+    let missing = t.path().join("missing-tree");
+    let err = fails([
+        "diff",
+        missing.to_str().unwrap(),
+        "--against",
+        "scratch",
+        "--output",
+        &format!("oci:{}:t", t.path().join("l").display()),
+    ]);
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "a cause is repeated: {err}"
+    );
+    assert!(err.contains(missing.to_str().unwrap()), "{err}");
+}

@@ -119,6 +119,24 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// An error and its causes for the user, each said once: where a
+/// module's message already holds its cause's text (it names the cause
+/// and also returns it as `source()`), the cause is not repeated.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if s.is_empty() || out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
 /// The clap definition, for man pages and completions.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
