@@ -22,12 +22,14 @@ fn without_sys_admin() -> Command {
     c
 }
 
-/// A rootfs builder with sh, sleep and the libraries they need.
+/// A rootfs builder with sh, sleep, ln and rm, and the libraries they
+/// need (libc only).
 fn builder_tree(root: &Path) {
     shell_rootfs(root);
-    let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
-    let dest = root.join("bin/sleep");
-    std::fs::copy(&sleep, &dest).unwrap();
+    for tool in ["sleep", "ln", "rm"] {
+        let from = std::fs::canonicalize(format!("/bin/{tool}")).unwrap();
+        std::fs::copy(&from, root.join("bin").join(tool)).unwrap();
+    }
 }
 
 /// A project whose rule uses a source, /tmp and /dev/null, and whose
@@ -416,5 +418,59 @@ tapeouts = ["t"]
             .unwrap()
             .trim(),
         "2"
+    );
+}
+
+#[test]
+fn a_step_that_swaps_what_shipyard_placed_for_symlinks_gets_nothing_outside() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    builder_tree(&base);
+    // Host files a step must never reach through what it plants.
+    let victim = t.path().join("victim");
+    write(&victim.join("keep"), b"host file", 0o644);
+    write(&victim.join("file"), b"host data", 0o644);
+    let dir = t.path().join("proj");
+    write(&dir.join("src/in.txt"), b"input", 0o644);
+    // /tmp and /dev become links to the victim directory, the source's
+    // mount point a link to a victim file: cleaning up after the step
+    // (emptying /tmp, removing devices, truncating a created mount point)
+    // must not follow them.
+    let spec = format!(
+        r#"
+[builder]
+from = "rootfs:{base}"
+sources = {{ "/in.txt" = "src/in.txt" }}
+
+[build.plant]
+run = "/bin/rm -rf /tmp /dev /in.txt; /bin/ln -s {v} /tmp; /bin/ln -s {v} /dev; /bin/ln -s {v}/file /in.txt; echo planted > /made.txt"
+
+[tapeout.t]
+after = ["build.plant"]
+include = ["/made.txt"]
+
+[image.app]
+tapeouts = ["t"]
+"#,
+        base = base.display(),
+        v = victim.display()
+    );
+    write(&dir.join("shipyard.toml"), spec.as_bytes(), 0o644);
+    let (cmd, extra): (Command, &[&str]) = if is_root() {
+        (without_sys_admin(), &["--isolation", "chroot"])
+    } else {
+        (shipyard(), &[])
+    };
+    let out = build(cmd, &dir, &t.path().join("l"), extra);
+    assert_success(&out, "build");
+    if is_root() {
+        assert!(isolation_line(&out).contains("chroot (no namespaces"));
+    }
+    assert_eq!(std::fs::read(victim.join("keep")).unwrap(), b"host file");
+    assert_eq!(std::fs::read(victim.join("file")).unwrap(), b"host data");
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        2,
+        "something was added to or removed from the host directory"
     );
 }

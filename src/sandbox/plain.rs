@@ -57,20 +57,52 @@ struct Placed {
     /// Writable sources and cache mounts, copied in: what the step left
     /// there is copied back to the host (in root, host).
     copy_back: Vec<(PathBuf, PathBuf)>,
+    /// The chroot'ed builder these paths are in (none at level `none`).
+    root: Option<PathBuf>,
 }
 
 impl Placed {
+    /// Whether `p` is still what shipyard put there: the step ran as root
+    /// in the tree and may have replaced it, or a directory above it, with
+    /// a symlink, which shipyard (outside the chroot, as root) would follow
+    /// onto the container's own files.
+    fn untouched(&self, p: &Path) -> bool {
+        let own = std::fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_symlink());
+        own && self
+            .root
+            .as_ref()
+            .is_none_or(|r| check_no_symlinks(r, p).is_ok())
+    }
+
     fn remove(self) {
         use std::os::unix::fs::PermissionsExt;
         for (inside, host) in &self.copy_back {
+            if !self.untouched(inside) {
+                tracing::warn!(
+                    "{} was replaced by the step; not copied back to {}",
+                    inside.display(),
+                    host.display()
+                );
+                continue;
+            }
             if let Err(e) = copy_back(inside, host) {
                 tracing::warn!("copying {} back: {e}", host.display());
             }
         }
         for p in self.devices.iter().chain(self.links.iter()) {
-            let _ = std::fs::remove_file(p);
+            if self
+                .root
+                .as_ref()
+                .is_none_or(|r| p.parent().is_some_and(|d| check_no_symlinks(r, d).is_ok()))
+            {
+                let _ = std::fs::remove_file(p);
+            }
         }
         for (p, is_dir, before, created) in self.points.iter().rev() {
+            if !self.untouched(p) {
+                tracing::warn!("{} was replaced by the step; left as it is", p.display());
+                continue;
+            }
             if !is_dir {
                 if *created {
                     let _ = std::fs::write(p, b"");
@@ -236,7 +268,10 @@ fn extras(
 fn furnish(root: &Path, spec: &StepSpec) -> Res<Placed> {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
     use std::os::unix::fs::PermissionsExt;
-    let mut placed = Placed::default();
+    let mut placed = Placed {
+        root: Some(root.to_path_buf()),
+        ..Placed::default()
+    };
     let inside = |p: &Path| root.join(super::inroot::normalize(p));
     for d in ["/proc", "/dev", "/tmp"] {
         let p = inside(Path::new(d));
