@@ -3,21 +3,21 @@
 //!
 //! cargo run --example diff_tree -- TREE LAYOUT_DIR TAG
 
-use shipyard::layer::compress::Compression;
-use shipyard::layer::generate::TarOptions;
-use shipyard::layer::write_layer;
-use shipyard::oci::image::{append_layer, empty_config, rfc3339, write_image};
-use shipyard::oci::layout::Layout;
-use shipyard::rootfs::diff::diff;
-use shipyard::rootfs::manifest::Manifest;
-use shipyard::rootfs::walk::{walk, Hashing};
+use shipyard_image::layer::compress::Compression;
+use shipyard_image::layer::generate::TarOptions;
+use shipyard_image::layer::write_layer;
+use shipyard_image::oci::image::{append_layer, empty_config, rfc3339, write_image};
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::rootfs::diff::diff;
+use shipyard_image::rootfs::manifest::Manifest;
+use shipyard_image::rootfs::walk::{walk, Hashing};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [tree, layout_dir, tag] = args.as_slice() else {
         anyhow::bail!("usage: diff_tree TREE LAYOUT_DIR TAG");
     };
-    let epoch = shipyard::reproducible::epoch(None)?;
+    let epoch = shipyard_image::reproducible::epoch(None)?;
     let walked = walk(tree.as_ref(), Hashing::None)?;
     let d = diff(&walked, &Manifest::default())?;
     let layout = Layout::open_or_create(layout_dir)?;

@@ -1,21 +1,13 @@
 //! shipyard: a daemonless, rootless OCI image assembler.
 //!
-//! The library holds everything; `main.rs` only parses the command line.
-//! See `DESIGN.md` in the shared folder and `README.md` for the pipeline.
+//! This crate holds the build: the project spec, the sandbox, tapeout,
+//! pods and the command line. Images themselves (layouts, layers, rootfs
+//! manifests, registries, transports) live in the `shipyard-image` crate.
+//! `main.rs` only parses the command line. See `ARCHITECTURE.md`.
 
-pub mod archive;
 pub mod build;
-pub mod cache;
 pub mod cli;
-pub mod inroot;
-pub mod layer;
-pub mod oci;
 pub mod pod;
-pub mod reference;
-pub mod registry;
-pub mod reproducible;
-pub mod rootfs;
 pub mod sandbox;
 pub mod spec;
 pub mod tapeout;
-pub mod transport;

@@ -191,7 +191,7 @@ fn one_pass_two_images_with_owner_override_and_a_deleted_base_file() {
     );
 }
 
-use shipyard::oci::layout::Layout;
+use shipyard_image::oci::layout::Layout;
 
 #[test]
 fn a_failing_rule_names_itself_its_code_and_its_log_and_changes_nothing() {

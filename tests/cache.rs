@@ -549,7 +549,7 @@ fn cache_prune_racing_builds_and_imports_never_breaks_them() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
         let bytes = std::fs::read(e.path()).unwrap();
-        assert_eq!(shipyard::oci::digest::Digest::of(&bytes).hex(), name);
+        assert_eq!(shipyard_image::oci::digest::Digest::of(&bytes).hex(), name);
     }
     for line in p.cache_cmd(&["ls", "--json"]).lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();

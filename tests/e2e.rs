@@ -33,7 +33,7 @@ fn skopeo_reads_every_layout_we_write() {
         assert_eq!(info["Layers"].as_array().unwrap().len(), 1);
         // --raw gives back the exact bytes we stored.
         let raw = run(Command::new("skopeo").args(["inspect", "--raw", &r]));
-        let layout = shipyard::oci::layout::Layout::open(&l).unwrap();
+        let layout = shipyard_image::oci::layout::Layout::open(&l).unwrap();
         let stored = layout.read_blob(&ours.parse().unwrap(), None).unwrap();
         assert_eq!(raw.as_bytes(), &stored[..]);
     }
@@ -226,7 +226,7 @@ fn an_index_of_two_platforms_is_read_by_skopeo_and_pushed_whole() {
     let pushed =
         run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &remote]));
     assert_eq!(
-        shipyard::oci::digest::Digest::of(pushed.as_bytes()).to_string(),
+        shipyard_image::oci::digest::Digest::of(pushed.as_bytes()).to_string(),
         digest,
         "the registry holds another index"
     );
@@ -398,7 +398,7 @@ fn the_writer_lock_file_in_a_layout_does_not_bother_skopeo_or_umoci() {
     write(&a.join("f"), b"locked", 0o644);
     let l = t.path().join("l");
     let ours = diff_scratch(&a, &format!("oci:{}:v1", l.display()), &[]);
-    assert!(l.join(shipyard::oci::layout::WRITER_LOCK).is_file());
+    assert!(l.join(shipyard_image::oci::layout::WRITER_LOCK).is_file());
     let ls = run(Command::new("umoci").args(["ls", "--layout", l.to_str().unwrap()]));
     assert_eq!(ls.trim(), "v1");
     run(Command::new("umoci").args(["gc", "--layout", l.to_str().unwrap()]));

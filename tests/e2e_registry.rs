@@ -838,8 +838,8 @@ fn progress_bars_on_a_terminal_and_lines_otherwise() {
 /// Two images, declared as linux/amd64 and linux/arm64 in one index,
 /// tagged `multi` in `e`'s layout `l`; returns the index digest and its
 /// manifest descriptors.
-fn multi_platform_index(e: &Env) -> (shipyard::oci::digest::Digest, Vec<serde_json::Value>) {
-    use shipyard::oci::layout::Layout;
+fn multi_platform_index(e: &Env) -> (shipyard_image::oci::digest::Digest, Vec<serde_json::Value>) {
+    use shipyard_image::oci::layout::Layout;
     let mut descs = Vec::new();
     for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
         let tree = e.p(&format!("t{i}"));
@@ -864,7 +864,7 @@ fn multi_platform_index(e: &Env) -> (shipyard::oci::digest::Digest, Vec<serde_js
     let desc = oci_spec::image::Descriptor::new(
         oci_spec::image::MediaType::ImageIndex,
         size,
-        shipyard::oci::media::to_spec_digest(&idx),
+        shipyard_image::oci::media::to_spec_digest(&idx),
     );
     layout.tag("multi", &desc).unwrap();
     (idx, descs)
@@ -965,7 +965,7 @@ fn a_blob_corrupted_in_transit_is_caught_by_its_digest_and_nothing_is_kept() {
         let name = f.file_name().to_string_lossy().into_owned();
         assert!(!name.starts_with('.'), "a temp file was left: {name}");
         let bytes = std::fs::read(f.path()).unwrap();
-        assert_eq!(shipyard::oci::digest::Digest::of(&bytes).hex(), name);
+        assert_eq!(shipyard_image::oci::digest::Digest::of(&bytes).hex(), name);
     }
 }
 
@@ -1352,7 +1352,7 @@ fn a_build_sends_creds_to_the_registry_it_pushes_to_and_nowhere_else() {
 }
 
 fn sha256_of(b: &[u8]) -> String {
-    shipyard::oci::digest::Digest::of(b).to_string()
+    shipyard_image::oci::digest::Digest::of(b).to_string()
 }
 
 #[test]

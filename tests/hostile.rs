@@ -7,7 +7,7 @@
 mod common;
 use common::rawtar::*;
 use common::*;
-use shipyard::oci::digest::Digest;
+use shipyard_image::oci::digest::Digest;
 use std::path::{Path, PathBuf};
 
 struct Scene {

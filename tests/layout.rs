@@ -2,8 +2,8 @@
 
 mod common;
 use common::*;
-use shipyard::oci::digest::Digest;
-use shipyard::oci::layout::Layout;
+use shipyard_image::oci::digest::Digest;
+use shipyard_image::oci::layout::Layout;
 use std::path::Path;
 
 fn build(tree: &Path, out: &str, content: &[u8]) {
@@ -173,7 +173,7 @@ fn corrupt_config_is_detected_by_digest() {
     build(&t.path().join("a"), &format!("oci:{}:x", l.display()), b"1");
     let layout = Layout::open(&l).unwrap();
     let desc = layout.resolve(Some("x")).unwrap();
-    let img = shipyard::oci::image::Image::load(&layout, &desc).unwrap();
+    let img = shipyard_image::oci::image::Image::load(&layout, &desc).unwrap();
     let p = layout.blob_path(&img.config_digest);
     let mut bytes = std::fs::read(&p).unwrap();
     bytes[5] = b'X';
@@ -247,9 +247,9 @@ fn assert_layout_consistent(l: &Path) {
     }
     for tag in layout.tags().unwrap() {
         let d = layout.resolve(Some(&tag)).unwrap();
-        let img = shipyard::oci::image::Image::load(&layout, &d).unwrap();
+        let img = shipyard_image::oci::image::Image::load(&layout, &d).unwrap();
         for (desc, _) in img.layers() {
-            let dg = shipyard::oci::media::digest_of(&desc).unwrap();
+            let dg = shipyard_image::oci::media::digest_of(&desc).unwrap();
             layout.verify_blob(&dg, Some(desc.size())).unwrap();
         }
     }
@@ -383,12 +383,12 @@ fn gc_racing_concurrent_writers_leaves_no_dangling_tag() {
     let mut dangling = Vec::new();
     for tag in &tags {
         let d = layout.resolve(Some(tag)).unwrap();
-        let ok = shipyard::oci::image::Image::load(&layout, &d).is_ok_and(|img| {
+        let ok = shipyard_image::oci::image::Image::load(&layout, &d).is_ok_and(|img| {
             let cfg = img.manifest.config();
-            let cd = shipyard::oci::media::digest_of(cfg).unwrap();
+            let cd = shipyard_image::oci::media::digest_of(cfg).unwrap();
             layout.verify_blob(&cd, Some(cfg.size())).is_ok()
                 && img.layers().iter().all(|(desc, _)| {
-                    let dg = shipyard::oci::media::digest_of(desc).unwrap();
+                    let dg = shipyard_image::oci::media::digest_of(desc).unwrap();
                     layout.verify_blob(&dg, Some(desc.size())).is_ok()
                 })
         });

@@ -101,7 +101,7 @@ fn a_pod_is_an_index_of_its_images_and_a_definition_and_is_reproducible() {
         .unwrap();
     assert_success(&o, "build --image web");
     assert_eq!(
-        shipyard::oci::layout::Layout::open(&only)
+        shipyard_image::oci::layout::Layout::open(&only)
             .unwrap()
             .tags()
             .unwrap(),
@@ -176,7 +176,7 @@ fn unpack_gives_a_deployable_directory_and_kube_a_pinned_manifest() {
     assert_eq!(m.mode() & 0o7777, 0o640, "the volume's mode");
     let def: serde_json::Value = serde_json::from_str(&rd("pod.json")).unwrap();
     assert_eq!(def["name"], "shop");
-    let images = shipyard::oci::layout::Layout::open(dest.join("images")).unwrap();
+    let images = shipyard_image::oci::layout::Layout::open(dest.join("images")).unwrap();
     assert_eq!(images.tags().unwrap(), ["shell", "web", "worker"]);
     // A second unpack into the same place is refused, not merged.
     let e = fails(["pod", "unpack", &r, dest.to_str().unwrap()]);

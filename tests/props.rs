@@ -7,13 +7,13 @@
 mod common;
 use common::rawtar::{self, M};
 use proptest::prelude::*;
-use shipyard::layer::extract::{unpack_layers, Extractor};
-use shipyard::oci::digest::Digest;
-use shipyard::oci::layout::Layout;
-use shipyard::oci::media;
-use shipyard::rootfs::entry::{Entry, Kind, Mtime, RelPath};
-use shipyard::rootfs::manifest::Manifest;
-use shipyard::rootfs::walk::{walk, Hashing};
+use shipyard_image::layer::extract::{unpack_layers, Extractor};
+use shipyard_image::oci::digest::Digest;
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::oci::media;
+use shipyard_image::rootfs::entry::{Entry, Kind, Mtime, RelPath};
+use shipyard_image::rootfs::manifest::Manifest;
+use shipyard_image::rootfs::walk::{walk, Hashing};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -219,12 +219,12 @@ fn layer_of(
     against: &Manifest,
 ) -> (oci_spec::image::Descriptor, String) {
     let t = walk(tree, Hashing::None).unwrap();
-    let d = shipyard::rootfs::diff::diff(&t, against).unwrap();
-    let out = shipyard::layer::write_layer(
+    let d = shipyard_image::rootfs::diff::diff(&t, against).unwrap();
+    let out = shipyard_image::layer::write_layer(
         layout,
         &d.changes,
         tree,
-        shipyard::layer::compress::Compression::Gzip,
+        shipyard_image::layer::compress::Compression::Gzip,
         None,
         &Default::default(),
     )
@@ -330,7 +330,7 @@ proptest! {
 
     #[test]
     fn manifest_parser_never_panics(text in bytes(400)) {
-        let mut t = shipyard::rootfs::manifest::HEADER.as_bytes().to_vec();
+        let mut t = shipyard_image::rootfs::manifest::HEADER.as_bytes().to_vec();
         t.push(b'\n');
         t.extend(text);
         let _ = Manifest::parse(&t[..], "t");
@@ -355,10 +355,11 @@ fn archives() -> &'static (Vec<u8>, Vec<u8>) {
         let layout = Layout::open(&l).unwrap();
         let desc = layout.resolve(Some("t")).unwrap();
         let oci = t.path().join("a.oci.tar");
-        shipyard::archive::oci_write::export(&layout, &desc, Some("t"), &oci).unwrap();
-        let image = shipyard::oci::image::Image::load(&layout, &desc).unwrap();
+        shipyard_image::archive::oci_write::export(&layout, &desc, Some("t"), &oci).unwrap();
+        let image = shipyard_image::oci::image::Image::load(&layout, &desc).unwrap();
         let docker = t.path().join("a.docker.tar");
-        shipyard::archive::docker_write::export(&layout, &image, Some("x/y:t"), &docker).unwrap();
+        shipyard_image::archive::docker_write::export(&layout, &image, Some("x/y:t"), &docker)
+            .unwrap();
         (std::fs::read(oci).unwrap(), std::fs::read(docker).unwrap())
     })
 }
@@ -380,8 +381,8 @@ fn import_both(bytes: &[u8]) {
     let f = t.path().join("in.tar");
     std::fs::write(&f, bytes).unwrap();
     let dest = Layout::open_or_create(t.path().join("dest")).unwrap();
-    let _ = shipyard::archive::oci_read::import(&f, None, &dest);
-    let _ = shipyard::archive::docker_read::import(&f, None, &dest);
+    let _ = shipyard_image::archive::oci_read::import(&f, None, &dest);
+    let _ = shipyard_image::archive::docker_read::import(&f, None, &dest);
 }
 
 proptest! {

@@ -5,7 +5,7 @@
 //! has its own properties next to it (src/registry/client.rs).
 
 use proptest::prelude::*;
-use shipyard::reference::{Reference, RegistryRef};
+use shipyard_image::reference::{Reference, RegistryRef};
 
 /// Compares what a reference names; whether the tag was written or
 /// implied (`latest`) is lost in printing, by design.

@@ -101,7 +101,7 @@ fn ownership_devices_and_caps_survive_an_unprivileged_unpack() {
     let im = ok(["manifest", &img]);
     assert_eq!(im, m);
 
-    let record = shipyard::rootfs::walk::ownership_record_path(&root);
+    let record = shipyard_image::rootfs::walk::ownership_record_path(&root);
     let data_uid = std::fs::metadata(root.join("home/app/data")).unwrap().uid();
     if is_root() {
         assert_eq!(data_uid, 1000, "root applies ownership for real");

@@ -27,7 +27,7 @@ pub fn prepare(from: &str, state: &Path) -> Result<Base> {
         "scratch".to_string()
     } else if from.starts_with("rootfs:") {
         let dir = lower.as_deref().unwrap_or(Path::new("."));
-        let stat = crate::cache::cache_dir()
+        let stat = shipyard_image::cache::cache_dir()
             .ok()
             .map(|c| super::stepcache::stat_cache_path(&c, dir));
         super::key::tree_identity(dir, stat.as_deref())?
@@ -86,7 +86,7 @@ pub fn base_root(from: &str, state: &Path) -> Result<(Root, Option<PathBuf>)> {
         }
         return overlay(p);
     }
-    if crate::reference::Reference::looks_like_reference(from) {
+    if shipyard_image::reference::Reference::looks_like_reference(from) {
         return overlay(cached_unpack(from)?);
     }
     bail!("builder base {from:?}: expected host, rootfs:DIR, scratch or an image reference")
@@ -106,11 +106,11 @@ pub fn changes_dir(root: &Root) -> PathBuf {
 pub fn cached_unpack(reference: &str) -> Result<PathBuf> {
     let (layout, image) = crate::cli::open_image(reference)?;
     let chain: Vec<String> = image.config.rootfs().diff_ids().clone();
-    let key = crate::oci::digest::Digest::of(chain.join("\n").as_bytes());
+    let key = shipyard_image::oci::digest::Digest::of(chain.join("\n").as_bytes());
     let dir = cache_dir()?.join("rootfs").join(key.hex());
     if !dir.is_dir() {
         std::fs::create_dir_all(dir.parent().unwrap_or(Path::new(".")))?;
-        match crate::layer::extract::unpack(&layout, &image, &dir) {
+        match shipyard_image::layer::extract::unpack(&layout, &image, &dir) {
             Ok(_) => {}
             // Another build unpacked it meanwhile: use theirs.
             Err(_) if dir.is_dir() => {}
@@ -123,7 +123,7 @@ pub fn cached_unpack(reference: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The user's cache directory (see [`crate::cache`]).
+/// The user's cache directory (see [`shipyard_image::cache`]).
 pub fn cache_dir() -> Result<PathBuf> {
-    Ok(crate::cache::cache_dir()?)
+    Ok(shipyard_image::cache::cache_dir()?)
 }

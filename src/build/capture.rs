@@ -10,11 +10,11 @@
 //! back by [`super::restore`] on the same kind of builder, it recreates the
 //! changes directory exactly (mtimes to the second).
 
-use crate::layer::generate::TarOptions;
-use crate::oci::layout::Layout;
-use crate::rootfs::manifest::Manifest;
-use crate::rootfs::walk::{walk, Hashing};
 use serde::{Deserialize, Serialize};
+use shipyard_image::layer::generate::TarOptions;
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::rootfs::manifest::Manifest;
+use shipyard_image::rootfs::walk::{walk, Hashing};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
@@ -68,7 +68,8 @@ pub fn read_snapshot(path: &Path) -> Option<Result<Manifest, String>> {
 
 /// Writes the snapshot of the changes directory as it is now.
 pub fn write_snapshot(path: &Path, m: &Manifest) -> Result<(), String> {
-    crate::cache::write_atomic(path, &m.to_text()).map_err(|e| format!("{}: {e}", path.display()))
+    shipyard_image::cache::write_atomic(path, &m.to_text())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl CaptureJob {
@@ -78,9 +79,9 @@ impl CaptureJob {
             None => initial(self)?,
         };
         let tree = walk(&self.changes, Hashing::None).map_err(|e| e.to_string())?;
-        let d = crate::rootfs::diff::diff(&tree, &before).map_err(|e| e.to_string())?;
+        let d = shipyard_image::rootfs::diff::diff(&tree, &before).map_err(|e| e.to_string())?;
         let layout = Layout::open(&self.cache_layout).map_err(|e| e.to_string())?;
-        let out = crate::layer::write_layer(
+        let out = shipyard_image::layer::write_layer(
             &layout,
             &d.changes,
             &self.changes,

@@ -25,9 +25,9 @@
 //! holds what a rule changed, and nothing could put it back into the
 //! container if it did. Tapeouts and image layers still are.
 
-use crate::rootfs::entry::{Entry, Kind, RelPath};
-use crate::rootfs::manifest::Manifest;
-use crate::rootfs::walk::{walk_with, Hashing, Tree, WalkError, WalkOptions};
+use shipyard_image::rootfs::entry::{Entry, Kind, RelPath};
+use shipyard_image::rootfs::manifest::Manifest;
+use shipyard_image::rootfs::walk::{walk_with, Hashing, Tree, WalkError, WalkOptions};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
@@ -304,7 +304,7 @@ mod tests {
         let mut e = Entry::new(RelPath::new(path.as_bytes().to_vec()), kind);
         e.size = size;
         e.mode = mode;
-        e.mtime = crate::rootfs::entry::Mtime {
+        e.mtime = shipyard_image::rootfs::entry::Mtime {
             sec: mtime,
             nsec: Some(0),
         };

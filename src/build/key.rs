@@ -18,12 +18,12 @@
 //! have fixed lengths and a fixed order, so keys are the same on every
 //! machine.
 
-use crate::oci::digest::Digest;
-use crate::rootfs::entry::Kind;
-use crate::rootfs::manifest::{escape_into, unescape, Manifest};
-use crate::rootfs::walk::{hash_file, walk_with, Hashing, WalkOptions};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
+use shipyard_image::oci::digest::Digest;
+use shipyard_image::rootfs::entry::Kind;
+use shipyard_image::rootfs::manifest::{escape_into, unescape, Manifest};
+use shipyard_image::rootfs::walk::{hash_file, walk_with, Hashing, WalkOptions};
 use std::collections::BTreeMap;
 use std::io::BufReader;
 use std::os::unix::ffi::OsStrExt;
@@ -215,7 +215,7 @@ fn display_path(p: &[u8]) -> String {
 /// What a key sees of one entry, as a fixed list of fields: kind, exec bit
 /// (sources) or full mode, size, content digest, link target, and with
 /// `owners_and_modes` the owners and device numbers.
-fn entry_fields(e: &crate::rootfs::entry::Entry, owners_and_modes: bool) -> Vec<Vec<u8>> {
+fn entry_fields(e: &shipyard_image::rootfs::entry::Entry, owners_and_modes: bool) -> Vec<Vec<u8>> {
     let file = e.kind == Kind::File;
     let mode = if owners_and_modes {
         format!("{:o}", e.mode)
@@ -268,7 +268,7 @@ fn content(
     let md = std::fs::metadata(root).map_err(|e| serr(e.to_string()))?;
     if !md.is_dir() {
         let h = hash_file(root).map_err(|e| serr(e.to_string()))?;
-        let mut e = crate::rootfs::entry::Entry::new(Default::default(), Kind::File);
+        let mut e = shipyard_image::rootfs::entry::Entry::new(Default::default(), Kind::File);
         e.mode = md.mode() & 0o7777;
         e.size = md.len();
         e.uid = md.uid().into();
@@ -332,7 +332,7 @@ fn content(
     }
     if let Some(p) = stat_cache {
         // A hint only: a failure to save it costs a re-hash next time.
-        let _ = crate::cache::write_atomic(p, &tree.manifest.to_text());
+        let _ = shipyard_image::cache::write_atomic(p, &tree.manifest.to_text());
     }
     let entries = tree
         .manifest

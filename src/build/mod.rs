@@ -13,15 +13,6 @@ pub mod remote;
 pub mod restore;
 pub mod stepcache;
 
-use crate::layer::compress::Compression;
-use crate::layer::generate::TarOptions;
-use crate::oci::digest::Digest;
-use crate::oci::image::{append_layer, empty_config, rfc3339, write_image};
-use crate::oci::layout::Layout;
-use crate::rootfs::changeset::Change;
-use crate::rootfs::entry::RelPath;
-use crate::rootfs::manifest::Manifest;
-use crate::rootfs::walk::{walk_with, Hashing, WalkOptions};
 use crate::sandbox::spec::{Bind, StepSpec};
 use crate::sandbox::{detect_subids, host_dirs, RunOptions};
 use crate::spec::{ImageSpec, Plan, Step};
@@ -30,6 +21,15 @@ use anyhow::{bail, Context, Result};
 use key::StepKey;
 use oci_spec::image::Config;
 use oci_spec::image::Descriptor;
+use shipyard_image::layer::compress::Compression;
+use shipyard_image::layer::generate::TarOptions;
+use shipyard_image::oci::digest::Digest;
+use shipyard_image::oci::image::{append_layer, empty_config, rfc3339, write_image};
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::rootfs::changeset::Change;
+use shipyard_image::rootfs::entry::RelPath;
+use shipyard_image::rootfs::manifest::Manifest;
+use shipyard_image::rootfs::walk::{walk_with, Hashing, WalkOptions};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use stepcache::{Record, RecordKind, StepCache};
@@ -71,9 +71,9 @@ pub struct CacheOptions {
     /// Step ids (`build.NAME`) to run whatever the cache holds.
     pub no_cache_rules: Vec<String>,
     /// A registry repository to look cached steps up in.
-    pub from: Option<crate::reference::RegistryRef>,
+    pub from: Option<shipyard_image::reference::RegistryRef>,
     /// A registry repository to push this build's cached steps to.
-    pub to: Option<crate::reference::RegistryRef>,
+    pub to: Option<shipyard_image::reference::RegistryRef>,
 }
 
 /// A failed rule, as the user sees it.
@@ -287,7 +287,7 @@ struct Group {
 /// An image to assemble, with its runtime base opened.
 struct Planned {
     spec: ImageSpec,
-    base: Option<(Layout, crate::oci::image::Image)>,
+    base: Option<(Layout, shipyard_image::oci::image::Image)>,
     groups: Vec<Group>,
 }
 
@@ -369,7 +369,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
         )
     };
     let mut inplace = in_place.then(|| {
-        let cache_dir = crate::cache::cache_dir().ok();
+        let cache_dir = shipyard_image::cache::cache_dir().ok();
         let mut own: Vec<&Path> = vec![state, &opts.output];
         own.extend(cache_dir.as_deref());
         for s in &plan.sources {
@@ -933,9 +933,13 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                 compression: opts.compression,
                 level: opts.level,
             };
-            let d =
-                crate::pod::bundle::write(&layout, &input, state, &crate::transport::defaults())
-                    .with_context(|| format!("writing pod {}", p.name))?;
+            let d = crate::pod::bundle::write(
+                &layout,
+                &input,
+                state,
+                &shipyard_image::transport::defaults(),
+            )
+            .with_context(|| format!("writing pod {}", p.name))?;
             built.push(Built {
                 name: p.name.clone(),
                 tag: format!("{}:{}", p.name, p.version),
@@ -1004,8 +1008,8 @@ fn store_stage(
 ) -> Result<Record> {
     std::fs::create_dir_all(stage)?;
     let walked = walk_with(stage, &WalkOptions::new(Hashing::None))?;
-    let d = crate::rootfs::diff::diff(&walked, &Manifest::default())?;
-    let out = crate::layer::write_layer(
+    let d = shipyard_image::rootfs::diff::diff(&walked, &Manifest::default())?;
+    let out = shipyard_image::layer::write_layer(
         &sc.cache.layout,
         &d.changes,
         stage,
@@ -1028,7 +1032,7 @@ fn restore_stage(sc: &StepCache, r: &Record, stage: &Path) -> Result<()> {
     if stage.exists() {
         crate::sandbox::remove_tree(stage)?;
     }
-    crate::layer::extract::unpack_layers(
+    shipyard_image::layer::extract::unpack_layers(
         &sc.cache.layout,
         &[(r.layer.clone(), r.diff_id.clone())],
         stage,
@@ -1062,7 +1066,7 @@ fn assemble(
         let step = format!("image.{}#{i}", spec.name);
         let rec = match &group.status {
             Status::Hit(r) => {
-                let d = crate::oci::media::digest_of(&r.layer)?;
+                let d = shipyard_image::oci::media::digest_of(&r.layer)?;
                 layout.link_blob_from(&planner.sc.cache.layout, &d)?;
                 planner.say(
                     &format!("image.{} layer {}", spec.name, i + 1),
@@ -1077,7 +1081,7 @@ fn assemble(
                     base_manifest = Some(match &img.base {
                         None => Manifest::default(),
                         Some((blayout, bimage)) => {
-                            crate::rootfs::from_image::manifest_of_image(blayout, bimage)
+                            shipyard_image::layer::from_image::manifest_of_image(blayout, bimage)
                                 .with_context(|| format!("reading runtime base {}", spec.from))?
                         }
                     });
@@ -1091,7 +1095,7 @@ fn assemble(
                     opts,
                     explain,
                 )?;
-                let d = crate::oci::media::digest_of(&rec.layer)?;
+                let d = shipyard_image::oci::media::digest_of(&rec.layer)?;
                 planner.sc.cache.layout.link_blob_from(layout, &d)?;
                 planner.sc.store(
                     &group.key.key,
@@ -1171,11 +1175,11 @@ fn make_layer(
         tree = placed;
         moves = plan.into_iter().map(|m| (m.from.clone(), m)).collect();
     }
-    let mut d = crate::rootfs::diff::diff(&walked, base_manifest)?;
+    let mut d = shipyard_image::rootfs::diff::diff(&walked, base_manifest)?;
     // A tapeout only adds: what the runtime base has and the builder
     // did not select stays.
     d.changes.changes.retain(|c| matches!(c, Change::Put(_)));
-    let out = crate::layer::write_layer(
+    let out = shipyard_image::layer::write_layer(
         layout,
         &d.changes,
         &tree,
@@ -1225,7 +1229,7 @@ fn make_layer(
                 (false, Some(_)) => {
                     line = format!("{line}; left out: the runtime base has the same")
                 }
-                (true, Some(k)) if k != crate::rootfs::entry::Kind::Dir => {
+                (true, Some(k)) if k != shipyard_image::rootfs::entry::Kind::Dir => {
                     line = format!("{line}; shadows the runtime base's {to}")
                 }
                 _ => {}
@@ -1292,7 +1296,7 @@ fn annotate(
     desc: &oci_spec::image::Descriptor,
     ann: &BTreeMap<String, String>,
 ) -> Result<oci_spec::image::Descriptor> {
-    let d = crate::oci::media::digest_of(desc)?;
+    let d = shipyard_image::oci::media::digest_of(desc)?;
     let mut m: oci_spec::image::ImageManifest =
         serde_json::from_slice(&layout.read_blob(&d, None)?)?;
     m.set_annotations(Some(
@@ -1324,7 +1328,7 @@ pub(crate) fn merge_stages(stages: Vec<PathBuf>, into: &Path) -> Result<()> {
                 }
             }
         }
-        let rec = crate::rootfs::walk::ownership_record_path(s);
+        let rec = shipyard_image::rootfs::walk::ownership_record_path(s);
         if let Ok(f) = std::fs::File::open(&rec) {
             let m = Manifest::parse(std::io::BufReader::new(f), &rec.display().to_string())?;
             for (_, e) in m.entries {
@@ -1332,7 +1336,7 @@ pub(crate) fn merge_stages(stages: Vec<PathBuf>, into: &Path) -> Result<()> {
             }
         }
     }
-    let f = std::fs::File::create(crate::rootfs::walk::ownership_record_path(into))?;
+    let f = std::fs::File::create(shipyard_image::rootfs::walk::ownership_record_path(into))?;
     record.write_to(std::io::BufWriter::new(f))?;
     Ok(())
 }

@@ -66,7 +66,7 @@ pub enum MountError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Cache(#[from] crate::cache::CacheError),
+    Cache(#[from] shipyard_image::cache::CacheError),
 }
 
 /// The cache mounts of this user.
@@ -93,7 +93,7 @@ pub struct MountInfo {
 impl MountStore {
     /// The store under the user's cache directory.
     pub fn open() -> Result<Self, MountError> {
-        Ok(Self::at(crate::cache::cache_dir()?.join("mounts")))
+        Ok(Self::at(shipyard_image::cache::cache_dir()?.join("mounts")))
     }
 
     /// The store in `root` (a cache directory's `mounts`).

@@ -12,14 +12,14 @@
 //! race to push the same key push the same thing.
 
 use super::stepcache::{Record, StepCache};
-use crate::oci::digest::Digest;
-use crate::oci::media;
-use crate::reference::RegistryRef;
-use crate::registry::client::{Client, Scope};
-use crate::registry::progress::{Progress, Verbosity};
-use crate::registry::{pull, push};
 use anyhow::{bail, Context, Result};
 use oci_spec::image::{Descriptor, MediaType};
+use shipyard_image::oci::digest::Digest;
+use shipyard_image::oci::media;
+use shipyard_image::reference::RegistryRef;
+use shipyard_image::registry::client::{Client, Scope};
+use shipyard_image::registry::progress::{Progress, Verbosity};
+use shipyard_image::registry::{pull, push};
 
 /// The artifact type of a cache entry.
 pub const ARTIFACT_TYPE: &str = "application/vnd.shipyard.cache.v1";
@@ -39,7 +39,7 @@ pub struct Remote {
 
 impl Remote {
     pub fn new(r: &RegistryRef) -> Result<Remote> {
-        let o = crate::transport::defaults();
+        let o = shipyard_image::transport::defaults();
         let client = Client::new(&r.registry, r.api_host(), &o.registry)?;
         Ok(Remote {
             client,
@@ -55,7 +55,7 @@ impl Remote {
             .url(&format!("/v2/{repo}/manifests/{}", tag_for(key)));
         let r = self.client.send("HEAD", &url, &Scope::pull(repo), &|h| {
             Ok(h.head(&url)
-                .header(reqwest::header::ACCEPT, crate::registry::ACCEPT))
+                .header(reqwest::header::ACCEPT, shipyard_image::registry::ACCEPT))
         })?;
         match r.status() {
             s if s.is_success() => Ok(true),
@@ -129,7 +129,7 @@ impl Remote {
 /// entries were pushed.
 pub fn export(sc: &StepCache, to: &RegistryRef, keys: &[Digest]) -> Result<usize> {
     let remote = Remote::new(to)?;
-    let o = crate::transport::defaults();
+    let o = shipyard_image::transport::defaults();
     let progress = Progress::new(Verbosity::Quiet);
     let counters = push::Counters::default();
     let mut pushed = 0;

@@ -5,10 +5,10 @@
 //! character devices, which the kernel lets a user namespace create) are
 //! recreated.
 
-use crate::layer::extract::Extractor;
-use crate::oci::layout::Layout;
-use crate::rootfs::walk::{walk, Hashing};
 use serde::{Deserialize, Serialize};
+use shipyard_image::layer::extract::Extractor;
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::rootfs::walk::{walk, Hashing};
 use std::path::PathBuf;
 
 /// A restore to run in the builder's user namespace.

@@ -1,5 +1,5 @@
 //! The step cache: what a build step produced, by cache key, in the user's
-//! shared cache (see [`crate::cache`]).
+//! shared cache (see [`shipyard_image::cache`]).
 //!
 //! - `steps/KEY.json` is a record: which step made it, and the layer that
 //!   holds its result (a rule's changes to the builder, a tapeout's staged
@@ -15,18 +15,18 @@
 //!   exclusively, so a prune never removes what a running build is
 //!   writing. Prune then takes the cache layout's writer lock exclusively
 //!   too, which waits for pulls that are not part of a build (see
-//!   [`crate::cache`]); always in this order, so nothing deadlocks. Every file is written through a temp file and a rename: a
+//!   [`shipyard_image::cache`]); always in this order, so nothing deadlocks. Every file is written through a temp file and a rename: a
 //!   crash leaves the old record or the new one, never half of one, and
 //!   two builds writing the same key write the same thing.
 
 use super::key::{KeyHasher, SourceContent, StepKey};
-use crate::cache::write_atomic;
-use crate::cache::Cache;
-use crate::oci::digest::Digest;
-use crate::oci::layout::{is_stale, TMP_PREFIX};
-use crate::oci::media;
 use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
+use shipyard_image::cache::write_atomic;
+use shipyard_image::cache::Cache;
+use shipyard_image::oci::digest::Digest;
+use shipyard_image::oci::layout::{is_stale, TMP_PREFIX};
+use shipyard_image::oci::media;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -36,14 +36,14 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug, thiserror::Error)]
 pub enum StepCacheError {
     #[error(transparent)]
-    Cache(#[from] crate::cache::CacheError),
+    Cache(#[from] shipyard_image::cache::CacheError),
     #[error("step cache {path}: {error}")]
     Io {
         path: PathBuf,
         error: std::io::Error,
     },
     #[error(transparent)]
-    Layout(#[from] crate::oci::layout::LayoutError),
+    Layout(#[from] shipyard_image::oci::layout::LayoutError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StepCacheError + '_ {
@@ -127,7 +127,7 @@ impl StepCache {
     /// the cache layout's, and a process holding them the other way round
     /// could wait for prune while prune waits for it.
     pub fn open() -> Result<StepCache, StepCacheError> {
-        Self::open_at(crate::cache::cache_dir()?, false)
+        Self::open_at(shipyard_image::cache::cache_dir()?, false)
     }
 
     /// Opens a cache root; `exclusive` for pruning (waits for builds).
@@ -363,7 +363,7 @@ impl StepCache {
                 path: p.clone(),
                 error: std::io::Error::other(e.to_string()),
             })?;
-            let _ = std::fs::remove_file(crate::rootfs::walk::ownership_record_path(&p));
+            let _ = std::fs::remove_file(shipyard_image::rootfs::walk::ownership_record_path(&p));
             removed += 1;
         }
         // Blobs nothing refers to any more.
@@ -409,7 +409,7 @@ impl StepCache {
             }
         }
         for top in tops {
-            if let Ok(all) = crate::archive::closure(layout, &top) {
+            if let Ok(all) = shipyard_image::archive::closure(layout, &top) {
                 for d in all {
                     if let Ok(x) = media::digest_of(&d) {
                         live.insert(x.hex().to_string());

@@ -1,9 +1,9 @@
 use super::transfer::RegistryArgs;
 use crate::build::{build, BuildOptions};
-use crate::layer::compress::Compression;
-use crate::reference::Reference;
-use crate::transport::{self, PullPolicy};
 use anyhow::{bail, Context, Result};
+use shipyard_image::layer::compress::Compression;
+use shipyard_image::reference::Reference;
+use shipyard_image::transport::{self, PullPolicy};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
@@ -126,7 +126,7 @@ pub struct Args {
 }
 
 /// A `--cache-from`/`--cache-to` repository.
-fn cache_repo(flag: &str, s: &str) -> Result<crate::reference::RegistryRef> {
+fn cache_repo(flag: &str, s: &str) -> Result<shipyard_image::reference::RegistryRef> {
     match Reference::parse_or_registry(s).with_context(|| format!("{flag} {s}"))? {
         Reference::Registry(r) if r.digest.is_none() && (r.implied_tag || r.tag.is_none()) => Ok(r),
         Reference::Registry(_) => {
@@ -154,9 +154,9 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         }
     }
     if let Some(p) = &a.platform {
-        let want =
-            crate::oci::image::Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform {e}"))?;
-        let host = crate::oci::image::Platform::host();
+        let want = shipyard_image::oci::image::Platform::parse(p)
+            .map_err(|e| anyhow::anyhow!("--platform {e}"))?;
+        let host = shipyard_image::oci::image::Platform::host();
         if want.os != host.os || want.arch != host.arch {
             bail!(
                 "--platform {want}: this machine is {host}, and shipyard runs build steps natively \
@@ -217,7 +217,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     let mut topts = transport::Options {
         registry: a.registry.options(targets.first().copied())?,
         pull: a.pull,
-        verbosity: crate::registry::progress::Verbosity::detect(quiet),
+        verbosity: shipyard_image::registry::progress::Verbosity::detect(quiet),
         ..transport::Options::default()
     };
     topts.push.retries = a.registry.retry;
@@ -228,7 +228,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         pods: a.pods.clone(),
         keep_builder: a.keep_builder,
         explain: a.explain,
-        epoch: crate::reproducible::epoch(a.timestamp)?,
+        epoch: shipyard_image::reproducible::epoch(a.timestamp)?,
         compression: a.compression,
         level: a.level,
         isolation: a.isolation,
@@ -301,21 +301,21 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         let Some(b) = built.iter().find(|b| !b.pod) else {
             bail!("--iidfile: the build made no image");
         };
-        crate::oci::layout::write_atomic(
+        shipyard_image::oci::layout::write_atomic(
             f,
             b.digest.as_bytes(),
             0o644,
-            crate::oci::layout::IfExists::Replace,
+            shipyard_image::oci::layout::IfExists::Replace,
         )
         .with_context(|| format!("--iidfile {}", f.display()))?;
     }
     if let Some(f) = &a.metadata_file {
         let json = metadata(&opts.output, &built, &pushed)?;
-        crate::oci::layout::write_atomic(
+        shipyard_image::oci::layout::write_atomic(
             f,
             &serde_json::to_vec_pretty(&json)?,
             0o644,
-            crate::oci::layout::IfExists::Replace,
+            shipyard_image::oci::layout::IfExists::Replace,
         )
         .with_context(|| format!("--metadata-file {}", f.display()))?;
     }
@@ -347,13 +347,13 @@ fn metadata(
     built: &[crate::build::Built],
     pushed: &[(String, String)],
 ) -> Result<serde_json::Value> {
-    let layout = crate::oci::layout::Layout::open(layout_dir)?;
+    let layout = shipyard_image::oci::layout::Layout::open(layout_dir)?;
     let mut images = serde_json::Map::new();
     let mut pods = serde_json::Map::new();
     for b in built {
         let tag = if b.pod { b.name.clone() } else { b.tag.clone() };
         let desc = layout.resolve(Some(&tag))?;
-        let size = match crate::oci::image::Image::load(&layout, &desc) {
+        let size = match shipyard_image::oci::image::Image::load(&layout, &desc) {
             Ok(img) => {
                 desc.size()
                     + img.manifest.config().size()

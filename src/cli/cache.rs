@@ -1,6 +1,6 @@
 use crate::build::stepcache::{parse_duration, StepCache};
-use crate::registry::progress::human;
 use anyhow::{Context, Result};
+use shipyard_image::registry::progress::human;
 
 /// Inspect and prune the local cache (`$XDG_CACHE_HOME/shipyard`).
 ///
@@ -60,7 +60,7 @@ fn ago(t: std::time::SystemTime) -> String {
 }
 
 pub fn run(a: Args, quiet: bool) -> Result<()> {
-    let root = crate::cache::cache_dir()?;
+    let root = shipyard_image::cache::cache_dir()?;
     let mounts = crate::build::mounts::MountStore::at(root.join("mounts"));
     match a.command {
         CacheCommand::Ls(l) => {

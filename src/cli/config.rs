@@ -1,6 +1,6 @@
-use crate::oci::layout::Layout;
-use crate::oci::mutate::{self, ConfigEdit, MapEdit};
 use anyhow::{bail, Context, Result};
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::oci::mutate::{self, ConfigEdit, MapEdit};
 
 /// Edit an image's configuration (like `umoci config`, `buildah config`).
 ///
@@ -104,7 +104,7 @@ fn created(s: &str) -> Result<String> {
         let secs: i64 = secs
             .parse()
             .with_context(|| format!("--created {s}: expected @SECONDS"))?;
-        return Ok(crate::oci::image::rfc3339(secs));
+        return Ok(shipyard_image::oci::image::rfc3339(secs));
     }
     let ok = s.len() >= 20
         && s.as_bytes()[4] == b'-'
@@ -123,7 +123,7 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(t)) if !t.starts_with("sha256:") => t.clone(),
         _ => bail!("{}: name the tag to write with --tag", a.image),
     };
-    crate::oci::layout::validate_tag(&new_tag)?;
+    shipyard_image::oci::layout::validate_tag(&new_tag)?;
     let edit = ConfigEdit {
         entrypoint: a
             .entrypoint
@@ -168,7 +168,8 @@ pub fn run(a: Args) -> Result<()> {
             .platform
             .as_deref()
             .map(|p| {
-                crate::oci::image::Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform {e}"))
+                shipyard_image::oci::image::Platform::parse(p)
+                    .map_err(|e| anyhow::anyhow!("--platform {e}"))
             })
             .transpose()?,
         created_by: format!(
@@ -178,7 +179,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let layout = Layout::open(&dir)?;
     let desc = layout.resolve(tag.as_deref())?;
-    let img = crate::oci::image::Image::load(&layout, &desc)
+    let img = shipyard_image::oci::image::Image::load(&layout, &desc)
         .with_context(|| format!("reading {}", a.image))?;
     let config = mutate::edit_config(&img.config, &edit);
     let mut config_desc = layout.put_json(&config, img.manifest.config().media_type().clone())?;

@@ -1,7 +1,7 @@
 use super::transfer::CopyArgs;
-use crate::reference::Reference;
-use crate::transport::PullPolicy;
 use anyhow::Result;
+use shipyard_image::reference::Reference;
+use shipyard_image::transport::PullPolicy;
 
 /// Copy an image between any two transports, as `skopeo copy` does.
 ///
@@ -35,7 +35,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     let src = Reference::parse_or_registry(&a.source)?;
     let dst = Reference::parse_or_registry(&a.destination)?;
     for t in &a.tags {
-        crate::oci::layout::validate_registry_tag(t)?;
+        shipyard_image::oci::layout::validate_registry_tag(t)?;
     }
     let creds_for = if matches!(dst, Reference::Registry(_)) {
         &dst

@@ -1,12 +1,12 @@
-use crate::layer::compress::Compression;
-use crate::layer::generate::TarOptions;
-use crate::layer::write_layer;
-use crate::oci::image::{append_layer, empty_config, rfc3339, write_image};
-use crate::oci::layout::Layout;
-use crate::oci::media;
-use crate::rootfs::diff::diff;
-use crate::rootfs::walk::{walk_with, Hashing};
 use anyhow::{bail, Context, Result};
+use shipyard_image::layer::compress::Compression;
+use shipyard_image::layer::generate::TarOptions;
+use shipyard_image::layer::write_layer;
+use shipyard_image::oci::image::{append_layer, empty_config, rfc3339, write_image};
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::oci::media;
+use shipyard_image::rootfs::diff::diff;
+use shipyard_image::rootfs::walk::{walk_with, Hashing};
 use std::path::PathBuf;
 
 /// Diff a tree against a manifest and write one minimal layer.
@@ -67,8 +67,8 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     let Some(out_tag) = out_tag else {
         bail!("--output {} names no tag; write oci:DIR:TAG", a.output);
     };
-    crate::oci::layout::validate_tag(&out_tag)?;
-    let epoch = crate::reproducible::epoch(a.timestamp)?;
+    shipyard_image::oci::layout::validate_tag(&out_tag)?;
+    let epoch = shipyard_image::reproducible::epoch(a.timestamp)?;
     let opts = a.owners.walk_options(Hashing::None);
     let against = super::manifest::load(&a.against, &opts, &a.registry)
         .with_context(|| format!("reading --against {}", a.against))?;

@@ -1,5 +1,5 @@
-use crate::oci::layout::Layout;
 use anyhow::Result;
+use shipyard_image::oci::layout::Layout;
 
 /// Remove blobs that nothing in a layout references.
 ///
@@ -25,7 +25,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         eprintln!(
             "removed {} blobs, freed {}",
             removed.len(),
-            crate::registry::progress::human(freed)
+            shipyard_image::registry::progress::human(freed)
         );
     }
     Ok(())

@@ -1,7 +1,7 @@
 use super::transfer::CopyArgs;
-use crate::reference::Reference;
-use crate::transport::PullPolicy;
 use anyhow::{bail, Result};
+use shipyard_image::reference::Reference;
+use shipyard_image::transport::PullPolicy;
 
 /// Read an image from an archive into an OCI layout.
 ///

@@ -1,6 +1,6 @@
-use crate::oci::layout::Layout;
 use anyhow::{bail, Context, Result};
 use oci_spec::image::{ImageIndexBuilder, MediaType, PlatformBuilder};
+use shipyard_image::oci::layout::Layout;
 
 /// Make a multi-platform image index from single-platform images.
 ///
@@ -26,7 +26,7 @@ pub fn run(a: Args) -> Result<()> {
     let Some(tag) = tag else {
         bail!("--output {}: name the index's tag (oci:DIR:TAG)", a.output);
     };
-    crate::oci::layout::validate_tag(&tag)?;
+    shipyard_image::oci::layout::validate_tag(&tag)?;
     let out = Layout::open_or_create(&dir)?;
     let mut manifests = Vec::new();
     let mut seen: Vec<(String, String)> = Vec::new();

@@ -1,9 +1,9 @@
-use crate::oci::layout::{ref_name, Layout};
-use crate::oci::media;
 use crate::pod::read::{self, Pod};
-use crate::reference::Reference;
-use crate::registry::progress::human;
 use anyhow::{bail, Result};
+use shipyard_image::oci::layout::{ref_name, Layout};
+use shipyard_image::oci::media;
+use shipyard_image::reference::Reference;
+use shipyard_image::registry::progress::human;
 use std::io::Write;
 
 /// Writes bytes to stdout as they are (a manifest, a config), with
@@ -117,7 +117,8 @@ fn show_pod(a: &Args, layout: &Layout, pod: &Pod) -> Result<()> {
 
 pub fn run(a: Args) -> Result<()> {
     let r = Reference::parse(&a.image)?;
-    let (layout, top, chosen) = crate::transport::metadata(&r, &a.registry.read_options(&r)?)?;
+    let (layout, top, chosen) =
+        shipyard_image::transport::metadata(&r, &a.registry.read_options(&r)?)?;
     if a.raw {
         return print_bytes(&layout.read_blob(&media::digest_of(&top)?, Some(top.size()))?);
     }
@@ -131,7 +132,7 @@ pub fn run(a: Args) -> Result<()> {
         let pod = read::load(&layout, &top)?;
         return show_pod(&a, &layout, &pod);
     }
-    let image = crate::oci::image::Image::load(&layout, &chosen)
+    let image = shipyard_image::oci::image::Image::load(&layout, &chosen)
         .map_err(|e| anyhow::anyhow!("reading image {}: {e}", a.image))?;
     if a.config {
         return print_bytes(&layout.read_blob(&image.config_digest, None)?);

@@ -1,7 +1,7 @@
 use super::transfer::RegistryArgs;
-use crate::registry::auth::{self, ExplicitCreds, Secret};
-use crate::registry::client::{Client, Scope};
 use anyhow::{bail, Context, Result};
+use shipyard_image::registry::auth::{self, ExplicitCreds, Secret};
+use shipyard_image::registry::client::{Client, Scope};
 use std::io::Read;
 
 /// Log in to a registry: check the credentials, then store them.

@@ -1,7 +1,7 @@
 use super::transfer::{registry_of, RegistryArgs};
-use crate::oci::layout::Layout;
-use crate::reference::Reference;
 use anyhow::{bail, Context, Result};
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::reference::Reference;
 use std::io::Write;
 
 /// List the tags of a layout or of a registry repository.
@@ -32,8 +32,8 @@ pub fn run(a: Args) -> Result<()> {
                 );
             }
             let o = a.registry.options(registry_of(&r))?;
-            let c = crate::registry::Client::new(&rr.registry, rr.api_host(), &o)?;
-            crate::registry::tags::list(&c, &rr.repository, a.page_size)
+            let c = shipyard_image::registry::Client::new(&rr.registry, rr.api_host(), &o)?;
+            shipyard_image::registry::tags::list(&c, &rr.repository, a.page_size)
                 .with_context(|| format!("listing the tags of {}/{}", rr.registry, rr.repository))?
         }
         other => bail!(

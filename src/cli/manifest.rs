@@ -1,6 +1,6 @@
-use crate::rootfs::manifest::Manifest;
-use crate::rootfs::walk::{walk_with, Hashing, WalkOptions};
 use anyhow::{Context, Result};
+use shipyard_image::rootfs::manifest::Manifest;
+use shipyard_image::rootfs::walk::{walk_with, Hashing, WalkOptions};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -74,9 +74,9 @@ pub(crate) fn load(
     if source == "scratch" {
         return Ok(Manifest::default());
     }
-    if crate::reference::Reference::looks_like_reference(source) {
+    if shipyard_image::reference::Reference::looks_like_reference(source) {
         let (layout, image) = super::open_image_with(source, registry)?;
-        return crate::rootfs::from_image::manifest_of_image(&layout, &image)
+        return shipyard_image::layer::from_image::manifest_of_image(&layout, &image)
             .with_context(|| format!("reading layers of {source}"));
     }
     let p = PathBuf::from(source);

@@ -25,11 +25,11 @@ mod tag;
 pub mod transfer;
 mod unpack;
 
-use crate::oci::image::Image;
-use crate::oci::layout::Layout;
-use crate::reference::Reference;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use shipyard_image::oci::image::Image;
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::reference::Reference;
 
 /// Daemonless, rootless OCI image assembler.
 ///
@@ -153,15 +153,18 @@ pub(crate) fn oci_ref(s: &str) -> Result<(std::path::PathBuf, Option<String>)> {
 }
 
 /// Opens the image any reference names: `oci:` directly, registries and
-/// archives through the shared cache (see [`crate::transport`]), with
+/// archives through the shared cache (see [`shipyard_image::transport`]), with
 /// the options a build set (its bases).
 pub fn open_image(s: &str) -> Result<(Layout, Image)> {
-    crate::transport::open_image(&Reference::parse(s)?, &crate::transport::defaults())
+    shipyard_image::transport::open_image(
+        &Reference::parse(s)?,
+        &shipyard_image::transport::defaults(),
+    )
 }
 
 /// Like [`open_image`], reaching registries with a command's own
 /// registry options.
 pub fn open_image_with(s: &str, r: &transfer::RegistryArgs) -> Result<(Layout, Image)> {
     let reference = Reference::parse(s)?;
-    crate::transport::open_image(&reference, &r.read_options(&reference)?)
+    shipyard_image::transport::open_image(&reference, &r.read_options(&reference)?)
 }

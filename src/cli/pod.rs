@@ -1,10 +1,10 @@
 use super::transfer::RegistryArgs;
 use crate::pod::{read, CONFIG_VOLUME};
-use crate::reference::Reference;
-use crate::registry::progress::Progress;
-use crate::rootfs::entry::Kind;
-use crate::transport::{self, Report};
 use anyhow::{bail, Context, Result};
+use shipyard_image::reference::Reference;
+use shipyard_image::registry::progress::Progress;
+use shipyard_image::rootfs::entry::Kind;
+use shipyard_image::transport::{self, Report};
 use std::path::PathBuf;
 
 /// Work with pods: images, configuration files and data volumes bundled
@@ -60,7 +60,7 @@ pub struct KubeArgs {
     pub registry_args: RegistryArgs,
 }
 
-fn open(s: &str, r: &RegistryArgs) -> Result<(crate::oci::layout::Layout, read::Pod)> {
+fn open(s: &str, r: &RegistryArgs) -> Result<(shipyard_image::oci::layout::Layout, read::Pod)> {
     let reference = Reference::parse_or_registry(s)?;
     let o = r.read_options(&reference)?;
     let progress = Progress::new(o.verbosity);
@@ -109,13 +109,13 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
                     .iter()
                     .find(|v| v.name == CONFIG_VOLUME),
             ) {
-                crate::layer::for_each_member(&layout, l, &v.diff_id, |item, data| {
-                    if let crate::layer::read::TarItem::Entry(e) = item {
+                shipyard_image::layer::for_each_member(&layout, l, &v.diff_id, |item, data| {
+                    if let shipyard_image::layer::read::TarItem::Entry(e) = item {
                         let p = e.path.as_bytes();
                         if e.kind == Kind::File && p.starts_with(b"config/") {
                             let mut buf = Vec::new();
                             data.read_to_end(&mut buf)
-                                .map_err(crate::layer::LayerError::Io)?;
+                                .map_err(shipyard_image::layer::LayerError::Io)?;
                             files.push((String::from_utf8_lossy(&p[7..]).into_owned(), buf));
                         }
                     }

@@ -1,7 +1,7 @@
 use super::transfer::CopyArgs;
-use crate::reference::Reference;
-use crate::transport::PullPolicy;
 use anyhow::Result;
+use shipyard_image::reference::Reference;
+use shipyard_image::transport::PullPolicy;
 
 /// Pull an image into an OCI layout.
 ///

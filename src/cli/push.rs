@@ -1,8 +1,8 @@
 use super::transfer::{parse_size, CopyArgs};
-use crate::oci::layout::Layout;
-use crate::reference::Reference;
-use crate::transport::{self, PullPolicy};
 use anyhow::{bail, Result};
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::reference::Reference;
+use shipyard_image::transport::{self, PullPolicy};
 
 /// Push an image to a registry (or any other destination).
 ///
@@ -41,7 +41,7 @@ pub struct Args {
 pub fn run(a: Args, quiet: bool) -> Result<()> {
     let dst = Reference::parse_or_registry(&a.destination)?;
     for t in &a.tags {
-        crate::oci::layout::validate_registry_tag(t)?;
+        shipyard_image::oci::layout::validate_registry_tag(t)?;
     }
     let mut o = a.copy.options(&dst, quiet, PullPolicy::Missing, false)?;
     o.push.chunk_size = a.chunk_size;

@@ -1,5 +1,5 @@
-use crate::oci::layout::Layout;
 use anyhow::Result;
+use shipyard_image::oci::layout::Layout;
 
 /// Tag an image in its layout (moving the tag if it exists).
 #[derive(Debug, clap::Args)]

@@ -1,13 +1,13 @@
 //! Options shared by the commands that move images: registry access
 //! (TLS, credentials, retries), platform selection and output.
 
-use crate::oci::image::Platform;
-use crate::reference::Reference;
-use crate::registry::auth::{parse_creds, ExplicitCreds};
-use crate::registry::progress::Verbosity;
-use crate::registry::pull::Selection;
-use crate::transport::{self, Options, PullPolicy, Report};
 use anyhow::{Context, Result};
+use shipyard_image::oci::image::Platform;
+use shipyard_image::reference::Reference;
+use shipyard_image::registry::auth::{parse_creds, ExplicitCreds};
+use shipyard_image::registry::progress::Verbosity;
+use shipyard_image::registry::pull::Selection;
+use shipyard_image::transport::{self, Options, PullPolicy, Report};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ impl RegistryArgs {
     /// The registry options. `--creds` are bound to `target`, the one
     /// registry the command line names; every other registry uses the
     /// auth files.
-    pub fn options(&self, target: Option<&str>) -> Result<crate::registry::Options> {
+    pub fn options(&self, target: Option<&str>) -> Result<shipyard_image::registry::Options> {
         let creds = match (self.creds.as_deref(), target) {
             (None, _) => None,
             (Some(c), Some(t)) => Some(ExplicitCreds {
@@ -72,7 +72,7 @@ impl RegistryArgs {
                 None
             }
         };
-        Ok(crate::registry::Options {
+        Ok(shipyard_image::registry::Options {
             tls_verify: self.tls_verify,
             cert_dir: self.cert_dir.clone(),
             creds,

@@ -1,5 +1,5 @@
-use crate::layer::extract::unpack;
 use anyhow::{Context, Result};
+use shipyard_image::layer::extract::unpack;
 use std::path::PathBuf;
 
 /// Unpack an image into a directory, safely and without root.

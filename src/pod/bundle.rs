@@ -8,20 +8,20 @@ use super::{
     Container, Definition, EnvVar, Mount, Port, Volume, ARTIFACT_TYPE, CONTAINER_ANNOTATION,
     DEFINITION_TYPE, DIRTY_ANNOTATION, ROLE_ANNOTATION, VOLUME_ANNOTATION,
 };
-use crate::inroot::{self, Follow};
-use crate::layer::compress::Compression;
-use crate::layer::generate::TarOptions;
-use crate::oci::image::rfc3339;
-use crate::oci::layout::Layout;
-use crate::oci::media;
-use crate::rootfs::changeset::{Change, ChangeSet};
-use crate::rootfs::entry::{Kind, RelPath};
-use crate::rootfs::manifest::Manifest;
-use crate::rootfs::walk::{ownership_record_path, walk_with, Hashing, WalkOptions};
 use crate::spec::{PodSpec, VolumeSource, CONFIG_VOLUME};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
 use oci_spec::image::{Descriptor, MediaType};
+use shipyard_image::inroot::{self, Follow};
+use shipyard_image::layer::compress::Compression;
+use shipyard_image::layer::generate::TarOptions;
+use shipyard_image::oci::image::rfc3339;
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::oci::media;
+use shipyard_image::rootfs::changeset::{Change, ChangeSet};
+use shipyard_image::rootfs::entry::{Kind, RelPath};
+use shipyard_image::rootfs::manifest::Manifest;
+use shipyard_image::rootfs::walk::{ownership_record_path, walk_with, Hashing, WalkOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -231,7 +231,7 @@ pub fn write(
     layout: &Layout,
     input: &Input,
     work: &Path,
-    o: &crate::transport::Options,
+    o: &shipyard_image::transport::Options,
 ) -> Result<Descriptor> {
     let spec = input.spec;
     // 1. Member images.
@@ -244,8 +244,8 @@ pub fn write(
                 .with_context(|| format!("pod {}: image {} was not built", spec.name, c.image))?;
             (d.clone(), None)
         } else {
-            let r = crate::reference::Reference::parse(&c.image)?;
-            let d = crate::transport::import_into(&r, layout, o).with_context(|| {
+            let r = shipyard_image::reference::Reference::parse(&c.image)?;
+            let d = shipyard_image::transport::import_into(&r, layout, o).with_context(|| {
                 format!("pod {}: container {}: image {}", spec.name, c.name, c.image)
             })?;
             (d, Some(c.written.clone()))
@@ -348,7 +348,7 @@ pub fn write(
             }
         }
     }
-    let all = crate::rootfs::diff::diff(&tree, &Manifest::default())?;
+    let all = shipyard_image::rootfs::diff::diff(&tree, &Manifest::default())?;
     // 4. A layer per volume.
     let mut layers = Vec::new();
     let mut volumes = Vec::new();
@@ -372,7 +372,7 @@ pub fn write(
                 _ => None,
             })
             .collect();
-        let out = crate::layer::write_layer(
+        let out = shipyard_image::layer::write_layer(
             layout,
             &changes,
             &root,

@@ -10,11 +10,11 @@
 
 use super::read::Pod;
 use super::Definition;
-use crate::reference::{Reference, RegistryRef};
 use crate::spec::CONFIG_VOLUME;
 use anyhow::{bail, Result};
 use base64::Engine;
 use serde_json::{json, Value};
+use shipyard_image::reference::{Reference, RegistryRef};
 use std::fmt::Write;
 
 /// The image volume holding every data volume.

@@ -2,11 +2,11 @@
 //! member images, each checked against the digests the index names.
 
 use super::{Definition, ARTIFACT_TYPE, CONTAINER_ANNOTATION};
-use crate::oci::digest::Digest;
-use crate::oci::layout::Layout;
-use crate::oci::media;
 use anyhow::{bail, Context, Result};
 use oci_spec::image::Descriptor;
+use shipyard_image::oci::digest::Digest;
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::oci::media;
 use std::collections::BTreeMap;
 
 /// A pod as stored.

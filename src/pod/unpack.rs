@@ -10,9 +10,9 @@
 //! nothing outside DEST), into a temp directory renamed onto DEST at the end.
 
 use super::read::Pod;
-use crate::layer::extract::Extractor;
-use crate::oci::layout::Layout;
 use anyhow::{bail, Context, Result};
+use shipyard_image::layer::extract::Extractor;
+use shipyard_image::oci::layout::Layout;
 use std::path::{Path, PathBuf};
 
 pub fn unpack(layout: &Layout, pod: &Pod, dest: &Path) -> Result<()> {
@@ -36,7 +36,7 @@ pub fn unpack(layout: &Layout, pod: &Pod, dest: &Path) -> Result<()> {
     )?;
     let images = Layout::open_or_create(tmp.path().join("images"))?;
     for (name, d) in &pod.members {
-        crate::transport::copy_closure(layout, d, &images)?;
+        shipyard_image::transport::copy_closure(layout, d, &images)?;
         images.tag(name, d)?;
     }
     let vdir = tmp.path().join("volumes");
@@ -54,7 +54,7 @@ pub fn unpack(layout: &Layout, pod: &Pod, dest: &Path) -> Result<()> {
     if shortfalls.any() {
         // Owners this user cannot give: recorded beside the tree, as
         // `shipyard unpack` does.
-        let f = std::fs::File::create(crate::rootfs::walk::ownership_record_path(&vdir))?;
+        let f = std::fs::File::create(shipyard_image::rootfs::walk::ownership_record_path(&vdir))?;
         manifest.write_to(std::io::BufWriter::new(f))?;
     }
     let _ = std::fs::remove_dir(dest);

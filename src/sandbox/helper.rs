@@ -774,7 +774,7 @@ fn tapeout_job(job: &super::spec::TapeoutJob) -> i32 {
             // Isolation none: no namespace, `/` is the builder.
             Some(changed) => {
                 let f = std::fs::File::open(changed).map_err(e(changed.display()))?;
-                let m = crate::rootfs::manifest::Manifest::parse(
+                let m = shipyard_image::rootfs::manifest::Manifest::parse(
                     std::io::BufReader::new(f),
                     &changed.display().to_string(),
                 )

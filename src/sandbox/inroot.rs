@@ -138,8 +138,10 @@ impl InRoot {
             match errno() {
                 nix::errno::Errno::ENOSYS => return self.resolve_without_symlinks(rel),
                 // A rename or mount elsewhere raced with the resolution
-                // (see `crate::inroot::RACE_RETRIES`).
-                nix::errno::Errno::EAGAIN if tries < crate::inroot::RACE_RETRIES => tries += 1,
+                // (see `shipyard_image::inroot::RACE_RETRIES`).
+                nix::errno::Errno::EAGAIN if tries < shipyard_image::inroot::RACE_RETRIES => {
+                    tries += 1
+                }
                 other => return Err(other),
             }
         }

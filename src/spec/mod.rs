@@ -395,7 +395,7 @@ pub fn parse(
     let builder_cache = cache_mounts(&cx, "builder.cache", &builder.cache)?;
     let from = relative_to(builder.from.get_ref(), dir);
     if !(from == "host" || from == "scratch" || from.starts_with("rootfs:")) {
-        if let Err(e) = crate::reference::Reference::parse(&from) {
+        if let Err(e) = shipyard_image::reference::Reference::parse(&from) {
             return Err(cx.err(
                 builder.from.span(),
                 format!("builder.from = {from:?}: expected host, scratch, rootfs:DIR or an image (oci:DIR[:TAG], docker://REPO[:TAG], oci-archive:FILE, docker-archive:FILE): {e}"),
@@ -633,7 +633,7 @@ pub fn parse(
         }
         let from = relative_to(r.from.get_ref(), dir);
         if from != "scratch" {
-            if let Err(e) = crate::reference::Reference::parse(&from) {
+            if let Err(e) = shipyard_image::reference::Reference::parse(&from) {
                 return Err(cx.err(
                     r.from.span(),
                     format!("image.{name}.from = {from:?}: expected scratch or an image (oci:DIR[:TAG], docker://REPO[:TAG], oci-archive:FILE, docker-archive:FILE): {e}"),

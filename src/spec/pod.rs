@@ -160,7 +160,7 @@ pub(super) fn parse_pods(
             ));
         }
         let version = p.version.get_ref();
-        if crate::oci::layout::validate_registry_tag(version).is_err() {
+        if shipyard_image::oci::layout::validate_registry_tag(version).is_err() {
             return Err(cx.err(
                 p.version.span(),
                 format!("pod.{name}.version = {version:?}: 1-128 of [A-Za-z0-9_.-], not starting with . or -"),
@@ -303,9 +303,9 @@ pub(super) fn parse_pods(
             let built = image_names.contains(&img.as_str());
             let image = if built {
                 img.clone()
-            } else if crate::reference::Reference::looks_like_reference(img) {
+            } else if shipyard_image::reference::Reference::looks_like_reference(img) {
                 let r = relative_to(img, dir);
-                crate::reference::Reference::parse(&r).map_err(|e| {
+                shipyard_image::reference::Reference::parse(&r).map_err(|e| {
                     cx.err(
                         c.image.span(),
                         format!("pod.{name}.containers.{cname}.image: {e}"),

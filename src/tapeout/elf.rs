@@ -115,7 +115,7 @@ fn read_ld_conf(
     };
     let text = match view
         .open_file(&loc)
-        .and_then(|f| crate::inroot::read_bounded(f.into(), MAX_LD_CONF, conf))
+        .and_then(|f| shipyard_image::inroot::read_bounded(f.into(), MAX_LD_CONF, conf))
     {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) => {

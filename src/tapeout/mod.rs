@@ -14,10 +14,10 @@ pub mod elf;
 pub mod onto;
 pub mod view;
 
-use crate::rootfs::entry::{Entry, Kind, RelPath};
-use crate::rootfs::manifest::Manifest;
 use crate::spec::TapeoutRule;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use shipyard_image::rootfs::entry::{Entry, Kind, RelPath};
+use shipyard_image::rootfs::manifest::Manifest;
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -384,7 +384,7 @@ fn stage_selection(
         }
         set_mtime(d, *mtime);
     }
-    let rec_path = crate::rootfs::walk::ownership_record_path(stage);
+    let rec_path = shipyard_image::rootfs::walk::ownership_record_path(stage);
     let f = std::fs::File::create(&rec_path).map_err(io(&rec_path))?;
     record
         .write_to(std::io::BufWriter::new(f))

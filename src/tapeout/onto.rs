@@ -10,8 +10,8 @@
 //! never puts a directory or file where the base has a symlink. Then
 //! subtraction compares what the base really has at that path.
 
-use crate::rootfs::entry::{Entry, Kind, RelPath};
-use crate::rootfs::manifest::Manifest;
+use shipyard_image::rootfs::entry::{Entry, Kind, RelPath};
+use shipyard_image::rootfs::manifest::Manifest;
 use std::collections::BTreeMap;
 
 /// Symlinks followed in one resolution at most (the kernel's bound).
@@ -270,7 +270,7 @@ pub fn materialize(
     for (d, mode) in dirs.iter().rev() {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(*mode))?;
     }
-    let rec = crate::rootfs::walk::ownership_record_path(into);
+    let rec = shipyard_image::rootfs::walk::ownership_record_path(into);
     record.write_to(std::io::BufWriter::new(std::fs::File::create(rec)?))?;
     Ok(())
 }

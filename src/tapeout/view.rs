@@ -1,10 +1,10 @@
 //! The builder as tapeout sees it after the steps have exited: the step's
 //! changes on top of the base, resolved without mounting anything.
 
-use crate::inroot::{self, Follow};
-use crate::rootfs::manifest::Manifest;
 use crate::sandbox::spec::SubIds;
 use nix::fcntl::OFlag;
+use shipyard_image::inroot::{self, Follow};
+use shipyard_image::rootfs::manifest::Manifest;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
@@ -50,7 +50,7 @@ impl BuilderView {
         let records = lowers
             .iter()
             .map(|l| {
-                let rec = crate::rootfs::walk::ownership_record_path(l);
+                let rec = shipyard_image::rootfs::walk::ownership_record_path(l);
                 std::fs::File::open(&rec).ok().and_then(|f| {
                     Manifest::parse(std::io::BufReader::new(f), &rec.display().to_string()).ok()
                 })
@@ -125,19 +125,19 @@ impl BuilderView {
     /// After the builder ran on a copy of its base (see the sandbox's copy
     /// fallback), what it changed is the builder tree diffed against the
     /// base: compute that, and stop looking into the base.
-    pub fn use_copy(&mut self) -> Result<(), crate::rootfs::walk::WalkError> {
-        use crate::rootfs::walk::{walk, Hashing};
+    pub fn use_copy(&mut self) -> Result<(), shipyard_image::rootfs::walk::WalkError> {
+        use shipyard_image::rootfs::walk::{walk, Hashing};
         let tree = walk(&self.changes, Hashing::None)?;
-        let mut base = crate::rootfs::manifest::Manifest::default();
+        let mut base = shipyard_image::rootfs::manifest::Manifest::default();
         for l in self.lowers.iter().rev() {
             for (_, e) in walk(l, Hashing::None)?.manifest.entries {
                 base.insert(e);
             }
         }
-        let d = crate::rootfs::diff::diff(&tree, &base)?;
+        let d = shipyard_image::rootfs::diff::diff(&tree, &base)?;
         let mut changed = std::collections::HashSet::new();
         for c in d.changes.changes {
-            if let crate::rootfs::changeset::Change::Put(e) = c {
+            if let shipyard_image::rootfs::changeset::Change::Put(e) = c {
                 changed.insert(Path::new("/").join(e.path.to_path()));
             }
         }
@@ -415,7 +415,7 @@ impl BuilderView {
     pub fn owner(&self, p: &Path, loc: &Located, md: &std::fs::Metadata) -> (u32, u32) {
         if let Layer::Lower(i) = loc.layer {
             if let Some(rec) = &self.records[i] {
-                let rel = crate::rootfs::entry::RelPath::new(
+                let rel = shipyard_image::rootfs::entry::RelPath::new(
                     p.strip_prefix("/")
                         .unwrap_or(p)
                         .as_os_str()

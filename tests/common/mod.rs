@@ -210,21 +210,21 @@ pub fn fix_mtimes(root: &Path, secs: i64) {
 
 /// Reads a layout's manifest digest for a tag.
 pub fn digest_of_tag(layout: &Path, tag: &str) -> String {
-    let l = shipyard::oci::layout::Layout::open(layout).unwrap();
+    let l = shipyard_image::oci::layout::Layout::open(layout).unwrap();
     l.resolve(Some(tag)).unwrap().digest().to_string()
 }
 
 /// The entries of the single-layer image's layer: (tar path, type byte).
 pub fn layer_members(layout: &Path, tag: &str) -> Vec<(String, char)> {
-    let l = shipyard::oci::layout::Layout::open(layout).unwrap();
+    let l = shipyard_image::oci::layout::Layout::open(layout).unwrap();
     let d = l.resolve(Some(tag)).unwrap();
-    let img = shipyard::oci::image::Image::load(&l, &d).unwrap();
+    let img = shipyard_image::oci::image::Image::load(&l, &d).unwrap();
     let last = img.manifest.layers().last().unwrap().clone();
-    let dg = shipyard::oci::media::digest_of(&last).unwrap();
+    let dg = shipyard_image::oci::media::digest_of(&last).unwrap();
     let f = l.open_blob(&dg).unwrap();
-    let r = shipyard::layer::compress::decoder(
+    let r = shipyard_image::layer::compress::decoder(
         f,
-        shipyard::oci::media::layer_encoding(last.media_type()),
+        shipyard_image::oci::media::layer_encoding(last.media_type()),
     )
     .unwrap();
     let mut a = tar::Archive::new(r);

@@ -2,10 +2,10 @@
 //! tar library would (hostile names, foreign owners, devices).
 #![allow(dead_code)]
 
-use shipyard::oci::digest::Digest;
-use shipyard::oci::image::{append_layer, empty_config, write_image};
-use shipyard::oci::layout::Layout;
-use shipyard::oci::media;
+use shipyard_image::oci::digest::Digest;
+use shipyard_image::oci::image::{append_layer, empty_config, write_image};
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::oci::media;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -19,11 +19,11 @@
 use super::read::TarItem;
 use super::resolve::Node;
 use super::LayerError;
+use crate::layer::from_image::Stacker;
 use crate::oci::image::Image;
 use crate::oci::layout::Layout;
 use crate::oci::media;
 use crate::rootfs::entry::{Entry, Kind, RelPath};
-use crate::rootfs::from_image::Stacker;
 use crate::rootfs::manifest::Manifest;
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag, OpenHow, ResolveFlag};

@@ -67,7 +67,7 @@ fn key_file(dir: &Path, key: &str) -> PathBuf {
 /// Writes a file of the cache atomically and durably (see
 /// [`crate::oci::layout::write_atomic`]); cache records stay private to
 /// their user.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     crate::oci::layout::write_atomic(path, bytes, 0o600, IfExists::Replace)
 }
 

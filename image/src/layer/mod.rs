@@ -5,6 +5,7 @@
 
 pub mod compress;
 pub mod extract;
+pub mod from_image;
 pub mod generate;
 pub mod pgzip;
 pub mod read;

@@ -4,6 +4,5 @@
 pub mod changeset;
 pub mod diff;
 pub mod entry;
-pub mod from_image;
 pub mod manifest;
 pub mod walk;

@@ -127,7 +127,7 @@ impl Manifest {
     }
 }
 
-pub(crate) fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
+pub fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
     for &b in bytes {
         if b.is_ascii_graphic() && !matches!(b, b'\\' | b'=' | b'#') {
             out.push(b);
@@ -137,7 +137,7 @@ pub(crate) fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-pub(crate) fn unescape(s: &[u8]) -> Result<Vec<u8>, String> {
+pub fn unescape(s: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {

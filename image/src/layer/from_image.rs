@@ -2,13 +2,13 @@
 //! unpacking anything: each layer's entries applied on top of the previous
 //! ones, whiteouts and opaque directories included.
 
-use super::entry::{Entry, Kind, RelPath};
-use super::manifest::Manifest;
 use crate::layer::read::TarItem;
 use crate::layer::LayerError;
 use crate::oci::digest::sha256_reader;
 use crate::oci::image::Image;
 use crate::oci::layout::Layout;
+use crate::rootfs::entry::{Entry, Kind, RelPath};
+use crate::rootfs::manifest::Manifest;
 use std::collections::HashSet;
 
 /// Applies layer items to a manifest the way a runtime stacks layers.
