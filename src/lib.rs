@@ -8,6 +8,6 @@
 pub mod build;
 pub mod cli;
 pub mod pod;
+pub mod project;
 pub mod sandbox;
-pub mod spec;
 pub mod tapeout;

@@ -232,7 +232,7 @@ fn shell_on_a_terminal_is_interactive_on_a_terminal_of_its_own() {
 /// Runs the sandbox helper directly on `spec`, as shipyard would, so that
 /// the sandbox's own defences are tested without the checks shipyard
 /// makes on a spec first.
-fn run_helper(spec: &shipyard::sandbox::spec::StepSpec) -> std::process::Output {
+fn run_helper(spec: &shipyard::sandbox::job::StepSpec) -> std::process::Output {
     shipyard()
         .arg("__sandbox")
         .env(
@@ -248,10 +248,10 @@ fn run_helper(spec: &shipyard::sandbox::spec::StepSpec) -> std::process::Output 
 /// runs `script` with `binds`.
 fn step_on_rootfs(
     root: &Path,
-    binds: Vec<shipyard::sandbox::spec::Bind>,
+    binds: Vec<shipyard::sandbox::job::Bind>,
     script: &str,
-) -> shipyard::sandbox::spec::StepSpec {
-    use shipyard::sandbox::spec::*;
+) -> shipyard::sandbox::job::StepSpec {
+    use shipyard::sandbox::job::*;
     StepSpec {
         root: Root::Dir(root.to_path_buf()),
         binds,
@@ -281,7 +281,7 @@ fn a_bind_target_with_dotdot_stays_inside_the_root() {
     let outside = t.path().join("outside");
     mkdir(&outside, 0o755);
     let target = format!("{}{}/x", "/..".repeat(20), outside.display());
-    let bind = shipyard::sandbox::spec::Bind {
+    let bind = shipyard::sandbox::job::Bind {
         source: src.clone(),
         target: target.clone().into(),
         writable: false,

@@ -2,7 +2,7 @@
 //! `oci:DIR[:TAG]` or `scratch`, and the cache of unpacked bases.
 
 use crate::sandbox::host_dirs;
-use crate::sandbox::spec::Root;
+use crate::sandbox::job::Root;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 

@@ -13,9 +13,9 @@ pub mod remote;
 pub mod restore;
 pub mod stepcache;
 
-use crate::sandbox::spec::{Bind, StepSpec};
+use crate::project::{ImageSpec, Plan, Step};
+use crate::sandbox::job::{Bind, StepSpec};
 use crate::sandbox::{detect_subids, host_dirs, RunOptions};
-use crate::spec::{ImageSpec, Plan, Step};
 use crate::tapeout::view::BuilderView;
 use anyhow::{bail, Context, Result};
 use key::StepKey;
@@ -51,7 +51,7 @@ pub struct BuildOptions {
     pub isolation: crate::sandbox::isolation::Isolation,
     /// The secrets given for this build (`--secret`): rules that name one
     /// see it at /run/secrets/NAME.
-    pub secrets: Vec<crate::sandbox::spec::Secret>,
+    pub secrets: Vec<crate::sandbox::job::Secret>,
     /// No progress lines (`==> …`) on stderr: `-q`.
     pub quiet: bool,
 }
@@ -383,11 +383,11 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                 own.extend(b.cache.iter().map(|m| m.target.as_path()));
             }
         }
-        own.push(Path::new(crate::sandbox::spec::Secret::DIR));
+        own.push(Path::new(crate::sandbox::job::Secret::DIR));
         inplace::InPlace::new(inplace::skipped(&own))
     });
     let copy_marker = match &root {
-        crate::sandbox::spec::Root::Overlay { work, .. } => {
+        crate::sandbox::job::Root::Overlay { work, .. } => {
             Some(work.join(crate::sandbox::COPY_MARKER))
         }
         _ => None,
@@ -398,10 +398,10 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
         && (std::env::var_os(crate::sandbox::NO_OVERLAY_ENV).is_some() || !confinement.mounts);
     let mode = match &root {
         _ if in_place => "none",
-        crate::sandbox::spec::Root::Overlay { .. } if copy_expected => "copy",
-        crate::sandbox::spec::Root::Overlay { .. } => "overlay",
-        crate::sandbox::spec::Root::Dir(_) => "dir",
-        crate::sandbox::spec::Root::Host { .. } => "host",
+        crate::sandbox::job::Root::Overlay { .. } if copy_expected => "copy",
+        crate::sandbox::job::Root::Overlay { .. } => "overlay",
+        crate::sandbox::job::Root::Dir(_) => "dir",
+        crate::sandbox::job::Root::Host { .. } => "host",
     };
 
     // 1. Every step's key, before anything runs.
@@ -498,7 +498,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     // 2. The images (and pods) asked for, and which of their layers the
     //    cache already holds.
     let everything = opts.images.is_empty() && opts.pods.is_empty();
-    let pods: Vec<&crate::spec::PodSpec> = plan
+    let pods: Vec<&crate::project::PodSpec> = plan
         .pods
         .iter()
         .filter(|p| everything || opts.pods.contains(&p.name))
@@ -560,7 +560,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     }
     for p in &pods {
         for v in &p.volumes {
-            if let crate::spec::VolumeSource::Tapeout(t) = &v.source {
+            if let crate::project::VolumeSource::Tapeout(t) = &v.source {
                 needed.insert(t.clone());
             }
         }
@@ -595,11 +595,11 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     let mut pending: Vec<(Descriptor, String)> = Vec::new();
     let mut explain: BTreeMap<String, crate::tapeout::Explain> = BTreeMap::new();
     let mut ran_rule = false;
-    let in_ns = |action: crate::sandbox::spec::Action, name: &str| -> Result<()> {
+    let in_ns = |action: crate::sandbox::job::Action, name: &str| -> Result<()> {
         let spec = StepSpec {
             root: root.clone(),
             binds: Vec::new(),
-            network: crate::sandbox::spec::Network::None,
+            network: crate::sandbox::job::Network::None,
             env: Vec::new(),
             cwd: PathBuf::from("/"),
             argv: Vec::new(),
@@ -637,7 +637,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             layers: std::mem::take(pending),
         };
         in_ns(
-            crate::sandbox::spec::Action::Restore(Box::new(job)),
+            crate::sandbox::job::Action::Restore(Box::new(job)),
             "restore",
         )
         .context("restoring cached rules into the builder")
@@ -748,7 +748,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                         hostname: "shipyard".into(),
                         user: b.user,
                         subids,
-                        action: crate::sandbox::spec::Action::Exec,
+                        action: crate::sandbox::job::Action::Exec,
                         confinement: confinement.clone(),
                         secrets: step_secrets(b, &opts.secrets)?,
                         ca_bundle: ca_bundle.clone(),
@@ -805,7 +805,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     };
                     let (planner, in_ns) = (&planner, &in_ns);
                     captures.push(scope.spawn(move || -> Result<()> {
-                        in_ns(crate::sandbox::spec::Action::Capture(Box::new(job)), &id)
+                        in_ns(crate::sandbox::job::Action::Capture(Box::new(job)), &id)
                             .with_context(|| format!("{id}: caching its changes"))?;
                         let c: capture::Captured =
                             serde_json::from_slice(&std::fs::read(&out_json)?)?;
@@ -852,7 +852,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                         ),
                         None => None,
                     };
-                    let job = crate::sandbox::spec::TapeoutJob {
+                    let job = crate::sandbox::job::TapeoutJob {
                         rule: t.clone(),
                         changes: view.changes.clone(),
                         lowers: view.lowers.clone(),
@@ -864,7 +864,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                         in_place: in_place_changes,
                     };
                     let started = std::time::Instant::now();
-                    in_ns(crate::sandbox::spec::Action::Tapeout(Box::new(job)), &id)?;
+                    in_ns(crate::sandbox::job::Action::Tapeout(Box::new(job)), &id)?;
                     if !opts.quiet {
                         eprintln!("==> {id}: done in {:.2} s", started.elapsed().as_secs_f64());
                     }
@@ -962,9 +962,9 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
 /// The environment a rule runs with (part of its cache key).
 /// The secrets a rule names, from those the build was given.
 fn step_secrets(
-    b: &crate::spec::BuildRule,
-    given: &[crate::sandbox::spec::Secret],
-) -> Result<Vec<crate::sandbox::spec::Secret>> {
+    b: &crate::project::BuildRule,
+    given: &[crate::sandbox::job::Secret],
+) -> Result<Vec<crate::sandbox::job::Secret>> {
     b.secrets
         .iter()
         .map(|name| {
@@ -983,7 +983,7 @@ fn step_secrets(
         .collect()
 }
 
-fn rule_env(plan: &Plan, b: &crate::spec::BuildRule, epoch: i64) -> Vec<(String, String)> {
+fn rule_env(plan: &Plan, b: &crate::project::BuildRule, epoch: i64) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![("HOME".into(), "/root".into())];
     env.extend(plan.env.iter().cloned());
     env.extend(b.env.iter().cloned());

@@ -165,7 +165,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
             );
         }
     }
-    let plan = crate::spec::load(&file, &sets)?;
+    let plan = crate::project::load(&file, &sets)?;
     let secrets = Secrets::parse(&a.secrets)?;
     let (out_dir, tag) = super::oci_ref(&a.output)?;
     if tag.is_some() {
@@ -381,13 +381,13 @@ fn metadata(
 /// into a private temporary file (0600 in a 0700 directory), removed when
 /// the command ends, so that only a path ever travels to a step's helper.
 pub(super) struct Secrets {
-    pub secrets: Vec<crate::sandbox::spec::Secret>,
+    pub secrets: Vec<crate::sandbox::job::Secret>,
     _values: Option<tempfile::TempDir>,
 }
 
 impl Secrets {
     pub(super) fn parse(args: &[String]) -> Result<Self> {
-        use crate::sandbox::spec::Secret;
+        use crate::sandbox::job::Secret;
         let mut secrets: Vec<Secret> = Vec::new();
         let mut values: Option<tempfile::TempDir> = None;
         for arg in args {

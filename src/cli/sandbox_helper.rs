@@ -1,7 +1,7 @@
 //! `shipyard __sandbox`: the helper process of a sandboxed step (see
 //! `crate::sandbox`). Not for direct use.
 
-use crate::sandbox::{helper::helper_main, spec::StepSpec, SPEC_ENV};
+use crate::sandbox::{helper::helper_main, job::StepSpec, SPEC_ENV};
 
 pub fn run() -> ! {
     let code = match std::env::var(SPEC_ENV)

@@ -1,4 +1,4 @@
-use crate::sandbox::spec::{Bind, Network, StepSpec};
+use crate::sandbox::job::{Bind, Network, StepSpec};
 use crate::sandbox::{detect_subids, run, RunOptions};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -81,7 +81,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
             } else {
                 p.clone()
             };
-            Some(crate::spec::load(&file, &[])?)
+            Some(crate::project::load(&file, &[])?)
         }
         None => None,
     };
@@ -129,7 +129,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
     }
     crate::sandbox::ca::add_missing(&mut env, crate::sandbox::ca::proxy_env());
     let user = match &a.user {
-        Some(u) => crate::spec::parse_owner(u)
+        Some(u) => crate::project::parse_owner(u)
             .with_context(|| format!("--user {u}: expected UID or UID:GID (numbers)"))?,
         None => (0, 0),
     };
@@ -156,7 +156,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
         hostname: "shipyard".into(),
         user,
         subids,
-        action: crate::sandbox::spec::Action::Exec,
+        action: crate::sandbox::job::Action::Exec,
         confinement,
         secrets: secrets.secrets.clone(),
         ca_bundle: plan

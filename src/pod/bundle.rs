@@ -8,7 +8,7 @@ use super::{
     Container, Definition, EnvVar, Mount, Port, Volume, ARTIFACT_TYPE, CONTAINER_ANNOTATION,
     DEFINITION_TYPE, DIRTY_ANNOTATION, ROLE_ANNOTATION, VOLUME_ANNOTATION,
 };
-use crate::spec::{PodSpec, VolumeSource, CONFIG_VOLUME};
+use crate::project::{PodSpec, VolumeSource, CONFIG_VOLUME};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
 use oci_spec::image::{Descriptor, MediaType};

@@ -10,7 +10,7 @@
 
 use super::read::Pod;
 use super::Definition;
-use crate::spec::CONFIG_VOLUME;
+use crate::project::CONFIG_VOLUME;
 use anyhow::{bail, Result};
 use base64::Engine;
 use serde_json::{json, Value};

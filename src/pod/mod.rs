@@ -6,7 +6,7 @@
 //! makes a deployable directory of it; `kube` a Kubernetes manifest.
 
 pub mod bundle;
-pub use crate::spec::CONFIG_VOLUME;
+pub use crate::project::CONFIG_VOLUME;
 pub mod kube;
 pub mod read;
 pub mod unpack;

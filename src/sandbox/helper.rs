@@ -8,7 +8,7 @@
 use super::confine;
 use super::inroot::InRoot;
 use super::isolation::{IdMap, Level, ProcMode};
-use super::spec::{Network, Root, StepSpec, SubIds};
+use super::job::{Network, Root, StepSpec, SubIds};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{SigSet, Signal};
@@ -62,7 +62,7 @@ fn run(spec: &StepSpec) -> Res<i32> {
     // so does the helper; once the step runs, see `supervise`.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
     check_parent()?;
-    if let super::spec::Action::Probe = spec.action {
+    if let super::job::Action::Probe = spec.action {
         return Ok(super::probe::run(spec));
     }
     let uid = Uid::current().as_raw();
@@ -74,10 +74,10 @@ fn run(spec: &StepSpec) -> Res<i32> {
         enter_userns(spec, c.map)?;
     }
     match &spec.action {
-        super::spec::Action::Tapeout(job) => return Ok(tapeout_job(job)),
-        super::spec::Action::Capture(job) => return Ok(report(job.run())),
-        super::spec::Action::Restore(job) => return Ok(report(job.run())),
-        super::spec::Action::Exec | super::spec::Action::Probe => {}
+        super::job::Action::Tapeout(job) => return Ok(tapeout_job(job)),
+        super::job::Action::Capture(job) => return Ok(report(job.run())),
+        super::job::Action::Restore(job) => return Ok(report(job.run())),
+        super::job::Action::Exec | super::job::Action::Probe => {}
     }
     if !c.namespaced() {
         return super::plain::run(spec, real_root);
@@ -418,12 +418,12 @@ fn pid1(
     }
     if !spec.secrets.is_empty() {
         inside.mount_fs(
-            Path::new(super::spec::Secret::DIR),
+            Path::new(super::job::Secret::DIR),
             "tmpfs",
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            Some(&format!("mode=0755,size={}", super::spec::Secret::MAX * 2)),
+            Some(&format!("mode=0755,size={}", super::job::Secret::MAX * 2)),
         )?;
-        let dir = inside.dir(Path::new(super::spec::Secret::DIR))?;
+        let dir = inside.dir(Path::new(super::job::Secret::DIR))?;
         place_secrets(&dir, &spec.secrets, spec.user)?;
     }
     if spec.network == Network::None {
@@ -490,25 +490,24 @@ fn bind_ca_bundle(inside: &InRoot, bundle: &Path) -> Res<PathBuf> {
 /// 0400, owned by the step's user. Read as the caller: a secret's file is
 /// whatever the caller may read, and no more than [`Secret::MAX`] bytes.
 ///
-/// [`Secret::MAX`]: super::spec::Secret::MAX
+/// [`Secret::MAX`]: super::job::Secret::MAX
 pub(super) fn place_secrets(
     dir: &std::os::fd::OwnedFd,
-    secrets: &[super::spec::Secret],
+    secrets: &[super::job::Secret],
     user: (u32, u32),
 ) -> Res<()> {
     use std::io::{Read, Write};
     for s in secrets {
-        super::spec::Secret::check_name(&s.name)
-            .map_err(|m| format!("secret {:?}: {m}", s.name))?;
+        super::job::Secret::check_name(&s.name).map_err(|m| format!("secret {:?}: {m}", s.name))?;
         let mut value = Vec::new();
         std::fs::File::open(&s.source)
-            .and_then(|f| f.take(super::spec::Secret::MAX + 1).read_to_end(&mut value))
+            .and_then(|f| f.take(super::job::Secret::MAX + 1).read_to_end(&mut value))
             .map_err(e(format!("reading secret {}", s.name)))?;
-        if value.len() as u64 > super::spec::Secret::MAX {
+        if value.len() as u64 > super::job::Secret::MAX {
             return Err(format!(
                 "secret {} is larger than {} bytes",
                 s.name,
-                super::spec::Secret::MAX
+                super::job::Secret::MAX
             ));
         }
         let fd = nix::fcntl::openat(
@@ -767,7 +766,7 @@ fn report(r: Result<(), String>) -> i32 {
 
 /// Runs a tapeout as root of the build's user namespace: returns 0, or 1
 /// with the error on stderr.
-fn tapeout_job(job: &super::spec::TapeoutJob) -> i32 {
+fn tapeout_job(job: &super::job::TapeoutJob) -> i32 {
     use crate::tapeout::view::BuilderView;
     let result = (|| -> Result<crate::tapeout::Explain, String> {
         let view = match &job.in_place {

@@ -19,12 +19,12 @@ mod confine;
 pub mod helper;
 mod inroot;
 pub mod isolation;
+pub mod job;
 mod plain;
 mod probe;
 mod pty;
-pub mod spec;
 
-use spec::{StepSpec, SubIds};
+use job::{StepSpec, SubIds};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -165,16 +165,16 @@ pub fn choose_isolation(
     } else {
         let bin = helper_binary();
         let spec = StepSpec {
-            root: spec::Root::Dir(PathBuf::from("/")),
+            root: job::Root::Dir(PathBuf::from("/")),
             binds: Vec::new(),
-            network: spec::Network::None,
+            network: job::Network::None,
             env: Vec::new(),
             cwd: PathBuf::from("/"),
             argv: Vec::new(),
             hostname: "shipyard".into(),
             user: (0, 0),
             subids,
-            action: spec::Action::Probe,
+            action: job::Action::Probe,
             confinement: isolation::Confinement::full(),
             secrets: Vec::new(),
             ca_bundle: None,
@@ -420,9 +420,9 @@ pub fn remove_tree(path: &Path) -> Result<(), SandboxError> {
         .prefix("shipyard-cleanup-")
         .tempdir()?;
     let spec = StepSpec {
-        root: spec::Root::Host { dirs: host_dirs(), state: elsewhere.path().to_path_buf() },
-        binds: vec![spec::Bind { source: path.to_path_buf(), target: PathBuf::from("/cleanup"), writable: true }],
-        network: spec::Network::None,
+        root: job::Root::Host { dirs: host_dirs(), state: elsewhere.path().to_path_buf() },
+        binds: vec![job::Bind { source: path.to_path_buf(), target: PathBuf::from("/cleanup"), writable: true }],
+        network: job::Network::None,
         env: Vec::new(),
         cwd: PathBuf::from("/"),
         argv: vec![
@@ -433,7 +433,7 @@ pub fn remove_tree(path: &Path) -> Result<(), SandboxError> {
         hostname: "shipyard".into(),
         user: (0, 0),
         subids: detect_subids(),
-        action: spec::Action::Exec,
+        action: job::Action::Exec,
         confinement: isolation::Confinement::full(),
         secrets: Vec::new(),
         ca_bundle: None,

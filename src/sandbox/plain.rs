@@ -23,7 +23,7 @@ use super::helper::{
     become_subreaper, check_parent, copied_root, exec, helper_gone, stop_signals, supervise,
 };
 use super::isolation::Level;
-use super::spec::{Root, StepSpec};
+use super::job::{Root, StepSpec};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{fork, ForkResult, Gid, Uid};
 use std::path::{Path, PathBuf};
@@ -246,7 +246,7 @@ fn extras(
         super::ca::add_missing(env, super::ca::bundle_env(&at));
     }
     if !spec.secrets.is_empty() {
-        let dir = inside(super::spec::Secret::DIR);
+        let dir = inside(super::job::Secret::DIR);
         if let Some(r) = root {
             check_no_symlinks(r, &dir)?;
         }

@@ -8,7 +8,7 @@
 use super::helper::enter_userns;
 use super::inroot::InRoot;
 use super::isolation::{IdMap, ProbeReport, ProcMode};
-use super::spec::StepSpec;
+use super::job::StepSpec;
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::waitpid;

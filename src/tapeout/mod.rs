@@ -14,7 +14,7 @@ pub mod elf;
 pub mod onto;
 pub mod view;
 
-use crate::spec::TapeoutRule;
+use crate::project::TapeoutRule;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use shipyard_image::rootfs::entry::{Entry, Kind, RelPath};
 use shipyard_image::rootfs::manifest::Manifest;

@@ -1,7 +1,7 @@
 //! The builder as tapeout sees it after the steps have exited: the step's
 //! changes on top of the base, resolved without mounting anything.
 
-use crate::sandbox::spec::SubIds;
+use crate::sandbox::job::SubIds;
 use nix::fcntl::OFlag;
 use shipyard_image::inroot::{self, Follow};
 use shipyard_image::rootfs::manifest::Manifest;

@@ -148,7 +148,7 @@ pub enum Action {
 /// A tapeout to run in the builder's user namespace.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TapeoutJob {
-    pub rule: crate::spec::TapeoutRule,
+    pub rule: crate::project::TapeoutRule,
     pub changes: PathBuf,
     pub lowers: Vec<PathBuf>,
     pub host_dirs: Vec<PathBuf>,

@@ -247,7 +247,7 @@ pub struct Plan {
     pub dir: PathBuf,
     pub from: String,
     pub sources: Vec<Source>,
-    pub network: crate::sandbox::spec::Network,
+    pub network: crate::sandbox::job::Network,
     pub env: Vec<(String, String)>,
     /// Bind the host's CA bundle into the builder (`host-ca = true`).
     pub host_ca: bool,
@@ -266,13 +266,13 @@ fn cache_mounts(
 ) -> Result<Vec<crate::build::mounts::CacheMount>, SpecError> {
     let mut out = Vec::new();
     for (target, m) in raw {
-        crate::sandbox::spec::Bind::check_target(target)
+        crate::sandbox::job::Bind::check_target(target)
             .map_err(|why| cx.err(m.span(), format!("{key}: {target:?}: {why}")))?;
         let (id, sharing) = match m.get_ref() {
             RawCache::Id(id) => (id.clone(), None),
             RawCache::Full { id, sharing } => (id.clone(), sharing.clone()),
         };
-        crate::sandbox::spec::Secret::check_name(&id).map_err(|why| {
+        crate::sandbox::job::Secret::check_name(&id).map_err(|why| {
             cx.err(
                 m.span(),
                 format!(
@@ -407,8 +407,8 @@ pub fn parse(
         .as_ref()
         .map(|n| (n.get_ref().as_str(), n.span()))
     {
-        None | Some(("none", _)) => crate::sandbox::spec::Network::None,
-        Some(("host", _)) => crate::sandbox::spec::Network::Host,
+        None | Some(("none", _)) => crate::sandbox::job::Network::None,
+        Some(("host", _)) => crate::sandbox::job::Network::Host,
         Some((other, span)) => {
             return Err(cx.err(
                 span,
@@ -432,7 +432,7 @@ pub fn parse(
                 ),
             )
         })?;
-        if let Err(why) = crate::sandbox::spec::Bind::check_target(target) {
+        if let Err(why) = crate::sandbox::job::Bind::check_target(target) {
             return Err(cx.err(src.span(), format!("builder.sources.\"{target}\": {why}")));
         }
         sources.push(Source {
@@ -481,7 +481,7 @@ pub fn parse(
         }
         let mut secrets = Vec::new();
         for sec in &r.secrets {
-            crate::sandbox::spec::Secret::check_name(sec.get_ref()).map_err(|m| {
+            crate::sandbox::job::Secret::check_name(sec.get_ref()).map_err(|m| {
                 cx.err(
                     sec.span(),
                     format!("build.{name}.secrets: {:?}: {m}", sec.get_ref()),
