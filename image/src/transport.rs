@@ -83,7 +83,7 @@ fn client(r: &RegistryRef, o: &Options) -> Result<Client> {
 }
 
 /// Runs a read of `rr` against its mirrors from registries.conf in turn,
-/// then against the registry itself (see [`crate::registry::conf`]). A
+/// then against the registry itself (see [`crate::registries_conf`]). A
 /// mirror that fails is skipped with a warning; the registry's own error
 /// is the one reported.
 fn from_mirrors<T>(
@@ -91,7 +91,7 @@ fn from_mirrors<T>(
     o: &Options,
     read: impl Fn(&RegistryRef, &Client) -> Result<T>,
 ) -> Result<T> {
-    let conf = crate::registry::conf::current().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let conf = crate::registries_conf::current().map_err(|e| anyhow::anyhow!("{e}"))?;
     let name = format!("{}/{}", rr.registry, rr.repository);
     let sources = conf.pull_sources(&name);
     let last = sources.len().saturating_sub(1);

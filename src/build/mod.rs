@@ -637,7 +637,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             layers: std::mem::take(pending),
         };
         in_ns(
-            crate::sandbox::job::Action::Restore(Box::new(job)),
+            crate::sandbox::job::Action::InNamespace(crate::sandbox::job::NsJob::new(&job)?),
             "restore",
         )
         .context("restoring cached rules into the builder")
@@ -805,8 +805,13 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     };
                     let (planner, in_ns) = (&planner, &in_ns);
                     captures.push(scope.spawn(move || -> Result<()> {
-                        in_ns(crate::sandbox::job::Action::Capture(Box::new(job)), &id)
-                            .with_context(|| format!("{id}: caching its changes"))?;
+                        in_ns(
+                            crate::sandbox::job::Action::InNamespace(
+                                crate::sandbox::job::NsJob::new(&job)?,
+                            ),
+                            &id,
+                        )
+                        .with_context(|| format!("{id}: caching its changes"))?;
                         let c: capture::Captured =
                             serde_json::from_slice(&std::fs::read(&out_json)?)?;
                         let rec = Record::new(RecordKind::Rule, &id, c.descriptor, c.diff_id);
@@ -852,7 +857,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                         ),
                         None => None,
                     };
-                    let job = crate::sandbox::job::TapeoutJob {
+                    let job = crate::tapeout::job::TapeoutJob {
                         rule: t.clone(),
                         changes: view.changes.clone(),
                         lowers: view.lowers.clone(),
@@ -864,7 +869,12 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                         in_place: in_place_changes,
                     };
                     let started = std::time::Instant::now();
-                    in_ns(crate::sandbox::job::Action::Tapeout(Box::new(job)), &id)?;
+                    in_ns(
+                        crate::sandbox::job::Action::InNamespace(crate::sandbox::job::NsJob::new(
+                            &job,
+                        )?),
+                        &id,
+                    )?;
                     if !opts.quiet {
                         eprintln!("==> {id}: done in {:.2} s", started.elapsed().as_secs_f64());
                     }
@@ -1148,13 +1158,11 @@ fn make_layer(
         state.join("tapeout").join(&group[0])
     } else {
         let merged = state.join("image").join(merged_name);
-        merge_stages(
-            group
-                .iter()
-                .map(|t| state.join("tapeout").join(t))
-                .collect(),
-            &merged,
-        )?;
+        let stages: Vec<PathBuf> = group
+            .iter()
+            .map(|t| state.join("tapeout").join(t))
+            .collect();
+        crate::tapeout::stage::merge_stages(&stages, &merged)?;
         merged
     };
     std::fs::create_dir_all(&tree)?;
@@ -1303,42 +1311,6 @@ fn annotate(
         ann.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     ));
     Ok(layout.put_json(&m, oci_spec::image::MediaType::ImageManifest)?)
-}
-
-/// Merges staged tapeout trees (later ones win) with their ownership
-/// records, using hard links (same filesystem).
-pub(crate) fn merge_stages(stages: Vec<PathBuf>, into: &Path) -> Result<()> {
-    std::fs::create_dir_all(into)?;
-    let mut record = Manifest::default();
-    for s in &stages {
-        for e in walkdir::WalkDir::new(s).min_depth(1).sort_by_file_name() {
-            let e = e?;
-            let rel = e.path().strip_prefix(s)?;
-            let dest = into.join(rel);
-            let ft = e.file_type();
-            if ft.is_dir() {
-                std::fs::create_dir_all(&dest)?;
-                std::fs::set_permissions(&dest, std::fs::metadata(e.path())?.permissions())?;
-            } else {
-                let _ = std::fs::remove_file(&dest);
-                if ft.is_symlink() {
-                    std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &dest)?;
-                } else {
-                    std::fs::hard_link(e.path(), &dest)?;
-                }
-            }
-        }
-        let rec = shipyard_image::rootfs::walk::ownership_record_path(s);
-        if let Ok(f) = std::fs::File::open(&rec) {
-            let m = Manifest::parse(std::io::BufReader::new(f), &rec.display().to_string())?;
-            for (_, e) in m.entries {
-                record.insert(e);
-            }
-        }
-    }
-    let f = std::fs::File::create(shipyard_image::rootfs::walk::ownership_record_path(into))?;
-    record.write_to(std::io::BufWriter::new(f))?;
-    Ok(())
 }
 
 /// Removes a builder state directory without making the user wait for

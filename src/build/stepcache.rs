@@ -22,10 +22,11 @@
 use super::key::{KeyHasher, SourceContent, StepKey};
 use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
-use shipyard_image::cache::write_atomic;
+use shipyard_image::cache::write_private;
 use shipyard_image::cache::Cache;
+use shipyard_image::fsutil::TMP_PREFIX;
 use shipyard_image::oci::digest::Digest;
-use shipyard_image::oci::layout::{is_stale, TMP_PREFIX};
+use shipyard_image::oci::layout::is_stale;
 use shipyard_image::oci::media;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -223,7 +224,7 @@ impl StepCache {
             path: path.clone(),
             error: e.into(),
         })?;
-        write_atomic(&path, &bytes).map_err(io_err(&path))
+        write_private(&path, &bytes).map_err(io_err(&path))
     }
 
     /// Where the key parts of `step` of the spec in `spec_dir` were last
@@ -249,7 +250,7 @@ impl StepCache {
         let path = self.last_path(spec_dir, step);
         let res = serde_json::to_vec(&key.parts)
             .map_err(std::io::Error::other)
-            .and_then(|b| write_atomic(&path, &b));
+            .and_then(|b| write_private(&path, &b));
         if let Err(e) = res {
             tracing::warn!("remembering {step}'s cache key: {e}");
         }
@@ -264,7 +265,7 @@ impl StepCache {
     pub fn keep_source(&self, c: &SourceContent) {
         let path = self.source_path(&c.digest);
         if !path.exists() {
-            let _ = write_atomic(&path, c.to_text().as_bytes());
+            let _ = write_private(&path, c.to_text().as_bytes());
         }
     }
 

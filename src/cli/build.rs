@@ -301,21 +301,21 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         let Some(b) = built.iter().find(|b| !b.pod) else {
             bail!("--iidfile: the build made no image");
         };
-        shipyard_image::oci::layout::write_atomic(
+        shipyard_image::fsutil::write_atomic(
             f,
             b.digest.as_bytes(),
             0o644,
-            shipyard_image::oci::layout::IfExists::Replace,
+            shipyard_image::fsutil::IfExists::Replace,
         )
         .with_context(|| format!("--iidfile {}", f.display()))?;
     }
     if let Some(f) = &a.metadata_file {
         let json = metadata(&opts.output, &built, &pushed)?;
-        shipyard_image::oci::layout::write_atomic(
+        shipyard_image::fsutil::write_atomic(
             f,
             &serde_json::to_vec_pretty(&json)?,
             0o644,
-            shipyard_image::oci::layout::IfExists::Replace,
+            shipyard_image::fsutil::IfExists::Replace,
         )
         .with_context(|| format!("--metadata-file {}", f.display()))?;
     }

@@ -204,7 +204,7 @@ fn prefixed(prefix: &str, p: &RelPath) -> RelPath {
 /// stages), carrying its ownership record over with the paths moved.
 fn graft(stage: &Path, root: &Path, prefix: &str, record: &mut Manifest) -> Result<()> {
     let dest = root.join(prefix);
-    crate::build::merge_stages(vec![stage.to_path_buf()], &dest)?;
+    crate::tapeout::stage::merge_stages(&[stage.to_path_buf()], &dest)?;
     // merge_stages leaves the record beside `dest`, inside `root`: move
     // its entries into the root's record and the file out of the tree.
     let rec = ownership_record_path(&dest);

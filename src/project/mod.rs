@@ -5,6 +5,7 @@
 //! cycles (the cycle printed), missing source paths. Rules keep the order
 //! they are written in; they run as a DAG in that stable order.
 
+pub mod cache_mount;
 mod pod;
 pub use pod::{ContainerSpec, PodSpec, Port, VolumeSource, VolumeSpec, CONFIG_VOLUME};
 
@@ -189,7 +190,7 @@ pub struct BuildRule {
     /// Names of the secrets the rule sees (only the names are in its key).
     pub secrets: Vec<String>,
     /// Cache mounts (the builder's, then the rule's; never in its key).
-    pub cache: Vec<crate::build::mounts::CacheMount>,
+    pub cache: Vec<cache_mount::CacheMount>,
 }
 
 /// A tapeout rule (selects what images keep).
@@ -263,7 +264,7 @@ fn cache_mounts(
     cx: &Ctx<'_>,
     key: &str,
     raw: &IndexMap<String, Spanned<RawCache>>,
-) -> Result<Vec<crate::build::mounts::CacheMount>, SpecError> {
+) -> Result<Vec<cache_mount::CacheMount>, SpecError> {
     let mut out = Vec::new();
     for (target, m) in raw {
         crate::sandbox::job::Bind::check_target(target)
@@ -287,7 +288,7 @@ fn cache_mounts(
                 .map_err(|why| cx.err(m.span(), format!("{key}.{target:?}: {why}")))?,
             None => Default::default(),
         };
-        out.push(crate::build::mounts::CacheMount {
+        out.push(cache_mount::CacheMount {
             target: PathBuf::from(target),
             id,
             sharing,
@@ -476,7 +477,7 @@ pub fn parse(
         };
         let mut cache = builder_cache.clone();
         for m in cache_mounts(&cx, &format!("build.{name}.cache"), &r.cache)? {
-            cache.retain(|c: &crate::build::mounts::CacheMount| c.target != m.target);
+            cache.retain(|c: &cache_mount::CacheMount| c.target != m.target);
             cache.push(m);
         }
         let mut secrets = Vec::new();

@@ -11,7 +11,9 @@
 //! it as an ownership record, so the layer says what the builder said.
 
 pub mod elf;
+pub mod job;
 pub mod onto;
+pub mod stage;
 pub mod view;
 
 use crate::project::TapeoutRule;
@@ -359,7 +361,7 @@ fn stage_selection(
                     drop(to);
                     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
                         .map_err(io(&target))?;
-                    set_mtime(&target, md.mtime());
+                    shipyard_image::fsutil::set_mtime(&target, md.mtime());
                     staged_inodes.insert(key, target.clone());
                 }
             }
@@ -382,7 +384,7 @@ fn stage_selection(
         if let Some(e) = record.get(&key) {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(e.mode)).map_err(io(d))?;
         }
-        set_mtime(d, *mtime);
+        shipyard_image::fsutil::set_mtime(d, *mtime);
     }
     let rec_path = shipyard_image::rootfs::walk::ownership_record_path(stage);
     let f = std::fs::File::create(&rec_path).map_err(io(&rec_path))?;
@@ -398,23 +400,4 @@ fn record_entry(record: &mut Manifest, rel: &Path, kind: Kind, owner: (u32, u32)
     e.gid = owner.1 as u64;
     e.mode = mode;
     record.insert(e);
-}
-
-/// Sets a path's atime and mtime without following a final symlink (best
-/// effort: a copy with a wrong mtime is still the right content).
-pub(crate) fn set_mtime(p: &Path, secs: i64) {
-    set_mtime_ns(p, secs, 0)
-}
-
-/// [`set_mtime`] to the nanosecond: a copy that must compare unchanged
-/// against its original (the copy fallback) keeps the exact mtime.
-pub(crate) fn set_mtime_ns(p: &Path, secs: i64, nsecs: i64) {
-    let t = nix::sys::time::TimeSpec::new(secs, nsecs);
-    let _ = nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        p,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    );
 }
