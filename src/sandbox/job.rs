@@ -22,7 +22,8 @@ pub enum Root {
     Host { dirs: Vec<PathBuf>, state: PathBuf },
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+/// The network a step sees.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
     /// A new network namespace with only loopback.
