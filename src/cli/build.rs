@@ -1,5 +1,5 @@
 use super::transfer::RegistryArgs;
-use crate::build::{build, BuildOptions};
+use crate::build::{build, BuildOptions, Event, Events};
 use anyhow::{bail, Context, Result};
 use shipyard_image::layer::compress::Compression;
 use shipyard_image::reference::Reference;
@@ -221,19 +221,17 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         ..transport::Options::default()
     };
     topts.push.retries = a.registry.retry;
-    transport::set_defaults(topts.clone());
     let opts = BuildOptions {
         output: out_dir,
         images: a.images.clone(),
         pods: a.pods.clone(),
         keep_builder: a.keep_builder,
-        explain: a.explain,
         epoch: shipyard_image::reproducible::epoch(a.timestamp)?,
         compression: a.compression,
         level: a.level,
         isolation: a.isolation,
         secrets: secrets.secrets.clone(),
-        quiet,
+        transport: topts.clone(),
         cache: crate::build::CacheOptions {
             read: !a.no_cache,
             no_cache_rules: a
@@ -259,7 +257,11 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
                 .transpose()?,
         },
     };
-    let built = build(&plan, &opts)?;
+    let printer = Printer {
+        quiet,
+        explain: a.explain,
+    };
+    let built = build(&plan, &opts, &printer)?;
     for b in &built {
         let what = if b.pod { "pod " } else { "" };
         if !quiet {
@@ -320,6 +322,52 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         .with_context(|| format!("--metadata-file {}", f.display()))?;
     }
     Ok(())
+}
+
+/// Prints a build's events: progress on stderr (none with `-q`), the
+/// `--explain` table on stdout.
+struct Printer {
+    quiet: bool,
+    explain: bool,
+}
+
+impl Events for Printer {
+    fn event(&self, e: Event<'_>) {
+        match e {
+            Event::Step { step, status, why } => {
+                if self.quiet {
+                    // -q: only errors on stderr.
+                } else if why.is_empty() {
+                    eprintln!("==> {step}: {status}");
+                } else {
+                    eprintln!("==> {step}: {status}: {why}");
+                }
+                if self.explain {
+                    println!("{step}\t{status}\t{why}");
+                }
+            }
+            Event::Explain { image, path, why } if self.explain => {
+                println!("{image}\t{path}\t{why}")
+            }
+            Event::Explain { .. } => {}
+            // Asked for: said even with -q.
+            Event::BuilderKept {
+                state,
+                changes,
+                logs,
+            } => eprintln!(
+                "builder kept in {} (changes: {}, logs: {})",
+                state.display(),
+                changes.display(),
+                logs.display()
+            ),
+            _ if self.quiet => {}
+            Event::Isolation(summary) => eprintln!("==> isolation: {summary}"),
+            Event::Done { step, seconds } => eprintln!("==> {step}: done in {seconds:.2} s"),
+            Event::Pod(name) => eprintln!("==> pod.{name}"),
+            Event::CacheExported { entries, to } => eprintln!("cache: {entries} entries in {to}"),
+        }
+    }
 }
 
 /// Whether `r` names where an image goes, beyond a bare `NAME[:TAG]`
