@@ -259,8 +259,7 @@ impl<'a> Executor<'a> {
             let out = &self.opts.output;
             let layout = Layout::open_or_create(out)
                 .doing(|| format!("opening the output layout {}", out.display()))?;
-            let (mut built, descriptors) =
-                self.write_images(schedule, bases, &layout, &explain)?;
+            let (mut built, descriptors) = self.write_images(schedule, bases, &layout, &explain)?;
             built.extend(self.write_pods(schedule, &layout, &descriptors)?);
             join_all(&mut jobs.background)?;
             self.export_cache(schedule)?;
@@ -586,7 +585,10 @@ impl<'a> Executor<'a> {
         let n = remote::export(&self.cache.sc, to, &keys, &self.opts.transport)
             .doing(|| format!("--cache-to {to}"))?;
         let to = to.to_string();
-        self.events.event(Event::CacheExported { entries: n, to: &to });
+        self.events.event(Event::CacheExported {
+            entries: n,
+            to: &to,
+        });
         Ok(())
     }
 }

@@ -128,12 +128,23 @@ impl Executor<'_> {
         for (i, layer) in img.layers.iter().enumerate() {
             let at = LayerAt { spec, i, base };
             let rec = self.image_layer(&at, layer, &mut base_manifest, layout, explain)?;
-            self.cache.sc.remember_parts(&self.plan.dir, &at.step(), &layer.key);
+            self.cache
+                .sc
+                .remember_parts(&self.plan.dir, &at.step(), &layer.key);
             lines.extend(rec.explain.clone());
-            let by: Vec<String> = layer.tapeouts.iter().map(|t| format!("tapeout.{t}")).collect();
+            let by: Vec<String> = layer
+                .tapeouts
+                .iter()
+                .map(|t| format!("tapeout.{t}"))
+                .collect();
             let diff_id: Digest = rec.diff_id.parse().doing(what)?;
             let created_by = format!("shipyard build: {}", by.join(" "));
-            append_layer(&mut config, &diff_id, &rfc3339(self.opts.epoch), &created_by);
+            append_layer(
+                &mut config,
+                &diff_id,
+                &rfc3339(self.opts.epoch),
+                &created_by,
+            );
             layers.push(rec.layer.clone());
         }
         // What each tapeout took into this image, and from where: what
@@ -145,9 +156,13 @@ impl Executor<'_> {
             .map(|t| self.taken(t, explain))
             .collect();
         let config = mutate::declare(&config, &declared(spec));
-        let config_desc = layout.put_json(&config, MediaType::ImageConfig).doing(what)?;
+        let config_desc = layout
+            .put_json(&config, MediaType::ImageConfig)
+            .doing(what)?;
         let manifest = mutate::manifest(config_desc, layers, &spec.annotations).doing(what)?;
-        let desc = layout.put_json(&manifest, MediaType::ImageManifest).doing(what)?;
+        let desc = layout
+            .put_json(&manifest, MediaType::ImageManifest)
+            .doing(what)?;
         layout.tag(&spec.tag, &desc).doing(what)?;
         Ok(Assembled {
             digest: desc.digest().to_string(),
@@ -163,7 +178,11 @@ impl Executor<'_> {
         builder.extend(self.view.host_dirs.iter().cloned());
         Taken {
             tapeout: t.to_string(),
-            paths: explain.get(t).into_iter().flat_map(|e| e.keys().cloned()).collect(),
+            paths: explain
+                .get(t)
+                .into_iter()
+                .flat_map(|e| e.keys().cloned())
+                .collect(),
             stage: self.stage(t),
             builder,
         }
@@ -184,21 +203,41 @@ impl Executor<'_> {
         match &layer.status {
             Status::Hit(r) => {
                 let d = digest_of(&r.layer).doing(|| step.clone())?;
-                layout.link_blob_from(&sc.cache.layout, &d).doing(|| step.clone())?;
-                self.events.event(Event::Step { step: &label, status: "cached", why: "" });
+                layout
+                    .link_blob_from(&sc.cache.layout, &d)
+                    .doing(|| step.clone())?;
+                self.events.event(Event::Step {
+                    step: &label,
+                    status: "cached",
+                    why: "",
+                });
                 Ok((**r).clone())
             }
             Status::Miss(why) => {
-                self.events.event(Event::Step { step: &label, status: "make", why });
+                self.events.event(Event::Step {
+                    step: &label,
+                    status: "make",
+                    why,
+                });
                 if base_manifest.is_none() {
                     *base_manifest = Some(at.base_manifest()?);
                 }
                 let empty = Manifest::default();
                 let base = base_manifest.as_ref().unwrap_or(&empty);
-                let rec = self.make_layer(&layer.tapeouts, &at.merged_name(), base, layout, explain)?;
+                let rec =
+                    self.make_layer(&layer.tapeouts, &at.merged_name(), base, layout, explain)?;
                 let d = digest_of(&rec.layer).doing(|| step.clone())?;
-                sc.cache.layout.link_blob_from(layout, &d).doing(|| step.clone())?;
-                sc.store(&layer.key.key, &Record { step, ..rec.clone() })?;
+                sc.cache
+                    .layout
+                    .link_blob_from(layout, &d)
+                    .doing(|| step.clone())?;
+                sc.store(
+                    &layer.key.key,
+                    &Record {
+                        step,
+                        ..rec.clone()
+                    },
+                )?;
                 Ok(rec)
             }
         }
@@ -223,8 +262,9 @@ impl Executor<'_> {
             clamp_mtime: Some(self.opts.epoch),
         };
         let (compression, level) = (self.opts.compression, self.opts.level);
-        let out = shipyard_image::layer::write_layer(layout, &d.changes, &tree, compression, level, &tar)
-            .doing(what)?;
+        let out =
+            shipyard_image::layer::write_layer(layout, &d.changes, &tree, compression, level, &tar)
+                .doing(what)?;
         let diff_id = out.diff_id.to_string();
         let mut rec = Record::new(RecordKind::Layer, merged_name, out.descriptor, diff_id);
         let in_layer: HashSet<&RelPath> = (d.changes.changes.iter())
@@ -251,7 +291,11 @@ impl Executor<'_> {
         group: &[String],
         merged_name: &str,
         base_manifest: &Manifest,
-    ) -> Result<(PathBuf, shipyard_image::rootfs::walk::Tree, BTreeMap<RelPath, Move>)> {
+    ) -> Result<(
+        PathBuf,
+        shipyard_image::rootfs::walk::Tree,
+        BTreeMap<RelPath, Move>,
+    )> {
         let what = || format!("making the layer {merged_name}");
         let tree = if let [only] = group {
             self.stage(only)
@@ -318,7 +362,11 @@ fn explain_line(
     in_layer: &HashSet<&RelPath>,
     base: &Manifest,
 ) -> (String, String) {
-    let bytes = p.strip_prefix("/").unwrap_or(p).as_os_str().as_encoded_bytes();
+    let bytes = p
+        .strip_prefix("/")
+        .unwrap_or(p)
+        .as_os_str()
+        .as_encoded_bytes();
     let from = RelPath::new(bytes.to_vec());
     let mv = moves.get(&from);
     let Some(to) = mv.map_or(Some(&from), |m| m.to.as_ref()) else {

@@ -43,8 +43,7 @@ pub struct Remote {
 impl Remote {
     /// A client of `r`, with the registry settings of `o`.
     pub fn new(r: &RegistryRef, o: &transport::Options) -> Result<Remote> {
-        let client =
-            Client::new(&r.registry, r.api_host(), &o.registry).doing(|| r.to_string())?;
+        let client = Client::new(&r.registry, r.api_host(), &o.registry).doing(|| r.to_string())?;
         Ok(Remote {
             client,
             repo: r.clone(),

@@ -194,19 +194,36 @@ fn check(plan: &Plan, req: &Request) -> Result<(), ScheduleError> {
             names.join(", ")
         }
     };
-    if let Some(name) = req.pods.iter().find(|w| !plan.pods.iter().any(|p| &p.name == *w)) {
+    if let Some(name) = req
+        .pods
+        .iter()
+        .find(|w| !plan.pods.iter().any(|p| &p.name == *w))
+    {
         let known = plan.pods.iter().map(|p| p.name.clone()).collect();
         let known = list(known, "none");
-        return Err(ScheduleError::NoSuchPod { name: name.clone(), known });
+        return Err(ScheduleError::NoSuchPod {
+            name: name.clone(),
+            known,
+        });
     }
-    if let Some(name) = req.images.iter().find(|w| !plan.images.iter().any(|i| &i.name == *w)) {
+    if let Some(name) = req
+        .images
+        .iter()
+        .find(|w| !plan.images.iter().any(|i| &i.name == *w))
+    {
         let known = list(plan.images.iter().map(|i| i.name.clone()).collect(), "");
-        return Err(ScheduleError::NoSuchImage { name: name.clone(), known });
+        return Err(ScheduleError::NoSuchImage {
+            name: name.clone(),
+            known,
+        });
     }
     let ids: Vec<String> = plan.steps.iter().map(Step::id).collect();
     if let Some(name) = req.no_cache_rules.iter().find(|r| !ids.contains(r)) {
         let known = list(ids, "");
-        return Err(ScheduleError::NoSuchRule { name: name.clone(), known });
+        return Err(ScheduleError::NoSuchRule {
+            name: name.clone(),
+            known,
+        });
     }
     Ok(())
 }
@@ -290,9 +307,10 @@ fn forced(plan: &Plan, req: &Request) -> Vec<Option<String>> {
             } else {
                 match first {
                     Some(f) if i == f => Some("--no-cache-rule".into()),
-                    Some(f) if i > f => {
-                        Some(format!("{} is rebuilt (--no-cache-rule)", plan.steps[f].id()))
-                    }
+                    Some(f) if i > f => Some(format!(
+                        "{} is rebuilt (--no-cache-rule)",
+                        plan.steps[f].id()
+                    )),
                     _ => None,
                 }
             }
@@ -406,13 +424,20 @@ impl<L: Lookup> Planner<'_, L> {
             .into_iter()
             .enumerate()
             .map(|(gi, tapeouts)| {
-                let indices: Vec<usize> =
-                    tapeouts.iter().filter_map(|t| self.tapeout_index(t)).collect();
-                let tkeys: Vec<String> =
-                    indices.iter().map(|&i| self.keys[i].key.to_string()).collect();
+                let indices: Vec<usize> = tapeouts
+                    .iter()
+                    .filter_map(|t| self.tapeout_index(t))
+                    .collect();
+                let tkeys: Vec<String> = indices
+                    .iter()
+                    .map(|&i| self.keys[i].key.to_string())
+                    .collect();
                 let mut parts = BTreeMap::new();
                 parts.insert("tapeouts".into(), tkeys.join(","));
-                parts.insert("runtime-base".into(), base.clone().unwrap_or("scratch".into()));
+                parts.insert(
+                    "runtime-base".into(),
+                    base.clone().unwrap_or("scratch".into()),
+                );
                 let r = self.req;
                 let format = format!("{:?} {:?} {}", r.compression, r.level, r.epoch);
                 parts.insert("format".into(), format);
@@ -420,7 +445,11 @@ impl<L: Lookup> Planner<'_, L> {
                 let forced = indices.iter().find_map(|&i| self.forced[i].clone());
                 let step = format!("image.{}#{gi}", img.name);
                 let status = self.status(&step, &key, forced.as_deref());
-                LayerPlan { tapeouts, key, status }
+                LayerPlan {
+                    tapeouts,
+                    key,
+                    status,
+                }
             })
             .collect();
         ImagePlan { index, layers }

@@ -91,7 +91,11 @@ fn said(plan: &Plan, s: &Schedule) -> Vec<String> {
     plan.steps
         .iter()
         .zip(&s.steps)
-        .map(|(step, p)| format!("{} {} {}", step.id(), p.word(), p.why()).trim_end().to_string())
+        .map(|(step, p)| {
+            format!("{} {} {}", step.id(), p.word(), p.why())
+                .trim_end()
+                .to_string()
+        })
         .collect()
 }
 
@@ -168,7 +172,11 @@ fn a_warm_build_touches_no_step() {
     assert_eq!(layer_why(&s), ["hit", "hit"]);
     // Rules beyond the builder's reach are probed, never fetched.
     let rule_keys: Vec<&Digest> = [0, 2, 3].iter().map(|&i| &s.keys[i].key).collect();
-    assert!(cache.looked_up.borrow().iter().all(|k| !rule_keys.contains(&k)));
+    assert!(cache
+        .looked_up
+        .borrow()
+        .iter()
+        .all(|k| !rule_keys.contains(&k)));
 }
 
 #[test]
@@ -258,12 +266,18 @@ fn no_cache_and_a_writable_source_force_every_step() {
     assert!(s.steps.iter().all(|st| st.why() == "--no-cache"));
     assert_eq!(layer_why(&s), ["--no-cache", "--no-cache"]);
 
-    let text = format!("[builder]\nsources = {{ \"/src\" = {{ path = \".\", writable = true }} }}\n{THREE}");
+    let text = format!(
+        "[builder]\nsources = {{ \"/src\" = {{ path = \".\", writable = true }} }}\n{THREE}"
+    );
     let p = plan(&text);
     let cache = warm(&p, &req());
     let s = schedule(&p, &req(), &cache);
     let why = "source /src is mounted writable, and what rules write there is not cached";
-    assert!(s.steps.iter().all(|st| st.why() == why), "{:?}", said(&p, &s));
+    assert!(
+        s.steps.iter().all(|st| st.why() == why),
+        "{:?}",
+        said(&p, &s)
+    );
 }
 
 #[test]
@@ -272,7 +286,9 @@ fn image_selection_limits_how_far_the_builder_goes() {
     // Every rule is cached, no tapeout or layer is.
     let cold = schedule(&p, &req(), &Cache::default());
     let mut cache = Cache::default();
-    cache.held.extend([0, 2, 3].iter().map(|&i| cold.keys[i].key.clone()));
+    cache
+        .held
+        .extend([0, 2, 3].iter().map(|&i| cold.keys[i].key.clone()));
     let mut r = req();
     r.images = vec!["one".into()];
     let s = schedule(&p, &r, &cache);
@@ -337,7 +353,11 @@ fn a_pod_selects_its_images_and_needs_its_volume_tapeouts() {
     let cache = warm(&p, &req());
     let s = schedule(&p, &r, &cache);
     assert_eq!(s.pods, [0]);
-    let names: Vec<&str> = s.images.iter().map(|i| p.images[i.index].name.as_str()).collect();
+    let names: Vec<&str> = s
+        .images
+        .iter()
+        .map(|i| p.images[i.index].name.as_str())
+        .collect();
     assert_eq!(names, ["web"]);
     // The volume's tapeout is restored even though every layer hits.
     assert!(matches!(s.steps[2], StepPlan::RestoreSelection(_)));
@@ -382,10 +402,17 @@ fn names_the_plan_lacks_are_refused_with_what_it_has() {
 
 #[test]
 fn layer_per_tapeout_makes_a_layer_per_tapeout() {
-    let text = THREE.replace("[image.two]\ntapeouts = [\"y\"]", "[image.two]\ntapeouts = [\"x\", \"y\"]\nlayer-per-tapeout = true");
+    let text = THREE.replace(
+        "[image.two]\ntapeouts = [\"y\"]",
+        "[image.two]\ntapeouts = [\"x\", \"y\"]\nlayer-per-tapeout = true",
+    );
     let p = plan(&text);
     let s = schedule(&p, &req(), &Cache::default());
-    let groups: Vec<Vec<String>> = s.images[1].layers.iter().map(|l| l.tapeouts.clone()).collect();
+    let groups: Vec<Vec<String>> = s.images[1]
+        .layers
+        .iter()
+        .map(|l| l.tapeouts.clone())
+        .collect();
     assert_eq!(groups, [vec!["x".to_string()], vec!["y".to_string()]]);
     // One layer holding the same tapeout on the same base as another
     // image's has the same key (the cache serves both).
@@ -406,7 +433,11 @@ fn in_place_rules_always_run() {
     let cache = Cache::default();
     let sel = Selection::new(&p, &req()).unwrap();
     let mut c = Cache::default();
-    c.held.extend(Schedule::new(&p, &req(), &f, &sel, &cache).unwrap().used_keys());
+    c.held.extend(
+        Schedule::new(&p, &req(), &f, &sel, &cache)
+            .unwrap()
+            .used_keys(),
+    );
     let s = Schedule::new(&p, &req(), &f, &sel, &c).unwrap();
     assert_eq!(s.last_needed, Some(3));
     for i in [0, 2, 3] {
@@ -420,7 +451,11 @@ fn a_rule_key_chains_the_rules_before_it() {
     let before = step_keys(&p, &req(), &facts(&p)).unwrap();
     let changed = plan(&THREE.replace("run = \"b\"", "run = \"b2\""));
     let after = step_keys(&changed, &req(), &facts(&p)).unwrap();
-    let same: Vec<bool> = before.iter().zip(&after).map(|(a, b)| a.key == b.key).collect();
+    let same: Vec<bool> = before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| a.key == b.key)
+        .collect();
     // build.a and tapeout.x come first; everything after build.b changes.
     assert_eq!(same, [true, true, false, false, false]);
     // The epoch is in every rule's environment.
@@ -442,7 +477,10 @@ fn a_miss_says_which_input_changed() {
     let keys = step_keys(&p, &req(), &facts(&p)).unwrap();
     let mut cache = Cache::default();
     let why = |c: &Cache| why_missed(c, "build.a", &keys[0]);
-    assert_eq!(why(&cache), "not in the cache (first build of this step here)");
+    assert_eq!(
+        why(&cache),
+        "not in the cache (first build of this step here)"
+    );
     cache.last.insert("build.a".into(), keys[0].parts.clone());
     assert_eq!(why(&cache), "not in the cache (pruned, or never stored)");
     let mut old = keys[0].parts.clone();
@@ -472,12 +510,13 @@ fn a_source_change_names_the_files() {
     cache.sources.insert("old".into(), old);
     cache.sources.insert("new".into(), new);
     let key = StepKey::new([("source:/src".to_string(), "new".to_string())].into());
-    cache
-        .last
-        .insert("build.a".into(), [("source:/src".to_string(), "old".to_string())].into());
+    cache.last.insert(
+        "build.a".into(),
+        [("source:/src".to_string(), "old".to_string())].into(),
+    );
     assert_eq!(
         why_missed(&cache, "build.a", &key),
-        "source /src changed: a, b, c, d, e and 2 more"
+        "source /src changed: /a, /b, /c, /d, /e and 2 more"
     );
     // Without the listings, only that it changed.
     cache.sources.clear();

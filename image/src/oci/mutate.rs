@@ -8,8 +8,7 @@
 //! manifest naming the same layers, and the old manifest stays as it was.
 
 use oci_spec::image::{
-    Config, Descriptor, History, ImageConfiguration, ImageManifest, ImageManifestBuilder,
-    MediaType,
+    Config, Descriptor, History, ImageConfiguration, ImageManifest, ImageManifestBuilder, MediaType,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -364,9 +363,11 @@ mod tests {
 
     #[test]
     fn a_manifest_has_annotations_only_when_given() {
-        let d = Descriptor::new(MediaType::ImageConfig, 2, crate::oci::media::to_spec_digest(
-            &crate::oci::digest::Digest::of(b"{}"),
-        ));
+        let d = Descriptor::new(
+            MediaType::ImageConfig,
+            2,
+            crate::oci::media::to_spec_digest(&crate::oci::digest::Digest::of(b"{}")),
+        );
         let m = manifest(d.clone(), vec![], &BTreeMap::new()).unwrap();
         assert_eq!(m.annotations(), &None);
         let ann: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
