@@ -149,3 +149,29 @@ pub fn open_image(reference: &str, o: &transport::Options) -> Result<(Layout, Im
     let r = Reference::parse(reference).doing(|| format!("image {reference}"))?;
     transport::open_image(&r, o).doing(|| format!("opening {reference}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rootfs_base_must_be_a_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let o = transport::Options::default();
+        let missing = format!("rootfs:{}", t.path().join("nope").display());
+        let e = base_root(&missing, t.path(), &o).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("builder base {missing}: no such directory")
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let file = t.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        let file = format!("rootfs:{}", file.display());
+        let e = base_root(&file, t.path(), &o).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("builder base {file}: not a directory")
+        );
+    }
+}

@@ -385,41 +385,58 @@ struct Printer {
     explain: bool,
 }
 
-impl Events for Printer {
-    fn event(&self, e: Event<'_>) {
+impl Printer {
+    /// What an event prints: (stderr line, stdout line).
+    fn lines(&self, e: Event<'_>) -> (Option<String>, Option<String>) {
+        let progress = |s: String| (!self.quiet).then_some(s);
         match e {
-            Event::Step { step, status, why } => {
-                if self.quiet {
-                    // -q: only errors on stderr.
-                } else if why.is_empty() {
-                    eprintln!("==> {step}: {status}");
+            Event::Step { step, status, why } => (
+                progress(if why.is_empty() {
+                    format!("==> {step}: {status}")
                 } else {
-                    eprintln!("==> {step}: {status}: {why}");
-                }
-                if self.explain {
-                    println!("{step}\t{status}\t{why}");
-                }
-            }
-            Event::Explain { image, path, why } if self.explain => {
-                println!("{image}\t{path}\t{why}")
-            }
-            Event::Explain { .. } => {}
+                    format!("==> {step}: {status}: {why}")
+                }),
+                self.explain.then(|| format!("{step}\t{status}\t{why}")),
+            ),
+            Event::Explain { image, path, why } => (
+                None,
+                self.explain.then(|| format!("{image}\t{path}\t{why}")),
+            ),
             // Asked for: said even with -q.
             Event::BuilderKept {
                 state,
                 changes,
                 logs,
-            } => eprintln!(
-                "builder kept in {} (changes: {}, logs: {})",
-                state.display(),
-                changes.display(),
-                logs.display()
+            } => (
+                Some(format!(
+                    "builder kept in {} (changes: {}, logs: {})",
+                    state.display(),
+                    changes.display(),
+                    logs.display()
+                )),
+                None,
             ),
-            _ if self.quiet => {}
-            Event::Isolation(summary) => eprintln!("==> isolation: {summary}"),
-            Event::Done { step, seconds } => eprintln!("==> {step}: done in {seconds:.2} s"),
-            Event::Pod(name) => eprintln!("==> pod.{name}"),
-            Event::CacheExported { entries, to } => eprintln!("cache: {entries} entries in {to}"),
+            Event::Isolation(summary) => (progress(format!("==> isolation: {summary}")), None),
+            Event::Done { step, seconds } => (
+                progress(format!("==> {step}: done in {seconds:.2} s")),
+                None,
+            ),
+            Event::Pod(name) => (progress(format!("==> pod.{name}")), None),
+            Event::CacheExported { entries, to } => {
+                (progress(format!("cache: {entries} entries in {to}")), None)
+            }
+        }
+    }
+}
+
+impl Events for Printer {
+    fn event(&self, e: Event<'_>) {
+        let (err, out) = self.lines(e);
+        if let Some(l) = err {
+            eprintln!("{l}");
+        }
+        if let Some(l) = out {
+            println!("{l}");
         }
     }
 }
@@ -553,5 +570,80 @@ impl Secrets {
             secrets,
             _values: values,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(quiet: bool, explain: bool, e: Event<'_>) -> (Option<String>, Option<String>) {
+        Printer { quiet, explain }.lines(e)
+    }
+
+    #[test]
+    fn progress_goes_to_stderr_unless_quiet_and_explain_to_stdout() {
+        let run = Event::Step {
+            step: "build.a",
+            status: "run",
+            why: "--no-cache",
+        };
+        assert_eq!(
+            lines(false, false, run),
+            (Some("==> build.a: run: --no-cache".into()), None)
+        );
+        assert_eq!(
+            lines(true, true, run),
+            (None, Some("build.a\trun\t--no-cache".into()))
+        );
+        let hit = Event::Step {
+            step: "build.a",
+            status: "cached",
+            why: "",
+        };
+        assert_eq!(
+            lines(false, true, hit),
+            (
+                Some("==> build.a: cached".into()),
+                Some("build.a\tcached\t".into())
+            )
+        );
+        let done = Event::Done {
+            step: "build.a",
+            seconds: 1.234,
+        };
+        assert_eq!(
+            lines(false, false, done).0.unwrap(),
+            "==> build.a: done in 1.23 s"
+        );
+        assert_eq!(lines(true, false, done), (None, None));
+        let ex = Event::Explain {
+            image: "i",
+            path: "/p",
+            why: "w",
+        };
+        assert_eq!(lines(false, false, ex), (None, None));
+        assert_eq!(lines(true, true, ex), (None, Some("i\t/p\tw".into())));
+    }
+
+    #[test]
+    fn a_kept_builder_is_said_even_when_quiet() {
+        let (state, changes, logs) = (
+            std::path::Path::new("/s"),
+            std::path::Path::new("/s/c"),
+            std::path::Path::new("/s/l"),
+        );
+        let e = Event::BuilderKept {
+            state,
+            changes,
+            logs,
+        };
+        assert_eq!(
+            lines(true, false, e).0.unwrap(),
+            "builder kept in /s (changes: /s/c, logs: /s/l)"
+        );
+        let iso = Event::Isolation("userns");
+        assert_eq!(lines(false, false, iso).0.unwrap(), "==> isolation: userns");
+        assert_eq!(lines(true, false, iso), (None, None));
     }
 }
