@@ -3,8 +3,9 @@
 //!
 //! Deciding and doing are apart: [`schedule`] decides, from the plan, the
 //! request and the cache, what every step and image layer needs (pure,
-//! unit-tested); [`executor`] and [`images`] carry that out; what the user
-//! is told goes through the [`events::Events`] sink the caller supplies.
+//! unit-tested); the executor (`executor`, `images`) carries it out; what
+//! the user is told goes through the [`events::Events`] sink the caller
+//! supplies.
 //!
 //! Nothing is written to the output layout until every rule has succeeded,
 //! so a failing build leaves the layout as it was.
