@@ -18,7 +18,6 @@ use crate::registry::push::{self, PushOptions};
 use crate::registry::{self as reg, Client};
 use anyhow::{bail, Context, Result};
 use oci_spec::image::{Descriptor, ImageIndex};
-use std::sync::OnceLock;
 
 /// When to contact a registry for an image the cache may already hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,18 +51,6 @@ impl Default for Options {
             verbosity: Verbosity::Quiet,
         }
     }
-}
-
-static DEFAULTS: OnceLock<Options> = OnceLock::new();
-
-/// Sets the options that bases named in a spec are resolved with (the
-/// command line of `build` decides them once per process).
-pub fn set_defaults(o: Options) {
-    let _ = DEFAULTS.set(o);
-}
-
-pub fn defaults() -> Options {
-    DEFAULTS.get().cloned().unwrap_or_default()
 }
 
 /// What moving an image did, for `--json`.

@@ -133,6 +133,16 @@ impl StepCache {
 
     /// Opens a cache root; `exclusive` for pruning (waits for builds).
     pub fn open_at(root: PathBuf, exclusive: bool) -> Result<StepCache, StepCacheError> {
+        Self::open_with(root, exclusive, || {})
+    }
+
+    /// Like [`StepCache::open_at`]; `waiting` is called when an exclusive
+    /// open has to wait for running builds (to tell the user why).
+    pub fn open_with(
+        root: PathBuf,
+        exclusive: bool,
+        waiting: impl FnOnce(),
+    ) -> Result<StepCache, StepCacheError> {
         std::fs::create_dir_all(&root).map_err(io_err(&root))?;
         let path = root.join("lock");
         let lock = File::options()
@@ -143,7 +153,7 @@ impl StepCache {
             .map_err(io_err(&path))?;
         if exclusive {
             if lock.try_lock().is_err() {
-                eprintln!("waiting for running builds to finish with the cache…");
+                waiting();
                 lock.lock().map_err(io_err(&path))?;
             }
         } else {

@@ -98,7 +98,8 @@ pub fn run_cmd(a: Args) -> Result<()> {
     // Held for the session, like a build: `cache prune` waits instead of
     // removing the unpacked base under the shell.
     let _cache = crate::build::stepcache::StepCache::open().ok();
-    let (root, _) = crate::build::base::base_root(&from, &state)?;
+    let topts = shipyard_image::transport::Options::default();
+    let (root, _) = crate::build::base::base_root(&from, &state, &topts)?;
     let mut binds: Vec<Bind> = plan
         .as_ref()
         .map(|p| {
