@@ -29,13 +29,33 @@ pub enum Node {
     Other,
 }
 
+/// Why a path has no place inside the root. The walk's own refusals;
+/// a [`Tree`] adds its own failures (a system call on disk) in its
+/// [`Tree::Error`].
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// More than [`MAX_LINKS`] symlinks on the way: a loop, most likely.
+    #[error("{path}: too many levels of symlinks (more than {MAX_LINKS}; a symlink loop?)")]
+    TooManyLinks {
+        /// The path being resolved.
+        path: RelPath,
+    },
+    /// A component on the way is neither a directory nor a symlink.
+    #[error("{0} is not a directory")]
+    NotADirectory(RelPath),
+}
+
 /// A tree a path can be resolved in.
 pub trait Tree {
     /// A handle on a directory already reached.
     type Dir;
-    fn root(&mut self) -> Result<Self::Dir, String>;
+    /// What a step can fail with; the walk's own refusals convert into it.
+    type Error: From<ResolveError>;
+    /// A handle on the root, where the walk starts and absolute symlinks
+    /// start again.
+    fn root(&mut self) -> Result<Self::Dir, Self::Error>;
     /// What `name` in `dir` (which is at `at`) is.
-    fn lookup(&mut self, dir: &Self::Dir, at: &RelPath, name: &[u8]) -> Result<Node, String>;
+    fn lookup(&mut self, dir: &Self::Dir, at: &RelPath, name: &[u8]) -> Result<Node, Self::Error>;
     /// Opens the directory `name` in `dir`, creating it first when
     /// `create` (it was found missing).
     fn enter(
@@ -44,7 +64,7 @@ pub trait Tree {
         at: &RelPath,
         name: &[u8],
         create: bool,
-    ) -> Result<Self::Dir, String>;
+    ) -> Result<Self::Dir, Self::Error>;
 }
 
 /// Resolves the directory `path` in `tree`, following every symlink on
@@ -55,8 +75,9 @@ pub fn resolve_dir<T: Tree>(
     tree: &mut T,
     path: &RelPath,
     create: bool,
-) -> Result<Option<(RelPath, T::Dir)>, String> {
-    let mut dirs = vec![tree.root()?];
+) -> Result<Option<(RelPath, T::Dir)>, T::Error> {
+    let root = tree.root()?;
+    let mut dirs = vec![];
     let mut at = RelPath::default();
     // Components still to walk, the next one last.
     let mut todo: Vec<Vec<u8>> = path.components().map(<[u8]>::to_vec).collect();
@@ -66,28 +87,22 @@ pub fn resolve_dir<T: Tree>(
         match c.as_slice() {
             b"" | b"." => continue,
             b".." => {
-                if dirs.len() > 1 {
-                    dirs.pop();
+                if dirs.pop().is_some() {
                     at = at.parent();
                 }
                 continue;
             }
             _ => {}
         }
-        let Some(dir) = dirs.last() else {
-            // Invariant: the root is never popped.
-            return Err("internal error: lost the root while resolving".into());
-        };
+        let dir = dirs.last().unwrap_or(&root);
         match tree.lookup(dir, &at, &c)? {
             Node::Symlink(target) => {
                 links += 1;
                 if links > MAX_LINKS {
-                    return Err(format!(
-                        "{path}: too many levels of symlinks (more than {MAX_LINKS}; a symlink loop?)"
-                    ));
+                    return Err(ResolveError::TooManyLinks { path: path.clone() }.into());
                 }
                 if target.starts_with(b"/") {
-                    dirs.truncate(1);
+                    dirs.clear();
                     at = RelPath::default();
                 }
                 todo.extend(target.split(|b| *b == b'/').rev().map(<[u8]>::to_vec));
@@ -103,18 +118,15 @@ pub fn resolve_dir<T: Tree>(
                 at = at.join(&c);
             }
             Node::Missing => return Ok(None),
-            Node::Other => return Err(format!("{} is not a directory", at.join(&c))),
+            Node::Other => return Err(ResolveError::NotADirectory(at.join(&c)).into()),
         }
     }
-    match dirs.pop() {
-        Some(d) => Ok(Some((at, d))),
-        None => Err("internal error: lost the root while resolving".into()),
-    }
+    Ok(Some((at, dirs.pop().unwrap_or(root))))
 }
 
 /// Where a member named `path` lands: its parent resolved (missing
 /// directories counted as created), its own name kept.
-pub fn resolve_member<T: Tree>(tree: &mut T, path: &RelPath) -> Result<RelPath, String> {
+pub fn resolve_member<T: Tree>(tree: &mut T, path: &RelPath) -> Result<RelPath, T::Error> {
     let parent = path.parent();
     match resolve_dir(tree, &parent, true)? {
         Some((p, _)) => Ok(p.join(path.name())),
@@ -128,10 +140,11 @@ pub struct ManifestTree<'a>(pub &'a Manifest);
 
 impl Tree for ManifestTree<'_> {
     type Dir = ();
-    fn root(&mut self) -> Result<(), String> {
+    type Error = ResolveError;
+    fn root(&mut self) -> Result<(), ResolveError> {
         Ok(())
     }
-    fn lookup(&mut self, _: &(), at: &RelPath, name: &[u8]) -> Result<Node, String> {
+    fn lookup(&mut self, _: &(), at: &RelPath, name: &[u8]) -> Result<Node, ResolveError> {
         Ok(match self.0.get(&at.join(name)) {
             None => Node::Missing,
             Some(e) => match e.kind {
@@ -141,7 +154,7 @@ impl Tree for ManifestTree<'_> {
             },
         })
     }
-    fn enter(&mut self, _: &(), _: &RelPath, _: &[u8], _: bool) -> Result<(), String> {
+    fn enter(&mut self, _: &(), _: &RelPath, _: &[u8], _: bool) -> Result<(), ResolveError> {
         Ok(())
     }
 }
@@ -149,7 +162,7 @@ impl Tree for ManifestTree<'_> {
 /// [`resolve_member`] in a manifest, with the common case (the parent is
 /// a directory the manifest holds, so no symlink is above it: a manifest
 /// never holds entries beneath a symlink) answered by one lookup.
-pub fn resolve_in_manifest(m: &Manifest, path: &RelPath) -> Result<RelPath, String> {
+pub fn resolve_in_manifest(m: &Manifest, path: &RelPath) -> Result<RelPath, ResolveError> {
     let parent = path.parent();
     if parent.is_root() || m.get(&parent).is_some_and(|e| e.kind == Kind::Dir) {
         return Ok(path.clone());
@@ -158,7 +171,7 @@ pub fn resolve_in_manifest(m: &Manifest, path: &RelPath) -> Result<RelPath, Stri
 }
 
 /// [`resolve_dir`] of a whole directory path in a manifest.
-pub fn resolve_dir_in_manifest(m: &Manifest, dir: &RelPath) -> Result<RelPath, String> {
+pub fn resolve_dir_in_manifest(m: &Manifest, dir: &RelPath) -> Result<RelPath, ResolveError> {
     if dir.is_root() || m.get(dir).is_some_and(|e| e.kind == Kind::Dir) {
         return Ok(dir.clone());
     }
@@ -192,6 +205,7 @@ mod tests {
     fn r(m: &Manifest, p: &str) -> Result<String, String> {
         resolve_in_manifest(m, &RelPath::new(p.as_bytes().to_vec()))
             .map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
