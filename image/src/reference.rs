@@ -19,8 +19,8 @@ pub enum ReferenceError {
     Unsupported { input: String, transport: String },
     #[error("{0:?}: empty path in reference")]
     EmptyPath(String),
-    #[error("{0}")]
-    RegistriesConf(String),
+    #[error(transparent)]
+    RegistriesConf(&'static crate::registry::conf::ConfError),
     #[error("{input:?}: malformed registry reference: {reason}; expected [HOST[:PORT]/]REPO[:TAG|@sha256:HEX], with a lowercase REPO")]
     BadRegistryRef { input: String, reason: String },
 }
@@ -317,8 +317,7 @@ impl Reference {
             return Reference::parse(s);
         }
         if is_short_name(s) {
-            let conf = crate::registry::conf::current()
-                .map_err(|e| ReferenceError::RegistriesConf(e.to_string()))?;
+            let conf = crate::registry::conf::current().map_err(ReferenceError::RegistriesConf)?;
             return Reference::parse_short(s, conf.default_registry());
         }
         Ok(Reference::Registry(RegistryRef::parse(s)?))

@@ -47,7 +47,8 @@ impl RestoreJob {
             })?;
         }
         ex.finish().map_err(|e| shipyard_image::error_chain(&e))?;
-        let tree = walk(&self.changes, Hashing::None).map_err(|e| e.to_string())?;
+        let tree =
+            walk(&self.changes, Hashing::None).map_err(|e| shipyard_image::error_chain(&e))?;
         super::capture::write_snapshot(&self.snapshot, &tree.manifest)
     }
 }

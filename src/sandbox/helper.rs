@@ -789,12 +789,14 @@ fn tapeout_job(job: &super::job::TapeoutJob) -> i32 {
                 );
                 view.set_inside_namespace();
                 if job.copy_mode {
-                    view.use_copy().map_err(|x| x.to_string())?;
+                    view.use_copy()
+                        .map_err(|x| shipyard_image::error_chain(&x))?;
                 }
                 view
             }
         };
-        crate::tapeout::run(&job.rule, &view, &job.stage, job.final_step).map_err(|x| x.to_string())
+        crate::tapeout::run(&job.rule, &view, &job.stage, job.final_step)
+            .map_err(|x| shipyard_image::error_chain(&x))
     })();
     match result.and_then(|ex| {
         let json: std::collections::BTreeMap<String, String> = ex

@@ -53,7 +53,7 @@ pub const TAIL_LINES: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("cannot start the sandbox helper {path}: {source}")]
+    #[error("cannot start the sandbox helper {path}")]
     Spawn {
         path: PathBuf,
         #[source]
@@ -61,9 +61,9 @@ pub enum SandboxError {
     },
     #[error("{name}: timed out after {secs}s; the step and all its processes were killed")]
     Timeout { name: String, secs: u64 },
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("serializing the step: {0}")]
+    #[error("serializing the step")]
     Json(#[from] serde_json::Error),
 }
 

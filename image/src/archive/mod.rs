@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -33,6 +33,18 @@ pub enum ArchiveError {
     Layout(#[from] LayoutError),
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    /// A layer in the archive could not be decompressed or copied; the
+    /// io::Error says whether the data or the disk failed.
+    #[error("{path}: {what}")]
+    Layer {
+        /// The archive.
+        path: PathBuf,
+        /// Which layer and what was being done.
+        what: String,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
     #[error(transparent)]
     Image(#[from] crate::oci::image::ImageError),
 }

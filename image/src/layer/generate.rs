@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -29,7 +29,7 @@ pub enum GenerateError {
         "{0}: names starting with .wh. are whiteouts in a layer and cannot be stored as files"
     )]
     ReservedName(RelPath),
-    #[error("writing layer: {0}")]
+    #[error("writing layer")]
     Write(#[source] io::Error),
 }
 

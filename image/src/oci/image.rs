@@ -13,7 +13,7 @@ use oci_spec::image::{
 pub enum ImageError {
     #[error(transparent)]
     Layout(#[from] LayoutError),
-    #[error("{what} {digest}: invalid JSON: {source}")]
+    #[error("{what} {digest}: invalid JSON")]
     Json {
         what: &'static str,
         digest: Digest,
@@ -39,6 +39,11 @@ pub enum ImageError {
     #[error("building {0}: {1}")]
     Build(&'static str, String),
 }
+
+/// A `--platform` that is not OS/ARCH[/VARIANT]; holds what was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: a platform is OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8")]
+pub struct PlatformParseError(pub String);
 
 /// The platform this binary runs on, in OCI spelling.
 pub fn host_platform() -> (String, String) {
@@ -165,7 +170,7 @@ impl Platform {
     }
 
     /// Parses `--platform linux/arm64/v8`.
-    pub fn parse(s: &str) -> Result<Platform, String> {
+    pub fn parse(s: &str) -> Result<Platform, PlatformParseError> {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
             [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
@@ -176,9 +181,7 @@ impl Platform {
                     .filter(|v| !v.is_empty())
                     .map(|v| v.to_string()),
             }),
-            _ => Err(format!(
-                "{s:?}: a platform is OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8"
-            )),
+            _ => Err(PlatformParseError(s.to_string())),
         }
     }
 

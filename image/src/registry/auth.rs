@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 pub enum AuthError {
     #[error("--creds must be USER:PASSWORD (or USER to be asked for nothing and send an empty password); got an empty user")]
     BadCreds,
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{path}: not a valid auth file: {source}")]
+    #[error("{path}: not a valid auth file")]
     Json {
         path: PathBuf,
         #[source]

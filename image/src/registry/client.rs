@@ -31,7 +31,7 @@ pub enum RegistryError {
         status: u16,
         creds: String,
     },
-    #[error("{method} {url}: {source}; gave up after {attempts} attempt(s)")]
+    #[error("{method} {url}: gave up after {attempts} attempt(s)")]
     Transport {
         method: String,
         url: String,
@@ -41,7 +41,7 @@ pub enum RegistryError {
     },
     /// A TLS failure no retry can fix (a plain-HTTP port, an untrusted
     /// certificate), with what to do about it.
-    #[error("{method} {url}: {source}; {hint}")]
+    #[error("{method} {url}: {hint}")]
     Tls {
         method: String,
         url: String,
@@ -65,16 +65,50 @@ pub enum RegistryError {
         realm: String,
         reason: &'static str,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// Credentials could not be looked up (an unreadable auth file, a
+    /// failing credential helper).
+    #[error(transparent)]
+    Auth(#[from] super::auth::AuthError),
+    /// The local layout (the cache pulled into, or the layout pushed
+    /// from) failed; a full disk shows here as its io::Error.
+    #[error(transparent)]
+    Layout(#[from] crate::oci::layout::LayoutError),
+    /// A descriptor names a malformed digest.
+    #[error(transparent)]
+    Digest(#[from] crate::oci::digest::DigestParseError),
+    /// A body could not be moved between the registry and the disk.
+    #[error("{method} {url}: {what}")]
+    Body {
+        /// The request.
+        method: &'static str,
+        /// Its URL.
+        url: String,
+        /// What was being read or written.
+        what: String,
+        /// The failure (the connection's or the disk's).
+        #[source]
+        source: std::io::Error,
+    },
+    /// A fetched blob could not be stored: it does not match its digest,
+    /// or the layout refused it.
+    #[error("GET {url}")]
+    Store {
+        /// Where it came from.
+        url: String,
+        /// Why it was not stored.
+        #[source]
+        source: crate::oci::layout::LayoutError,
+    },
     #[error("--cert-dir {path}: {reason}")]
     Cert { path: PathBuf, reason: String },
-    #[error("cannot build an HTTP client: {0}")]
-    Setup(reqwest::Error),
+    #[error("cannot build an HTTP client")]
+    Setup(#[source] reqwest::Error),
 }
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
@@ -209,23 +243,13 @@ fn http_client(opts: &Options, insecure: bool) -> Result<reqwest::blocking::Clie
         // directory and say why.
         Some(dir) => RegistryError::Cert {
             path: dir.clone(),
-            reason: format!("its certificates were not accepted: {}", error_chain(&e)),
+            reason: format!(
+                "its certificates were not accepted: {}",
+                crate::error_chain(&e)
+            ),
         },
         None => setup_err(e),
     })
-}
-
-/// An error and its causes, joined: reqwest's own message is often just
-/// "builder error".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Reads `*.crt` (CAs) and a `*.cert`/`*.key` pair from a certs.d
@@ -479,8 +503,7 @@ impl Client {
     /// its API lives). With `tls_verify` off, a registry that does not
     /// answer TLS is reached over plain HTTP.
     pub fn new(registry: &str, api_host: &str, opts: &Options) -> Result<Client> {
-        let creds = super::auth::lookup(registry, opts.creds.as_ref(), opts.authfile.as_deref())
-            .map_err(|e| RegistryError::Protocol(e.to_string()))?;
+        let creds = super::auth::lookup(registry, opts.creds.as_ref(), opts.authfile.as_deref())?;
         let mut client = Client {
             http: http_client(opts, !opts.tls_verify)?,
             registry: registry.to_string(),
@@ -495,7 +518,10 @@ impl Client {
             // at once, and then HTTP is what the user meant.
             let probe = client.http.get(format!("{}/v2/", client.base)).send();
             if let Err(e) = probe {
-                tracing::info!("{api_host}: no TLS ({e}); using plain HTTP");
+                tracing::info!(
+                    "{api_host}: no TLS ({}); using plain HTTP",
+                    crate::error_chain(&e)
+                );
                 client.base = format!("http://{api_host}");
             }
         }
@@ -777,7 +803,7 @@ impl Client {
                             source,
                         });
                     }
-                    tracing::warn!("{method} {url}: {source}; retrying");
+                    tracing::warn!("{method} {url}: {}; retrying", crate::error_chain(&source));
                     backoff(attempt)
                 }
                 // A 401 from elsewhere (a storage host) is not the

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Io {
         path: String,
         source: std::io::Error,

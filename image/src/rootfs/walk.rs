@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalkError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -24,6 +24,10 @@ pub enum WalkError {
     },
     #[error("{0}: not a directory")]
     NotADir(PathBuf),
+    /// The ownership record beside the tree (see [`ownership_record_path`])
+    /// is unreadable; its parse errors name the file and line.
+    #[error("reading the ownership record")]
+    Record(#[source] crate::rootfs::manifest::ManifestError),
 }
 
 /// What a walk computes besides metadata.
@@ -274,12 +278,8 @@ pub fn walk_with(root: &Path, opts: &WalkOptions) -> Result<Tree, WalkError> {
     let record = if record_path.is_file() && !opts.live {
         let f = File::open(&record_path).map_err(io_err(&record_path))?;
         Some(
-            Manifest::parse(io::BufReader::new(f), &record_path.display().to_string()).map_err(
-                |e| WalkError::Io {
-                    path: record_path.clone(),
-                    source: io::Error::other(e.to_string()),
-                },
-            )?,
+            Manifest::parse(io::BufReader::new(f), &record_path.display().to_string())
+                .map_err(WalkError::Record)?,
         )
     } else {
         None
