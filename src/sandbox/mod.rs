@@ -15,13 +15,25 @@
 //! (see `pty`), and is confined as a container is (see `confine`).
 
 pub mod ca;
+// Capability and no_new_privs prctls, capset: raw system calls.
+#[allow(unsafe_code)]
 mod confine;
+// fork in the single-threaded helper, prctl, ioctl(TIOCSCTTY), poll.
+#[allow(unsafe_code)]
 pub mod helper;
+// openat2 and the new mount API, which nix does not wrap.
+#[allow(unsafe_code)]
 mod inroot;
 pub mod isolation;
 pub mod job;
+// fork and ioctl(TIOCSCTTY) for the steps run without namespaces.
+#[allow(unsafe_code)]
 mod plain;
+// fork for a probe child.
+#[allow(unsafe_code)]
 mod probe;
+// openpty, termios and the SIGWINCH handler.
+#[allow(unsafe_code)]
 mod pty;
 
 use job::{StepSpec, SubIds};
