@@ -23,10 +23,13 @@ use oci_spec::image::Descriptor;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
+/// Why the shared cache could not be used.
 pub enum CacheError {
     #[error("no cache directory: set XDG_CACHE_HOME or HOME")]
+    /// Neither XDG_CACHE_HOME nor HOME says where the cache lives.
     NoHome,
     #[error(transparent)]
+    /// The cache's layout failed.
     Layout(#[from] LayoutError),
 }
 
@@ -56,6 +59,7 @@ pub fn is_cache_layout(layout: &Layout) -> bool {
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
+    /// The layout holding the cached blobs, shared by every image pulled or imported.
     pub layout: Layout,
 }
 
@@ -105,6 +109,7 @@ impl Cache {
         Ok(Cache { root, layout })
     }
 
+    /// The cache directory (`$XDG_CACHE_HOME/shipyard`), for messages that tell the user where to look.
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -133,10 +133,15 @@ pub enum PullPolicy {
 /// Everything that decides how images move.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// How registries are reached (TLS, credentials, retries).
     pub registry: reg::Options,
+    /// When the cache may answer for a registry.
     pub pull: PullPolicy,
+    /// Which platform of an index is taken (or all of them).
     pub selection: Selection,
+    /// How images are pushed (parallelism, retries).
     pub push: PushOptions,
+    /// How much progress is shown.
     pub verbosity: Verbosity,
 }
 
@@ -160,6 +165,7 @@ pub fn set_defaults(o: Options) {
     let _ = DEFAULTS.set(o);
 }
 
+/// The options set by [`set_defaults`], else the default ones.
 pub fn defaults() -> Options {
     DEFAULTS.get().cloned().unwrap_or_default()
 }
@@ -167,12 +173,17 @@ pub fn defaults() -> Options {
 /// What moving an image did, for `--json`.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Report {
+    /// The source reference, as written.
     pub source: String,
+    /// The destination reference, as written.
     pub destination: String,
+    /// The digest the destination names.
     pub digest: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// What pulling fetched (registry sources only).
     pub pulled: Option<pull::PullStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// What pushing sent (registry destinations only).
     pub pushed: Option<push::PushStats>,
 }
 

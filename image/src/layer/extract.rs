@@ -42,12 +42,16 @@ use std::path::{Path, PathBuf};
 /// What an unpack could not represent on this host.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Shortfalls {
+    /// Entries whose owner this user could not give (recorded beside the tree).
     pub ownership: usize,
+    /// Device nodes a rootless unpack could not create.
     pub devices: usize,
+    /// Extended attributes the filesystem or this user refused.
     pub xattrs: usize,
 }
 
 impl Shortfalls {
+    /// Whether anything was not represented, and so a record must be written beside the tree.
     pub fn any(&self) -> bool {
         self.ownership + self.devices + self.xattrs > 0
     }
@@ -60,6 +64,7 @@ pub struct Extractor {
     stacker: Stacker,
     /// Final (mode, mtime) of directories, applied deepest-first at the end.
     dirs: BTreeMap<RelPath, (u32, i64)>,
+    /// What could not be represented so far.
     pub shortfalls: Shortfalls,
 }
 
@@ -615,7 +620,9 @@ pub enum UnpackError {
 /// What [`unpack`] did.
 #[derive(Debug)]
 pub struct UnpackReport {
+    /// Everything the image holds, including what the tree could not represent.
     pub manifest: Manifest,
+    /// What the tree could not represent.
     pub shortfalls: Shortfalls,
     /// Where the record of unrepresentable metadata was written, if needed.
     pub record: Option<PathBuf>,

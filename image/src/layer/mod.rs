@@ -7,7 +7,7 @@ pub mod compress;
 pub mod extract;
 pub mod from_image;
 pub mod generate;
-pub mod pgzip;
+pub(crate) mod pgzip;
 pub mod read;
 pub mod resolve;
 
@@ -53,13 +53,25 @@ pub enum LayerError {
         source: EntryError,
     },
     #[error("layer {layer}: uncompressed content hashes to {actual}, but the image config says {expected} (diff_id)")]
+    /// The uncompressed stream does not hash to the diff_id the config
+    /// gives: the layer is not the one the image was built with.
     DiffId {
+        /// The layer's digest.
         layer: Digest,
+        /// The diff_id the config gives.
         expected: String,
+        /// What the uncompressed stream hashes to.
         actual: Digest,
     },
     #[error("layer {layer} has media type {media_type:?}, which is not a layer shipyard can apply (an OCI or Docker tar, tar+gzip or tar+zstd layer); the image needs a tool that knows this type")]
-    MediaType { layer: Digest, media_type: String },
+    /// A media type that is not a layer shipyard can read; refused rather
+    /// than guessed at.
+    MediaType {
+        /// The layer's digest.
+        layer: Digest,
+        /// Its media type.
+        media_type: String,
+    },
     /// Reading or writing a blob failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -159,7 +171,9 @@ pub fn layer_encoding(
 /// A layer written into a layout.
 #[derive(Debug, Clone)]
 pub struct LayerOutput {
+    /// The blob: media type (from the compression), digest and size.
     pub descriptor: Descriptor,
+    /// The digest of the uncompressed tar, for the config's `rootfs.diff_ids`.
     pub diff_id: Digest,
     /// Uncompressed size.
     pub tar_size: u64,

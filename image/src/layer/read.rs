@@ -32,7 +32,7 @@ const BLOCK: usize = 512;
 /// size (or the `size` of a preceding PAX record, as the crate applies
 /// it) rounded up to 512 bytes. After the end-of-archive block everything
 /// passes through untouched.
-pub struct HeaderGuard<R> {
+pub(crate) struct HeaderGuard<R> {
     inner: R,
     state: GuardState,
     /// The `size` record of the PAX header that describes the next member.
@@ -203,6 +203,7 @@ impl<R: Read> Read for HeaderGuard<R> {
 /// What one tar member says.
 #[derive(Debug, Clone)]
 pub enum TarItem {
+    /// A file, directory, link or device to create (its path normalized).
     Entry(Entry),
     /// `.wh.NAME`: delete this path from lower layers.
     Whiteout(RelPath),

@@ -22,8 +22,11 @@ pub const MAX_LINKS: usize = 40;
 
 /// What a name in a directory is, without following it.
 pub enum Node {
+    /// Nothing by that name.
     Missing,
+    /// A directory, to enter.
     Dir,
+    /// A symlink and its target, to follow.
     Symlink(Vec<u8>),
     /// Anything that cannot hold entries (a file, a device...).
     Other,

@@ -12,11 +12,14 @@ use std::collections::{BTreeMap, HashMap};
 /// others.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MapEdit {
+    /// Keys to set (or replace), with their values.
     pub set: Vec<(String, String)>,
+    /// Keys to remove, before the sets are applied.
     pub remove: Vec<String>,
 }
 
 impl MapEdit {
+    /// Whether the edit changes nothing.
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.remove.is_empty()
     }
@@ -35,18 +38,27 @@ impl MapEdit {
 /// command-like settings, `Some(vec![])` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigEdit {
+    /// The entrypoint (`Some(vec![])` clears it).
     pub entrypoint: Option<Vec<String>>,
+    /// The command (`Some(vec![])` clears it).
     pub cmd: Option<Vec<String>>,
+    /// Environment variables, `KEY` to value.
     pub env: MapEdit,
+    /// Config labels.
     pub labels: MapEdit,
     /// Manifest annotations (not in the config; see [`annotations`]).
     pub annotations: MapEdit,
+    /// The user the container runs as (`UID[:GID]` or a name).
     pub user: Option<String>,
+    /// The working directory.
     pub workdir: Option<String>,
     /// Ports as `N[/PROTO]` (`/tcp` when absent).
     pub ports: MapEdit,
+    /// Volume mount points (the values are ignored).
     pub volumes: MapEdit,
+    /// The signal that stops the container.
     pub stop_signal: Option<String>,
+    /// The image's author.
     pub author: Option<String>,
     /// RFC 3339.
     pub created: Option<String>,

@@ -22,53 +22,86 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
+/// Why a registry request failed. Messages name the request (method and
+/// URL) and say what to try where something can be tried.
 pub enum RegistryError {
     #[error("{registry}/{repository}: {what} ({status}); {creds}")]
+    /// The registry refused the credentials (or wanted some).
     Unauthorized {
+        /// The registry.
         registry: String,
+        /// The repository.
         repository: String,
+        /// What was being done.
         what: &'static str,
+        /// The HTTP status (401 or 403).
         status: u16,
+        /// Which credentials were sent and where they came from, or where none
+        /// were found.
         creds: String,
     },
     #[error("{method} {url}: gave up after {attempts} attempt(s)")]
+    /// The connection failed, every retry included.
     Transport {
+        /// The request method.
         method: String,
+        /// Its URL.
         url: String,
+        /// How many times it was tried.
         attempts: u32,
         #[source]
+        /// The last failure.
         source: reqwest::Error,
     },
     /// A TLS failure no retry can fix (a plain-HTTP port, an untrusted
     /// certificate), with what to do about it.
     #[error("{method} {url}: {hint}")]
     Tls {
+        /// The request method.
         method: String,
+        /// Its URL.
         url: String,
+        /// What to do about it (plain HTTP, an untrusted certificate).
         hint: &'static str,
         #[source]
+        /// The handshake's failure.
         source: reqwest::Error,
     },
     #[error("{method} {url}: the registry answered {status}{retried}: {body}")]
+    /// The registry answered with an error status.
     Status {
+        /// The request method.
         method: String,
+        /// Its URL.
         url: String,
+        /// The HTTP status.
         status: u16,
+        /// How often it was retried first, for the message.
         retried: String,
+        /// The start of the body the registry sent, which often says why.
         body: String,
     },
     #[error("{0}")]
+    /// The registry's answer breaks the distribution API (a missing header,
+    /// an invalid manifest...).
     Protocol(String),
     #[error("{registry}: refusing the token realm {realm:?}: {reason}")]
+    /// A token realm that is not safe to send credentials to.
     UnsafeRealm {
+        /// The registry.
         registry: String,
+        /// The realm it named.
         realm: String,
+        /// Why it is refused.
         reason: &'static str,
     },
     #[error("{path}")]
+    /// A local file (a certificate, a blob pushed) could not be read.
     Io {
+        /// The file.
         path: PathBuf,
         #[source]
+        /// The system's answer.
         source: std::io::Error,
     },
     /// Credentials could not be looked up (an unreadable auth file, a
@@ -105,12 +138,20 @@ pub enum RegistryError {
         #[source]
         source: crate::oci::layout::LayoutError,
     },
+    /// `--cert-dir` holds certificates that cannot be used.
     #[error("--cert-dir {path}: {reason}")]
-    Cert { path: PathBuf, reason: String },
+    Cert {
+        /// The `--cert-dir` directory.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        reason: String,
+    },
     #[error("cannot build an HTTP client")]
+    /// The HTTP client could not be built (its TLS setup).
     Setup(#[source] reqwest::Error),
 }
 
+/// Results of this module.
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
 /// How to reach a registry.
@@ -150,13 +191,16 @@ impl Default for Options {
 /// The access a request needs, which selects the bearer token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope {
+    /// The repository the token is for.
     pub repository: String,
+    /// Whether the token must allow pushing.
     pub push: bool,
     /// Another repository to read from (a cross-repository mount).
     pub from: Option<String>,
 }
 
 impl Scope {
+    /// Read access to `repo`.
     pub fn pull(repo: &str) -> Scope {
         Scope {
             repository: repo.to_string(),
@@ -164,6 +208,7 @@ impl Scope {
             from: None,
         }
     }
+    /// Read and write access to `repo`.
     pub fn push(repo: &str) -> Scope {
         Scope {
             repository: repo.to_string(),

@@ -27,8 +27,11 @@ pub enum Selection {
 /// What a pull did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct PullStats {
+    /// Blobs downloaded.
     pub blobs_fetched: u64,
+    /// Blobs the cache already had.
     pub blobs_cached: u64,
+    /// Bytes downloaded.
     pub bytes_fetched: u64,
 }
 
@@ -244,12 +247,13 @@ pub fn fetch_blob(
 /// Shared counters for parallel blob transfers.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub fetched: AtomicU64,
-    pub cached: AtomicU64,
-    pub bytes: AtomicU64,
+    pub(crate) fetched: AtomicU64,
+    pub(crate) cached: AtomicU64,
+    pub(crate) bytes: AtomicU64,
 }
 
 impl Counters {
+    /// The totals so far.
     pub fn stats(&self) -> PullStats {
         PullStats {
             blobs_fetched: self.fetched.load(Ordering::Relaxed),

@@ -47,21 +47,27 @@ impl Default for PushOptions {
 /// What a push did.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub uploaded: AtomicU64,
-    pub skipped: AtomicU64,
-    pub mounted: AtomicU64,
-    pub bytes: AtomicU64,
+    pub(crate) uploaded: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) mounted: AtomicU64,
+    pub(crate) bytes: AtomicU64,
 }
 
 #[derive(Debug, serde::Serialize)]
+/// What a push did, for `--json`.
 pub struct PushStats {
+    /// Blobs uploaded.
     pub blobs_uploaded: u64,
+    /// Blobs the registry already had.
     pub blobs_present: u64,
+    /// Blobs mounted from another repository of the registry.
     pub blobs_mounted: u64,
+    /// Bytes uploaded.
     pub bytes_uploaded: u64,
 }
 
 impl Counters {
+    /// The totals so far.
     pub fn stats(&self) -> PushStats {
         PushStats {
             blobs_uploaded: self.uploaded.load(Ordering::Relaxed),

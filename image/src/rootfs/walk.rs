@@ -15,14 +15,19 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
+/// Why a tree could not be walked.
 pub enum WalkError {
     #[error("{path}")]
+    /// A path of the tree could not be read.
     Io {
+        /// The path.
         path: PathBuf,
         #[source]
+        /// The system's answer.
         source: io::Error,
     },
     #[error("{0}: not a directory")]
+    /// The root is not a directory.
     NotADir(PathBuf),
     /// The ownership record beside the tree (see [`ownership_record_path`])
     /// is unreadable; its parse errors name the file and line.
@@ -42,6 +47,7 @@ pub enum Hashing {
 /// How a walk reads ownership, and what it leaves out.
 #[derive(Clone, Debug)]
 pub struct WalkOptions {
+    /// Which files are hashed as the walk goes.
     pub hashing: Hashing,
     /// Rootless mapping: files owned by the (unprivileged) caller are
     /// recorded as owned by root, the way the caller is root inside a user
@@ -59,6 +65,8 @@ pub struct WalkOptions {
 }
 
 impl WalkOptions {
+    /// Options for walking a tree of shipyard's with `hashing`: the caller's
+    /// files are owned by root when it is not root itself.
     pub fn new(hashing: Hashing) -> Self {
         Self {
             hashing,
@@ -75,7 +83,9 @@ pub const ROOTLESS_XATTR: &[u8] = b"user.rootlesscontainers";
 
 /// A walked tree: where it is and what it holds.
 pub struct Tree {
+    /// The walked directory.
     pub root: PathBuf,
+    /// What it holds.
     pub manifest: Manifest,
 }
 
