@@ -15,7 +15,7 @@
 //!   member by member ([`layer::read`]) and extracted safely, rootless
 //!   ([`layer::extract`]); compression; an image's tree without unpacking
 //!   it ([`layer::from_image`]).
-//! - [`reference`]: `oci:`, `docker://`, `oci-archive:` and
+//! - [`reference`](mod@reference): `oci:`, `docker://`, `oci-archive:` and
 //!   `docker-archive:` references, parsed.
 //! - [`archive`]: reading and writing OCI and docker archives.
 //! - [`registry`]: a distribution-v2 client (auth, retries, pull, push).

@@ -302,9 +302,9 @@ impl Layout {
         w.commit(expected)
     }
 
-    /// Opens a blob for streaming. The caller verifies (see
-    /// [`crate::oci::digest::HashingReader`]); small JSON blobs should use
-    /// [`Layout::read_blob`], which does.
+    /// Opens a blob for streaming. The caller verifies what it reads
+    /// (hashing it as it goes, as [`crate::layer::for_each_member`] does);
+    /// small JSON blobs should use [`Layout::read_blob`], which does.
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let path = self.blob_path(digest);
         File::open(&path).map_err(|e| {
