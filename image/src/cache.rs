@@ -51,7 +51,7 @@ fn layout_path(root: &Path) -> PathBuf {
 
 /// Whether `layout` is the user's cache (whose blobs were verified on the
 /// way in), without creating the cache to find out.
-pub fn is_cache_layout(layout: &Layout) -> bool {
+pub(crate) fn is_cache_layout(layout: &Layout) -> bool {
     cache_dir().is_ok_and(|d| layout_path(&d) == layout.root())
 }
 
@@ -115,7 +115,7 @@ impl Cache {
     }
 
     /// Remembers that `r` (a tag) named `desc`.
-    pub fn record_ref(&self, r: &RegistryRef, desc: &Descriptor) {
+    pub(crate) fn record_ref(&self, r: &RegistryRef, desc: &Descriptor) {
         match serde_json::to_string(desc) {
             Ok(text) => write_record(&key_file(&self.root.join("refs"), &r.to_string()), &text),
             Err(e) => tracing::warn!("cache record for {r}: {e}"),
@@ -123,7 +123,7 @@ impl Cache {
     }
 
     /// What `r` named when last pulled, if its manifest is still cached.
-    pub fn lookup_ref(&self, r: &RegistryRef) -> Option<Descriptor> {
+    pub(crate) fn lookup_ref(&self, r: &RegistryRef) -> Option<Descriptor> {
         if let Some(d) = &r.digest {
             let digest: Digest = d.parse().ok()?;
             let bytes = self.layout.read_blob(&digest, None).ok()?;
@@ -141,7 +141,7 @@ impl Cache {
     }
 
     /// Remembers that `repository` on `registry` holds `digest`.
-    pub fn note_home(&self, registry: &str, repository: &str, digest: &Digest) {
+    pub(crate) fn note_home(&self, registry: &str, repository: &str, digest: &Digest) {
         let dir = self
             .root
             .join("homes")
@@ -150,7 +150,7 @@ impl Cache {
     }
 
     /// A repository on `registry` known to hold `digest`.
-    pub fn home_of(&self, registry: &str, digest: &Digest) -> Option<String> {
+    pub(crate) fn home_of(&self, registry: &str, digest: &Digest) -> Option<String> {
         let dir = self
             .root
             .join("homes")

@@ -114,7 +114,7 @@ impl Extractor {
     /// Applies one member. Its parent directories are resolved inside the
     /// root (see [`super::resolve`]); on success the item holds the
     /// resolved paths, which is what the manifest records.
-    pub fn apply_item(&mut self, item: &mut TarItem, data: &mut dyn Read) -> Res<()> {
+    pub(crate) fn apply_item(&mut self, item: &mut TarItem, data: &mut dyn Read) -> Res<()> {
         match item {
             TarItem::Skip => {}
             TarItem::Whiteout(p) => {

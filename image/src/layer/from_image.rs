@@ -21,13 +21,13 @@ pub(crate) struct Stacker {
 }
 
 impl Stacker {
-    pub fn start_layer(&mut self) {
+    pub(crate) fn start_layer(&mut self) {
         self.this_layer.clear();
     }
 
     /// Whether `p` was written by the current layer (opaque markers spare
     /// those).
-    pub fn in_this_layer(&self, p: &RelPath) -> bool {
+    pub(crate) fn in_this_layer(&self, p: &RelPath) -> bool {
         self.this_layer.contains(p)
     }
 

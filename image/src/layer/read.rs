@@ -11,12 +11,12 @@ use std::io::{self, Read};
 /// tar crate reads each of these whole into memory before the member they
 /// describe, so without a bound one small compressed layer can claim
 /// gigabytes. Real names and xattrs are far below this.
-pub const MAX_EXTENSION: u64 = 1 << 20;
+pub(crate) const MAX_EXTENSION: u64 = 1 << 20;
 
 /// The longest symlink or hardlink target accepted: Linux cannot create a
 /// longer one (PATH_MAX), so no real image holds one, and the bound keeps
 /// resolving paths through symlinks cheap.
-pub const MAX_LINK_TARGET: usize = 4095;
+pub(crate) const MAX_LINK_TARGET: usize = 4095;
 
 const BLOCK: usize = 512;
 
@@ -256,7 +256,7 @@ pub fn normalize_path(raw: &[u8]) -> Result<RelPath, PathError> {
 
 /// Classifies one tar member. Errors are short phrases; the caller adds the
 /// layer digest and the member's path.
-pub fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, EntryError> {
+pub(crate) fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, EntryError> {
     let header = entry.header();
     let et = header.entry_type();
     if et == tar::EntryType::XGlobalHeader {

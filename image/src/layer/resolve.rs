@@ -6,7 +6,7 @@
 //! `usr/lib/x.so`, however the link is spelled. The last component is
 //! never followed: a member replaces whatever is at its own name.
 //!
-//! The walk is written once over [`Tree`], so the extractor (on disk) and
+//! The walk is written once over a `Tree`, so the extractor (on disk) and
 //! the image-manifest reader (on a manifest) cannot disagree about where
 //! a member lands. It yields the resolved path, which is what the
 //! manifest records. On disk, each step opens one component that the
@@ -21,7 +21,7 @@ use crate::rootfs::manifest::Manifest;
 pub const MAX_LINKS: usize = 40;
 
 /// What a name in a directory is, without following it.
-pub enum Node {
+pub(crate) enum Node {
     /// Nothing by that name.
     Missing,
     /// A directory, to enter.
@@ -32,9 +32,9 @@ pub enum Node {
     Other,
 }
 
-/// Why a path has no place inside the root. The walk's own refusals;
-/// a [`Tree`] adds its own failures (a system call on disk) in its
-/// [`Tree::Error`].
+/// Why a path has no place inside the root: the walk's own refusals.
+/// The tree walked adds its own failures (a system call on disk, see
+/// [`super::EntryError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     /// More than [`MAX_LINKS`] symlinks on the way: a loop, most likely.
@@ -49,7 +49,7 @@ pub enum ResolveError {
 }
 
 /// A tree a path can be resolved in.
-pub trait Tree {
+pub(crate) trait Tree {
     /// A handle on a directory already reached.
     type Dir;
     /// What a step can fail with; the walk's own refusals convert into it.
@@ -74,7 +74,7 @@ pub trait Tree {
 /// the way, clamped at the root. Missing directories are created when
 /// `create`, otherwise the answer is `None`. Returns the resolved path
 /// (no symlink in it) and a handle on it.
-pub fn resolve_dir<T: Tree>(
+pub(crate) fn resolve_dir<T: Tree>(
     tree: &mut T,
     path: &RelPath,
     create: bool,
@@ -129,7 +129,7 @@ pub fn resolve_dir<T: Tree>(
 
 /// Where a member named `path` lands: its parent resolved (missing
 /// directories counted as created), its own name kept.
-pub fn resolve_member<T: Tree>(tree: &mut T, path: &RelPath) -> Result<RelPath, T::Error> {
+pub(crate) fn resolve_member<T: Tree>(tree: &mut T, path: &RelPath) -> Result<RelPath, T::Error> {
     let parent = path.parent();
     match resolve_dir(tree, &parent, true)? {
         Some((p, _)) => Ok(p.join(path.name())),
@@ -139,7 +139,7 @@ pub fn resolve_member<T: Tree>(tree: &mut T, path: &RelPath) -> Result<RelPath, 
 
 /// A manifest as a tree: what an image holds, read without unpacking.
 /// Missing directories are never created; the caller adds them.
-pub struct ManifestTree<'a>(pub &'a Manifest);
+pub(crate) struct ManifestTree<'a>(pub &'a Manifest);
 
 impl Tree for ManifestTree<'_> {
     type Dir = ();
@@ -165,7 +165,7 @@ impl Tree for ManifestTree<'_> {
 /// [`resolve_member`] in a manifest, with the common case (the parent is
 /// a directory the manifest holds, so no symlink is above it: a manifest
 /// never holds entries beneath a symlink) answered by one lookup.
-pub fn resolve_in_manifest(m: &Manifest, path: &RelPath) -> Result<RelPath, ResolveError> {
+pub(crate) fn resolve_in_manifest(m: &Manifest, path: &RelPath) -> Result<RelPath, ResolveError> {
     let parent = path.parent();
     if parent.is_root() || m.get(&parent).is_some_and(|e| e.kind == Kind::Dir) {
         return Ok(path.clone());
@@ -174,7 +174,10 @@ pub fn resolve_in_manifest(m: &Manifest, path: &RelPath) -> Result<RelPath, Reso
 }
 
 /// [`resolve_dir`] of a whole directory path in a manifest.
-pub fn resolve_dir_in_manifest(m: &Manifest, dir: &RelPath) -> Result<RelPath, ResolveError> {
+pub(crate) fn resolve_dir_in_manifest(
+    m: &Manifest,
+    dir: &RelPath,
+) -> Result<RelPath, ResolveError> {
     if dir.is_root() || m.get(dir).is_some_and(|e| e.kind == Kind::Dir) {
         return Ok(dir.clone());
     }

@@ -70,7 +70,7 @@ pub enum ImageError {
 pub struct PlatformParseError(pub String);
 
 /// The platform this binary runs on, in OCI spelling.
-pub fn host_platform() -> (String, String) {
+pub(crate) fn host_platform() -> (String, String) {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -343,7 +343,7 @@ pub fn write_image(
 
 /// Stores a manifest naming a config blob already in the layout, as its
 /// bytes are (an imported image keeps its image ID).
-pub fn write_image_raw(
+pub(crate) fn write_image_raw(
     layout: &Layout,
     config_desc: Descriptor,
     layers: Vec<Descriptor>,

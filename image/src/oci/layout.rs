@@ -421,7 +421,10 @@ impl Layout {
     /// Read-modify-write of `index.json` under the layout lock.
     /// Holds the writer lock too: what the new index names must not be
     /// collected by a gc that read the old one.
-    pub fn update_index<T>(&self, f: impl FnOnce(&mut ImageIndex) -> Result<T>) -> Result<T> {
+    pub(crate) fn update_index<T>(
+        &self,
+        f: impl FnOnce(&mut ImageIndex) -> Result<T>,
+    ) -> Result<T> {
         self.hold()?;
         let _lock = self.lock()?;
         let mut index = self.index()?;

@@ -50,12 +50,12 @@ pub fn is_index(mt: &MediaType) -> bool {
 }
 
 /// Whether a blob of this type is a JSON document that may reference others.
-pub fn is_json_document(mt: &MediaType) -> bool {
+pub(crate) fn is_json_document(mt: &MediaType) -> bool {
     is_image_manifest(mt) || is_index(mt) || mt.to_string().ends_with("+json")
 }
 
 /// Guesses a manifest's media type from its `mediaType` field or shape.
-pub fn sniff_manifest_type(bytes: &[u8]) -> MediaType {
+pub(crate) fn sniff_manifest_type(bytes: &[u8]) -> MediaType {
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     match v.get("mediaType").and_then(|m| m.as_str()) {
         Some(mt) => MediaType::from(mt),
@@ -90,7 +90,7 @@ pub fn children(bytes: &[u8]) -> Vec<Descriptor> {
 }
 
 /// The `config` descriptor of a manifest's bytes, if it has one.
-pub fn config_of(bytes: &[u8]) -> Option<Descriptor> {
+pub(crate) fn config_of(bytes: &[u8]) -> Option<Descriptor> {
     let v = serde_json::from_slice::<serde_json::Value>(bytes).ok()?;
     serde_json::from_value(v.get("config")?.clone()).ok()
 }

@@ -69,7 +69,7 @@ pub struct ConfigEdit {
 }
 
 /// `N` → `N/tcp`, as `docker` and the image spec spell exposed ports.
-pub fn port_key(p: &str) -> String {
+pub(crate) fn port_key(p: &str) -> String {
     if p.contains('/') {
         p.to_string()
     } else {

@@ -495,7 +495,7 @@ fn parse_challenge(h: &str) -> Option<Challenge> {
 
 /// Whether `a` and `b` share scheme, host and port: the origin that
 /// credentials are scoped to, as browsers scope cookies.
-pub fn same_origin(a: &Url, b: &Url) -> bool {
+pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
@@ -519,9 +519,9 @@ fn check_realm(realm: &str, allow_http: bool) -> std::result::Result<Url, &'stat
 }
 
 /// Token answers are a few KiB; anything past this is not a token.
-pub const MAX_TOKEN_BODY: u64 = 1 << 20;
+pub(crate) const MAX_TOKEN_BODY: u64 = 1 << 20;
 /// How much of an error answer is read to show the user.
-pub const MAX_ERROR_BODY: u64 = 64 << 10;
+pub(crate) const MAX_ERROR_BODY: u64 = 64 << 10;
 
 /// Reads at most `limit` bytes of `r`; the flag says there was more.
 pub fn read_bounded(r: impl Read, limit: u64) -> std::io::Result<(Vec<u8>, bool)> {
@@ -584,7 +584,7 @@ impl Client {
 
     /// Whether `url` is on the registry's own origin, the only place its
     /// credentials and tokens are sent.
-    pub fn is_own(&self, url: &Url) -> bool {
+    pub(crate) fn is_own(&self, url: &Url) -> bool {
         Url::parse(&self.base).is_ok_and(|b| same_origin(&b, url))
     }
 
@@ -609,7 +609,7 @@ impl Client {
     /// The `Authorization` value for a request to `url`: none unless
     /// `url` is on the registry's own origin (an upload `Location` may
     /// point at a storage host that must not see the token).
-    pub fn authorization_for(&self, url: &str, scope: &Scope) -> Option<String> {
+    pub(crate) fn authorization_for(&self, url: &str, scope: &Scope) -> Option<String> {
         let u = Url::parse(url).ok()?;
         if !self.is_own(&u) {
             return None;
@@ -620,7 +620,7 @@ impl Client {
     /// The HTTP client itself, for a request that must not be retried
     /// blindly (a PATCH whose partial success the caller checks). It
     /// follows no redirects and adds no credentials.
-    pub fn http_once(&self) -> &reqwest::blocking::Client {
+    pub(crate) fn http_once(&self) -> &reqwest::blocking::Client {
         &self.http
     }
 

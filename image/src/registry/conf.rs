@@ -176,7 +176,7 @@ impl RegistriesConf {
 
     /// The registry a bare name resolves to: the first search registry,
     /// else docker.io.
-    pub fn default_registry(&self) -> &str {
+    pub(crate) fn default_registry(&self) -> &str {
         self.unqualified_search
             .first()
             .map_or("docker.io", String::as_str)
@@ -187,7 +187,7 @@ impl RegistriesConf {
     /// Where to pull `name` (`HOST/REPO`) from, in order: each mirror of
     /// the longest matching prefix, as `(name there, insecure)`. The
     /// registry itself (the entry's location) comes last, with `false`.
-    pub fn pull_sources(&self, name: &str) -> Vec<(String, bool)> {
+    pub(crate) fn pull_sources(&self, name: &str) -> Vec<(String, bool)> {
         let matches = |p: &str| {
             name == p
                 || name

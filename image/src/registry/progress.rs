@@ -37,7 +37,7 @@ pub struct Progress {
 }
 
 /// The progress of one blob.
-pub struct Task {
+pub(crate) struct Task {
     bar: ProgressBar,
     total: ProgressBar,
     mode: Verbosity,
@@ -70,7 +70,7 @@ impl Progress {
     }
 
     /// Starts a blob transfer: `verb` is "Copying", "Pushing", …
-    pub fn task(&self, verb: &str, digest: &str, size: u64) -> Task {
+    pub(crate) fn task(&self, verb: &str, digest: &str, size: u64) -> Task {
         let bar = self
             .multi
             .insert_before(&self.total, ProgressBar::new(size));
@@ -137,7 +137,7 @@ impl Task {
 }
 
 /// A reader that advances a task's bars.
-pub struct CountingReader<R> {
+pub(crate) struct CountingReader<R> {
     inner: R,
     bar: ProgressBar,
     total: ProgressBar,

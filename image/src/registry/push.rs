@@ -324,7 +324,7 @@ impl Upload<'_> {
 }
 
 /// Pushes one manifest's bytes under `reference` (a tag or its digest).
-pub fn push_manifest(
+pub(crate) fn push_manifest(
     client: &Client,
     layout: &Layout,
     repo: &str,

@@ -381,7 +381,7 @@ fn resolve_id(
 /// Decodes the `user.rootlesscontainers` protobuf (`uint32 uid = 1; uint32
 /// gid = 2;`). A missing field is 0 (proto3); `u32::MAX` means "no change",
 /// returned as `None`.
-pub fn decode_rootless_xattr(v: &[u8]) -> (Option<u32>, Option<u32>) {
+pub(crate) fn decode_rootless_xattr(v: &[u8]) -> (Option<u32>, Option<u32>) {
     let (mut uid, mut gid) = (0u64, 0u64);
     let mut i = 0;
     let varint = |i: &mut usize| -> Option<u64> {
@@ -413,7 +413,7 @@ pub fn decode_rootless_xattr(v: &[u8]) -> (Option<u32>, Option<u32>) {
 }
 
 /// All extended attributes of a path, without following symlinks.
-pub fn read_xattrs(path: &Path) -> io::Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+pub(crate) fn read_xattrs(path: &Path) -> io::Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
     let mut out = std::collections::BTreeMap::new();
     let names = match xattr::list(path) {
         Ok(n) => n,
