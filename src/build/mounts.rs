@@ -26,7 +26,7 @@ pub use crate::project::cache_mount::{CacheMount, Sharing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("cache mount {id}: {path}: {source}")]
+    #[error("cache mount {id}: {path}")]
     Io {
         id: String,
         path: PathBuf,
