@@ -18,3 +18,6 @@ pub mod pod;
 pub mod project;
 pub mod sandbox;
 pub mod tapeout;
+
+#[cfg(test)]
+mod architecture;

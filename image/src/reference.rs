@@ -31,7 +31,7 @@ pub enum ReferenceError {
     EmptyPath(String),
     #[error(transparent)]
     /// A short name needed registries.conf, which could not be read.
-    RegistriesConf(&'static crate::registry::conf::ConfError),
+    RegistriesConf(&'static crate::registries_conf::ConfError),
     #[error("{input:?}: malformed registry reference: {reason}; expected [HOST[:PORT]/]REPO[:TAG|@sha256:HEX], with a lowercase REPO")]
     /// A `docker://` reference that is not `[HOST[:PORT]/]REPO[:TAG|@DIGEST]`.
     BadRegistryRef {
@@ -352,7 +352,7 @@ impl Reference {
             return Reference::parse(s);
         }
         if is_short_name(s) {
-            let conf = crate::registry::conf::current().map_err(ReferenceError::RegistriesConf)?;
+            let conf = crate::registries_conf::current().map_err(ReferenceError::RegistriesConf)?;
             return Reference::parse_short(s, conf.default_registry());
         }
         Ok(Reference::Registry(RegistryRef::parse(s)?))

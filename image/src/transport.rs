@@ -12,14 +12,13 @@ use crate::oci::image::{select_platform, Image, ImageError, Platform};
 use crate::oci::layout::{Layout, LayoutError};
 use crate::oci::media;
 use crate::reference::{Reference, ReferenceError, RegistryRef};
-use crate::registry::conf::ConfError;
+use crate::registries_conf::ConfError;
 use crate::registry::progress::{Progress, Verbosity};
 use crate::registry::pull::{self, Selection};
 use crate::registry::push::{self, PushOptions};
 use crate::registry::{self as reg, Client, RegistryError};
 use oci_spec::image::{Descriptor, ImageIndex};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 /// Why an image could not be moved. The variants that wrap a cause name
 /// the step (which reference, which direction) and leave the cause's own
@@ -157,19 +156,6 @@ impl Default for Options {
     }
 }
 
-static DEFAULTS: OnceLock<Options> = OnceLock::new();
-
-/// Sets the options that bases named in a spec are resolved with (the
-/// command line of `build` decides them once per process).
-pub fn set_defaults(o: Options) {
-    let _ = DEFAULTS.set(o);
-}
-
-/// The options set by [`set_defaults`], else the default ones.
-pub fn defaults() -> Options {
-    DEFAULTS.get().cloned().unwrap_or_default()
-}
-
 /// What moving an image did, for `--json`.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Report {
@@ -192,7 +178,7 @@ fn client(r: &RegistryRef, o: &Options) -> Result<Client> {
 }
 
 /// Runs a read of `rr` against its mirrors from registries.conf in turn,
-/// then against the registry itself (see [`crate::registry::conf`]). A
+/// then against the registry itself (see [`crate::registries_conf`]). A
 /// mirror that fails is skipped with a warning; the registry's own error
 /// is the one reported.
 fn from_mirrors<T>(
@@ -200,7 +186,7 @@ fn from_mirrors<T>(
     o: &Options,
     read: impl Fn(&RegistryRef, &Client) -> Result<T>,
 ) -> Result<T> {
-    let conf = crate::registry::conf::current().map_err(TransportError::Conf)?;
+    let conf = crate::registries_conf::current().map_err(TransportError::Conf)?;
     let name = format!("{}/{}", rr.registry, rr.repository);
     let sources = conf.pull_sources(&name);
     let last = sources.len().saturating_sub(1);
