@@ -107,9 +107,18 @@ fn at(path: &Path) -> impl FnOnce(io::Error) -> PathError + '_ {
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), PathError> {
     let mut dirs = Vec::new();
     for ent in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
-        let ent = ent.map_err(|e| PathError {
-            path: e.path().unwrap_or(src).to_path_buf(),
-            source: e.into(),
+        let ent = ent.map_err(|e| {
+            let path = e.path().unwrap_or(src).to_path_buf();
+            // The kernel's own error, errno kept (walkdir's conversion
+            // would wrap it and lose it); a symlink loop, walkdir's only
+            // other error, cannot happen when no link is followed.
+            let source = match e.io_error() {
+                Some(_) => e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("walk error")),
+                None => io::Error::other(e),
+            };
+            PathError { path, source }
         })?;
         let Ok(rel) = ent.path().strip_prefix(src) else {
             continue; // walkdir yields only paths under `src`

@@ -180,7 +180,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
                 tracing::warn!(
                     "could not remove {}: {}",
                     state.display(),
-                    shipyard_image::error_chain(&e)
+                    shipyard_image::error::chain_text(&e)
                 );
             }
         }

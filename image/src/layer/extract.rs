@@ -706,7 +706,7 @@ mod tests {
         let mut item = TarItem::Entry(e);
         let err = ex.apply_item(&mut item, &mut io::empty()).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG), "{err:?}");
-        let text = crate::error_chain(&err);
+        let text = crate::error::chain_text(&err);
         assert!(text.starts_with("create: "), "{text}");
         assert_eq!(text.matches("too long").count(), 1, "{text}");
     }

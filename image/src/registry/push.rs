@@ -242,7 +242,7 @@ impl Upload<'_> {
                     return Err(self.client.status_error("PATCH", &loc, r));
                 }
                 Ok(r) => tracing::warn!("PATCH {loc}: {}; resuming", r.status()),
-                Err(e) => tracing::warn!("PATCH {loc}: {}; resuming", crate::error_chain(&e)),
+                Err(e) => tracing::warn!("PATCH {loc}: {}; resuming", crate::error::chain_text(&e)),
             }
             failures += 1;
             if failures > self.opts.retries {
@@ -303,7 +303,7 @@ impl Upload<'_> {
                 Err(e) if attempt < self.opts.retries => {
                     tracing::warn!(
                         "pushing blob {digest}: {}; starting it over",
-                        crate::error_chain(&e)
+                        crate::error::chain_text(&e)
                     );
                     std::thread::sleep(super::client::backoff(attempt));
                     attempt += 1;

@@ -462,7 +462,7 @@ mod tests {
             panic!("a broken ownership record was accepted");
         };
         assert!(matches!(err, super::WalkError::Record(_)), "{err:?}");
-        let text = crate::error_chain(&err);
+        let text = crate::error::chain_text(&err);
         let at = format!("{}:2:", record.display());
         assert!(
             text.starts_with(&format!("reading the ownership record: {at}")),
