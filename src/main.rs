@@ -46,7 +46,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// SIGPIPE so that writes fail with EPIPE instead; shipyard keeps that
 /// everywhere else (a sandboxed child's pipe closing must be an error,
 /// not a silent death) and only takes the default action here, at exit.
-#[allow(unsafe_code)] // signal() and raise(), which nix does not need here
+#[allow(unsafe_code)] // libc signal() and raise(), to end as SIGPIPE ends a process
 fn die_of_sigpipe() -> ! {
     // SAFETY: signal() and raise() with a valid signal number; nothing
     // else runs concurrently that relies on the SIGPIPE disposition, since

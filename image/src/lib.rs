@@ -22,15 +22,17 @@
 //! - [`cache`]: the shared, verified blob cache registries and archives
 //!   are read through.
 //! - [`transport`]: one "source, then destination" over all of the above.
-//! - [`inroot`] and [`reproducible`]: path resolution inside a root, and
-//!   the timestamp outputs carry.
+//! - [`registries_conf`]: `registries.conf`, for short names and mirrors.
+//! - [`inroot`], [`fsutil`] and [`reproducible`]: path resolution inside a
+//!   root, atomic writes and tree copies, and the timestamp outputs carry.
+//! - [`error`]: an error and its causes as one line.
 //!
 //! # Errors
 //!
 //! Every module returns its own error type. An error's message says its
 //! own step and returns the cause as `source()`, never both, so a program
-//! printing the chain says each cause once; [`error_chain`] is that chain
-//! as one line. Failed system calls keep their `io::Error` (and errno).
+//! printing the chain says each cause once; [`error::chain_text`] is that
+//! chain as one line. Failed system calls keep their `io::Error` (and errno).
 //!
 //! # Example
 //!
@@ -77,6 +79,7 @@
 
 pub mod archive;
 pub mod cache;
+pub mod error;
 pub mod fsutil;
 pub mod inroot;
 pub mod layer;
@@ -87,20 +90,3 @@ pub mod registry;
 pub mod reproducible;
 pub mod rootfs;
 pub mod transport;
-
-/// `e` and each of its causes, joined by ": ". The errors of this crate
-/// print their own step only and return the cause as `source()` (so a
-/// program walking the chain says each cause once); code that must
-/// flatten an error to one line (a log line for a failure it recovers
-/// from, a message crossing a process boundary) uses this, since
-/// `e.to_string()` alone would drop the why.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}

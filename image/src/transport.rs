@@ -218,7 +218,7 @@ fn from_mirrors<T>(
             }
             Err(e) => tracing::warn!(
                 "{rr}: mirror {at} failed ({}); trying the next source",
-                crate::error_chain(&e)
+                crate::error::chain_text(&e)
             ),
         }
     }

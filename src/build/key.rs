@@ -279,7 +279,7 @@ fn content(
     }
     let ignore = ignore_matcher(root)?;
     let mut tree = walk_with(root, &WalkOptions::new(Hashing::None))
-        .map_err(|e| serr(shipyard_image::error_chain(&e)))?;
+        .map_err(|e| serr(shipyard_image::error::chain_text(&e)))?;
     tree.manifest.entries.retain(|p, e| {
         p.is_root()
             || !ignore

@@ -182,7 +182,7 @@ impl MountStore {
             crate::sandbox::remove_tree(&dir).map_err(|e| MountError::Io {
                 id: m.id.clone(),
                 path: dir.clone(),
-                source: std::io::Error::other(shipyard_image::error_chain(&e)),
+                source: std::io::Error::other(shipyard_image::error::chain_text(&e)),
             })?;
             n += 1;
             freed += m.size;

@@ -45,13 +45,14 @@ impl crate::sandbox::job::InNamespace for RestoreJob {
             ex.apply_layer(&layout, desc, diff_id).map_err(|e| {
                 format!(
                     "restoring a cached rule: {}",
-                    shipyard_image::error_chain(&e)
+                    shipyard_image::error::chain_text(&e)
                 )
             })?;
         }
-        ex.finish().map_err(|e| shipyard_image::error_chain(&e))?;
-        let tree =
-            walk(&self.changes, Hashing::None).map_err(|e| shipyard_image::error_chain(&e))?;
+        ex.finish()
+            .map_err(|e| shipyard_image::error::chain_text(&e))?;
+        let tree = walk(&self.changes, Hashing::None)
+            .map_err(|e| shipyard_image::error::chain_text(&e))?;
         super::capture::write_snapshot(&self.snapshot, &tree.manifest)
     }
 }

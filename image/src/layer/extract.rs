@@ -71,7 +71,7 @@ pub struct Extractor {
 type Res<T> = Result<T, EntryError>;
 
 /// A failed system call, errno kept.
-fn errno_msg(what: &str, e: Errno) -> EntryError {
+fn sys_err(what: &str, e: Errno) -> EntryError {
     EntryError::sys(what, e)
 }
 
@@ -120,7 +120,7 @@ impl Extractor {
             TarItem::Whiteout(p) => {
                 if let Some((at, parent)) = self.open_dir(&p.parent(), false)? {
                     remove_at(&parent, p.name())
-                        .map_err(|e| errno_msg("removing whited-out path", e))?;
+                        .map_err(|e| sys_err("removing whited-out path", e))?;
                     let real = at.join(p.name());
                     self.dirs.retain(|d, _| !d.starts_with(&real));
                     *p = real;
@@ -130,12 +130,11 @@ impl Extractor {
                 let (real, fd) = self
                     .open_dir(dir, true)?
                     .ok_or("opaque marker in a directory that cannot be created")?;
-                let names = list_dir(&fd).map_err(|e| errno_msg("listing opaque directory", e))?;
+                let names = list_dir(&fd).map_err(|e| sys_err("listing opaque directory", e))?;
                 for n in names {
                     let child = real.join(&n);
                     if !self.stacker.in_this_layer(&child) {
-                        remove_at(&fd, &n)
-                            .map_err(|e| errno_msg("clearing opaque directory", e))?;
+                        remove_at(&fd, &n).map_err(|e| sys_err("clearing opaque directory", e))?;
                         self.dirs.retain(|d, _| !d.starts_with(&child));
                     }
                 }
@@ -184,14 +183,14 @@ impl Extractor {
             return Ok(());
         }
         if existing.is_some() {
-            remove_at(parent, &name).map_err(|x| errno_msg("replacing existing path", x))?;
+            remove_at(parent, &name).map_err(|x| sys_err("replacing existing path", x))?;
             self.dirs.retain(|d, _| !d.starts_with(&e.path));
         }
         let mode600 = Mode::from_bits_truncate(0o600);
         match e.kind {
             Kind::Dir => {
                 mkdirat(parent, name.as_slice(), Mode::from_bits_truncate(0o700))
-                    .map_err(|x| errno_msg("mkdir", x))?;
+                    .map_err(|x| sys_err("mkdir", x))?;
                 self.set_owner_at(parent, &name, e)?;
                 self.set_xattrs_at(parent, &name, e)?;
                 self.dirs.insert(e.path.clone(), (e.mode, e.mtime.sec));
@@ -207,7 +206,7 @@ impl Extractor {
                         | OFlag::O_CLOEXEC,
                     mode600,
                 )
-                .map_err(|x| errno_msg("create", x))?;
+                .map_err(|x| sys_err("create", x))?;
                 let mut file = File::from(fd);
                 let mut hashing = crate::oci::digest::HashingWriter::new(&mut file);
                 let n = io::copy(data, &mut hashing).map_err(|source| EntryError::Io {
@@ -237,7 +236,7 @@ impl Extractor {
                 }
                 // After chown, which clears setuid/setgid.
                 fchmod(file.as_fd(), Mode::from_bits_truncate(e.mode))
-                    .map_err(|x| errno_msg("chmod", x))?;
+                    .map_err(|x| sys_err("chmod", x))?;
                 for (k, v) in &e.xattrs {
                     use xattr::FileExt;
                     if let Err(err) = file.set_xattr(std::ffi::OsStr::from_bytes(k), v) {
@@ -246,12 +245,12 @@ impl Extractor {
                 }
                 let t = TimeSpec::new(e.mtime.sec, 0);
                 nix::sys::stat::futimens(file.as_fd(), &t, &t)
-                    .map_err(|x| errno_msg("set mtime", x))?;
+                    .map_err(|x| sys_err("set mtime", x))?;
             }
             Kind::Symlink => {
                 let target = e.link.clone().unwrap_or_default();
                 symlinkat(target.as_slice(), parent, name.as_slice())
-                    .map_err(|x| errno_msg("symlink", x))?;
+                    .map_err(|x| sys_err("symlink", x))?;
                 self.set_owner_at(parent, &name, e)?;
                 self.set_mtime_at(parent, &name, e)?;
             }
@@ -269,7 +268,7 @@ impl Extractor {
                     Errno::ENOENT => {
                         EntryError::Refused(format!("hardlink target {target} does not exist"))
                     }
-                    e => errno_msg(&format!("hardlink target {target}"), e),
+                    e => sys_err(&format!("hardlink target {target}"), e),
                 })?;
                 if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
                     return Err(EntryError::Refused(format!(
@@ -283,7 +282,7 @@ impl Extractor {
                     name.as_slice(),
                     nix::fcntl::AtFlags::empty(),
                 )
-                .map_err(|x| errno_msg("link", x))?;
+                .map_err(|x| sys_err("link", x))?;
                 e.link = Some(at.join(target.name()).as_bytes().to_vec());
             }
             Kind::Fifo | Kind::Char | Kind::Block => {
@@ -299,7 +298,7 @@ impl Extractor {
                         self.shortfalls.devices += 1;
                         return Ok(());
                     }
-                    Err(x) => return Err(errno_msg("mknod", x)),
+                    Err(x) => return Err(sys_err("mknod", x)),
                 }
                 self.set_owner_at(parent, &name, e)?;
                 fchmodat(
@@ -308,7 +307,7 @@ impl Extractor {
                     Mode::from_bits_truncate(e.mode),
                     FchmodatFlags::FollowSymlink,
                 )
-                .map_err(|x| errno_msg("chmod", x))?;
+                .map_err(|x| sys_err("chmod", x))?;
                 self.set_mtime_at(parent, &name, e)?;
             }
         }
@@ -342,7 +341,7 @@ impl Extractor {
     fn set_mtime_at(&self, parent: &OwnedFd, name: &[u8], e: &Entry) -> Res<()> {
         let t = TimeSpec::new(e.mtime.sec, 0);
         utimensat(parent, name, &t, &t, UtimensatFlags::NoFollowSymlink)
-            .map_err(|x| errno_msg("set mtime", x))
+            .map_err(|x| sys_err("set mtime", x))
     }
 
     fn set_xattrs_at(&mut self, parent: &OwnedFd, name: &[u8], e: &Entry) -> Res<()> {
@@ -355,7 +354,7 @@ impl Extractor {
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|x| errno_msg("open", x))?;
+        .map_err(|x| sys_err("open", x))?;
         let f = File::from(fd);
         for (k, v) in &e.xattrs {
             use xattr::FileExt;
@@ -411,9 +410,9 @@ impl Extractor {
             };
             let t = TimeSpec::new(*mtime, 0);
             fchmod(&fd, Mode::from_bits_truncate(*mode))
-                .map_err(|e| errno_msg(&format!("{p}: chmod"), e))?;
+                .map_err(|e| sys_err(&format!("{p}: chmod"), e))?;
             nix::sys::stat::futimens(&fd, &t, &t)
-                .map_err(|e| errno_msg(&format!("{p}: set mtime"), e))?;
+                .map_err(|e| sys_err(&format!("{p}: set mtime"), e))?;
         }
         Ok((self.stacker.manifest, self.shortfalls))
     }
@@ -481,7 +480,7 @@ impl super::resolve::Tree for DiskTree<'_> {
     type Error = EntryError;
 
     fn root(&mut self) -> Res<OwnedFd> {
-        open_beneath(self.root, b".", OFlag::O_PATH).map_err(|e| errno_msg("opening the root", e))
+        open_beneath(self.root, b".", OFlag::O_PATH).map_err(|e| sys_err("opening the root", e))
     }
 
     fn lookup(&mut self, dir: &OwnedFd, at: &RelPath, name: &[u8]) -> Res<Node> {
@@ -489,14 +488,14 @@ impl super::resolve::Tree for DiskTree<'_> {
         {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Ok(Node::Missing),
-            Err(e) => return Err(errno_msg(&format!("looking at {}", at.join(name)), e)),
+            Err(e) => return Err(sys_err(&format!("looking at {}", at.join(name)), e)),
         };
         Ok(
             match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
                 SFlag::S_IFDIR => Node::Dir,
                 SFlag::S_IFLNK => {
                     let t = nix::fcntl::readlinkat(dir, name)
-                        .map_err(|e| errno_msg(&format!("reading symlink {}", at.join(name)), e))?;
+                        .map_err(|e| sys_err(&format!("reading symlink {}", at.join(name)), e))?;
                     Node::Symlink(t.as_bytes().to_vec())
                 }
                 _ => Node::Other,
@@ -512,7 +511,7 @@ impl super::resolve::Tree for DiskTree<'_> {
                     self.created.insert(here.clone(), (0o755, 0));
                 }
                 Err(Errno::EEXIST) => {}
-                Err(e) => return Err(errno_msg(&format!("creating {here}"), e)),
+                Err(e) => return Err(sys_err(&format!("creating {here}"), e)),
             }
         }
         open_beneath(dir, name, OFlag::O_PATH).map_err(|e| resolve_msg(&here, e))
@@ -537,7 +536,7 @@ fn resolve_msg(dir: &RelPath, e: Errno) -> EntryError {
         )),
         Errno::EXDEV => EntryError::Refused(format!("{dir} resolves outside the root")),
         Errno::ENOTDIR => EntryError::Refused(format!("{dir} is not a directory")),
-        e => errno_msg(&format!("opening {dir}"), e),
+        e => sys_err(&format!("opening {dir}"), e),
     }
 }
 
@@ -707,7 +706,7 @@ mod tests {
         let mut item = TarItem::Entry(e);
         let err = ex.apply_item(&mut item, &mut io::empty()).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG), "{err:?}");
-        let text = crate::error_chain(&err);
+        let text = crate::error::chain_text(&err);
         assert!(text.starts_with("create: "), "{text}");
         assert_eq!(text.matches("too long").count(), 1, "{text}");
     }

@@ -290,7 +290,7 @@ fn http_client(opts: &Options, insecure: bool) -> Result<reqwest::blocking::Clie
             path: dir.clone(),
             reason: format!(
                 "its certificates were not accepted: {}",
-                crate::error_chain(&e)
+                crate::error::chain_text(&e)
             ),
         },
         None => setup_err(e),
@@ -565,7 +565,7 @@ impl Client {
             if let Err(e) = probe {
                 tracing::info!(
                     "{api_host}: no TLS ({}); using plain HTTP",
-                    crate::error_chain(&e)
+                    crate::error::chain_text(&e)
                 );
                 client.base = format!("http://{api_host}");
             }
@@ -848,7 +848,10 @@ impl Client {
                             source,
                         });
                     }
-                    tracing::warn!("{method} {url}: {}; retrying", crate::error_chain(&source));
+                    tracing::warn!(
+                        "{method} {url}: {}; retrying",
+                        crate::error::chain_text(&source)
+                    );
                     backoff(attempt)
                 }
                 // A 401 from elsewhere (a storage host) is not the

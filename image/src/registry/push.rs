@@ -242,7 +242,7 @@ impl Upload<'_> {
                     return Err(self.client.status_error("PATCH", &loc, r));
                 }
                 Ok(r) => tracing::warn!("PATCH {loc}: {}; resuming", r.status()),
-                Err(e) => tracing::warn!("PATCH {loc}: {e}; resuming"),
+                Err(e) => tracing::warn!("PATCH {loc}: {}; resuming", crate::error::chain_text(&e)),
             }
             failures += 1;
             if failures > self.opts.retries {
@@ -301,7 +301,10 @@ impl Upload<'_> {
                 Ok(()) => break,
                 Err(e @ RegistryError::Unauthorized { .. }) => return Err(e),
                 Err(e) if attempt < self.opts.retries => {
-                    tracing::warn!("pushing blob {digest}: {e}; starting it over");
+                    tracing::warn!(
+                        "pushing blob {digest}: {}; starting it over",
+                        crate::error::chain_text(&e)
+                    );
                     std::thread::sleep(super::client::backoff(attempt));
                     attempt += 1;
                     task.reset();

@@ -445,6 +445,32 @@ pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
 
 #[cfg(test)]
 mod tests {
+    /// A broken ownership record fails the walk (its owners would be
+    /// wrong), naming the record's file and line once.
+    #[test]
+    fn a_broken_ownership_record_names_its_file_and_line() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("tree");
+        std::fs::create_dir(&root).unwrap();
+        let record = super::ownership_record_path(&root);
+        std::fs::write(
+            &record,
+            format!("{}\n/x nonsense\n", crate::rootfs::manifest::HEADER),
+        )
+        .unwrap();
+        let Err(err) = super::walk(&root, super::Hashing::None) else {
+            panic!("a broken ownership record was accepted");
+        };
+        assert!(matches!(err, super::WalkError::Record(_)), "{err:?}");
+        let text = crate::error::chain_text(&err);
+        let at = format!("{}:2:", record.display());
+        assert!(
+            text.starts_with(&format!("reading the ownership record: {at}")),
+            "{text}"
+        );
+        assert_eq!(text.matches(&at).count(), 1, "{text}");
+    }
+
     #[test]
     fn rootless_xattr_decodes() {
         // uid 1001, gid 1001 as umoci writes it.
