@@ -13,8 +13,15 @@ pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
+        // A cause already said (an error that also printed its source, or
+        // a transparent wrapper) or with nothing to say is left out.
+        let s = c.to_string();
+        if !s.is_empty() && !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
         cause = c.source();
     }
     out

@@ -124,18 +124,7 @@ pub fn run(cli: Cli) -> Result<()> {
 /// module's message already holds its cause's text (it names the cause
 /// and also returns it as `source()`), the cause is not repeated.
 pub fn error_text(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if s.is_empty() || out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out
+    shipyard_image::error::chain_text(e.as_ref())
 }
 
 /// The clap definition, for man pages and completions.
