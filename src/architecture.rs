@@ -50,6 +50,8 @@ const IMAGE: &[(&str, &[&str])] = &[
             "layer",
             "rootfs",
             "fsutil",
+            "inroot",
+            "reproducible",
         ],
     ),
 ];

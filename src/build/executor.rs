@@ -370,7 +370,6 @@ impl<'a> Executor<'a> {
         Ok(progress.explain)
     }
 
-    /// Runs a job as root of the build's user namespace, in the builder.
     /// Runs shipyard's own `job` as root of the builder's user namespace.
     fn in_ns<J: InNamespace>(&self, job: &J, name: &str) -> Result<()> {
         let job = NsJob::new(job).map_err(|e| BuildError::Job {

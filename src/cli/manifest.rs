@@ -49,11 +49,9 @@ pub fn run(a: Args) -> Result<()> {
     let m = load(&a.source, &a.owners.walk_options(Hashing::All), &a.registry)?;
     match &a.output {
         Some(p) => {
-            let tmp = p.with_extension("tmp");
-            let f = std::fs::File::create(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            m.write_to(std::io::BufWriter::new(f))?;
-            std::fs::rename(&tmp, p)?;
+            use shipyard_image::fsutil::{write_atomic, IfExists};
+            write_atomic(p, &m.to_text(), 0o644, IfExists::Replace)
+                .with_context(|| format!("writing {}", p.display()))?;
         }
         None => {
             let out = std::io::stdout().lock();

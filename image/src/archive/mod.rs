@@ -157,6 +157,12 @@ impl TarOut {
         let tmp = buf.into_inner().map_err(|e| io_at(&dest)(e.into_error()))?;
         tmp.as_file().sync_all().map_err(io_at(&dest))?;
         tmp.persist(&dest).map_err(|e| io_at(&dest)(e.error))?;
+        // The rename is durable only once its directory is synced.
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        crate::fsutil::fsync_dir(dir).map_err(io_at(dir))?;
         Ok(())
     }
 }

@@ -255,36 +255,19 @@ fn read_auth_json(path: &Path) -> Result<serde_json::Value, AuthError> {
     }
 }
 
-/// Replaces the file atomically, mode 0600: it holds passwords.
+/// Replaces the file atomically and durably, mode 0600: it holds
+/// passwords (the temp file is 0600 from its creation on).
 fn write_auth_json(path: &Path, v: &serde_json::Value) -> Result<(), AuthError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| AuthError::Io {
-        path: path.into(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("auth.json"),
-        std::process::id()
-    ));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
     let text = serde_json::to_vec_pretty(v).map_err(|e| AuthError::Json {
         path: path.into(),
         source: e,
     })?;
-    f.write_all(&text).and_then(|_| f.sync_all()).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    crate::fsutil::write_atomic(path, &text, 0o600, crate::fsutil::IfExists::Replace).map_err(
+        |source| AuthError::Io {
+            path: path.into(),
+            source,
+        },
+    )
 }
 
 /// Stores `user:password` for `host` in [`login_file`].
