@@ -10,4 +10,5 @@ pub mod cli;
 pub mod pod;
 pub mod project;
 pub mod sandbox;
+pub mod sbom;
 pub mod tapeout;
