@@ -438,7 +438,7 @@ impl Layout {
             .filter(|m| !super::referrer::is_referrer_entry(m))
             .collect();
         let available = || {
-            let t: Vec<&str> = entries.iter().filter_map(ref_name).collect();
+            let t: Vec<&str> = entries.iter().filter_map(|m| ref_name(m)).collect();
             if t.is_empty() {
                 "none".to_string()
             } else {
