@@ -54,6 +54,8 @@ pub struct BuildOptions {
     pub secrets: Vec<crate::sandbox::job::Secret>,
     /// No progress lines (`==> …`) on stderr: `-q`.
     pub quiet: bool,
+    /// Attach an SPDX document to every image (`--sbom`).
+    pub sbom: bool,
 }
 
 /// How the cache's own layers (a rule's changes, a tapeout's selection)
@@ -453,6 +455,9 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             }
             Step::Tapeout(t) => {
                 parts.insert("definition".into(), key::digest_json(t)?);
+                if opts.sbom {
+                    parts.insert("sbom".into(), crate::sbom::build::KEY_PART.into());
+                }
             }
         }
         let k = StepKey::new(parts);
@@ -543,7 +548,8 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             let forced_here = g.iter().filter_map(|t| index_of(t)).find_map(&forced);
             let step = format!("image.{}#{gi}", img.name);
             let status = planner.status(&step, &k, forced_here.as_deref());
-            if matches!(status, Status::Miss(_)) {
+            // --sbom: a cached image still needs what its tapeouts took.
+            if matches!(status, Status::Miss(_)) || opts.sbom {
                 needed.extend(g.iter().cloned());
             }
             groups.push(Group {
@@ -594,6 +600,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
     let cache_layout = planner.sc.cache.layout.root().to_path_buf();
     let mut pending: Vec<(Descriptor, String)> = Vec::new();
     let mut explain: BTreeMap<String, crate::tapeout::Explain> = BTreeMap::new();
+    let mut sboms: BTreeMap<String, crate::sbom::Attribution> = BTreeMap::new();
     let mut ran_rule = false;
     let in_ns = |action: crate::sandbox::job::Action, name: &str| -> Result<()> {
         let spec = StepSpec {
@@ -680,6 +687,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     if let Some(Some(Status::Hit(r))) = statuses.get(index) {
                         restore_stage(&planner.sc, r, &state.join("tapeout").join(&t.name))?;
                         explain.insert(t.name.clone(), explain_of(r));
+                        sboms.extend(r.sbom.clone().map(|a| (t.name.clone(), a)));
                         planner.sc.remember_parts(&plan.dir, &id, key);
                         planner.say(&id, "cached", "");
                         continue;
@@ -827,6 +835,7 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                         Some(Status::Hit(r)) if !ran_rule => {
                             restore_stage(&planner.sc, &r, &stage)?;
                             explain.insert(t.name.clone(), explain_of(&r));
+                            sboms.extend(r.sbom.clone().map(|a| (t.name.clone(), a)));
                             planner.sc.remember_parts(&plan.dir, &id, key);
                             planner.say(&id, "cached", "");
                             continue;
@@ -870,10 +879,21 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
                     }
                     let ex: BTreeMap<String, String> =
                         serde_json::from_slice(&std::fs::read(&explain_out)?)?;
+                    // --sbom: the packages the paths come from, read from
+                    // the builder while it holds what the rules installed.
+                    let sbom = if opts.sbom {
+                        let a = crate::sbom::build::of_tapeout(&view, t, &stage, ex.keys())
+                            .with_context(|| format!("{id}: --sbom"))?;
+                        sboms.insert(t.name.clone(), a.clone());
+                        Some(a)
+                    } else {
+                        None
+                    };
                     let (planner, ex2) = (&planner, ex.clone());
                     background.push(scope.spawn(move || -> Result<()> {
-                        let rec = store_stage(&planner.sc, &id, &stage, ex2)
+                        let mut rec = store_stage(&planner.sc, &id, &stage, ex2)
                             .with_context(|| format!("{id}: caching its selection"))?;
+                        rec.sbom = sbom;
                         planner.sc.store(&key.key, &rec)?;
                         planner.sc.remember_parts(&plan.dir, &id, key);
                         Ok(())
@@ -907,6 +927,21 @@ fn run_plan(plan: &Plan, opts: &BuildOptions, state: &Path) -> Result<Vec<Built>
             let (digest, lines) = assemble(&img, &layout, state, opts, &planner, &explain)?;
             used.extend(img.groups.iter().map(|g| g.key.key.clone()));
             descriptors.insert(name.clone(), layout.resolve(Some(&img.spec.tag))?);
+            if opts.sbom {
+                let parts: Vec<&crate::sbom::Attribution> = img
+                    .spec
+                    .tapeouts
+                    .iter()
+                    .filter_map(|t| sboms.get(t))
+                    .collect();
+                crate::sbom::build::attach(
+                    &layout,
+                    &name,
+                    &descriptors[&name],
+                    &parts,
+                    opts.epoch,
+                )?;
+            }
             if opts.explain {
                 for (p, why) in lines {
                     println!("{name}\t{p}\t{why}");

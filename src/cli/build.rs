@@ -44,6 +44,12 @@ pub struct Args {
     /// Print, for every path of every image, why it is there.
     #[arg(long)]
     pub explain: bool,
+    /// Attach to every image an SPDX 2.3 SBOM: the builder's packages
+    /// (dpkg or apk database) whose files the image took, and the files
+    /// from no package. Stored in the layout as an OCI referrer of the
+    /// image (artifactType application/spdx+json) and pushed with it.
+    #[arg(long)]
+    pub sbom: bool,
     /// KEY=VALUE: a build argument (env of every rule), or label.NAME=V /
     /// annotation.NAME=V on every image.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -234,6 +240,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         isolation: a.isolation,
         secrets: secrets.secrets.clone(),
         quiet,
+        sbom: a.sbom,
         cache: crate::build::CacheOptions {
             read: !a.no_cache,
             no_cache_rules: a

@@ -16,6 +16,7 @@
 //! tapeout's builder may never be rebuilt.
 
 pub mod apk;
+pub mod build;
 pub mod dpkg;
 pub mod rpm;
 pub mod spdx;
@@ -247,8 +248,20 @@ pub fn attribute(tree: &dyn Tree, taken: &[Taken]) -> Result<Attribution, SbomEr
     };
     let mut owner: HashMap<PathBuf, usize> = HashMap::new();
     if let Some(db) = &db {
+        // Directories are listed by every package with files in them:
+        // they say nothing about who made a path, and a usrmerge symlink
+        // such as `/lib` must not be given to whichever package listed
+        // the directory `/lib` first. A listed path with listed paths
+        // under it is a directory.
+        let dirs: std::collections::HashSet<&Path> = db
+            .files
+            .iter()
+            .flat_map(|(p, _)| p.ancestors().skip(1))
+            .collect();
         for (p, i) in &db.files {
-            owner.entry(canon.path(p)).or_insert(*i);
+            if !dirs.contains(p.as_path()) {
+                owner.entry(canon.path(p)).or_insert(*i);
+            }
         }
     }
     // Packages in the order of the document (sorted), renumbered.

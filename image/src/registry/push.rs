@@ -393,7 +393,9 @@ fn push_referrers(job: &Upload<'_>, subject: &Digest) -> Result<usize> {
         // Its own blobs (config, layers); the subject is there already.
         let blobs: Vec<Descriptor> = media::children(&bytes)
             .into_iter()
-            .filter(|c| !media::is_image_manifest(c.media_type()) && !media::is_index(c.media_type()))
+            .filter(|c| {
+                !media::is_image_manifest(c.media_type()) && !media::is_index(c.media_type())
+            })
             .collect();
         for b in &blobs {
             job.progress.expect(b.size());
