@@ -68,6 +68,9 @@ pub fn document(subject: &Subject<'_>, a: &Attribution, created: &str) -> Value 
         packages.push(package(p, id, database));
         relationships.push(rel("SPDXRef-Image", "CONTAINS", id));
     }
+    // A package that CONTAINS files says it analyzed them, with the
+    // verification code of their SHA-1s (SPDX 2.3 §7.9).
+    let mut sha1s: Vec<Vec<&str>> = vec![Vec::new(); packages.len()];
     let mut files = Vec::new();
     for (n, (path, f)) in a.files.iter().enumerate() {
         let (Some(sha1), Some(sha256)) = (&f.sha1, &f.sha256) else {
@@ -84,9 +87,13 @@ pub fn document(subject: &Subject<'_>, a: &Attribution, created: &str) -> Value 
             "licenseConcluded": "NOASSERTION",
             "copyrightText": "NOASSERTION",
         });
-        match f.package.and_then(|i| ids.get(i)) {
-            Some(pid) => relationships.push(rel(pid, "CONTAINS", &id)),
+        match f.package.filter(|i| *i < ids.len()) {
+            Some(i) => {
+                relationships.push(rel(&ids[i], "CONTAINS", &id));
+                sha1s[i + 1].push(sha1);
+            }
             None => {
+                sha1s[0].push(sha1);
                 file["comment"] = json!(format!(
                     "In no package: the builder's package database ({database}) does not list it."
                 ));
@@ -94,6 +101,16 @@ pub fn document(subject: &Subject<'_>, a: &Attribution, created: &str) -> Value 
             }
         }
         files.push(file);
+    }
+    for (p, mut codes) in packages.iter_mut().zip(sha1s) {
+        if codes.is_empty() {
+            continue;
+        }
+        codes.sort_unstable();
+        p["filesAnalyzed"] = json!(true);
+        p["packageVerificationCode"] = json!({
+            "packageVerificationCodeValue": verification_code(&codes),
+        });
     }
     json!({
         "spdxVersion": "SPDX-2.3",
@@ -119,6 +136,16 @@ pub fn to_bytes(doc: &Value) -> Vec<u8> {
     // serde_json writes a Value's maps in their (deterministic) order and
     // cannot fail on one.
     serde_json::to_vec(doc).unwrap_or_default()
+}
+
+/// The SHA-1 of the sorted SHA-1s of a package's files, concatenated.
+fn verification_code(sorted_sha1s: &[&str]) -> String {
+    use sha1::Digest as _;
+    let mut h = sha1::Sha1::new();
+    for c in sorted_sha1s {
+        h.update(c.as_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 fn rel(from: &str, kind: &str, to: &str) -> Value {
@@ -332,6 +359,19 @@ mod tests {
         ));
         let app = id_of("./usr/local/bin/app");
         assert!(has("SPDXRef-Image", "CONTAINS", &app));
+        // Packages that contain files analyzed them: the verification
+        // code is the SHA-1 of their files' sorted SHA-1s.
+        assert_eq!(pk[0]["filesAnalyzed"], true);
+        assert_eq!(
+            pk[0]["packageVerificationCode"]["packageVerificationCodeValue"],
+            verification_code(&["c".repeat(40).as_str()])
+        );
+        assert_eq!(
+            verification_code(&["a", "b"]),
+            "da23614e02469a0d7c7bd1bdab5c9c474b1904dc",
+            "sha1(\"ab\")"
+        );
+        assert_eq!(pk[1]["filesAnalyzed"], true);
         let app_entry = files.iter().find(|f| f["SPDXID"] == app.as_str()).unwrap();
         assert!(app_entry["comment"]
             .as_str()

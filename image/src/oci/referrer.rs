@@ -41,8 +41,9 @@ fn bare(d: &Descriptor) -> Descriptor {
 
 /// Stores an artifact about `subject` (a manifest in this layout): one
 /// layer holding `bytes` of `media_type`, the empty config, and
-/// `artifactType` = `artifact_type`. Lists it in `index.json` (once: the
-/// same artifact written again changes nothing). Returns its descriptor.
+/// `artifactType` = `artifact_type`. Lists it in `index.json` in place of
+/// any earlier artifact of that type about the same subject (an image has
+/// one SBOM: the one its last build wrote). Returns its descriptor.
 pub fn write_referrer(
     layout: &Layout,
     subject: &Descriptor,
@@ -80,11 +81,18 @@ pub fn write_referrer(
     let manifest = b.build().map_err(|e| build("manifest", e.to_string()))?;
     let mut desc = layout.put_json(&manifest, MediaType::ImageManifest)?;
     desc.set_artifact_type(Some(MediaType::from(artifact_type)));
+    let subject_digest = media::digest_of(subject)?;
     layout.update_index(|index| {
-        let mut manifests = index.manifests().clone();
-        if !manifests.iter().any(|m| m.digest() == desc.digest()) {
-            manifests.push(desc.clone());
+        let mut manifests = Vec::new();
+        for m in index.manifests() {
+            let replaced = m.artifact_type() == desc.artifact_type()
+                && subject_of(&layout.read_blob(&media::digest_of(m)?, Some(m.size()))?).as_ref()
+                    == Some(&subject_digest);
+            if !replaced {
+                manifests.push(m.clone());
+            }
         }
+        manifests.push(desc.clone());
         index.set_manifests(manifests);
         Ok(())
     })?;
@@ -203,6 +211,19 @@ mod tests {
         let found = referrers(&layout, &media::digest_of(&subject).unwrap()).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].digest(), r.digest());
+        // Another document about the same image replaces it.
+        let r2 = write_referrer(
+            &layout,
+            &subject,
+            "application/spdx+json",
+            "application/spdx+json",
+            b"{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"new\"}",
+            HashMap::new(),
+        )
+        .unwrap();
+        let found = referrers(&layout, &media::digest_of(&subject).unwrap()).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].digest(), r2.digest());
         assert_eq!(
             found[0]
                 .artifact_type()
