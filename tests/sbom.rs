@@ -216,7 +216,7 @@ fn build_sbom_lists_the_packages_of_the_taken_files() {
 }
 
 #[test]
-fn an_rpm_builder_is_refused_rather_than_given_an_empty_sbom() {
+fn a_broken_rpm_database_is_refused_rather_than_ignored() {
     let t = tempfile::tempdir().unwrap();
     let p = project(t.path());
     std::fs::remove_dir_all(p.join("base/var/lib/dpkg")).unwrap();
@@ -241,5 +241,8 @@ fn an_rpm_builder_is_refused_rather_than_given_an_empty_sbom() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rpm databases are not read yet"), "{err}");
+    assert!(
+        err.contains("/var/lib/rpm/rpmdb.sqlite") && err.contains("not an SQLite 3 database"),
+        "{err}"
+    );
 }

@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long)]
     pub explain: bool,
     /// Attach to every image an SPDX 2.3 SBOM: the builder's packages
-    /// (dpkg or apk database) whose files the image took, and the files
+    /// (dpkg, apk or rpm database) whose files the image took, and the files
     /// from no package. Stored in the layout as an OCI referrer of the
     /// image (artifactType application/spdx+json) and pushed with it.
     #[arg(long)]

@@ -20,6 +20,7 @@ pub mod build;
 pub mod dpkg;
 pub mod rpm;
 pub mod spdx;
+pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -114,17 +115,31 @@ pub struct Package {
 impl Package {
     /// The package URL (purl), e.g.
     /// `pkg:deb/debian/libc6@2.36-9+deb12u7?arch=amd64`.
+    ///
+    /// An rpm epoch is a qualifier (`…@2.1.7-2.fc40?arch=x86_64&epoch=1`),
+    /// as the purl spec has it for rpm; dpkg's stays in the version.
     pub fn purl(&self) -> String {
+        let (epoch, version) = match (self.manager, self.version.split_once(':')) {
+            (Manager::Rpm, Some((e, v))) if e.bytes().all(|b| b.is_ascii_digit()) => (Some(e), v),
+            _ => (None, self.version.as_str()),
+        };
         let mut s = format!(
             "pkg:{}/{}/{}@{}",
             self.manager.as_str(),
             purl_escape(&self.distro.to_ascii_lowercase()),
             purl_escape(&self.name),
-            purl_escape(&self.version)
+            purl_escape(version)
         );
+        let mut qualifiers = Vec::new();
         if let Some(a) = &self.arch {
-            s.push_str("?arch=");
-            s.push_str(&purl_escape(a));
+            qualifiers.push(format!("arch={}", purl_escape(a)));
+        }
+        if let Some(e) = epoch {
+            qualifiers.push(format!("epoch={e}"));
+        }
+        if !qualifiers.is_empty() {
+            s.push('?');
+            s.push_str(&qualifiers.join("&"));
         }
         s
     }
@@ -169,8 +184,8 @@ pub fn distro_id(tree: &dyn Tree) -> Option<String> {
 }
 
 /// Reads the builder's package database: dpkg, apk or rpm, the first one
-/// present. `None` when the builder has none (a `scratch` or `host`-less
-/// tree): every file is then in no package.
+/// present. `None` when the builder has none (a tree without a package
+/// manager): every file is then in no package.
 pub fn read_db(tree: &dyn Tree) -> Result<Option<Db>, SbomError> {
     if let Some(db) = dpkg::read(tree)? {
         return Ok(Some(db));
