@@ -333,7 +333,7 @@ pub fn push_manifest(
         client,
         repo,
         reference,
-        &desc.media_type().to_string(),
+        desc.media_type().as_ref(),
         &bytes,
         &digest,
     )?;
@@ -405,7 +405,7 @@ fn push_referrers(job: &Upload<'_>, subject: &Digest) -> Result<usize> {
             client,
             repo,
             &digest.to_string(),
-            &r.media_type().to_string(),
+            r.media_type().as_ref(),
             &bytes,
             &digest,
         )?;
