@@ -528,8 +528,10 @@ impl Layout {
                     None
                 };
                 match subject {
-                    Some(s) if live.contains(s.hex()) => queue.push(r),
-                    _ => waiting.push(r),
+                    Some(s) if !live.contains(s.hex()) => waiting.push(r),
+                    // About something live, or about nothing (an
+                    // artifact of its own): kept.
+                    _ => queue.push(r),
                 }
             }
             referrers = waiting;

@@ -21,10 +21,11 @@ use std::collections::HashMap;
 pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 pub const EMPTY_BYTES: &[u8] = b"{}";
 
-/// Whether an index entry is a referrer (an artifact about another
-/// manifest) rather than an image of its own.
+/// Whether an index entry may be a referrer (an artifact about another
+/// manifest) rather than an image of its own: untagged, with an
+/// `artifactType`. (A tagged artifact is one of the layout's own.)
 pub fn is_referrer_entry(d: &Descriptor) -> bool {
-    d.artifact_type().is_some()
+    d.artifact_type().is_some() && super::layout::ref_name(d).is_none()
 }
 
 /// The tag under which a registry without the referrers API keeps the
@@ -267,6 +268,47 @@ mod tests {
         assert!(removed.contains(&rd.to_string()), "{removed:?}");
         assert!(!layout.has_blob(&rd));
         assert!(layout.index().unwrap().manifests().is_empty());
+    }
+
+    /// An untagged artifact that is about nothing, and a tagged one, are
+    /// the layout's own: gc keeps them and `oci:DIR` counts them.
+    #[test]
+    fn artifacts_without_subject_or_with_a_tag_are_not_referrers() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        let (cd, cs) = layout.put_bytes(EMPTY_BYTES).unwrap();
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .artifact_type(MediaType::from("application/x-thing"))
+            .config(Descriptor::new(
+                MediaType::from(EMPTY_MEDIA_TYPE),
+                cs,
+                media::to_spec_digest(&cd),
+            ))
+            .layers(Vec::new())
+            .build()
+            .unwrap();
+        let mut d = layout
+            .put_json(&manifest, MediaType::ImageManifest)
+            .unwrap();
+        d.set_artifact_type(Some(MediaType::from("application/x-thing")));
+        layout
+            .update_index(|i| {
+                i.set_manifests(vec![d.clone()]);
+                Ok(())
+            })
+            .unwrap();
+        drop(layout);
+        let layout = Layout::open(dir.path()).unwrap();
+        let (removed, _) = layout.gc().unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+        assert_eq!(layout.index().unwrap().manifests().len(), 1);
+        assert!(layout.has_blob(&media::digest_of(&d).unwrap()));
+        layout.tag("thing", &d).unwrap();
+        let tagged = layout.resolve(Some("thing")).unwrap();
+        assert!(!is_referrer_entry(&tagged));
+        assert_eq!(layout.resolve(None).unwrap().digest(), d.digest());
     }
 
     #[test]
