@@ -19,6 +19,7 @@ use std::collections::HashMap;
 /// The empty config of an artifact without one (image-spec 1.1: the
 /// two bytes `{}`, media type `application/vnd.oci.empty.v1+json`).
 pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+/// The empty config's bytes.
 pub const EMPTY_BYTES: &[u8] = b"{}";
 
 /// Whether an index entry may be a referrer (an artifact about another
