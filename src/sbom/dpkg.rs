@@ -35,12 +35,24 @@ pub fn read(tree: &dyn Tree) -> Result<Option<Db>, SbomError> {
                 msg: format!("a paragraph without a Package field: {:?}", para[0]),
             });
         };
-        // "install ok installed"; half-installed or config-files only
-        // packages have files that may or may not be there: their lists
-        // still say who put a file there, but they are not installed.
-        let installed =
-            field("Status").is_some_and(|s| s.split_whitespace().last() == Some("installed"));
-        if !installed {
+        // "install ok installed", or a state in which the package's files
+        // are all unpacked (its triggers or configuration still to run,
+        // as an apt run in a container often leaves them).
+        // `config-files`, `half-installed` and `not-installed` packages
+        // may lack files their lists name: no file is theirs.
+        let unpacked = field("Status").is_some_and(|s| {
+            matches!(
+                s.split_whitespace().last(),
+                Some(
+                    "installed"
+                        | "triggers-pending"
+                        | "triggers-awaited"
+                        | "half-configured"
+                        | "unpacked"
+                )
+            )
+        });
+        if !unpacked {
             continue;
         }
         let arch = field("Architecture");
@@ -100,6 +112,11 @@ Package: gone
 Status: deinstall ok config-files
 Architecture: amd64
 Version: 1.0
+
+Package: libc-bin
+Status: install ok triggers-pending
+Architecture: amd64
+Version: 2.36-9+deb12u7
 ";
 
     /// A usrmerged bookworm in miniature: `/lib` is a symlink to
@@ -117,6 +134,9 @@ Version: 1.0
                 "/.\n/usr/lib/x86_64-linux-gnu/libz.so.1.2.13\n/usr/lib/x86_64-linux-gnu/libz.so.1\n",
             )
             .file("/var/lib/dpkg/info/gone.list", "/usr/bin/app\n")
+            .file("/var/lib/dpkg/info/libc-bin.list", "/sbin/ldconfig\n")
+            .link("/sbin", "usr/sbin")
+            .file("/usr/sbin/ldconfig", "ldconfig")
             .file("/usr/lib/x86_64-linux-gnu/libc.so.6", "libc")
             .file("/usr/lib/x86_64-linux-gnu/libz.so.1.2.13", "zlib")
             .link("/usr/lib/x86_64-linux-gnu/libz.so.1", "libz.so.1.2.13")
@@ -143,7 +163,7 @@ Version: 1.0
         let f = usrmerged();
         let db = super::read(&f.view()).unwrap().unwrap();
         let names: Vec<&str> = db.packages.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["libc6", "zlib1g"]);
+        assert_eq!(names, ["libc6", "zlib1g", "libc-bin"]);
         assert_eq!(db.packages[0].version, "2.36-9+deb12u7");
         assert_eq!(
             db.packages[0].purl(),
@@ -192,6 +212,14 @@ Version: 1.0
             a.files[paths[4]].sha1.as_deref(),
             Some("57968f12798767ae5da8b15a0c383ad79d0f338b")
         );
+    }
+
+    #[test]
+    fn a_package_whose_triggers_are_pending_owns_its_files() {
+        let f = usrmerged();
+        let a = attribute(&f.view(), &[take(&f, "/usr/sbin/ldconfig")]).unwrap();
+        assert_eq!(a.files["/usr/sbin/ldconfig"].package, Some(0));
+        assert_eq!(a.packages[0].name, "libc-bin");
     }
 
     /// The host's own symlinks are never followed: a builder whose `/lib`
