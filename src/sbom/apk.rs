@@ -7,10 +7,15 @@ use super::{distro_id, paragraphs, Db, Manager, Package, SbomError, Tree};
 use std::path::{Path, PathBuf};
 
 const INSTALLED: &str = "/lib/apk/db/installed";
+/// Where a usr-merged Alpine may keep it instead.
+const INSTALLED_USR: &str = "/usr/lib/apk/db/installed";
 
 /// Reads the apk database, `None` when the builder has none.
 pub fn read(tree: &dyn Tree) -> Result<Option<Db>, SbomError> {
-    let Some(bytes) = tree.read(Path::new(INSTALLED)) else {
+    let Some(bytes) = tree
+        .read(Path::new(INSTALLED))
+        .or_else(|| tree.read(Path::new(INSTALLED_USR)))
+    else {
         return Ok(None);
     };
     let text = String::from_utf8_lossy(&bytes);
@@ -121,6 +126,15 @@ R:libz.so.1
         assert_eq!(owner("/lib/libc.musl-x86_64.so.1"), Some("musl"));
         assert_eq!(owner("/usr/lib/libz.so.1.3.1"), Some("zlib"));
         assert_eq!(owner("/usr/bin/mine"), None);
+    }
+
+    #[test]
+    fn the_database_under_usr_is_read_too() {
+        let f = Fixture::new();
+        f.file("/usr/lib/apk/db/installed", INSTALLED);
+        let db = super::read(&f.view()).unwrap().unwrap();
+        assert_eq!(db.packages.len(), 2);
+        assert_eq!(db.packages[0].distro, "alpine");
     }
 
     #[test]
