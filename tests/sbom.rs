@@ -129,8 +129,15 @@ fn build_sbom_lists_the_packages_of_the_taken_files() {
     let t = tempfile::tempdir().unwrap();
     let p = project(t.path());
     let l1 = t.path().join("l1");
-    build(&p, &l1, &["--sbom"]);
+    let meta = t.path().join("meta.json");
+    build(
+        &p,
+        &l1,
+        &["--sbom", "--metadata-file", meta.to_str().unwrap()],
+    );
     let (referrer, doc) = document(&l1, "app");
+    // --metadata-file names it.
+    assert_eq!(json(&meta)["images"]["app"]["sbom"], referrer.as_str());
     assert_eq!(doc["spdxVersion"], "SPDX-2.3");
     assert_eq!(doc["creationInfo"]["created"], "2023-11-14T22:13:20Z");
     let packages: Vec<(String, String)> = doc["packages"]
@@ -204,8 +211,9 @@ fn build_sbom_lists_the_packages_of_the_taken_files() {
     assert_eq!(document(&l2, "app").0, referrer);
     // Without --sbom: the same image, and no referrer.
     let l3 = t.path().join("l3");
-    build(&p, &l3, &[]);
+    build(&p, &l3, &["--metadata-file", meta.to_str().unwrap()]);
     assert!(referrers(&l3).is_empty());
+    assert!(json(&meta)["images"]["app"].get("sbom").is_none());
     assert_eq!(digest_of_tag(&l3, "app"), digest_of_tag(&l1, "app"));
     // A cached image built without --sbom gains its document later.
     build(&p, &l3, &["--sbom"]);

@@ -79,7 +79,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
     /// Write a JSON summary of the build here: for each image and pod, its
-    /// digest, tag, layout, size and the references it was pushed to.
+    /// digest, tag, layout, size and the references it was pushed to (and
+    /// with --sbom, its SBOM referrer's digest).
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
     /// id=NAME,src=FILE or id=NAME,env=VARIABLE: a secret that rules naming
@@ -368,13 +369,24 @@ fn metadata(
             }
             Err(_) => desc.size(),
         };
-        let entry = serde_json::json!({
+        let mut entry = serde_json::json!({
             "digest": b.digest,
             "tag": b.tag,
             "layout": format!("oci:{}:{}", layout_dir.display(), tag),
             "size": size,
             "pushed": pushed.iter().filter(|(n, _)| n == &b.name).map(|(_, r)| r).collect::<Vec<_>>(),
         });
+        // --sbom: the digest of the image's SPDX referrer.
+        let subject = shipyard_image::oci::media::digest_of(&desc)?;
+        if let Some(r) = shipyard_image::oci::referrer::referrers(&layout, &subject)?
+            .iter()
+            .find(|r| {
+                r.artifact_type().as_ref().map(|a| a.to_string()).as_deref()
+                    == Some(crate::sbom::spdx::MEDIA_TYPE)
+            })
+        {
+            entry["sbom"] = serde_json::json!(r.digest().to_string());
+        }
         if b.pod {
             pods.insert(b.name.clone(), entry);
         } else {
