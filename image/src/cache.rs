@@ -16,17 +16,21 @@
 //! `cache prune`, which takes the lock exclusively, must not remove blobs
 //! or temp files in between.
 
+use crate::fsutil::IfExists;
 use crate::oci::digest::Digest;
-use crate::oci::layout::{IfExists, Layout, LayoutError};
+use crate::oci::layout::{Layout, LayoutError};
 use crate::reference::RegistryRef;
 use oci_spec::image::Descriptor;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
+/// Why the shared cache could not be used.
 pub enum CacheError {
     #[error("no cache directory: set XDG_CACHE_HOME or HOME")]
+    /// Neither XDG_CACHE_HOME nor HOME says where the cache lives.
     NoHome,
     #[error(transparent)]
+    /// The cache's layout failed.
     Layout(#[from] LayoutError),
 }
 
@@ -48,7 +52,7 @@ fn layout_path(root: &Path) -> PathBuf {
 
 /// Whether `layout` is the user's cache (whose blobs were verified on the
 /// way in), without creating the cache to find out.
-pub fn is_cache_layout(layout: &Layout) -> bool {
+pub(crate) fn is_cache_layout(layout: &Layout) -> bool {
     cache_dir().is_ok_and(|d| layout_path(&d) == layout.root())
 }
 
@@ -56,6 +60,7 @@ pub fn is_cache_layout(layout: &Layout) -> bool {
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
+    /// The layout holding the cached blobs, shared by every image pulled or imported.
     pub layout: Layout,
 }
 
@@ -65,16 +70,16 @@ fn key_file(dir: &Path, key: &str) -> PathBuf {
 }
 
 /// Writes a file of the cache atomically and durably (see
-/// [`crate::oci::layout::write_atomic`]); cache records stay private to
+/// [`crate::fsutil::write_atomic`]); cache records stay private to
 /// their user.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::oci::layout::write_atomic(path, bytes, 0o600, IfExists::Replace)
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    crate::fsutil::write_atomic(path, bytes, 0o600, IfExists::Replace)
 }
 
 /// Writes a small record atomically; records are hints, so a failure to
 /// write one is logged, not fatal.
 fn write_record(path: &Path, text: &str) {
-    if let Err(e) = write_atomic(path, text.as_bytes()) {
+    if let Err(e) = write_private(path, text.as_bytes()) {
         tracing::warn!("cache record {}: {e}", path.display());
     }
 }
@@ -105,12 +110,13 @@ impl Cache {
         Ok(Cache { root, layout })
     }
 
+    /// The cache directory (`$XDG_CACHE_HOME/shipyard`), for messages that tell the user where to look.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
     /// Remembers that `r` (a tag) named `desc`.
-    pub fn record_ref(&self, r: &RegistryRef, desc: &Descriptor) {
+    pub(crate) fn record_ref(&self, r: &RegistryRef, desc: &Descriptor) {
         match serde_json::to_string(desc) {
             Ok(text) => write_record(&key_file(&self.root.join("refs"), &r.to_string()), &text),
             Err(e) => tracing::warn!("cache record for {r}: {e}"),
@@ -118,7 +124,7 @@ impl Cache {
     }
 
     /// What `r` named when last pulled, if its manifest is still cached.
-    pub fn lookup_ref(&self, r: &RegistryRef) -> Option<Descriptor> {
+    pub(crate) fn lookup_ref(&self, r: &RegistryRef) -> Option<Descriptor> {
         if let Some(d) = &r.digest {
             let digest: Digest = d.parse().ok()?;
             let bytes = self.layout.read_blob(&digest, None).ok()?;
@@ -136,7 +142,7 @@ impl Cache {
     }
 
     /// Remembers that `repository` on `registry` holds `digest`.
-    pub fn note_home(&self, registry: &str, repository: &str, digest: &Digest) {
+    pub(crate) fn note_home(&self, registry: &str, repository: &str, digest: &Digest) {
         let dir = self
             .root
             .join("homes")
@@ -145,7 +151,7 @@ impl Cache {
     }
 
     /// A repository on `registry` known to hold `digest`.
-    pub fn home_of(&self, registry: &str, digest: &Digest) -> Option<String> {
+    pub(crate) fn home_of(&self, registry: &str, digest: &Digest) -> Option<String> {
         let dir = self
             .root
             .join("homes")

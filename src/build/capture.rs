@@ -49,7 +49,7 @@ fn initial(job: &CaptureJob) -> Result<Manifest, String> {
     if job.copy_mode {
         for l in job.lowers.iter().rev() {
             for (_, e) in walk(l, Hashing::None)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| shipyard_image::error_chain(&e))?
                 .manifest
                 .entries
             {
@@ -68,18 +68,22 @@ pub fn read_snapshot(path: &Path) -> Option<Result<Manifest, String>> {
 
 /// Writes the snapshot of the changes directory as it is now.
 pub fn write_snapshot(path: &Path, m: &Manifest) -> Result<(), String> {
-    shipyard_image::cache::write_atomic(path, &m.to_text())
+    shipyard_image::cache::write_private(path, &m.to_text())
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-impl CaptureJob {
-    pub fn run(&self) -> Result<(), String> {
+impl crate::sandbox::job::InNamespace for CaptureJob {
+    const KIND: &'static str = "capture";
+
+    fn run(&self) -> Result<(), String> {
         let before = match read_snapshot(&self.snapshot) {
             Some(m) => m?,
             None => initial(self)?,
         };
-        let tree = walk(&self.changes, Hashing::None).map_err(|e| e.to_string())?;
-        let d = shipyard_image::rootfs::diff::diff(&tree, &before).map_err(|e| e.to_string())?;
+        let tree =
+            walk(&self.changes, Hashing::None).map_err(|e| shipyard_image::error_chain(&e))?;
+        let d = shipyard_image::rootfs::diff::diff(&tree, &before)
+            .map_err(|e| shipyard_image::error_chain(&e))?;
         let layout = Layout::open(&self.cache_layout).map_err(|e| e.to_string())?;
         let out = shipyard_image::layer::write_layer(
             &layout,
@@ -89,7 +93,12 @@ impl CaptureJob {
             Some(super::CACHE_LEVEL),
             &TarOptions { clamp_mtime: None },
         )
-        .map_err(|e| format!("writing the rule's layer: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "writing the rule's layer: {}",
+                shipyard_image::error_chain(&e)
+            )
+        })?;
         write_snapshot(&self.snapshot, &tree.manifest)?;
         let res = Captured {
             descriptor: out.descriptor,

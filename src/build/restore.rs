@@ -26,12 +26,15 @@ pub struct RestoreJob {
     pub layers: Vec<(oci_spec::image::Descriptor, String)>,
 }
 
-impl RestoreJob {
-    pub fn run(&self) -> Result<(), String> {
+impl crate::sandbox::job::InNamespace for RestoreJob {
+    const KIND: &'static str = "restore";
+
+    fn run(&self) -> Result<(), String> {
         if let Some(marker) = &self.copy_marker {
             if !marker.exists() {
                 for l in self.copy_from.iter().rev() {
-                    crate::sandbox::helper::copy_tree(l, &self.changes)?;
+                    shipyard_image::fsutil::copy_tree(l, &self.changes)
+                        .map_err(|x| format!("{}: {}", x.path.display(), x.source))?;
                 }
                 std::fs::write(marker, b"").map_err(|e| format!("{}: {e}", marker.display()))?;
             }
@@ -39,11 +42,16 @@ impl RestoreJob {
         let layout = Layout::open(&self.cache_layout).map_err(|e| e.to_string())?;
         let mut ex = Extractor::new(&self.changes).map_err(|e| e.to_string())?;
         for (desc, diff_id) in &self.layers {
-            ex.apply_layer(&layout, desc, diff_id)
-                .map_err(|e| format!("restoring a cached rule: {e}"))?;
+            ex.apply_layer(&layout, desc, diff_id).map_err(|e| {
+                format!(
+                    "restoring a cached rule: {}",
+                    shipyard_image::error_chain(&e)
+                )
+            })?;
         }
-        ex.finish()?;
-        let tree = walk(&self.changes, Hashing::None).map_err(|e| e.to_string())?;
+        ex.finish().map_err(|e| shipyard_image::error_chain(&e))?;
+        let tree =
+            walk(&self.changes, Hashing::None).map_err(|e| shipyard_image::error_chain(&e))?;
         super::capture::write_snapshot(&self.snapshot, &tree.manifest)
     }
 }

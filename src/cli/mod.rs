@@ -24,6 +24,7 @@ mod shell;
 mod tag;
 pub mod transfer;
 mod unpack;
+mod values;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -153,18 +154,21 @@ pub(crate) fn oci_ref(s: &str) -> Result<(std::path::PathBuf, Option<String>)> {
 }
 
 /// Opens the image any reference names: `oci:` directly, registries and
-/// archives through the shared cache (see [`shipyard_image::transport`]), with
-/// the options a build set (its bases).
+/// archives through the shared cache (see [`shipyard_image::transport`]),
+/// with the default transport options.
 pub fn open_image(s: &str) -> Result<(Layout, Image)> {
-    shipyard_image::transport::open_image(
+    Ok(shipyard_image::transport::open_image(
         &Reference::parse(s)?,
-        &shipyard_image::transport::defaults(),
-    )
+        &shipyard_image::transport::Options::default(),
+    )?)
 }
 
 /// Like [`open_image`], reaching registries with a command's own
 /// registry options.
 pub fn open_image_with(s: &str, r: &transfer::RegistryArgs) -> Result<(Layout, Image)> {
     let reference = Reference::parse(s)?;
-    shipyard_image::transport::open_image(&reference, &r.read_options(&reference)?)
+    Ok(shipyard_image::transport::open_image(
+        &reference,
+        &r.read_options(&reference)?,
+    )?)
 }

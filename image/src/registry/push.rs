@@ -47,21 +47,27 @@ impl Default for PushOptions {
 /// What a push did.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub uploaded: AtomicU64,
-    pub skipped: AtomicU64,
-    pub mounted: AtomicU64,
-    pub bytes: AtomicU64,
+    pub(crate) uploaded: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) mounted: AtomicU64,
+    pub(crate) bytes: AtomicU64,
 }
 
 #[derive(Debug, serde::Serialize)]
+/// What a push did, for `--json`.
 pub struct PushStats {
+    /// Blobs uploaded.
     pub blobs_uploaded: u64,
+    /// Blobs the registry already had.
     pub blobs_present: u64,
+    /// Blobs mounted from another repository of the registry.
     pub blobs_mounted: u64,
+    /// Bytes uploaded.
     pub bytes_uploaded: u64,
 }
 
 impl Counters {
+    /// The totals so far.
     pub fn stats(&self) -> PushStats {
         PushStats {
             blobs_uploaded: self.uploaded.load(Ordering::Relaxed),
@@ -138,12 +144,12 @@ impl Upload<'_> {
     }
 
     fn open(&self, digest: &Digest, offset: u64, len: u64) -> Result<std::io::Take<std::fs::File>> {
-        let mut f = self
-            .layout
-            .open_blob(digest)
-            .map_err(|e| protocol(e.to_string()))?;
+        let mut f = self.layout.open_blob(digest).map_err(RegistryError::from)?;
         f.seek(SeekFrom::Start(offset))
-            .map_err(|e| protocol(format!("{digest}: {e}")))?;
+            .map_err(|source| RegistryError::Io {
+                path: self.layout.blob_path(digest),
+                source,
+            })?;
         Ok(f.take(len))
     }
 
@@ -262,7 +268,7 @@ impl Upload<'_> {
     }
 
     fn run(&self, desc: &Descriptor) -> Result<()> {
-        let digest = media::digest_of(desc).map_err(|e| protocol(e.to_string()))?;
+        let digest = media::digest_of(desc).map_err(RegistryError::from)?;
         let size = desc.size();
         let task = self.progress.task("Pushing", &digest.to_string(), size);
         if self.exists(&digest)? {
@@ -318,17 +324,17 @@ impl Upload<'_> {
 }
 
 /// Pushes one manifest's bytes under `reference` (a tag or its digest).
-pub fn push_manifest(
+pub(crate) fn push_manifest(
     client: &Client,
     layout: &Layout,
     repo: &str,
     desc: &Descriptor,
     reference: &str,
 ) -> Result<Digest> {
-    let digest = media::digest_of(desc).map_err(|e| protocol(e.to_string()))?;
+    let digest = media::digest_of(desc).map_err(RegistryError::from)?;
     let bytes = layout
         .read_blob(&digest, Some(desc.size()))
-        .map_err(|e| protocol(e.to_string()))?;
+        .map_err(RegistryError::from)?;
     put_manifest(
         client,
         repo,
@@ -384,12 +390,12 @@ fn put_manifest(
 fn push_referrers(job: &Upload<'_>, subject: &Digest) -> Result<usize> {
     use crate::oci::referrer;
     let (client, layout, repo) = (job.client, job.layout, job.repo);
-    let found = referrer::referrers(layout, subject).map_err(|e| protocol(e.to_string()))?;
+    let found = referrer::referrers(layout, subject).map_err(RegistryError::from)?;
     for r in &found {
-        let digest = media::digest_of(r).map_err(|e| protocol(e.to_string()))?;
+        let digest = media::digest_of(r).map_err(RegistryError::from)?;
         let bytes = layout
             .read_blob(&digest, Some(r.size()))
-            .map_err(|e| protocol(e.to_string()))?;
+            .map_err(RegistryError::from)?;
         // Its own blobs (config, layers); the subject is there already.
         let blobs: Vec<Descriptor> = media::children(&bytes)
             .into_iter()
@@ -476,10 +482,10 @@ pub fn push(
             }
             continue;
         }
-        let digest = media::digest_of(&d).map_err(|e| protocol(e.to_string()))?;
+        let digest = media::digest_of(&d).map_err(RegistryError::from)?;
         let bytes = layout
             .read_blob(&digest, Some(d.size()))
-            .map_err(|e| protocol(e.to_string()))?;
+            .map_err(RegistryError::from)?;
         stack.push((d, true));
         for c in media::children(&bytes) {
             if media::is_image_manifest(c.media_type()) || media::is_index(c.media_type()) {
@@ -506,10 +512,10 @@ pub fn push(
         .split_last()
         .ok_or_else(|| protocol("nothing to push".into()))?;
     for m in children {
-        let d = media::digest_of(m).map_err(|e| protocol(e.to_string()))?;
+        let d = media::digest_of(m).map_err(RegistryError::from)?;
         push_manifest(client, layout, repo, m, &d.to_string())?;
     }
-    let digest = media::digest_of(top).map_err(|e| protocol(e.to_string()))?;
+    let digest = media::digest_of(top).map_err(RegistryError::from)?;
     if tags.is_empty() {
         push_manifest(client, layout, repo, top, &digest.to_string())?;
     }
@@ -519,7 +525,7 @@ pub fn push(
     // What the layout says about what was pushed (an image's SBOM) goes
     // with it.
     for m in &manifests {
-        let d = media::digest_of(m).map_err(|e| protocol(e.to_string()))?;
+        let d = media::digest_of(m).map_err(RegistryError::from)?;
         push_referrers(&job, &d)?;
     }
     Ok(digest)
