@@ -14,6 +14,7 @@
 
 use super::{Attribution, Package};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// The SPDX media type, for the referrer artifact and its layer.
 pub const MEDIA_TYPE: &str = "application/spdx+json";
@@ -64,8 +65,9 @@ pub fn document(subject: &Subject<'_>, a: &Attribution, created: &str) -> Value 
             )
         })
         .collect();
+    let mut licenses = Licenses::default();
     for (p, id) in a.packages.iter().zip(&ids) {
-        packages.push(package(p, id, database));
+        packages.push(package(p, id, database, &mut licenses));
         relationships.push(rel("SPDXRef-Image", "CONTAINS", id));
     }
     // A package that CONTAINS files says it analyzed them, with the
@@ -112,7 +114,7 @@ pub fn document(subject: &Subject<'_>, a: &Attribution, created: &str) -> Value 
             "packageVerificationCodeValue": verification_code(&codes),
         });
     }
-    json!({
+    let mut doc = json!({
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
@@ -128,7 +130,15 @@ pub fn document(subject: &Subject<'_>, a: &Attribution, created: &str) -> Value 
         "packages": packages,
         "files": files,
         "relationships": relationships,
-    })
+    });
+    if !licenses.extracted.is_empty() {
+        doc["hasExtractedLicensingInfos"] = licenses
+            .extracted
+            .iter()
+            .map(|(id, text)| json!({"licenseId": id, "name": text, "extractedText": text}))
+            .collect();
+    }
+    doc
 }
 
 /// The document's bytes: compact JSON, keys in a fixed order.
@@ -156,7 +166,7 @@ fn rel(from: &str, kind: &str, to: &str) -> Value {
     })
 }
 
-fn package(p: &Package, id: &str, database: &str) -> Value {
+fn package(p: &Package, id: &str, database: &str, licenses: &mut Licenses) -> Value {
     let mut v = json!({
         "SPDXID": id,
         "name": p.name,
@@ -174,14 +184,142 @@ fn package(p: &Package, id: &str, database: &str) -> Value {
             "referenceLocator": p.purl(),
         }],
     });
-    if let Some(l) = &p.license {
-        if is_license_expression(l) {
-            v["licenseDeclared"] = json!(l);
-        } else {
+    if let Some(l) = p.license.as_deref().filter(|l| !l.trim().is_empty()) {
+        let declared = licenses.declared(l);
+        if declared != l {
             v["licenseComments"] = json!(format!("The package database says: {l}"));
         }
+        v["licenseDeclared"] = json!(declared);
     }
     v
+}
+
+/// SPDX license ids common in distribution packages. A database's
+/// license names only these (and the exceptions below) to be declared as
+/// it is; any other name becomes a `LicenseRef-` whose text the document
+/// carries, so the document stays valid SPDX whatever the database says.
+const KNOWN_LICENSES: &[&str] = &[
+    "0BSD",
+    "AGPL-3.0-only",
+    "AGPL-3.0-or-later",
+    "Apache-2.0",
+    "Artistic-1.0-Perl",
+    "Artistic-2.0",
+    "BSD-2-Clause",
+    "BSD-3-Clause",
+    "BSD-4-Clause",
+    "BSL-1.0",
+    "bzip2-1.0.6",
+    "CC0-1.0",
+    "CC-BY-4.0",
+    "CC-BY-SA-4.0",
+    "curl",
+    "EPL-2.0",
+    "GFDL-1.3-only",
+    "GFDL-1.3-or-later",
+    "GPL-1.0-or-later",
+    "GPL-2.0",
+    "GPL-2.0+",
+    "GPL-2.0-only",
+    "GPL-2.0-or-later",
+    "GPL-3.0",
+    "GPL-3.0+",
+    "GPL-3.0-only",
+    "GPL-3.0-or-later",
+    "ISC",
+    "LGPL-2.0-only",
+    "LGPL-2.0-or-later",
+    "LGPL-2.1",
+    "LGPL-2.1+",
+    "LGPL-2.1-only",
+    "LGPL-2.1-or-later",
+    "LGPL-3.0",
+    "LGPL-3.0-only",
+    "LGPL-3.0-or-later",
+    "Libpng",
+    "MIT",
+    "MIT-0",
+    "MPL-1.1",
+    "MPL-2.0",
+    "OpenSSL",
+    "PSF-2.0",
+    "Python-2.0",
+    "Ruby",
+    "Unlicense",
+    "Vim",
+    "X11",
+    "Zlib",
+    "ZPL-2.1",
+];
+
+/// License exceptions (after `WITH`) taken as they are.
+const KNOWN_EXCEPTIONS: &[&str] = &[
+    "Autoconf-exception-3.0",
+    "Bison-exception-2.2",
+    "Classpath-exception-2.0",
+    "GCC-exception-3.1",
+    "Linux-syscall-note",
+    "LLVM-exception",
+    "OpenSSL-exception",
+];
+
+/// The licenses a document declares: what the databases say, with what
+/// is not a known SPDX id kept as `LicenseRef-` text.
+#[derive(Default)]
+struct Licenses {
+    /// `LicenseRef-…` → the text it stands for.
+    extracted: BTreeMap<String, String>,
+}
+
+impl Licenses {
+    /// The `licenseDeclared` of a database's license string.
+    fn declared(&mut self, raw: &str) -> String {
+        if !is_license_expression(raw) {
+            return self.reference(raw);
+        }
+        let spaced = raw.replace('(', " ( ").replace(')', " ) ");
+        let tokens: Vec<&str> = spaced.split_whitespace().collect();
+        let mut out: Vec<String> = Vec::new();
+        for (i, t) in tokens.iter().enumerate() {
+            let known = |list: &'static [&'static str]| {
+                list.iter().find(|k| k.eq_ignore_ascii_case(t)).copied()
+            };
+            let after_with = i > 0 && tokens[i - 1] == "WITH";
+            out.push(match *t {
+                "AND" | "OR" | "WITH" | "(" | ")" => t.to_string(),
+                _ if after_with => match known(KNOWN_EXCEPTIONS) {
+                    Some(k) => k.to_string(),
+                    // An exception cannot be a LicenseRef: the whole
+                    // string is kept as one.
+                    None => return self.reference(raw),
+                },
+                _ => match known(KNOWN_LICENSES) {
+                    Some(k) => k.to_string(),
+                    None => self.reference(t),
+                },
+            });
+        }
+        out.join(" ").replace("( ", "(").replace(" )", ")")
+    }
+
+    /// A `LicenseRef-` for `text`, the same one each time it appears.
+    fn reference(&mut self, text: &str) -> String {
+        if let Some((id, _)) = self.extracted.iter().find(|(_, t)| *t == text) {
+            return id.clone();
+        }
+        let base: String = format!("LicenseRef-{}", id_safe(text.trim()))
+            .chars()
+            .take(64)
+            .collect();
+        let mut id = base.clone();
+        let mut n = 1;
+        while self.extracted.contains_key(&id) {
+            n += 1;
+            id = format!("{base}-{n}");
+        }
+        self.extracted.insert(id.clone(), text.to_string());
+        id
+    }
 }
 
 /// `Name <mail>` → `Organization: Name (mail)`, the SPDX spelling.
@@ -316,12 +454,24 @@ mod tests {
             "pkg:deb/debian/libc6@1.0-1?arch=amd64"
         );
         assert_eq!(pk[1]["supplier"], "Organization: Team (team@example.org)");
-        // Not an SPDX expression: kept, but as a comment.
-        assert_eq!(pk[2]["licenseDeclared"], "NOASSERTION");
+        // Not an SPDX expression: a LicenseRef whose text the document
+        // holds, and a comment saying what the database said.
+        assert_eq!(pk[2]["licenseDeclared"], "LicenseRef-GPLv2--and-BSD");
+        assert_eq!(
+            d["hasExtractedLicensingInfos"][0],
+            json!({
+                "licenseId": "LicenseRef-GPLv2--and-BSD",
+                "name": "GPLv2+ and BSD",
+                "extractedText": "GPLv2+ and BSD"
+            })
+        );
         assert!(pk[2]["licenseComments"]
             .as_str()
             .unwrap()
             .contains("GPLv2+ and BSD"));
+        // No license in the database: no assertion, no comment.
+        assert_eq!(pk[1]["licenseDeclared"], "NOASSERTION");
+        assert!(pk[1].get("licenseComments").is_none());
         // Three regular files; the symlink is not a file entry.
         let files = d["files"].as_array().unwrap();
         assert_eq!(files.len(), 3);
@@ -384,6 +534,30 @@ mod tests {
         let a = to_bytes(&document(&subject(), &sample(), "1970-01-01T00:00:00Z"));
         let b = to_bytes(&document(&subject(), &sample(), "1970-01-01T00:00:00Z"));
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn licenses_outside_the_known_ids_become_references() {
+        let mut l = Licenses::default();
+        assert_eq!(l.declared("MIT"), "MIT");
+        assert_eq!(l.declared("mit OR zlib"), "MIT OR Zlib");
+        assert_eq!(
+            l.declared("(MIT OR custom) AND GPL-2.0-only WITH GCC-exception-3.1"),
+            "(MIT OR LicenseRef-custom) AND GPL-2.0-only WITH GCC-exception-3.1"
+        );
+        assert_eq!(
+            l.declared("GPL-2.0-only WITH Odd-exception"),
+            "LicenseRef-GPL-2.0-only-WITH-Odd-exception"
+        );
+        // The same text, the same reference; another text with the same
+        // spelling once made safe, another one.
+        assert_eq!(l.declared("custom"), "LicenseRef-custom");
+        assert_eq!(l.reference("custom!"), "LicenseRef-custom-");
+        assert_eq!(l.reference("custom?"), "LicenseRef-custom--2");
+        assert_eq!(l.extracted["LicenseRef-custom"], "custom");
+        assert!(l.extracted.keys().all(|k| k
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')));
     }
 
     #[test]
