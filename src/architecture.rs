@@ -66,8 +66,12 @@ const SHIPYARD: &[(&str, &[&str])] = &[
     ("project", &["sandbox"]),
     ("tapeout", &["project", "sandbox"]),
     ("pod", &["project", "tapeout"]),
-    ("build", &["project", "sandbox", "tapeout", "pod"]),
-    ("cli", &["build", "project", "sandbox", "tapeout", "pod"]),
+    ("sbom", &["project", "tapeout"]),
+    ("build", &["project", "sandbox", "tapeout", "pod", "sbom"]),
+    (
+        "cli",
+        &["build", "project", "sandbox", "tapeout", "pod", "sbom"],
+    ),
     ("main", &["cli"]),
     ("lib", &[]),
 ];

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod pod;
 pub mod project;
 pub mod sandbox;
+pub mod sbom;
 pub mod tapeout;
 
 #[cfg(test)]

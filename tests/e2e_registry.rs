@@ -1786,3 +1786,137 @@ fn pulls_go_to_registries_conf_mirrors_first() {
         .unwrap();
     assert!(!o.status.success());
 }
+
+#[test]
+fn copy_takes_each_sides_creds_and_tls_verify() {
+    let reg = Registry::start();
+    let e = Env::new();
+    let (src, digest) = e.image(16 << 10);
+    e.ok(&["push", "--tls-verify=false", &src, &reg.url("src/app:v1")]);
+    // A protected plain-HTTP source and a protected TLS destination.
+    let from = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::None);
+    let to = AuthProxy::start_tls(reg.port, ProxyAuth::Basic, Twist::None);
+    let certs = to.cert_dir();
+    let certs = certs.to_str().unwrap();
+    let creds = format!("{USER}:{PASSWORD}");
+    let (src_ref, dst_ref) = (from.url("src/app:v1"), to.url("dst/app:v1"));
+    // --src-tls-verify=false reaches the plain source; the destination
+    // still verifies its certificate: without the CA it is refused.
+    let err = e.err(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds,
+        "--dest-creds",
+        &creds,
+        &src_ref,
+        &dst_ref,
+    ]);
+    assert!(
+        err.contains("--cert-dir") && err.contains(&to.host()),
+        "{err}"
+    );
+    // Without the source's credentials, the source refuses.
+    let err = e.err(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-creds",
+        &creds,
+        "--cert-dir",
+        certs,
+        &src_ref,
+        &dst_ref,
+    ]);
+    assert!(
+        err.contains("authentication required") && err.contains(&from.host()),
+        "{err}"
+    );
+    // Each side's: the copy goes through, digest kept.
+    let out = e.json(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds,
+        "--dest-creds",
+        &creds,
+        "--cert-dir",
+        certs,
+        &src_ref,
+        &dst_ref,
+    ]);
+    assert_eq!(out["digest"], digest);
+    // --creds is one side's; with the per-side flags it is ambiguous.
+    let err = e.err(&[
+        "copy",
+        "--creds",
+        &creds,
+        "--src-creds",
+        &creds,
+        &src_ref,
+        &dst_ref,
+    ]);
+    assert!(err.contains("--src-creds or --dest-creds"), "{err}");
+    let err = e.err(&["copy", "--dest-creds", &creds, &src_ref, &src]);
+    assert!(
+        err.contains("--dest-creds") && err.contains("not a registry"),
+        "{err}"
+    );
+}
+
+#[test]
+fn short_names_are_read_from_each_unqualified_search_registry_in_turn() {
+    let (first, second) = (Registry::start(), Registry::start());
+    let e = Env::new();
+    let (src, digest) = e.image(1 << 12);
+    // Only the second registry has it.
+    e.ok(&[
+        "push",
+        "--tls-verify=false",
+        &src,
+        &second.url("team/app:v1"),
+    ]);
+    let conf = e.p("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "unqualified-search-registries = [\"{}\", \"{}\"]\n",
+            first.host(),
+            second.host()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        e.cmd(args)
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .output()
+            .unwrap()
+    };
+    let dest = format!("oci:{}:s", e.p("s").display());
+    let out = run(&[
+        "pull",
+        "--tls-verify=false",
+        "--retry",
+        "0",
+        "team/app:v1",
+        &dest,
+    ]);
+    assert_success(&out, "pull of a short name");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest);
+    // In neither: the error names what each registry answered.
+    let out = run(&[
+        "pull",
+        "--tls-verify=false",
+        "--retry",
+        "0",
+        "team/none:v1",
+        &dest,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unqualified-search-registries")
+            && err.contains(&format!("{}/team/none:v1", first.host()))
+            && err.contains(&format!("{}/team/none:v1", second.host())),
+        "{err}"
+    );
+}

@@ -56,6 +56,11 @@ pub struct RegistryRef {
     /// The tag is the implied `latest`, not written: a copy named by this
     /// reference takes its source's tag instead.
     pub implied_tag: bool,
+    /// A short name's other candidates: the same name in each further
+    /// unqualified-search registry of registries.conf, which reads try in
+    /// order when this one does not have it (as podman does). Writes go
+    /// to this one.
+    pub search: Vec<RegistryRef>,
 }
 
 impl RegistryRef {
@@ -163,7 +168,20 @@ impl RegistryRef {
                 .or_else(|| digest.is_none().then(|| "latest".to_string())),
             digest: digest.map(str::to_string),
             implied_tag: tag.is_none() && digest.is_none(),
+            search: Vec::new(),
         })
+    }
+
+    /// This reference, then each of its [`RegistryRef::search`]
+    /// candidates, each without candidates of its own.
+    pub fn candidates(&self) -> Vec<RegistryRef> {
+        std::iter::once(self)
+            .chain(self.search.iter())
+            .map(|r| RegistryRef {
+                search: Vec::new(),
+                ..r.clone()
+            })
+            .collect()
     }
 
     /// The host to talk to: Docker Hub's API lives elsewhere than its name.
@@ -353,9 +371,27 @@ impl Reference {
         }
         if is_short_name(s) {
             let conf = crate::registries_conf::current().map_err(ReferenceError::RegistriesConf)?;
-            return Reference::parse_short(s, conf.default_registry());
+            return Reference::parse_searched(s, &conf.unqualified_search);
         }
         Ok(Reference::Registry(RegistryRef::parse(s)?))
+    }
+
+    /// A short name looked up in each of `registries` in order (docker.io
+    /// when there are none): the first, with the others as its
+    /// [`RegistryRef::search`] candidates.
+    pub fn parse_searched(s: &str, registries: &[String]) -> Result<Reference, ReferenceError> {
+        let mut all = Vec::new();
+        for reg in registries {
+            if let Reference::Registry(r) = Reference::parse_short(s, reg)? {
+                all.push(r);
+            }
+        }
+        if all.is_empty() {
+            return Reference::parse_short(s, "docker.io");
+        }
+        let mut first = all.remove(0);
+        first.search = all;
+        Ok(Reference::Registry(first))
     }
 
     /// A short name looked up in `registry`.
@@ -456,6 +492,24 @@ mod tests {
             "localhost:5000/app:v1"
         );
         assert_eq!(reg("ghcr.io/o/app", "quay.io"), "ghcr.io/o/app:latest");
+    }
+
+    #[test]
+    fn short_names_are_searched_in_every_listed_registry_in_order() {
+        let list = ["r.example:5000".to_string(), "docker.io".to_string()];
+        let Reference::Registry(r) = Reference::parse_searched("app:v1", &list).unwrap() else {
+            panic!()
+        };
+        let names: Vec<String> = r.candidates().iter().map(|c| c.to_string()).collect();
+        assert_eq!(names, ["r.example:5000/app:v1", "docker.io/library/app:v1"]);
+        assert!(r.candidates().iter().all(|c| c.search.is_empty()));
+        // Writes and messages name the first.
+        assert_eq!(r.to_string(), "r.example:5000/app:v1");
+        let Reference::Registry(r) = Reference::parse_searched("app", &[]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.to_string(), "docker.io/library/app:latest");
+        assert!(r.search.is_empty());
     }
 
     #[test]

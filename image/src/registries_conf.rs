@@ -4,8 +4,9 @@
 //! `~/.config/…`) when it exists, else `/etc/containers/registries.conf`.
 //!
 //! shipyard takes `unqualified-search-registries` from it: a bare name
-//! such as `app:v1` (no registry host) is looked up in the first of them,
-//! and in docker.io when the list is empty or there is no file. Version 1
+//! such as `app:v1` (no registry host) is read from each of them in
+//! order until one has it (pushes go to the first), and from docker.io
+//! when the list is empty or there is no file. Version 1
 //! files (`[registries.search]`) are read too. And `[[registry]]`
 //! entries' mirrors: an image whose name starts with the entry's `prefix`
 //! (or `location`) is pulled from each `[[registry.mirror]]` in turn
@@ -174,8 +175,8 @@ impl RegistriesConf {
         Self::parse(&text, &path)
     }
 
-    /// The registry a bare name resolves to: the first search registry,
-    /// else docker.io.
+    /// The registry a bare name is written to (and read from first): the
+    /// first search registry, else docker.io.
     pub(crate) fn default_registry(&self) -> &str {
         self.unqualified_search
             .first()
@@ -226,8 +227,9 @@ pub fn current() -> Result<&'static RegistriesConf, &'static ConfError> {
         if let Ok(c) = &c {
             if c.unqualified_search.len() > 1 {
                 tracing::info!(
-                    "{}: bare names resolve to {}, the first of the unqualified-search-registries",
+                    "{}: bare names are read from {} in order, and pushed to {}",
                     c.path.as_deref().unwrap_or(Path::new("")).display(),
+                    c.unqualified_search.join(", "),
                     c.default_registry()
                 );
             }

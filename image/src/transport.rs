@@ -95,6 +95,15 @@ pub enum TransportError {
     /// An archive could not be read or written.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// A short name is in none of registries.conf's
+    /// unqualified-search-registries.
+    #[error("{reference} is a short name and no registry of registries.conf's unqualified-search-registries has it:\n  {}", failures.join("\n  "))]
+    NotInSearch {
+        /// The reference, in the first search registry.
+        reference: String,
+        /// What each registry answered, one line each.
+        failures: Vec<String>,
+    },
 }
 
 impl From<DigestParseError> for TransportError {
@@ -258,6 +267,34 @@ fn select(layout: &Layout, top: Descriptor, sel: &Selection) -> Result<Descripto
     }
 }
 
+/// Reads a short name from each registry it may be in (registries.conf's
+/// unqualified-search-registries, in order), as podman does: the first
+/// that has it wins; when none does, the error says what each answered.
+/// A qualified name is read from its registry alone.
+fn each_candidate<T>(
+    rr: &RegistryRef,
+    mut read: impl FnMut(&RegistryRef) -> Result<T>,
+) -> Result<T> {
+    if rr.search.is_empty() {
+        return read(rr);
+    }
+    let mut failures = Vec::new();
+    for c in rr.candidates() {
+        match read(&c) {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let why = crate::error::chain_text(&e);
+                tracing::info!("{c}: {why}; trying the next unqualified-search registry");
+                failures.push(format!("{c}: {why}"));
+            }
+        }
+    }
+    Err(TransportError::NotInSearch {
+        reference: rr.to_string(),
+        failures,
+    })
+}
+
 /// Resolves a source to the layout that holds it and its descriptor.
 pub fn source(
     r: &Reference,
@@ -265,6 +302,15 @@ pub fn source(
     progress: &Progress,
     report: &mut Report,
 ) -> Result<(Layout, Descriptor)> {
+    if let Reference::Registry(rr) = r {
+        if !rr.search.is_empty() {
+            let found = each_candidate(rr, |c| {
+                source(&Reference::Registry(c.clone()), o, progress, report)
+            })?;
+            report.source = r.to_string();
+            return Ok(found);
+        }
+    }
     report.source = r.to_string();
     match r {
         Reference::Oci { dir, tag } => {
@@ -332,6 +378,9 @@ pub fn source(
 /// blobs only, never a layer; other transports resolve as [`source`] does.
 pub fn metadata(r: &Reference, o: &Options) -> Result<(Layout, Descriptor, Descriptor)> {
     match r {
+        Reference::Registry(rr) if !rr.search.is_empty() => {
+            each_candidate(rr, |c| metadata(&Reference::Registry(c.clone()), o))
+        }
         Reference::Registry(rr) => {
             let cache = Cache::open()?;
             let f = from_mirrors(rr, o, |at, c| {
@@ -461,9 +510,28 @@ pub fn copy(
     extra_tags: &[String],
     o: &Options,
 ) -> Result<Report> {
+    copy_between(src, o, dst, o, extra_tags)
+}
+
+/// Copies one image from `src`, read with `src_o`, to `dst`, written
+/// with `dst_o`: each side its own registry options (skopeo's
+/// `--src-creds`, `--dest-tls-verify`, …). Progress, selection and push
+/// options are `dst_o`'s.
+pub fn copy_between(
+    src: &Reference,
+    src_o: &Options,
+    dst: &Reference,
+    dst_o: &Options,
+    extra_tags: &[String],
+) -> Result<Report> {
+    let o = dst_o;
     let progress = Progress::new(o.verbosity);
     let mut report = Report::default();
-    let (layout, d) = source(src, o, &progress, &mut report)?;
+    let read = Options {
+        registry: src_o.registry.clone(),
+        ..o.clone()
+    };
+    let (layout, d) = source(src, &read, &progress, &mut report)?;
     let found_tag = crate::oci::layout::ref_name(&d).map(str::to_string);
     let default_tag = src.tag().map(str::to_string).or(found_tag);
     let mut d = d;

@@ -99,6 +99,8 @@ fn join_all(jobs: &mut Vec<ScopedJoinHandle<'_, Result<()>>>) -> Result<()> {
 struct Progress {
     pending: Vec<(Descriptor, String)>,
     explain: BTreeMap<String, crate::tapeout::Explain>,
+    /// `--sbom`: what each tapeout's paths come from.
+    sboms: BTreeMap<String, crate::sbom::Attribution>,
 }
 
 /// A build in progress: its builder, its cache and how its steps are
@@ -248,7 +250,7 @@ impl<'a> Executor<'a> {
         let mut inplace = self.in_place_tracker(schedule)?;
         std::thread::scope(|scope| -> Result<Vec<Built>> {
             let mut jobs = Jobs::default();
-            let explain = self.run_steps(scope, schedule, &mut inplace, &mut jobs)?;
+            let (explain, sboms) = self.run_steps(scope, schedule, &mut inplace, &mut jobs)?;
             // The builder is done with: remove it while the images are made.
             join_all(&mut jobs.captures)?;
             if !self.opts.keep_builder {
@@ -260,7 +262,8 @@ impl<'a> Executor<'a> {
             let out = &self.opts.output;
             let layout = Layout::open_or_create(out)
                 .doing(|| format!("opening the output layout {}", out.display()))?;
-            let (mut built, descriptors) = self.write_images(schedule, bases, &layout, &explain)?;
+            let (mut built, descriptors) =
+                self.write_images(schedule, bases, &layout, &explain, &sboms)?;
             built.extend(self.write_pods(schedule, &layout, &descriptors)?);
             join_all(&mut jobs.background)?;
             self.export_cache(schedule)?;
@@ -301,14 +304,18 @@ impl<'a> Executor<'a> {
     }
 
     /// Every step of the plan, as the schedule says; returns the
-    /// tapeouts' explanations.
+    /// tapeouts' explanations and (`--sbom`) what their paths come from.
+    #[allow(clippy::type_complexity)]
     fn run_steps<'s>(
         &'s self,
         scope: &'s Scope<'s, '_>,
         schedule: &'s Schedule,
         inplace: &mut Option<InPlace>,
         jobs: &mut Jobs<'s>,
-    ) -> Result<BTreeMap<String, crate::tapeout::Explain>> {
+    ) -> Result<(
+        BTreeMap<String, crate::tapeout::Explain>,
+        BTreeMap<String, crate::sbom::Attribution>,
+    )> {
         let mut progress = Progress::default();
         for (index, step) in self.plan.steps.iter().enumerate() {
             let id = step.id();
@@ -318,6 +325,8 @@ impl<'a> Executor<'a> {
                 (Step::Tapeout(t), StepPlan::RestoreSelection(r)) => {
                     self.restore_selection(r, &self.stage(&t.name))?;
                     progress.explain.insert(t.name.clone(), explain_of(r));
+                    let sbom = r.sbom.clone().map(|a| (t.name.clone(), a));
+                    progress.sboms.extend(sbom);
                     self.remember(&id, key);
                     self.say(&id, todo.word(), todo.why());
                 }
@@ -356,9 +365,20 @@ impl<'a> Executor<'a> {
                         self.restore(&mut progress.pending)?;
                     }
                     let ex = self.tapeout(index, t, inplace)?;
+                    // --sbom: the packages the paths come from, read from
+                    // the builder while it holds what the rules installed.
+                    let sbom = if self.opts.sbom {
+                        let stage = self.stage(&t.name);
+                        let a = crate::sbom::build::of_tapeout(&self.view, t, &stage, ex.keys())
+                            .doing(|| format!("{id}: --sbom"))?;
+                        progress.sboms.insert(t.name.clone(), a.clone());
+                        Some(a)
+                    } else {
+                        None
+                    };
                     let stored = ex.clone();
                     jobs.background
-                        .push(scope.spawn(move || self.store_selection(&id, stored, key)));
+                        .push(scope.spawn(move || self.store_selection(&id, stored, sbom, key)));
                     let ex = ex.into_iter().map(|(p, w)| (PathBuf::from(p), w));
                     progress.explain.insert(t.name.clone(), ex.collect());
                 }
@@ -367,7 +387,7 @@ impl<'a> Executor<'a> {
                 }
             }
         }
-        Ok(progress.explain)
+        Ok((progress.explain, progress.sboms))
     }
 
     /// Runs shipyard's own `job` as root of the builder's user namespace.
@@ -561,11 +581,13 @@ impl<'a> Executor<'a> {
         &self,
         id: &str,
         explain: BTreeMap<String, String>,
+        sbom: Option<crate::sbom::Attribution>,
         key: &StepKey,
     ) -> Result<()> {
         let name = id.trim_start_matches("tapeout.");
-        let rec = super::images::store_stage(&self.cache.sc, id, &self.stage(name), explain)
+        let mut rec = super::images::store_stage(&self.cache.sc, id, &self.stage(name), explain)
             .doing(|| format!("{id}: caching its selection"))?;
+        rec.sbom = sbom;
         self.cache.sc.store(&key.key, &rec)?;
         self.remember(id, key);
         Ok(())

@@ -47,6 +47,7 @@ impl Executor<'_> {
         bases: Vec<RuntimeBase>,
         layout: &Layout,
         explain: &BTreeMap<String, Explain>,
+        sboms: &BTreeMap<String, crate::sbom::Attribution>,
     ) -> Result<(Vec<Built>, BTreeMap<String, Descriptor>)> {
         let mut built = Vec::new();
         let mut descriptors = BTreeMap::new();
@@ -56,6 +57,12 @@ impl Executor<'_> {
             let desc = layout
                 .resolve(Some(&spec.tag))
                 .doing(|| format!("image.{}: reading its tag back", spec.name))?;
+            if self.opts.sbom {
+                let parts: Vec<&crate::sbom::Attribution> =
+                    spec.tapeouts.iter().filter_map(|t| sboms.get(t)).collect();
+                crate::sbom::build::attach(layout, &spec.name, &desc, &parts, self.opts.epoch)
+                    .doing(|| format!("image.{}: --sbom", spec.name))?;
+            }
             descriptors.insert(spec.name.clone(), desc);
             for (path, why) in &made.lines {
                 let image = &spec.name;

@@ -52,6 +52,8 @@ pub struct BuildOptions {
     /// How images named in the spec (bases) are pulled, and how the
     /// shared cache's registry is reached.
     pub transport: shipyard_image::transport::Options,
+    /// Attach an SPDX document to every image (`--sbom`).
+    pub sbom: bool,
 }
 
 impl BuildOptions {
@@ -65,6 +67,7 @@ impl BuildOptions {
             epoch: self.epoch,
             compression: self.compression,
             level: self.level,
+            sbom: self.sbom,
         }
     }
 }

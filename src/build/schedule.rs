@@ -56,6 +56,10 @@ pub struct Request {
     pub epoch: i64,
     pub compression: Compression,
     pub level: Option<i32>,
+    /// `--sbom`: tapeouts keep what their paths come from (a part of
+    /// their keys), and every selected image needs its tapeouts' results
+    /// even when its layers are cached.
+    pub sbom: bool,
 }
 
 /// What the keys depend on besides the plan: the builder as it was made.
@@ -256,7 +260,12 @@ pub fn step_keys(plan: &Plan, req: &Request, facts: &Facts) -> Result<Vec<StepKe
                 parts.extend(facts.sources.clone());
                 key::digest_json(&rule_definition(plan, b, req.epoch))?
             }
-            Step::Tapeout(t) => key::digest_json(t)?,
+            Step::Tapeout(t) => {
+                if req.sbom {
+                    parts.insert("sbom".into(), crate::sbom::build::KEY_PART.into());
+                }
+                key::digest_json(t)?
+            }
         };
         parts.insert("definition".into(), definition);
         let k = StepKey::new(parts);
@@ -460,7 +469,8 @@ impl<L: Lookup> Planner<'_, L> {
     fn needed_tapeouts(&self, images: &[ImagePlan], pods: &[usize]) -> BTreeSet<String> {
         let mut needed = BTreeSet::new();
         for l in images.iter().flat_map(|i| &i.layers) {
-            if matches!(l.status, Status::Miss(_)) {
+            // --sbom: a cached layer still needs what its tapeouts took.
+            if matches!(l.status, Status::Miss(_)) || self.req.sbom {
                 needed.extend(l.tapeouts.iter().cloned());
             }
         }

@@ -57,6 +57,7 @@ fn req() -> Request {
         epoch: 0,
         compression: Compression::Gzip,
         level: None,
+        sbom: false,
     }
 }
 

@@ -89,6 +89,9 @@ pub struct Record {
     /// Tapeouts: why each path is there (image path → reason).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub explain: BTreeMap<String, String>,
+    /// Tapeouts of `--sbom` builds: the packages their paths come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<crate::sbom::Attribution>,
 }
 
 impl Record {
@@ -100,6 +103,7 @@ impl Record {
             diff_id,
             created: now_secs(),
             explain: BTreeMap::new(),
+            sbom: None,
         }
     }
 

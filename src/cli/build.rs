@@ -44,6 +44,12 @@ pub struct Args {
     /// Print, for every path of every image, why it is there.
     #[arg(long)]
     pub explain: bool,
+    /// Attach to every image an SPDX 2.3 SBOM: the builder's packages
+    /// (dpkg, apk or rpm database) whose files the image took, and the files
+    /// from no package. Stored in the layout as an OCI referrer of the
+    /// image (artifactType application/spdx+json) and pushed with it.
+    #[arg(long)]
+    pub sbom: bool,
     /// KEY=VALUE: a build argument (env of every rule), or label.NAME=V /
     /// annotation.NAME=V on every image.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -73,7 +79,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
     /// Write a JSON summary of the build here: for each image and pod, its
-    /// digest, tag, layout, size and the references it was pushed to.
+    /// digest, tag, layout, size and the references it was pushed to (and
+    /// with --sbom, its SBOM referrer's digest).
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
     /// id=NAME,src=FILE or id=NAME,env=VARIABLE: a secret that rules naming
@@ -324,6 +331,7 @@ fn build_options(
         isolation: a.isolation,
         secrets,
         transport,
+        sbom: a.sbom,
         cache: crate::build::CacheOptions {
             read: !a.no_cache,
             no_cache_rules,
@@ -480,13 +488,24 @@ fn metadata(
             }
             Err(_) => desc.size(),
         };
-        let entry = serde_json::json!({
+        let mut entry = serde_json::json!({
             "digest": b.digest,
             "tag": b.tag,
             "layout": format!("oci:{}:{}", layout_dir.display(), tag),
             "size": size,
             "pushed": pushed.iter().filter(|(n, _)| n == &b.name).map(|(_, r)| r).collect::<Vec<_>>(),
         });
+        // --sbom: the digest of the image's SPDX referrer.
+        let subject = shipyard_image::oci::media::digest_of(&desc)?;
+        if let Some(r) = shipyard_image::oci::referrer::referrers(&layout, &subject)?
+            .iter()
+            .find(|r| {
+                r.artifact_type().as_ref().map(|a| a.to_string()).as_deref()
+                    == Some(crate::sbom::spdx::MEDIA_TYPE)
+            })
+        {
+            entry["sbom"] = serde_json::json!(r.digest().to_string());
+        }
         if b.pod {
             pods.insert(b.name.clone(), entry);
         } else {

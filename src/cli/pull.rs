@@ -8,7 +8,7 @@ use shipyard_image::reference::Reference;
 /// SOURCE is docker://[HOST/]REPO[:TAG|@DIGEST] (a bare REPO[:TAG] means a
 /// registry image, normalized like podman: busybox is
 /// docker.io/library/busybox:latest; with unqualified-search-registries
-/// in registries.conf, the first of them), or any other reference: oci:,
+/// in registries.conf, the first of them that has it), or any other reference: oci:,
 /// oci-archive:, docker-archive:. Blobs land in the shared cache
 /// ($XDG_CACHE_HOME/shipyard), each verified against its digest and size
 /// while it streams; a second pull of the same image fetches only the

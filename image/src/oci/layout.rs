@@ -483,9 +483,15 @@ impl Layout {
     /// (with `None`) the only entry of the index.
     pub fn resolve(&self, tag_or_digest: Option<&str>) -> Result<Descriptor> {
         let index = self.index()?;
-        let entries = index.manifests();
+        // Referrers (an image's SBOM) are about an image, not one of the
+        // layout's images: `oci:DIR` still names the only image.
+        let entries: Vec<&Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|m| !super::referrer::is_referrer_entry(m))
+            .collect();
         let available = || {
-            let t: Vec<&str> = entries.iter().filter_map(ref_name).collect();
+            let t: Vec<&str> = entries.iter().filter_map(|m| ref_name(m)).collect();
             if t.is_empty() {
                 "none".to_string()
             } else {
@@ -495,7 +501,8 @@ impl Layout {
         match tag_or_digest {
             Some(s) if s.starts_with("sha256:") => {
                 let d: Digest = s.parse()?;
-                if let Some(m) = entries
+                if let Some(m) = index
+                    .manifests()
                     .iter()
                     .find(|m| media::digest_of(m).ok().as_ref() == Some(&d))
                 {
@@ -513,7 +520,7 @@ impl Layout {
             Some(tag) => entries
                 .iter()
                 .find(|m| ref_name(m) == Some(tag))
-                .cloned()
+                .map(|m| (*m).clone())
                 .ok_or_else(|| LayoutError::NoSuchTag {
                     tag: tag.to_string(),
                     layout: self.root.clone(),
@@ -537,21 +544,67 @@ impl Layout {
     /// indexes, configs, layers and subjects) and stale temp files. Returns
     /// the removed digests and the bytes freed. Waits for the writers of
     /// the layout to finish first (see the module documentation).
+    ///
+    /// A referrer (an untagged index entry with an `artifactType`, such as
+    /// an image's SBOM) lives as long as its subject: once nothing else
+    /// reaches the subject, the referrer's index entry is dropped and its
+    /// blobs go with the subject's.
     pub fn gc(&self) -> Result<(Vec<String>, u64)> {
         let _writers = self.exclusive()?;
         let _lock = self.lock()?;
         let index = self.index()?;
         let mut live: BTreeSet<String> = BTreeSet::new();
-        let mut queue: Vec<Descriptor> = index.manifests().clone();
-        while let Some(d) = queue.pop() {
-            let digest = media::digest_of(&d)?;
-            if !live.insert(digest.hex().to_string()) {
-                continue;
+        let (mut referrers, mut queue): (Vec<Descriptor>, Vec<Descriptor>) = index
+            .manifests()
+            .iter()
+            .cloned()
+            .partition(super::referrer::is_referrer_entry);
+        loop {
+            while let Some(d) = queue.pop() {
+                let digest = media::digest_of(&d)?;
+                if !live.insert(digest.hex().to_string()) {
+                    continue;
+                }
+                if media::is_json_document(d.media_type()) && self.has_blob(&digest) {
+                    let bytes = self.read_blob(&digest, None)?;
+                    queue.extend(media::children(&bytes));
+                }
             }
-            if media::is_json_document(d.media_type()) && self.has_blob(&digest) {
-                let bytes = self.read_blob(&digest, None)?;
-                queue.extend(media::children(&bytes));
+            // Referrers of what is live become live (and may be the
+            // subjects of further referrers).
+            let mut waiting = Vec::new();
+            for r in referrers.drain(..) {
+                let digest = media::digest_of(&r)?;
+                let subject = if self.has_blob(&digest) {
+                    super::referrer::subject_of(&self.read_blob(&digest, None)?)
+                } else {
+                    None
+                };
+                match subject {
+                    Some(s) if !live.contains(s.hex()) => waiting.push(r),
+                    // About something live, or about nothing (an
+                    // artifact of its own): kept.
+                    _ => queue.push(r),
+                }
             }
+            referrers = waiting;
+            if queue.is_empty() {
+                break;
+            }
+        }
+        if !referrers.is_empty() {
+            let mut index = index;
+            let mut manifests = index.manifests().clone();
+            manifests.retain(|m| !referrers.iter().any(|r| r.digest() == m.digest()));
+            index.set_manifests(manifests);
+            let path = self.root.join("index.json");
+            write_atomic(
+                &path,
+                &canonical_bytes(&index, &path)?,
+                PUBLIC,
+                IfExists::Replace,
+            )
+            .map_err(io_err(&path))?;
         }
         let dir = self.root.join("blobs").join("sha256");
         let mut removed = Vec::new();

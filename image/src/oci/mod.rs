@@ -7,3 +7,4 @@ pub mod image;
 pub mod layout;
 pub mod media;
 pub mod mutate;
+pub mod referrer;

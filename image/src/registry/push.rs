@@ -338,12 +338,33 @@ pub(crate) fn push_manifest(
     let bytes = layout
         .read_blob(&digest, Some(desc.size()))
         .map_err(RegistryError::from)?;
+    put_manifest(
+        client,
+        repo,
+        reference,
+        desc.media_type().as_ref(),
+        &bytes,
+        &digest,
+    )?;
+    Ok(digest)
+}
+
+/// PUTs manifest bytes, checking the digest the registry stored them
+/// under. Returns the response headers (`OCI-Subject` says whether the
+/// registry indexed a referrer itself).
+fn put_manifest(
+    client: &Client,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+    digest: &Digest,
+) -> Result<reqwest::header::HeaderMap> {
     let url = client.url(&format!("/v2/{repo}/manifests/{reference}"));
-    let media_type = desc.media_type().to_string();
     let r = client.send("PUT", &url, &Scope::push(repo), &|h| {
         Ok(h.put(&url)
-            .header(CONTENT_TYPE, media_type.as_str())
-            .body(bytes.clone()))
+            .header(CONTENT_TYPE, media_type)
+            .body(bytes.to_vec()))
     })?;
     if r.status() != StatusCode::CREATED {
         return Err(client.status_error("PUT", &url, r));
@@ -359,7 +380,83 @@ pub(crate) fn push_manifest(
             )));
         }
     }
-    Ok(digest)
+    Ok(r.headers().clone())
+}
+
+/// Pushes the referrers the layout holds for `subject` (an image's SBOM),
+/// after the subject itself. A registry with the referrers API says so
+/// with an `OCI-Subject` header on the PUT and indexes them itself; for
+/// any other (distribution 2.8, Debian's docker-registry) the referrers
+/// index under the fallback tag `sha256-<hex>` is read, the referrer
+/// added, and written back, as the distribution spec's fallback asks.
+/// Returns how many referrers were pushed.
+fn push_referrers(job: &Upload<'_>, subject: &Digest) -> Result<usize> {
+    use crate::oci::referrer;
+    let (client, layout, repo) = (job.client, job.layout, job.repo);
+    let found = referrer::referrers(layout, subject).map_err(RegistryError::from)?;
+    for r in &found {
+        let digest = media::digest_of(r).map_err(RegistryError::from)?;
+        let bytes = layout
+            .read_blob(&digest, Some(r.size()))
+            .map_err(RegistryError::from)?;
+        // Its own blobs (config, layers); the subject is there already.
+        let blobs: Vec<Descriptor> = media::children(&bytes)
+            .into_iter()
+            .filter(|c| {
+                !media::is_image_manifest(c.media_type()) && !media::is_index(c.media_type())
+            })
+            .collect();
+        for b in &blobs {
+            job.progress.expect(b.size());
+        }
+        super::parallel(&blobs, job.opts.jobs, |b| job.run(b))?;
+        let headers = put_manifest(
+            client,
+            repo,
+            &digest.to_string(),
+            r.media_type().as_ref(),
+            &bytes,
+            &digest,
+        )?;
+        if headers.contains_key("oci-subject") {
+            continue;
+        }
+        let tag = referrer::fallback_tag(subject);
+        let url = client.url(&format!("/v2/{repo}/manifests/{tag}"));
+        let resp = client.send("GET", &url, &Scope::push(repo), &|h| {
+            Ok(h.get(&url).header(
+                reqwest::header::ACCEPT,
+                "application/vnd.oci.image.index.v1+json",
+            ))
+        })?;
+        let existing = match resp.status() {
+            StatusCode::NOT_FOUND => None,
+            s if s.is_success() => {
+                let (body, _) = super::client::read_bounded(resp, super::MAX_MANIFEST)
+                    .map_err(|e| protocol(format!("GET {url}: {e}")))?;
+                Some(serde_json::from_slice(&body).map_err(|e| {
+                    protocol(format!(
+                        "GET {url}: the referrers fallback tag holds no image index: {e}"
+                    ))
+                })?)
+            }
+            _ => return Err(client.status_error("GET", &url, resp)),
+        };
+        if let Some(index) = referrer::add_to_referrers_index(existing, r) {
+            let bytes = crate::oci::canonical::to_vec(&index)
+                .map_err(|e| protocol(format!("the referrers index: {e}")))?;
+            let d = Digest::of(&bytes);
+            put_manifest(
+                client,
+                repo,
+                &tag,
+                "application/vnd.oci.image.index.v1+json",
+                &bytes,
+                &d,
+            )?;
+        }
+    }
+    Ok(found.len())
 }
 
 /// Pushes the image or index `desc` of `layout` to `repo`, tagged with
@@ -427,6 +524,12 @@ pub fn push(
     }
     for t in tags {
         push_manifest(client, layout, repo, top, t)?;
+    }
+    // What the layout says about what was pushed (an image's SBOM) goes
+    // with it.
+    for m in &manifests {
+        let d = media::digest_of(m).map_err(RegistryError::from)?;
+        push_referrers(&job, &d)?;
     }
     Ok(digest)
 }
