@@ -257,6 +257,30 @@ fn the_shipyard_crate_keeps_its_dependency_rule() {
     }
 }
 
+/// Errors are typed below the CLI: `anyhow` is named only by `cli` and
+/// `main` (and by this file, which says so).
+#[test]
+fn anyhow_lives_only_at_the_cli_edge() {
+    let mut files = Vec::new();
+    rust_files(&repo().join("src"), &mut files);
+    let src = files.len();
+    rust_files(&repo().join("image/src"), &mut files);
+    assert!(src > 20 && files.len() > src, "too few sources found");
+    let own = repo().join("src/architecture.rs");
+    let mut bad = Vec::new();
+    for f in files {
+        let m = module_of(&repo().join("src"), &f);
+        if m == "cli" || m == "main" || f == own {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        if text.contains("anyhow") {
+            bad.push(f.display().to_string());
+        }
+    }
+    assert!(bad.is_empty(), "anyhow below the CLI: {bad:?}");
+}
+
 #[test]
 fn the_scan_sees_grouped_imports_and_ignores_other_crates() {
     assert_eq!(

@@ -490,3 +490,98 @@ fn a_corrupt_blob_in_a_layout_read_says_each_cause_once() {
         "{text}"
     );
 }
+
+/// A pod written by hand into `layout`: an index over one artifact
+/// manifest whose config is `definition`, as `shipyard build` writes it.
+fn hand_made_pod(
+    layout: &shipyard_image::oci::layout::Layout,
+    definition: &serde_json::Value,
+) -> oci_spec::image::Descriptor {
+    use oci_spec::image::MediaType;
+    use shipyard::pod::{ARTIFACT_TYPE, DEFINITION_TYPE};
+    let def = layout
+        .put_json(definition, MediaType::Other(DEFINITION_TYPE.into()))
+        .unwrap();
+    let art = layout
+        .put_json(
+            &serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": ARTIFACT_TYPE,
+                "config": def,
+                "layers": [],
+            }),
+            MediaType::ImageManifest,
+        )
+        .unwrap();
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(
+        shipyard_image::oci::media::ARTIFACT_TYPE_ANNOTATION.into(),
+        ARTIFACT_TYPE.into(),
+    );
+    layout
+        .put_json(
+            &serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [art],
+                "annotations": annotations,
+            }),
+            MediaType::ImageIndex,
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_pod_with_a_broken_definition_says_each_cause_once() {
+    use shipyard::pod::read;
+    let t = tempfile::tempdir().unwrap();
+    let layout = shipyard_image::oci::layout::Layout::open_or_create(t.path()).unwrap();
+    let d = hand_made_pod(&layout, &serde_json::json!({"name": 7}));
+    assert!(read::is_pod(&layout, &d));
+    let err = read::load(&layout, &d).unwrap_err();
+    // As `shipyard pod unpack` and `pod kube` wrap it.
+    let text = said_once(&anyhow::Error::from(err).context("reading pod oci:x:shop"));
+    assert!(
+        text.starts_with(&format!(
+            "reading pod oci:x:shop: pod {}: invalid definition: invalid type",
+            d.digest()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_pod_unpacked_under_a_file_says_what_it_was_creating_and_why_once() {
+    use shipyard::pod::{read, unpack};
+    let t = tempfile::tempdir().unwrap();
+    let layout = shipyard_image::oci::layout::Layout::open_or_create(t.path().join("l")).unwrap();
+    let def = serde_json::json!({"name": "shop", "version": "1", "containers": [], "volumes": []});
+    let pod = read::load(&layout, &hand_made_pod(&layout, &def)).unwrap();
+    let file = t.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let err = unpack::unpack(&layout, &pod, &file.join("dest")).unwrap_err();
+    let text = said_once(&anyhow::Error::from(err));
+    assert_eq!(
+        text,
+        format!(
+            "creating {}: File exists (os error {})",
+            file.display(),
+            libc::EEXIST
+        )
+    );
+    // A pod naming a member the index lacks: no cause, said once.
+    let def = serde_json::json!({"name": "shop", "version": "1", "volumes": [],
+        "containers": [{"name": "web", "image": "sha256:00"}]});
+    let d = hand_made_pod(&layout, &def);
+    let err = read::load(&layout, &d).unwrap_err();
+    assert!(std::error::Error::source(&err).is_none());
+    let text = said_once(&anyhow::Error::from(err).context("reading pod oci:x:shop"));
+    assert_eq!(
+        text,
+        format!(
+            "reading pod oci:x:shop: pod {}: container web names image sha256:00 but the index does not hold it",
+            d.digest()
+        )
+    );
+}

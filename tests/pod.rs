@@ -416,6 +416,15 @@ fn a_pod_file_that_is_a_symlink_out_of_the_project_is_refused_when_read() {
         .unwrap();
     assert!(!o.status.success(), "the pod took a file from outside");
     let err = String::from_utf8_lossy(&o.stderr);
+    // Said once each: which pod, which file, and why.
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap();
+    for once in [
+        "pod shop",
+        "app.conf:",
+        "leads out of the project directory",
+    ] {
+        assert_eq!(line.matches(once).count(), 1, "{once:?} in {line}");
+    }
     assert!(
         err.contains("conf/app.conf leads out of the project directory"),
         "{err}"

@@ -5,11 +5,10 @@
 //! index digest.
 
 use super::{
-    Container, Definition, EnvVar, Mount, Port, Volume, ARTIFACT_TYPE, CONTAINER_ANNOTATION,
-    DEFINITION_TYPE, DIRTY_ANNOTATION, ROLE_ANNOTATION, VOLUME_ANNOTATION,
+    Cause, Container, Definition, Doing, EnvVar, Mount, PodError, Port, Volume, ARTIFACT_TYPE,
+    CONTAINER_ANNOTATION, DEFINITION_TYPE, DIRTY_ANNOTATION, ROLE_ANNOTATION, VOLUME_ANNOTATION,
 };
 use crate::project::{PodSpec, VolumeSource, CONFIG_VOLUME};
-use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
 use oci_spec::image::{Descriptor, MediaType};
 use shipyard_image::inroot::{self, Follow};
@@ -73,7 +72,12 @@ fn git_annotations(dir: &Path) -> BTreeMap<String, String> {
 /// symlink leads out of it, whatever was there when the spec was parsed)
 /// into `dest`, keeping only paths matching `include` (relative globs;
 /// empty means all). Symlinks inside are copied as symlinks.
-fn copy_selected(project: &OwnedFd, rel: &Path, dest: &Path, include: &[String]) -> Result<()> {
+fn copy_selected(
+    project: &OwnedFd,
+    rel: &Path,
+    dest: &Path,
+    include: &[String],
+) -> Result<(), PodError> {
     let set = if include.is_empty() {
         None
     } else {
@@ -83,17 +87,17 @@ fn copy_selected(project: &OwnedFd, rel: &Path, dest: &Path, include: &[String])
                 globset::GlobBuilder::new(g)
                     .literal_separator(true)
                     .build()
-                    .with_context(|| format!("volume include glob {g:?}"))?,
+                    .doing(|| format!("volume include glob {g:?}"))?,
             );
             // A glob naming a directory takes its contents.
-            b.add(globset::Glob::new(&format!(
-                "{}/**",
-                g.trim_end_matches('/')
-            ))?);
+            b.add(
+                globset::Glob::new(&format!("{}/**", g.trim_end_matches('/')))
+                    .doing(|| format!("volume include glob {g:?}"))?,
+            );
         }
-        Some(b.build()?)
+        Some(b.build().doing(|| "volume include globs".into())?)
     };
-    std::fs::create_dir_all(dest)?;
+    std::fs::create_dir_all(dest).doing(|| format!("creating {}", dest.display()))?;
     let top = inroot::open_in(
         project.as_fd(),
         rel,
@@ -104,7 +108,11 @@ fn copy_selected(project: &OwnedFd, rel: &Path, dest: &Path, include: &[String])
     // (directory, its path relative to the volume), depth first.
     let mut todo: Vec<(OwnedFd, PathBuf)> = vec![(top, PathBuf::new())];
     while let Some((dir, at)) = todo.pop() {
-        for name in inroot::list_dir(dir.try_clone()?)? {
+        let names = dir
+            .try_clone()
+            .and_then(inroot::list_dir)
+            .doing(|| format!("listing {}", rel.join(&at).display()))?;
+        for name in names {
             let sub = at.join(&name);
             let shown = rel.join(&sub);
             let fd = inroot::open_in(
@@ -113,8 +121,8 @@ fn copy_selected(project: &OwnedFd, rel: &Path, dest: &Path, include: &[String])
                 OFlag::O_PATH | OFlag::O_NOFOLLOW,
                 Follow::Never,
             )
-            .with_context(|| format!("reading {}", shown.display()))?;
-            let md = inroot::metadata(&fd)?;
+            .doing(|| format!("reading {}", shown.display()))?;
+            let md = inroot::metadata(&fd).doing(|| format!("reading {}", shown.display()))?;
             if md.is_dir() {
                 let d = inroot::open_in(
                     dir.as_fd(),
@@ -122,7 +130,7 @@ fn copy_selected(project: &OwnedFd, rel: &Path, dest: &Path, include: &[String])
                     OFlag::O_RDONLY | OFlag::O_DIRECTORY,
                     Follow::Never,
                 )
-                .with_context(|| format!("reading {}", shown.display()))?;
+                .doing(|| format!("reading {}", shown.display()))?;
                 todo.push((d, sub));
                 continue;
             }
@@ -133,10 +141,12 @@ fn copy_selected(project: &OwnedFd, rel: &Path, dest: &Path, include: &[String])
             }
             let to = dest.join(&sub);
             if let Some(p) = to.parent() {
-                std::fs::create_dir_all(p)?;
+                std::fs::create_dir_all(p).doing(|| format!("creating {}", p.display()))?;
             }
             if md.file_type().is_symlink() {
-                std::os::unix::fs::symlink(inroot::read_link(&fd)?, &to)?;
+                inroot::read_link(&fd)
+                    .and_then(|target| std::os::unix::fs::symlink(target, &to))
+                    .doing(|| format!("copying {}", shown.display()))?;
             } else if md.is_file() {
                 let f = inroot::open_in(
                     dir.as_fd(),
@@ -144,20 +154,21 @@ fn copy_selected(project: &OwnedFd, rel: &Path, dest: &Path, include: &[String])
                     OFlag::O_RDONLY | OFlag::O_NONBLOCK,
                     Follow::Never,
                 )
-                .with_context(|| format!("reading {}", shown.display()))?;
+                .doing(|| format!("reading {}", shown.display()))?;
                 copy_fd(f, &to, md.permissions().mode() & 0o7777)
-                    .with_context(|| format!("copying {}", shown.display()))?;
+                    .doing(|| format!("copying {}", shown.display()))?;
             }
         }
     }
     Ok(())
 }
 
-/// Copies an open regular file to a new file `to` with `mode`.
-fn copy_fd(from: OwnedFd, to: &Path, mode: u32) -> Result<()> {
+/// Copies an open regular file to a new file `to` with `mode`. The
+/// caller says which file it was copying.
+fn copy_fd(from: OwnedFd, to: &Path, mode: u32) -> Result<(), Cause> {
     let mut from = std::fs::File::from(from);
     if !from.metadata()?.is_file() {
-        bail!("not a regular file");
+        return Err(PodError::NotAFile.into());
     }
     let mut out = std::fs::File::create(to)?;
     std::io::copy(&mut from, &mut out)?;
@@ -167,25 +178,22 @@ fn copy_fd(from: OwnedFd, to: &Path, mode: u32) -> Result<()> {
 
 /// The error for a project path that cannot be opened beneath the
 /// project directory.
-fn outside_error(rel: &Path, e: std::io::Error) -> anyhow::Error {
+fn outside_error(rel: &Path, e: std::io::Error) -> PodError {
     match e.raw_os_error() {
-        Some(libc::EXDEV) | Some(libc::ELOOP) => anyhow::anyhow!(
-            "{} leads out of the project directory (through a symlink); pod files and volumes are read only from inside it",
-            rel.display()
-        ),
-        _ => anyhow::Error::new(e).context(format!("reading {}", rel.display())),
+        Some(libc::EXDEV) | Some(libc::ELOOP) => PodError::OutsideProject(rel.to_path_buf()),
+        _ => PodError::Failed {
+            what: format!("reading {}", rel.display()),
+            source: e.into(),
+        },
     }
 }
 
 /// A spec path (the project directory joined with a relative path) as the
 /// relative path it was written as.
-fn in_project<'a>(project: &Path, p: &'a Path) -> Result<&'a Path> {
-    p.strip_prefix(project).with_context(|| {
-        format!(
-            "{} is not inside the project directory {}",
-            p.display(),
-            project.display()
-        )
+fn in_project<'a>(project: &Path, p: &'a Path) -> Result<&'a Path, PodError> {
+    p.strip_prefix(project).map_err(|_| PodError::NotInProject {
+        path: p.to_path_buf(),
+        project: project.to_path_buf(),
     })
 }
 
@@ -202,17 +210,18 @@ fn prefixed(prefix: &str, p: &RelPath) -> RelPath {
 
 /// Hard-links a staged tapeout under `root/prefix` (as a build merges
 /// stages), carrying its ownership record over with the paths moved.
-fn graft(stage: &Path, root: &Path, prefix: &str, record: &mut Manifest) -> Result<()> {
+fn graft(stage: &Path, root: &Path, prefix: &str, record: &mut Manifest) -> Result<(), PodError> {
     let dest = root.join(prefix);
-    crate::tapeout::stage::merge_stages(&[stage.to_path_buf()], &dest)?;
+    crate::tapeout::stage::merge_stages(&[stage.to_path_buf()], &dest)
+        .doing(|| format!("merging {} into the pod", stage.display()))?;
     // merge_stages leaves the record beside `dest`, inside `root`: move
     // its entries into the root's record and the file out of the tree.
     let rec = ownership_record_path(&dest);
-    let m = Manifest::parse(
-        std::io::BufReader::new(std::fs::File::open(&rec)?),
-        &rec.display().to_string(),
-    )?;
-    std::fs::remove_file(&rec)?;
+    let reading = || format!("reading {}", rec.display());
+    let f = std::fs::File::open(&rec).doing(reading)?;
+    let m =
+        Manifest::parse(std::io::BufReader::new(f), &rec.display().to_string()).doing(reading)?;
+    std::fs::remove_file(&rec).doing(|| format!("removing {}", rec.display()))?;
     for (_, mut e) in m.entries {
         e.path = prefixed(prefix, &e.path);
         record.insert(e);
@@ -226,19 +235,21 @@ fn under(p: &RelPath, part: &str) -> bool {
 }
 
 /// Writes the pod into `layout`, tags it `NAME:VERSION` and `NAME`, and
-/// returns the index descriptor.
+/// returns the index descriptor. Errors do not repeat the pod's name: the
+/// caller says which pod it was writing.
 pub fn write(
     layout: &Layout,
     input: &Input,
     work: &Path,
     o: &shipyard_image::transport::Options,
-) -> Result<Descriptor> {
+) -> Result<Descriptor, PodError> {
     let members = member_images(layout, input, o)?;
     let root = work.join(format!("pod-{}", input.spec.name));
     let parts = stage_volumes(input, &root)?;
-    let mut tree = walk_with(&root, &WalkOptions::new(Hashing::None))?;
+    let reading = || format!("reading the staged volumes in {}", root.display());
+    let mut tree = walk_with(&root, &WalkOptions::new(Hashing::None)).doing(reading)?;
     apply_overrides(input.spec, &mut tree.manifest);
-    let all = shipyard_image::rootfs::diff::diff(&tree, &Manifest::default())?;
+    let all = shipyard_image::rootfs::diff::diff(&tree, &Manifest::default()).doing(reading)?;
     let (layers, volumes) = volume_layers(layout, input, &root, &all.changes, &parts)?;
     let definition = definition(input.spec, &members, volumes);
     let desc = write_index(layout, input, &definition, layers, &members)?;
@@ -256,7 +267,7 @@ fn member_images(
     layout: &Layout,
     input: &Input,
     o: &shipyard_image::transport::Options,
-) -> Result<Vec<Member>> {
+) -> Result<Vec<Member>, PodError> {
     let spec = input.spec;
     let mut members: Vec<(String, Descriptor, Option<String>)> = Vec::new();
     for c in &spec.containers {
@@ -264,22 +275,19 @@ fn member_images(
             let d = input
                 .built
                 .get(&c.image)
-                .with_context(|| format!("pod {}: image {} was not built", spec.name, c.image))?;
+                .ok_or_else(|| PodError::NotBuilt(c.image.clone()))?;
             (d.clone(), None)
         } else {
-            let r = shipyard_image::reference::Reference::parse(&c.image)?;
-            let d = shipyard_image::transport::import_into(&r, layout, o).with_context(|| {
-                format!("pod {}: container {}: image {}", spec.name, c.name, c.image)
-            })?;
+            let what = || format!("container {}: image {}", c.name, c.image);
+            let r = shipyard_image::reference::Reference::parse(&c.image).doing(what)?;
+            let d = shipyard_image::transport::import_into(&r, layout, o).doing(what)?;
             (d, Some(c.written.clone()))
         };
         if !media::is_image_manifest(d.media_type()) {
-            bail!(
-                "pod {}: container {}: {} is not an image",
-                spec.name,
-                c.name,
-                c.image
-            );
+            return Err(PodError::NotAnImage {
+                container: c.name.clone(),
+                image: c.image.clone(),
+            });
         }
         members.push((c.name.clone(), d, source));
     }
@@ -289,25 +297,25 @@ fn member_images(
 /// Stages the volumes under `root`, `config` (the files) first, with the
 /// ownership record of what came from tapeouts; returns the volume names
 /// in layer order.
-fn stage_volumes(input: &Input, root: &Path) -> Result<Vec<String>> {
+fn stage_volumes(input: &Input, root: &Path) -> Result<Vec<String>, PodError> {
     let spec = input.spec;
     if root.exists() {
-        std::fs::remove_dir_all(root)?;
+        std::fs::remove_dir_all(root).doing(|| format!("removing {}", root.display()))?;
     }
-    std::fs::create_dir_all(root)?;
+    std::fs::create_dir_all(root).doing(|| format!("creating {}", root.display()))?;
     let mut record = Manifest::default();
     let mut parts: Vec<String> = Vec::new();
     // Files and source volumes are opened beneath the project directory
     // now, when they are read: a symlink leading out of it is refused even
     // if it appeared after the spec was checked.
     let project = inroot::open_root(input.spec_dir)
-        .with_context(|| format!("opening {}", input.spec_dir.display()))?;
+        .doing(|| format!("opening {}", input.spec_dir.display()))?;
     if !spec.files.is_empty() {
         for (dest, src) in &spec.files {
             let to = root.join(CONFIG_VOLUME).join(dest);
-            std::fs::create_dir_all(to.parent().unwrap_or(root))?;
-            let what = || format!("pod {}: file {}", spec.name, src.display());
-            let rel = in_project(input.spec_dir, src).with_context(what)?;
+            let what = || format!("file {}", src.display());
+            std::fs::create_dir_all(to.parent().unwrap_or(root)).doing(what)?;
+            let rel = in_project(input.spec_dir, src).doing(what)?;
             let fd = inroot::open_in(
                 project.as_fd(),
                 rel,
@@ -315,39 +323,37 @@ fn stage_volumes(input: &Input, root: &Path) -> Result<Vec<String>> {
                 Follow::Beneath,
             )
             .map_err(|e| outside_error(rel, e))
-            .with_context(what)?;
-            let mode = inroot::metadata(&fd)
-                .with_context(what)?
-                .permissions()
-                .mode();
-            copy_fd(fd, &to, mode & 0o7777).with_context(what)?;
+            .doing(what)?;
+            let mode = inroot::metadata(&fd).doing(what)?.permissions().mode();
+            copy_fd(fd, &to, mode & 0o7777).doing(what)?;
         }
         parts.push(CONFIG_VOLUME.to_string());
     }
     for v in &spec.volumes {
+        let what = || format!("volume {}", v.name);
         match &v.source {
             VolumeSource::Source { dir, include } => {
-                let rel = in_project(input.spec_dir, dir)?;
-                copy_selected(&project, rel, &root.join(&v.name), include)
-                    .with_context(|| format!("pod {}: volume {}", spec.name, v.name))?
+                let rel = in_project(input.spec_dir, dir).doing(what)?;
+                copy_selected(&project, rel, &root.join(&v.name), include).doing(what)?
             }
             VolumeSource::Tapeout(t) => {
                 let stage = (input.tapeout_stage)(t);
                 if !stage.is_dir() {
-                    bail!(
-                        "pod {}: volume {}: tapeout {t} selected nothing (was it run?)",
-                        spec.name,
-                        v.name
-                    );
+                    return Err(PodError::NothingSelected {
+                        volume: v.name.clone(),
+                        tapeout: t.clone(),
+                    });
                 }
-                graft(&stage, root, &v.name, &mut record)?;
+                graft(&stage, root, &v.name, &mut record).doing(what)?;
             }
         }
-        std::fs::create_dir_all(root.join(&v.name))?;
+        std::fs::create_dir_all(root.join(&v.name)).doing(what)?;
         parts.push(v.name.clone());
     }
-    let f = std::fs::File::create(ownership_record_path(root))?;
-    record.write_to(std::io::BufWriter::new(f))?;
+    let rec = ownership_record_path(root);
+    let writing = || format!("writing {}", rec.display());
+    let f = std::fs::File::create(&rec).doing(writing)?;
+    record.write_to(std::io::BufWriter::new(f)).doing(writing)?;
     Ok(parts)
 }
 
@@ -389,7 +395,7 @@ fn volume_layers(
     root: &Path,
     all: &ChangeSet,
     parts: &[String],
-) -> Result<(Vec<Descriptor>, Vec<Volume>)> {
+) -> Result<(Vec<Descriptor>, Vec<Volume>), PodError> {
     let mut layers = Vec::new();
     let mut volumes = Vec::new();
     for part in parts {
@@ -420,7 +426,8 @@ fn volume_layers(
             &TarOptions {
                 clamp_mtime: Some(input.epoch),
             },
-        )?;
+        )
+        .doing(|| format!("writing the layer of volume {part}"))?;
         let mut d = out.descriptor;
         d.set_annotations(Some(HashMap::from([
             (VOLUME_ANNOTATION.to_string(), part.clone()),
@@ -490,9 +497,11 @@ fn write_index(
     definition: &Definition,
     layers: Vec<Descriptor>,
     members: &[Member],
-) -> Result<Descriptor> {
+) -> Result<Descriptor, PodError> {
     let spec = input.spec;
-    let def_desc = layout.put_json(definition, MediaType::Other(DEFINITION_TYPE.to_string()))?;
+    let def_desc = layout
+        .put_json(definition, MediaType::Other(DEFINITION_TYPE.to_string()))
+        .doing(|| "writing the pod definition".into())?;
     let created = rfc3339(input.epoch);
     let artifact = serde_json::json!({
         "schemaVersion": 2,
@@ -504,7 +513,9 @@ fn write_index(
     });
     // No artifactType on the index or its descriptors: see
     // media::ARTIFACT_TYPE_ANNOTATION. The manifest itself carries it.
-    let mut art_desc = layout.put_json(&artifact, MediaType::ImageManifest)?;
+    let mut art_desc = layout
+        .put_json(&artifact, MediaType::ImageManifest)
+        .doing(|| "writing the definition manifest".into())?;
     art_desc.set_annotations(Some(HashMap::from([(
         ROLE_ANNOTATION.to_string(),
         "definition".to_string(),
@@ -537,9 +548,14 @@ fn write_index(
         "manifests": manifests,
         "annotations": annotations,
     });
-    let desc = layout.put_json(&index, MediaType::ImageIndex)?;
-    layout.tag(&format!("{}:{}", spec.name, spec.version), &desc)?;
-    layout.tag(&spec.name, &desc)?;
+    let desc = layout
+        .put_json(&index, MediaType::ImageIndex)
+        .doing(|| "writing the pod index".into())?;
+    let tag = format!("{}:{}", spec.name, spec.version);
+    layout.tag(&tag, &desc).doing(|| format!("tagging {tag}"))?;
+    layout
+        .tag(&spec.name, &desc)
+        .doing(|| format!("tagging {}", spec.name))?;
     Ok(desc)
 }
 

@@ -9,9 +9,8 @@
 //! volumes with `shipyard pod unpack` onto a persistent volume instead.
 
 use super::read::Pod;
-use super::Definition;
+use super::{Definition, PodError};
 use crate::project::CONFIG_VOLUME;
-use anyhow::{bail, Result};
 use base64::Engine;
 use serde_json::{json, Value};
 use shipyard_image::reference::{Reference, RegistryRef};
@@ -116,9 +115,9 @@ pub fn render(
     pod: &Pod,
     config_files: &[(String, Vec<u8>)],
     registry: Option<&RegistryRef>,
-) -> Result<String> {
+) -> Result<String, PodError> {
     let def: &Definition = &pod.definition;
-    let image_of = |container: &str, digest: &str| -> Result<String> {
+    let image_of = |container: &str, digest: &str| -> Result<String, PodError> {
         if let Some(r) = registry {
             return Ok(pinned(r, digest));
         }
@@ -129,9 +128,7 @@ pub fn render(
             .and_then(|c| c.source.clone());
         match src.map(|s| Reference::parse(&s)) {
             Some(Ok(Reference::Registry(r))) => Ok(pinned(&r, digest)),
-            _ => bail!(
-                "container {container}: its image was built here or read from a file; pass --registry docker://HOST/REPO (where the pod was pushed) to name it"
-            ),
+            _ => Err(PodError::UnnamedImage(container.to_string())),
         }
     };
     let has_data = def.volumes.iter().any(|v| v.name != CONFIG_VOLUME);
@@ -182,7 +179,7 @@ pub fn render(
         let art = pod.artifact.digest().to_string();
         let reference = match registry {
             Some(r) => pinned(r, &art),
-            None => bail!("the pod has data volumes, mounted from its artifact in a registry; pass --registry docker://HOST/REPO (where the pod was pushed)"),
+            None => return Err(PodError::DataNeedsRegistry),
         };
         volumes.push(json!({"name": DATA_VOLUME, "image": {"reference": reference, "pullPolicy": "IfNotPresent"}}));
     }

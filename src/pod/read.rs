@@ -1,8 +1,7 @@
 //! Loads a pod back from a layout: the index, its definition and its
 //! member images, each checked against the digests the index names.
 
-use super::{Definition, ARTIFACT_TYPE, CONTAINER_ANNOTATION};
-use anyhow::{bail, Context, Result};
+use super::{Cause, Definition, Doing, PodError, ARTIFACT_TYPE, CONTAINER_ANNOTATION};
 use oci_spec::image::Descriptor;
 use shipyard_image::oci::digest::Digest;
 use shipyard_image::oci::layout::Layout;
@@ -33,6 +32,11 @@ fn artifact_type(bytes: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The bytes of the blob `d` names, checked against its digest and size.
+fn blob(layout: &Layout, d: &Descriptor) -> Result<Vec<u8>, Cause> {
+    Ok(layout.read_blob(&media::digest_of(d)?, Some(d.size()))?)
+}
+
 /// Whether `desc` in `layout` is a pod index.
 pub fn is_pod(layout: &Layout, desc: &Descriptor) -> bool {
     media::is_index(desc.media_type())
@@ -43,18 +47,24 @@ pub fn is_pod(layout: &Layout, desc: &Descriptor) -> bool {
             .is_some_and(|t| t == ARTIFACT_TYPE)
 }
 
-pub fn load(layout: &Layout, desc: &Descriptor) -> Result<Pod> {
-    let digest = media::digest_of(desc)?;
-    let bytes = layout.read_blob(&digest, Some(desc.size()))?;
+/// Loads the pod `desc` names, checking that the index holds every
+/// member image its definition names.
+pub fn load(layout: &Layout, desc: &Descriptor) -> Result<Pod, PodError> {
+    let digest = media::digest_of(desc).doing(|| "reading the pod's descriptor".into())?;
+    let bytes = layout
+        .read_blob(&digest, Some(desc.size()))
+        .doing(|| format!("reading pod index {digest}"))?;
     if artifact_type(&bytes).as_deref() != Some(ARTIFACT_TYPE) {
-        bail!("{digest} is not a pod (no artifactType {ARTIFACT_TYPE})");
+        return Err(PodError::NotAPod(digest));
     }
-    let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).doing(|| format!("pod {digest}: invalid index"))?;
     let annotations: BTreeMap<String, String> = v
         .get("annotations")
         .cloned()
         .map(serde_json::from_value)
-        .transpose()?
+        .transpose()
+        .doing(|| format!("pod {digest}: invalid annotations"))?
         .unwrap_or_default();
     let mut members = Vec::new();
     let mut artifact = None;
@@ -63,22 +73,25 @@ pub fn load(layout: &Layout, desc: &Descriptor) -> Result<Pod> {
             .annotations()
             .as_ref()
             .and_then(|a| a.get(CONTAINER_ANNOTATION).cloned());
-        let child = layout.read_blob(&media::digest_of(&d)?, Some(d.size()))?;
+        let child =
+            blob(layout, &d).doing(|| format!("pod {digest}: reading manifest {}", d.digest()))?;
         if artifact_type(&child).as_deref() == Some(ARTIFACT_TYPE) {
             artifact = Some((d, child));
         } else if let Some(name) = container {
             members.push((name, d));
         }
     }
-    let (artifact, art_bytes) =
-        artifact.with_context(|| format!("pod {digest}: no definition manifest"))?;
-    let art: serde_json::Value = serde_json::from_slice(&art_bytes)?;
+    let Some((artifact, art_bytes)) = artifact else {
+        return Err(PodError::NoDefinition(digest));
+    };
+    let art: serde_json::Value = serde_json::from_slice(&art_bytes)
+        .doing(|| format!("pod {digest}: invalid definition manifest"))?;
     let config: Descriptor = serde_json::from_value(art["config"].clone())
-        .with_context(|| format!("pod {digest}: definition manifest has no config"))?;
-    let definition: Definition = serde_json::from_slice(
-        &layout.read_blob(&media::digest_of(&config)?, Some(config.size()))?,
-    )
-    .with_context(|| format!("pod {digest}: invalid definition"))?;
+        .doing(|| format!("pod {digest}: definition manifest has no config"))?;
+    let def_bytes =
+        blob(layout, &config).doing(|| format!("pod {digest}: reading its definition"))?;
+    let definition: Definition =
+        serde_json::from_slice(&def_bytes).doing(|| format!("pod {digest}: invalid definition"))?;
     let mut layers = BTreeMap::new();
     for l in media::children(&art_bytes).into_iter().skip(1) {
         if let Some(vol) = definition
@@ -94,11 +107,11 @@ pub fn load(layout: &Layout, desc: &Descriptor) -> Result<Pod> {
             .iter()
             .any(|(n, d)| n == &c.name && d.digest().to_string() == c.image)
         {
-            bail!(
-                "pod {digest}: container {} names image {} but the index does not hold it",
-                c.name,
-                c.image
-            );
+            return Err(PodError::MissingMember {
+                pod: digest,
+                container: c.name.clone(),
+                image: c.image.clone(),
+            });
         }
     }
     Ok(Pod {

@@ -10,58 +10,63 @@
 //! nothing outside DEST), into a temp directory renamed onto DEST at the end.
 
 use super::read::Pod;
-use anyhow::{bail, Context, Result};
+use super::{Doing, PodError};
 use shipyard_image::layer::extract::Extractor;
 use shipyard_image::oci::layout::Layout;
 use std::path::{Path, PathBuf};
 
-pub fn unpack(layout: &Layout, pod: &Pod, dest: &Path) -> Result<()> {
+/// Unpacks `pod` (read from `layout`) into the new or empty directory
+/// `dest`, which appears whole or not at all.
+pub fn unpack(layout: &Layout, pod: &Pod, dest: &Path) -> Result<(), PodError> {
     if std::fs::read_dir(dest).is_ok_and(|mut d| d.next().is_some()) {
-        bail!(
-            "{}: exists and is not empty; choose a new directory",
-            dest.display()
-        );
+        return Err(PodError::DestNotEmpty(dest.to_path_buf()));
     }
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent)?;
+    std::fs::create_dir_all(&parent).doing(|| format!("creating {}", parent.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(".shipyard-pod-")
-        .tempdir_in(&parent)?;
-    std::fs::write(
-        tmp.path().join("pod.json"),
-        serde_json::to_vec_pretty(&pod.definition)?,
-    )?;
-    let images = Layout::open_or_create(tmp.path().join("images"))?;
+        .tempdir_in(&parent)
+        .doing(|| format!("creating a directory in {}", parent.display()))?;
+    let json = serde_json::to_vec_pretty(&pod.definition).doing(|| "encoding pod.json".into())?;
+    std::fs::write(tmp.path().join("pod.json"), json).doing(|| "writing pod.json".into())?;
+    let images = Layout::open_or_create(tmp.path().join("images"))
+        .doing(|| "creating the images layout".into())?;
     for (name, d) in &pod.members {
-        shipyard_image::transport::copy_closure(layout, d, &images)?;
-        images.tag(name, d)?;
+        shipyard_image::transport::copy_closure(layout, d, &images)
+            .doing(|| format!("copying the image of container {name}"))?;
+        images
+            .tag(name, d)
+            .doing(|| format!("tagging the image of container {name}"))?;
     }
     let vdir = tmp.path().join("volumes");
-    std::fs::create_dir_all(&vdir)?;
-    let mut ex = Extractor::new(&vdir)?;
+    std::fs::create_dir_all(&vdir).doing(|| "creating volumes/".into())?;
+    let mut ex = Extractor::new(&vdir).doing(|| "opening volumes/".into())?;
     for v in &pod.definition.volumes {
         let l = pod
             .layers
             .get(&v.name)
-            .with_context(|| format!("pod: volume {} has no layer", v.name))?;
+            .ok_or_else(|| PodError::NoLayer(v.name.clone()))?;
         ex.apply_layer(layout, l, &v.diff_id)
-            .with_context(|| format!("unpacking volume {}", v.name))?;
+            .doing(|| format!("unpacking volume {}", v.name))?;
     }
-    let (manifest, shortfalls) = ex.finish()?;
+    let (manifest, shortfalls) = ex.finish().doing(|| "finishing the volumes".into())?;
     if shortfalls.any() {
         // Owners this user cannot give: recorded beside the tree, as
         // `shipyard unpack` does.
-        let f = std::fs::File::create(shipyard_image::rootfs::walk::ownership_record_path(&vdir))?;
-        manifest.write_to(std::io::BufWriter::new(f))?;
+        let path = shipyard_image::rootfs::walk::ownership_record_path(&vdir);
+        let what = || format!("writing {}", path.display());
+        let f = std::fs::File::create(&path).doing(what)?;
+        manifest.write_to(std::io::BufWriter::new(f)).doing(what)?;
     }
     let _ = std::fs::remove_dir(dest);
     let kept = tmp.keep();
-    std::fs::rename(&kept, dest).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&kept);
-        anyhow::anyhow!("{}: {e}", dest.display())
-    })?;
+    std::fs::rename(&kept, dest)
+        .inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&kept);
+        })
+        .doing(|| format!("moving the unpacked pod to {}", dest.display()))?;
     Ok(())
 }
