@@ -8,11 +8,9 @@
 //! The base's `/lib`, `/bin`, `/sbin`, `/lib64` symlinks must survive
 //! (shipyard unpack and umoci unpack), the layer must not carry a library
 //! the base already has, and both images run under podman.
-#![cfg(feature = "e2e")]
 
-mod common;
-use common::registry::{podman, podman_run, require};
-use common::*;
+use crate::common::registry::{podman, podman_run, require};
+use crate::common::*;
 use std::path::{Path, PathBuf};
 
 fn bases() -> PathBuf {

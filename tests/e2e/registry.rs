@@ -1,14 +1,12 @@
 //! Registries and archives end to end: a real docker-registry on
 //! 127.0.0.1 (plain, and with htpasswd + TLS), skopeo on the other side,
 //! a fault-injecting proxy in between, and podman loading what we export.
-#![cfg(feature = "e2e")]
 
-mod common;
-use common::registry::{
+use crate::common::registry::{
     podman, podman_run, require, AuthProxy, Fault, FaultProxy, ProxyAuth, Realm, Registry, Twist,
     PASSWORD, USER,
 };
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -460,23 +458,21 @@ fn a_registry_killed_mid_push_is_finished_by_a_rerun_that_sends_only_what_is_mis
     let uploads = reg
         .data()
         .join("docker/registry/v2/repositories/crash/app/_uploads");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut killed = false;
-    while Instant::now() < deadline {
-        let in_flight = std::fs::read_dir(&uploads)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
-            .any(|m| m.len() >= 1 << 20);
-        if in_flight && committed_links(&reg.data()) >= 1 {
-            reg.kill();
-            killed = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(killed, "the push never started an upload");
+    wait_until(
+        "the push to start an upload",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || {
+            let in_flight = std::fs::read_dir(&uploads)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
+                .any(|m| m.len() >= 1 << 20);
+            in_flight && committed_links(&reg.data()) >= 1
+        },
+    );
+    reg.kill();
     let out = child.wait_with_output().unwrap();
     assert!(
         !out.status.success(),
@@ -1300,7 +1296,7 @@ fn endless_error_and_token_bodies_are_cut_off_with_bounded_memory() {
 
 #[test]
 fn a_build_sends_creds_to_the_registry_it_pushes_to_and_nowhere_else() {
-    use common::project::Project;
+    use crate::common::project::Project;
     let reg = Registry::start();
     let cache = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::None);
     let dest = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::None);
@@ -1743,7 +1739,7 @@ fn pulls_go_to_registries_conf_mirrors_first() {
     ]);
     // The first mirror is down, the second has the image; the registry
     // itself does not exist.
-    let dead = common::registry::free_port();
+    let dead = crate::common::registry::free_port();
     let conf = e.p("registries.conf");
     std::fs::write(
         &conf,

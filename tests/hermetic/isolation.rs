@@ -9,9 +9,8 @@
 //! set (`setpriv`): the chroot level then has no mounts, as in Docker. The
 //! real containers are in e2e_containers.rs.
 
-mod common;
-use common::steps::*;
-use common::*;
+use crate::common::steps::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -251,7 +250,7 @@ fn without_a_pid_namespace_no_process_outlives_its_step_or_its_timeout() {
         return;
     }
     // Left behind by a step that exits.
-    let sl = unique_sleep(1);
+    let sl = unique_sleep();
     let script = format!("{sl} & echo started");
     let out = without_sys_admin()
         .args([
@@ -271,7 +270,7 @@ fn without_a_pid_namespace_no_process_outlives_its_step_or_its_timeout() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("chroot (no namespaces"));
     wait_for("the orphan to be gone", || !running(&sl));
     // Still running at the timeout.
-    let sl = unique_sleep(2);
+    let sl = unique_sleep();
     let child = without_sys_admin()
         .args([
             "shell",

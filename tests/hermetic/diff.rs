@@ -1,7 +1,7 @@
 //! `shipyard diff`: what goes into the layer, and round trips through unpack.
 
-mod common;
-use common::*;
+use crate::common::rawtar;
+use crate::common::*;
 use std::path::Path;
 
 fn manifest_file(tree: &Path, out: &Path) {
@@ -344,4 +344,78 @@ fn diff_errors_are_clear() {
         &format!("{l}:-bad"),
     ]);
     assert!(e.contains("invalid tag"), "{e}");
+}
+
+/// What `shipyard manifest` says an image holds (read from its layers,
+/// without unpacking) is where unpack put things.
+#[test]
+fn image_manifest_follows_the_resolution_of_unpack() {
+    let t = tempfile::tempdir().unwrap();
+    let (l, _) = rawtar::image(
+        t.path(),
+        vec![
+            rawtar::layer(&[
+                rawtar::dir("usr/"),
+                rawtar::dir("usr/bin/"),
+                rawtar::symlink("bin", "usr/bin"),
+            ]),
+            rawtar::layer(&[rawtar::file("bin/tool", b"tool")]),
+        ],
+    );
+    let m = ok(["manifest", &format!("oci:{}:t", l.display())]);
+    assert!(m.contains("\n/usr/bin/tool "), "{m}");
+    assert!(!m.contains("\n/bin/tool "), "{m}");
+}
+/// The layer `shipyard diff` writes from a tree of libraries with links
+/// that climb above it (as a copy of /usr/lib/x86_64-linux-gnu has)
+/// unpacks to the same tree.
+#[test]
+fn diff_of_a_tree_with_climbing_links_unpacks() {
+    let t = tempfile::tempdir().unwrap();
+    let work = t.path();
+    write(&work.join("outside/target"), b"precious", 0o644);
+    let tree = work.join("tree");
+    write(&tree.join("libz.so.1.2.13"), b"\x7fELF", 0o755);
+    std::os::unix::fs::symlink("libz.so.1.2.13", tree.join("libz.so.1")).unwrap();
+    std::os::unix::fs::symlink(
+        "../llvm-14/lib/libclang-cpp.so.14",
+        tree.join("libclang-cpp.so.14"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../../..", tree.join("up")).unwrap();
+    std::os::unix::fs::symlink("/usr/lib", tree.join("abs")).unwrap();
+    let out = format!("oci:{}:t", work.join("l").display());
+    ok([
+        "diff",
+        tree.to_str().unwrap(),
+        "--against",
+        "scratch",
+        "--output",
+        &out,
+    ]);
+    let root = work.join("root");
+    ok(["unpack", &out, root.to_str().unwrap()]);
+    // Mtimes are clamped in layers (SOURCE_DATE_EPOCH); all else is equal.
+    let m = |p: &Path| {
+        ok(["manifest", p.to_str().unwrap()])
+            .lines()
+            .map(|l| {
+                l.split(' ')
+                    .filter(|f| !f.starts_with("mtime="))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(m(&tree), m(&root));
+    // Nothing went through the climbing links.
+    let beside: Vec<_> = std::fs::read_dir(work.join("outside"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["target"]);
+    assert_eq!(
+        std::fs::read(work.join("outside/target")).unwrap(),
+        b"precious"
+    );
 }

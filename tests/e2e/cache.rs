@@ -2,12 +2,10 @@
 //! checkouts, two cache directories) and one docker-registry on 127.0.0.1.
 //! What the first runner built and pushed with --cache-to, the second
 //! finds with --cache-from and does not rebuild.
-#![cfg(feature = "e2e")]
 
-mod common;
-use common::project::Project;
-use common::registry::Registry;
-use common::*;
+use crate::common::project::Project;
+use crate::common::registry::Registry;
+use crate::common::*;
 
 #[test]
 fn a_second_runner_rebuilds_nothing_the_first_pushed_to_the_cache() {

@@ -1,8 +1,7 @@
 //! Archives and the registry transport's error paths, hermetically: no
 //! registry needed (a refused 127.0.0.1 port stands in for a dead one).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::Output;
 

@@ -8,8 +8,7 @@
 //! the chowns fail inside (one id is mapped) and everything is root's; with
 //! one (or as root) the matrix is real and is asserted to be.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

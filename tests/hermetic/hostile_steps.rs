@@ -4,9 +4,8 @@
 //! one without; where a privilege level changes the outcome, the test says
 //! which outcome belongs to which.
 
-mod common;
-use common::steps::*;
-use common::*;
+use crate::common::steps::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -42,7 +41,7 @@ fn assert_no_uid_1000(stderr: &str) {
 
 #[test]
 fn a_non_root_step_past_its_timeout_is_killed_with_all_its_processes() {
-    let sl = unique_sleep(11);
+    let sl = unique_sleep();
     let t = tempfile::tempdir().unwrap();
     let spec = format!(
         "[build.slow]\nuser = \"1000\"\ntimeout = 2\nrun = \"echo step-started; {sl} & {sl}\"\n"
@@ -68,7 +67,7 @@ fn a_non_root_step_past_its_timeout_is_killed_with_all_its_processes() {
 
 #[test]
 fn sigkill_of_shipyard_kills_a_non_root_step() {
-    let sl = unique_sleep(12);
+    let sl = unique_sleep();
     let mut child = shipyard()
         .args(["shell", "--user", "1000", "--", "sh", "-c"])
         .arg(format!("{sl} & {sl}"))

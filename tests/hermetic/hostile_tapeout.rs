@@ -5,16 +5,9 @@
 //! a secret with unique content in a host directory beside the project
 //! and greps every blob of the output for it.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::Read;
 use std::path::PathBuf;
-
-fn src_dir() -> PathBuf {
-    std::env::var_os("SHIPYARD_SRC_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
 
 struct Scene {
     t: tempfile::TempDir,

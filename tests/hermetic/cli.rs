@@ -1,15 +1,7 @@
 //! The command line as a user meets it: help on every command, man pages in
 //! step with the CLI definition, and clear errors.
 
-mod common;
-use common::*;
-use std::path::PathBuf;
-
-fn src_dir() -> PathBuf {
-    std::env::var_os("SHIPYARD_SRC_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
+use crate::common::*;
 
 #[test]
 fn every_command_has_help() {

@@ -2,11 +2,9 @@
 //! docker-registry (distribution v2) on 127.0.0.1. Enabled by the `e2e`
 //! feature; scripts/test runs them as unprivileged users. A missing tool
 //! fails the test: nothing is skipped silently.
-#![cfg(feature = "e2e")]
 
-mod common;
-use common::registry::{podman, podman_run, require, Registry};
-use common::*;
+use crate::common::registry::{podman, podman_run, require, Registry};
+use crate::common::*;
 use std::process::Command;
 
 fn run(cmd: &mut Command) -> String {
@@ -297,9 +295,7 @@ fn the_hello_example_passes_skopeo_umoci_and_podman() {
         .rand_bytes(0)
         .tempdir()
         .unwrap();
-    let src = std::env::var_os("SHIPYARD_SRC_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let src = src_dir();
     let l = t.path().join("l");
     let out = shipyard()
         .arg("build")
@@ -335,9 +331,7 @@ fn both_images_of_the_second_example_pass_skopeo_umoci_and_podman() {
         .rand_bytes(0)
         .tempdir()
         .unwrap();
-    let src = std::env::var_os("SHIPYARD_SRC_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let src = src_dir();
     let d = t.path().join("two");
     std::fs::create_dir_all(&d).unwrap();
     for f in ["shipyard.toml", "make-base.sh"] {

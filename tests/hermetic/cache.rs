@@ -4,9 +4,8 @@
 //! a build killed halfway. scripts/test runs these as root and as both
 //! test users (with and without a subordinate id range).
 
-mod common;
-use common::project::Project;
-use common::*;
+use crate::common::project::Project;
+use crate::common::*;
 
 #[test]
 fn a_rebuild_with_nothing_changed_runs_nothing_and_writes_the_same_digests() {
@@ -36,14 +35,12 @@ fn a_rebuild_with_nothing_changed_runs_nothing_and_writes_the_same_digests() {
     // The builder states went to the trash, and a detached cleanup empties
     // it (files a rule gave to other ids included).
     let trash = p.cache().join("shipyard/trash");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::fs::read_dir(&trash).map_or(0, |d| d.count()) > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the trash was never emptied"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until(
+        "the trash to be emptied",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(50),
+        || std::fs::read_dir(&trash).map_or(0, |d| d.count()) == 0,
+    );
 }
 
 #[test]
@@ -283,14 +280,12 @@ fn a_build_killed_halfway_leaves_a_cache_the_next_build_uses() {
         .unwrap();
     // Wait until build.prep is cached (build.two is then running).
     let steps = p.cache().join("shipyard/steps");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while std::fs::read_dir(&steps).map_or(0, |d| d.count()) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "build.prep never got cached"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until(
+        "build.prep to be cached",
+        std::time::Duration::from_secs(120),
+        std::time::Duration::from_millis(50),
+        || std::fs::read_dir(&steps).map_or(0, |d| d.count()) > 0,
+    );
     std::thread::sleep(std::time::Duration::from_millis(300));
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();

@@ -9,8 +9,7 @@
 //! /tmp would not do (at none it is a rule's scratch space, left out of
 //! what changed; at the default level it is a fresh tmpfs).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

@@ -1,9 +1,8 @@
 //! The rootless sandbox, as its user sees it. scripts/test runs these as
 //! root, as a user with a subuid range and as one without.
 
-mod common;
-use common::steps::*;
-use common::*;
+use crate::common::steps::*;
+use crate::common::*;
 
 fn shell(args: &[&str]) -> std::process::Output {
     let mut c = shipyard();
@@ -132,7 +131,7 @@ fn binds_are_read_only_unless_rw() {
 
 #[test]
 fn no_process_outlives_the_step() {
-    let sl = unique_sleep(1);
+    let sl = unique_sleep();
     // The background sleep is really started (the step waits until it
     // shows in /proc), then the step exits and leaves it behind.
     // Wait on the child itself: until it has exec'd, its cmdline is the
@@ -151,7 +150,7 @@ fn no_process_outlives_the_step() {
 
 #[test]
 fn timeout_kills_the_whole_tree() {
-    let sl = unique_sleep(2);
+    let sl = unique_sleep();
     let child = shipyard()
         .args(["shell", "--timeout", "2", "--", "sh", "-c"])
         .arg(format!("{sl} & sleep 300"))
@@ -200,7 +199,7 @@ fn bad_base_is_a_clear_error() {
 
 #[test]
 fn killing_shipyard_kills_the_step_and_leaves_no_mount() {
-    let sl = unique_sleep(3);
+    let sl = unique_sleep();
     let t = tempfile::tempdir().unwrap();
     let keep = t.path().join("state");
     let mut child = shipyard()

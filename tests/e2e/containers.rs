@@ -18,11 +18,9 @@
 //! Nothing is skipped: a missing tool, a dockerd that does not answer or a
 //! missing CI image fails the test. Without a subordinate id range rootless
 //! podman cannot hold the CI image at all; that refusal is asserted.
-#![cfg(feature = "e2e")]
 
-mod common;
-use common::registry::{podman, podman_run, podman_run_with, require};
-use common::*;
+use crate::common::registry::{podman, podman_run, podman_run_with, require};
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -1,11 +1,9 @@
 //! Pods end to end: skopeo reads and copies them, a real registry stores
 //! them, podman runs their images.
-#![cfg(feature = "e2e")]
 
-mod common;
-use common::pod::*;
-use common::registry::{podman, podman_run, require, Registry};
-use common::*;
+use crate::common::pod::*;
+use crate::common::registry::{podman, podman_run, require, Registry};
+use crate::common::*;
 use std::process::Command;
 
 fn run(cmd: &mut Command) -> String {

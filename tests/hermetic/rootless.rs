@@ -3,9 +3,8 @@
 //! they are recorded beside the tree. Either way shipyard's manifest of the
 //! tree says what the image says, and a diff of the tree keeps it.
 
-mod common;
-use common::rawtar::*;
-use common::*;
+use crate::common::rawtar::*;
+use crate::common::*;
 use std::os::unix::fs::MetadataExt;
 
 /// cap_net_raw+ep in VFS_CAP_REVISION_2 layout.

@@ -1,8 +1,7 @@
 //! Pods: bundle format, reproducibility, unpack, kube and bad input.
 
-mod common;
-use common::pod::*;
-use common::*;
+use crate::common::pod::*;
+use crate::common::*;
 use std::process::Command;
 
 fn json(path: &std::path::Path, digest: &str) -> serde_json::Value {

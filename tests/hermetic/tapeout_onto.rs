@@ -4,16 +4,9 @@
 //! content is left out, what differs shadows it (and `--explain` says so),
 //! and on scratch the image has the builder's own layout.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-
-fn src_dir() -> PathBuf {
-    std::env::var_os("SHIPYARD_SRC_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
 
 /// Moves `root/name` to `root/usr/name` and leaves `name -> usr/name`.
 fn merge_dir(root: &Path, name: &str) {

@@ -4,8 +4,7 @@
 //! text form; the archive readers and the ELF reader never panic on
 //! arbitrary bytes.
 
-mod common;
-use common::rawtar::{self, M};
+use crate::common::rawtar::{self, M};
 use proptest::prelude::*;
 use shipyard_image::layer::extract::{unpack_layers, Extractor};
 use shipyard_image::oci::digest::Digest;
@@ -92,7 +91,7 @@ proptest! {
     ) {
         let t = tempfile::tempdir().unwrap();
         let outside = t.path().join("outside");
-        common::write(&outside.join("target"), b"precious", 0o644);
+        crate::common::write(&outside.join("target"), b"precious", 0o644);
         let root = t.path().join("root");
         std::fs::create_dir(&root).unwrap();
         let layout = Layout::open_or_create(t.path().join("layout")).unwrap();

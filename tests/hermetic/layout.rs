@@ -1,7 +1,6 @@
 //! The layout store: tags, concurrent writers, gc, digests.
 
-mod common;
-use common::*;
+use crate::common::*;
 use shipyard_image::oci::digest::Digest;
 use shipyard_image::oci::layout::Layout;
 use std::path::Path;

@@ -1,15 +1,8 @@
 //! `shipyard build`: the examples, failures and spec errors, as a user
 //! meets them. scripts/test runs these as root and as both test users.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
-
-fn src_dir() -> PathBuf {
-    std::env::var_os("SHIPYARD_SRC_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
 
 /// A private copy of an example (a fresh "checkout").
 fn checkout(example: &str, into: &Path) -> PathBuf {

@@ -1,88 +1,13 @@
-//! Helpers shared by the integration tests.
-#![allow(dead_code)]
-
-pub mod pod;
-pub mod project;
-pub mod rawtar;
-pub mod registry;
-pub mod steps;
+//! Trees on disk for the tests to diff, build from and compare: files
+//! with explicit modes and mtimes (whatever the umask), a tree with every
+//! kind of entry, a rootfs with a shell.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-/// The shipyard binary. `SHIPYARD_BIN` lets scripts/test run the tests as
-/// another user from a copy of the binaries.
-pub fn bin() -> PathBuf {
-    std::env::var_os("SHIPYARD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_shipyard")))
-}
-
-/// The checkout's files the tests read (examples, fixtures, man pages):
-/// `SHIPYARD_SRC_DIR` when scripts/test runs the tests from a copy.
-pub fn src_dir() -> PathBuf {
-    std::env::var_os("SHIPYARD_SRC_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
-pub fn shipyard() -> Command {
-    let mut c = Command::new(bin());
-    c.env_remove("SOURCE_DATE_EPOCH");
-    c.env_remove("RUST_LOG");
-    c
-}
-
-/// Runs shipyard and asserts success; returns stdout.
-pub fn ok<I, S>(args: I) -> String
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let out = shipyard().args(args).output().expect("run shipyard");
-    assert_success(&out, "shipyard");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs shipyard and asserts failure; returns stderr.
-pub fn fails<I, S>(args: I) -> String
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let out = shipyard().args(args).output().expect("run shipyard");
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stdout:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-pub fn assert_success(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 pub const MTIME: i64 = 1_600_000_000;
-
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Whether steps can give files to ids other than root's: as root, or as
-/// a user with a subordinate range (scripts/test says which user it is).
-pub fn ids_range_mapped() -> bool {
-    is_root() || std::env::var("SHIPYARD_TEST_SUBUID").as_deref() == Ok("1")
-}
 
 pub fn set_mtime(p: &Path, secs: i64) {
     let t = nix::sys::time::TimeSpec::new(secs, 0);
@@ -208,38 +133,6 @@ pub fn fix_mtimes(root: &Path, secs: i64) {
     }
 }
 
-/// Reads a layout's manifest digest for a tag.
-pub fn digest_of_tag(layout: &Path, tag: &str) -> String {
-    let l = shipyard_image::oci::layout::Layout::open(layout).unwrap();
-    l.resolve(Some(tag)).unwrap().digest().to_string()
-}
-
-/// The entries of the single-layer image's layer: (tar path, type byte).
-pub fn layer_members(layout: &Path, tag: &str) -> Vec<(String, char)> {
-    let l = shipyard_image::oci::layout::Layout::open(layout).unwrap();
-    let d = l.resolve(Some(tag)).unwrap();
-    let img = shipyard_image::oci::image::Image::load(&l, &d).unwrap();
-    let last = img.manifest.layers().last().unwrap().clone();
-    let dg = shipyard_image::oci::media::digest_of(&last).unwrap();
-    let f = l.open_blob(&dg).unwrap();
-    let r = shipyard_image::layer::compress::decoder(
-        f,
-        shipyard_image::oci::media::layer_encoding(last.media_type()),
-    )
-    .unwrap();
-    let mut a = tar::Archive::new(r);
-    a.entries()
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                String::from_utf8_lossy(&e.path_bytes()).into_owned(),
-                e.header().entry_type().as_byte() as char,
-            )
-        })
-        .collect()
-}
-
 /// Manifest text with the mtime fields removed (for trees whose mtimes a
 /// layer clamps).
 pub fn strip_mtimes(text: &str) -> String {
@@ -274,52 +167,4 @@ pub fn shell_rootfs(root: &Path) {
     if !root.join("bin/sh").exists() {
         std::os::unix::fs::symlink(&sh, root.join("bin/sh")).unwrap();
     }
-}
-
-/// `shipyard diff TREE --against scratch --output OUT EXTRA…`; returns the
-/// image digest.
-pub fn diff_scratch(tree: &Path, out: &str, extra: &[&str]) -> String {
-    let mut a = vec![
-        "diff",
-        tree.to_str().unwrap(),
-        "--against",
-        "scratch",
-        "--output",
-        out,
-    ];
-    a.extend_from_slice(extra);
-    ok(a).trim().to_string()
-}
-
-/// Runs shipyard with its stdout read by something that stops after the
-/// first line (`shipyard … | head -1`); returns that line, the exit status
-/// and stderr. The output must be larger than a pipe's buffer, so that
-/// shipyard is still writing when the reader goes away.
-pub fn head_one<I, S>(args: I) -> (String, std::process::ExitStatus, String)
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    use std::io::{BufRead, Read};
-    let mut c = shipyard()
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run shipyard");
-    let mut first = String::new();
-    {
-        let mut r = std::io::BufReader::new(c.stdout.take().unwrap());
-        r.read_line(&mut first).unwrap();
-    }
-    let mut err = String::new();
-    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    (first, c.wait().unwrap(), err)
-}
-
-/// The exit of `cat` when its reader goes away: SIGPIPE, silently.
-pub fn assert_quiet_broken_pipe(status: std::process::ExitStatus, stderr: &str) {
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(13), "killed by SIGPIPE: {status:?}");
-    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
 }
