@@ -22,6 +22,23 @@ pub fn require(tool: &str) {
     );
 }
 
+/// A temporary directory whose path podman takes as an image name: podman
+/// names an `oci:` image after its layout's path, which must be lowercase,
+/// and tempfile's random suffixes are not. `shipyard-WHAT-PID-N`, unique in
+/// this process (its tests share the pid).
+pub fn lowercase_tempdir(what: &str) -> tempfile::TempDir {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    tempfile::Builder::new()
+        .prefix(&format!(
+            "shipyard-{what}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+        .rand_bytes(0)
+        .tempdir()
+        .unwrap()
+}
+
 /// podman as these machines need it: runc (crun fails on hybrid cgroups),
 /// cgroupfs, file events, vfs storage (no fuse), and an XDG_RUNTIME_DIR
 /// when the user has none.

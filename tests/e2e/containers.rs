@@ -19,7 +19,7 @@
 //! missing CI image fails the test. Without a subordinate id range rootless
 //! podman cannot hold the CI image at all; that refusal is asserted.
 
-use crate::common::registry::{podman, podman_run, podman_run_with, require};
+use crate::common::registry::{lowercase_tempdir, podman, podman_run, podman_run_with, require};
 use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -295,12 +295,7 @@ struct Ran {
 /// returned directory (`hello`, `small`).
 fn run_cell(cell: &Cell, image: &str) -> (tempfile::TempDir, Vec<(String, Ran)>) {
     let inputs = inputs();
-    // podman names an `oci:` image after its path, which must be lowercase.
-    let out = tempfile::Builder::new()
-        .prefix(&format!("shipyard-ci-{}-{}", cell.name, std::process::id()))
-        .rand_bytes(0)
-        .tempdir()
-        .unwrap();
+    let out = lowercase_tempdir(&format!("ci-{}", cell.name));
     let layouts = out.path().join("layouts");
     mkdir(&layouts, 0o777);
     mkdir(out.path(), 0o755);

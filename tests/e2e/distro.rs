@@ -9,7 +9,7 @@
 //! (shipyard unpack and umoci unpack), the layer must not carry a library
 //! the base already has, and both images run under podman.
 
-use crate::common::registry::{podman, podman_run, require};
+use crate::common::registry::{lowercase_tempdir, podman, podman_run, require};
 use crate::common::*;
 use std::path::{Path, PathBuf};
 
@@ -152,16 +152,7 @@ fn assert_usrmerge_links(root: &Path) {
 /// Runs the image under rootless (or root) podman; it must print zlib's
 /// version.
 fn podman_runs(layout: &Path, tag: &str) {
-    // podman names the image after the layout path, which must be lowercase.
-    let t = tempfile::Builder::new()
-        .prefix(&format!(
-            "shipyard-distro-{}-{}-{tag}",
-            std::process::id(),
-            unique()
-        ))
-        .rand_bytes(0)
-        .tempdir()
-        .unwrap();
+    let t = lowercase_tempdir(&format!("distro-{tag}"));
     let l = t.path().join("l");
     let cp = std::process::Command::new("cp")
         .arg("-r")

@@ -3,7 +3,7 @@
 //! feature; scripts/test runs them as unprivileged users. A missing tool
 //! fails the test: nothing is skipped silently.
 
-use crate::common::registry::{podman, podman_run, require, Registry};
+use crate::common::registry::{lowercase_tempdir, podman, podman_run, require, Registry};
 use crate::common::*;
 use std::process::Command;
 
@@ -101,13 +101,7 @@ fn umoci_rootless_unpack_gives_the_source_tree() {
 #[test]
 fn podman_runs_an_image_we_built() {
     require("podman");
-    // podman names the image after the layout path, and image names must
-    // be lowercase: tempfile's random suffixes are not.
-    let t = tempfile::Builder::new()
-        .prefix(&format!("shipyard-podman-{}", std::process::id()))
-        .rand_bytes(0)
-        .tempdir()
-        .unwrap();
+    let t = lowercase_tempdir("podman");
     let root = t.path().join("root");
     shell_rootfs(&root);
     let l = t.path().join("l");
@@ -124,11 +118,7 @@ fn podman_runs_an_image_we_built() {
 #[test]
 fn podman_runs_an_image_with_the_entrypoint_and_env_config_set() {
     require("podman");
-    let t = tempfile::Builder::new()
-        .prefix(&format!("shipyard-config-{}", std::process::id()))
-        .rand_bytes(0)
-        .tempdir()
-        .unwrap();
+    let t = lowercase_tempdir("config");
     let root = t.path().join("root");
     shell_rootfs(&root);
     let l = t.path().join("l");
@@ -290,11 +280,7 @@ fn skopeo_copy_through_a_real_registry_keeps_the_digest() {
 fn the_hello_example_passes_skopeo_umoci_and_podman() {
     require("podman");
     require("umoci");
-    let t = tempfile::Builder::new()
-        .prefix(&format!("shipyard-hello-{}", std::process::id()))
-        .rand_bytes(0)
-        .tempdir()
-        .unwrap();
+    let t = lowercase_tempdir("hello");
     let src = src_dir();
     let l = t.path().join("l");
     let out = shipyard()
@@ -326,11 +312,7 @@ fn the_hello_example_passes_skopeo_umoci_and_podman() {
 fn both_images_of_the_second_example_pass_skopeo_umoci_and_podman() {
     require("podman");
     require("umoci");
-    let t = tempfile::Builder::new()
-        .prefix(&format!("shipyard-two-{}", std::process::id()))
-        .rand_bytes(0)
-        .tempdir()
-        .unwrap();
+    let t = lowercase_tempdir("two");
     let src = src_dir();
     let d = t.path().join("two");
     std::fs::create_dir_all(&d).unwrap();

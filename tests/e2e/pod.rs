@@ -2,7 +2,7 @@
 //! them, podman runs their images.
 
 use crate::common::pod::*;
-use crate::common::registry::{podman, podman_run, require, Registry};
+use crate::common::registry::{lowercase_tempdir, podman, podman_run, require, Registry};
 use crate::common::*;
 use std::process::Command;
 
@@ -17,11 +17,7 @@ fn a_pod_travels_whole_through_skopeo_and_a_registry_and_its_images_run() {
     require("skopeo");
     require("podman");
     let reg = Registry::start();
-    let t = tempfile::Builder::new()
-        .prefix(&format!("shipyard-pod-{}", std::process::id()))
-        .rand_bytes(0)
-        .tempdir()
-        .unwrap();
+    let t = lowercase_tempdir("pod");
     let proj = project(t.path());
     let out = t.path().join("out");
     let digest = build_pod(&proj, &out);

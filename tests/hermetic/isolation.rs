@@ -7,7 +7,7 @@
 //! Docker's default profile (no user namespaces, no CAP_SYS_ADMIN) is
 //! reproduced here for root by dropping CAP_SYS_ADMIN from the bounding
 //! set (`setpriv`): the chroot level then has no mounts, as in Docker. The
-//! real containers are in e2e_containers.rs.
+//! real containers are in the e2e binary (tests/e2e/containers.rs).
 
 use crate::common::steps::*;
 use crate::common::*;
@@ -228,7 +228,7 @@ fn without_a_pid_namespace_no_process_outlives_its_step_or_its_timeout() {
     let from = format!("rootfs:{}", base.display());
     if !is_root() {
         // The unprivileged users have no level without a pid namespace
-        // here (the namespaced case is tests/sandbox.rs's): chroot is
+        // here (the namespaced case is in the sandbox module): chroot is
         // refused up front, before anything runs.
         let out = shipyard()
             .args([
