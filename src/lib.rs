@@ -11,3 +11,6 @@ pub mod pod;
 pub mod project;
 pub mod sandbox;
 pub mod tapeout;
+
+#[cfg(test)]
+mod architecture;

@@ -16,8 +16,9 @@
 //! `cache prune`, which takes the lock exclusively, must not remove blobs
 //! or temp files in between.
 
+use crate::fsutil::IfExists;
 use crate::oci::digest::Digest;
-use crate::oci::layout::{IfExists, Layout, LayoutError};
+use crate::oci::layout::{Layout, LayoutError};
 use crate::reference::RegistryRef;
 use oci_spec::image::Descriptor;
 use std::path::{Path, PathBuf};
@@ -65,16 +66,16 @@ fn key_file(dir: &Path, key: &str) -> PathBuf {
 }
 
 /// Writes a file of the cache atomically and durably (see
-/// [`crate::oci::layout::write_atomic`]); cache records stay private to
+/// [`crate::fsutil::write_atomic`]); cache records stay private to
 /// their user.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::oci::layout::write_atomic(path, bytes, 0o600, IfExists::Replace)
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    crate::fsutil::write_atomic(path, bytes, 0o600, IfExists::Replace)
 }
 
 /// Writes a small record atomically; records are hints, so a failure to
 /// write one is logged, not fatal.
 fn write_record(path: &Path, text: &str) {
-    if let Err(e) = write_atomic(path, text.as_bytes()) {
+    if let Err(e) = write_private(path, text.as_bytes()) {
         tracing::warn!("cache record {}: {e}", path.display());
     }
 }

@@ -10,10 +10,12 @@
 
 pub mod archive;
 pub mod cache;
+pub mod fsutil;
 pub mod inroot;
 pub mod layer;
 pub mod oci;
 pub mod reference;
+pub mod registries_conf;
 pub mod registry;
 pub mod reproducible;
 pub mod rootfs;

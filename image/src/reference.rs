@@ -317,7 +317,7 @@ impl Reference {
             return Reference::parse(s);
         }
         if is_short_name(s) {
-            let conf = crate::registry::conf::current()
+            let conf = crate::registries_conf::current()
                 .map_err(|e| ReferenceError::RegistriesConf(e.to_string()))?;
             return Reference::parse_short(s, conf.default_registry());
         }

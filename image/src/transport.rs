@@ -18,7 +18,6 @@ use crate::registry::push::{self, PushOptions};
 use crate::registry::{self as reg, Client};
 use anyhow::{bail, Context, Result};
 use oci_spec::image::{Descriptor, ImageIndex};
-use std::sync::OnceLock;
 
 /// When to contact a registry for an image the cache may already hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,18 +53,6 @@ impl Default for Options {
     }
 }
 
-static DEFAULTS: OnceLock<Options> = OnceLock::new();
-
-/// Sets the options that bases named in a spec are resolved with (the
-/// command line of `build` decides them once per process).
-pub fn set_defaults(o: Options) {
-    let _ = DEFAULTS.set(o);
-}
-
-pub fn defaults() -> Options {
-    DEFAULTS.get().cloned().unwrap_or_default()
-}
-
 /// What moving an image did, for `--json`.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Report {
@@ -83,7 +70,7 @@ fn client(r: &RegistryRef, o: &Options) -> Result<Client> {
 }
 
 /// Runs a read of `rr` against its mirrors from registries.conf in turn,
-/// then against the registry itself (see [`crate::registry::conf`]). A
+/// then against the registry itself (see [`crate::registries_conf`]). A
 /// mirror that fails is skipped with a warning; the registry's own error
 /// is the one reported.
 fn from_mirrors<T>(
@@ -91,7 +78,7 @@ fn from_mirrors<T>(
     o: &Options,
     read: impl Fn(&RegistryRef, &Client) -> Result<T>,
 ) -> Result<T> {
-    let conf = crate::registry::conf::current().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let conf = crate::registries_conf::current().map_err(|e| anyhow::anyhow!("{e}"))?;
     let name = format!("{}/{}", rr.registry, rr.repository);
     let sources = conf.pull_sources(&name);
     let last = sources.len().saturating_sub(1);

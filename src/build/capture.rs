@@ -68,12 +68,14 @@ pub fn read_snapshot(path: &Path) -> Option<Result<Manifest, String>> {
 
 /// Writes the snapshot of the changes directory as it is now.
 pub fn write_snapshot(path: &Path, m: &Manifest) -> Result<(), String> {
-    shipyard_image::cache::write_atomic(path, &m.to_text())
+    shipyard_image::cache::write_private(path, &m.to_text())
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-impl CaptureJob {
-    pub fn run(&self) -> Result<(), String> {
+impl crate::sandbox::job::InNamespace for CaptureJob {
+    const KIND: &'static str = "capture";
+
+    fn run(&self) -> Result<(), String> {
         let before = match read_snapshot(&self.snapshot) {
             Some(m) => m?,
             None => initial(self)?,

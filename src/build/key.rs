@@ -332,7 +332,7 @@ fn content(
     }
     if let Some(p) = stat_cache {
         // A hint only: a failure to save it costs a re-hash next time.
-        let _ = shipyard_image::cache::write_atomic(p, &tree.manifest.to_text());
+        let _ = shipyard_image::cache::write_private(p, &tree.manifest.to_text());
     }
     let entries = tree
         .manifest
@@ -452,7 +452,7 @@ mod tests {
         // Same bytes, other mtime and group/other bits: same key.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(a.join("README"), std::fs::Permissions::from_mode(0o600)).unwrap();
-        crate::tapeout::set_mtime(&a.join("README"), 12345);
+        shipyard_image::fsutil::set_mtime(&a.join("README"), 12345);
         assert_eq!(source_content(&a, None).unwrap().digest, first.digest);
         // The exec bit counts.
         std::fs::set_permissions(a.join("README"), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -488,7 +488,7 @@ mod tests {
         let a = t.path().join("a");
         let stat = t.path().join("stat");
         write(&a.join("f"), "one");
-        crate::tapeout::set_mtime(&a.join("f"), 1000);
+        shipyard_image::fsutil::set_mtime(&a.join("f"), 1000);
         let first = source_content(&a, Some(&stat)).unwrap();
         assert!(stat.is_file());
         // Same size, new content, new mtime: re-hashed, so seen.

@@ -11,8 +11,8 @@
 //! of the inputs, so an entry never needs updating: two runners that
 //! race to push the same key push the same thing.
 
+use super::error::{BuildError, Doing};
 use super::stepcache::{Record, StepCache};
-use anyhow::{bail, Context, Result};
 use oci_spec::image::{Descriptor, MediaType};
 use shipyard_image::oci::digest::Digest;
 use shipyard_image::oci::media;
@@ -20,6 +20,9 @@ use shipyard_image::reference::RegistryRef;
 use shipyard_image::registry::client::{Client, Scope};
 use shipyard_image::registry::progress::{Progress, Verbosity};
 use shipyard_image::registry::{pull, push};
+use shipyard_image::transport;
+
+type Result<T, E = BuildError> = std::result::Result<T, E>;
 
 /// The artifact type of a cache entry.
 pub const ARTIFACT_TYPE: &str = "application/vnd.shipyard.cache.v1";
@@ -38,9 +41,9 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn new(r: &RegistryRef) -> Result<Remote> {
-        let o = shipyard_image::transport::defaults();
-        let client = Client::new(&r.registry, r.api_host(), &o.registry)?;
+    /// A client of `r`, with the registry settings of `o`.
+    pub fn new(r: &RegistryRef, o: &transport::Options) -> Result<Remote> {
+        let client = Client::new(&r.registry, r.api_host(), &o.registry).doing(|| r.to_string())?;
         Ok(Remote {
             client,
             repo: r.clone(),
@@ -53,14 +56,18 @@ impl Remote {
         let url = self
             .client
             .url(&format!("/v2/{repo}/manifests/{}", tag_for(key)));
-        let r = self.client.send("HEAD", &url, &Scope::pull(repo), &|h| {
-            Ok(h.head(&url)
-                .header(reqwest::header::ACCEPT, shipyard_image::registry::ACCEPT))
-        })?;
+        let r = self
+            .client
+            .send("HEAD", &url, &Scope::pull(repo), &|h| {
+                Ok(h.head(&url)
+                    .header(reqwest::header::ACCEPT, shipyard_image::registry::ACCEPT))
+            })
+            .doing(|| format!("looking up {}", tag_for(key)))?;
         match r.status() {
             s if s.is_success() => Ok(true),
             reqwest::StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(self.client.status_error("HEAD", &url, r).into()),
+            _ => Err(self.client.status_error("HEAD", &url, r))
+                .doing(|| format!("looking up {}", tag_for(key))),
         }
     }
 
@@ -71,20 +78,14 @@ impl Remote {
             return Ok(None);
         }
         let repo = &self.repo.repository;
-        let desc = pull::fetch_manifest(&self.client, repo, &tag_for(key), &sc.cache)?;
-        let bytes = sc
-            .cache
-            .layout
-            .read_blob(&media::digest_of(&desc)?, Some(desc.size()))?;
+        let entry = || format!("{}/{repo}:{}", self.repo.registry, tag_for(key));
+        let desc = pull::fetch_manifest(&self.client, repo, &tag_for(key), &sc.cache)
+            .doing(|| format!("fetching {}", entry()))?;
         let m: oci_spec::image::ImageManifest =
-            serde_json::from_slice(&bytes).context("reading a cache entry")?;
+            read_json(sc, &desc).doing(|| "reading a cache entry".into())?;
         if m.config().media_type() != &MediaType::Other(RECORD_TYPE.to_string()) {
-            bail!(
-                "{}/{repo}:{}: not a shipyard cache entry (config {})",
-                self.repo.registry,
-                tag_for(key),
-                m.config().media_type()
-            );
+            let config = m.config().media_type().to_string();
+            return Err(BuildError::NotACacheEntry(entry(), config));
         }
         let progress = Progress::new(Verbosity::Quiet);
         let counters = pull::Counters::default();
@@ -95,21 +96,14 @@ impl Remote {
             &sc.cache,
             &progress,
             &counters,
-        )?;
-        let rec: Record = serde_json::from_slice(
-            &sc.cache
-                .layout
-                .read_blob(&media::digest_of(m.config())?, Some(m.config().size()))?,
         )
-        .context("reading a cache entry's record")?;
+        .doing(|| format!("fetching the record of {}", entry()))?;
+        let rec: Record =
+            read_json(sc, m.config()).doing(|| "reading a cache entry's record".into())?;
         match m.layers().as_slice() {
             [layer] if layer.digest() == rec.layer.digest() && layer.size() == rec.layer.size() => {
             }
-            _ => bail!(
-                "{}/{repo}:{}: the entry's layer does not match its record",
-                self.repo.registry,
-                tag_for(key)
-            ),
+            _ => return Err(BuildError::EntryMismatch(entry())),
         }
         pull::fetch_blob(
             &self.client,
@@ -118,18 +112,35 @@ impl Remote {
             &sc.cache,
             &progress,
             &counters,
-        )?;
+        )
+        .doing(|| format!("fetching the layer of {}", entry()))?;
         sc.store(key, &rec)?;
         tracing::info!("{}: from {}", rec.step, self.repo);
         Ok(Some(rec))
     }
 }
 
-/// Pushes the local records of `keys` that `to` lacks. Returns how many
-/// entries were pushed.
-pub fn export(sc: &StepCache, to: &RegistryRef, keys: &[Digest]) -> Result<usize> {
-    let remote = Remote::new(to)?;
-    let o = shipyard_image::transport::defaults();
+/// A JSON blob of the cache layout, read back.
+fn read_json<T: serde::de::DeserializeOwned>(
+    sc: &StepCache,
+    desc: &Descriptor,
+) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
+    let bytes = sc
+        .cache
+        .layout
+        .read_blob(&media::digest_of(desc)?, Some(desc.size()))?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// Pushes the local records of `keys` that `to` lacks, with the registry
+/// and push settings of `o`. Returns how many entries were pushed.
+pub fn export(
+    sc: &StepCache,
+    to: &RegistryRef,
+    keys: &[Digest],
+    o: &transport::Options,
+) -> Result<usize> {
+    let remote = Remote::new(to, o)?;
     let progress = Progress::new(Verbosity::Quiet);
     let counters = push::Counters::default();
     let mut pushed = 0;
@@ -146,10 +157,12 @@ pub fn export(sc: &StepCache, to: &RegistryRef, keys: &[Digest]) -> Result<usize
         if remote.has(key)? {
             continue;
         }
+        let stored = || format!("storing the cache entry of {}", rec.step);
         let record = sc
             .cache
             .layout
-            .put_json(&rec, MediaType::Other(RECORD_TYPE.to_string()))?;
+            .put_json(&rec, MediaType::Other(RECORD_TYPE.to_string()))
+            .doing(stored)?;
         let entry = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -158,7 +171,11 @@ pub fn export(sc: &StepCache, to: &RegistryRef, keys: &[Digest]) -> Result<usize
             "layers": [rec.layer],
             "annotations": { "io.shipyard.cache.step": rec.step },
         });
-        let desc: Descriptor = sc.cache.layout.put_json(&entry, MediaType::ImageManifest)?;
+        let desc: Descriptor = sc
+            .cache
+            .layout
+            .put_json(&entry, MediaType::ImageManifest)
+            .doing(stored)?;
         push::push(
             &remote.client,
             &sc.cache.layout,
@@ -170,7 +187,7 @@ pub fn export(sc: &StepCache, to: &RegistryRef, keys: &[Digest]) -> Result<usize
             &progress,
             &counters,
         )
-        .with_context(|| format!("pushing the cache entry of {}", rec.step))?;
+        .doing(|| format!("pushing the cache entry of {}", rec.step))?;
         pushed += 1;
     }
     Ok(pushed)

@@ -26,12 +26,15 @@ pub struct RestoreJob {
     pub layers: Vec<(oci_spec::image::Descriptor, String)>,
 }
 
-impl RestoreJob {
-    pub fn run(&self) -> Result<(), String> {
+impl crate::sandbox::job::InNamespace for RestoreJob {
+    const KIND: &'static str = "restore";
+
+    fn run(&self) -> Result<(), String> {
         if let Some(marker) = &self.copy_marker {
             if !marker.exists() {
                 for l in self.copy_from.iter().rev() {
-                    crate::sandbox::helper::copy_tree(l, &self.changes)?;
+                    shipyard_image::fsutil::copy_tree(l, &self.changes)
+                        .map_err(|x| format!("{}: {}", x.path.display(), x.source))?;
                 }
                 std::fs::write(marker, b"").map_err(|e| format!("{}: {e}", marker.display()))?;
             }

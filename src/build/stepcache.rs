@@ -22,10 +22,11 @@
 use super::key::{KeyHasher, SourceContent, StepKey};
 use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
-use shipyard_image::cache::write_atomic;
+use shipyard_image::cache::write_private;
 use shipyard_image::cache::Cache;
+use shipyard_image::fsutil::TMP_PREFIX;
 use shipyard_image::oci::digest::Digest;
-use shipyard_image::oci::layout::{is_stale, TMP_PREFIX};
+use shipyard_image::oci::layout::is_stale;
 use shipyard_image::oci::media;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -132,6 +133,16 @@ impl StepCache {
 
     /// Opens a cache root; `exclusive` for pruning (waits for builds).
     pub fn open_at(root: PathBuf, exclusive: bool) -> Result<StepCache, StepCacheError> {
+        Self::open_with(root, exclusive, || {})
+    }
+
+    /// Like [`StepCache::open_at`]; `waiting` is called when an exclusive
+    /// open has to wait for running builds (to tell the user why).
+    pub fn open_with(
+        root: PathBuf,
+        exclusive: bool,
+        waiting: impl FnOnce(),
+    ) -> Result<StepCache, StepCacheError> {
         std::fs::create_dir_all(&root).map_err(io_err(&root))?;
         let path = root.join("lock");
         let lock = File::options()
@@ -142,7 +153,7 @@ impl StepCache {
             .map_err(io_err(&path))?;
         if exclusive {
             if lock.try_lock().is_err() {
-                eprintln!("waiting for running builds to finish with the cache…");
+                waiting();
                 lock.lock().map_err(io_err(&path))?;
             }
         } else {
@@ -223,7 +234,7 @@ impl StepCache {
             path: path.clone(),
             error: e.into(),
         })?;
-        write_atomic(&path, &bytes).map_err(io_err(&path))
+        write_private(&path, &bytes).map_err(io_err(&path))
     }
 
     /// Where the key parts of `step` of the spec in `spec_dir` were last
@@ -249,7 +260,7 @@ impl StepCache {
         let path = self.last_path(spec_dir, step);
         let res = serde_json::to_vec(&key.parts)
             .map_err(std::io::Error::other)
-            .and_then(|b| write_atomic(&path, &b));
+            .and_then(|b| write_private(&path, &b));
         if let Err(e) = res {
             tracing::warn!("remembering {step}'s cache key: {e}");
         }
@@ -264,7 +275,7 @@ impl StepCache {
     pub fn keep_source(&self, c: &SourceContent) {
         let path = self.source_path(&c.digest);
         if !path.exists() {
-            let _ = write_atomic(&path, c.to_text().as_bytes());
+            let _ = write_private(&path, c.to_text().as_bytes());
         }
     }
 

@@ -1,5 +1,5 @@
 use super::transfer::RegistryArgs;
-use crate::build::{build, BuildOptions};
+use crate::build::{build, BuildOptions, Event, Events};
 use anyhow::{bail, Context, Result};
 use shipyard_image::layer::compress::Compression;
 use shipyard_image::reference::Reference;
@@ -139,6 +139,69 @@ fn cache_repo(flag: &str, s: &str) -> Result<shipyard_image::reference::Registry
 pub fn run(a: Args, quiet: bool) -> Result<()> {
     let dir = a.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let file = a.file.clone().unwrap_or_else(|| dir.join("shipyard.toml"));
+    let sets = sets(&a)?;
+    check_platform(a.platform.as_deref())?;
+    let plan = crate::project::load(&file, &sets)?;
+    let secrets = Secrets::parse(&a.secrets)?;
+    let (out_dir, tag) = super::oci_ref(&a.output)?;
+    if tag.is_some() {
+        bail!(
+            "--output {}: name a layout (oci:DIR); images are tagged with their names",
+            a.output
+        );
+    }
+    let pushes = destinations(&a)?;
+    if a.iidfile.is_some() && a.images.len() != 1 && plan.images.len() != 1 {
+        bail!("--iidfile holds one digest: build one image (--image NAME), or use --metadata-file");
+    }
+    let topts = transport_options(&a, &pushes, quiet)?;
+    let opts = build_options(&a, out_dir, secrets.secrets.clone(), topts.clone())?;
+    let printer = Printer {
+        quiet,
+        explain: a.explain,
+    };
+    let built = build(&plan, &opts, &printer)?;
+    for b in &built {
+        let what = if b.pod { "pod " } else { "" };
+        if !quiet {
+            eprintln!(
+                "{what}{} -> oci:{}:{}",
+                b.name,
+                opts.output.display(),
+                b.tag
+            );
+        }
+        println!("{}", b.digest);
+    }
+    let pushed = push_all(&built, &pushes, &opts.output, &topts, quiet)?;
+    if let Some(f) = &a.iidfile {
+        let Some(b) = built.iter().find(|b| !b.pod) else {
+            bail!("--iidfile: the build made no image");
+        };
+        shipyard_image::fsutil::write_atomic(
+            f,
+            b.digest.as_bytes(),
+            0o644,
+            shipyard_image::fsutil::IfExists::Replace,
+        )
+        .with_context(|| format!("--iidfile {}", f.display()))?;
+    }
+    if let Some(f) = &a.metadata_file {
+        let json = metadata(&opts.output, &built, &pushed)?;
+        shipyard_image::fsutil::write_atomic(
+            f,
+            &serde_json::to_vec_pretty(&json)?,
+            0o644,
+            shipyard_image::fsutil::IfExists::Replace,
+        )
+        .with_context(|| format!("--metadata-file {}", f.display()))?;
+    }
+    Ok(())
+}
+
+/// The `--set`, `--build-arg`, `--label` and `--annotation` arguments, as
+/// the spec's `--set KEY=VALUE` overrides.
+fn sets(a: &Args) -> Result<Vec<(String, String)>> {
     let mut sets = Vec::new();
     for (flag, prefix, list) in [
         ("--set", "", &a.sets),
@@ -153,29 +216,31 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
             sets.push((format!("{prefix}{k}"), v.to_string()));
         }
     }
-    if let Some(p) = &a.platform {
-        let want = shipyard_image::oci::image::Platform::parse(p)
-            .map_err(|e| anyhow::anyhow!("--platform {e}"))?;
-        let host = shipyard_image::oci::image::Platform::host();
-        if want.os != host.os || want.arch != host.arch {
-            bail!(
-                "--platform {want}: this machine is {host}, and shipyard runs build steps natively \
-                 (no emulation); build on a {want} runner and combine the images with \
-                 `shipyard index IMAGE… --output oci:DIR:TAG`"
-            );
-        }
-    }
-    let plan = crate::project::load(&file, &sets)?;
-    let secrets = Secrets::parse(&a.secrets)?;
-    let (out_dir, tag) = super::oci_ref(&a.output)?;
-    if tag.is_some() {
+    Ok(sets)
+}
+
+/// Refuses a `--platform` other than this machine's: steps run natively.
+fn check_platform(platform: Option<&str>) -> Result<()> {
+    let Some(p) = platform else {
+        return Ok(());
+    };
+    let want = shipyard_image::oci::image::Platform::parse(p)
+        .map_err(|e| anyhow::anyhow!("--platform {e}"))?;
+    let host = shipyard_image::oci::image::Platform::host();
+    if want.os != host.os || want.arch != host.arch {
         bail!(
-            "--output {}: name a layout (oci:DIR); images are tagged with their names",
-            a.output
+            "--platform {want}: this machine is {host}, and shipyard runs build steps natively \
+             (no emulation); build on a {want} runner and combine the images with \
+             `shipyard index IMAGE… --output oci:DIR:TAG`"
         );
     }
-    // Where each image goes, checked before the build starts.
-    let mut pushes: Vec<(Option<String>, Reference)> = Vec::new();
+    Ok(())
+}
+
+/// Where each image goes (`--push`, `--tag`), checked before the build
+/// starts: the image's name when given (NAME=REF), and the reference.
+fn destinations(a: &Args) -> Result<Vec<(Option<String>, Reference)>> {
+    let mut pushes = Vec::new();
     for (flag, p) in a
         .push
         .iter()
@@ -197,11 +262,17 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
             Reference::parse_or_registry(r).with_context(|| format!("{flag} {p}"))?,
         ));
     }
-    if a.iidfile.is_some() && a.images.len() != 1 && plan.images.len() != 1 {
-        bail!("--iidfile holds one digest: build one image (--image NAME), or use --metadata-file");
-    }
-    // --creds are for the registry the images are pushed to; bases and
-    // a cache repository elsewhere use the auth files.
+    Ok(pushes)
+}
+
+/// How bases are pulled and images pushed. --creds are for the registry
+/// the images are pushed to; bases and a cache repository elsewhere use
+/// the auth files.
+fn transport_options(
+    a: &Args,
+    pushes: &[(Option<String>, Reference)],
+    quiet: bool,
+) -> Result<transport::Options> {
     let mut targets: Vec<&str> = pushes
         .iter()
         .filter_map(|(_, r)| super::transfer::registry_of(r))
@@ -221,32 +292,41 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         ..transport::Options::default()
     };
     topts.push.retries = a.registry.retry;
-    transport::set_defaults(topts.clone());
-    let opts = BuildOptions {
-        output: out_dir,
+    Ok(topts)
+}
+
+/// The build's options from the command line.
+fn build_options(
+    a: &Args,
+    output: PathBuf,
+    secrets: Vec<crate::sandbox::job::Secret>,
+    transport: transport::Options,
+) -> Result<BuildOptions> {
+    let no_cache_rules = a
+        .no_cache_rules
+        .iter()
+        .map(|r| {
+            if r.contains('.') {
+                r.clone()
+            } else {
+                format!("build.{r}")
+            }
+        })
+        .collect();
+    Ok(BuildOptions {
+        output,
         images: a.images.clone(),
         pods: a.pods.clone(),
         keep_builder: a.keep_builder,
-        explain: a.explain,
         epoch: shipyard_image::reproducible::epoch(a.timestamp)?,
         compression: a.compression,
         level: a.level,
         isolation: a.isolation,
-        secrets: secrets.secrets.clone(),
-        quiet,
+        secrets,
+        transport,
         cache: crate::build::CacheOptions {
             read: !a.no_cache,
-            no_cache_rules: a
-                .no_cache_rules
-                .iter()
-                .map(|r| {
-                    if r.contains('.') {
-                        r.clone()
-                    } else {
-                        format!("build.{r}")
-                    }
-                })
-                .collect(),
+            no_cache_rules,
             from: a
                 .cache_from
                 .as_deref()
@@ -258,22 +338,20 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
                 .map(|s| cache_repo("--cache-to", s))
                 .transpose()?,
         },
-    };
-    let built = build(&plan, &opts)?;
-    for b in &built {
-        let what = if b.pod { "pod " } else { "" };
-        if !quiet {
-            eprintln!(
-                "{what}{} -> oci:{}:{}",
-                b.name,
-                opts.output.display(),
-                b.tag
-            );
-        }
-        println!("{}", b.digest);
-    }
-    let mut pushed: Vec<(String, String)> = Vec::new();
-    for (name, dst) in &pushes {
+    })
+}
+
+/// Copies each built image where `--push`/`--tag` say; returns (name,
+/// destination) for the metadata file.
+fn push_all(
+    built: &[crate::build::Built],
+    pushes: &[(Option<String>, Reference)],
+    output: &std::path::Path,
+    topts: &transport::Options,
+    quiet: bool,
+) -> Result<Vec<(String, String)>> {
+    let mut pushed = Vec::new();
+    for (name, dst) in pushes {
         let b = match name {
             Some(n) => built
                 .iter()
@@ -286,40 +364,81 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
             ),
         };
         let src = Reference::Oci {
-            dir: opts.output.clone(),
+            dir: output.to_path_buf(),
             // A pod's plain name tags it too (NAME:VERSION is not a
             // registry tag).
             tag: Some(if b.pod { b.name.clone() } else { b.tag.clone() }),
         };
-        let report = transport::copy(&src, dst, &[], &topts)?;
+        let report = transport::copy(&src, dst, &[], topts)?;
         if !quiet {
             eprintln!("{} -> {}@{}", b.name, report.destination, report.digest);
         }
         pushed.push((b.name.clone(), report.destination.to_string()));
     }
-    if let Some(f) = &a.iidfile {
-        let Some(b) = built.iter().find(|b| !b.pod) else {
-            bail!("--iidfile: the build made no image");
-        };
-        shipyard_image::oci::layout::write_atomic(
-            f,
-            b.digest.as_bytes(),
-            0o644,
-            shipyard_image::oci::layout::IfExists::Replace,
-        )
-        .with_context(|| format!("--iidfile {}", f.display()))?;
+    Ok(pushed)
+}
+
+/// Prints a build's events: progress on stderr (none with `-q`), the
+/// `--explain` table on stdout.
+struct Printer {
+    quiet: bool,
+    explain: bool,
+}
+
+impl Printer {
+    /// What an event prints: (stderr line, stdout line).
+    fn lines(&self, e: Event<'_>) -> (Option<String>, Option<String>) {
+        let progress = |s: String| (!self.quiet).then_some(s);
+        match e {
+            Event::Step { step, status, why } => (
+                progress(if why.is_empty() {
+                    format!("==> {step}: {status}")
+                } else {
+                    format!("==> {step}: {status}: {why}")
+                }),
+                self.explain.then(|| format!("{step}\t{status}\t{why}")),
+            ),
+            Event::Explain { image, path, why } => (
+                None,
+                self.explain.then(|| format!("{image}\t{path}\t{why}")),
+            ),
+            // Asked for: said even with -q.
+            Event::BuilderKept {
+                state,
+                changes,
+                logs,
+            } => (
+                Some(format!(
+                    "builder kept in {} (changes: {}, logs: {})",
+                    state.display(),
+                    changes.display(),
+                    logs.display()
+                )),
+                None,
+            ),
+            Event::Isolation(summary) => (progress(format!("==> isolation: {summary}")), None),
+            Event::Done { step, seconds } => (
+                progress(format!("==> {step}: done in {seconds:.2} s")),
+                None,
+            ),
+            Event::Pod(name) => (progress(format!("==> pod.{name}")), None),
+            Event::CacheExported { entries, to } => {
+                (progress(format!("cache: {entries} entries in {to}")), None)
+            }
+        }
     }
-    if let Some(f) = &a.metadata_file {
-        let json = metadata(&opts.output, &built, &pushed)?;
-        shipyard_image::oci::layout::write_atomic(
-            f,
-            &serde_json::to_vec_pretty(&json)?,
-            0o644,
-            shipyard_image::oci::layout::IfExists::Replace,
-        )
-        .with_context(|| format!("--metadata-file {}", f.display()))?;
+}
+
+impl Events for Printer {
+    fn event(&self, e: Event<'_>) {
+        let (err, out) = self.lines(e);
+        if let Some(l) = err {
+            eprintln!("{l}");
+        }
+        if let Some(l) = out {
+            println!("{l}");
+        }
     }
-    Ok(())
 }
 
 /// Whether `r` names where an image goes, beyond a bare `NAME[:TAG]`
@@ -451,5 +570,80 @@ impl Secrets {
             secrets,
             _values: values,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(quiet: bool, explain: bool, e: Event<'_>) -> (Option<String>, Option<String>) {
+        Printer { quiet, explain }.lines(e)
+    }
+
+    #[test]
+    fn progress_goes_to_stderr_unless_quiet_and_explain_to_stdout() {
+        let run = Event::Step {
+            step: "build.a",
+            status: "run",
+            why: "--no-cache",
+        };
+        assert_eq!(
+            lines(false, false, run),
+            (Some("==> build.a: run: --no-cache".into()), None)
+        );
+        assert_eq!(
+            lines(true, true, run),
+            (None, Some("build.a\trun\t--no-cache".into()))
+        );
+        let hit = Event::Step {
+            step: "build.a",
+            status: "cached",
+            why: "",
+        };
+        assert_eq!(
+            lines(false, true, hit),
+            (
+                Some("==> build.a: cached".into()),
+                Some("build.a\tcached\t".into())
+            )
+        );
+        let done = Event::Done {
+            step: "build.a",
+            seconds: 1.234,
+        };
+        assert_eq!(
+            lines(false, false, done).0.unwrap(),
+            "==> build.a: done in 1.23 s"
+        );
+        assert_eq!(lines(true, false, done), (None, None));
+        let ex = Event::Explain {
+            image: "i",
+            path: "/p",
+            why: "w",
+        };
+        assert_eq!(lines(false, false, ex), (None, None));
+        assert_eq!(lines(true, true, ex), (None, Some("i\t/p\tw".into())));
+    }
+
+    #[test]
+    fn a_kept_builder_is_said_even_when_quiet() {
+        let (state, changes, logs) = (
+            std::path::Path::new("/s"),
+            std::path::Path::new("/s/c"),
+            std::path::Path::new("/s/l"),
+        );
+        let e = Event::BuilderKept {
+            state,
+            changes,
+            logs,
+        };
+        assert_eq!(
+            lines(true, false, e).0.unwrap(),
+            "builder kept in /s (changes: /s/c, logs: /s/l)"
+        );
+        let iso = Event::Isolation("userns");
+        assert_eq!(lines(false, false, iso).0.unwrap(), "==> isolation: userns");
+        assert_eq!(lines(true, false, iso), (None, None));
     }
 }

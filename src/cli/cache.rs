@@ -122,7 +122,10 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
             println!("{:<16} {:>10}  ({})", "total", human(total), root.display());
         }
         CacheCommand::Prune(p) => {
-            let sc = StepCache::open_at(root, true).context("opening the cache")?;
+            let sc = StepCache::open_with(root, true, || {
+                eprintln!("waiting for running builds to finish with the cache…")
+            })
+            .context("opening the cache")?;
             let keep = p.keep_duration.unwrap_or_default();
             let (n, freed) = sc.prune(keep)?;
             let (m, mfreed) = mounts.prune(keep)?;

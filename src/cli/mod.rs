@@ -153,12 +153,12 @@ pub(crate) fn oci_ref(s: &str) -> Result<(std::path::PathBuf, Option<String>)> {
 }
 
 /// Opens the image any reference names: `oci:` directly, registries and
-/// archives through the shared cache (see [`shipyard_image::transport`]), with
-/// the options a build set (its bases).
+/// archives through the shared cache (see [`shipyard_image::transport`]),
+/// with the default transport options.
 pub fn open_image(s: &str) -> Result<(Layout, Image)> {
     shipyard_image::transport::open_image(
         &Reference::parse(s)?,
-        &shipyard_image::transport::defaults(),
+        &shipyard_image::transport::Options::default(),
     )
 }
 

@@ -40,7 +40,7 @@ pub struct Args {
     pub isolation: crate::sandbox::isolation::Isolation,
     /// Network: none (loopback only; the default) or host.
     #[arg(long, value_enum)]
-    pub network: Option<Network>,
+    pub network: Option<NetworkArg>,
     /// Working directory inside.
     #[arg(long, default_value = "/")]
     pub workdir: PathBuf,
@@ -92,12 +92,14 @@ pub fn run_cmd(a: Args) -> Result<()> {
         .unwrap_or_else(|| "host".into());
     let network = a
         .network
+        .map(Network::from)
         .or(plan.as_ref().map(|p| p.network))
         .unwrap_or_default();
     // Held for the session, like a build: `cache prune` waits instead of
     // removing the unpacked base under the shell.
     let _cache = crate::build::stepcache::StepCache::open().ok();
-    let (root, _) = crate::build::base::base_root(&from, &state)?;
+    let topts = shipyard_image::transport::Options::default();
+    let (root, _) = crate::build::base::base_root(&from, &state, &topts)?;
     let mut binds: Vec<Bind> = plan
         .as_ref()
         .map(|p| {
@@ -204,4 +206,22 @@ fn parse_bind(s: &str) -> Result<Bind> {
         target: PathBuf::from(dst),
         writable,
     })
+}
+
+/// `--network`'s values (the sandbox's type stays free of clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkArg {
+    /// A new network namespace with only loopback.
+    None,
+    /// The host's network (and its /etc/resolv.conf and /etc/hosts).
+    Host,
+}
+
+impl From<NetworkArg> for Network {
+    fn from(a: NetworkArg) -> Network {
+        match a {
+            NetworkArg::None => Network::None,
+            NetworkArg::Host => Network::Host,
+        }
+    }
 }

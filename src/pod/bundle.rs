@@ -204,7 +204,7 @@ fn prefixed(prefix: &str, p: &RelPath) -> RelPath {
 /// stages), carrying its ownership record over with the paths moved.
 fn graft(stage: &Path, root: &Path, prefix: &str, record: &mut Manifest) -> Result<()> {
     let dest = root.join(prefix);
-    crate::build::merge_stages(vec![stage.to_path_buf()], &dest)?;
+    crate::tapeout::stage::merge_stages(&[stage.to_path_buf()], &dest)?;
     // merge_stages leaves the record beside `dest`, inside `root`: move
     // its entries into the root's record and the file out of the tree.
     let rec = ownership_record_path(&dest);
@@ -233,8 +233,31 @@ pub fn write(
     work: &Path,
     o: &shipyard_image::transport::Options,
 ) -> Result<Descriptor> {
+    let members = member_images(layout, input, o)?;
+    let root = work.join(format!("pod-{}", input.spec.name));
+    let parts = stage_volumes(input, &root)?;
+    let mut tree = walk_with(&root, &WalkOptions::new(Hashing::None))?;
+    apply_overrides(input.spec, &mut tree.manifest);
+    let all = shipyard_image::rootfs::diff::diff(&tree, &Manifest::default())?;
+    let (layers, volumes) = volume_layers(layout, input, &root, &all.changes, &parts)?;
+    let definition = definition(input.spec, &members, volumes);
+    let desc = write_index(layout, input, &definition, layers, &members)?;
+    std::fs::remove_dir_all(&root).ok();
+    Ok(desc)
+}
+
+/// A container of the pod: its name, its image's manifest in the layout,
+/// and the reference it was written as when it was not built here.
+type Member = (String, Descriptor, Option<String>);
+
+/// The member images: built in this pass, or brought into the layout from
+/// any reference.
+fn member_images(
+    layout: &Layout,
+    input: &Input,
+    o: &shipyard_image::transport::Options,
+) -> Result<Vec<Member>> {
     let spec = input.spec;
-    // 1. Member images.
     let mut members: Vec<(String, Descriptor, Option<String>)> = Vec::new();
     for c in &spec.containers {
         let (d, source) = if c.built {
@@ -260,12 +283,18 @@ pub fn write(
         }
         members.push((c.name.clone(), d, source));
     }
-    // 2. Stage the volumes, `config` first.
-    let root = work.join(format!("pod-{}", spec.name));
+    Ok(members)
+}
+
+/// Stages the volumes under `root`, `config` (the files) first, with the
+/// ownership record of what came from tapeouts; returns the volume names
+/// in layer order.
+fn stage_volumes(input: &Input, root: &Path) -> Result<Vec<String>> {
+    let spec = input.spec;
     if root.exists() {
-        std::fs::remove_dir_all(&root)?;
+        std::fs::remove_dir_all(root)?;
     }
-    std::fs::create_dir_all(&root)?;
+    std::fs::create_dir_all(root)?;
     let mut record = Manifest::default();
     let mut parts: Vec<String> = Vec::new();
     // Files and source volumes are opened beneath the project directory
@@ -276,7 +305,7 @@ pub fn write(
     if !spec.files.is_empty() {
         for (dest, src) in &spec.files {
             let to = root.join(CONFIG_VOLUME).join(dest);
-            std::fs::create_dir_all(to.parent().unwrap_or(&root))?;
+            std::fs::create_dir_all(to.parent().unwrap_or(root))?;
             let what = || format!("pod {}: file {}", spec.name, src.display());
             let rel = in_project(input.spec_dir, src).with_context(what)?;
             let fd = inroot::open_in(
@@ -311,29 +340,32 @@ pub fn write(
                         v.name
                     );
                 }
-                graft(&stage, &root, &v.name, &mut record)?;
+                graft(&stage, root, &v.name, &mut record)?;
             }
         }
         std::fs::create_dir_all(root.join(&v.name))?;
         parts.push(v.name.clone());
     }
-    let f = std::fs::File::create(ownership_record_path(&root))?;
+    let f = std::fs::File::create(ownership_record_path(root))?;
     record.write_to(std::io::BufWriter::new(f))?;
-    // 3. One walk; owner and mode overrides of source volumes.
-    let mut tree = walk_with(&root, &WalkOptions::new(Hashing::None))?;
+    Ok(parts)
+}
+
+/// The owner and mode overrides of source volumes, applied to the walk's
+/// manifest (tapeout volumes keep what the builder had).
+fn apply_overrides(spec: &PodSpec, manifest: &mut Manifest) {
     for v in &spec.volumes {
         if !matches!(v.source, VolumeSource::Source { .. }) {
             continue;
         }
-        let paths: Vec<RelPath> = tree
-            .manifest
+        let paths: Vec<RelPath> = manifest
             .entries
             .keys()
             .filter(|p| under(p, &v.name) && p.as_bytes() != v.name.as_bytes())
             .cloned()
             .collect();
         for p in paths {
-            if let Some(e) = tree.manifest.entries.get_mut(&p) {
+            if let Some(e) = manifest.entries.get_mut(&p) {
                 if let Some((u, g)) = v.owner {
                     e.uid = u.into();
                     e.gid = g.into();
@@ -348,14 +380,21 @@ pub fn write(
             }
         }
     }
-    let all = shipyard_image::rootfs::diff::diff(&tree, &Manifest::default())?;
-    // 4. A layer per volume.
+}
+
+/// A layer per volume, with the volume's name and file list.
+fn volume_layers(
+    layout: &Layout,
+    input: &Input,
+    root: &Path,
+    all: &ChangeSet,
+    parts: &[String],
+) -> Result<(Vec<Descriptor>, Vec<Volume>)> {
     let mut layers = Vec::new();
     let mut volumes = Vec::new();
-    for part in &parts {
+    for part in parts {
         let changes = ChangeSet {
             changes: all
-                .changes
                 .changes
                 .iter()
                 .filter(|c| matches!(c, Change::Put(e) if under(&e.path, part)))
@@ -375,7 +414,7 @@ pub fn write(
         let out = shipyard_image::layer::write_layer(
             layout,
             &changes,
-            &root,
+            root,
             input.compression,
             input.level,
             &TarOptions {
@@ -395,14 +434,18 @@ pub fn write(
         });
         layers.push(d);
     }
-    // 5. Definition, artifact manifest, index.
-    let definition = Definition {
+    Ok((layers, volumes))
+}
+
+/// The pod definition: containers by image digest, and the volumes.
+fn definition(spec: &PodSpec, members: &[Member], volumes: Vec<Volume>) -> Definition {
+    Definition {
         name: spec.name.clone(),
         version: spec.version.clone(),
         containers: spec
             .containers
             .iter()
-            .zip(&members)
+            .zip(members)
             .map(|(c, (_, d, source))| Container {
                 name: c.name.clone(),
                 image: d.digest().to_string(),
@@ -436,8 +479,20 @@ pub fn write(
             })
             .collect(),
         volumes,
-    };
-    let def_desc = layout.put_json(&definition, MediaType::Other(DEFINITION_TYPE.to_string()))?;
+    }
+}
+
+/// The definition as an artifact manifest, and the pod's index over the
+/// member images and that manifest, tagged NAME:VERSION and NAME.
+fn write_index(
+    layout: &Layout,
+    input: &Input,
+    definition: &Definition,
+    layers: Vec<Descriptor>,
+    members: &[Member],
+) -> Result<Descriptor> {
+    let spec = input.spec;
+    let def_desc = layout.put_json(definition, MediaType::Other(DEFINITION_TYPE.to_string()))?;
     let created = rfc3339(input.epoch);
     let artifact = serde_json::json!({
         "schemaVersion": 2,
@@ -485,7 +540,6 @@ pub fn write(
     let desc = layout.put_json(&index, MediaType::ImageIndex)?;
     layout.tag(&format!("{}:{}", spec.name, spec.version), &desc)?;
     layout.tag(&spec.name, &desc)?;
-    std::fs::remove_dir_all(&root).ok();
     Ok(desc)
 }
 

@@ -5,6 +5,7 @@
 //! cycles (the cycle printed), missing source paths. Rules keep the order
 //! they are written in; they run as a DAG in that stable order.
 
+pub mod cache_mount;
 mod pod;
 pub use pod::{ContainerSpec, PodSpec, Port, VolumeSource, VolumeSpec, CONFIG_VOLUME};
 
@@ -189,7 +190,7 @@ pub struct BuildRule {
     /// Names of the secrets the rule sees (only the names are in its key).
     pub secrets: Vec<String>,
     /// Cache mounts (the builder's, then the rule's; never in its key).
-    pub cache: Vec<crate::build::mounts::CacheMount>,
+    pub cache: Vec<cache_mount::CacheMount>,
 }
 
 /// A tapeout rule (selects what images keep).
@@ -263,7 +264,7 @@ fn cache_mounts(
     cx: &Ctx<'_>,
     key: &str,
     raw: &IndexMap<String, Spanned<RawCache>>,
-) -> Result<Vec<crate::build::mounts::CacheMount>, SpecError> {
+) -> Result<Vec<cache_mount::CacheMount>, SpecError> {
     let mut out = Vec::new();
     for (target, m) in raw {
         crate::sandbox::job::Bind::check_target(target)
@@ -287,7 +288,7 @@ fn cache_mounts(
                 .map_err(|why| cx.err(m.span(), format!("{key}.{target:?}: {why}")))?,
             None => Default::default(),
         };
-        out.push(crate::build::mounts::CacheMount {
+        out.push(cache_mount::CacheMount {
             target: PathBuf::from(target),
             id,
             sharing,
@@ -367,7 +368,67 @@ pub fn parse(
     sets: &[(String, String)],
 ) -> Result<Plan, SpecError> {
     let cx = Ctx { file, text };
-    let raw: RawSpec = toml::from_str(text).map_err(|e| {
+    let mut raw = parse_toml(&cx)?;
+    let builder = raw.builder.take().unwrap_or(RawBuilder {
+        from: default_from(),
+        sources: IndexMap::new(),
+        network: None,
+        env: IndexMap::new(),
+        host_ca: false,
+        cache: IndexMap::new(),
+    });
+    let builder_cache = cache_mounts(&cx, "builder.cache", &builder.cache)?;
+    let from = builder_from(&cx, &builder, dir)?;
+    let network = builder_network(&cx, &builder)?;
+    let sources = builder_sources(&cx, &builder, dir)?;
+    let sets = Sets::split(builder.env.clone().into_iter().collect(), sets);
+
+    // Rules, their dependencies, and their spans for errors.
+    let mut rules = Rules::default();
+    for (name, b) in &raw.build {
+        let rule = build_rule(&cx, name, b.get_ref(), &builder_cache)?;
+        rules.add(
+            format!("build.{name}"),
+            b.span(),
+            &b.get_ref().after,
+            Step::Build(rule),
+        );
+    }
+    for (name, t) in &raw.tapeout {
+        let rule = tapeout_rule(&cx, name, t)?;
+        rules.add(
+            format!("tapeout.{name}"),
+            t.span(),
+            &t.get_ref().after,
+            Step::Tapeout(rule),
+        );
+    }
+    let steps = rules.in_order(&cx)?;
+    let tapeout_names: Vec<&str> = raw.tapeout.keys().map(String::as_str).collect();
+    let mut images = Vec::new();
+    for (name, img) in &raw.image {
+        images.push(image_spec(&cx, name, img.get_ref(), &raw, dir, &sets)?);
+    }
+    let image_names: Vec<&str> = raw.image.keys().map(String::as_str).collect();
+    let pods = pod::parse_pods(&cx, &raw.pod, dir, &image_names, &tapeout_names)?;
+    Ok(Plan {
+        dir: dir.to_path_buf(),
+        from,
+        sources,
+        network,
+        env: sets.env,
+        host_ca: builder.host_ca,
+        steps,
+        images,
+        pods,
+    })
+}
+
+/// The TOML itself, with its errors made readable: an unknown key gets a
+/// "did you mean", any other error names the key it is at.
+fn parse_toml(cx: &Ctx) -> Result<RawSpec, SpecError> {
+    let text = cx.text;
+    toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let mut msg = e.message().trim().to_string();
         if let Some(rest) = msg.strip_prefix("unknown field `") {
@@ -383,16 +444,10 @@ pub fn parse(
             msg = format!("`{key}`: {msg}");
         }
         cx.err(span, msg)
-    })?;
-    let builder = raw.builder.unwrap_or(RawBuilder {
-        from: default_from(),
-        sources: IndexMap::new(),
-        network: None,
-        env: IndexMap::new(),
-        host_ca: false,
-        cache: IndexMap::new(),
-    });
-    let builder_cache = cache_mounts(&cx, "builder.cache", &builder.cache)?;
+    })
+}
+
+fn builder_from(cx: &Ctx, builder: &RawBuilder, dir: &Path) -> Result<String, SpecError> {
     let from = relative_to(builder.from.get_ref(), dir);
     if !(from == "host" || from == "scratch" || from.starts_with("rootfs:")) {
         if let Err(e) = shipyard_image::reference::Reference::parse(&from) {
@@ -402,20 +457,32 @@ pub fn parse(
             ));
         }
     }
-    let network = match builder
-        .network
-        .as_ref()
-        .map(|n| (n.get_ref().as_str(), n.span()))
-    {
-        None | Some(("none", _)) => crate::sandbox::job::Network::None,
-        Some(("host", _)) => crate::sandbox::job::Network::Host,
-        Some((other, span)) => {
-            return Err(cx.err(
-                span,
-                format!("builder.network = {other:?}: expected \"none\" or \"host\""),
-            ))
-        }
-    };
+    Ok(from)
+}
+
+fn builder_network(
+    cx: &Ctx,
+    builder: &RawBuilder,
+) -> Result<crate::sandbox::job::Network, SpecError> {
+    Ok(
+        match builder
+            .network
+            .as_ref()
+            .map(|n| (n.get_ref().as_str(), n.span()))
+        {
+            None | Some(("none", _)) => crate::sandbox::job::Network::None,
+            Some(("host", _)) => crate::sandbox::job::Network::Host,
+            Some((other, span)) => {
+                return Err(cx.err(
+                    span,
+                    format!("builder.network = {other:?}: expected \"none\" or \"host\""),
+                ))
+            }
+        },
+    )
+}
+
+fn builder_sources(cx: &Ctx, builder: &RawBuilder, dir: &Path) -> Result<Vec<Source>, SpecError> {
     let mut sources = Vec::new();
     for (target, src) in &builder.sources {
         let (p, writable) = match src.get_ref() {
@@ -441,255 +508,272 @@ pub fn parse(
             writable,
         });
     }
-    let mut env: Vec<(String, String)> = builder.env.into_iter().collect();
-    let mut labels_set = BTreeMap::new();
-    let mut annotations_set = BTreeMap::new();
-    for (k, v) in sets {
-        if let Some(l) = k.strip_prefix("label.") {
-            labels_set.insert(l.to_string(), v.clone());
-        } else if let Some(a) = k.strip_prefix("annotation.") {
-            annotations_set.insert(a.to_string(), v.clone());
-        } else {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.clone(), v.clone()));
+    Ok(sources)
+}
+
+/// `--set KEY=VALUE` split by what it sets: labels and annotations of
+/// every image, or a build argument (an environment variable of every
+/// rule, replacing the builder's own of that name).
+struct Sets {
+    env: Vec<(String, String)>,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+impl Sets {
+    fn split(mut env: Vec<(String, String)>, sets: &[(String, String)]) -> Sets {
+        let mut labels = BTreeMap::new();
+        let mut annotations = BTreeMap::new();
+        for (k, v) in sets {
+            if let Some(l) = k.strip_prefix("label.") {
+                labels.insert(l.to_string(), v.clone());
+            } else if let Some(a) = k.strip_prefix("annotation.") {
+                annotations.insert(a.to_string(), v.clone());
+            } else {
+                env.retain(|(ek, _)| ek != k);
+                env.push((k.clone(), v.clone()));
+            }
         }
+        Sets {
+            env,
+            labels,
+            annotations,
+        }
+    }
+}
+
+type Span = std::ops::Range<usize>;
+
+/// The rules as written, with their `after` dependencies and spans, to be
+/// put in order.
+#[derive(Default)]
+struct Rules {
+    ids: Vec<(String, Span)>,
+    deps: BTreeMap<String, Vec<(String, Span)>>,
+    steps: BTreeMap<String, Step>,
+}
+
+impl Rules {
+    fn add(&mut self, id: String, span: Span, after: &[Spanned<String>], step: Step) {
+        let deps = after
+            .iter()
+            .map(|a| (a.get_ref().clone(), a.span()))
+            .collect();
+        self.deps.insert(id.clone(), deps);
+        self.ids.push((id.clone(), span));
+        self.steps.insert(id, step);
     }
 
-    // Rules, their dependencies, and their spans for errors.
-    let mut ids: Vec<(String, std::ops::Range<usize>)> = Vec::new();
-    let mut deps: BTreeMap<String, Vec<(String, std::ops::Range<usize>)>> = BTreeMap::new();
-    let mut steps: BTreeMap<String, Step> = BTreeMap::new();
-    for (name, b) in &raw.build {
-        let id = format!("build.{name}");
-        let r = b.get_ref();
-        let user = match &r.user {
-            Some(u) => parse_owner(u.get_ref()).ok_or_else(|| {
-                cx.err(
-                    u.span(),
-                    format!(
-                        "build.{name}.user = {:?}: expected UID or UID:GID (numbers)",
-                        u.get_ref()
-                    ),
-                )
-            })?,
-            None => (0, 0),
-        };
-        let mut cache = builder_cache.clone();
-        for m in cache_mounts(&cx, &format!("build.{name}.cache"), &r.cache)? {
-            cache.retain(|c: &crate::build::mounts::CacheMount| c.target != m.target);
-            cache.push(m);
-        }
-        let mut secrets = Vec::new();
-        for sec in &r.secrets {
-            crate::sandbox::job::Secret::check_name(sec.get_ref()).map_err(|m| {
-                cx.err(
-                    sec.span(),
-                    format!("build.{name}.secrets: {:?}: {m}", sec.get_ref()),
-                )
-            })?;
-            secrets.push(sec.get_ref().clone());
-        }
-        deps.insert(
-            id.clone(),
-            r.after
-                .iter()
-                .map(|a| (a.get_ref().clone(), a.span()))
-                .collect(),
-        );
-        ids.push((id.clone(), b.span()));
-        steps.insert(
-            id,
-            Step::Build(BuildRule {
-                name: name.clone(),
-                run: r.run.clone(),
-                env: r.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                workdir: PathBuf::from(r.workdir.clone().unwrap_or("/".into())),
-                user,
-                timeout: r.timeout,
-                secrets,
-                cache,
-            }),
-        );
-    }
-    for (name, t) in &raw.tapeout {
-        let id = format!("tapeout.{name}");
-        let r = t.get_ref();
-        for g in r.include.iter().chain(&r.exclude) {
-            if !g.starts_with('/') {
-                return Err(cx.err(
-                    t.span(),
-                    format!("tapeout.{name}: pattern {g:?} must be an absolute path"),
-                ));
-            }
-            globset::Glob::new(g)
-                .map_err(|e| cx.err(t.span(), format!("tapeout.{name}: bad pattern {g:?}: {e}")))?;
-        }
-        let owner = match &r.owner {
-            Some(o) => Some(parse_owner(o.get_ref()).ok_or_else(|| {
-                cx.err(
-                    o.span(),
-                    format!(
-                        "tapeout.{name}.owner = {:?}: expected UID or UID:GID (numbers)",
-                        o.get_ref()
-                    ),
-                )
-            })?),
-            None => None,
-        };
-        let mode = match &r.mode {
-            Some(m) => Some(
-                u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8)
-                    .ok()
-                    .filter(|m| *m <= 0o7777)
-                    .ok_or_else(|| {
-                        cx.err(
-                            m.span(),
-                            format!(
-                                "tapeout.{name}.mode = {:?}: expected an octal mode like \"0755\"",
-                                m.get_ref()
-                            ),
-                        )
-                    })?,
-            ),
-            None => None,
-        };
-        let mut remap: Vec<(PathBuf, PathBuf)> = r
-            .remap
-            .iter()
-            .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
-            .collect();
-        remap.sort_by_key(|(a, _)| std::cmp::Reverse(a.components().count()));
-        deps.insert(
-            id.clone(),
-            r.after
-                .iter()
-                .map(|a| (a.get_ref().clone(), a.span()))
-                .collect(),
-        );
-        ids.push((id.clone(), t.span()));
-        steps.insert(
-            id,
-            Step::Tapeout(TapeoutRule {
-                name: name.clone(),
-                include: r.include.clone(),
-                exclude: r.exclude.clone(),
-                elf_closure: r.elf_closure,
-                remap,
-                owner,
-                mode,
-            }),
-        );
-    }
-    let known: Vec<&str> = ids.iter().map(|(i, _)| i.as_str()).collect();
-    for (id, ds) in &deps {
-        for (d, span) in ds {
-            if !steps.contains_key(d) {
-                let hint = did_you_mean(d, known.iter().copied())
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                return Err(cx.err(span.clone(), format!("{id}.after: unknown rule `{d}` (rules are named build.NAME or tapeout.NAME){hint}")));
+    /// The steps in a stable topological order: always the first ready
+    /// rule, builds before tapeouts (the seeds' phases), each group in the
+    /// order written. Unknown dependencies and cycles are errors.
+    fn in_order(mut self, cx: &Ctx) -> Result<Vec<Step>, SpecError> {
+        let (ids, deps) = (&self.ids, &self.deps);
+        let known: Vec<&str> = ids.iter().map(|(i, _)| i.as_str()).collect();
+        for (id, ds) in deps {
+            for (d, span) in ds {
+                if !self.steps.contains_key(d) {
+                    let hint = did_you_mean(d, known.iter().copied())
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    return Err(cx.err(span.clone(), format!("{id}.after: unknown rule `{d}` (rules are named build.NAME or tapeout.NAME){hint}")));
+                }
             }
         }
-    }
-    // Stable topological order: always the first ready rule, builds before
-    // tapeouts (the seeds' phases), each group in the order written.
-    let mut order: Vec<String> = Vec::new();
-    let mut done: std::collections::HashSet<String> = Default::default();
-    while order.len() < ids.len() {
-        let next = ids
-            .iter()
-            .find(|(id, _)| !done.contains(id) && deps[id].iter().all(|(d, _)| done.contains(d)));
-        match next {
-            Some((id, _)) => {
-                done.insert(id.clone());
-                order.push(id.clone());
-            }
-            None => {
-                let cycle = find_cycle(&ids, &deps, &done);
-                let span = ids
-                    .iter()
-                    .find(|(i, _)| Some(i) == cycle.first())
-                    .map(|(_, s)| s.clone())
-                    .unwrap_or(0..0);
-                return Err(cx.err(span, format!("dependency cycle: {}", cycle.join(" -> "))));
+        let mut order: Vec<String> = Vec::new();
+        let mut done: std::collections::HashSet<String> = Default::default();
+        while order.len() < ids.len() {
+            let next = ids.iter().find(|(id, _)| {
+                !done.contains(id) && deps[id].iter().all(|(d, _)| done.contains(d))
+            });
+            match next {
+                Some((id, _)) => {
+                    done.insert(id.clone());
+                    order.push(id.clone());
+                }
+                None => {
+                    let cycle = find_cycle(ids, deps, &done);
+                    let span = ids
+                        .iter()
+                        .find(|(i, _)| Some(i) == cycle.first())
+                        .map(|(_, s)| s.clone())
+                        .unwrap_or(0..0);
+                    return Err(cx.err(span, format!("dependency cycle: {}", cycle.join(" -> "))));
+                }
             }
         }
+        Ok(order
+            .into_iter()
+            .filter_map(|id| self.steps.remove(&id))
+            .collect())
     }
+}
+
+fn build_rule(
+    cx: &Ctx,
+    name: &str,
+    r: &RawBuild,
+    builder_cache: &[cache_mount::CacheMount],
+) -> Result<BuildRule, SpecError> {
+    let user = match &r.user {
+        Some(u) => parse_owner(u.get_ref()).ok_or_else(|| {
+            cx.err(
+                u.span(),
+                format!(
+                    "build.{name}.user = {:?}: expected UID or UID:GID (numbers)",
+                    u.get_ref()
+                ),
+            )
+        })?,
+        None => (0, 0),
+    };
+    let mut cache = builder_cache.to_vec();
+    for m in cache_mounts(cx, &format!("build.{name}.cache"), &r.cache)? {
+        cache.retain(|c: &cache_mount::CacheMount| c.target != m.target);
+        cache.push(m);
+    }
+    let mut secrets = Vec::new();
+    for sec in &r.secrets {
+        crate::sandbox::job::Secret::check_name(sec.get_ref()).map_err(|m| {
+            cx.err(
+                sec.span(),
+                format!("build.{name}.secrets: {:?}: {m}", sec.get_ref()),
+            )
+        })?;
+        secrets.push(sec.get_ref().clone());
+    }
+    Ok(BuildRule {
+        name: name.to_string(),
+        run: r.run.clone(),
+        env: r.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        workdir: PathBuf::from(r.workdir.clone().unwrap_or("/".into())),
+        user,
+        timeout: r.timeout,
+        secrets,
+        cache,
+    })
+}
+
+fn tapeout_rule(cx: &Ctx, name: &str, t: &Spanned<RawTapeout>) -> Result<TapeoutRule, SpecError> {
+    let r = t.get_ref();
+    for g in r.include.iter().chain(&r.exclude) {
+        if !g.starts_with('/') {
+            return Err(cx.err(
+                t.span(),
+                format!("tapeout.{name}: pattern {g:?} must be an absolute path"),
+            ));
+        }
+        globset::Glob::new(g)
+            .map_err(|e| cx.err(t.span(), format!("tapeout.{name}: bad pattern {g:?}: {e}")))?;
+    }
+    let owner = match &r.owner {
+        Some(o) => Some(parse_owner(o.get_ref()).ok_or_else(|| {
+            cx.err(
+                o.span(),
+                format!(
+                    "tapeout.{name}.owner = {:?}: expected UID or UID:GID (numbers)",
+                    o.get_ref()
+                ),
+            )
+        })?),
+        None => None,
+    };
+    let mode = match &r.mode {
+        Some(m) => Some(
+            u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| {
+                    cx.err(
+                        m.span(),
+                        format!(
+                            "tapeout.{name}.mode = {:?}: expected an octal mode like \"0755\"",
+                            m.get_ref()
+                        ),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let mut remap: Vec<(PathBuf, PathBuf)> = r
+        .remap
+        .iter()
+        .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
+        .collect();
+    remap.sort_by_key(|(a, _)| std::cmp::Reverse(a.components().count()));
+    Ok(TapeoutRule {
+        name: name.to_string(),
+        include: r.include.clone(),
+        exclude: r.exclude.clone(),
+        elf_closure: r.elf_closure,
+        remap,
+        owner,
+        mode,
+    })
+}
+
+fn image_spec(
+    cx: &Ctx,
+    name: &str,
+    r: &RawImage,
+    raw: &RawSpec,
+    dir: &Path,
+    sets: &Sets,
+) -> Result<ImageSpec, SpecError> {
     let tapeout_names: Vec<&str> = raw.tapeout.keys().map(String::as_str).collect();
-    let mut images = Vec::new();
-    for (name, img) in &raw.image {
-        let r = img.get_ref();
-        for t in &r.tapeouts {
-            let tn = t.get_ref().strip_prefix("tapeout.").unwrap_or(t.get_ref());
-            if !raw.tapeout.contains_key(tn) {
-                let hint = did_you_mean(tn, tapeout_names.iter().copied())
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                return Err(cx.err(
-                    t.span(),
-                    format!("image.{name}.tapeouts: unknown tapeout `{tn}`{hint}"),
-                ));
-            }
+    for t in &r.tapeouts {
+        let tn = t.get_ref().strip_prefix("tapeout.").unwrap_or(t.get_ref());
+        if !raw.tapeout.contains_key(tn) {
+            let hint = did_you_mean(tn, tapeout_names.iter().copied())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            return Err(cx.err(
+                t.span(),
+                format!("image.{name}.tapeouts: unknown tapeout `{tn}`{hint}"),
+            ));
         }
-        let from = relative_to(r.from.get_ref(), dir);
-        if from != "scratch" {
-            if let Err(e) = shipyard_image::reference::Reference::parse(&from) {
-                return Err(cx.err(
+    }
+    let from = relative_to(r.from.get_ref(), dir);
+    if from != "scratch" {
+        if let Err(e) = shipyard_image::reference::Reference::parse(&from) {
+            return Err(cx.err(
                     r.from.span(),
                     format!("image.{name}.from = {from:?}: expected scratch or an image (oci:DIR[:TAG], docker://REPO[:TAG], oci-archive:FILE, docker-archive:FILE): {e}"),
                 ));
-            }
         }
-        let mut labels: BTreeMap<String, String> = r
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        labels.extend(labels_set.clone());
-        let mut annotations: BTreeMap<String, String> = r
-            .annotations
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        annotations.extend(annotations_set.clone());
-        images.push(ImageSpec {
-            name: name.clone(),
-            tag: r.tag.clone().unwrap_or_else(|| name.clone()),
-            from,
-            tapeouts: r
-                .tapeouts
-                .iter()
-                .map(|t| t.get_ref().trim_start_matches("tapeout.").to_string())
-                .collect(),
-            layer_per_tapeout: r.layer_per_tapeout,
-            entrypoint: r.entrypoint.clone(),
-            cmd: r.cmd.clone(),
-            env: r.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            workdir: r.workdir.clone(),
-            user: r.user.clone(),
-            ports: r.ports.clone(),
-            volumes: r.volumes.clone(),
-            labels,
-            annotations,
-            stop_signal: r.stop_signal.clone(),
-        });
     }
-    let steps = order
-        .into_iter()
-        .filter_map(|id| steps.remove(&id))
+    let mut labels: BTreeMap<String, String> = r
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let image_names: Vec<&str> = raw.image.keys().map(String::as_str).collect();
-    let pods = pod::parse_pods(&cx, &raw.pod, dir, &image_names, &tapeout_names)?;
-    Ok(Plan {
-        dir: dir.to_path_buf(),
+    labels.extend(sets.labels.clone());
+    let mut annotations: BTreeMap<String, String> = r
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    annotations.extend(sets.annotations.clone());
+    Ok(ImageSpec {
+        name: name.to_string(),
+        tag: r.tag.clone().unwrap_or_else(|| name.to_string()),
         from,
-        sources,
-        network,
-        env,
-        host_ca: builder.host_ca,
-        steps,
-        images,
-        pods,
+        tapeouts: r
+            .tapeouts
+            .iter()
+            .map(|t| t.get_ref().trim_start_matches("tapeout.").to_string())
+            .collect(),
+        layer_per_tapeout: r.layer_per_tapeout,
+        entrypoint: r.entrypoint.clone(),
+        cmd: r.cmd.clone(),
+        env: r.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        workdir: r.workdir.clone(),
+        user: r.user.clone(),
+        ports: r.ports.clone(),
+        volumes: r.volumes.clone(),
+        labels,
+        annotations,
+        stop_signal: r.stop_signal.clone(),
     })
 }
 

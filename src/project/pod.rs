@@ -147,237 +147,309 @@ pub(super) fn parse_pods(
     image_names: &[&str],
     tapeout_names: &[&str],
 ) -> Result<Vec<PodSpec>, SpecError> {
-    let mut pods = Vec::new();
-    for (name, p) in raw {
-        let span = p.span();
-        let p = p.get_ref();
-        if !dns_label(name) {
+    let names = Names {
+        images: image_names,
+        tapeouts: tapeout_names,
+    };
+    raw.iter()
+        .map(|(name, p)| parse_pod(cx, name, p, dir, &names))
+        .collect()
+}
+
+/// What a pod may name: the spec's images and tapeouts.
+struct Names<'a> {
+    images: &'a [&'a str],
+    tapeouts: &'a [&'a str],
+}
+
+fn parse_pod(
+    cx: &Ctx,
+    name: &str,
+    p: &Spanned<RawPod>,
+    dir: &Path,
+    names: &Names,
+) -> Result<PodSpec, SpecError> {
+    let span = p.span();
+    let p = p.get_ref();
+    if !dns_label(name) {
+        return Err(cx.err(
+            span,
+            format!("pod.{name}: a pod name is lowercase letters, digits and '-' (a DNS label)"),
+        ));
+    }
+    let version = p.version.get_ref();
+    if shipyard_image::oci::layout::validate_registry_tag(version).is_err() {
+        return Err(cx.err(
+            p.version.span(),
+            format!("pod.{name}.version = {version:?}: 1-128 of [A-Za-z0-9_.-], not starting with . or -"),
+        ));
+    }
+    let files = pod_files(cx, name, p, dir)?;
+    let mut volumes = Vec::new();
+    for (vname, v) in &p.volumes {
+        volumes.push(pod_volume(cx, name, vname, v, dir, names.tapeouts)?);
+    }
+    if p.containers.is_empty() {
+        return Err(cx.err(
+            span,
+            format!("pod.{name}: a pod needs at least one container"),
+        ));
+    }
+    let mut containers = Vec::new();
+    for (cname, c) in &p.containers {
+        containers.push(pod_container(cx, name, p, cname, c, dir, names.images)?);
+    }
+    Ok(PodSpec {
+        name: name.to_string(),
+        version: version.clone(),
+        annotations: p
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        files,
+        containers,
+        volumes,
+    })
+}
+
+/// `files`: config files from the source tree, for the config volume.
+fn pod_files(
+    cx: &Ctx,
+    name: &str,
+    p: &RawPod,
+    dir: &Path,
+) -> Result<Vec<(String, std::path::PathBuf)>, SpecError> {
+    let mut files = Vec::new();
+    for (dest, src) in &p.files {
+        let d = dest.trim_start_matches('/');
+        if !inside(d) {
             return Err(cx.err(
-                span,
+                src.span(),
                 format!(
-                    "pod.{name}: a pod name is lowercase letters, digits and '-' (a DNS label)"
+                    "pod.{name}.files: {dest:?} must be a path inside the config volume (no ..)"
                 ),
             ));
         }
-        let version = p.version.get_ref();
-        if shipyard_image::oci::layout::validate_registry_tag(version).is_err() {
+        if !inside(src.get_ref()) {
             return Err(cx.err(
-                p.version.span(),
-                format!("pod.{name}.version = {version:?}: 1-128 of [A-Za-z0-9_.-], not starting with . or -"),
+                src.span(),
+                format!("pod.{name}.files.{dest:?} = {:?}: must be a relative path inside the source tree (no .., not absolute)", src.get_ref()),
             ));
         }
-        let mut files = Vec::new();
-        for (dest, src) in &p.files {
-            let d = dest.trim_start_matches('/');
-            if !inside(d) {
-                return Err(cx.err(
-                    src.span(),
-                    format!("pod.{name}.files: {dest:?} must be a path inside the config volume (no ..)"),
-                ));
-            }
-            if !inside(src.get_ref()) {
-                return Err(cx.err(
-                    src.span(),
-                    format!("pod.{name}.files.{dest:?} = {:?}: must be a relative path inside the source tree (no .., not absolute)", src.get_ref()),
-                ));
-            }
-            let host = dir.join(src.get_ref());
-            if !host.is_file() {
-                return Err(cx.err(
-                    src.span(),
-                    format!(
-                        "pod.{name}.files.{dest:?}: {} is not a file",
-                        host.display()
-                    ),
-                ));
-            }
-            files.push((d.to_string(), host));
+        let host = dir.join(src.get_ref());
+        if !host.is_file() {
+            return Err(cx.err(
+                src.span(),
+                format!(
+                    "pod.{name}.files.{dest:?}: {} is not a file",
+                    host.display()
+                ),
+            ));
         }
-        let mut volumes = Vec::new();
-        for (vname, v) in &p.volumes {
-            let vspan = v.span();
-            let v = v.get_ref();
-            if !dns_label(vname) || vname == CONFIG_VOLUME {
+        files.push((d.to_string(), host));
+    }
+    Ok(files)
+}
+
+fn pod_volume(
+    cx: &Ctx,
+    name: &str,
+    vname: &str,
+    v: &Spanned<RawVolume>,
+    dir: &Path,
+    tapeout_names: &[&str],
+) -> Result<VolumeSpec, SpecError> {
+    let vspan = v.span();
+    let v = v.get_ref();
+    if !dns_label(vname) || vname == CONFIG_VOLUME {
+        return Err(cx.err(
+            vspan,
+            format!("pod.{name}.volumes.{vname}: a volume name is a DNS label and not `{CONFIG_VOLUME}` (the files' volume)"),
+        ));
+    }
+    let source = volume_source(cx, name, vname, v, vspan, dir, tapeout_names)?;
+    let owner = match &v.owner {
+        Some(o) => Some(parse_owner(o.get_ref()).ok_or_else(|| {
+            cx.err(
+                o.span(),
+                format!("pod.{name}.volumes.{vname}.owner: expected UID or UID:GID"),
+            )
+        })?),
+        None => None,
+    };
+    let mode = match &v.mode {
+        Some(m) => Some(
+            u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| {
+                    cx.err(
+                        m.span(),
+                        format!(
+                            "pod.{name}.volumes.{vname}.mode: expected an octal mode like \"0644\""
+                        ),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    Ok(VolumeSpec {
+        name: vname.to_string(),
+        source,
+        owner,
+        mode,
+    })
+}
+
+/// A volume's content: a source directory, or a tapeout's files.
+fn volume_source(
+    cx: &Ctx,
+    name: &str,
+    vname: &str,
+    v: &RawVolume,
+    vspan: std::ops::Range<usize>,
+    dir: &Path,
+    tapeout_names: &[&str],
+) -> Result<VolumeSource, SpecError> {
+    Ok(match (&v.source, &v.tapeout) {
+        (Some(s), None) => {
+            if !inside(s.get_ref()) {
                 return Err(cx.err(
-                    vspan,
-                    format!("pod.{name}.volumes.{vname}: a volume name is a DNS label and not `{CONFIG_VOLUME}` (the files' volume)"),
+                    s.span(),
+                    format!("pod.{name}.volumes.{vname}.source = {:?}: a volume path must stay inside the source tree (relative, no ..)", s.get_ref()),
                 ));
             }
-            let source = match (&v.source, &v.tapeout) {
-                (Some(s), None) => {
-                    if !inside(s.get_ref()) {
-                        return Err(cx.err(
-                            s.span(),
-                            format!("pod.{name}.volumes.{vname}.source = {:?}: a volume path must stay inside the source tree (relative, no ..)", s.get_ref()),
-                        ));
-                    }
-                    let d = dir.join(s.get_ref());
-                    let real = d.canonicalize().ok();
-                    let root = dir.canonicalize().ok();
-                    match (real, root) {
-                        (Some(r), Some(root)) if r.starts_with(&root) && r.is_dir() => {}
-                        _ => {
-                            return Err(cx.err(
-                                s.span(),
-                                format!("pod.{name}.volumes.{vname}.source: {} is not a directory inside the source tree", d.display()),
-                            ))
-                        }
-                    }
-                    for g in &v.include {
-                        if g.starts_with('/') || g.split('/').any(|c| c == "..") {
-                            return Err(cx.err(
-                                s.span(),
-                                format!("pod.{name}.volumes.{vname}.include: {g:?} must be relative to the volume's source"),
-                            ));
-                        }
-                    }
-                    VolumeSource::Source {
-                        dir: d,
-                        include: v.include.clone(),
-                    }
-                }
-                (None, Some(t)) => {
-                    let tn = t.get_ref().trim_start_matches("tapeout.");
-                    if !tapeout_names.contains(&tn) {
-                        let hint = did_you_mean(tn, tapeout_names.iter().copied())
-                            .map(|s| format!("; did you mean `{s}`?"))
-                            .unwrap_or_default();
-                        return Err(cx.err(
-                            t.span(),
-                            format!("pod.{name}.volumes.{vname}.tapeout: unknown tapeout `{tn}`{hint}"),
-                        ));
-                    }
-                    VolumeSource::Tapeout(tn.to_string())
-                }
+            let d = dir.join(s.get_ref());
+            let real = d.canonicalize().ok();
+            let root = dir.canonicalize().ok();
+            match (real, root) {
+                (Some(r), Some(root)) if r.starts_with(&root) && r.is_dir() => {}
                 _ => {
                     return Err(cx.err(
-                        vspan,
-                        format!("pod.{name}.volumes.{vname}: give exactly one of `source` (a source directory) or `tapeout` (files from the builder)"),
+                        s.span(),
+                        format!("pod.{name}.volumes.{vname}.source: {} is not a directory inside the source tree", d.display()),
                     ))
                 }
-            };
-            let owner = match &v.owner {
-                Some(o) => Some(parse_owner(o.get_ref()).ok_or_else(|| {
-                    cx.err(
-                        o.span(),
-                        format!("pod.{name}.volumes.{vname}.owner: expected UID or UID:GID"),
-                    )
-                })?),
-                None => None,
-            };
-            let mode = match &v.mode {
-                Some(m) => Some(
-                    u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8)
-                        .ok()
-                        .filter(|m| *m <= 0o7777)
-                        .ok_or_else(|| {
-                            cx.err(m.span(), format!("pod.{name}.volumes.{vname}.mode: expected an octal mode like \"0644\""))
-                        })?,
-                ),
-                None => None,
-            };
-            volumes.push(VolumeSpec {
-                name: vname.clone(),
-                source,
-                owner,
-                mode,
-            });
-        }
-        if p.containers.is_empty() {
-            return Err(cx.err(
-                span,
-                format!("pod.{name}: a pod needs at least one container"),
-            ));
-        }
-        let mut containers = Vec::new();
-        for (cname, c) in &p.containers {
-            let cspan = c.span();
-            let c = c.get_ref();
-            if !dns_label(cname) {
-                return Err(cx.err(
-                    cspan,
-                    format!("pod.{name}.containers.{cname}: a container name is lowercase letters, digits and '-'"),
-                ));
             }
-            let img = c.image.get_ref();
-            let built = image_names.contains(&img.as_str());
-            let image = if built {
-                img.clone()
-            } else if shipyard_image::reference::Reference::looks_like_reference(img) {
-                let r = relative_to(img, dir);
-                shipyard_image::reference::Reference::parse(&r).map_err(|e| {
-                    cx.err(
-                        c.image.span(),
-                        format!("pod.{name}.containers.{cname}.image: {e}"),
-                    )
-                })?;
-                r
-            } else {
-                let hint = did_you_mean(img, image_names.iter().copied())
+            for g in &v.include {
+                if g.starts_with('/') || g.split('/').any(|c| c == "..") {
+                    return Err(cx.err(
+                        s.span(),
+                        format!("pod.{name}.volumes.{vname}.include: {g:?} must be relative to the volume's source"),
+                    ));
+                }
+            }
+            VolumeSource::Source {
+                dir: d,
+                include: v.include.clone(),
+            }
+        }
+        (None, Some(t)) => {
+            let tn = t.get_ref().trim_start_matches("tapeout.");
+            if !tapeout_names.contains(&tn) {
+                let hint = did_you_mean(tn, tapeout_names.iter().copied())
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
                 return Err(cx.err(
-                    c.image.span(),
-                    format!("pod.{name}.containers.{cname}.image: no image `{img}` in this spec and not a reference (oci:, docker://, …){hint}"),
+                    t.span(),
+                    format!("pod.{name}.volumes.{vname}.tapeout: unknown tapeout `{tn}`{hint}"),
                 ));
-            };
-            let mut ports = Vec::new();
-            for pt in &c.ports {
-                ports.push(parse_port(pt.get_ref()).ok_or_else(|| {
-                    cx.err(
-                        pt.span(),
-                        format!(
-                            "pod.{name}.containers.{cname}.ports: {:?} is not PORT[/tcp|udp|sctp]",
-                            pt.get_ref()
-                        ),
-                    )
-                })?);
             }
-            let mut mounts = Vec::new();
-            for (path, vol) in &c.mounts {
-                if !path.starts_with('/') {
-                    return Err(cx.err(
-                        vol.span(),
-                        format!("pod.{name}.containers.{cname}.mounts: {path:?} must be an absolute path in the container"),
-                    ));
-                }
-                let v = vol.get_ref();
-                if v != CONFIG_VOLUME && !p.volumes.contains_key(v) {
-                    let names = p.volumes.keys().map(String::as_str).chain([CONFIG_VOLUME]);
-                    let hint = did_you_mean(v, names)
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default();
-                    return Err(cx.err(
-                        vol.span(),
-                        format!("pod.{name}.containers.{cname}.mounts.{path:?}: unknown volume `{v}`{hint}"),
-                    ));
-                }
-                mounts.push((path.clone(), v.clone()));
-            }
-            containers.push(ContainerSpec {
-                name: cname.clone(),
-                image,
-                built,
-                written: img.clone(),
-                command: c.command.clone(),
-                args: c.args.clone(),
-                env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                ports,
-                mounts,
-            });
+            VolumeSource::Tapeout(tn.to_string())
         }
-        pods.push(PodSpec {
-            name: name.clone(),
-            version: version.clone(),
-            annotations: p
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            files,
-            containers,
-            volumes,
-        });
+        _ => {
+            return Err(cx.err(
+                vspan,
+                format!("pod.{name}.volumes.{vname}: give exactly one of `source` (a source directory) or `tapeout` (files from the builder)"),
+            ))
+        }
+    })
+}
+
+fn pod_container(
+    cx: &Ctx,
+    name: &str,
+    p: &RawPod,
+    cname: &str,
+    c: &Spanned<RawContainer>,
+    dir: &Path,
+    image_names: &[&str],
+) -> Result<ContainerSpec, SpecError> {
+    let cspan = c.span();
+    let c = c.get_ref();
+    if !dns_label(cname) {
+        return Err(cx.err(
+            cspan,
+            format!("pod.{name}.containers.{cname}: a container name is lowercase letters, digits and '-'"),
+        ));
     }
-    Ok(pods)
+    let img = c.image.get_ref();
+    let built = image_names.contains(&img.as_str());
+    let image = if built {
+        img.clone()
+    } else if shipyard_image::reference::Reference::looks_like_reference(img) {
+        let r = relative_to(img, dir);
+        shipyard_image::reference::Reference::parse(&r).map_err(|e| {
+            cx.err(
+                c.image.span(),
+                format!("pod.{name}.containers.{cname}.image: {e}"),
+            )
+        })?;
+        r
+    } else {
+        let hint = did_you_mean(img, image_names.iter().copied())
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return Err(cx.err(
+            c.image.span(),
+            format!("pod.{name}.containers.{cname}.image: no image `{img}` in this spec and not a reference (oci:, docker://, …){hint}"),
+        ));
+    };
+    let mut ports = Vec::new();
+    for pt in &c.ports {
+        ports.push(parse_port(pt.get_ref()).ok_or_else(|| {
+            cx.err(
+                pt.span(),
+                format!(
+                    "pod.{name}.containers.{cname}.ports: {:?} is not PORT[/tcp|udp|sctp]",
+                    pt.get_ref()
+                ),
+            )
+        })?);
+    }
+    let mut mounts = Vec::new();
+    for (path, vol) in &c.mounts {
+        if !path.starts_with('/') {
+            return Err(cx.err(
+                vol.span(),
+                format!("pod.{name}.containers.{cname}.mounts: {path:?} must be an absolute path in the container"),
+            ));
+        }
+        let v = vol.get_ref();
+        if v != CONFIG_VOLUME && !p.volumes.contains_key(v) {
+            let names = p.volumes.keys().map(String::as_str).chain([CONFIG_VOLUME]);
+            let hint = did_you_mean(v, names)
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            return Err(cx.err(
+                vol.span(),
+                format!(
+                    "pod.{name}.containers.{cname}.mounts.{path:?}: unknown volume `{v}`{hint}"
+                ),
+            ));
+        }
+        mounts.push((path.clone(), v.clone()));
+    }
+    Ok(ContainerSpec {
+        name: cname.to_string(),
+        image,
+        built,
+        written: img.clone(),
+        command: c.command.clone(),
+        args: c.args.clone(),
+        env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ports,
+        mounts,
+    })
 }

@@ -15,7 +15,6 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use std::ffi::CString;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 /// Exit code when the sandbox itself failed (not the step).
@@ -27,9 +26,13 @@ fn e<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> St
     move |err| format!("{what}: {err}")
 }
 
-/// Entry point of `shipyard __sandbox`.
-pub fn helper_main(spec: &StepSpec) -> i32 {
-    match run(spec) {
+/// Runs an [`NsJob`](super::job::NsJob): the binary's edge knows the
+/// kinds, the sandbox does not.
+pub type Dispatch<'a> = &'a dyn Fn(&super::job::NsJob) -> Result<(), String>;
+
+/// Entry point of `shipyard __sandbox`; `jobs` runs in-namespace work.
+pub fn helper_main(spec: &StepSpec, jobs: Dispatch) -> i32 {
+    match run(spec, jobs) {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("shipyard sandbox: {msg}");
@@ -57,7 +60,7 @@ pub(super) fn check_parent() -> Res<()> {
     Ok(())
 }
 
-fn run(spec: &StepSpec) -> Res<i32> {
+fn run(spec: &StepSpec, jobs: Dispatch) -> Res<i32> {
     // If shipyard dies (Ctrl-C, kill) while the namespaces are being made,
     // so does the helper; once the step runs, see `supervise`.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(e("set_pdeathsig"))?;
@@ -74,9 +77,7 @@ fn run(spec: &StepSpec) -> Res<i32> {
         enter_userns(spec, c.map)?;
     }
     match &spec.action {
-        super::job::Action::Tapeout(job) => return Ok(tapeout_job(job)),
-        super::job::Action::Capture(job) => return Ok(report(job.run())),
-        super::job::Action::Restore(job) => return Ok(report(job.run())),
+        super::job::Action::InNamespace(job) => return Ok(report(jobs(job))),
         super::job::Action::Exec | super::job::Action::Probe => {}
     }
     if !c.namespaced() {
@@ -706,107 +707,16 @@ pub(super) fn exec(argv: &[String], env: &[(String, String)]) -> String {
     }
 }
 
-/// Copies `src` into `dst` as root of the namespace: modes, owners, mtimes
-/// and symlinks kept (hardlinks become copies, devices are skipped).
+/// [`shipyard_image::fsutil::copy_tree`] as the namespace's root, its
+/// error as the helper's message (the path and what the kernel said).
 pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Res<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let mut dirs = Vec::new();
-    for ent in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
-        let ent = ent.map_err(e(src.display()))?;
-        let rel = ent.path().strip_prefix(src).map_err(e(src.display()))?;
-        let to = dst.join(rel);
-        let md = ent
-            .path()
-            .symlink_metadata()
-            .map_err(e(ent.path().display()))?;
-        let ft = md.file_type();
-        if ft.is_dir() {
-            std::fs::create_dir_all(&to).map_err(e(to.display()))?;
-            dirs.push((to.clone(), md.mode() & 0o7777, md.mtime()));
-        } else if ft.is_symlink() {
-            let t = std::fs::read_link(ent.path()).map_err(e(ent.path().display()))?;
-            let _ = std::fs::remove_file(&to);
-            symlink(t, &to).map_err(e(to.display()))?;
-        } else if ft.is_file() {
-            std::fs::copy(ent.path(), &to).map_err(e(ent.path().display()))?;
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(md.mode() & 0o7777))
-                .map_err(e(to.display()))?;
-            // To the nanosecond: what the copy fallback's diff against the
-            // base sees as unchanged is what has the base's size, owner,
-            // mode and mtime.
-            crate::tapeout::set_mtime_ns(&to, md.mtime(), md.mtime_nsec());
-        } else {
-            continue;
-        }
-        // Ids the namespace cannot map stay the copier's.
-        let _ = std::os::unix::fs::lchown(&to, Some(md.uid()), Some(md.gid()));
-        if ft.is_file() && md.mode() & 0o6000 != 0 {
-            let _ =
-                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(md.mode() & 0o7777));
-        }
-    }
-    for (d, mode, mtime) in dirs.into_iter().rev() {
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
-            .map_err(e(d.display()))?;
-        crate::tapeout::set_mtime(&d, mtime);
-    }
-    Ok(())
+    shipyard_image::fsutil::copy_tree(src, dst)
+        .map_err(|x| format!("{}: {}", x.path.display(), x.source))
 }
 
 /// A job's exit code: 0, or 1 with the error on stderr.
 fn report(r: Result<(), String>) -> i32 {
     match r {
-        Ok(()) => 0,
-        Err(msg) => {
-            eprintln!("{msg}");
-            1
-        }
-    }
-}
-
-/// Runs a tapeout as root of the build's user namespace: returns 0, or 1
-/// with the error on stderr.
-fn tapeout_job(job: &super::job::TapeoutJob) -> i32 {
-    use crate::tapeout::view::BuilderView;
-    let result = (|| -> Result<crate::tapeout::Explain, String> {
-        let view = match &job.in_place {
-            // Isolation none: no namespace, `/` is the builder.
-            Some(changed) => {
-                let f = std::fs::File::open(changed).map_err(e(changed.display()))?;
-                let m = shipyard_image::rootfs::manifest::Manifest::parse(
-                    std::io::BufReader::new(f),
-                    &changed.display().to_string(),
-                )
-                .map_err(|x| x.to_string())?;
-                BuilderView::in_place(&m)
-            }
-            None => {
-                let mut view = BuilderView::new(
-                    job.changes.clone(),
-                    job.lowers.clone(),
-                    job.host_dirs.clone(),
-                    None,
-                );
-                view.set_inside_namespace();
-                if job.copy_mode {
-                    view.use_copy().map_err(|x| x.to_string())?;
-                }
-                view
-            }
-        };
-        crate::tapeout::run(&job.rule, &view, &job.stage, job.final_step).map_err(|x| x.to_string())
-    })();
-    match result.and_then(|ex| {
-        let json: std::collections::BTreeMap<String, String> = ex
-            .into_iter()
-            .map(|(p, w)| (p.display().to_string(), w))
-            .collect();
-        std::fs::write(
-            &job.explain_out,
-            serde_json::to_vec(&json).map_err(|x| x.to_string())?,
-        )
-        .map_err(|x| x.to_string())
-    }) {
         Ok(()) => 0,
         Err(msg) => {
             eprintln!("{msg}");

@@ -22,7 +22,8 @@ pub enum Root {
     Host { dirs: Vec<PathBuf>, state: PathBuf },
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+/// The network a step sees.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
     /// A new network namespace with only loopback.
@@ -132,35 +133,55 @@ pub enum Action {
     /// Build the root and run `argv` in it.
     #[default]
     Exec,
-    /// Run a tapeout inside the build's user namespace, where the files a
-    /// step gave to other ids are readable, and nothing else.
-    Tapeout(Box<TapeoutJob>),
-    /// Store what the last rule changed in the builder as a cached layer.
-    Capture(Box<crate::build::capture::CaptureJob>),
-    /// Put cached rule layers back into the builder instead of running
-    /// their rules.
-    Restore(Box<crate::build::restore::RestoreJob>),
+    /// Run shipyard's own work (a tapeout, a capture, a restore) as root of
+    /// the build's user namespace, where the files a step gave to other ids
+    /// are readable; no step runs. The sandbox carries it without knowing
+    /// what it is: the binary's edge hands `helper_main` the dispatcher.
+    InNamespace(NsJob),
     /// Try each isolation level in a throw-away child and print what works
     /// (a `ProbeReport` as JSON) on stdout.
     Probe,
 }
 
-/// A tapeout to run in the builder's user namespace.
+/// Work run inside the namespaces, opaque to the sandbox: a kind, which
+/// picks the handler, and its serialized description.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TapeoutJob {
-    pub rule: crate::project::TapeoutRule,
-    pub changes: PathBuf,
-    pub lowers: Vec<PathBuf>,
-    pub host_dirs: Vec<PathBuf>,
-    pub copy_mode: bool,
-    pub stage: PathBuf,
-    pub final_step: bool,
-    /// Where the explanation is written (JSON: image path → reason).
-    pub explain_out: PathBuf,
-    /// At isolation none: a manifest of what the rules changed in `/`
-    /// (the builder is `/` itself; see `build::inplace`).
-    #[serde(default)]
-    pub in_place: Option<PathBuf>,
+pub struct NsJob {
+    /// Which [`InNamespace`] type this is (its `KIND`).
+    pub kind: String,
+    /// The job itself, as JSON.
+    pub payload: serde_json::Value,
+}
+
+/// A kind of work that runs as root of the build's user namespace. Its
+/// errors are messages for the helper's stderr, which the parent shows.
+pub trait InNamespace: Serialize + serde::de::DeserializeOwned {
+    /// The name the helper dispatches on; unique among the kinds.
+    const KIND: &'static str;
+    /// Does the work.
+    fn run(&self) -> Result<(), String>;
+}
+
+impl NsJob {
+    /// Wraps `job` for the helper.
+    pub fn new<J: InNamespace>(job: &J) -> Result<NsJob, serde_json::Error> {
+        Ok(NsJob {
+            kind: J::KIND.to_string(),
+            payload: serde_json::to_value(job)?,
+        })
+    }
+
+    /// Runs the job if it is a `J`; `None` if it is another kind.
+    pub fn run_as<J: InNamespace>(&self) -> Option<Result<(), String>> {
+        if self.kind != J::KIND {
+            return None;
+        }
+        Some(
+            J::deserialize(&self.payload)
+                .map_err(|e| format!("{} job: {e}", J::KIND))
+                .and_then(|j| j.run()),
+        )
+    }
 }
 
 #[cfg(test)]

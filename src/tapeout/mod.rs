@@ -11,7 +11,9 @@
 //! it as an ownership record, so the layer says what the builder said.
 
 pub mod elf;
+pub mod job;
 pub mod onto;
+pub mod stage;
 pub mod view;
 
 use crate::project::TapeoutRule;
@@ -244,29 +246,109 @@ fn stage_selection(
     stage: &Path,
     link_ok: bool,
 ) -> Result<Explain, TapeoutError> {
-    let io = |path: &Path| {
-        let rule = rule.name.clone();
-        let path = path.display().to_string();
-        move |source: std::io::Error| TapeoutError::Io { rule, path, source }
+    std::fs::create_dir_all(stage).map_err(io_err(rule, stage))?;
+    let mut s = Stager {
+        rule,
+        view,
+        stage,
+        link_ok,
+        record: Manifest::default(),
+        explain: Explain::new(),
+        dir_mtimes: Vec::new(),
+        staged_inodes: HashMap::new(),
     };
-    std::fs::create_dir_all(stage).map_err(io(stage))?;
-    let mut record = Manifest::default();
-    let mut explain = Explain::new();
-    let mut dir_mtimes: Vec<(PathBuf, i64)> = Vec::new();
-    // Hardlinks stay hardlinks: the second name of a file is linked to the
-    // first staged copy, so the layer stores the content once.
-    let mut staged_inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for (src, why) in selected {
+        s.put(src, why)?;
+    }
+    s.finish()
+}
+
+fn io_err(rule: &TapeoutRule, path: &Path) -> impl FnOnce(std::io::Error) -> TapeoutError {
+    let rule = rule.name.clone();
+    let path = path.display().to_string();
+    move |source: std::io::Error| TapeoutError::Io { rule, path, source }
+}
+
+/// Copies a tapeout's selection out of the builder into its stage, and
+/// records what the stage's files cannot hold (owners, modes).
+struct Stager<'a> {
+    rule: &'a TapeoutRule,
+    view: &'a BuilderView,
+    stage: &'a Path,
+    /// Whether files may be hard-linked rather than copied (no step runs
+    /// after this tapeout).
+    link_ok: bool,
+    record: Manifest,
+    explain: Explain,
+    /// Directories made, with the mtime to give them once filled.
+    dir_mtimes: Vec<(PathBuf, i64)>,
+    /// Hardlinks stay hardlinks: the second name of a file is linked to
+    /// the first staged copy, so the layer stores the content once.
+    staged_inodes: HashMap<(u64, u64), PathBuf>,
+}
+
+impl Stager<'_> {
+    fn io<'p>(&self, path: &'p Path) -> impl FnOnce(std::io::Error) -> TapeoutError + 'p {
+        io_err(self.rule, path)
+    }
+
+    /// Stages one selected path, `why` being the reason it was taken.
+    fn put(&mut self, src: &Path, why: &str) -> Result<(), TapeoutError> {
+        let (rule, view, stage) = (self.rule, self.view, self.stage);
         let Some(loc) = view.locate(src) else {
-            continue;
+            return Ok(());
         };
-        let md = view.metadata(&loc).map_err(io(&loc.host))?;
+        let md = view.metadata(&loc).map_err(self.io(&loc.host))?;
         let dest = remap(rule, src);
         let rel = dest.strip_prefix("/").unwrap_or(&dest).to_path_buf();
         if rel.as_os_str().is_empty() {
-            continue;
+            return Ok(());
         }
-        // Parents first, with the builder's metadata where it has them.
+        self.parents(&rel, &dest)?;
+        let target = stage.join(&rel);
+        let mut owner = view.owner(src, &loc, &md);
+        if let Some(o) = rule.owner {
+            owner = o;
+        }
+        let mut mode = md.mode() & 0o7777;
+        if let Some(m) = rule.mode {
+            if !md.file_type().is_symlink() {
+                mode = m;
+            }
+        }
+        if std::fs::symlink_metadata(&target).is_ok() {
+            return Ok(());
+        }
+        let kind = if md.file_type().is_symlink() {
+            let t = view.read_link(&loc).map_err(self.io(&loc.host))?;
+            std::os::unix::fs::symlink(t, &target).map_err(self.io(&target))?;
+            Kind::Symlink
+        } else if md.is_dir() {
+            std::fs::create_dir(&target).map_err(self.io(&target))?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode | 0o700))
+                .map_err(self.io(&target))?;
+            self.dir_mtimes.push((target.clone(), md.mtime()));
+            Kind::Dir
+        } else if md.is_file() {
+            self.put_file(&loc, &md, &target, mode)?;
+            Kind::File
+        } else {
+            tracing::warn!(
+                "tapeout.{}: {} is a device, fifo or socket; skipped",
+                rule.name,
+                src.display()
+            );
+            return Ok(());
+        };
+        record_entry(&mut self.record, &rel, kind, owner, mode);
+        self.explain.insert(dest, why.to_string());
+        Ok(())
+    }
+
+    /// Makes the parents of `rel` in the stage, with the builder's
+    /// metadata where it has them.
+    fn parents(&mut self, rel: &Path, dest: &Path) -> Result<(), TapeoutError> {
+        let (view, stage) = (self.view, self.stage);
         let mut acc = PathBuf::new();
         let comps: Vec<_> = rel
             .parent()
@@ -280,14 +362,14 @@ fn stage_selection(
                 // A remap can put a path under one staged as a symlink:
                 // writing through it would leave the stage.
                 Ok(_) => {
-                    return Err(io(&sd)(std::io::Error::other(format!(
+                    return Err(self.io(&sd)(std::io::Error::other(format!(
                         "{} is staged as a non-directory, {} cannot go under it (check remap)",
                         Path::new("/").join(&acc).display(),
                         dest.display()
                     ))))
                 }
                 Err(_) => {
-                    std::fs::create_dir(&sd).map_err(io(&sd))?;
+                    std::fs::create_dir(&sd).map_err(self.io(&sd))?;
                     let bpath = Path::new("/").join(&acc);
                     let (mode, owner) = match view
                         .locate(&bpath)
@@ -299,97 +381,83 @@ fn stage_selection(
                         _ => (0o755, (0, 0)),
                     };
                     std::fs::set_permissions(&sd, std::fs::Permissions::from_mode(mode | 0o700))
-                        .map_err(io(&sd))?;
-                    record_entry(&mut record, &acc, Kind::Dir, owner, mode);
-                    dir_mtimes.push((sd, 0));
+                        .map_err(self.io(&sd))?;
+                    record_entry(&mut self.record, &acc, Kind::Dir, owner, mode);
+                    self.dir_mtimes.push((sd, 0));
                 }
             }
         }
-        let target = stage.join(&rel);
-        let mut owner = view.owner(src, &loc, &md);
-        if let Some(o) = rule.owner {
-            owner = o;
-        }
-        let mut mode = md.mode() & 0o7777;
-        if let Some(m) = rule.mode {
-            if !md.file_type().is_symlink() {
-                mode = m;
-            }
-        }
-        if std::fs::symlink_metadata(&target).is_ok() {
-            continue;
-        }
-        let kind = if md.file_type().is_symlink() {
-            let t = view.read_link(&loc).map_err(io(&loc.host))?;
-            std::os::unix::fs::symlink(t, &target).map_err(io(&target))?;
-            Kind::Symlink
-        } else if md.is_dir() {
-            std::fs::create_dir(&target).map_err(io(&target))?;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode | 0o700))
-                .map_err(io(&target))?;
-            dir_mtimes.push((target.clone(), md.mtime()));
-            Kind::Dir
-        } else if md.is_file() {
-            let key = (md.dev(), md.ino());
-            match staged_inodes.get(&key) {
-                Some(first) if md.nlink() > 1 && rule.mode.is_none() => {
-                    std::fs::hard_link(first, &target).map_err(io(&target))?;
-                }
-                // No step runs after this tapeout, so the builder's file
-                // will not change: link it instead of copying its bytes.
-                // Only our own, owner-readable files: the layer is written
-                // outside the namespace and must read them. (Other
-                // filesystems, files we may not link: copy.)
-                _ if link_ok
-                    && rule.mode.is_none()
-                    && md.uid() == nix::unistd::geteuid().as_raw()
-                    && md.mode() & 0o400 != 0
-                    && view.hard_link(&loc, &target).is_ok() =>
-                {
-                    staged_inodes.insert(key, target.clone());
-                }
-                _ => {
-                    let mut from = view.open_file(&loc).map_err(io(&loc.host))?;
-                    let mut to = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&target)
-                        .map_err(io(&target))?;
-                    std::io::copy(&mut from, &mut to).map_err(io(&loc.host))?;
-                    drop(to);
-                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
-                        .map_err(io(&target))?;
-                    set_mtime(&target, md.mtime());
-                    staged_inodes.insert(key, target.clone());
-                }
-            }
-            Kind::File
-        } else {
-            tracing::warn!(
-                "tapeout.{}: {} is a device, fifo or socket; skipped",
-                rule.name,
-                src.display()
-            );
-            continue;
-        };
-        record_entry(&mut record, &rel, kind, owner, mode);
-        explain.insert(dest, why.clone());
+        Ok(())
     }
-    // Directory modes last (a 0555 dir must stay writable while filled).
-    for (d, mtime) in dir_mtimes.iter().rev() {
-        let rel = d.strip_prefix(stage).unwrap_or(d);
-        let key = RelPath::new(rel.as_os_str().as_bytes().to_vec());
-        if let Some(e) = record.get(&key) {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(e.mode)).map_err(io(d))?;
+
+    /// Stages a regular file: a hard link to an earlier name of it, a link
+    /// to the builder's own file, or a copy.
+    fn put_file(
+        &mut self,
+        loc: &view::Located,
+        md: &std::fs::Metadata,
+        target: &Path,
+        mode: u32,
+    ) -> Result<(), TapeoutError> {
+        let (rule, view) = (self.rule, self.view);
+        let key = (md.dev(), md.ino());
+        match self.staged_inodes.get(&key) {
+            Some(first) if md.nlink() > 1 && rule.mode.is_none() => {
+                std::fs::hard_link(first, target).map_err(self.io(target))?;
+            }
+            // No step runs after this tapeout, so the builder's file
+            // will not change: link it instead of copying its bytes.
+            // Only our own, owner-readable files: the layer is written
+            // outside the namespace and must read them. (Other
+            // filesystems, files we may not link: copy.)
+            _ if self.link_ok
+                && rule.mode.is_none()
+                && md.uid() == nix::unistd::geteuid().as_raw()
+                && md.mode() & 0o400 != 0
+                && view.hard_link(loc, target).is_ok() =>
+            {
+                self.staged_inodes.insert(key, target.to_path_buf());
+            }
+            _ => {
+                let mut from = view.open_file(loc).map_err(self.io(&loc.host))?;
+                let mut to = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(target)
+                    .map_err(self.io(target))?;
+                std::io::copy(&mut from, &mut to).map_err(self.io(&loc.host))?;
+                drop(to);
+                std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))
+                    .map_err(self.io(target))?;
+                shipyard_image::fsutil::set_mtime(target, md.mtime());
+                self.staged_inodes.insert(key, target.to_path_buf());
+            }
         }
-        set_mtime(d, *mtime);
+        Ok(())
     }
-    let rec_path = shipyard_image::rootfs::walk::ownership_record_path(stage);
-    let f = std::fs::File::create(&rec_path).map_err(io(&rec_path))?;
-    record
-        .write_to(std::io::BufWriter::new(f))
-        .map_err(io(&rec_path))?;
-    Ok(explain)
+
+    /// Gives directories their modes (last: a 0555 directory must stay
+    /// writable while it is filled) and mtimes, and writes the record.
+    fn finish(self) -> Result<Explain, TapeoutError> {
+        let (stage, record) = (self.stage, &self.record);
+        let io = |p: &Path| io_err(self.rule, p);
+        // Directory modes last (a 0555 dir must stay writable while filled).
+        for (d, mtime) in self.dir_mtimes.iter().rev() {
+            let rel = d.strip_prefix(stage).unwrap_or(d);
+            let key = RelPath::new(rel.as_os_str().as_bytes().to_vec());
+            if let Some(e) = record.get(&key) {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(e.mode))
+                    .map_err(io(d))?;
+            }
+            shipyard_image::fsutil::set_mtime(d, *mtime);
+        }
+        let rec_path = shipyard_image::rootfs::walk::ownership_record_path(stage);
+        let f = std::fs::File::create(&rec_path).map_err(io(&rec_path))?;
+        record
+            .write_to(std::io::BufWriter::new(f))
+            .map_err(io(&rec_path))?;
+        Ok(self.explain)
+    }
 }
 
 fn record_entry(record: &mut Manifest, rel: &Path, kind: Kind, owner: (u32, u32), mode: u32) {
@@ -398,23 +466,4 @@ fn record_entry(record: &mut Manifest, rel: &Path, kind: Kind, owner: (u32, u32)
     e.gid = owner.1 as u64;
     e.mode = mode;
     record.insert(e);
-}
-
-/// Sets a path's atime and mtime without following a final symlink (best
-/// effort: a copy with a wrong mtime is still the right content).
-pub(crate) fn set_mtime(p: &Path, secs: i64) {
-    set_mtime_ns(p, secs, 0)
-}
-
-/// [`set_mtime`] to the nanosecond: a copy that must compare unchanged
-/// against its original (the copy fallback) keeps the exact mtime.
-pub(crate) fn set_mtime_ns(p: &Path, secs: i64, nsecs: i64) {
-    let t = nix::sys::time::TimeSpec::new(secs, nsecs);
-    let _ = nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        p,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    );
 }

@@ -23,6 +23,7 @@
 
 use super::digest::{Digest, HashingWriter};
 use super::{canonical, media};
+use crate::fsutil::{fsync_dir, write_atomic, IfExists, TMP_PREFIX};
 use nix::fcntl::{Flock, FlockArg};
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 use std::collections::{BTreeSet, HashMap};
@@ -34,9 +35,6 @@ use std::sync::{Arc, Mutex};
 /// The annotation that carries a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const LAYOUT_VERSION: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
-/// The prefix of every temp file shipyard writes (layouts and the cache);
-/// gc and prune leave young ones alone.
-pub const TMP_PREFIX: &str = ".tmp-";
 /// The file in a layout's root that writers lock shared and gc exclusively
 /// (see the module documentation).
 pub const WRITER_LOCK: &str = ".shipyard-lock";
@@ -624,48 +622,6 @@ pub fn is_stale(meta: &fs::Metadata) -> bool {
         .ok()
         .and_then(|m| m.elapsed().ok())
         .is_some_and(|age| age.as_secs() > STALE_TMP_SECS)
-}
-
-/// What [`write_atomic`] does when the file exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IfExists {
-    Replace,
-    /// The existing file wins (a concurrent creator got there first).
-    Keep,
-}
-
-/// Writes a file of a layout or of the cache: temp file beside it, fsync,
-/// rename, fsync of the directory. Readers see the old file or the new
-/// one, never a part, and after a crash the rename is not lost. Creates
-/// the parent directory if need be.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, if_exists: IfExists) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    set_mode(tmp.path(), mode);
-    let done = match if_exists {
-        IfExists::Replace => tmp.persist(path),
-        IfExists::Keep => tmp.persist_noclobber(path),
-    };
-    match done {
-        Ok(_) => fsync_dir(dir),
-        Err(e) if if_exists == IfExists::Keep && e.error.kind() == io::ErrorKind::AlreadyExists => {
-            Ok(())
-        }
-        Err(e) => Err(e.error),
-    }
-}
-
-/// Makes a rename or link in `dir` durable.
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 fn canonical_bytes<T: serde::Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {

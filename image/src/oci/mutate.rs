@@ -1,11 +1,15 @@
-//! Edits of an image's configuration, as pure functions (in the manner of
-//! go-containerregistry's `mutate`): what `shipyard config` changes, kept
-//! apart from reading and writing layouts so that it is tested alone.
+//! Edits of an image's configuration and manifest, as pure functions (in
+//! the manner of go-containerregistry's `mutate`), kept apart from reading
+//! and writing layouts so that they are tested alone: what `shipyard
+//! config` changes ([`edit_config`]), and what `shipyard build` declares
+//! on the image it assembles ([`declare`], [`manifest`]).
 //!
 //! An edit never touches layers: the result is a new config and a new
 //! manifest naming the same layers, and the old manifest stays as it was.
 
-use oci_spec::image::{Config, History, ImageConfiguration};
+use oci_spec::image::{
+    Config, Descriptor, History, ImageConfiguration, ImageManifest, ImageManifestBuilder, MediaType,
+};
 use std::collections::{BTreeMap, HashMap};
 
 /// A change to one list- or map-valued setting: set some keys, remove
@@ -165,6 +169,96 @@ pub fn annotations(
     (!m.is_empty()).then(|| m.into_iter().collect())
 }
 
+/// How an image built from a spec says it runs (`[image.NAME]` of a
+/// shipyard.toml). Unlike an edit, a declaration states the result: the
+/// lists it gives replace the base's, an environment variable it sets
+/// moves to the end, labels are added to the base's. What it leaves out
+/// (`None`, empty) stays as the base has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Declared {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    /// In order; a variable the base has is replaced and moves last.
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    /// `N[/PROTO]` (`/tcp` when absent); replaces the base's ports.
+    pub ports: Vec<String>,
+    /// Replaces the base's volumes.
+    pub volumes: Vec<String>,
+    /// Added to (and overriding) the base's labels.
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: Option<String>,
+}
+
+/// Applies a declaration to a config (a runtime base's, with the build's
+/// layers appended); returns the result. No history entry is added: the
+/// layers' entries say what the build did.
+pub fn declare(config: &ImageConfiguration, d: &Declared) -> ImageConfiguration {
+    let mut out = config.clone();
+    let mut c: Config = out.config().clone().unwrap_or_default();
+    if d.entrypoint.is_some() {
+        c.set_entrypoint(d.entrypoint.clone());
+    }
+    if d.cmd.is_some() {
+        c.set_cmd(d.cmd.clone());
+    }
+    if !d.env.is_empty() {
+        let mut env: Vec<String> = c.env().clone().unwrap_or_default();
+        for (k, v) in &d.env {
+            env.retain(|e| e.split('=').next() != Some(k));
+            env.push(format!("{k}={v}"));
+        }
+        c.set_env(Some(env));
+    }
+    if d.workdir.is_some() {
+        c.set_working_dir(d.workdir.clone());
+    }
+    if d.user.is_some() {
+        c.set_user(d.user.clone());
+    }
+    if !d.ports.is_empty() {
+        c.set_exposed_ports(Some(d.ports.iter().map(|p| port_key(p)).collect()));
+    }
+    if !d.volumes.is_empty() {
+        c.set_volumes(Some(d.volumes.clone()));
+    }
+    if !d.labels.is_empty() {
+        let mut l: HashMap<String, String> = c.labels().clone().unwrap_or_default();
+        l.extend(d.labels.clone());
+        c.set_labels(Some(l));
+    }
+    if d.stop_signal.is_some() {
+        c.set_stop_signal(d.stop_signal.clone());
+    }
+    out.set_config(Some(c));
+    out
+}
+
+/// The manifest of an image: its config, its layers (base first) and
+/// its annotations (none when empty).
+pub fn manifest(
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<ImageManifest, oci_spec::OciSpecError> {
+    let mut m = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(layers)
+        .build()?;
+    if !annotations.is_empty() {
+        m.set_annotations(Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
+    }
+    Ok(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +333,45 @@ mod tests {
         let out = annotations(Some(&cur), &edit).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out["b"], "2");
+    }
+
+    #[test]
+    fn a_declaration_replaces_lists_and_moves_a_set_variable_last() {
+        let mut before = base();
+        let mut cfg = before.config().clone().unwrap();
+        let mut labels = HashMap::new();
+        labels.insert("a".to_string(), "1".to_string());
+        cfg.set_labels(Some(labels));
+        before.set_config(Some(cfg));
+        let d = Declared {
+            env: vec![("PATH".into(), "/usr/bin".into())],
+            ports: vec!["8080".into(), "53/udp".into()],
+            labels: [("b".to_string(), "2".to_string())].into(),
+            cmd: Some(vec![]),
+            ..Default::default()
+        };
+        let out = declare(&before, &d);
+        let c = out.config().as_ref().unwrap();
+        assert_eq!(c.env().clone().unwrap(), ["A=1", "PATH=/usr/bin"]);
+        assert_eq!(c.exposed_ports().clone().unwrap(), ["8080/tcp", "53/udp"]);
+        assert_eq!(c.labels().as_ref().unwrap().len(), 2);
+        // Declared, even empty, is what the image says; left out stays.
+        assert_eq!(c.cmd().as_deref(), Some(&[][..]));
+        assert_eq!(c.entrypoint().as_deref(), Some(&["/old".to_string()][..]));
+        assert_eq!(out.history(), before.history());
+    }
+
+    #[test]
+    fn a_manifest_has_annotations_only_when_given() {
+        let d = Descriptor::new(
+            MediaType::ImageConfig,
+            2,
+            crate::oci::media::to_spec_digest(&crate::oci::digest::Digest::of(b"{}")),
+        );
+        let m = manifest(d.clone(), vec![], &BTreeMap::new()).unwrap();
+        assert_eq!(m.annotations(), &None);
+        let ann: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
+        let m = manifest(d, vec![], &ann).unwrap();
+        assert_eq!(m.annotations().as_ref().unwrap()["k"], "v");
     }
 }

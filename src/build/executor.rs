@@ -1,0 +1,701 @@
+//! The executor: carries a [`Schedule`] out. It makes the builder, runs
+//! the rules that must run, puts cached rules back into the builder,
+//! captures what each rule changed into the step cache, runs the tapeouts
+//! and stores their selections, and (in [`super::images`]) assembles the
+//! images and pods.
+//!
+//! Storing what a step made overlaps with what comes next: a capture
+//! (it reads the builder) with the tapeouts after it, a tapeout's storage
+//! (it reads the stage) with everything; the builder is only written again
+//! once its captures are done.
+
+use super::error::{BuildError, Doing, RuleFailed};
+use super::events::{Event, Events};
+use super::inplace::InPlace;
+use super::key::{self, SourceContent, StepKey};
+use super::schedule::{Facts, Lookup, Schedule, Selection, StepPlan};
+use super::stepcache::{Record, RecordKind, StepCache};
+use super::{base, capture, mounts, remote, restore, BuildOptions, Built};
+use crate::project::{BuildRule, Plan, Step, TapeoutRule};
+use crate::sandbox::isolation::{Confinement, IdMap, Level};
+use crate::sandbox::job::{Action, Bind, InNamespace, Network, NsJob, SubIds};
+use crate::sandbox::job::{Root, StepSpec};
+use crate::sandbox::{detect_subids, host_dirs, RunOptions};
+use crate::tapeout::job::TapeoutJob;
+use crate::tapeout::view::BuilderView;
+use oci_spec::image::Descriptor;
+use shipyard_image::oci::image::Image;
+use shipyard_image::oci::layout::Layout;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::thread::{Scope, ScopedJoinHandle};
+use std::time::Instant;
+
+type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+/// A runtime base, opened.
+pub(crate) type RuntimeBase = Option<(Layout, Image)>;
+
+/// The step cache, with the shared cache (`--cache-from`) behind it.
+pub(crate) struct Cache {
+    pub sc: StepCache,
+    remote: Option<remote::Remote>,
+    /// The project's directory: what a step was last built with is
+    /// remembered per project.
+    spec_dir: PathBuf,
+}
+
+impl Lookup for Cache {
+    /// Locally, then in the `--cache-from` registry.
+    fn lookup(&self, key: &StepKey) -> Option<Record> {
+        if let Some(r) = self.sc.lookup(&key.key) {
+            return Some(r);
+        }
+        match self.remote.as_ref()?.fetch(&self.sc, &key.key) {
+            Ok(found) => found,
+            Err(e) => {
+                let e = super::error::chain_text(&e);
+                tracing::warn!("cache lookup in the registry failed: {e}");
+                None
+            }
+        }
+    }
+
+    fn probe(&self, key: &StepKey) -> bool {
+        self.sc.has(&key.key)
+            || self
+                .remote
+                .as_ref()
+                .is_some_and(|r| r.has(&key.key).unwrap_or(false))
+    }
+
+    fn last_parts(&self, step: &str) -> Option<BTreeMap<String, String>> {
+        self.sc.last_parts(&self.spec_dir, step)
+    }
+
+    fn source(&self, digest: &str) -> Option<SourceContent> {
+        self.sc.source(digest)
+    }
+}
+
+/// Background jobs of the step loop: captures (they read the builder)
+/// and storage (it reads stages).
+#[derive(Default)]
+struct Jobs<'s> {
+    captures: Vec<ScopedJoinHandle<'s, Result<()>>>,
+    background: Vec<ScopedJoinHandle<'s, Result<()>>>,
+}
+
+fn join_all(jobs: &mut Vec<ScopedJoinHandle<'_, Result<()>>>) -> Result<()> {
+    for h in jobs.drain(..) {
+        h.join().map_err(|_| BuildError::Panicked)??;
+    }
+    Ok(())
+}
+
+/// Where the step loop stands: cached rules waiting to be restored and
+/// the tapeouts' explanations so far.
+#[derive(Default)]
+struct Progress {
+    pending: Vec<(Descriptor, String)>,
+    explain: BTreeMap<String, crate::tapeout::Explain>,
+}
+
+/// A build in progress: its builder, its cache and how its steps are
+/// confined.
+pub(crate) struct Executor<'a> {
+    pub(super) plan: &'a Plan,
+    pub(super) opts: &'a BuildOptions,
+    pub(super) events: &'a dyn Events,
+    /// The build's state directory (builder, logs, stages).
+    pub(super) state: &'a Path,
+    pub(super) cache: Cache,
+    confinement: Confinement,
+    /// The subordinate ids steps are mapped with, if a range is mapped.
+    subids: Option<SubIds>,
+    /// A single id is mapped although a range was wanted.
+    single_ids: bool,
+    base: base::Base,
+    /// How the builder's filesystem is made (a part of every key).
+    mode: &'static str,
+    /// Where a builder on a copy (no overlay) marks that the copy is made.
+    copy_marker: Option<PathBuf>,
+    /// The build runs on a copy on purpose, and caches it as such.
+    copy_expected: bool,
+    ca_bundle: Option<PathBuf>,
+    mounts: mounts::MountStore,
+    binds: Vec<Bind>,
+    /// The builder as tapeouts see it.
+    pub(super) view: BuilderView,
+    logs: PathBuf,
+    /// The changes directory's manifest after the last capture or restore.
+    snapshot: PathBuf,
+}
+
+impl<'a> Executor<'a> {
+    /// Chooses the isolation level, makes the builder ready and checks
+    /// what every rule needs (its secrets) before anything runs.
+    pub fn new(
+        plan: &'a Plan,
+        opts: &'a BuildOptions,
+        state: &'a Path,
+        events: &'a dyn Events,
+    ) -> Result<Self> {
+        // The cache first: holding it keeps `cache prune` off the base
+        // this build unpacks there.
+        let sc = StepCache::open().doing(|| "opening the step cache".into())?;
+        // The level before the base: a builder this level cannot use is
+        // refused before it is pulled or unpacked.
+        let detected = detect_subids();
+        let confinement =
+            crate::sandbox::choose_isolation(opts.isolation, detected, plan.from == "host")?;
+        events.event(Event::Isolation(&confinement.summary()));
+        if let Some(why) = confinement.unusable_builder(&plan.from) {
+            return Err(BuildError::UnusableBuilder(why));
+        }
+        let base = base::prepare(&plan.from, &state.join("builder"), &opts.transport)?;
+        let logs = state.join("logs");
+        std::fs::create_dir_all(&logs).doing(|| format!("creating {}", logs.display()))?;
+        let mounts = mounts::MountStore::open()?;
+        for step in &plan.steps {
+            if let Step::Build(b) = step {
+                super::step_secrets(b, &opts.secrets)?;
+            }
+        }
+        let remote = match &opts.cache.from {
+            Some(r) => Some(
+                remote::Remote::new(r, &opts.transport).doing(|| format!("--cache-from {r}"))?,
+            ),
+            None => None,
+        };
+        let cache = Cache {
+            sc,
+            remote,
+            spec_dir: plan.dir.clone(),
+        };
+        // A single-id map cannot give files to other ids: don't ask it to
+        // map a range in the tapeout's view either.
+        let wanted = detected.is_some() || nix::unistd::geteuid().is_root();
+        let subids = detected.filter(|_| confinement.map == IdMap::Range);
+        let single_ids = confinement.map == IdMap::Single && wanted;
+        let in_place = confinement.level == Level::None;
+        let (copy_marker, copy_expected, mode) = filesystem(&base.root, &confinement, in_place);
+        Ok(Executor {
+            plan,
+            opts,
+            events,
+            state,
+            cache,
+            subids,
+            single_ids,
+            view: view(plan, &base, subids, in_place),
+            base,
+            mode,
+            copy_marker,
+            copy_expected,
+            ca_bundle: ca_bundle(plan),
+            mounts,
+            binds: binds(plan),
+            logs,
+            snapshot: state.join("changes.manifest"),
+            confinement,
+        })
+    }
+
+    fn in_place(&self) -> bool {
+        self.confinement.level == Level::None
+    }
+
+    /// What the keys depend on besides the plan, and the selected
+    /// images' runtime bases, opened.
+    pub fn facts(&self, selection: &Selection) -> Result<(Facts, Vec<RuntimeBase>)> {
+        let mut sources = BTreeMap::new();
+        for s in &self.plan.sources {
+            let stat = self.cache.sc.stat_cache(&s.host);
+            let c = key::source_content(&s.host, Some(&stat))?;
+            self.cache.sc.keep_source(&c);
+            let name = format!("source:{}", s.target.display());
+            sources.insert(name, c.digest.to_string());
+        }
+        let mut bases = Vec::new();
+        let mut runtime_bases = BTreeMap::new();
+        for &i in &selection.images {
+            let img = &self.plan.images[i];
+            let base = if img.from == "scratch" {
+                None
+            } else {
+                Some(base::open_image(&img.from, &self.opts.transport)?)
+            };
+            let id = base
+                .as_ref()
+                .map_or("scratch".to_string(), |(_, b)| b.digest.to_string());
+            runtime_bases.insert(img.name.clone(), id);
+            bases.push(base);
+        }
+        let facts = Facts {
+            base: self.base.identity.clone(),
+            mode: self.mode.to_string(),
+            single_ids: self.single_ids,
+            sources,
+            runtime_bases,
+        };
+        Ok((facts, bases))
+    }
+
+    /// Runs the schedule: the steps, then the images and pods, then the
+    /// export to `--cache-to`.
+    pub fn run(&self, schedule: &Schedule, bases: Vec<RuntimeBase>) -> Result<Vec<Built>> {
+        let mut inplace = self.in_place_tracker(schedule)?;
+        std::thread::scope(|scope| -> Result<Vec<Built>> {
+            let mut jobs = Jobs::default();
+            let explain = self.run_steps(scope, schedule, &mut inplace, &mut jobs)?;
+            // The builder is done with: remove it while the images are made.
+            join_all(&mut jobs.captures)?;
+            if !self.opts.keep_builder {
+                let builder = self.state.join("builder");
+                jobs.background.push(scope.spawn(move || {
+                    crate::sandbox::remove_tree(&builder).map_err(BuildError::from)
+                }));
+            }
+            let out = &self.opts.output;
+            let layout = Layout::open_or_create(out)
+                .doing(|| format!("opening the output layout {}", out.display()))?;
+            let (mut built, descriptors) = self.write_images(schedule, bases, &layout, &explain)?;
+            built.extend(self.write_pods(schedule, &layout, &descriptors)?);
+            join_all(&mut jobs.background)?;
+            self.export_cache(schedule)?;
+            Ok(built)
+        })
+    }
+
+    /// At isolation none: what tells what the rules changed in `/`, with
+    /// its first snapshot taken before the first rule.
+    fn in_place_tracker(&self, schedule: &Schedule) -> Result<Option<InPlace>> {
+        if !self.in_place() {
+            return Ok(None);
+        }
+        let mut ip = in_place_tracker(self.plan, self.state, &self.opts.output);
+        if self.plan.steps.iter().any(|s| matches!(s, Step::Build(_))) {
+            tracing::warn!(
+                "isolation none: rules run in place, in this container's own /, and are not \
+                 cached (there is no overlay upper dir holding what they change); tapeouts \
+                 and image layers still are"
+            );
+        }
+        if schedule.needs_builder() {
+            ip.snapshot()?;
+        }
+        Ok(Some(ip))
+    }
+
+    fn say(&self, step: &str, status: &str, why: &str) {
+        self.events.event(Event::Step { step, status, why });
+    }
+
+    fn remember(&self, step: &str, key: &StepKey) {
+        self.cache.sc.remember_parts(&self.plan.dir, step, key);
+    }
+
+    pub(super) fn stage(&self, tapeout: &str) -> PathBuf {
+        self.state.join("tapeout").join(tapeout)
+    }
+
+    /// Every step of the plan, as the schedule says; returns the
+    /// tapeouts' explanations.
+    fn run_steps<'s>(
+        &'s self,
+        scope: &'s Scope<'s, '_>,
+        schedule: &'s Schedule,
+        inplace: &mut Option<InPlace>,
+        jobs: &mut Jobs<'s>,
+    ) -> Result<BTreeMap<String, crate::tapeout::Explain>> {
+        let mut progress = Progress::default();
+        for (index, step) in self.plan.steps.iter().enumerate() {
+            let id = step.id();
+            let key = &schedule.keys[index];
+            let todo = &schedule.steps[index];
+            match (step, todo) {
+                (Step::Tapeout(t), StepPlan::RestoreSelection(r)) => {
+                    self.restore_selection(r, &self.stage(&t.name))?;
+                    progress.explain.insert(t.name.clone(), explain_of(r));
+                    self.remember(&id, key);
+                    self.say(&id, todo.word(), todo.why());
+                }
+                (_, StepPlan::Cached) => {
+                    self.remember(&id, key);
+                    self.say(&id, todo.word(), todo.why());
+                }
+                (_, StepPlan::NotNeeded) => {
+                    if schedule.last_needed.is_none_or(|l| index > l) {
+                        self.remember(&id, key);
+                    }
+                    self.say(&id, todo.word(), todo.why());
+                }
+                (_, StepPlan::Restore(r)) => {
+                    self.say(&id, todo.word(), todo.why());
+                    self.remember(&id, key);
+                    progress.pending.push((r.layer.clone(), r.diff_id.clone()));
+                }
+                (Step::Build(b), StepPlan::Run(why)) => {
+                    self.say(&id, todo.word(), why);
+                    join_all(&mut jobs.captures)?;
+                    self.restore(&mut progress.pending)?;
+                    self.run_rule(&id, b)?;
+                    if let Some(ip) = inplace.as_mut() {
+                        // Nothing to capture (see `inplace`): `/` changed.
+                        ip.rule_ran();
+                    } else if let Some(job) = self.capture_job(&id) {
+                        jobs.captures
+                            .push(scope.spawn(move || self.capture(job, &id, key)));
+                    }
+                }
+                (Step::Tapeout(t), StepPlan::Run(why)) => {
+                    self.say(&id, todo.word(), why);
+                    if !progress.pending.is_empty() {
+                        join_all(&mut jobs.captures)?;
+                        self.restore(&mut progress.pending)?;
+                    }
+                    let ex = self.tapeout(index, t, inplace)?;
+                    let stored = ex.clone();
+                    jobs.background
+                        .push(scope.spawn(move || self.store_selection(&id, stored, key)));
+                    let ex = ex.into_iter().map(|(p, w)| (PathBuf::from(p), w));
+                    progress.explain.insert(t.name.clone(), ex.collect());
+                }
+                (Step::Build(_), StepPlan::RestoreSelection(_)) => {
+                    unreachable!("the schedule restores selections of tapeouts only")
+                }
+            }
+        }
+        Ok(progress.explain)
+    }
+
+    /// Runs a job as root of the build's user namespace, in the builder.
+    /// Runs shipyard's own `job` as root of the builder's user namespace.
+    fn in_ns<J: InNamespace>(&self, job: &J, name: &str) -> Result<()> {
+        let job = NsJob::new(job).map_err(|e| BuildError::Job {
+            name: name.to_string(),
+            tail: format!("cannot describe the job: {e}"),
+        })?;
+        let action = Action::InNamespace(job);
+        let spec = StepSpec {
+            root: self.base.root.clone(),
+            binds: Vec::new(),
+            network: Network::None,
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            argv: Vec::new(),
+            hostname: "shipyard".into(),
+            user: (0, 0),
+            subids: self.subids,
+            action,
+            confinement: self.confinement.clone(),
+            secrets: Vec::new(),
+            ca_bundle: None,
+        };
+        let opts = RunOptions {
+            name: name.to_string(),
+            ..Default::default()
+        };
+        let out = crate::sandbox::run(&spec, &opts)?;
+        if out.code != 0 {
+            let (name, tail) = (name.to_string(), out.tail.join("\n"));
+            return Err(BuildError::Job { name, tail });
+        }
+        Ok(())
+    }
+
+    /// Puts cached rules back into the builder, oldest first.
+    fn restore(&self, pending: &mut Vec<(Descriptor, String)>) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let changes = base::changes_dir(&self.base.root);
+        std::fs::create_dir_all(&changes).doing(|| format!("creating {}", changes.display()))?;
+        let job = restore::RestoreJob {
+            changes,
+            snapshot: self.snapshot.clone(),
+            copy_from: self.base.lower.clone().into_iter().collect(),
+            copy_marker: self.copy_marker.clone().filter(|_| self.copy_expected),
+            cache_layout: self.cache.sc.cache.layout.root().to_path_buf(),
+            layers: std::mem::take(pending),
+        };
+        self.in_ns(&job, "restore")
+            .doing(|| "restoring cached rules into the builder".into())
+    }
+
+    /// Runs one rule in the builder; a failure reports its exit code and
+    /// the end of its log (kept in the cache, since the state goes away).
+    fn run_rule(&self, id: &str, b: &BuildRule) -> Result<()> {
+        // Cache mounts are held (locked) while the rule runs.
+        let held: Vec<(PathBuf, mounts::Held)> = b
+            .cache
+            .iter()
+            .map(|m| Ok((m.target.clone(), self.mounts.acquire(m)?)))
+            .collect::<Result<_>>()?;
+        let mut binds = self.binds.clone();
+        binds.extend(held.iter().map(|(target, h)| Bind {
+            source: h.path.clone(),
+            target: target.clone(),
+            writable: true,
+        }));
+        // The proxy settings are the machine's, not the build's: in the
+        // step, not in its key.
+        let mut env = super::schedule::rule_env(self.plan, b, self.opts.epoch);
+        crate::sandbox::ca::add_missing(&mut env, crate::sandbox::ca::proxy_env());
+        let spec = StepSpec {
+            root: self.base.root.clone(),
+            binds,
+            network: self.plan.network,
+            env,
+            cwd: b.workdir.clone(),
+            argv: vec!["/bin/sh".into(), "-c".into(), b.run.clone()],
+            hostname: "shipyard".into(),
+            user: b.user,
+            subids: self.subids,
+            action: Action::Exec,
+            confinement: self.confinement.clone(),
+            secrets: super::step_secrets(b, &self.opts.secrets)?,
+            ca_bundle: self.ca_bundle.clone(),
+        };
+        let log = self.logs.join(format!("{id}.log"));
+        let opts = RunOptions {
+            name: id.to_string(),
+            log: Some(log.clone()),
+            timeout: b.timeout.map(std::time::Duration::from_secs),
+            interactive: false,
+            echo: true,
+        };
+        let started = Instant::now();
+        let out = crate::sandbox::run(&spec, &opts)?;
+        drop(held);
+        if out.code != 0 {
+            let log = super::keep_log(&log, id).unwrap_or(log);
+            return Err(RuleFailed {
+                rule: id.to_string(),
+                code: out.code,
+                log: log.display().to_string(),
+                tail: out.tail.join("\n"),
+            }
+            .into());
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        self.events.event(Event::Done { step: id, seconds });
+        Ok(())
+    }
+
+    /// The capture of what rule `id` changed, unless the builder fell
+    /// back to a copy the cache does not expect.
+    fn capture_job(&self, id: &str) -> Option<capture::CaptureJob> {
+        let copied = self.copy_marker.as_ref().is_some_and(|m| m.exists());
+        if copied != self.copy_expected {
+            tracing::warn!(
+                "{id}: overlay could not be mounted, so this build ran on a copy; its rules are not cached (set {} to cache copy builds)",
+                crate::sandbox::NO_OVERLAY_ENV
+            );
+            return None;
+        }
+        Some(capture::CaptureJob {
+            changes: base::changes_dir(&self.base.root),
+            snapshot: self.snapshot.clone(),
+            lowers: self.base.lower.clone().into_iter().collect(),
+            copy_mode: self.copy_expected,
+            cache_layout: self.cache.sc.cache.layout.root().to_path_buf(),
+            out: self.state.join(format!("{id}.capture.json")),
+        })
+    }
+
+    /// Captures what a rule changed and stores it under its key.
+    fn capture(&self, job: capture::CaptureJob, id: &str, key: &StepKey) -> Result<()> {
+        let out = job.out.clone();
+        self.in_ns(&job, id)
+            .doing(|| format!("{id}: caching its changes"))?;
+        let c: capture::Captured =
+            read_json(&out).doing(|| format!("{id}: reading {}", out.display()))?;
+        let rec = Record::new(RecordKind::Rule, id, c.descriptor, c.diff_id);
+        self.cache.sc.store(&key.key, &rec)?;
+        self.remember(id, key);
+        Ok(())
+    }
+
+    /// Runs a tapeout inside the build's user namespace (what a step gave
+    /// to other ids is readable there, and owners are the image's);
+    /// returns why each path was selected.
+    fn tapeout(
+        &self,
+        index: usize,
+        t: &TapeoutRule,
+        inplace: &mut Option<InPlace>,
+    ) -> Result<BTreeMap<String, String>> {
+        let id = format!("tapeout.{}", t.name);
+        let dir = self.state.join("tapeout");
+        std::fs::create_dir_all(&dir).doing(|| format!("creating {}", dir.display()))?;
+        let explain_out = dir.join(format!("{}.explain.json", t.name));
+        let in_place = match inplace.as_mut() {
+            Some(ip) => Some(
+                ip.changes(self.state)
+                    .doing(|| format!("{id}: what the rules changed in /"))?,
+            ),
+            None => None,
+        };
+        let last_build = (self.plan.steps.iter()).rposition(|s| matches!(s, Step::Build(_)));
+        let job = TapeoutJob {
+            rule: t.clone(),
+            changes: self.view.changes.clone(),
+            lowers: self.view.lowers.clone(),
+            host_dirs: self.view.host_dirs.clone(),
+            copy_mode: self.copy_marker.as_ref().is_some_and(|m| m.exists()),
+            stage: self.stage(&t.name),
+            final_step: last_build.is_none_or(|l| index > l),
+            explain_out: explain_out.clone(),
+            in_place,
+        };
+        let started = Instant::now();
+        self.in_ns(&job, &id)?;
+        let seconds = started.elapsed().as_secs_f64();
+        self.events.event(Event::Done { step: &id, seconds });
+        read_json(&explain_out).doing(|| format!("{id}: reading {}", explain_out.display()))
+    }
+
+    /// Stores a tapeout's staged selection under its key.
+    fn store_selection(
+        &self,
+        id: &str,
+        explain: BTreeMap<String, String>,
+        key: &StepKey,
+    ) -> Result<()> {
+        let name = id.trim_start_matches("tapeout.");
+        let rec = super::images::store_stage(&self.cache.sc, id, &self.stage(name), explain)
+            .doing(|| format!("{id}: caching its selection"))?;
+        self.cache.sc.store(&key.key, &rec)?;
+        self.remember(id, key);
+        Ok(())
+    }
+
+    /// Puts a cached tapeout back where the images and pods read it.
+    fn restore_selection(&self, r: &Record, stage: &Path) -> Result<()> {
+        if stage.exists() {
+            crate::sandbox::remove_tree(stage)?;
+        }
+        let layers = [(r.layer.clone(), r.diff_id.clone())];
+        shipyard_image::layer::extract::unpack_layers(&self.cache.sc.cache.layout, &layers, stage)
+            .doing(|| format!("restoring cached {}", r.step))?;
+        Ok(())
+    }
+
+    /// Pushes the keys this build used to `--cache-to`.
+    fn export_cache(&self, schedule: &Schedule) -> Result<()> {
+        let Some(to) = &self.opts.cache.to else {
+            return Ok(());
+        };
+        let keys = schedule.used_keys();
+        let n = remote::export(&self.cache.sc, to, &keys, &self.opts.transport)
+            .doing(|| format!("--cache-to {to}"))?;
+        let to = to.to_string();
+        self.events.event(Event::CacheExported {
+            entries: n,
+            to: &to,
+        });
+        Ok(())
+    }
+}
+
+/// A result a job in the builder wrote as JSON.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, super::error::Cause> {
+    Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+}
+
+/// Why each path of a cached tapeout is there, as it was stored.
+fn explain_of(r: &Record) -> crate::tapeout::Explain {
+    r.explain
+        .iter()
+        .map(|(p, w)| (PathBuf::from(p), w.clone()))
+        .collect()
+}
+
+/// The sources every rule sees.
+fn binds(plan: &Plan) -> Vec<Bind> {
+    plan.sources
+        .iter()
+        .map(|s| Bind {
+            source: s.host.clone(),
+            target: s.target.clone(),
+            writable: s.writable,
+        })
+        .collect()
+}
+
+/// The host's CA bundle, when the plan asks for it and there is one.
+fn ca_bundle(plan: &Plan) -> Option<PathBuf> {
+    if !plan.host_ca {
+        return None;
+    }
+    let b = crate::sandbox::ca::host_bundle();
+    if b.is_none() {
+        tracing::warn!(
+            "builder.host-ca: this machine has no CA bundle at {}; the builder keeps its own",
+            crate::sandbox::ca::BUNDLE_PATHS.join(", ")
+        );
+    }
+    b
+}
+
+/// The builder as tapeouts see it: its changes over its base trees, or
+/// at isolation none the container's own `/`.
+fn view(plan: &Plan, base: &base::Base, subids: Option<SubIds>, in_place: bool) -> BuilderView {
+    if in_place {
+        return BuilderView::new(PathBuf::from("/"), Vec::new(), Vec::new(), None);
+    }
+    let host = if plan.from == "host" {
+        host_dirs()
+    } else {
+        Vec::new()
+    };
+    let lowers = base.lower.clone().into_iter().collect();
+    BuilderView::new(base::changes_dir(&base.root), lowers, host, subids)
+}
+
+/// How the builder's filesystem is made: the copy marker (overlay
+/// builders), whether the build runs on a copy on purpose (without
+/// mounts there is no overlay: every rule runs on the copy, and is cached
+/// as such), and the mode a key records.
+fn filesystem(
+    root: &Root,
+    confinement: &Confinement,
+    in_place: bool,
+) -> (Option<PathBuf>, bool, &'static str) {
+    let marker = match root {
+        Root::Overlay { work, .. } => Some(work.join(crate::sandbox::COPY_MARKER)),
+        _ => None,
+    };
+    let copy = marker.is_some()
+        && (std::env::var_os(crate::sandbox::NO_OVERLAY_ENV).is_some() || !confinement.mounts);
+    let mode = match root {
+        _ if in_place => "none",
+        Root::Overlay { .. } if copy => "copy",
+        Root::Overlay { .. } => "overlay",
+        Root::Dir(_) => "dir",
+        Root::Host { .. } => "host",
+    };
+    (marker, copy, mode)
+}
+
+/// At isolation none, what the walks of `/` leave out: the build's own
+/// state, output, cache and sources, and where cache mounts and secrets
+/// appear (they come and go with the rules).
+fn in_place_tracker(plan: &Plan, state: &Path, output: &Path) -> InPlace {
+    let cache_dir = shipyard_image::cache::cache_dir().ok();
+    let mut own: Vec<&Path> = vec![state, output];
+    own.extend(cache_dir.as_deref());
+    for s in &plan.sources {
+        own.push(&s.host);
+        own.push(&s.target);
+    }
+    for step in &plan.steps {
+        if let Step::Build(b) = step {
+            own.extend(b.cache.iter().map(|m| m.target.as_path()));
+        }
+    }
+    own.push(Path::new(crate::sandbox::job::Secret::DIR));
+    InPlace::new(super::inplace::skipped(&own))
+}

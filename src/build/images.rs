@@ -1,0 +1,428 @@
+//! The image side of the executor: each image is its runtime base, a
+//! layer per group of tapeouts and its declared config, written and
+//! tagged into the output layout; then the pods. Layers the cache holds
+//! are linked from it; the others are made from the staged tapeouts and
+//! stored. What a config becomes is decided by pure functions beside the
+//! image type ([`shipyard_image::oci::mutate`]).
+
+use super::error::{BuildError, Doing};
+use super::events::Event;
+use super::executor::{Executor, RuntimeBase};
+use super::schedule::{ImagePlan, LayerPlan, Schedule, Status};
+use super::stepcache::{Record, RecordKind, StepCache};
+use super::{Built, Taken, CACHE_COMPRESSION, CACHE_LEVEL};
+use crate::project::ImageSpec;
+use crate::tapeout::onto::Move;
+use crate::tapeout::Explain;
+use oci_spec::image::{Descriptor, MediaType};
+use shipyard_image::layer::generate::TarOptions;
+use shipyard_image::oci::digest::Digest;
+use shipyard_image::oci::image::{append_layer, empty_config, rfc3339};
+use shipyard_image::oci::layout::Layout;
+use shipyard_image::oci::media::digest_of;
+use shipyard_image::oci::mutate;
+use shipyard_image::rootfs::changeset::Change;
+use shipyard_image::rootfs::entry::{Kind, RelPath};
+use shipyard_image::rootfs::manifest::Manifest;
+use shipyard_image::rootfs::walk::{walk_with, Hashing, WalkOptions};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+/// An image written: its digest, why each path is in it, and what its
+/// tapeouts took.
+struct Assembled {
+    digest: String,
+    lines: Vec<(String, String)>,
+    taken: Vec<Taken>,
+}
+
+impl Executor<'_> {
+    /// Writes every scheduled image; returns them and their descriptors
+    /// (for the pods).
+    pub(super) fn write_images(
+        &self,
+        schedule: &Schedule,
+        bases: Vec<RuntimeBase>,
+        layout: &Layout,
+        explain: &BTreeMap<String, Explain>,
+    ) -> Result<(Vec<Built>, BTreeMap<String, Descriptor>)> {
+        let mut built = Vec::new();
+        let mut descriptors = BTreeMap::new();
+        for (img, base) in schedule.images.iter().zip(bases) {
+            let spec = &self.plan.images[img.index];
+            let made = self.assemble(spec, img, base.as_ref(), layout, explain)?;
+            let desc = layout
+                .resolve(Some(&spec.tag))
+                .doing(|| format!("image.{}: reading its tag back", spec.name))?;
+            descriptors.insert(spec.name.clone(), desc);
+            for (path, why) in &made.lines {
+                let image = &spec.name;
+                self.events.event(Event::Explain { image, path, why });
+            }
+            built.push(Built {
+                name: spec.name.clone(),
+                tag: spec.tag.clone(),
+                digest: made.digest,
+                pod: false,
+                taken: made.taken,
+            });
+        }
+        Ok((built, descriptors))
+    }
+
+    /// Writes every scheduled pod.
+    pub(super) fn write_pods(
+        &self,
+        schedule: &Schedule,
+        layout: &Layout,
+        descriptors: &BTreeMap<String, Descriptor>,
+    ) -> Result<Vec<Built>> {
+        let mut built = Vec::new();
+        for &i in &schedule.pods {
+            let p = &self.plan.pods[i];
+            self.events.event(Event::Pod(&p.name));
+            let stage = |t: &str| self.stage(t);
+            let input = crate::pod::bundle::Input {
+                spec: p,
+                spec_dir: &self.plan.dir,
+                built: descriptors,
+                tapeout_stage: &stage,
+                epoch: self.opts.epoch,
+                compression: self.opts.compression,
+                level: self.opts.level,
+            };
+            let d = crate::pod::bundle::write(layout, &input, self.state, &self.opts.transport)
+                .doing(|| format!("writing pod {}", p.name))?;
+            built.push(Built {
+                name: p.name.clone(),
+                tag: format!("{}:{}", p.name, p.version),
+                digest: d.digest().to_string(),
+                pod: true,
+                taken: Vec::new(),
+            });
+        }
+        Ok(built)
+    }
+
+    /// Runtime base + tapeout layer(s) + config, written and tagged.
+    fn assemble(
+        &self,
+        spec: &ImageSpec,
+        img: &ImagePlan,
+        base: Option<&(Layout, shipyard_image::oci::image::Image)>,
+        layout: &Layout,
+        explain: &BTreeMap<String, Explain>,
+    ) -> Result<Assembled> {
+        let what = || format!("image.{}", spec.name);
+        let (mut config, mut layers) = match base {
+            None => (empty_config(), Vec::new()),
+            Some((blayout, bimage)) => {
+                bimage.copy_layers(blayout, layout).doing(what)?;
+                (bimage.config.clone(), bimage.manifest.layers().clone())
+            }
+        };
+        let mut base_manifest: Option<Manifest> = None;
+        let mut lines = Vec::new();
+        for (i, layer) in img.layers.iter().enumerate() {
+            let at = LayerAt { spec, i, base };
+            let rec = self.image_layer(&at, layer, &mut base_manifest, layout, explain)?;
+            self.cache
+                .sc
+                .remember_parts(&self.plan.dir, &at.step(), &layer.key);
+            lines.extend(rec.explain.clone());
+            let by: Vec<String> = layer
+                .tapeouts
+                .iter()
+                .map(|t| format!("tapeout.{t}"))
+                .collect();
+            let diff_id: Digest = rec.diff_id.parse().doing(what)?;
+            let created_by = format!("shipyard build: {}", by.join(" "));
+            append_layer(
+                &mut config,
+                &diff_id,
+                &rfc3339(self.opts.epoch),
+                &created_by,
+            );
+            layers.push(rec.layer.clone());
+        }
+        // What each tapeout took into this image, and from where: what
+        // a description of the image's contents (an SBOM) reads.
+        let taken = img
+            .layers
+            .iter()
+            .flat_map(|l| &l.tapeouts)
+            .map(|t| self.taken(t, explain))
+            .collect();
+        let config = mutate::declare(&config, &declared(spec));
+        let config_desc = layout
+            .put_json(&config, MediaType::ImageConfig)
+            .doing(what)?;
+        let manifest = mutate::manifest(config_desc, layers, &spec.annotations).doing(what)?;
+        let desc = layout
+            .put_json(&manifest, MediaType::ImageManifest)
+            .doing(what)?;
+        layout.tag(&spec.tag, &desc).doing(what)?;
+        Ok(Assembled {
+            digest: desc.digest().to_string(),
+            lines,
+            taken,
+        })
+    }
+
+    /// What tapeout `t` took, and the builder it took it from.
+    fn taken(&self, t: &str, explain: &BTreeMap<String, Explain>) -> Taken {
+        let mut builder = vec![self.view.changes.clone()];
+        builder.extend(self.view.lowers.iter().cloned());
+        builder.extend(self.view.host_dirs.iter().cloned());
+        Taken {
+            tapeout: t.to_string(),
+            paths: explain
+                .get(t)
+                .into_iter()
+                .flat_map(|e| e.keys().cloned())
+                .collect(),
+            stage: self.stage(t),
+            builder,
+        }
+    }
+
+    /// One layer of an image: linked from the cache, or made and stored.
+    fn image_layer(
+        &self,
+        at: &LayerAt<'_>,
+        layer: &LayerPlan,
+        base_manifest: &mut Option<Manifest>,
+        layout: &Layout,
+        explain: &BTreeMap<String, Explain>,
+    ) -> Result<Record> {
+        let label = format!("image.{} layer {}", at.spec.name, at.i + 1);
+        let sc = &self.cache.sc;
+        let step = at.step();
+        match &layer.status {
+            Status::Hit(r) => {
+                let d = digest_of(&r.layer).doing(|| step.clone())?;
+                layout
+                    .link_blob_from(&sc.cache.layout, &d)
+                    .doing(|| step.clone())?;
+                self.events.event(Event::Step {
+                    step: &label,
+                    status: "cached",
+                    why: "",
+                });
+                Ok((**r).clone())
+            }
+            Status::Miss(why) => {
+                self.events.event(Event::Step {
+                    step: &label,
+                    status: "make",
+                    why,
+                });
+                if base_manifest.is_none() {
+                    *base_manifest = Some(at.base_manifest()?);
+                }
+                let empty = Manifest::default();
+                let base = base_manifest.as_ref().unwrap_or(&empty);
+                let rec =
+                    self.make_layer(&layer.tapeouts, &at.merged_name(), base, layout, explain)?;
+                let d = digest_of(&rec.layer).doing(|| step.clone())?;
+                sc.cache
+                    .layout
+                    .link_blob_from(layout, &d)
+                    .doing(|| step.clone())?;
+                sc.store(
+                    &layer.key.key,
+                    &Record {
+                        step,
+                        ..rec.clone()
+                    },
+                )?;
+                Ok(rec)
+            }
+        }
+    }
+
+    /// One image layer from staged tapeouts, diffed against the runtime
+    /// base: a tapeout only adds, so what the base has and the builder
+    /// did not select stays.
+    fn make_layer(
+        &self,
+        group: &[String],
+        merged_name: &str,
+        base_manifest: &Manifest,
+        layout: &Layout,
+        explain: &BTreeMap<String, Explain>,
+    ) -> Result<Record> {
+        let what = || format!("making the layer {merged_name}");
+        let (tree, walked, moves) = self.layer_tree(group, merged_name, base_manifest)?;
+        let mut d = shipyard_image::rootfs::diff::diff(&walked, base_manifest).doing(what)?;
+        d.changes.changes.retain(|c| matches!(c, Change::Put(_)));
+        let tar = TarOptions {
+            clamp_mtime: Some(self.opts.epoch),
+        };
+        let (compression, level) = (self.opts.compression, self.opts.level);
+        let out =
+            shipyard_image::layer::write_layer(layout, &d.changes, &tree, compression, level, &tar)
+                .doing(what)?;
+        let diff_id = out.diff_id.to_string();
+        let mut rec = Record::new(RecordKind::Layer, merged_name, out.descriptor, diff_id);
+        let in_layer: HashSet<&RelPath> = (d.changes.changes.iter())
+            .filter_map(|c| match c {
+                Change::Put(e) => Some(&e.path),
+                _ => None,
+            })
+            .collect();
+        for t in group {
+            for (p, why) in explain.get(t).into_iter().flatten() {
+                let (path, line) = explain_line(p, why, &moves, &in_layer, base_manifest);
+                rec.explain.insert(path, line);
+            }
+        }
+        Ok(rec)
+    }
+
+    /// The tree a layer is made of: the group's stages merged, then
+    /// placed where the runtime base's symlinks lead (usrmerge), so the
+    /// layer never replaces the base's /lib -> usr/lib. Returns it walked,
+    /// with the moves made.
+    fn layer_tree(
+        &self,
+        group: &[String],
+        merged_name: &str,
+        base_manifest: &Manifest,
+    ) -> Result<(
+        PathBuf,
+        shipyard_image::rootfs::walk::Tree,
+        BTreeMap<RelPath, Move>,
+    )> {
+        let what = || format!("making the layer {merged_name}");
+        let tree = if let [only] = group {
+            self.stage(only)
+        } else {
+            let merged = self.state.join("image").join(merged_name);
+            let stages: Vec<PathBuf> = group.iter().map(|t| self.stage(t)).collect();
+            crate::tapeout::stage::merge_stages(&stages, &merged).doing(what)?;
+            merged
+        };
+        std::fs::create_dir_all(&tree).doing(what)?;
+        let walked = walk_with(&tree, &WalkOptions::new(Hashing::None)).doing(what)?;
+        if !crate::tapeout::onto::needed(base_manifest) {
+            return Ok((tree, walked, BTreeMap::new()));
+        }
+        let plan = crate::tapeout::onto::plan(&walked.manifest, base_manifest);
+        let placed = self.state.join("image").join(format!("{merged_name}.onto"));
+        if placed.exists() {
+            crate::sandbox::remove_tree(&placed)?;
+        }
+        crate::tapeout::onto::materialize(&tree, &walked.manifest, base_manifest, &plan, &placed)
+            .doing(|| format!("placing {} onto the runtime base", tree.display()))?;
+        let walked = walk_with(&placed, &WalkOptions::new(Hashing::None)).doing(what)?;
+        let moves = plan.into_iter().map(|m| (m.from.clone(), m)).collect();
+        Ok((placed, walked, moves))
+    }
+}
+
+/// Which layer of which image, for names and messages.
+struct LayerAt<'a> {
+    spec: &'a ImageSpec,
+    i: usize,
+    base: Option<&'a (Layout, shipyard_image::oci::image::Image)>,
+}
+
+impl LayerAt<'_> {
+    /// The step the cache and `--explain` know it by.
+    fn step(&self) -> String {
+        format!("image.{}#{}", self.spec.name, self.i)
+    }
+
+    fn merged_name(&self) -> String {
+        format!("{}-{}", self.spec.name, self.i)
+    }
+
+    /// What the runtime base holds (empty for scratch).
+    fn base_manifest(&self) -> Result<Manifest> {
+        match self.base {
+            None => Ok(Manifest::default()),
+            Some((blayout, bimage)) => {
+                shipyard_image::layer::from_image::manifest_of_image(blayout, bimage)
+                    .doing(|| format!("reading runtime base {}", self.spec.from))
+            }
+        }
+    }
+}
+
+/// Where a selected path ends up in the image and why it is (or is not)
+/// there: moved through the base's symlinks, left out because the base
+/// has the same, or shadowing the base's own.
+fn explain_line(
+    p: &Path,
+    why: &str,
+    moves: &BTreeMap<RelPath, Move>,
+    in_layer: &HashSet<&RelPath>,
+    base: &Manifest,
+) -> (String, String) {
+    let bytes = p
+        .strip_prefix("/")
+        .unwrap_or(p)
+        .as_os_str()
+        .as_encoded_bytes();
+    let from = RelPath::new(bytes.to_vec());
+    let mv = moves.get(&from);
+    let Some(to) = mv.map_or(Some(&from), |m| m.to.as_ref()) else {
+        let note = mv.and_then(|m| m.note.clone()).unwrap_or_default();
+        return (p.display().to_string(), format!("{why}; {note}"));
+    };
+    let mut line = why.to_string();
+    if let Some(note) = mv.and_then(|m| m.note.as_ref()) {
+        line = format!("{line}; {note}");
+    }
+    match (in_layer.contains(to), base.get(to).map(|e| e.kind)) {
+        (false, Some(_)) => line = format!("{line}; left out: the runtime base has the same"),
+        (true, Some(k)) if k != Kind::Dir => {
+            line = format!("{line}; shadows the runtime base's {to}")
+        }
+        _ => {}
+    }
+    (to.to_string(), line)
+}
+
+/// What an image declares about how it runs.
+fn declared(spec: &ImageSpec) -> mutate::Declared {
+    mutate::Declared {
+        entrypoint: spec.entrypoint.clone(),
+        cmd: spec.cmd.clone(),
+        env: spec.env.clone(),
+        workdir: spec.workdir.clone(),
+        user: spec.user.clone(),
+        ports: spec.ports.clone(),
+        volumes: spec.volumes.clone(),
+        labels: spec.labels.clone(),
+        stop_signal: spec.stop_signal.clone(),
+    }
+}
+
+/// Stores a staged tapeout (with its ownership record) as a layer in the
+/// cache.
+pub(super) fn store_stage(
+    sc: &StepCache,
+    step: &str,
+    stage: &Path,
+    explain: BTreeMap<String, String>,
+) -> Result<Record, Box<dyn std::error::Error + Send + Sync>> {
+    std::fs::create_dir_all(stage)?;
+    let walked = walk_with(stage, &WalkOptions::new(Hashing::None))?;
+    let d = shipyard_image::rootfs::diff::diff(&walked, &Manifest::default())?;
+    let out = shipyard_image::layer::write_layer(
+        &sc.cache.layout,
+        &d.changes,
+        stage,
+        CACHE_COMPRESSION,
+        Some(CACHE_LEVEL),
+        &TarOptions { clamp_mtime: None },
+    )?;
+    let diff_id = out.diff_id.to_string();
+    let mut rec = Record::new(RecordKind::Tapeout, step, out.descriptor, diff_id);
+    rec.explain = explain;
+    Ok(rec)
+}
