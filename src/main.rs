@@ -1,6 +1,9 @@
 //! The `shipyard` binary: parse the command line, run, map errors to exit
 //! codes. Everything else lives in the library.
 
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use clap::Parser;
 use shipyard::cli::{run, Cli};
 
@@ -43,6 +46,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// SIGPIPE so that writes fail with EPIPE instead; shipyard keeps that
 /// everywhere else (a sandboxed child's pipe closing must be an error,
 /// not a silent death) and only takes the default action here, at exit.
+#[allow(unsafe_code)] // libc signal() and raise(), to end as SIGPIPE ends a process
 fn die_of_sigpipe() -> ! {
     // SAFETY: signal() and raise() with a valid signal number; nothing
     // else runs concurrently that relies on the SIGPIPE disposition, since

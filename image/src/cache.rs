@@ -24,10 +24,13 @@ use oci_spec::image::Descriptor;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
+/// Why the shared cache could not be used.
 pub enum CacheError {
     #[error("no cache directory: set XDG_CACHE_HOME or HOME")]
+    /// Neither XDG_CACHE_HOME nor HOME says where the cache lives.
     NoHome,
     #[error(transparent)]
+    /// The cache's layout failed.
     Layout(#[from] LayoutError),
 }
 
@@ -49,7 +52,7 @@ fn layout_path(root: &Path) -> PathBuf {
 
 /// Whether `layout` is the user's cache (whose blobs were verified on the
 /// way in), without creating the cache to find out.
-pub fn is_cache_layout(layout: &Layout) -> bool {
+pub(crate) fn is_cache_layout(layout: &Layout) -> bool {
     cache_dir().is_ok_and(|d| layout_path(&d) == layout.root())
 }
 
@@ -57,6 +60,7 @@ pub fn is_cache_layout(layout: &Layout) -> bool {
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
+    /// The layout holding the cached blobs, shared by every image pulled or imported.
     pub layout: Layout,
 }
 
@@ -106,12 +110,13 @@ impl Cache {
         Ok(Cache { root, layout })
     }
 
+    /// The cache directory (`$XDG_CACHE_HOME/shipyard`), for messages that tell the user where to look.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
     /// Remembers that `r` (a tag) named `desc`.
-    pub fn record_ref(&self, r: &RegistryRef, desc: &Descriptor) {
+    pub(crate) fn record_ref(&self, r: &RegistryRef, desc: &Descriptor) {
         match serde_json::to_string(desc) {
             Ok(text) => write_record(&key_file(&self.root.join("refs"), &r.to_string()), &text),
             Err(e) => tracing::warn!("cache record for {r}: {e}"),
@@ -119,7 +124,7 @@ impl Cache {
     }
 
     /// What `r` named when last pulled, if its manifest is still cached.
-    pub fn lookup_ref(&self, r: &RegistryRef) -> Option<Descriptor> {
+    pub(crate) fn lookup_ref(&self, r: &RegistryRef) -> Option<Descriptor> {
         if let Some(d) = &r.digest {
             let digest: Digest = d.parse().ok()?;
             let bytes = self.layout.read_blob(&digest, None).ok()?;
@@ -137,7 +142,7 @@ impl Cache {
     }
 
     /// Remembers that `repository` on `registry` holds `digest`.
-    pub fn note_home(&self, registry: &str, repository: &str, digest: &Digest) {
+    pub(crate) fn note_home(&self, registry: &str, repository: &str, digest: &Digest) {
         let dir = self
             .root
             .join("homes")
@@ -146,7 +151,7 @@ impl Cache {
     }
 
     /// A repository on `registry` known to hold `digest`.
-    pub fn home_of(&self, registry: &str, digest: &Digest) -> Option<String> {
+    pub(crate) fn home_of(&self, registry: &str, digest: &Digest) -> Option<String> {
         let dir = self
             .root
             .join("homes")

@@ -109,7 +109,9 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), PathError> {
     for ent in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
         let ent = ent.map_err(|e| PathError {
             path: e.path().unwrap_or(src).to_path_buf(),
-            source: e.into(),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| io::Error::other("a file system loop")),
         })?;
         let Ok(rel) = ent.path().strip_prefix(src) else {
             continue; // walkdir yields only paths under `src`

@@ -76,7 +76,7 @@ pub fn open_in(
 /// anywhere on the system raced with the resolution, and the kernel could
 /// not prove `..` stayed beneath the root, so it asks the caller to try
 /// again (openat2(2)). After [`RACE_RETRIES`] tries the EAGAIN is returned.
-pub fn openat2_retrying<Fd: std::os::fd::AsFd, P: ?Sized + nix::NixPath>(
+pub(crate) fn openat2_retrying<Fd: std::os::fd::AsFd, P: ?Sized + nix::NixPath>(
     dir: Fd,
     path: &P,
     how: OpenHow,

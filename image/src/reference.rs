@@ -12,17 +12,34 @@ use std::fmt;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
+/// Why a string is not an image reference; each message shows the forms
+/// that are.
 pub enum ReferenceError {
     #[error("{0:?}: not an image reference; write oci:DIR[:TAG], docker://HOST/REPO[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]")]
+    /// No known transport prefix.
     NotAReference(String),
     #[error("{input:?}: the {transport} transport is not supported by shipyard; use oci:, docker://, oci-archive: or docker-archive:")]
-    Unsupported { input: String, transport: String },
+    /// A transport skopeo knows but shipyard does not read.
+    Unsupported {
+        /// The reference.
+        input: String,
+        /// Its transport.
+        transport: String,
+    },
     #[error("{0:?}: empty path in reference")]
+    /// A transport with nothing after it.
     EmptyPath(String),
-    #[error("{0}")]
-    RegistriesConf(String),
+    #[error(transparent)]
+    /// A short name needed registries.conf, which could not be read.
+    RegistriesConf(&'static crate::registries_conf::ConfError),
     #[error("{input:?}: malformed registry reference: {reason}; expected [HOST[:PORT]/]REPO[:TAG|@sha256:HEX], with a lowercase REPO")]
-    BadRegistryRef { input: String, reason: String },
+    /// A `docker://` reference that is not `[HOST[:PORT]/]REPO[:TAG|@DIGEST]`.
+    BadRegistryRef {
+        /// The reference.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// An image in a registry, normalized.
@@ -32,6 +49,7 @@ pub struct RegistryRef {
     pub registry: String,
     /// `NAMESPACE/NAME`, lowercase.
     pub repository: String,
+    /// The tag (`latest` when none is written; see `implied_tag`).
     pub tag: Option<String>,
     /// `sha256:…` when the reference pins a manifest.
     pub digest: Option<String>,
@@ -235,13 +253,28 @@ impl fmt::Display for RegistryRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reference {
     /// An OCI layout directory and an optional tag or `sha256:` digest.
-    Oci { dir: PathBuf, tag: Option<String> },
+    Oci {
+        /// The layout directory.
+        dir: PathBuf,
+        /// The tag or digest; without one the layout must hold one image.
+        tag: Option<String>,
+    },
     /// A repository in a registry (`docker://`).
     Registry(RegistryRef),
     /// A tar of an OCI layout, and the tag that names the image inside.
-    OciArchive { file: PathBuf, tag: Option<String> },
+    OciArchive {
+        /// The archive.
+        file: PathBuf,
+        /// The tag inside; without one the archive must hold one image.
+        tag: Option<String>,
+    },
     /// A `docker save` archive, and the `NAME:TAG` it carries (`RepoTags`).
-    DockerArchive { file: PathBuf, name: Option<String> },
+    DockerArchive {
+        /// The archive.
+        file: PathBuf,
+        /// The `NAME:TAG`; without one the archive must hold one image.
+        name: Option<String>,
+    },
 }
 
 const UNSUPPORTED: [&str; 4] = ["docker-daemon:", "containers-storage:", "dir:", "ostree:"];
@@ -255,6 +288,8 @@ impl Reference {
             .any(|p| s.starts_with(p))
     }
 
+    /// Parses `oci:DIR[:TAG]`, `docker://REF`, `oci-archive:FILE[:TAG]` or
+    /// `docker-archive:FILE[:NAME:TAG]`, refusing other transports by name.
     pub fn parse(s: &str) -> Result<Reference, ReferenceError> {
         let nonempty = |p: &str| -> Result<PathBuf, ReferenceError> {
             if p.is_empty() {
@@ -317,8 +352,7 @@ impl Reference {
             return Reference::parse(s);
         }
         if is_short_name(s) {
-            let conf = crate::registries_conf::current()
-                .map_err(|e| ReferenceError::RegistriesConf(e.to_string()))?;
+            let conf = crate::registries_conf::current().map_err(ReferenceError::RegistriesConf)?;
             return Reference::parse_short(s, conf.default_registry());
         }
         Ok(Reference::Registry(RegistryRef::parse(s)?))

@@ -18,14 +18,24 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 #[derive(Debug, thiserror::Error)]
+/// Why registries.conf could not be used.
 pub enum ConfError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
+    /// The file could not be read.
     Io {
+        /// The file.
         path: String,
+        /// The system's answer.
         source: std::io::Error,
     },
     #[error("{path}: not a valid registries.conf: {message}")]
-    Parse { path: String, message: String },
+    /// The file is not valid TOML of the registries.conf shape.
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// What shipyard uses of a registries.conf.
@@ -42,16 +52,21 @@ pub struct RegistriesConf {
 /// A namespace (`HOST[/PATH]`) and the mirrors to pull it from first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirrored {
+    /// The namespace the entry is for (`prefix`, else `location`).
     pub prefix: String,
     /// Where the namespace really is (`location`, else the prefix).
     pub location: String,
+    /// Mirrors to try first, in order.
     pub mirrors: Vec<Mirror>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// One mirror of a namespace.
 pub struct Mirror {
+    /// Where the mirror is (`HOST[/PATH]`).
     pub location: String,
     #[serde(default)]
+    /// Whether it may be reached without verified TLS.
     pub insecure: bool,
 }
 
@@ -161,7 +176,7 @@ impl RegistriesConf {
 
     /// The registry a bare name resolves to: the first search registry,
     /// else docker.io.
-    pub fn default_registry(&self) -> &str {
+    pub(crate) fn default_registry(&self) -> &str {
         self.unqualified_search
             .first()
             .map_or("docker.io", String::as_str)
@@ -172,7 +187,7 @@ impl RegistriesConf {
     /// Where to pull `name` (`HOST/REPO`) from, in order: each mirror of
     /// the longest matching prefix, as `(name there, insecure)`. The
     /// registry itself (the entry's location) comes last, with `false`.
-    pub fn pull_sources(&self, name: &str) -> Vec<(String, bool)> {
+    pub(crate) fn pull_sources(&self, name: &str) -> Vec<(String, bool)> {
         let matches = |p: &str| {
             name == p
                 || name

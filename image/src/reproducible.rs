@@ -6,6 +6,8 @@
 
 #[derive(Debug, thiserror::Error)]
 #[error("SOURCE_DATE_EPOCH={0:?} is not a non-negative integer number of seconds")]
+/// A `SOURCE_DATE_EPOCH` that is not a non-negative number of seconds;
+/// holds what was set.
 pub struct EpochError(String);
 
 /// The timestamp outputs carry (`created`, and the clamp for mtimes).

@@ -5,22 +5,120 @@
 //! an image from any layout. `pull`, `push`, `import`, `export` and
 //! `build`'s bases are all "source, then destination".
 
-use crate::archive;
-use crate::cache::Cache;
-use crate::oci::digest::Digest;
-use crate::oci::image::{select_platform, Image, Platform};
-use crate::oci::layout::Layout;
+use crate::archive::{self, ArchiveError};
+use crate::cache::{Cache, CacheError};
+use crate::oci::digest::{Digest, DigestParseError};
+use crate::oci::image::{select_platform, Image, ImageError, Platform};
+use crate::oci::layout::{Layout, LayoutError};
 use crate::oci::media;
-use crate::reference::{Reference, RegistryRef};
+use crate::reference::{Reference, ReferenceError, RegistryRef};
+use crate::registries_conf::ConfError;
 use crate::registry::progress::{Progress, Verbosity};
 use crate::registry::pull::{self, Selection};
 use crate::registry::push::{self, PushOptions};
-use crate::registry::{self as reg, Client};
-use anyhow::{bail, Context, Result};
+use crate::registry::{self as reg, Client, RegistryError};
 use oci_spec::image::{Descriptor, ImageIndex};
+use std::path::PathBuf;
+
+/// Why an image could not be moved. The variants that wrap a cause name
+/// the step (which reference, which direction) and leave the cause's own
+/// text to the chain, so each is printed once.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A layout (the user's or the cache's) could not be read or written.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// The shared cache could not be opened.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// A manifest, index or config did not make an image.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A registry could not be reached or refused the request.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// registries.conf could not be read; it is read once per process.
+    #[error(transparent)]
+    Conf(&'static ConfError),
+    /// A mirror in registries.conf is not a registry reference.
+    #[error("registries.conf: {name} maps to {there}")]
+    Mirror {
+        /// The repository being resolved.
+        name: String,
+        /// What registries.conf maps it to.
+        there: String,
+        /// Why that is not a reference.
+        #[source]
+        source: ReferenceError,
+    },
+    /// registries.conf lists no place to read the repository from.
+    #[error("{reference}: registries.conf gives it no source")]
+    NoSource {
+        /// The registry reference.
+        reference: String,
+    },
+    /// `--pull=never` and the image is not cached.
+    #[error("{reference} is not in the cache ({}) and --pull=never forbids fetching it", cache.display())]
+    NotCached {
+        /// The registry reference.
+        reference: String,
+        /// The cache that was looked in.
+        cache: PathBuf,
+    },
+    /// A registry destination names a digest, which cannot be pushed to.
+    #[error("{reference}: cannot push to a digest; name a tag (or none for the source's)")]
+    PushToDigest {
+        /// The destination.
+        reference: String,
+    },
+    /// An index blob is not valid JSON.
+    #[error("index {digest}: invalid JSON")]
+    IndexJson {
+        /// The index's digest.
+        digest: Digest,
+        /// The parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Reading from or writing to `reference` failed; the source says why.
+    #[error("{action} {reference}")]
+    At {
+        /// What was being done: "pulling", "reading", "pushing to",
+        /// "writing", "reading image".
+        action: &'static str,
+        /// The reference it was done with.
+        reference: String,
+        /// Why it failed.
+        #[source]
+        source: Box<TransportError>,
+    },
+    /// An archive could not be read or written.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+}
+
+impl From<DigestParseError> for TransportError {
+    fn from(e: DigestParseError) -> Self {
+        TransportError::Layout(e.into())
+    }
+}
+
+impl TransportError {
+    /// Wraps `e` with the step and reference it failed at.
+    fn at(action: &'static str, reference: impl ToString) -> impl FnOnce(Self) -> Self {
+        let reference = reference.to_string();
+        move |e| TransportError::At {
+            action,
+            reference,
+            source: Box::new(e),
+        }
+    }
+}
+
+type Result<T, E = TransportError> = std::result::Result<T, E>;
 
 /// When to contact a registry for an image the cache may already hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullPolicy {
     /// Use the cached image when the tag was pulled before.
     Missing,
@@ -34,10 +132,15 @@ pub enum PullPolicy {
 /// Everything that decides how images move.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// How registries are reached (TLS, credentials, retries).
     pub registry: reg::Options,
+    /// When the cache may answer for a registry.
     pub pull: PullPolicy,
+    /// Which platform of an index is taken (or all of them).
     pub selection: Selection,
+    /// How images are pushed (parallelism, retries).
     pub push: PushOptions,
+    /// How much progress is shown.
     pub verbosity: Verbosity,
 }
 
@@ -56,12 +159,17 @@ impl Default for Options {
 /// What moving an image did, for `--json`.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Report {
+    /// The source reference, as written.
     pub source: String,
+    /// The destination reference, as written.
     pub destination: String,
+    /// The digest the destination names.
     pub digest: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// What pulling fetched (registry sources only).
     pub pulled: Option<pull::PullStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// What pushing sent (registry destinations only).
     pub pushed: Option<push::PushStats>,
 }
 
@@ -78,13 +186,21 @@ fn from_mirrors<T>(
     o: &Options,
     read: impl Fn(&RegistryRef, &Client) -> Result<T>,
 ) -> Result<T> {
-    let conf = crate::registries_conf::current().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let conf = crate::registries_conf::current().map_err(TransportError::Conf)?;
     let name = format!("{}/{}", rr.registry, rr.repository);
     let sources = conf.pull_sources(&name);
     let last = sources.len().saturating_sub(1);
     for (i, (there, insecure)) in sources.into_iter().enumerate() {
-        let mut at = RegistryRef::parse(&there)
-            .with_context(|| format!("registries.conf: {name} maps to {there}"))?;
+        let mut at = match RegistryRef::parse(&there) {
+            Ok(at) => at,
+            Err(source) => {
+                return Err(TransportError::Mirror {
+                    name,
+                    there,
+                    source,
+                })
+            }
+        };
         at.tag.clone_from(&rr.tag);
         at.digest.clone_from(&rr.digest);
         at.implied_tag = rr.implied_tag;
@@ -100,17 +216,21 @@ fn from_mirrors<T>(
                 tracing::info!("{rr}: read from the mirror {at}");
                 return Ok(v);
             }
-            Err(e) => tracing::warn!("{rr}: mirror {at} failed ({e:#}); trying the next source"),
+            Err(e) => tracing::warn!(
+                "{rr}: mirror {at} failed ({}); trying the next source",
+                crate::error::chain_text(&e)
+            ),
         }
     }
-    bail!("{rr}: registries.conf gives it no source")
+    Err(TransportError::NoSource {
+        reference: rr.to_string(),
+    })
 }
 
 fn read_index(layout: &Layout, d: &Descriptor) -> Result<ImageIndex> {
     let digest = media::digest_of(d)?;
-    Ok(serde_json::from_slice(
-        &layout.read_blob(&digest, Some(d.size()))?,
-    )?)
+    serde_json::from_slice(&layout.read_blob(&digest, Some(d.size()))?)
+        .map_err(|source| TransportError::IndexJson { digest, source })
 }
 
 /// Whether every blob under `d` is in `layout`.
@@ -165,10 +285,10 @@ pub fn source(
                 }
             }
             if o.pull == PullPolicy::Never {
-                bail!(
-                    "{rr} is not in the cache ({}) and --pull=never forbids fetching it",
-                    cache.root().display()
-                );
+                return Err(TransportError::NotCached {
+                    reference: rr.to_string(),
+                    cache: cache.root().to_path_buf(),
+                });
             }
             let counters = pull::Counters::default();
             let d = from_mirrors(rr, o, |at, c| {
@@ -187,20 +307,20 @@ pub fn source(
                 }
                 Ok(d)
             })
-            .with_context(|| format!("pulling {rr}"))?;
+            .map_err(TransportError::at("pulling", rr))?;
             report.pulled = Some(counters.stats());
             Ok((cache.layout.clone(), d))
         }
         Reference::OciArchive { file, tag } => {
             let cache = Cache::open()?;
             let d = archive::oci_read::import(file, tag.as_deref(), &cache.layout)
-                .with_context(|| format!("reading {r}"))?;
+                .map_err(|e| TransportError::at("reading", r)(e.into()))?;
             Ok((cache.layout.clone(), d))
         }
         Reference::DockerArchive { file, name } => {
             let cache = Cache::open()?;
             let d = archive::docker_read::import(file, name.as_deref(), &cache.layout)
-                .with_context(|| format!("reading {r}"))?;
+                .map_err(|e| TransportError::at("reading", r)(e.into()))?;
             Ok((cache.layout.clone(), d))
         }
     }
@@ -217,7 +337,7 @@ pub fn metadata(r: &Reference, o: &Options) -> Result<(Layout, Descriptor, Descr
             let f = from_mirrors(rr, o, |at, c| {
                 Ok(pull::fetch_metadata(c, at, &cache, &o.selection)?)
             })
-            .with_context(|| format!("reading {rr}"))?;
+            .map_err(TransportError::at("reading", rr))?;
             Ok((cache.layout.clone(), f.top, f.chosen))
         }
         _ => {
@@ -263,7 +383,9 @@ fn write(
         }
         Reference::Registry(rr) => {
             if rr.digest.is_some() {
-                bail!("{dst}: cannot push to a digest; name a tag (or none for the source's)");
+                return Err(TransportError::PushToDigest {
+                    reference: dst.to_string(),
+                });
             }
             let c = client(rr, o)?;
             // A layout tag may hold ':' (a pod's NAME:VERSION); a
@@ -283,17 +405,17 @@ fn write(
                 progress,
                 &counters,
             )
-            .with_context(|| format!("pushing to {dst}"))?;
+            .map_err(|e| TransportError::at("pushing to", dst)(e.into()))?;
             report.pushed = Some(counters.stats());
         }
         Reference::OciArchive { file, .. } => {
             archive::oci_write::export(from, d, tag.as_deref(), file)
-                .with_context(|| format!("writing {dst}"))?;
+                .map_err(|e| TransportError::at("writing", dst)(e.into()))?;
         }
         Reference::DockerArchive { file, name } => {
             let image = Image::load(from, d)?;
             archive::docker_write::export(from, &image, name.as_deref(), file)
-                .with_context(|| format!("writing {dst}"))?;
+                .map_err(|e| TransportError::at("writing", dst)(e.into()))?;
             report.digest = image.digest.to_string();
             return Ok(image.digest);
         }
@@ -366,6 +488,7 @@ pub fn open_image(r: &Reference, o: &Options) -> Result<(Layout, Image)> {
     let progress = Progress::new(o.verbosity);
     let (layout, d) = source(r, o, &progress, &mut Report::default())?;
     progress.finish();
-    let image = Image::load(&layout, &d).with_context(|| format!("reading image {r}"))?;
+    let image =
+        Image::load(&layout, &d).map_err(|e| TransportError::at("reading image", r)(e.into()))?;
     Ok((layout, image))
 }

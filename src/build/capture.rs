@@ -49,7 +49,7 @@ fn initial(job: &CaptureJob) -> Result<Manifest, String> {
     if job.copy_mode {
         for l in job.lowers.iter().rev() {
             for (_, e) in walk(l, Hashing::None)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| shipyard_image::error::chain_text(&e))?
                 .manifest
                 .entries
             {
@@ -80,8 +80,10 @@ impl crate::sandbox::job::InNamespace for CaptureJob {
             Some(m) => m?,
             None => initial(self)?,
         };
-        let tree = walk(&self.changes, Hashing::None).map_err(|e| e.to_string())?;
-        let d = shipyard_image::rootfs::diff::diff(&tree, &before).map_err(|e| e.to_string())?;
+        let tree = walk(&self.changes, Hashing::None)
+            .map_err(|e| shipyard_image::error::chain_text(&e))?;
+        let d = shipyard_image::rootfs::diff::diff(&tree, &before)
+            .map_err(|e| shipyard_image::error::chain_text(&e))?;
         let layout = Layout::open(&self.cache_layout).map_err(|e| e.to_string())?;
         let out = shipyard_image::layer::write_layer(
             &layout,
@@ -91,7 +93,12 @@ impl crate::sandbox::job::InNamespace for CaptureJob {
             Some(super::CACHE_LEVEL),
             &TarOptions { clamp_mtime: None },
         )
-        .map_err(|e| format!("writing the rule's layer: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "writing the rule's layer: {}",
+                shipyard_image::error::chain_text(&e)
+            )
+        })?;
         write_snapshot(&self.snapshot, &tree.manifest)?;
         let res = Captured {
             descriptor: out.descriptor,

@@ -95,20 +95,7 @@ impl<T, E: Into<Cause>> Doing<T> for Result<T, E> {
     }
 }
 
-/// An error and its causes on one line, each said once (for warnings).
-pub(crate) fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !s.is_empty() && !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cause = c.source();
-    }
-    out
-}
+pub(crate) use shipyard_image::error::chain_text;
 
 #[cfg(test)]
 mod tests {

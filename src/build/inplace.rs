@@ -34,9 +34,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InPlaceError {
-    #[error("walking / (isolation none): {0}")]
+    #[error("walking / (isolation none)")]
     Walk(#[from] WalkError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Write {
         path: PathBuf,
         #[source]

@@ -278,8 +278,8 @@ fn content(
         return Ok(SourceContent::new(entries, owners_and_modes));
     }
     let ignore = ignore_matcher(root)?;
-    let mut tree =
-        walk_with(root, &WalkOptions::new(Hashing::None)).map_err(|e| serr(e.to_string()))?;
+    let mut tree = walk_with(root, &WalkOptions::new(Hashing::None))
+        .map_err(|e| serr(shipyard_image::error::chain_text(&e)))?;
     tree.manifest.entries.retain(|p, e| {
         p.is_root()
             || !ignore

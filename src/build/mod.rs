@@ -216,6 +216,7 @@ fn spawn_cleanup(dir: &Path) -> std::io::Result<()> {
 /// Removes a directory a build left (see [`dispose`]), logging failures.
 pub fn remove_or_warn(dir: &Path) {
     if let Err(e) = crate::sandbox::remove_tree(dir) {
+        let e = shipyard_image::error::chain_text(&e);
         tracing::warn!("could not remove the builder state {}: {e}", dir.display());
     }
 }

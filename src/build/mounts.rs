@@ -26,7 +26,7 @@ pub use crate::project::cache_mount::{CacheMount, Sharing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("cache mount {id}: {path}: {source}")]
+    #[error("cache mount {id}: {path}")]
     Io {
         id: String,
         path: PathBuf,
@@ -182,7 +182,7 @@ impl MountStore {
             crate::sandbox::remove_tree(&dir).map_err(|e| MountError::Io {
                 id: m.id.clone(),
                 path: dir.clone(),
-                source: std::io::Error::other(e.to_string()),
+                source: std::io::Error::other(shipyard_image::error::chain_text(&e)),
             })?;
             n += 1;
             freed += m.size;

@@ -42,11 +42,17 @@ impl crate::sandbox::job::InNamespace for RestoreJob {
         let layout = Layout::open(&self.cache_layout).map_err(|e| e.to_string())?;
         let mut ex = Extractor::new(&self.changes).map_err(|e| e.to_string())?;
         for (desc, diff_id) in &self.layers {
-            ex.apply_layer(&layout, desc, diff_id)
-                .map_err(|e| format!("restoring a cached rule: {e}"))?;
+            ex.apply_layer(&layout, desc, diff_id).map_err(|e| {
+                format!(
+                    "restoring a cached rule: {}",
+                    shipyard_image::error::chain_text(&e)
+                )
+            })?;
         }
-        ex.finish()?;
-        let tree = walk(&self.changes, Hashing::None).map_err(|e| e.to_string())?;
+        ex.finish()
+            .map_err(|e| shipyard_image::error::chain_text(&e))?;
+        let tree = walk(&self.changes, Hashing::None)
+            .map_err(|e| shipyard_image::error::chain_text(&e))?;
         super::capture::write_snapshot(&self.snapshot, &tree.manifest)
     }
 }

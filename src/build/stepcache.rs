@@ -372,7 +372,7 @@ impl StepCache {
             freed += du(&p);
             crate::sandbox::remove_tree(&p).map_err(|e| StepCacheError::Io {
                 path: p.clone(),
-                error: std::io::Error::other(e.to_string()),
+                error: std::io::Error::other(shipyard_image::error::chain_text(&e)),
             })?;
             let _ = std::fs::remove_file(shipyard_image::rootfs::walk::ownership_record_path(&p));
             removed += 1;

@@ -1,9 +1,9 @@
 use super::transfer::RegistryArgs;
+use super::values::{CompressionArg, PullArg};
 use crate::build::{build, BuildOptions, Event, Events};
 use anyhow::{bail, Context, Result};
-use shipyard_image::layer::compress::Compression;
 use shipyard_image::reference::Reference;
-use shipyard_image::transport::{self, PullPolicy};
+use shipyard_image::transport;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
@@ -82,8 +82,8 @@ pub struct Args {
     /// only: changing a secret's value does not rebuild). Repeatable.
     #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VAR")]
     pub secrets: Vec<String>,
-    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
-    pub compression: Compression,
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+    pub compression: CompressionArg,
     #[arg(long)]
     pub level: Option<i32>,
     /// `created` and the mtime clamp (default: SOURCE_DATE_EPOCH, else 0).
@@ -91,8 +91,8 @@ pub struct Args {
     pub timestamp: Option<i64>,
     /// Bases in registries: missing uses the cached image when the tag was
     /// pulled before; always asks the registry; never stays offline.
-    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
-    pub pull: PullPolicy,
+    #[arg(long, value_enum, default_value_t = PullArg::Missing)]
+    pub pull: PullArg,
     /// Push the built image to REF (docker://HOST/REPO[:TAG]; the tag
     /// defaults to the image's). With several images, NAME=REF.
     #[arg(long = "push", value_name = "[NAME=]REF")]
@@ -287,7 +287,7 @@ fn transport_options(
     }
     let mut topts = transport::Options {
         registry: a.registry.options(targets.first().copied())?,
-        pull: a.pull,
+        pull: a.pull.into(),
         verbosity: shipyard_image::registry::progress::Verbosity::detect(quiet),
         ..transport::Options::default()
     };
@@ -319,7 +319,7 @@ fn build_options(
         pods: a.pods.clone(),
         keep_builder: a.keep_builder,
         epoch: shipyard_image::reproducible::epoch(a.timestamp)?,
-        compression: a.compression,
+        compression: a.compression.into(),
         level: a.level,
         isolation: a.isolation,
         secrets,

@@ -1,5 +1,5 @@
+use super::values::CompressionArg;
 use anyhow::{bail, Context, Result};
-use shipyard_image::layer::compress::Compression;
 use shipyard_image::layer::generate::TarOptions;
 use shipyard_image::layer::write_layer;
 use shipyard_image::oci::image::{append_layer, empty_config, rfc3339, write_image};
@@ -36,8 +36,8 @@ pub struct Args {
     pub base: Option<String>,
     /// Layer compression. gzip is compressed in parallel, one member per
     /// MiB, byte-identical whatever the number of cores.
-    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
-    pub compression: Compression,
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+    pub compression: CompressionArg,
     /// Compression level (gzip 1-12, default 3: smaller layers than
     /// buildah's default gzip at half its time; zstd 1-19, default 3).
     #[arg(long)]
@@ -94,7 +94,14 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     let opts = TarOptions {
         clamp_mtime: if a.keep_mtimes { None } else { Some(epoch) },
     };
-    let out = write_layer(&layout, &d.changes, &a.path, a.compression, a.level, &opts)?;
+    let out = write_layer(
+        &layout,
+        &d.changes,
+        &a.path,
+        a.compression.into(),
+        a.level,
+        &opts,
+    )?;
     append_layer(&mut config, &out.diff_id, &rfc3339(epoch), &a.created_by);
     layers.push(out.descriptor.clone());
     let desc = write_image(&layout, &config, layers)?;

@@ -1,5 +1,5 @@
 use crate::pod::read::{self, Pod};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use shipyard_image::oci::layout::{ref_name, Layout};
 use shipyard_image::oci::media;
 use shipyard_image::reference::Reference;
@@ -133,7 +133,7 @@ pub fn run(a: Args) -> Result<()> {
         return show_pod(&a, &layout, &pod);
     }
     let image = shipyard_image::oci::image::Image::load(&layout, &chosen)
-        .map_err(|e| anyhow::anyhow!("reading image {}: {e}", a.image))?;
+        .with_context(|| format!("reading image {}", a.image))?;
     if a.config {
         return print_bytes(&layout.read_blob(&image.config_digest, None)?);
     }

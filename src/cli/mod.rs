@@ -24,6 +24,7 @@ mod shell;
 mod tag;
 pub mod transfer;
 mod unpack;
+mod values;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -123,18 +124,7 @@ pub fn run(cli: Cli) -> Result<()> {
 /// module's message already holds its cause's text (it names the cause
 /// and also returns it as `source()`), the cause is not repeated.
 pub fn error_text(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if s.is_empty() || out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out
+    shipyard_image::error::chain_text(e.as_ref())
 }
 
 /// The clap definition, for man pages and completions.
@@ -156,15 +146,18 @@ pub(crate) fn oci_ref(s: &str) -> Result<(std::path::PathBuf, Option<String>)> {
 /// archives through the shared cache (see [`shipyard_image::transport`]),
 /// with the default transport options.
 pub fn open_image(s: &str) -> Result<(Layout, Image)> {
-    shipyard_image::transport::open_image(
+    Ok(shipyard_image::transport::open_image(
         &Reference::parse(s)?,
         &shipyard_image::transport::Options::default(),
-    )
+    )?)
 }
 
 /// Like [`open_image`], reaching registries with a command's own
 /// registry options.
 pub fn open_image_with(s: &str, r: &transfer::RegistryArgs) -> Result<(Layout, Image)> {
     let reference = Reference::parse(s)?;
-    shipyard_image::transport::open_image(&reference, &r.read_options(&reference)?)
+    Ok(shipyard_image::transport::open_image(
+        &reference,
+        &r.read_options(&reference)?,
+    )?)
 }

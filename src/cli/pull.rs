@@ -1,7 +1,7 @@
 use super::transfer::CopyArgs;
+use super::values::PullArg;
 use anyhow::Result;
 use shipyard_image::reference::Reference;
-use shipyard_image::transport::PullPolicy;
 
 /// Pull an image into an OCI layout.
 ///
@@ -25,8 +25,8 @@ pub struct Args {
     pub all: bool,
     /// always: ask the registry for the manifest; missing: use the cache
     /// when the tag was pulled before; never: only the cache.
-    #[arg(long, value_enum, default_value_t = PullPolicy::Always)]
-    pub pull: PullPolicy,
+    #[arg(long, value_enum, default_value_t = PullArg::Always)]
+    pub pull: PullArg,
     #[command(flatten)]
     pub copy: CopyArgs,
 }
@@ -34,7 +34,7 @@ pub struct Args {
 pub fn run(a: Args, quiet: bool) -> Result<()> {
     let src = Reference::parse_or_registry(&a.source)?;
     let dst = Reference::parse(&a.destination)?;
-    let o = a.copy.options(&src, quiet, a.pull, a.all)?;
+    let o = a.copy.options(&src, quiet, a.pull.into(), a.all)?;
     a.copy.run(&src, &dst, &[], &o)?;
     Ok(())
 }

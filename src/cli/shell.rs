@@ -177,7 +177,11 @@ pub fn run_cmd(a: Args) -> Result<()> {
         Some(d) => eprintln!("changes kept in {}", d.display()),
         None => {
             if let Err(e) = crate::sandbox::remove_tree(&state) {
-                tracing::warn!("could not remove {}: {e}", state.display());
+                tracing::warn!(
+                    "could not remove {}: {}",
+                    state.display(),
+                    shipyard_image::error::chain_text(&e)
+                );
             }
         }
     }

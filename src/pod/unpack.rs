@@ -50,7 +50,7 @@ pub fn unpack(layout: &Layout, pod: &Pod, dest: &Path) -> Result<()> {
         ex.apply_layer(layout, l, &v.diff_id)
             .with_context(|| format!("unpacking volume {}", v.name))?;
     }
-    let (manifest, shortfalls) = ex.finish().map_err(anyhow::Error::msg)?;
+    let (manifest, shortfalls) = ex.finish()?;
     if shortfalls.any() {
         // Owners this user cannot give: recorded beside the tree, as
         // `shipyard unpack` does.

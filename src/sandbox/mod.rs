@@ -15,13 +15,25 @@
 //! (see `pty`), and is confined as a container is (see `confine`).
 
 pub mod ca;
+// Capability and no_new_privs prctls, capset: raw system calls.
+#[allow(unsafe_code)]
 mod confine;
+// fork in the single-threaded helper, prctl, ioctl(TIOCSCTTY), poll.
+#[allow(unsafe_code)]
 pub mod helper;
+// openat2 and the new mount API, which nix does not wrap.
+#[allow(unsafe_code)]
 mod inroot;
 pub mod isolation;
 pub mod job;
+// fork and ioctl(TIOCSCTTY) for the steps run without namespaces.
+#[allow(unsafe_code)]
 mod plain;
+// fork for a probe child.
+#[allow(unsafe_code)]
 mod probe;
+// openpty, termios and the SIGWINCH handler.
+#[allow(unsafe_code)]
 mod pty;
 
 use job::{StepSpec, SubIds};
@@ -53,7 +65,7 @@ pub const TAIL_LINES: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("cannot start the sandbox helper {path}: {source}")]
+    #[error("cannot start the sandbox helper {path}")]
     Spawn {
         path: PathBuf,
         #[source]
@@ -61,9 +73,9 @@ pub enum SandboxError {
     },
     #[error("{name}: timed out after {secs}s; the step and all its processes were killed")]
     Timeout { name: String, secs: u64 },
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("serializing the step: {0}")]
+    #[error("serializing the step")]
     Json(#[from] serde_json::Error),
 }
 

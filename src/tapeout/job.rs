@@ -42,7 +42,7 @@ impl TapeoutJob {
             let f =
                 std::fs::File::open(changed).map_err(|x| format!("{}: {x}", changed.display()))?;
             let m = Manifest::parse(std::io::BufReader::new(f), &changed.display().to_string())
-                .map_err(|x| x.to_string())?;
+                .map_err(|x| shipyard_image::error::chain_text(&x))?;
             return Ok(BuilderView::in_place(&m));
         }
         let mut view = BuilderView::new(
@@ -53,7 +53,8 @@ impl TapeoutJob {
         );
         view.set_inside_namespace();
         if self.copy_mode {
-            view.use_copy().map_err(|x| x.to_string())?;
+            view.use_copy()
+                .map_err(|x| shipyard_image::error::chain_text(&x))?;
         }
         Ok(view)
     }
@@ -65,7 +66,7 @@ impl InNamespace for TapeoutJob {
     fn run(&self) -> Result<(), String> {
         let view = self.view()?;
         let explain = super::run(&self.rule, &view, &self.stage, self.final_step)
-            .map_err(|x| x.to_string())?;
+            .map_err(|x| shipyard_image::error::chain_text(&x))?;
         let json: BTreeMap<String, String> = explain
             .into_iter()
             .map(|(p, why)| (p.display().to_string(), why))

@@ -36,7 +36,7 @@ pub enum TapeoutError {
         pattern: String,
         msg: String,
     },
-    #[error("tapeout.{rule}: {path}: {source}")]
+    #[error("tapeout.{rule}: {path}")]
     Io {
         rule: String,
         path: String,

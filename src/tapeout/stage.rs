@@ -42,7 +42,9 @@ pub fn merge_stages(stages: &[PathBuf], into: &Path) -> Result<(), StageError> {
         for e in walkdir::WalkDir::new(s).min_depth(1).sort_by_file_name() {
             let e = e.map_err(|w| StageError::Io {
                 path: w.path().unwrap_or(s).to_path_buf(),
-                source: w.into(),
+                source: w
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("a file system loop")),
             })?;
             let Ok(rel) = e.path().strip_prefix(s) else {
                 continue; // walkdir yields only paths under `s`

@@ -416,3 +416,69 @@ fn each_cause_of_an_error_is_said_once() {
     );
     assert!(err.contains(missing.to_str().unwrap()), "{err}");
 }
+
+/// Each link of `e`'s chain says its own step and leaves its cause to
+/// the next link, and `error_text` (what `main` prints) holds every
+/// link exactly once. Returns that text.
+fn said_once(e: &anyhow::Error) -> String {
+    let links: Vec<String> = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for w in links.windows(2) {
+        assert!(
+            !w[0].contains(&w[1]),
+            "{:?} prints its cause {:?} and returns it as source() too",
+            w[0],
+            w[1]
+        );
+    }
+    let text = shipyard::cli::error_text(e);
+    for l in &links {
+        assert_eq!(text.matches(l.as_str()).count(), 1, "{l:?} in: {text}");
+    }
+    text
+}
+
+#[test]
+fn a_registry_error_says_each_cause_once_down_to_the_refused_connection() {
+    use shipyard_image::registry::{pull, Client, Options};
+    let t = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: the connection is refused at once.
+    let o = Options {
+        retries: 0,
+        ..Options::default()
+    };
+    let client = Client::new("127.0.0.1:1", "127.0.0.1:1", &o).unwrap();
+    let cache = shipyard_image::cache::Cache::at(t.path().join("cache")).unwrap();
+    let err = pull::fetch_manifest(&client, "nothing", "here", &cache).unwrap_err();
+    let err = anyhow::Error::from(err).context("pulling docker://127.0.0.1:1/nothing:here");
+    let text = said_once(&err);
+    assert!(text.starts_with("pulling docker://127.0.0.1:1/nothing:here: GET https://127.0.0.1:1/v2/nothing/manifests/here: gave up after 1 attempt(s): "), "{text}");
+    assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
+}
+
+#[test]
+fn a_corrupt_blob_in_a_layout_read_says_each_cause_once() {
+    use shipyard_image::oci::{image, layout::Layout};
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("l");
+    let layout = Layout::open_or_create(&dir).unwrap();
+    let d = image::write_image(&layout, &image::empty_config(), Vec::new()).unwrap();
+    layout.tag("t", &d).unwrap();
+    let img = image::Image::load(&layout, &d).unwrap();
+    let config = layout.blob_path(&img.config_digest);
+    std::fs::write(&config, b"{}").unwrap();
+    let r =
+        shipyard_image::reference::Reference::parse(&format!("oci:{}:t", dir.display())).unwrap();
+    let err = shipyard_image::transport::open_image(&r, &Default::default()).unwrap_err();
+    let text = said_once(&anyhow::Error::from(err));
+    assert!(
+        text.starts_with(&format!(
+            "reading image {r}: blob {} is corrupt",
+            img.config_digest
+        )),
+        "{text}"
+    );
+}

@@ -6,7 +6,7 @@
 //! (plain, gzip or zstd, detected by magic) and checked against its
 //! diff_id, and a new OCI manifest naming them.
 
-use super::{entry_name, invalid, io_at, read_small, Result};
+use super::{entry_name, invalid, io_at, read_small, ArchiveError, Result};
 use crate::layer::compress::decoder;
 use crate::oci::digest::HashingWriter;
 use crate::oci::image::write_image_raw;
@@ -140,8 +140,11 @@ pub fn import(file: &Path, name: Option<&str>, dest: &Layout) -> Result<Descript
         };
         let mut dec = decoder(open()?, LayerEncoding::Sniff).map_err(io_at(p))?;
         let mut w = HashingWriter::new(std::io::sink());
-        std::io::copy(&mut dec, &mut w)
-            .map_err(|e| invalid(file, format!("layer {lname}: {e}")))?;
+        std::io::copy(&mut dec, &mut w).map_err(|source| ArchiveError::Layer {
+            path: file.to_path_buf(),
+            what: format!("layer {lname}"),
+            source,
+        })?;
         let (_, got, _) = w.finish();
         if got.to_string() != *diff_id {
             return Err(invalid(

@@ -4,7 +4,7 @@
 //! Layers are uncompressed because that is what the format carries (its
 //! config's diff_ids name them); each is checked against its diff_id.
 
-use super::{append_blob, invalid, io_at, Result, TarOut};
+use super::{append_blob, invalid, io_at, ArchiveError, Result, TarOut};
 use crate::layer::compress::decoder;
 use crate::oci::digest::HashingWriter;
 use crate::oci::image::Image;
@@ -46,8 +46,11 @@ pub fn export(layout: &Layout, image: &Image, name: Option<&str>, file: &Path) -
         )
         .map_err(io_at(file))?;
         let mut w = HashingWriter::new(&mut tmp);
-        std::io::copy(&mut dec, &mut w)
-            .map_err(|e| invalid(file, format!("decompressing layer {digest}: {e}")))?;
+        std::io::copy(&mut dec, &mut w).map_err(|source| ArchiveError::Layer {
+            path: file.to_path_buf(),
+            what: format!("decompressing layer {digest}"),
+            source,
+        })?;
         let (_, got, size) = w.finish();
         if got.to_string() != diff_id {
             return Err(invalid(

@@ -22,21 +22,47 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
+/// Why an archive could not be read or written. Each variant names the archive file.
 pub enum ArchiveError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
+    /// The archive (or a temporary file beside it) could not be read or written.
     Io {
+        /// The file.
         path: PathBuf,
+        #[source]
+        /// The system's answer.
+        source: io::Error,
+    },
+    #[error(transparent)]
+    /// The layout imported into or exported from failed.
+    Layout(#[from] LayoutError),
+    #[error("{path}: {reason}")]
+    /// The archive is not what its format says (a missing or malformed
+    /// entry, a layer that does not match its diff_id).
+    Invalid {
+        /// The archive.
+        path: PathBuf,
+        /// What is wrong, for the user.
+        reason: String,
+    },
+    /// A layer in the archive could not be decompressed or copied; the
+    /// io::Error says whether the data or the disk failed.
+    #[error("{path}: {what}")]
+    Layer {
+        /// The archive.
+        path: PathBuf,
+        /// Which layer and what was being done.
+        what: String,
+        /// The failure.
         #[source]
         source: io::Error,
     },
     #[error(transparent)]
-    Layout(#[from] LayoutError),
-    #[error("{path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
-    #[error(transparent)]
+    /// The image in the archive is not a valid image.
     Image(#[from] crate::oci::image::ImageError),
 }
 
+/// Results of this module.
 pub type Result<T> = std::result::Result<T, ArchiveError>;
 
 pub(crate) fn invalid(path: &Path, reason: impl Into<String>) -> ArchiveError {

@@ -9,14 +9,18 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::mpsc;
 
 /// How a layer is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
+    /// Parallel gzip (libdeflate), the default: every runtime reads it.
     Gzip,
+    /// zstd: smaller and faster to decompress, read by newer runtimes only.
     Zstd,
+    /// Uncompressed, for layers that are compressed again later (archives, caches).
     None,
 }
 
 impl Compression {
+    /// The OCI layer media type that says this compression.
     pub fn media_type(self) -> MediaType {
         match self {
             Compression::Gzip => MediaType::ImageLayerGzip,
@@ -54,12 +58,16 @@ fn zstd_encoder<W: Write>(
 
 /// A compressing writer. `finish` must be called to write the trailer.
 pub enum Encoder<W: Write> {
+    /// gzip, one member per MiB compressed in parallel.
     Gzip(super::pgzip::ParallelGzip<W>),
+    /// zstd on the machine's cores (output independent of their number).
     Zstd(zstd::stream::write::Encoder<'static, W>),
+    /// No compression.
     None(W),
 }
 
 impl<W: Write> Encoder<W> {
+    /// Starts compressing into `inner` at `level` (else [`Compression::default_level`]).
     pub fn new(inner: W, c: Compression, level: Option<i32>) -> io::Result<Self> {
         let level = level.unwrap_or(c.default_level());
         Ok(match c {
@@ -78,6 +86,7 @@ impl<W: Write> Encoder<W> {
         })
     }
 
+    /// Writes the trailer and returns the inner writer; without it the stream is truncated.
     pub fn finish(self) -> io::Result<W> {
         match self {
             Encoder::Gzip(e) => e.finish(),

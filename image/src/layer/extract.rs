@@ -18,7 +18,7 @@
 
 use super::read::TarItem;
 use super::resolve::Node;
-use super::LayerError;
+use super::{EntryError, LayerError};
 use crate::layer::from_image::Stacker;
 use crate::oci::image::Image;
 use crate::oci::layout::Layout;
@@ -42,12 +42,16 @@ use std::path::{Path, PathBuf};
 /// What an unpack could not represent on this host.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Shortfalls {
+    /// Entries whose owner this user could not give (recorded beside the tree).
     pub ownership: usize,
+    /// Device nodes a rootless unpack could not create.
     pub devices: usize,
+    /// Extended attributes the filesystem or this user refused.
     pub xattrs: usize,
 }
 
 impl Shortfalls {
+    /// Whether anything was not represented, and so a record must be written beside the tree.
     pub fn any(&self) -> bool {
         self.ownership + self.devices + self.xattrs > 0
     }
@@ -60,13 +64,15 @@ pub struct Extractor {
     stacker: Stacker,
     /// Final (mode, mtime) of directories, applied deepest-first at the end.
     dirs: BTreeMap<RelPath, (u32, i64)>,
+    /// What could not be represented so far.
     pub shortfalls: Shortfalls,
 }
 
-type Res<T> = Result<T, String>;
+type Res<T> = Result<T, EntryError>;
 
-fn errno_msg(what: &str, e: Errno) -> String {
-    format!("{what}: {}", e.desc())
+/// A failed system call, errno kept.
+fn sys_err(what: &str, e: Errno) -> EntryError {
+    EntryError::sys(what, e)
 }
 
 impl Extractor {
@@ -97,10 +103,10 @@ impl Extractor {
         self.stacker.start_layer();
         super::for_each_member(layout, desc, diff_id, |item, data| {
             self.apply_item(item, data)
-                .map_err(|msg| LayerError::Entry {
+                .map_err(|source| LayerError::Entry {
                     layer: digest.clone(),
                     path: item_path(item),
-                    msg,
+                    source,
                 })
         })
     }
@@ -108,13 +114,13 @@ impl Extractor {
     /// Applies one member. Its parent directories are resolved inside the
     /// root (see [`super::resolve`]); on success the item holds the
     /// resolved paths, which is what the manifest records.
-    pub fn apply_item(&mut self, item: &mut TarItem, data: &mut dyn Read) -> Res<()> {
+    pub(crate) fn apply_item(&mut self, item: &mut TarItem, data: &mut dyn Read) -> Res<()> {
         match item {
             TarItem::Skip => {}
             TarItem::Whiteout(p) => {
                 if let Some((at, parent)) = self.open_dir(&p.parent(), false)? {
                     remove_at(&parent, p.name())
-                        .map_err(|e| errno_msg("removing whited-out path", e))?;
+                        .map_err(|e| sys_err("removing whited-out path", e))?;
                     let real = at.join(p.name());
                     self.dirs.retain(|d, _| !d.starts_with(&real));
                     *p = real;
@@ -124,12 +130,11 @@ impl Extractor {
                 let (real, fd) = self
                     .open_dir(dir, true)?
                     .ok_or("opaque marker in a directory that cannot be created")?;
-                let names = list_dir(&fd).map_err(|e| errno_msg("listing opaque directory", e))?;
+                let names = list_dir(&fd).map_err(|e| sys_err("listing opaque directory", e))?;
                 for n in names {
                     let child = real.join(&n);
                     if !self.stacker.in_this_layer(&child) {
-                        remove_at(&fd, &n)
-                            .map_err(|e| errno_msg("clearing opaque directory", e))?;
+                        remove_at(&fd, &n).map_err(|e| sys_err("clearing opaque directory", e))?;
                         self.dirs.retain(|d, _| !d.starts_with(&child));
                     }
                 }
@@ -178,14 +183,14 @@ impl Extractor {
             return Ok(());
         }
         if existing.is_some() {
-            remove_at(parent, &name).map_err(|x| errno_msg("replacing existing path", x))?;
+            remove_at(parent, &name).map_err(|x| sys_err("replacing existing path", x))?;
             self.dirs.retain(|d, _| !d.starts_with(&e.path));
         }
         let mode600 = Mode::from_bits_truncate(0o600);
         match e.kind {
             Kind::Dir => {
                 mkdirat(parent, name.as_slice(), Mode::from_bits_truncate(0o700))
-                    .map_err(|x| errno_msg("mkdir", x))?;
+                    .map_err(|x| sys_err("mkdir", x))?;
                 self.set_owner_at(parent, &name, e)?;
                 self.set_xattrs_at(parent, &name, e)?;
                 self.dirs.insert(e.path.clone(), (e.mode, e.mtime.sec));
@@ -201,14 +206,19 @@ impl Extractor {
                         | OFlag::O_CLOEXEC,
                     mode600,
                 )
-                .map_err(|x| errno_msg("create", x))?;
+                .map_err(|x| sys_err("create", x))?;
                 let mut file = File::from(fd);
                 let mut hashing = crate::oci::digest::HashingWriter::new(&mut file);
-                let n =
-                    io::copy(data, &mut hashing).map_err(|x| format!("writing content: {x}"))?;
+                let n = io::copy(data, &mut hashing).map_err(|source| EntryError::Io {
+                    what: "writing content".into(),
+                    source,
+                })?;
                 let (_, d, _) = hashing.finish();
                 if n != e.size {
-                    return Err(format!("content is {n} bytes, header says {}", e.size));
+                    return Err(EntryError::Refused(format!(
+                        "content is {n} bytes, header says {}",
+                        e.size
+                    )));
                 }
                 e.sha256 = Some(d.to_bytes());
                 if self.privileged {
@@ -226,7 +236,7 @@ impl Extractor {
                 }
                 // After chown, which clears setuid/setgid.
                 fchmod(file.as_fd(), Mode::from_bits_truncate(e.mode))
-                    .map_err(|x| errno_msg("chmod", x))?;
+                    .map_err(|x| sys_err("chmod", x))?;
                 for (k, v) in &e.xattrs {
                     use xattr::FileExt;
                     if let Err(err) = file.set_xattr(std::ffi::OsStr::from_bytes(k), v) {
@@ -235,28 +245,35 @@ impl Extractor {
                 }
                 let t = TimeSpec::new(e.mtime.sec, 0);
                 nix::sys::stat::futimens(file.as_fd(), &t, &t)
-                    .map_err(|x| errno_msg("set mtime", x))?;
+                    .map_err(|x| sys_err("set mtime", x))?;
             }
             Kind::Symlink => {
                 let target = e.link.clone().unwrap_or_default();
                 symlinkat(target.as_slice(), parent, name.as_slice())
-                    .map_err(|x| errno_msg("symlink", x))?;
+                    .map_err(|x| sys_err("symlink", x))?;
                 self.set_owner_at(parent, &name, e)?;
                 self.set_mtime_at(parent, &name, e)?;
             }
             Kind::Hardlink => {
                 let target = RelPath::new(e.link.clone().unwrap_or_default());
-                let (at, tparent) = self
-                    .open_dir(&target.parent(), false)?
-                    .ok_or_else(|| format!("hardlink target {target} does not exist"))?;
+                let (at, tparent) = self.open_dir(&target.parent(), false)?.ok_or_else(|| {
+                    EntryError::Refused(format!("hardlink target {target} does not exist"))
+                })?;
                 let st = nix::sys::stat::fstatat(
                     &tparent,
                     target.name(),
                     nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
                 )
-                .map_err(|_| format!("hardlink target {target} does not exist"))?;
+                .map_err(|e| match e {
+                    Errno::ENOENT => {
+                        EntryError::Refused(format!("hardlink target {target} does not exist"))
+                    }
+                    e => sys_err(&format!("hardlink target {target}"), e),
+                })?;
                 if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
-                    return Err(format!("hardlink target {target} is a directory"));
+                    return Err(EntryError::Refused(format!(
+                        "hardlink target {target} is a directory"
+                    )));
                 }
                 linkat(
                     &tparent,
@@ -265,7 +282,7 @@ impl Extractor {
                     name.as_slice(),
                     nix::fcntl::AtFlags::empty(),
                 )
-                .map_err(|x| errno_msg("link", x))?;
+                .map_err(|x| sys_err("link", x))?;
                 e.link = Some(at.join(target.name()).as_bytes().to_vec());
             }
             Kind::Fifo | Kind::Char | Kind::Block => {
@@ -281,7 +298,7 @@ impl Extractor {
                         self.shortfalls.devices += 1;
                         return Ok(());
                     }
-                    Err(x) => return Err(errno_msg("mknod", x)),
+                    Err(x) => return Err(sys_err("mknod", x)),
                 }
                 self.set_owner_at(parent, &name, e)?;
                 fchmodat(
@@ -290,7 +307,7 @@ impl Extractor {
                     Mode::from_bits_truncate(e.mode),
                     FchmodatFlags::FollowSymlink,
                 )
-                .map_err(|x| errno_msg("chmod", x))?;
+                .map_err(|x| sys_err("chmod", x))?;
                 self.set_mtime_at(parent, &name, e)?;
             }
         }
@@ -324,7 +341,7 @@ impl Extractor {
     fn set_mtime_at(&self, parent: &OwnedFd, name: &[u8], e: &Entry) -> Res<()> {
         let t = TimeSpec::new(e.mtime.sec, 0);
         utimensat(parent, name, &t, &t, UtimensatFlags::NoFollowSymlink)
-            .map_err(|x| errno_msg("set mtime", x))
+            .map_err(|x| sys_err("set mtime", x))
     }
 
     fn set_xattrs_at(&mut self, parent: &OwnedFd, name: &[u8], e: &Entry) -> Res<()> {
@@ -337,7 +354,7 @@ impl Extractor {
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|x| errno_msg("open", x))?;
+        .map_err(|x| sys_err("open", x))?;
         let f = File::from(fd);
         for (k, v) in &e.xattrs {
             use xattr::FileExt;
@@ -356,7 +373,10 @@ impl Extractor {
                 self.shortfalls.xattrs += 1;
                 Ok(())
             }
-            _ => Err(format!("setting xattr {n}: {err}")),
+            _ => Err(EntryError::Io {
+                what: format!("setting xattr {n}"),
+                source: err,
+            }),
         }
     }
 
@@ -382,7 +402,7 @@ impl Extractor {
     /// Applies the deferred directory modes and mtimes (deepest first) and
     /// returns the manifest of everything applied: what the image holds,
     /// including what this host could not represent.
-    pub fn finish(mut self) -> Result<(Manifest, Shortfalls), String> {
+    pub fn finish(mut self) -> Result<(Manifest, Shortfalls), EntryError> {
         let dirs = std::mem::take(&mut self.dirs);
         for (p, (mode, mtime)) in dirs.iter().rev() {
             let Ok(fd) = open_beneath(&self.root, p.as_bytes(), OFlag::O_RDONLY) else {
@@ -390,9 +410,9 @@ impl Extractor {
             };
             let t = TimeSpec::new(*mtime, 0);
             fchmod(&fd, Mode::from_bits_truncate(*mode))
-                .map_err(|e| format!("{p}: chmod: {}", e.desc()))?;
+                .map_err(|e| sys_err(&format!("{p}: chmod"), e))?;
             nix::sys::stat::futimens(&fd, &t, &t)
-                .map_err(|e| format!("{p}: set mtime: {}", e.desc()))?;
+                .map_err(|e| sys_err(&format!("{p}: set mtime"), e))?;
         }
         Ok((self.stacker.manifest, self.shortfalls))
     }
@@ -457,9 +477,10 @@ struct DiskTree<'a> {
 
 impl super::resolve::Tree for DiskTree<'_> {
     type Dir = OwnedFd;
+    type Error = EntryError;
 
     fn root(&mut self) -> Res<OwnedFd> {
-        open_beneath(self.root, b".", OFlag::O_PATH).map_err(|e| errno_msg("opening the root", e))
+        open_beneath(self.root, b".", OFlag::O_PATH).map_err(|e| sys_err("opening the root", e))
     }
 
     fn lookup(&mut self, dir: &OwnedFd, at: &RelPath, name: &[u8]) -> Res<Node> {
@@ -467,14 +488,14 @@ impl super::resolve::Tree for DiskTree<'_> {
         {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Ok(Node::Missing),
-            Err(e) => return Err(errno_msg(&format!("looking at {}", at.join(name)), e)),
+            Err(e) => return Err(sys_err(&format!("looking at {}", at.join(name)), e)),
         };
         Ok(
             match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
                 SFlag::S_IFDIR => Node::Dir,
                 SFlag::S_IFLNK => {
                     let t = nix::fcntl::readlinkat(dir, name)
-                        .map_err(|e| errno_msg(&format!("reading symlink {}", at.join(name)), e))?;
+                        .map_err(|e| sys_err(&format!("reading symlink {}", at.join(name)), e))?;
                     Node::Symlink(t.as_bytes().to_vec())
                 }
                 _ => Node::Other,
@@ -490,7 +511,7 @@ impl super::resolve::Tree for DiskTree<'_> {
                     self.created.insert(here.clone(), (0o755, 0));
                 }
                 Err(Errno::EEXIST) => {}
-                Err(e) => return Err(errno_msg(&format!("creating {here}"), e)),
+                Err(e) => return Err(sys_err(&format!("creating {here}"), e)),
             }
         }
         open_beneath(dir, name, OFlag::O_PATH).map_err(|e| resolve_msg(&here, e))
@@ -506,12 +527,16 @@ fn item_path(item: &TarItem) -> String {
     }
 }
 
-fn resolve_msg(dir: &RelPath, e: Errno) -> String {
+/// What a failed `open_beneath` means for the walk: the refusals the
+/// resolve flags cause are said as such; anything else keeps its errno.
+fn resolve_msg(dir: &RelPath, e: Errno) -> EntryError {
     match e {
-        Errno::ELOOP => format!("{dir} changed into a symlink while the layer was applied"),
-        Errno::EXDEV => format!("{dir} resolves outside the root"),
-        Errno::ENOTDIR => format!("{dir} is not a directory"),
-        e => errno_msg(&format!("opening {dir}"), e),
+        Errno::ELOOP => EntryError::Refused(format!(
+            "{dir} changed into a symlink while the layer was applied"
+        )),
+        Errno::EXDEV => EntryError::Refused(format!("{dir} resolves outside the root")),
+        Errno::ENOTDIR => EntryError::Refused(format!("{dir} is not a directory")),
+        e => sys_err(&format!("opening {dir}"), e),
     }
 }
 
@@ -561,18 +586,42 @@ fn remove_at(parent: &OwnedFd, name: &[u8]) -> Result<(), Errno> {
     unlinkat(parent, name, UnlinkatFlags::RemoveDir)
 }
 
+/// Why [`unpack`] failed: a layer (which names its digest and member), or
+/// the destination.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
+    /// A layer could not be read or applied.
     #[error(transparent)]
     Layer(#[from] LayerError),
-    #[error("{path}: {msg}")]
-    Dest { path: PathBuf, msg: String },
+    /// The destination holds files already; unpacking never merges.
+    #[error("{0}: destination exists and is not empty; choose a new directory")]
+    NotEmpty(PathBuf),
+    /// Preparing, finishing or renaming the destination failed.
+    #[error("{path}")]
+    Dest {
+        /// The destination directory.
+        path: PathBuf,
+        /// The system's answer (errno kept).
+        #[source]
+        source: io::Error,
+    },
+    /// The deferred directory modes and mtimes could not be applied.
+    #[error("{path}: finishing the tree")]
+    Finish {
+        /// The destination directory.
+        path: PathBuf,
+        /// Which directory and why.
+        #[source]
+        source: EntryError,
+    },
 }
 
 /// What [`unpack`] did.
 #[derive(Debug)]
 pub struct UnpackReport {
+    /// Everything the image holds, including what the tree could not represent.
     pub manifest: Manifest,
+    /// What the tree could not represent.
     pub shortfalls: Shortfalls,
     /// Where the record of unrepresentable metadata was written, if needed.
     pub record: Option<PathBuf>,
@@ -591,39 +640,39 @@ pub fn unpack_layers(
     layers: &[(oci_spec::image::Descriptor, String)],
     dest: &Path,
 ) -> Result<UnpackReport, UnpackError> {
-    let derr = |msg: String| UnpackError::Dest {
+    let derr = |source: io::Error| UnpackError::Dest {
         path: dest.to_path_buf(),
-        msg,
+        source,
     };
     if let Ok(mut rd) = std::fs::read_dir(dest) {
         if rd.next().is_some() {
-            return Err(derr(
-                "destination exists and is not empty; choose a new directory".into(),
-            ));
+            return Err(UnpackError::NotEmpty(dest.to_path_buf()));
         }
     }
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent).map_err(|e| derr(e.to_string()))?;
+    std::fs::create_dir_all(&parent).map_err(derr)?;
     let tmp = tempfile::Builder::new()
         .prefix(".shipyard-unpack-")
         .tempdir_in(&parent)
-        .map_err(|e| derr(e.to_string()))?;
-    let mut ex = Extractor::new(tmp.path()).map_err(|e| derr(e.to_string()))?;
+        .map_err(derr)?;
+    let mut ex = Extractor::new(tmp.path()).map_err(derr)?;
     for (desc, diff_id) in layers {
         ex.apply_layer(layout, desc, diff_id)?;
     }
-    let (manifest, shortfalls) = ex.finish().map_err(derr)?;
+    let (manifest, shortfalls) = ex.finish().map_err(|source| UnpackError::Finish {
+        path: dest.to_path_buf(),
+        source,
+    })?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| derr(e.to_string()))?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).map_err(derr)?;
     let _ = std::fs::remove_dir(dest);
     let record_path = crate::rootfs::walk::ownership_record_path(dest);
     let record = if shortfalls.any() {
-        let mut f = std::fs::File::create(&record_path).map_err(|e| derr(e.to_string()))?;
-        manifest.write_to(&mut f).map_err(|e| derr(e.to_string()))?;
+        let mut f = std::fs::File::create(&record_path).map_err(derr)?;
+        manifest.write_to(&mut f).map_err(derr)?;
         Some(record_path)
     } else {
         let _ = std::fs::remove_file(&record_path);
@@ -632,7 +681,7 @@ pub fn unpack_layers(
     let kept = tmp.keep();
     std::fs::rename(&kept, dest).map_err(|e| {
         let _ = std::fs::remove_dir_all(&kept);
-        derr(e.to_string())
+        derr(e)
     })?;
     Ok(UnpackReport {
         manifest,
@@ -644,6 +693,23 @@ pub fn unpack_layers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A caller deciding what to tell the user (a full disk, a permission
+    /// problem, a name too long for this filesystem) gets the errno, and
+    /// the chain says the operation and the system's answer once each.
+    #[test]
+    fn a_failed_system_call_keeps_its_errno() {
+        let t = tempfile::tempdir().unwrap();
+        let mut ex = Extractor::new(t.path()).unwrap();
+        let mut e = Entry::new(RelPath::new(vec![b'a'; 300]), Kind::File);
+        e.mode = 0o644;
+        let mut item = TarItem::Entry(e);
+        let err = ex.apply_item(&mut item, &mut io::empty()).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG), "{err:?}");
+        let text = crate::error::chain_text(&err);
+        assert!(text.starts_with("create: "), "{text}");
+        assert_eq!(text.matches("too long").count(), 1, "{text}");
+    }
 
     #[test]
     fn component_walk_never_follows_a_symlink() {

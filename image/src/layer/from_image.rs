@@ -15,26 +15,19 @@ use std::collections::HashSet;
 /// Shared by [`manifest_of_image`] and the extractor, so what shipyard
 /// unpacks and what it says an image holds are the same thing.
 #[derive(Default)]
-pub struct Stacker {
+pub(crate) struct Stacker {
     pub manifest: Manifest,
     this_layer: HashSet<RelPath>,
 }
 
 impl Stacker {
-    pub fn new(base: Manifest) -> Self {
-        Self {
-            manifest: base,
-            this_layer: HashSet::new(),
-        }
-    }
-
-    pub fn start_layer(&mut self) {
+    pub(crate) fn start_layer(&mut self) {
         self.this_layer.clear();
     }
 
     /// Whether `p` was written by the current layer (opaque markers spare
     /// those).
-    pub fn in_this_layer(&self, p: &RelPath) -> bool {
+    pub(crate) fn in_this_layer(&self, p: &RelPath) -> bool {
         self.this_layer.contains(p)
     }
 

@@ -12,24 +12,35 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
+/// Why a tree could not be written as a layer.
 pub enum GenerateError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
+    /// A file or directory of the tree could not be read.
     Io {
+        /// The path on disk.
         path: PathBuf,
         #[source]
+        /// The system's answer.
         source: io::Error,
     },
     #[error("{path}: file changed while it was being archived (expected {expected} bytes, read {actual}); re-run once nothing writes to the tree")]
+    /// A file's size changed between the walk and the archiving: the layer
+    /// would not match the manifest, so it is refused.
     Changed {
+        /// The file.
         path: PathBuf,
+        /// The size the walk saw.
         expected: u64,
+        /// The bytes read.
         actual: u64,
     },
     #[error(
         "{0}: names starting with .wh. are whiteouts in a layer and cannot be stored as files"
     )]
+    /// A file named `.wh.*`, which a layer reader would take for a whiteout.
     ReservedName(RelPath),
-    #[error("writing layer: {0}")]
+    #[error("writing layer")]
+    /// The compressed output (the blob being written) failed.
     Write(#[source] io::Error),
 }
 

@@ -7,7 +7,7 @@ pub mod compress;
 pub mod extract;
 pub mod from_image;
 pub mod generate;
-pub mod pgzip;
+pub(crate) mod pgzip;
 pub mod read;
 pub mod resolve;
 
@@ -22,30 +22,119 @@ use read::TarItem;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 
+/// Why a layer could not be written, read or applied. Each variant that
+/// is about one layer names its digest, so a user can find the blob.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
+    /// The layout holding the layer failed (a missing or corrupt blob...).
     #[error(transparent)]
     Layout(#[from] LayoutError),
+    /// The tree being archived could not be read.
     #[error(transparent)]
     Generate(#[from] GenerateError),
-    #[error("layer {layer}: {msg}")]
-    Corrupt { layer: Digest, msg: String },
-    #[error("layer {layer}: entry {path:?}: {msg}")]
-    Entry {
+    /// The stream does not decompress or is not a tar.
+    #[error("layer {layer}: cannot read the layer stream")]
+    Corrupt {
+        /// The layer's digest.
         layer: Digest,
+        /// What the decoder or tar reader said.
+        #[source]
+        source: io::Error,
+    },
+    /// One member was refused or could not be applied.
+    #[error("layer {layer}: entry {path:?}")]
+    Entry {
+        /// The layer's digest.
+        layer: Digest,
+        /// The member as the layer names it.
         path: String,
-        msg: String,
+        /// Why; an [`EntryError::Io`] keeps the errno.
+        #[source]
+        source: EntryError,
     },
     #[error("layer {layer}: uncompressed content hashes to {actual}, but the image config says {expected} (diff_id)")]
+    /// The uncompressed stream does not hash to the diff_id the config
+    /// gives: the layer is not the one the image was built with.
     DiffId {
+        /// The layer's digest.
         layer: Digest,
+        /// The diff_id the config gives.
         expected: String,
+        /// What the uncompressed stream hashes to.
         actual: Digest,
     },
     #[error("layer {layer} has media type {media_type:?}, which is not a layer shipyard can apply (an OCI or Docker tar, tar+gzip or tar+zstd layer); the image needs a tool that knows this type")]
-    MediaType { layer: Digest, media_type: String },
-    #[error("{0}")]
+    /// A media type that is not a layer shipyard can read; refused rather
+    /// than guessed at.
+    MediaType {
+        /// The layer's digest.
+        layer: Digest,
+        /// Its media type.
+        media_type: String,
+    },
+    /// Reading or writing a blob failed.
+    #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// Why one member of a layer was refused or could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// The member is malformed or unsafe (an absolute path, `..`, an id
+    /// Linux cannot hold, an unsupported type...): the layer is at fault,
+    /// and the message says how.
+    #[error("{0}")]
+    Refused(String),
+    /// Its path cannot name a place inside the root.
+    #[error(transparent)]
+    Path(#[from] read::PathError),
+    /// A hardlink's target cannot name a place inside the root.
+    #[error("hardlink target escapes the root")]
+    HardlinkTarget(#[source] read::PathError),
+    /// Its parent path has no place inside the root.
+    #[error(transparent)]
+    Resolve(#[from] resolve::ResolveError),
+    /// An operation on the tree failed. The source is the `io::Error` with
+    /// the errno (`raw_os_error`), so a caller can tell a full disk from a
+    /// permission problem.
+    #[error("{what}")]
+    Io {
+        /// What was being done ("mkdir", "writing content"...).
+        what: String,
+        /// The system's answer.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl EntryError {
+    /// An [`EntryError::Io`] for a failed system call.
+    pub(crate) fn sys(what: impl Into<String>, e: nix::errno::Errno) -> Self {
+        EntryError::Io {
+            what: what.into(),
+            source: e.into(),
+        }
+    }
+
+    /// The errno of a failed operation, if that is what this is.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            EntryError::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+impl From<String> for EntryError {
+    fn from(msg: String) -> Self {
+        EntryError::Refused(msg)
+    }
+}
+
+impl From<&str> for EntryError {
+    fn from(msg: &str) -> Self {
+        EntryError::Refused(msg.to_string())
+    }
 }
 
 /// The layer media types of OCI and Docker (distributable or not), and
@@ -82,7 +171,9 @@ pub fn layer_encoding(
 /// A layer written into a layout.
 #[derive(Debug, Clone)]
 pub struct LayerOutput {
+    /// The blob: media type (from the compression), digest and size.
     pub descriptor: Descriptor,
+    /// The digest of the uncompressed tar, for the config's `rootfs.diff_ids`.
     pub diff_id: Digest,
     /// Uncompressed size.
     pub tar_size: u64,
@@ -174,25 +265,28 @@ fn stream_members(
     digest: &Digest,
     f: &mut impl FnMut(&mut TarItem, &mut dyn Read) -> Result<(), LayerError>,
 ) -> Result<Digest, LayerError> {
-    let corrupt = |e: io::Error| LayerError::Corrupt {
+    let corrupt = |source: io::Error| LayerError::Corrupt {
         layer: digest.clone(),
-        msg: format!("cannot read the layer stream: {e}"),
+        source,
     };
     let dec = compress::decoder(blob, encoding).map_err(corrupt)?;
     let mut archive = tar::Archive::new(read::HeaderGuard::new(HashingReader::new(dec)));
     for member in archive.entries().map_err(corrupt)? {
         let mut member = member.map_err(corrupt)?;
         let path = String::from_utf8_lossy(&member.path_bytes()).into_owned();
-        let mut item = read::classify(&mut member).map_err(|msg| LayerError::Entry {
+        let mut item = read::classify(&mut member).map_err(|source| LayerError::Entry {
             layer: digest.clone(),
             path: path.clone(),
-            msg,
+            source,
         })?;
         f(&mut item, &mut member).map_err(|e| match e {
-            LayerError::Io(io) => LayerError::Entry {
+            LayerError::Io(source) => LayerError::Entry {
                 layer: digest.clone(),
                 path: path.clone(),
-                msg: io.to_string(),
+                source: EntryError::Io {
+                    what: "reading its content".into(),
+                    source,
+                },
             },
             other => other,
         })?;

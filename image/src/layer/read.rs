@@ -3,19 +3,20 @@
 //! validating paths. Both the extractor and the image-manifest reader use
 //! it, so they cannot disagree about what a layer means.
 
+use super::EntryError;
 use crate::rootfs::entry::{Entry, Kind, Mtime, RelPath};
-use std::io::Read;
+use std::io::{self, Read};
 
 /// The largest PAX record, GNU long name or GNU long link accepted. The
 /// tar crate reads each of these whole into memory before the member they
 /// describe, so without a bound one small compressed layer can claim
 /// gigabytes. Real names and xattrs are far below this.
-pub const MAX_EXTENSION: u64 = 1 << 20;
+pub(crate) const MAX_EXTENSION: u64 = 1 << 20;
 
 /// The longest symlink or hardlink target accepted: Linux cannot create a
 /// longer one (PATH_MAX), so no real image holds one, and the bound keeps
 /// resolving paths through symlinks cheap.
-pub const MAX_LINK_TARGET: usize = 4095;
+pub(crate) const MAX_LINK_TARGET: usize = 4095;
 
 const BLOCK: usize = 512;
 
@@ -31,7 +32,7 @@ const BLOCK: usize = 512;
 /// size (or the `size` of a preceding PAX record, as the crate applies
 /// it) rounded up to 512 bytes. After the end-of-archive block everything
 /// passes through untouched.
-pub struct HeaderGuard<R> {
+pub(crate) struct HeaderGuard<R> {
     inner: R,
     state: GuardState,
     /// The `size` record of the PAX header that describes the next member.
@@ -202,6 +203,7 @@ impl<R: Read> Read for HeaderGuard<R> {
 /// What one tar member says.
 #[derive(Debug, Clone)]
 pub enum TarItem {
+    /// A file, directory, link or device to create (its path normalized).
     Entry(Entry),
     /// `.wh.NAME`: delete this path from lower layers.
     Whiteout(RelPath),
@@ -212,21 +214,35 @@ pub enum TarItem {
     Skip,
 }
 
+/// Why an archive path cannot name a place inside the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// It starts with `/`.
+    #[error("absolute path")]
+    Absolute,
+    /// No Linux path holds a NUL.
+    #[error("path contains a NUL byte")]
+    Nul,
+    /// A `..` component could climb out.
+    #[error("path contains '..'")]
+    DotDot,
+}
+
 /// Turns an archive path into a [`RelPath`], rejecting anything that could
 /// name a location outside the root: absolute paths and `..` components.
 /// `./` prefixes, repeated and trailing slashes are dropped.
-pub fn normalize_path(raw: &[u8]) -> Result<RelPath, String> {
+pub fn normalize_path(raw: &[u8]) -> Result<RelPath, PathError> {
     if raw.starts_with(b"/") {
-        return Err("absolute path".into());
+        return Err(PathError::Absolute);
     }
     if raw.contains(&0) {
-        return Err("path contains a NUL byte".into());
+        return Err(PathError::Nul);
     }
     let mut out: Vec<u8> = Vec::with_capacity(raw.len());
     for c in raw.split(|b| *b == b'/') {
         match c {
             b"" | b"." => continue,
-            b".." => return Err("path contains '..'".into()),
+            b".." => return Err(PathError::DotDot),
             _ => {
                 if !out.is_empty() {
                     out.push(b'/');
@@ -240,7 +256,7 @@ pub fn normalize_path(raw: &[u8]) -> Result<RelPath, String> {
 
 /// Classifies one tar member. Errors are short phrases; the caller adds the
 /// layer digest and the member's path.
-pub fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, String> {
+pub(crate) fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, EntryError> {
     let header = entry.header();
     let et = header.entry_type();
     if et == tar::EntryType::XGlobalHeader {
@@ -274,10 +290,10 @@ pub fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, Strin
         tar::EntryType::Block => Kind::Block,
         tar::EntryType::Fifo => Kind::Fifo,
         other => {
-            return Err(format!(
+            return Err(EntryError::Refused(format!(
                 "unsupported tar entry type {:?}",
                 other.as_byte() as char
-            ))
+            )))
         }
     };
     if path.is_root() && kind != Kind::Dir {
@@ -285,12 +301,13 @@ pub fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, Strin
     }
     let mut e = Entry::new(path, kind);
     let h = entry.header();
-    e.mode = h.mode().map_err(|x| x.to_string())? & 0o7777;
-    e.uid = id_in_range("uid", h.uid().map_err(|x| x.to_string())?)?;
-    e.gid = id_in_range("gid", h.gid().map_err(|x| x.to_string())?)?;
-    let mtime = h.mtime().map_err(|x| x.to_string())?;
+    e.mode = h.mode().map_err(bad_header("mode"))? & 0o7777;
+    e.uid = id_in_range("uid", h.uid().map_err(bad_header("uid"))?)?;
+    e.gid = id_in_range("gid", h.gid().map_err(bad_header("gid"))?)?;
+    let mtime = h.mtime().map_err(bad_header("mtime"))?;
     e.mtime = Mtime {
-        sec: i64::try_from(mtime).map_err(|_| format!("mtime {mtime} is out of range"))?,
+        sec: i64::try_from(mtime)
+            .map_err(|_| EntryError::Refused(format!("mtime {mtime} is out of range")))?,
         nsec: None,
     };
     if kind == Kind::File {
@@ -310,23 +327,26 @@ pub fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, Strin
             return Err("link with an empty target".into());
         }
         if target.len() > MAX_LINK_TARGET {
-            return Err(format!(
+            return Err(EntryError::Refused(format!(
                 "link target of {} bytes is longer than the {MAX_LINK_TARGET} a Linux path can hold",
                 target.len()
-            ));
+            )));
         }
         e.link = Some(if kind == Kind::Hardlink {
             normalize_path(&target)
-                .map_err(|m| format!("hardlink target escapes the root ({m})"))?
+                .map_err(EntryError::HardlinkTarget)?
                 .as_bytes()
                 .to_vec()
         } else {
             target
         });
     }
-    if let Some(exts) = entry.pax_extensions().map_err(|x| x.to_string())? {
+    if let Some(exts) = entry
+        .pax_extensions()
+        .map_err(bad_header("PAX extensions"))?
+    {
         for ext in exts {
-            let ext = ext.map_err(|x| x.to_string())?;
+            let ext = ext.map_err(bad_header("a PAX record"))?;
             let key = ext.key_bytes();
             let val = ext.value_bytes();
             let text = || String::from_utf8_lossy(val).into_owned();
@@ -338,7 +358,9 @@ pub fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, Strin
                 let id = Some(val)
                     .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
                     .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
-                    .ok_or_else(|| format!("PAX {what} {:?} is not a number", text()))?;
+                    .ok_or_else(|| {
+                        EntryError::Refused(format!("PAX {what} {:?} is not a number", text()))
+                    })?;
                 let id = id_in_range(what, id)?;
                 if what == "uid" {
                     e.uid = id;
@@ -350,27 +372,37 @@ pub fn classify<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarItem, Strin
                 e.mtime.sec = std::str::from_utf8(val)
                     .ok()
                     .and_then(|s| s.split('.').next()?.parse::<i64>().ok())
-                    .ok_or_else(|| format!("PAX mtime {:?} is not a time", text()))?;
+                    .ok_or_else(|| {
+                        EntryError::Refused(format!("PAX mtime {:?} is not a time", text()))
+                    })?;
             } else if key.starts_with(b"GNU.sparse.") {
-                return Err(
+                return Err(EntryError::Refused(
                     "sparse member (PAX GNU.sparse records): shipyard does not accept sparse files in layers"
                         .into(),
-                );
+                ));
             }
         }
     }
     Ok(TarItem::Entry(e))
 }
 
+/// A header field tar could not parse, with tar's own complaint kept.
+fn bad_header(field: &'static str) -> impl Fn(io::Error) -> EntryError {
+    move |source| EntryError::Io {
+        what: format!("reading the header's {field}"),
+        source,
+    }
+}
+
 /// Refuses ids Linux cannot represent: uid_t is 32 bits and
 /// 4294967295 is `(uid_t)-1`, which chown reads as "leave unchanged".
 /// Truncating instead would turn 4294967296 into root.
-fn id_in_range(what: &str, id: u64) -> Result<u64, String> {
+fn id_in_range(what: &str, id: u64) -> Result<u64, EntryError> {
     if id >= u32::MAX as u64 {
-        return Err(format!(
+        return Err(EntryError::Refused(format!(
             "{what} {id} is out of range (a Linux id is below {})",
             u32::MAX
-        ));
+        )));
     }
     Ok(id)
 }

@@ -6,7 +6,7 @@
 //! `usr/lib/x.so`, however the link is spelled. The last component is
 //! never followed: a member replaces whatever is at its own name.
 //!
-//! The walk is written once over [`Tree`], so the extractor (on disk) and
+//! The walk is written once over a `Tree`, so the extractor (on disk) and
 //! the image-manifest reader (on a manifest) cannot disagree about where
 //! a member lands. It yields the resolved path, which is what the
 //! manifest records. On disk, each step opens one component that the
@@ -21,21 +21,44 @@ use crate::rootfs::manifest::Manifest;
 pub const MAX_LINKS: usize = 40;
 
 /// What a name in a directory is, without following it.
-pub enum Node {
+pub(crate) enum Node {
+    /// Nothing by that name.
     Missing,
+    /// A directory, to enter.
     Dir,
+    /// A symlink and its target, to follow.
     Symlink(Vec<u8>),
     /// Anything that cannot hold entries (a file, a device...).
     Other,
 }
 
+/// Why a path has no place inside the root: the walk's own refusals.
+/// The tree walked adds its own failures (a system call on disk, see
+/// [`super::EntryError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// More than [`MAX_LINKS`] symlinks on the way: a loop, most likely.
+    #[error("{path}: too many levels of symlinks (more than {MAX_LINKS}; a symlink loop?)")]
+    TooManyLinks {
+        /// The path being resolved.
+        path: RelPath,
+    },
+    /// A component on the way is neither a directory nor a symlink.
+    #[error("{0} is not a directory")]
+    NotADirectory(RelPath),
+}
+
 /// A tree a path can be resolved in.
-pub trait Tree {
+pub(crate) trait Tree {
     /// A handle on a directory already reached.
     type Dir;
-    fn root(&mut self) -> Result<Self::Dir, String>;
+    /// What a step can fail with; the walk's own refusals convert into it.
+    type Error: From<ResolveError>;
+    /// A handle on the root, where the walk starts and absolute symlinks
+    /// start again.
+    fn root(&mut self) -> Result<Self::Dir, Self::Error>;
     /// What `name` in `dir` (which is at `at`) is.
-    fn lookup(&mut self, dir: &Self::Dir, at: &RelPath, name: &[u8]) -> Result<Node, String>;
+    fn lookup(&mut self, dir: &Self::Dir, at: &RelPath, name: &[u8]) -> Result<Node, Self::Error>;
     /// Opens the directory `name` in `dir`, creating it first when
     /// `create` (it was found missing).
     fn enter(
@@ -44,19 +67,20 @@ pub trait Tree {
         at: &RelPath,
         name: &[u8],
         create: bool,
-    ) -> Result<Self::Dir, String>;
+    ) -> Result<Self::Dir, Self::Error>;
 }
 
 /// Resolves the directory `path` in `tree`, following every symlink on
 /// the way, clamped at the root. Missing directories are created when
 /// `create`, otherwise the answer is `None`. Returns the resolved path
 /// (no symlink in it) and a handle on it.
-pub fn resolve_dir<T: Tree>(
+pub(crate) fn resolve_dir<T: Tree>(
     tree: &mut T,
     path: &RelPath,
     create: bool,
-) -> Result<Option<(RelPath, T::Dir)>, String> {
-    let mut dirs = vec![tree.root()?];
+) -> Result<Option<(RelPath, T::Dir)>, T::Error> {
+    let root = tree.root()?;
+    let mut dirs = vec![];
     let mut at = RelPath::default();
     // Components still to walk, the next one last.
     let mut todo: Vec<Vec<u8>> = path.components().map(<[u8]>::to_vec).collect();
@@ -66,28 +90,22 @@ pub fn resolve_dir<T: Tree>(
         match c.as_slice() {
             b"" | b"." => continue,
             b".." => {
-                if dirs.len() > 1 {
-                    dirs.pop();
+                if dirs.pop().is_some() {
                     at = at.parent();
                 }
                 continue;
             }
             _ => {}
         }
-        let Some(dir) = dirs.last() else {
-            // Invariant: the root is never popped.
-            return Err("internal error: lost the root while resolving".into());
-        };
+        let dir = dirs.last().unwrap_or(&root);
         match tree.lookup(dir, &at, &c)? {
             Node::Symlink(target) => {
                 links += 1;
                 if links > MAX_LINKS {
-                    return Err(format!(
-                        "{path}: too many levels of symlinks (more than {MAX_LINKS}; a symlink loop?)"
-                    ));
+                    return Err(ResolveError::TooManyLinks { path: path.clone() }.into());
                 }
                 if target.starts_with(b"/") {
-                    dirs.truncate(1);
+                    dirs.clear();
                     at = RelPath::default();
                 }
                 todo.extend(target.split(|b| *b == b'/').rev().map(<[u8]>::to_vec));
@@ -103,18 +121,15 @@ pub fn resolve_dir<T: Tree>(
                 at = at.join(&c);
             }
             Node::Missing => return Ok(None),
-            Node::Other => return Err(format!("{} is not a directory", at.join(&c))),
+            Node::Other => return Err(ResolveError::NotADirectory(at.join(&c)).into()),
         }
     }
-    match dirs.pop() {
-        Some(d) => Ok(Some((at, d))),
-        None => Err("internal error: lost the root while resolving".into()),
-    }
+    Ok(Some((at, dirs.pop().unwrap_or(root))))
 }
 
 /// Where a member named `path` lands: its parent resolved (missing
 /// directories counted as created), its own name kept.
-pub fn resolve_member<T: Tree>(tree: &mut T, path: &RelPath) -> Result<RelPath, String> {
+pub(crate) fn resolve_member<T: Tree>(tree: &mut T, path: &RelPath) -> Result<RelPath, T::Error> {
     let parent = path.parent();
     match resolve_dir(tree, &parent, true)? {
         Some((p, _)) => Ok(p.join(path.name())),
@@ -124,14 +139,15 @@ pub fn resolve_member<T: Tree>(tree: &mut T, path: &RelPath) -> Result<RelPath, 
 
 /// A manifest as a tree: what an image holds, read without unpacking.
 /// Missing directories are never created; the caller adds them.
-pub struct ManifestTree<'a>(pub &'a Manifest);
+pub(crate) struct ManifestTree<'a>(pub &'a Manifest);
 
 impl Tree for ManifestTree<'_> {
     type Dir = ();
-    fn root(&mut self) -> Result<(), String> {
+    type Error = ResolveError;
+    fn root(&mut self) -> Result<(), ResolveError> {
         Ok(())
     }
-    fn lookup(&mut self, _: &(), at: &RelPath, name: &[u8]) -> Result<Node, String> {
+    fn lookup(&mut self, _: &(), at: &RelPath, name: &[u8]) -> Result<Node, ResolveError> {
         Ok(match self.0.get(&at.join(name)) {
             None => Node::Missing,
             Some(e) => match e.kind {
@@ -141,7 +157,7 @@ impl Tree for ManifestTree<'_> {
             },
         })
     }
-    fn enter(&mut self, _: &(), _: &RelPath, _: &[u8], _: bool) -> Result<(), String> {
+    fn enter(&mut self, _: &(), _: &RelPath, _: &[u8], _: bool) -> Result<(), ResolveError> {
         Ok(())
     }
 }
@@ -149,7 +165,7 @@ impl Tree for ManifestTree<'_> {
 /// [`resolve_member`] in a manifest, with the common case (the parent is
 /// a directory the manifest holds, so no symlink is above it: a manifest
 /// never holds entries beneath a symlink) answered by one lookup.
-pub fn resolve_in_manifest(m: &Manifest, path: &RelPath) -> Result<RelPath, String> {
+pub(crate) fn resolve_in_manifest(m: &Manifest, path: &RelPath) -> Result<RelPath, ResolveError> {
     let parent = path.parent();
     if parent.is_root() || m.get(&parent).is_some_and(|e| e.kind == Kind::Dir) {
         return Ok(path.clone());
@@ -158,7 +174,10 @@ pub fn resolve_in_manifest(m: &Manifest, path: &RelPath) -> Result<RelPath, Stri
 }
 
 /// [`resolve_dir`] of a whole directory path in a manifest.
-pub fn resolve_dir_in_manifest(m: &Manifest, dir: &RelPath) -> Result<RelPath, String> {
+pub(crate) fn resolve_dir_in_manifest(
+    m: &Manifest,
+    dir: &RelPath,
+) -> Result<RelPath, ResolveError> {
     if dir.is_root() || m.get(dir).is_some_and(|e| e.kind == Kind::Dir) {
         return Ok(dir.clone());
     }
@@ -192,6 +211,7 @@ mod tests {
     fn r(m: &Manifest, p: &str) -> Result<String, String> {
         resolve_in_manifest(m, &RelPath::new(p.as_bytes().to_vec()))
             .map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned())
+            .map_err(|e| e.to_string())
     }
 
     #[test]

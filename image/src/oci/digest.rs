@@ -18,6 +18,8 @@ pub struct Digest {
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid digest {input:?}: expected sha256:<64 lowercase hex digits>")]
+/// A digest string that is not `sha256:` and 64 lowercase hex digits; the
+/// only algorithm shipyard writes and accepts.
 pub struct DigestParseError {
     input: String,
 }
@@ -85,7 +87,7 @@ impl fmt::Debug for Digest {
 }
 
 /// A writer that hashes and counts everything written through it.
-pub struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     count: u64,
@@ -110,10 +112,6 @@ impl<W: Write> HashingWriter<W> {
     pub fn count(&self) -> u64 {
         self.count
     }
-
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
-    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -129,7 +127,7 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// A reader that hashes and counts everything read through it.
-pub struct HashingReader<R> {
+pub(crate) struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     count: u64,

@@ -10,38 +10,67 @@ use oci_spec::image::{
 };
 
 #[derive(Debug, thiserror::Error)]
+/// Why an image could not be loaded, selected or written.
 pub enum ImageError {
     #[error(transparent)]
+    /// The layout holding it failed (a missing or corrupt blob...).
     Layout(#[from] LayoutError),
-    #[error("{what} {digest}: invalid JSON: {source}")]
+    #[error("{what} {digest}: invalid JSON")]
+    /// A manifest, index or config blob is not valid JSON of its type.
     Json {
+        /// Which document ("manifest", "config"...).
         what: &'static str,
+        /// Its digest.
         digest: Digest,
         #[source]
+        /// The parser's complaint.
         source: serde_json::Error,
     },
     #[error("index {digest} has no manifest for {platform}; available: {available}")]
+    /// An index offers no manifest for the platform asked for.
     NoPlatform {
+        /// The index's digest.
         digest: Digest,
+        /// The platform asked for.
         platform: String,
+        /// The platforms it offers, for the message.
         available: String,
     },
     #[error("{digest} has media type {media_type}, which is not an image manifest or index")]
-    NotAnImage { digest: Digest, media_type: String },
+    /// A descriptor names something else than an image (an artifact, a
+    /// layer).
+    NotAnImage {
+        /// Its digest.
+        digest: Digest,
+        /// Its media type.
+        media_type: String,
+    },
     #[error(
         "image {digest}: config lists {diff_ids} diff_ids but the manifest has {layers} layers"
     )]
+    /// The config's diff_ids and the manifest's layers disagree: the image is
+    /// broken, and applying it would pair layers with the wrong diff_ids.
     LayerCount {
+        /// The manifest's digest.
         digest: Digest,
+        /// How many diff_ids the config lists.
         diff_ids: usize,
+        /// How many layers the manifest lists.
         layers: usize,
     },
     #[error("building {0}: {1}")]
+    /// An oci-spec builder refused what shipyard assembled (a bug): what was
+    /// being built and why.
     Build(&'static str, String),
 }
 
+/// A `--platform` that is not OS/ARCH[/VARIANT]; holds what was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: a platform is OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8")]
+pub struct PlatformParseError(pub String);
+
 /// The platform this binary runs on, in OCI spelling.
-pub fn host_platform() -> (String, String) {
+pub(crate) fn host_platform() -> (String, String) {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -57,9 +86,13 @@ pub fn host_platform() -> (String, String) {
 pub struct Image {
     /// The manifest's descriptor (as found in the index, tag included).
     pub descriptor: Descriptor,
+    /// The manifest's digest, which names the image.
     pub digest: Digest,
+    /// The manifest: config and layers.
     pub manifest: ImageManifest,
+    /// The image config (entrypoint, env, diff_ids, history).
     pub config: ImageConfiguration,
+    /// The config blob's digest.
     pub config_digest: Digest,
 }
 
@@ -148,8 +181,11 @@ impl Image {
 /// An `OS/ARCH[/VARIANT]` to pick from an index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
+    /// The operating system, as OCI spells it (`linux`).
     pub os: String,
+    /// The architecture, as OCI spells it (`amd64`, `arm64`).
     pub arch: String,
+    /// The variant, when the architecture has several (`v8` for arm64).
     pub variant: Option<String>,
 }
 
@@ -165,7 +201,7 @@ impl Platform {
     }
 
     /// Parses `--platform linux/arm64/v8`.
-    pub fn parse(s: &str) -> Result<Platform, String> {
+    pub fn parse(s: &str) -> Result<Platform, PlatformParseError> {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
             [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
@@ -176,9 +212,7 @@ impl Platform {
                     .filter(|v| !v.is_empty())
                     .map(|v| v.to_string()),
             }),
-            _ => Err(format!(
-                "{s:?}: a platform is OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8"
-            )),
+            _ => Err(PlatformParseError(s.to_string())),
         }
     }
 
@@ -309,7 +343,7 @@ pub fn write_image(
 
 /// Stores a manifest naming a config blob already in the layout, as its
 /// bytes are (an imported image keeps its image ID).
-pub fn write_image_raw(
+pub(crate) fn write_image_raw(
     layout: &Layout,
     config_desc: Descriptor,
     layers: Vec<Descriptor>,

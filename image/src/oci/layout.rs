@@ -42,58 +42,108 @@ pub const WRITER_LOCK: &str = ".shipyard-lock";
 const STALE_TMP_SECS: u64 = 3600;
 
 #[derive(Debug, thiserror::Error)]
+/// Why a layout could not be read or written. Messages name the layout or
+/// the blob, and say what to do where there is something to do.
 pub enum LayoutError {
     // The cause is part of the message, not a `source()`: callers print
     // this error alone as often as with its chain.
     #[error("{path}: {error}")]
-    Io { path: PathBuf, error: io::Error },
+    /// A file of the layout could not be read or written.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The system's answer, errno kept.
+        error: io::Error,
+    },
     #[error("{0} is not an OCI layout (no oci-layout file); create it with a command that writes one, e.g. `shipyard diff … --output oci:{0}:TAG`")]
+    /// The directory has no `oci-layout` file.
     NotALayout(PathBuf),
     #[error("{path}: unsupported imageLayoutVersion in oci-layout: {found}")]
-    BadVersion { path: PathBuf, found: String },
-    #[error("{path}: invalid JSON: {error}")]
-    Json {
+    /// The `oci-layout` file names a version shipyard does not know.
+    BadVersion {
+        /// The `oci-layout` file.
         path: PathBuf,
+        /// The version it names.
+        found: String,
+    },
+    #[error("{path}: invalid JSON: {error}")]
+    /// `index.json` or a blob is not valid JSON.
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint (no source of its own).
         error: serde_json::Error,
     },
     #[error("blob {expected} is corrupt: its content hashes to {actual} ({path})")]
+    /// A blob's content does not hash to its name: it is corrupt, and
+    /// nothing read from it is used.
     DigestMismatch {
+        /// The digest it is stored under.
         expected: Digest,
+        /// What its content hashes to.
         actual: Digest,
+        /// The file.
         path: PathBuf,
     },
     #[error("blob {digest} has {actual} bytes but its descriptor says {expected}")]
+    /// A blob's size differs from its descriptor's.
     SizeMismatch {
+        /// The blob.
         digest: Digest,
+        /// The size the descriptor says.
         expected: u64,
+        /// The size on disk.
         actual: u64,
     },
     #[error("blob {digest} is missing from {layout} (blobs/sha256/{hex})", hex = digest.hex())]
-    MissingBlob { digest: Digest, layout: PathBuf },
-    #[error("no image tagged {tag:?} in {layout}; tags present: {available}")]
-    NoSuchTag {
-        tag: String,
+    /// A descriptor names a blob the layout does not have.
+    MissingBlob {
+        /// The blob.
+        digest: Digest,
+        /// The layout.
         layout: PathBuf,
+    },
+    #[error("no image tagged {tag:?} in {layout}; tags present: {available}")]
+    /// No image carries the tag asked for.
+    NoSuchTag {
+        /// The tag.
+        tag: String,
+        /// The layout.
+        layout: PathBuf,
+        /// The tags it has, for the message.
         available: String,
     },
     #[error("{layout} holds {count} images; name one with oci:{layout}:TAG (tags: {available})")]
+    /// No tag was given and the layout holds several images.
     Ambiguous {
+        /// The layout.
         layout: PathBuf,
+        /// How many images it holds.
         count: usize,
+        /// Their tags, for the message.
         available: String,
     },
     #[error("{layout} holds no image")]
-    Empty { layout: PathBuf },
+    /// The layout holds no image to pick.
+    Empty {
+        /// The layout.
+        layout: PathBuf,
+    },
     #[error(
         "invalid tag {0:?}: tags are 1-128 chars of [A-Za-z0-9_.-:], not starting with '.', '-' or ':'"
     )]
+    /// A tag that OCI does not allow (see [`validate_tag`]).
     BadTag(String),
     #[error("{0}: this process is writing to the layout and cannot also collect its garbage; run gc on its own")]
+    /// gc was asked for while this process holds the writer lock: it would
+    /// wait for itself.
     GcWhileWriting(PathBuf),
     #[error(transparent)]
+    /// A descriptor names a malformed digest.
     Digest(#[from] super::digest::DigestParseError),
 }
 
+/// Results of this module.
 pub type Result<T> = std::result::Result<T, LayoutError>;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
@@ -204,6 +254,7 @@ impl Layout {
         Ok(layout)
     }
 
+    /// The layout's directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -213,6 +264,7 @@ impl Layout {
         self.root.join("blobs").join("sha256").join(digest.hex())
     }
 
+    /// Whether the blob is present (not verified; reading it verifies it).
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()
     }
@@ -248,9 +300,9 @@ impl Layout {
         w.commit(expected)
     }
 
-    /// Opens a blob for streaming. The caller verifies (see
-    /// [`crate::oci::digest::HashingReader`]); small JSON blobs should use
-    /// [`Layout::read_blob`], which does.
+    /// Opens a blob for streaming. The caller verifies what it reads
+    /// (hashing it as it goes, as [`crate::layer::for_each_member`] does);
+    /// small JSON blobs should use [`Layout::read_blob`], which does.
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let path = self.blob_path(digest);
         File::open(&path).map_err(|e| {
@@ -367,7 +419,10 @@ impl Layout {
     /// Read-modify-write of `index.json` under the layout lock.
     /// Holds the writer lock too: what the new index names must not be
     /// collected by a gc that read the old one.
-    pub fn update_index<T>(&self, f: impl FnOnce(&mut ImageIndex) -> Result<T>) -> Result<T> {
+    pub(crate) fn update_index<T>(
+        &self,
+        f: impl FnOnce(&mut ImageIndex) -> Result<T>,
+    ) -> Result<T> {
         self.hold()?;
         let _lock = self.lock()?;
         let mut index = self.index()?;

@@ -7,7 +7,8 @@ use oci_spec::image::{Descriptor, MediaType};
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker's manifest list.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub(crate) const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Docker's image config type, which docker archives and schema 2 manifests use.
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// On an index: the artifact type of the bundle it is. The image-spec 1.1
@@ -38,21 +39,23 @@ pub fn to_spec_digest(d: &Digest) -> oci_spec::image::Digest {
         .expect("invariant: Digest always holds a valid sha256:<64 hex> string")
 }
 
+/// Whether a manifest of this type is one image (OCI or Docker schema 2).
 pub fn is_image_manifest(mt: &MediaType) -> bool {
     matches!(mt, MediaType::ImageManifest) || mt.to_string() == DOCKER_MANIFEST
 }
 
+/// Whether a manifest of this type is an index (OCI) or a manifest list (Docker).
 pub fn is_index(mt: &MediaType) -> bool {
     matches!(mt, MediaType::ImageIndex) || mt.to_string() == DOCKER_MANIFEST_LIST
 }
 
 /// Whether a blob of this type is a JSON document that may reference others.
-pub fn is_json_document(mt: &MediaType) -> bool {
+pub(crate) fn is_json_document(mt: &MediaType) -> bool {
     is_image_manifest(mt) || is_index(mt) || mt.to_string().ends_with("+json")
 }
 
 /// Guesses a manifest's media type from its `mediaType` field or shape.
-pub fn sniff_manifest_type(bytes: &[u8]) -> MediaType {
+pub(crate) fn sniff_manifest_type(bytes: &[u8]) -> MediaType {
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     match v.get("mediaType").and_then(|m| m.as_str()) {
         Some(mt) => MediaType::from(mt),
@@ -87,7 +90,7 @@ pub fn children(bytes: &[u8]) -> Vec<Descriptor> {
 }
 
 /// The `config` descriptor of a manifest's bytes, if it has one.
-pub fn config_of(bytes: &[u8]) -> Option<Descriptor> {
+pub(crate) fn config_of(bytes: &[u8]) -> Option<Descriptor> {
     let v = serde_json::from_slice::<serde_json::Value>(bytes).ok()?;
     serde_json::from_value(v.get("config")?.clone()).ok()
 }
@@ -95,13 +98,18 @@ pub fn config_of(bytes: &[u8]) -> Option<Descriptor> {
 /// How a layer blob is compressed, from its media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerEncoding {
+    /// An uncompressed tar.
     Plain,
+    /// gzip.
     Gzip,
+    /// zstd.
     Zstd,
     /// Unknown media type: decided by sniffing the magic bytes.
     Sniff,
 }
 
+/// How a layer of this media type is compressed; an unknown type is sniffed
+/// rather than refused here (the layer reader decides what it accepts).
 pub fn layer_encoding(mt: &MediaType) -> LayerEncoding {
     let s = mt.to_string();
     if s.ends_with("+gzip") || s.ends_with(".gzip") || s == DOCKER_LAYER_GZIP {

@@ -16,11 +16,14 @@ use std::collections::{BTreeMap, HashMap};
 /// others.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MapEdit {
+    /// Keys to set (or replace), with their values.
     pub set: Vec<(String, String)>,
+    /// Keys to remove, before the sets are applied.
     pub remove: Vec<String>,
 }
 
 impl MapEdit {
+    /// Whether the edit changes nothing.
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.remove.is_empty()
     }
@@ -39,18 +42,27 @@ impl MapEdit {
 /// command-like settings, `Some(vec![])` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigEdit {
+    /// The entrypoint (`Some(vec![])` clears it).
     pub entrypoint: Option<Vec<String>>,
+    /// The command (`Some(vec![])` clears it).
     pub cmd: Option<Vec<String>>,
+    /// Environment variables, `KEY` to value.
     pub env: MapEdit,
+    /// Config labels.
     pub labels: MapEdit,
     /// Manifest annotations (not in the config; see [`annotations`]).
     pub annotations: MapEdit,
+    /// The user the container runs as (`UID[:GID]` or a name).
     pub user: Option<String>,
+    /// The working directory.
     pub workdir: Option<String>,
     /// Ports as `N[/PROTO]` (`/tcp` when absent).
     pub ports: MapEdit,
+    /// Volume mount points (the values are ignored).
     pub volumes: MapEdit,
+    /// The signal that stops the container.
     pub stop_signal: Option<String>,
+    /// The image's author.
     pub author: Option<String>,
     /// RFC 3339.
     pub created: Option<String>,
@@ -61,7 +73,7 @@ pub struct ConfigEdit {
 }
 
 /// `N` → `N/tcp`, as `docker` and the image spec spell exposed ports.
-pub fn port_key(p: &str) -> String {
+pub(crate) fn port_key(p: &str) -> String {
     if p.contains('/') {
         p.to_string()
     } else {
@@ -176,11 +188,15 @@ pub fn annotations(
 /// (`None`, empty) stays as the base has it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Declared {
+    /// Replaces the base's entrypoint.
     pub entrypoint: Option<Vec<String>>,
+    /// Replaces the base's cmd.
     pub cmd: Option<Vec<String>>,
     /// In order; a variable the base has is replaced and moves last.
     pub env: Vec<(String, String)>,
+    /// Replaces the base's working directory.
     pub workdir: Option<String>,
+    /// Replaces the base's user (`USER[:GROUP]`, names or ids).
     pub user: Option<String>,
     /// `N[/PROTO]` (`/tcp` when absent); replaces the base's ports.
     pub ports: Vec<String>,
@@ -188,6 +204,7 @@ pub struct Declared {
     pub volumes: Vec<String>,
     /// Added to (and overriding) the base's labels.
     pub labels: BTreeMap<String, String>,
+    /// Replaces the base's stop signal.
     pub stop_signal: Option<String>,
 }
 

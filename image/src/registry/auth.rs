@@ -16,36 +16,52 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
+/// Why credentials could not be read, found or stored.
 pub enum AuthError {
     #[error("--creds must be USER:PASSWORD (or USER to be asked for nothing and send an empty password); got an empty user")]
+    /// `--creds` with an empty user.
     BadCreds,
-    #[error("{path}: {source}")]
+    #[error("{path}")]
+    /// An auth file could not be read or written.
     Io {
+        /// The file.
         path: PathBuf,
         #[source]
+        /// The system's answer.
         source: io::Error,
     },
-    #[error("{path}: not a valid auth file: {source}")]
+    #[error("{path}: not a valid auth file")]
+    /// An auth file is not the JSON podman and docker write.
     Json {
+        /// The file.
         path: PathBuf,
         #[source]
+        /// The parser's complaint.
         source: serde_json::Error,
     },
     #[error("{path}: credential lookup for {host} failed: {reason}")]
+    /// A credential helper named by an auth file failed.
     Helper {
+        /// The auth file naming the helper.
         path: PathBuf,
+        /// The registry asked about.
         host: String,
+        /// What the helper said.
         reason: String,
     },
     #[error("no auth file to write: set REGISTRY_AUTH_FILE, XDG_RUNTIME_DIR or HOME")]
+    /// No place to write an auth file is known.
     NoAuthFile,
 }
 
 /// What is sent to a registry.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
+    /// A user and password (HTTP basic, or exchanged for a token).
     Basic {
+        /// The user.
         user: String,
+        /// The password, never printed (see the `Debug` impl).
         password: String,
     },
     /// An OAuth2 refresh token (docker's `identitytoken`).
@@ -70,6 +86,7 @@ impl std::fmt::Debug for Secret {
 pub struct ExplicitCreds {
     /// The registry as a reference names it (`HOST[:PORT]`, `docker.io`).
     pub registry: String,
+    /// What to send.
     pub secret: Secret,
 }
 
@@ -77,8 +94,11 @@ pub struct ExplicitCreds {
 /// that a 401 can tell the user which files were consulted.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
+    /// What to send, if anything was found.
     pub secret: Option<Secret>,
+    /// Where it was found (a file, or `--creds`), for messages.
     pub source: Option<String>,
+    /// Every place looked in, for the message a 401 gives.
     pub searched: Vec<String>,
 }
 

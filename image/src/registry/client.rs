@@ -22,61 +22,136 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
+/// Why a registry request failed. Messages name the request (method and
+/// URL) and say what to try where something can be tried.
 pub enum RegistryError {
     #[error("{registry}/{repository}: {what} ({status}); {creds}")]
+    /// The registry refused the credentials (or wanted some).
     Unauthorized {
+        /// The registry.
         registry: String,
+        /// The repository.
         repository: String,
+        /// What was being done.
         what: &'static str,
+        /// The HTTP status (401 or 403).
         status: u16,
+        /// Which credentials were sent and where they came from, or where none
+        /// were found.
         creds: String,
     },
-    #[error("{method} {url}: {source}; gave up after {attempts} attempt(s)")]
+    #[error("{method} {url}: gave up after {attempts} attempt(s)")]
+    /// The connection failed, every retry included.
     Transport {
+        /// The request method.
         method: String,
+        /// Its URL.
         url: String,
+        /// How many times it was tried.
         attempts: u32,
         #[source]
+        /// The last failure.
         source: reqwest::Error,
     },
     /// A TLS failure no retry can fix (a plain-HTTP port, an untrusted
     /// certificate), with what to do about it.
-    #[error("{method} {url}: {source}; {hint}")]
+    #[error("{method} {url}: {hint}")]
     Tls {
+        /// The request method.
         method: String,
+        /// Its URL.
         url: String,
+        /// What to do about it (plain HTTP, an untrusted certificate).
         hint: &'static str,
         #[source]
+        /// The handshake's failure.
         source: reqwest::Error,
     },
     #[error("{method} {url}: the registry answered {status}{retried}: {body}")]
+    /// The registry answered with an error status.
     Status {
+        /// The request method.
         method: String,
+        /// Its URL.
         url: String,
+        /// The HTTP status.
         status: u16,
+        /// How often it was retried first, for the message.
         retried: String,
+        /// The start of the body the registry sent, which often says why.
         body: String,
     },
     #[error("{0}")]
+    /// The registry's answer breaks the distribution API (a missing header,
+    /// an invalid manifest...).
     Protocol(String),
     #[error("{registry}: refusing the token realm {realm:?}: {reason}")]
+    /// A token realm that is not safe to send credentials to.
     UnsafeRealm {
+        /// The registry.
         registry: String,
+        /// The realm it named.
         realm: String,
+        /// Why it is refused.
         reason: &'static str,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
+    /// A local file (a certificate, a blob pushed) could not be read.
     Io {
+        /// The file.
         path: PathBuf,
+        #[source]
+        /// The system's answer.
+        source: std::io::Error,
+    },
+    /// Credentials could not be looked up (an unreadable auth file, a
+    /// failing credential helper).
+    #[error(transparent)]
+    Auth(#[from] super::auth::AuthError),
+    /// The local layout (the cache pulled into, or the layout pushed
+    /// from) failed; a full disk shows here as its io::Error.
+    #[error(transparent)]
+    Layout(#[from] crate::oci::layout::LayoutError),
+    /// A descriptor names a malformed digest.
+    #[error(transparent)]
+    Digest(#[from] crate::oci::digest::DigestParseError),
+    /// A body could not be moved between the registry and the disk.
+    #[error("{method} {url}: {what}")]
+    Body {
+        /// The request.
+        method: &'static str,
+        /// Its URL.
+        url: String,
+        /// What was being read or written.
+        what: String,
+        /// The failure (the connection's or the disk's).
         #[source]
         source: std::io::Error,
     },
+    /// A fetched blob could not be stored: it does not match its digest,
+    /// or the layout refused it.
+    #[error("GET {url}")]
+    Store {
+        /// Where it came from.
+        url: String,
+        /// Why it was not stored.
+        #[source]
+        source: crate::oci::layout::LayoutError,
+    },
+    /// `--cert-dir` holds certificates that cannot be used.
     #[error("--cert-dir {path}: {reason}")]
-    Cert { path: PathBuf, reason: String },
-    #[error("cannot build an HTTP client: {0}")]
-    Setup(reqwest::Error),
+    Cert {
+        /// The `--cert-dir` directory.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        reason: String,
+    },
+    #[error("cannot build an HTTP client")]
+    /// The HTTP client could not be built (its TLS setup).
+    Setup(#[source] reqwest::Error),
 }
 
+/// Results of this module.
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
 /// How to reach a registry.
@@ -116,13 +191,16 @@ impl Default for Options {
 /// The access a request needs, which selects the bearer token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope {
+    /// The repository the token is for.
     pub repository: String,
+    /// Whether the token must allow pushing.
     pub push: bool,
     /// Another repository to read from (a cross-repository mount).
     pub from: Option<String>,
 }
 
 impl Scope {
+    /// Read access to `repo`.
     pub fn pull(repo: &str) -> Scope {
         Scope {
             repository: repo.to_string(),
@@ -130,6 +208,7 @@ impl Scope {
             from: None,
         }
     }
+    /// Read and write access to `repo`.
     pub fn push(repo: &str) -> Scope {
         Scope {
             repository: repo.to_string(),
@@ -209,23 +288,13 @@ fn http_client(opts: &Options, insecure: bool) -> Result<reqwest::blocking::Clie
         // directory and say why.
         Some(dir) => RegistryError::Cert {
             path: dir.clone(),
-            reason: format!("its certificates were not accepted: {}", error_chain(&e)),
+            reason: format!(
+                "its certificates were not accepted: {}",
+                crate::error::chain_text(&e)
+            ),
         },
         None => setup_err(e),
     })
-}
-
-/// An error and its causes, joined: reqwest's own message is often just
-/// "builder error".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Reads `*.crt` (CAs) and a `*.cert`/`*.key` pair from a certs.d
@@ -426,7 +495,7 @@ fn parse_challenge(h: &str) -> Option<Challenge> {
 
 /// Whether `a` and `b` share scheme, host and port: the origin that
 /// credentials are scoped to, as browsers scope cookies.
-pub fn same_origin(a: &Url, b: &Url) -> bool {
+pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
@@ -450,9 +519,9 @@ fn check_realm(realm: &str, allow_http: bool) -> std::result::Result<Url, &'stat
 }
 
 /// Token answers are a few KiB; anything past this is not a token.
-pub const MAX_TOKEN_BODY: u64 = 1 << 20;
+pub(crate) const MAX_TOKEN_BODY: u64 = 1 << 20;
 /// How much of an error answer is read to show the user.
-pub const MAX_ERROR_BODY: u64 = 64 << 10;
+pub(crate) const MAX_ERROR_BODY: u64 = 64 << 10;
 
 /// Reads at most `limit` bytes of `r`; the flag says there was more.
 pub fn read_bounded(r: impl Read, limit: u64) -> std::io::Result<(Vec<u8>, bool)> {
@@ -479,8 +548,7 @@ impl Client {
     /// its API lives). With `tls_verify` off, a registry that does not
     /// answer TLS is reached over plain HTTP.
     pub fn new(registry: &str, api_host: &str, opts: &Options) -> Result<Client> {
-        let creds = super::auth::lookup(registry, opts.creds.as_ref(), opts.authfile.as_deref())
-            .map_err(|e| RegistryError::Protocol(e.to_string()))?;
+        let creds = super::auth::lookup(registry, opts.creds.as_ref(), opts.authfile.as_deref())?;
         let mut client = Client {
             http: http_client(opts, !opts.tls_verify)?,
             registry: registry.to_string(),
@@ -495,7 +563,10 @@ impl Client {
             // at once, and then HTTP is what the user meant.
             let probe = client.http.get(format!("{}/v2/", client.base)).send();
             if let Err(e) = probe {
-                tracing::info!("{api_host}: no TLS ({e}); using plain HTTP");
+                tracing::info!(
+                    "{api_host}: no TLS ({}); using plain HTTP",
+                    crate::error::chain_text(&e)
+                );
                 client.base = format!("http://{api_host}");
             }
         }
@@ -513,7 +584,7 @@ impl Client {
 
     /// Whether `url` is on the registry's own origin, the only place its
     /// credentials and tokens are sent.
-    pub fn is_own(&self, url: &Url) -> bool {
+    pub(crate) fn is_own(&self, url: &Url) -> bool {
         Url::parse(&self.base).is_ok_and(|b| same_origin(&b, url))
     }
 
@@ -538,7 +609,7 @@ impl Client {
     /// The `Authorization` value for a request to `url`: none unless
     /// `url` is on the registry's own origin (an upload `Location` may
     /// point at a storage host that must not see the token).
-    pub fn authorization_for(&self, url: &str, scope: &Scope) -> Option<String> {
+    pub(crate) fn authorization_for(&self, url: &str, scope: &Scope) -> Option<String> {
         let u = Url::parse(url).ok()?;
         if !self.is_own(&u) {
             return None;
@@ -549,7 +620,7 @@ impl Client {
     /// The HTTP client itself, for a request that must not be retried
     /// blindly (a PATCH whose partial success the caller checks). It
     /// follows no redirects and adds no credentials.
-    pub fn http_once(&self) -> &reqwest::blocking::Client {
+    pub(crate) fn http_once(&self) -> &reqwest::blocking::Client {
         &self.http
     }
 
@@ -777,7 +848,10 @@ impl Client {
                             source,
                         });
                     }
-                    tracing::warn!("{method} {url}: {source}; retrying");
+                    tracing::warn!(
+                        "{method} {url}: {}; retrying",
+                        crate::error::chain_text(&source)
+                    );
                     backoff(attempt)
                 }
                 // A 401 from elsewhere (a storage host) is not the

@@ -8,8 +8,11 @@ use std::io::{IsTerminal, Read};
 /// How much to say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verbosity {
+    /// Nothing (`--quiet`, or output is not for a person).
     Quiet,
+    /// One line per blob, for logs.
     Lines,
+    /// Progress bars, on a terminal.
     Bars,
 }
 
@@ -34,7 +37,7 @@ pub struct Progress {
 }
 
 /// The progress of one blob.
-pub struct Task {
+pub(crate) struct Task {
     bar: ProgressBar,
     total: ProgressBar,
     mode: Verbosity,
@@ -42,6 +45,7 @@ pub struct Task {
 }
 
 impl Progress {
+    /// A display for transfers in `mode`.
     pub fn new(mode: Verbosity) -> Progress {
         let multi = MultiProgress::with_draw_target(if mode == Verbosity::Bars {
             ProgressDrawTarget::stderr()
@@ -66,7 +70,7 @@ impl Progress {
     }
 
     /// Starts a blob transfer: `verb` is "Copying", "Pushing", …
-    pub fn task(&self, verb: &str, digest: &str, size: u64) -> Task {
+    pub(crate) fn task(&self, verb: &str, digest: &str, size: u64) -> Task {
         let bar = self
             .multi
             .insert_before(&self.total, ProgressBar::new(size));
@@ -92,17 +96,13 @@ impl Progress {
         }
     }
 
+    /// Clears the bars; call when the transfer is over.
     pub fn finish(&self) {
         self.total.finish_and_clear();
     }
 }
 
 impl Task {
-    pub fn inc(&self, n: u64) {
-        self.bar.inc(n);
-        self.total.inc(n);
-    }
-
     /// A retry starts the blob again: take back what it had counted.
     pub fn reset(&self) {
         let done = self.bar.position();
@@ -137,7 +137,7 @@ impl Task {
 }
 
 /// A reader that advances a task's bars.
-pub struct CountingReader<R> {
+pub(crate) struct CountingReader<R> {
     inner: R,
     bar: ProgressBar,
     total: ProgressBar,

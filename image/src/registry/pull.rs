@@ -27,8 +27,11 @@ pub enum Selection {
 /// What a pull did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct PullStats {
+    /// Blobs downloaded.
     pub blobs_fetched: u64,
+    /// Blobs the cache already had.
     pub blobs_cached: u64,
+    /// Bytes downloaded.
     pub bytes_fetched: u64,
 }
 
@@ -72,7 +75,12 @@ pub fn fetch_manifest(
     let mut bytes = Vec::new();
     resp.take(MAX_MANIFEST + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| protocol(format!("GET {url}: reading the manifest: {e}")))?;
+        .map_err(|source| RegistryError::Body {
+            method: "GET",
+            url: url.clone(),
+            what: "reading the manifest".into(),
+            source,
+        })?;
     if bytes.len() as u64 > MAX_MANIFEST {
         return Err(protocol(format!(
             "GET {url}: manifest larger than {MAX_MANIFEST} bytes; refusing it"
@@ -113,7 +121,7 @@ pub fn fetch_manifest(
     cache
         .layout
         .put_bytes(&bytes)
-        .map_err(|e| protocol(e.to_string()))?;
+        .map_err(RegistryError::from)?;
     Ok(Descriptor::new(
         media_type,
         bytes.len() as u64,
@@ -181,7 +189,7 @@ pub fn fetch_blob(
     progress: &Progress,
     stats: &Counters,
 ) -> Result<()> {
-    let digest = media::digest_of(desc).map_err(|e| protocol(e.to_string()))?;
+    let digest = media::digest_of(desc).map_err(RegistryError::from)?;
     if cache.layout.has_blob(&digest) {
         stats.cached.fetch_add(1, Ordering::Relaxed);
         return Ok(());
@@ -194,10 +202,7 @@ pub fn fetch_blob(
         if !resp.status().is_success() {
             return Err(client.status_error("GET", &url, resp));
         }
-        let mut w = cache
-            .layout
-            .blob_writer()
-            .map_err(|e| protocol(e.to_string()))?;
+        let mut w = cache.layout.blob_writer().map_err(RegistryError::from)?;
         // One more byte than promised is enough to know it is too long.
         let mut r = task.reader(resp.take(desc.size() + 1));
         let copied = std::io::copy(&mut r, &mut w);
@@ -211,7 +216,10 @@ pub fn fetch_blob(
                     )));
                 }
                 w.commit(Some(&digest))
-                    .map_err(|e| protocol(format!("GET {url}: {e}")))?;
+                    .map_err(|source| RegistryError::Store {
+                        url: url.clone(),
+                        source,
+                    })?;
                 stats.fetched.fetch_add(1, Ordering::Relaxed);
                 stats.bytes.fetch_add(desc.size(), Ordering::Relaxed);
                 cache.note_home(&client.registry, repo, &digest);
@@ -225,7 +233,12 @@ pub fn fetch_blob(
                 attempt += 1;
             }
             Err(e) => {
-                return Err(protocol(format!("GET {url}: reading blob {digest}: {e}")));
+                return Err(RegistryError::Body {
+                    method: "GET",
+                    url,
+                    what: format!("reading blob {digest}"),
+                    source: e,
+                });
             }
         }
     }
@@ -234,12 +247,13 @@ pub fn fetch_blob(
 /// Shared counters for parallel blob transfers.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub fetched: AtomicU64,
-    pub cached: AtomicU64,
-    pub bytes: AtomicU64,
+    pub(crate) fetched: AtomicU64,
+    pub(crate) cached: AtomicU64,
+    pub(crate) bytes: AtomicU64,
 }
 
 impl Counters {
+    /// The totals so far.
     pub fn stats(&self) -> PullStats {
         PullStats {
             blobs_fetched: self.fetched.load(Ordering::Relaxed),
@@ -277,7 +291,7 @@ pub fn fetch_manifests(
     let chosen = if media::is_index(top.media_type()) {
         let index: ImageIndex = serde_json::from_slice(&read_cached(cache, &top)?)
             .map_err(|e| protocol(format!("{r}: invalid index: {e}")))?;
-        let digest = media::digest_of(&top).map_err(|e| protocol(e.to_string()))?;
+        let digest = media::digest_of(&top).map_err(RegistryError::from)?;
         // An index with an artifactType bundles an artifact (a pod): it
         // is not a choice of platforms and travels whole.
         let whole = matches!(selection, Selection::All) || media::is_artifact_index(&index);
@@ -288,7 +302,7 @@ pub fn fetch_manifests(
                 _ => index.manifests().to_vec(),
             };
         for c in &children {
-            let cd = media::digest_of(c).map_err(|e| protocol(e.to_string()))?;
+            let cd = media::digest_of(c).map_err(RegistryError::from)?;
             let got = fetch_manifest(client, repo, &cd.to_string(), cache)?;
             manifests.push(got);
         }
@@ -311,11 +325,11 @@ pub fn fetch_manifests(
 }
 
 fn read_cached(cache: &Cache, d: &Descriptor) -> Result<Vec<u8>> {
-    let digest = media::digest_of(d).map_err(|e| protocol(e.to_string()))?;
+    let digest = media::digest_of(d).map_err(RegistryError::from)?;
     cache
         .layout
         .read_blob(&digest, Some(d.size()))
-        .map_err(|e| protocol(e.to_string()))
+        .map_err(RegistryError::from)
 }
 
 /// What `inspect` needs of a registry image: its manifests (see

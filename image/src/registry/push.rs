@@ -47,21 +47,27 @@ impl Default for PushOptions {
 /// What a push did.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub uploaded: AtomicU64,
-    pub skipped: AtomicU64,
-    pub mounted: AtomicU64,
-    pub bytes: AtomicU64,
+    pub(crate) uploaded: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) mounted: AtomicU64,
+    pub(crate) bytes: AtomicU64,
 }
 
 #[derive(Debug, serde::Serialize)]
+/// What a push did, for `--json`.
 pub struct PushStats {
+    /// Blobs uploaded.
     pub blobs_uploaded: u64,
+    /// Blobs the registry already had.
     pub blobs_present: u64,
+    /// Blobs mounted from another repository of the registry.
     pub blobs_mounted: u64,
+    /// Bytes uploaded.
     pub bytes_uploaded: u64,
 }
 
 impl Counters {
+    /// The totals so far.
     pub fn stats(&self) -> PushStats {
         PushStats {
             blobs_uploaded: self.uploaded.load(Ordering::Relaxed),
@@ -138,12 +144,12 @@ impl Upload<'_> {
     }
 
     fn open(&self, digest: &Digest, offset: u64, len: u64) -> Result<std::io::Take<std::fs::File>> {
-        let mut f = self
-            .layout
-            .open_blob(digest)
-            .map_err(|e| protocol(e.to_string()))?;
+        let mut f = self.layout.open_blob(digest).map_err(RegistryError::from)?;
         f.seek(SeekFrom::Start(offset))
-            .map_err(|e| protocol(format!("{digest}: {e}")))?;
+            .map_err(|source| RegistryError::Io {
+                path: self.layout.blob_path(digest),
+                source,
+            })?;
         Ok(f.take(len))
     }
 
@@ -236,7 +242,7 @@ impl Upload<'_> {
                     return Err(self.client.status_error("PATCH", &loc, r));
                 }
                 Ok(r) => tracing::warn!("PATCH {loc}: {}; resuming", r.status()),
-                Err(e) => tracing::warn!("PATCH {loc}: {e}; resuming"),
+                Err(e) => tracing::warn!("PATCH {loc}: {}; resuming", crate::error::chain_text(&e)),
             }
             failures += 1;
             if failures > self.opts.retries {
@@ -262,7 +268,7 @@ impl Upload<'_> {
     }
 
     fn run(&self, desc: &Descriptor) -> Result<()> {
-        let digest = media::digest_of(desc).map_err(|e| protocol(e.to_string()))?;
+        let digest = media::digest_of(desc).map_err(RegistryError::from)?;
         let size = desc.size();
         let task = self.progress.task("Pushing", &digest.to_string(), size);
         if self.exists(&digest)? {
@@ -295,7 +301,10 @@ impl Upload<'_> {
                 Ok(()) => break,
                 Err(e @ RegistryError::Unauthorized { .. }) => return Err(e),
                 Err(e) if attempt < self.opts.retries => {
-                    tracing::warn!("pushing blob {digest}: {e}; starting it over");
+                    tracing::warn!(
+                        "pushing blob {digest}: {}; starting it over",
+                        crate::error::chain_text(&e)
+                    );
                     std::thread::sleep(super::client::backoff(attempt));
                     attempt += 1;
                     task.reset();
@@ -318,17 +327,17 @@ impl Upload<'_> {
 }
 
 /// Pushes one manifest's bytes under `reference` (a tag or its digest).
-pub fn push_manifest(
+pub(crate) fn push_manifest(
     client: &Client,
     layout: &Layout,
     repo: &str,
     desc: &Descriptor,
     reference: &str,
 ) -> Result<Digest> {
-    let digest = media::digest_of(desc).map_err(|e| protocol(e.to_string()))?;
+    let digest = media::digest_of(desc).map_err(RegistryError::from)?;
     let bytes = layout
         .read_blob(&digest, Some(desc.size()))
-        .map_err(|e| protocol(e.to_string()))?;
+        .map_err(RegistryError::from)?;
     let url = client.url(&format!("/v2/{repo}/manifests/{reference}"));
     let media_type = desc.media_type().to_string();
     let r = client.send("PUT", &url, &Scope::push(repo), &|h| {
@@ -379,10 +388,10 @@ pub fn push(
             }
             continue;
         }
-        let digest = media::digest_of(&d).map_err(|e| protocol(e.to_string()))?;
+        let digest = media::digest_of(&d).map_err(RegistryError::from)?;
         let bytes = layout
             .read_blob(&digest, Some(d.size()))
-            .map_err(|e| protocol(e.to_string()))?;
+            .map_err(RegistryError::from)?;
         stack.push((d, true));
         for c in media::children(&bytes) {
             if media::is_image_manifest(c.media_type()) || media::is_index(c.media_type()) {
@@ -409,10 +418,10 @@ pub fn push(
         .split_last()
         .ok_or_else(|| protocol("nothing to push".into()))?;
     for m in children {
-        let d = media::digest_of(m).map_err(|e| protocol(e.to_string()))?;
+        let d = media::digest_of(m).map_err(RegistryError::from)?;
         push_manifest(client, layout, repo, m, &d.to_string())?;
     }
-    let digest = media::digest_of(top).map_err(|e| protocol(e.to_string()))?;
+    let digest = media::digest_of(top).map_err(RegistryError::from)?;
     if tags.is_empty() {
         push_manifest(client, layout, repo, top, &digest.to_string())?;
     }

@@ -5,6 +5,7 @@ use super::entry::{Entry, RelPath};
 use std::cmp::Ordering;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// One member of a layer.
 pub enum Change {
     /// Add or replace this entry (content read from the tree).
     Put(Entry),
@@ -30,16 +31,22 @@ impl Change {
 }
 
 #[derive(Clone, Debug, Default)]
+/// The members of one layer, in layer order once sorted.
 pub struct ChangeSet {
+    /// The changes, sorted by [`ChangeSet::sort`] before a layer is written.
     pub changes: Vec<Change>,
 }
 
 /// Counts for the user.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
+    /// Paths the lower layers did not have.
     pub added: usize,
+    /// Paths whose content or metadata changed.
     pub modified: usize,
+    /// Paths removed (whiteouts).
     pub deleted: usize,
+    /// Directories whose lower contents are hidden.
     pub opaque: usize,
 }
 
@@ -53,10 +60,12 @@ impl ChangeSet {
             .sort_by_cached_key(|c| LayerKey(c.tar_path().as_bytes().to_vec()));
     }
 
+    /// Whether the layer would be empty.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
 
+    /// How many members the layer holds.
     pub fn len(&self) -> usize {
         self.changes.len()
     }

@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// Diff result with counts for the user.
 pub struct Diff {
+    /// What the layer must hold to turn `against` into the tree.
     pub changes: ChangeSet,
+    /// Counts of the changes.
     pub stats: Stats,
     /// How many files had to be hashed to decide.
     pub hashed: usize,

@@ -20,14 +20,17 @@ impl RelPath {
         Self(bytes.into())
     }
 
+    /// The path's bytes (no leading `/`; Linux paths need not be UTF-8).
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
+    /// Whether this is the root itself (the empty path).
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The path's components, in order.
     pub fn components(&self) -> impl Iterator<Item = &[u8]> {
         self.0.split(|b| *b == b'/').filter(|c| !c.is_empty())
     }
@@ -48,6 +51,7 @@ impl RelPath {
         }
     }
 
+    /// `name` beneath this path.
     pub fn join(&self, name: &[u8]) -> RelPath {
         if self.0.is_empty() {
             RelPath(name.to_vec())
@@ -100,17 +104,24 @@ impl fmt::Debug for RelPath {
 /// The kind of a filesystem object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link; `link` holds its target.
     Symlink,
     /// A second name of a file that appears earlier; `link` names it.
     Hardlink,
+    /// A character device; `rdev` holds its numbers.
     Char,
+    /// A block device; `rdev` holds its numbers.
     Block,
+    /// A named pipe.
     Fifo,
 }
 
 impl Kind {
+    /// The manifest's word for the kind (`file`, `dir`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::File => "file",
@@ -123,7 +134,7 @@ impl Kind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Kind> {
+    pub(crate) fn parse(s: &str) -> Option<Kind> {
         Some(match s {
             "file" => Kind::File,
             "dir" => Kind::Dir,
@@ -141,7 +152,9 @@ impl Kind {
 /// (a directory walk does, a tar header usually does not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Mtime {
+    /// Seconds since the epoch (negative before it).
     pub sec: i64,
+    /// Nanoseconds, when the source recorded them.
     pub nsec: Option<u32>,
 }
 
@@ -160,14 +173,19 @@ impl Mtime {
 /// One filesystem object: what a manifest line says and a tar header holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// Where the object is, relative to the root.
     pub path: RelPath,
+    /// What it is.
     pub kind: Kind,
     /// Permission bits including setuid, setgid and sticky (`0o7777`).
     pub mode: u32,
+    /// The owner, as stored in the image (not mapped to this host).
     pub uid: u64,
+    /// The group, as stored in the image.
     pub gid: u64,
     /// Content size for regular files, 0 otherwise.
     pub size: u64,
+    /// The modification time.
     pub mtime: Mtime,
     /// Symlink target (as stored), or for hardlinks the path they link to.
     pub link: Option<Vec<u8>>,
@@ -180,6 +198,8 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry with mode 0, owner root and no content: the caller fills in
+    /// what its source says.
     pub fn new(path: RelPath, kind: Kind) -> Self {
         Self {
             path,

@@ -10,45 +10,60 @@ use super::entry::{Entry, Kind, Mtime, RelPath};
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
 
+/// The first line of every manifest; a reader refuses text without it, and a
+/// newer version, rather than misread it.
 pub const HEADER: &str = "#shipyard-manifest v1";
 
 #[derive(Debug, thiserror::Error)]
+/// Why a manifest could not be read.
 pub enum ManifestError {
     #[error("{source_name}:{line}: {msg}")]
+    /// A line that is not an entry.
     Parse {
+        /// Where the manifest came from (a file name), for the message.
         source_name: String,
+        /// The line number, from 1.
         line: usize,
+        /// What is wrong with the line.
         msg: String,
     },
     #[error("{0}: not a shipyard manifest (first line must be {HEADER:?})")]
+    /// The text does not start with [`HEADER`].
     NoHeader(String),
     #[error(
         "{0}: manifest format {1:?} is newer than this shipyard understands (v1); upgrade shipyard"
     )]
+    /// A manifest format newer than this reader.
     Version(String, String),
     #[error(transparent)]
+    /// The manifest could not be read or written.
     Io(#[from] io::Error),
 }
 
 /// Entries keyed by path, in tree order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Manifest {
+    /// Every entry, keyed by path (tree order: a directory before its contents).
     pub entries: BTreeMap<RelPath, Entry>,
 }
 
 impl Manifest {
+    /// The entry at `p`, if any.
     pub fn get(&self, p: &RelPath) -> Option<&Entry> {
         self.entries.get(p)
     }
 
+    /// Adds `e`, replacing any entry at its path.
     pub fn insert(&mut self, e: Entry) {
         self.entries.insert(e.path.clone(), e);
     }
 
+    /// How many entries there are.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -88,6 +103,7 @@ impl Manifest {
         w.flush()
     }
 
+    /// The manifest as text, as [`Manifest::write_to`] writes it.
     pub fn to_text(&self) -> Vec<u8> {
         let mut v = Vec::new();
         // Writing to a Vec cannot fail.
@@ -127,6 +143,9 @@ impl Manifest {
     }
 }
 
+/// Appends `bytes` to `out` with every byte that is not printable ASCII (and
+/// `\`, `=` and `#`, which the format uses) written as `\xHH`, so a path
+/// with spaces or newlines stays one field of one line.
 pub fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
     for &b in bytes {
         if b.is_ascii_graphic() && !matches!(b, b'\\' | b'=' | b'#') {
@@ -137,7 +156,16 @@ pub fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-pub fn unescape(s: &[u8]) -> Result<Vec<u8>, String> {
+/// A `\\` in a manifest field that is not followed by `xHH`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad escape at byte {at}: expected \\xHH")]
+pub struct EscapeError {
+    /// Where the escape starts.
+    pub at: usize,
+}
+
+/// Reverses [`escape_into`].
+pub fn unescape(s: &[u8]) -> Result<Vec<u8>, EscapeError> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
@@ -147,7 +175,7 @@ pub fn unescape(s: &[u8]) -> Result<Vec<u8>, String> {
                 .filter(|h| h[0] == b'x')
                 .and_then(|h| std::str::from_utf8(&h[1..]).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad escape at byte {i}: expected \\xHH"))?;
+                .ok_or(EscapeError { at: i })?;
             out.push(hex);
             i += 4;
         } else {
@@ -200,7 +228,7 @@ fn parse_entry(line: &[u8]) -> Result<Entry, String> {
     let mut parts = line.split(|b| *b == b' ').filter(|p| !p.is_empty());
     let path = parts.next().ok_or("empty line")?;
     let path = path.strip_prefix(b"/").ok_or("path must start with '/'")?;
-    let path = unescape(path)?;
+    let path = unescape(path).map_err(|e| e.to_string())?;
     let path = RelPath::new(path.strip_suffix(b"/").unwrap_or(&path).to_vec());
     let mut e = Entry::new(path, Kind::File);
     let mut have_type = false;
@@ -258,9 +286,12 @@ fn parse_entry(line: &[u8]) -> Result<Entry, String> {
                         .map_err(|_| format!("sha256: {:?} is not 32 bytes", vs()))?,
                 );
             }
-            b"link" => e.link = Some(unescape(v)?),
+            b"link" => e.link = Some(unescape(v).map_err(|e| e.to_string())?),
             _ if k.starts_with(b"xattr.") => {
-                e.xattrs.insert(unescape(&k[6..])?, unescape(v)?);
+                e.xattrs.insert(
+                    unescape(&k[6..]).map_err(|e| e.to_string())?,
+                    unescape(v).map_err(|e| e.to_string())?,
+                );
             }
             _ => return Err(format!("unknown field {:?}", String::from_utf8_lossy(k))),
         }

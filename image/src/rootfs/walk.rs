@@ -15,15 +15,24 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
+/// Why a tree could not be walked.
 pub enum WalkError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
+    /// A path of the tree could not be read.
     Io {
+        /// The path.
         path: PathBuf,
         #[source]
+        /// The system's answer.
         source: io::Error,
     },
     #[error("{0}: not a directory")]
+    /// The root is not a directory.
     NotADir(PathBuf),
+    /// The ownership record beside the tree (see [`ownership_record_path`])
+    /// is unreadable; its parse errors name the file and line.
+    #[error("reading the ownership record")]
+    Record(#[source] crate::rootfs::manifest::ManifestError),
 }
 
 /// What a walk computes besides metadata.
@@ -38,6 +47,7 @@ pub enum Hashing {
 /// How a walk reads ownership, and what it leaves out.
 #[derive(Clone, Debug)]
 pub struct WalkOptions {
+    /// Which files are hashed as the walk goes.
     pub hashing: Hashing,
     /// Rootless mapping: files owned by the (unprivileged) caller are
     /// recorded as owned by root, the way the caller is root inside a user
@@ -55,6 +65,8 @@ pub struct WalkOptions {
 }
 
 impl WalkOptions {
+    /// Options for walking a tree of shipyard's with `hashing`: the caller's
+    /// files are owned by root when it is not root itself.
     pub fn new(hashing: Hashing) -> Self {
         Self {
             hashing,
@@ -71,7 +83,9 @@ pub const ROOTLESS_XATTR: &[u8] = b"user.rootlesscontainers";
 
 /// A walked tree: where it is and what it holds.
 pub struct Tree {
+    /// The walked directory.
     pub root: PathBuf,
+    /// What it holds.
     pub manifest: Manifest,
 }
 
@@ -274,12 +288,8 @@ pub fn walk_with(root: &Path, opts: &WalkOptions) -> Result<Tree, WalkError> {
     let record = if record_path.is_file() && !opts.live {
         let f = File::open(&record_path).map_err(io_err(&record_path))?;
         Some(
-            Manifest::parse(io::BufReader::new(f), &record_path.display().to_string()).map_err(
-                |e| WalkError::Io {
-                    path: record_path.clone(),
-                    source: io::Error::other(e.to_string()),
-                },
-            )?,
+            Manifest::parse(io::BufReader::new(f), &record_path.display().to_string())
+                .map_err(WalkError::Record)?,
         )
     } else {
         None
@@ -371,7 +381,7 @@ fn resolve_id(
 /// Decodes the `user.rootlesscontainers` protobuf (`uint32 uid = 1; uint32
 /// gid = 2;`). A missing field is 0 (proto3); `u32::MAX` means "no change",
 /// returned as `None`.
-pub fn decode_rootless_xattr(v: &[u8]) -> (Option<u32>, Option<u32>) {
+pub(crate) fn decode_rootless_xattr(v: &[u8]) -> (Option<u32>, Option<u32>) {
     let (mut uid, mut gid) = (0u64, 0u64);
     let mut i = 0;
     let varint = |i: &mut usize| -> Option<u64> {
@@ -403,7 +413,7 @@ pub fn decode_rootless_xattr(v: &[u8]) -> (Option<u32>, Option<u32>) {
 }
 
 /// All extended attributes of a path, without following symlinks.
-pub fn read_xattrs(path: &Path) -> io::Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+pub(crate) fn read_xattrs(path: &Path) -> io::Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
     let mut out = std::collections::BTreeMap::new();
     let names = match xattr::list(path) {
         Ok(n) => n,
@@ -435,6 +445,32 @@ pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
 
 #[cfg(test)]
 mod tests {
+    /// A broken ownership record fails the walk (its owners would be
+    /// wrong), naming the record's file and line once.
+    #[test]
+    fn a_broken_ownership_record_names_its_file_and_line() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("tree");
+        std::fs::create_dir(&root).unwrap();
+        let record = super::ownership_record_path(&root);
+        std::fs::write(
+            &record,
+            format!("{}\n/x nonsense\n", crate::rootfs::manifest::HEADER),
+        )
+        .unwrap();
+        let Err(err) = super::walk(&root, super::Hashing::None) else {
+            panic!("a broken ownership record was accepted");
+        };
+        assert!(matches!(err, super::WalkError::Record(_)), "{err:?}");
+        let text = crate::error::chain_text(&err);
+        let at = format!("{}:2:", record.display());
+        assert!(
+            text.starts_with(&format!("reading the ownership record: {at}")),
+            "{text}"
+        );
+        assert_eq!(text.matches(&at).count(), 1, "{text}");
+    }
+
     #[test]
     fn rootless_xattr_decodes() {
         // uid 1001, gid 1001 as umoci writes it.
