@@ -21,6 +21,7 @@
 
 use crate::common::rawtar::*;
 use crate::common::*;
+use shipyard_image::error::chain_text;
 use shipyard_image::layer::extract::unpack;
 use shipyard_image::oci::digest::Digest;
 use shipyard_image::oci::image::Image;
@@ -199,18 +200,6 @@ impl Case {
     }
 }
 
-/// The error and its causes, as `shipyard` prints them.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// Runs one row: writes its image, unpacks it in this process and checks
 /// the outcome.
 fn run(case: Case) {
@@ -235,7 +224,8 @@ fn run(case: Case) {
     let layout = Layout::open(&dir).unwrap();
     let desc = layout.resolve(Some("t")).unwrap();
     let image = Image::load(&layout, &desc).unwrap();
-    let res = unpack(&layout, &image, &s.root()).map_err(|e| chain(&e));
+    // The error with its causes, on one line as `shipyard` says them.
+    let res = unpack(&layout, &image, &s.root()).map_err(|e| chain_text(&e));
     s.assert_outside_untouched();
     match case.expect {
         Expect::Refused { layer, phrase } => {
