@@ -1,7 +1,6 @@
 //! A two-image pod project for the pod tests: a shell base, two images
 //! built on it in one pass, a config file, a source volume and a volume
 //! from the builder.
-#![allow(dead_code)]
 
 use super::*;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,5 @@
 //! Tar layers written byte by byte, so tests can build what no well-behaved
 //! tar library would (hostile names, foreign owners, devices).
-#![allow(dead_code)]
 
 use shipyard_image::oci::digest::Digest;
 use shipyard_image::oci::image::{append_layer, empty_config, write_image};

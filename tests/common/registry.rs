@@ -3,7 +3,6 @@
 //! at test time with openssl), that can be killed and restarted on the
 //! same port and storage. And a fault-injecting HTTP proxy to put in front
 //! of it.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub fn require(tool: &str) {
     let found = std::env::var_os("PATH")
@@ -21,6 +20,23 @@ pub fn require(tool: &str) {
         found,
         "{tool} is not installed: run scripts/test as root once to install the e2e peers"
     );
+}
+
+/// A temporary directory whose path podman takes as an image name: podman
+/// names an `oci:` image after its layout's path, which must be lowercase,
+/// and tempfile's random suffixes are not. `shipyard-WHAT-PID-N`, unique in
+/// this process (its tests share the pid).
+pub fn lowercase_tempdir(what: &str) -> tempfile::TempDir {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    tempfile::Builder::new()
+        .prefix(&format!(
+            "shipyard-{what}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+        .rand_bytes(0)
+        .tempdir()
+        .unwrap()
 }
 
 /// podman as these machines need it: runc (crun fails on hybrid cgroups),
@@ -223,16 +239,11 @@ impl Registry {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.ping() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "docker-registry did not answer on 127.0.0.1:{} within 20s",
-            self.port
+        super::wait::wait_until(
+            &format!("docker-registry to answer on 127.0.0.1:{}", self.port),
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || self.ping(),
         );
     }
 
@@ -611,8 +622,6 @@ pub const ENDLESS: usize = 256 << 20;
 /// host), so tests can assert where credentials went.
 pub struct AuthProxy {
     pub port: u16,
-    pub foreign_port: u16,
-    pub realm_port: u16,
     /// `Authorization` of each request to the proxy itself.
     pub seen: Arc<std::sync::Mutex<Vec<Option<String>>>>,
     /// `Authorization` of each request to the foreign listener.
@@ -934,8 +943,6 @@ impl AuthProxy {
         });
         AuthProxy {
             port: front,
-            foreign_port,
-            realm_port,
             seen,
             foreign,
             realm,

@@ -1,14 +1,20 @@
 //! Watching the processes a sandboxed step starts, from outside.
 
+use super::wait::wait_until;
 use std::process::{Child, Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// A sleep whose command line is unique to this test process and `salt`,
-/// so `ps` can find exactly it (dash has no `exec -a`).
-pub fn unique_sleep(salt: u32) -> String {
+/// A sleep whose command line is unique to this test process and to this
+/// call (the tests of a binary share one pid), so `ps` can find exactly it
+/// (dash has no `exec -a`).
+pub fn unique_sleep() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    assert!(n < 100, "unique_sleep numbers calls below 100");
     format!(
         "sleep {}",
-        100_000 + (std::process::id() % 50_000) * 10 + salt
+        100_000 + (std::process::id() % 50_000) * 100 + n
     )
 }
 
@@ -21,13 +27,9 @@ pub fn running(cmdline: &str) -> bool {
         .any(|l| l.trim() == cmdline)
 }
 
-/// Waits up to 20 s for `f` to hold.
-pub fn wait_for(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits up to 20 s for `f` to hold (polling every 50 ms).
+pub fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(20), Duration::from_millis(50), f);
 }
 
 /// The output of a child, which must exit within `limit` (a generous bound
