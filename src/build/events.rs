@@ -1,7 +1,9 @@
-//! What a build tells its user. The build never prints: it sends these
-//! events to a sink its caller supplies (the command line prints them,
-//! honouring `-q` and `--explain`; a program embedding the build may
-//! collect them, or drop them with [`Silent`]).
+//! What a build tells its user. The build itself does not print: it sends
+//! these events to a sink its caller supplies (the command line prints
+//! them, honouring `-q` and `--explain`; a program embedding the build may
+//! collect them, or drop them with [`Silent`]). A rule's own output is the
+//! one exception: the sandbox relays it line by line as the rule writes it
+//! (`sandbox::RunOptions::echo`), besides keeping it in the rule's log.
 
 use std::path::Path;
 
