@@ -13,7 +13,7 @@ use crate::oci::layout::{Layout, LayoutError};
 use crate::oci::media;
 use crate::reference::{Reference, ReferenceError, RegistryRef};
 use crate::registries_conf::ConfError;
-use crate::registry::progress::{Progress, Verbosity};
+use crate::registry::progress::Progress;
 use crate::registry::pull::{self, Selection};
 use crate::registry::push::{self, PushOptions};
 use crate::registry::{self as reg, Client, RegistryError};
@@ -149,8 +149,9 @@ pub struct Options {
     pub selection: Selection,
     /// How images are pushed (parallelism, retries).
     pub push: PushOptions,
-    /// How much progress is shown.
-    pub verbosity: Verbosity,
+    /// Where pulls and pushes report their progress (nowhere by
+    /// default): the caller decides what a person sees.
+    pub progress: Progress,
 }
 
 impl Default for Options {
@@ -160,7 +161,7 @@ impl Default for Options {
             pull: PullPolicy::Missing,
             selection: Selection::Platform(Platform::host()),
             push: PushOptions::default(),
-            verbosity: Verbosity::Quiet,
+            progress: Progress::default(),
         }
     }
 }
@@ -390,7 +391,7 @@ pub fn metadata(r: &Reference, o: &Options) -> Result<(Layout, Descriptor, Descr
             Ok((cache.layout.clone(), f.top, f.chosen))
         }
         _ => {
-            let progress = Progress::new(Verbosity::Quiet);
+            let progress = Progress::default();
             let (layout, top) = source(r, o, &progress, &mut Report::default())?;
             let chosen = select(&layout, top.clone(), &o.selection)?;
             Ok((layout, top, chosen))
@@ -494,7 +495,7 @@ pub fn copy_closure(from: &Layout, d: &Descriptor, to: &Layout) -> Result<()> {
 /// Brings the image `r` names into `to` (an index resolved to the host
 /// platform's manifest) without tagging it; returns its descriptor.
 pub fn import_into(r: &Reference, to: &Layout, o: &Options) -> Result<Descriptor> {
-    let progress = Progress::new(o.verbosity);
+    let progress = o.progress.clone();
     let (from, d) = source(r, o, &progress, &mut Report::default())?;
     progress.finish();
     let mut d = select(&from, d, &Selection::Platform(Platform::host()))?;
@@ -525,7 +526,7 @@ pub fn copy_between(
     extra_tags: &[String],
 ) -> Result<Report> {
     let o = dst_o;
-    let progress = Progress::new(o.verbosity);
+    let progress = o.progress.clone();
     let mut report = Report::default();
     let read = Options {
         registry: src_o.registry.clone(),
@@ -553,7 +554,7 @@ pub fn copy_between(
 /// Opens the image any reference names (registries and archives through
 /// the cache), resolving an index to the selected platform.
 pub fn open_image(r: &Reference, o: &Options) -> Result<(Layout, Image)> {
-    let progress = Progress::new(o.verbosity);
+    let progress = o.progress.clone();
     let (layout, d) = source(r, o, &progress, &mut Report::default())?;
     progress.finish();
     let image =

@@ -18,7 +18,7 @@ use shipyard_image::oci::digest::Digest;
 use shipyard_image::oci::media;
 use shipyard_image::reference::RegistryRef;
 use shipyard_image::registry::client::{Client, Scope};
-use shipyard_image::registry::progress::{Progress, Verbosity};
+use shipyard_image::registry::progress::Progress;
 use shipyard_image::registry::{pull, push};
 use shipyard_image::transport;
 
@@ -87,7 +87,7 @@ impl Remote {
             let config = m.config().media_type().to_string();
             return Err(BuildError::NotACacheEntry(entry(), config));
         }
-        let progress = Progress::new(Verbosity::Quiet);
+        let progress = Progress::default();
         let counters = pull::Counters::default();
         pull::fetch_blob(
             &self.client,
@@ -141,7 +141,7 @@ pub fn export(
     o: &transport::Options,
 ) -> Result<usize> {
     let remote = Remote::new(to, o)?;
-    let progress = Progress::new(Verbosity::Quiet);
+    let progress = Progress::default();
     let counters = push::Counters::default();
     let mut pushed = 0;
     let mut seen = std::collections::BTreeSet::new();

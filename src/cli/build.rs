@@ -295,7 +295,7 @@ fn transport_options(
     let mut topts = transport::Options {
         registry: a.registry.options(targets.first().copied())?,
         pull: a.pull.into(),
-        verbosity: shipyard_image::registry::progress::Verbosity::detect(quiet),
+        progress: super::progress::for_stderr(quiet),
         ..transport::Options::default()
     };
     topts.push.retries = a.registry.retry;

@@ -17,6 +17,7 @@ mod ls;
 pub mod man;
 mod manifest;
 mod pod;
+mod progress;
 mod pull;
 mod push;
 mod sandbox_helper;

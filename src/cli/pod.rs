@@ -2,7 +2,6 @@ use super::transfer::RegistryArgs;
 use crate::pod::{read, CONFIG_VOLUME};
 use anyhow::{bail, Context, Result};
 use shipyard_image::reference::Reference;
-use shipyard_image::registry::progress::Progress;
 use shipyard_image::rootfs::entry::Kind;
 use shipyard_image::transport::{self, Report};
 use std::path::PathBuf;
@@ -63,8 +62,7 @@ pub struct KubeArgs {
 fn open(s: &str, r: &RegistryArgs) -> Result<(shipyard_image::oci::layout::Layout, read::Pod)> {
     let reference = Reference::parse_or_registry(s)?;
     let o = r.read_options(&reference)?;
-    let progress = Progress::new(o.verbosity);
-    let (layout, d) = transport::source(&reference, &o, &progress, &mut Report::default())?;
+    let (layout, d) = transport::source(&reference, &o, &o.progress, &mut Report::default())?;
     if !read::is_pod(&layout, &d) {
         bail!("{s} is not a pod (an image? use `shipyard unpack`)");
     }

@@ -5,7 +5,6 @@ use anyhow::{Context, Result};
 use shipyard_image::oci::image::Platform;
 use shipyard_image::reference::Reference;
 use shipyard_image::registry::auth::{parse_creds, ExplicitCreds};
-use shipyard_image::registry::progress::Verbosity;
 use shipyard_image::registry::pull::Selection;
 use shipyard_image::transport::{self, Options, PullPolicy, Report};
 use std::path::PathBuf;
@@ -163,7 +162,7 @@ impl CopyArgs {
             } else {
                 Selection::Platform(Platform::parse(&self.platform).map_err(anyhow::Error::msg)?)
             },
-            verbosity: Verbosity::detect(quiet || self.json),
+            progress: super::progress::for_stderr(quiet || self.json),
             ..Options::default()
         };
         o.push.jobs = self.jobs.max(1);

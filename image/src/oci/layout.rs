@@ -667,7 +667,10 @@ impl Layout {
         match f.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                eprintln!(
+                // A warning, so a person sees why nothing happens (the
+                // CLI shows warnings unless --quiet) without the library
+                // writing to stderr itself.
+                tracing::warn!(
                     "waiting for other shipyard processes writing to {}…",
                     self.root.display()
                 );

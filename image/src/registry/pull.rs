@@ -3,7 +3,7 @@
 //! while it streams.
 
 use super::client::{Client, RegistryError, Result, Scope};
-use super::progress::Progress;
+use super::progress::{Action, Outcome, Progress};
 use super::{ACCEPT, MAX_MANIFEST};
 use crate::cache::Cache;
 use crate::oci::digest::Digest;
@@ -195,7 +195,7 @@ pub fn fetch_blob(
         return Ok(());
     }
     let url = client.url(&format!("/v2/{repo}/blobs/{digest}"));
-    let task = progress.task("Copying", &digest.to_string(), desc.size());
+    let task = progress.task(Action::Pull, &digest, desc.size());
     let mut attempt = 0;
     loop {
         let resp = client.send("GET", &url, &Scope::pull(repo), &|h| Ok(h.get(&url)))?;
@@ -223,7 +223,7 @@ pub fn fetch_blob(
                 stats.fetched.fetch_add(1, Ordering::Relaxed);
                 stats.bytes.fetch_add(desc.size(), Ordering::Relaxed);
                 cache.note_home(&client.registry, repo, &digest);
-                task.done("done");
+                task.done(Outcome::Done);
                 return Ok(());
             }
             Err(e) if attempt < 5 => {
@@ -341,7 +341,7 @@ pub fn fetch_metadata(
     selection: &Selection,
 ) -> Result<Fetched> {
     let f = fetch_manifests(client, r, cache, selection)?;
-    let progress = Progress::new(super::progress::Verbosity::Quiet);
+    let progress = Progress::default();
     for m in &f.manifests {
         if let Some(config) = media::config_of(&read_cached(cache, m)?) {
             fetch_blob(

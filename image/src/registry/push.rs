@@ -11,7 +11,7 @@
 //! layout, so the pushed digest equals the local one.
 
 use super::client::{Client, RegistryError, Result, Scope};
-use super::progress::Progress;
+use super::progress::{Action, Outcome, Progress};
 use crate::cache::Cache;
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
@@ -270,10 +270,10 @@ impl Upload<'_> {
     fn run(&self, desc: &Descriptor) -> Result<()> {
         let digest = media::digest_of(desc).map_err(RegistryError::from)?;
         let size = desc.size();
-        let task = self.progress.task("Pushing", &digest.to_string(), size);
+        let task = self.progress.task(Action::Push, &digest, size);
         if self.exists(&digest)? {
             self.counters.skipped.fetch_add(1, Ordering::Relaxed);
-            task.done("skipped: already present");
+            task.done(Outcome::AlreadyPresent);
             return Ok(());
         }
         let home = self
@@ -283,7 +283,7 @@ impl Upload<'_> {
         let mut session = self.start(&digest, home.as_deref())?;
         if session.is_none() {
             self.counters.mounted.fetch_add(1, Ordering::Relaxed);
-            task.done(&format!("mounted from {}", home.unwrap_or_default()));
+            task.done(Outcome::MountedFrom(home.unwrap_or_default()));
             self.note(&digest);
             return Ok(());
         }
@@ -314,7 +314,7 @@ impl Upload<'_> {
             }
         }
         self.counters.uploaded.fetch_add(1, Ordering::Relaxed);
-        task.done("done");
+        task.done(Outcome::Done);
         self.note(&digest);
         Ok(())
     }
