@@ -10,7 +10,7 @@ use super::events::Event;
 use super::executor::{Executor, RuntimeBase};
 use super::schedule::{ImagePlan, LayerPlan, Schedule, Status};
 use super::stepcache::{Record, RecordKind, StepCache};
-use super::{Built, Taken, CACHE_COMPRESSION, CACHE_LEVEL};
+use super::{Built, CACHE_COMPRESSION, CACHE_LEVEL};
 use crate::project::ImageSpec;
 use crate::tapeout::onto::Move;
 use crate::tapeout::Explain;
@@ -30,12 +30,10 @@ use std::path::{Path, PathBuf};
 
 type Result<T, E = BuildError> = std::result::Result<T, E>;
 
-/// An image written: its digest, why each path is in it, and what its
-/// tapeouts took.
+/// An image written: its digest and why each path is in it.
 struct Assembled {
     digest: String,
     lines: Vec<(String, String)>,
-    taken: Vec<Taken>,
 }
 
 impl Executor<'_> {
@@ -73,7 +71,6 @@ impl Executor<'_> {
                 tag: spec.tag.clone(),
                 digest: made.digest,
                 pod: false,
-                taken: made.taken,
             });
         }
         Ok((built, descriptors))
@@ -107,7 +104,6 @@ impl Executor<'_> {
                 tag: format!("{}:{}", p.name, p.version),
                 digest: d.digest().to_string(),
                 pod: true,
-                taken: Vec::new(),
             });
         }
         Ok(built)
@@ -154,14 +150,6 @@ impl Executor<'_> {
             );
             layers.push(rec.layer.clone());
         }
-        // What each tapeout took into this image, and from where: what
-        // a description of the image's contents (an SBOM) reads.
-        let taken = img
-            .layers
-            .iter()
-            .flat_map(|l| &l.tapeouts)
-            .map(|t| self.taken(t, explain))
-            .collect();
         let config = mutate::declare(&config, &declared(spec));
         let config_desc = layout
             .put_json(&config, MediaType::ImageConfig)
@@ -174,25 +162,7 @@ impl Executor<'_> {
         Ok(Assembled {
             digest: desc.digest().to_string(),
             lines,
-            taken,
         })
-    }
-
-    /// What tapeout `t` took, and the builder it took it from.
-    fn taken(&self, t: &str, explain: &BTreeMap<String, Explain>) -> Taken {
-        let mut builder = vec![self.view.changes.clone()];
-        builder.extend(self.view.lowers.iter().cloned());
-        builder.extend(self.view.host_dirs.iter().cloned());
-        Taken {
-            tapeout: t.to_string(),
-            paths: explain
-                .get(t)
-                .into_iter()
-                .flat_map(|e| e.keys().cloned())
-                .collect(),
-            stage: self.stage(t),
-            builder,
-        }
     }
 
     /// One layer of an image: linked from the cache, or made and stored.

@@ -98,23 +98,6 @@ pub struct Built {
     pub tag: String,
     pub digest: String,
     pub pod: bool,
-    /// An image's tapeouts: what each took, and from where.
-    pub taken: Vec<Taken>,
-}
-
-/// What a tapeout took into an image, and where from: what a
-/// description of the image's contents (an SBOM) is made of.
-#[derive(Debug, Clone)]
-pub struct Taken {
-    pub tapeout: String,
-    /// The paths it selected, as staged (after `remap`).
-    pub paths: Vec<PathBuf>,
-    /// The staged selection; it lives in the build's state, so only while
-    /// the build runs (or with `--keep-builder`).
-    pub stage: PathBuf,
-    /// The builder it took them from: its changes directory, then the
-    /// read-only trees below (topmost first); `/` at isolation none.
-    pub builder: Vec<PathBuf>,
 }
 
 /// Runs the plan and writes its images, telling `events` what it does.
