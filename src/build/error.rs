@@ -48,6 +48,23 @@ pub enum BuildError {
     NotACacheEntry(String, String),
     #[error("{0}: the entry's layer does not match its record")]
     EntryMismatch(String),
+    /// A builder made from another's state (or an image of a builder)
+    /// needs a rule's captured changes, which the cache does not hold.
+    #[error(
+        "{what} needs what {rule} changed, and the step cache does not hold it ({why}); \
+         run the build without --isolation none and with overlay or a copy the cache expects"
+    )]
+    NoState {
+        what: String,
+        rule: String,
+        why: String,
+    },
+    /// Several builders at isolation none would share the container's /.
+    #[error(
+        "isolation none runs rules in this container's own /, so a spec with several builders \
+         cannot use it; use --isolation userns or chroot"
+    )]
+    SeveralInPlace,
     #[error("a background job of the build panicked")]
     Panicked,
     #[error(transparent)]

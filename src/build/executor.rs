@@ -13,10 +13,10 @@ use super::error::{BuildError, Doing, RuleFailed};
 use super::events::{Event, Events};
 use super::inplace::InPlace;
 use super::key::{self, SourceContent, StepKey};
-use super::schedule::{Facts, Lookup, Schedule, Selection, StepPlan};
+use super::schedule::{BuilderFacts, Facts, Lookup, Schedule, Selection, StepPlan};
 use super::stepcache::{Record, RecordKind, StepCache};
 use super::{base, capture, mounts, remote, restore, BuildOptions, Built};
-use crate::project::{BuildRule, Plan, Step, TapeoutRule};
+use crate::project::{BuildRule, Builder, Plan, Step, TapeoutRule};
 use crate::sandbox::isolation::{Confinement, IdMap, Level};
 use crate::sandbox::job::{Action, Bind, InNamespace, Network, NsJob, SubIds};
 use crate::sandbox::job::{Root, StepSpec};
@@ -93,23 +93,23 @@ fn join_all(jobs: &mut Vec<ScopedJoinHandle<'_, Result<()>>>) -> Result<()> {
     Ok(())
 }
 
-/// Where the step loop stands: cached rules waiting to be restored and
-/// the tapeouts' explanations so far.
+/// Where a builder's step loop stands: cached rules waiting to be
+/// restored and the tapeouts' explanations so far.
 #[derive(Default)]
-struct Progress {
+pub(super) struct Progress {
     pending: Vec<(Descriptor, String)>,
     explain: BTreeMap<String, crate::tapeout::Explain>,
     /// `--sbom`: what each tapeout's paths come from.
     sboms: BTreeMap<String, crate::sbom::Attribution>,
 }
 
-/// A build in progress: its builder, its cache and how its steps are
+/// A build in progress: its builders, its cache and how its steps are
 /// confined.
 pub(crate) struct Executor<'a> {
     pub(super) plan: &'a Plan,
     pub(super) opts: &'a BuildOptions,
     pub(super) events: &'a dyn Events,
-    /// The build's state directory (builder, logs, stages).
+    /// The build's state directory (builders, logs, stages).
     pub(super) state: &'a Path,
     pub(super) cache: Cache,
     confinement: Confinement,
@@ -117,6 +117,18 @@ pub(crate) struct Executor<'a> {
     subids: Option<SubIds>,
     /// A single id is mapped although a range was wanted.
     single_ids: bool,
+    mounts: mounts::MountStore,
+    logs: PathBuf,
+    /// One per builder of the plan, in its order.
+    chains: Vec<Chain>,
+}
+
+/// One builder, made ready: its filesystem and how its rules see it.
+pub(crate) struct Chain {
+    /// Its index in `plan.builders`.
+    index: usize,
+    /// Its state directory (overlay upper and work dirs, or its copy).
+    dir: PathBuf,
     base: base::Base,
     /// How the builder's filesystem is made (a part of every key).
     mode: &'static str,
@@ -125,17 +137,26 @@ pub(crate) struct Executor<'a> {
     /// The build runs on a copy on purpose, and caches it as such.
     copy_expected: bool,
     ca_bundle: Option<PathBuf>,
-    mounts: mounts::MountStore,
     binds: Vec<Bind>,
     /// The builder as tapeouts see it.
-    pub(super) view: BuilderView,
-    logs: PathBuf,
+    view: BuilderView,
     /// The changes directory's manifest after the last capture or restore.
     snapshot: PathBuf,
 }
 
+/// Where builder `b` keeps its state: `builder/` for the single unnamed
+/// one (as `--keep-builder` has always said), `builders/NAME/` otherwise.
+pub(super) fn builder_dir(state: &Path, plan: &Plan, b: usize) -> PathBuf {
+    let name = &plan.builders[b].name;
+    if name.is_empty() {
+        state.join("builder")
+    } else {
+        state.join("builders").join(name)
+    }
+}
+
 impl<'a> Executor<'a> {
-    /// Chooses the isolation level, makes the builder ready and checks
+    /// Chooses the isolation level, makes the builders ready and checks
     /// what every rule needs (its secrets) before anything runs.
     pub fn new(
         plan: &'a Plan,
@@ -149,17 +170,22 @@ impl<'a> Executor<'a> {
         // The level before the base: a builder this level cannot use is
         // refused before it is pulled or unpacked.
         let detected = detect_subids();
-        let confinement =
-            crate::sandbox::choose_isolation(opts.isolation, detected, plan.from == "host")?;
+        let all_host = (0..plan.builders.len()).all(|b| plan.root_from(b) == "host");
+        let confinement = crate::sandbox::choose_isolation(opts.isolation, detected, all_host)?;
         events.event(Event::Isolation(&confinement.summary()));
-        if let Some(why) = confinement.unusable_builder(&plan.from) {
-            return Err(BuildError::UnusableBuilder(why));
+        for b in 0..plan.builders.len() {
+            if let Some(why) = confinement.unusable_builder(plan.root_from(b)) {
+                return Err(BuildError::UnusableBuilder(why));
+            }
         }
-        let base = base::prepare(&plan.from, &state.join("builder"), &opts.transport)?;
+        let in_place = confinement.level == Level::None;
+        if in_place && plan.builders.len() > 1 {
+            return Err(BuildError::SeveralInPlace);
+        }
         let logs = state.join("logs");
         std::fs::create_dir_all(&logs).doing(|| format!("creating {}", logs.display()))?;
         let mounts = mounts::MountStore::open()?;
-        for step in &plan.steps {
+        for (_, step) in plan.all_steps() {
             if let Step::Build(b) = step {
                 super::step_secrets(b, &opts.secrets)?;
             }
@@ -180,8 +206,30 @@ impl<'a> Executor<'a> {
         let wanted = detected.is_some() || nix::unistd::geteuid().is_root();
         let subids = detected.filter(|_| confinement.map == IdMap::Range);
         let single_ids = confinement.map == IdMap::Single && wanted;
-        let in_place = confinement.level == Level::None;
-        let (copy_marker, copy_expected, mode) = filesystem(&base.root, &confinement, in_place);
+        let mut chains = Vec::new();
+        for (index, builder) in plan.builders.iter().enumerate() {
+            let dir = builder_dir(state, plan, index);
+            let base = base::prepare(plan.root_from(index), &dir, &opts.transport)?;
+            let (copy_marker, copy_expected, mode) = filesystem(&base.root, &confinement, in_place);
+            let host = plan.root_from(index) == "host";
+            let snapshot = state
+                .join("snapshots")
+                .join(format!("{}.manifest", builder.name));
+            std::fs::create_dir_all(state.join("snapshots"))
+                .doing(|| format!("creating {}", state.display()))?;
+            chains.push(Chain {
+                index,
+                dir,
+                view: view(host, &base, subids, in_place),
+                base,
+                mode,
+                copy_marker,
+                copy_expected,
+                ca_bundle: ca_bundle(builder),
+                binds: binds(builder),
+                snapshot,
+            });
+        }
         Ok(Executor {
             plan,
             opts,
@@ -190,16 +238,9 @@ impl<'a> Executor<'a> {
             cache,
             subids,
             single_ids,
-            view: view(plan, &base, subids, in_place),
-            base,
-            mode,
-            copy_marker,
-            copy_expected,
-            ca_bundle: ca_bundle(plan),
             mounts,
-            binds: binds(plan),
             logs,
-            snapshot: state.join("changes.manifest"),
+            chains,
             confinement,
         })
     }
@@ -211,13 +252,22 @@ impl<'a> Executor<'a> {
     /// What the keys depend on besides the plan, and the selected
     /// images' runtime bases, opened.
     pub fn facts(&self, selection: &Selection) -> Result<(Facts, Vec<RuntimeBase>)> {
-        let mut sources = BTreeMap::new();
-        for s in &self.plan.sources {
-            let stat = self.cache.sc.stat_cache(&s.host);
-            let c = key::source_content(&s.host, Some(&stat))?;
-            self.cache.sc.keep_source(&c);
-            let name = format!("source:{}", s.target.display());
-            sources.insert(name, c.digest.to_string());
+        let mut builders = Vec::new();
+        for ch in &self.chains {
+            let mut sources = BTreeMap::new();
+            for s in &self.plan.builders[ch.index].sources {
+                let stat = self.cache.sc.stat_cache(&s.host);
+                let c = key::source_content(&s.host, Some(&stat))?;
+                self.cache.sc.keep_source(&c);
+                let name = format!("source:{}", s.target.display());
+                sources.insert(name, c.digest.to_string());
+            }
+            builders.push(BuilderFacts {
+                base: ch.base.identity.clone(),
+                mode: ch.mode.to_string(),
+                single_ids: self.single_ids,
+                sources,
+            });
         }
         let mut bases = Vec::new();
         let mut runtime_bases = BTreeMap::new();
@@ -235,29 +285,28 @@ impl<'a> Executor<'a> {
             bases.push(base);
         }
         let facts = Facts {
-            base: self.base.identity.clone(),
-            mode: self.mode.to_string(),
-            single_ids: self.single_ids,
-            sources,
+            builders,
             runtime_bases,
         };
         Ok((facts, bases))
     }
 
-    /// Runs the schedule: the steps, then the images and pods, then the
-    /// export to `--cache-to`.
+    /// Runs the schedule: the builders, then the images and pods, then
+    /// the export to `--cache-to`.
     pub fn run(&self, schedule: &Schedule, bases: Vec<RuntimeBase>) -> Result<Vec<Built>> {
         let mut inplace = self.in_place_tracker(schedule)?;
+        let (explain, sboms) = self.run_builders(schedule, &mut inplace)?;
         std::thread::scope(|scope| -> Result<Vec<Built>> {
-            let mut jobs = Jobs::default();
-            let (explain, sboms) = self.run_steps(scope, schedule, &mut inplace, &mut jobs)?;
-            // The builder is done with: remove it while the images are made.
-            join_all(&mut jobs.captures)?;
+            let mut background = Vec::new();
+            // The builders are done with: remove them while the images
+            // are made.
             if !self.opts.keep_builder {
-                let builder = self.state.join("builder");
-                jobs.background.push(scope.spawn(move || {
-                    crate::sandbox::remove_tree(&builder).map_err(BuildError::from)
-                }));
+                for ch in &self.chains {
+                    let dir = ch.dir.clone();
+                    background.push(scope.spawn(move || {
+                        crate::sandbox::remove_tree(&dir).map_err(BuildError::from)
+                    }));
+                }
             }
             let out = &self.opts.output;
             let layout = Layout::open_or_create(out)
@@ -265,9 +314,77 @@ impl<'a> Executor<'a> {
             let (mut built, descriptors) =
                 self.write_images(schedule, bases, &layout, &explain, &sboms)?;
             built.extend(self.write_pods(schedule, &layout, &descriptors)?);
-            join_all(&mut jobs.background)?;
+            join_all(&mut background)?;
             self.export_cache(schedule)?;
             Ok(built)
+        })
+    }
+
+    /// Runs every builder, each once those it depends on are done; those
+    /// ready together run at the same time.
+    #[allow(clippy::type_complexity)]
+    fn run_builders(
+        &self,
+        schedule: &Schedule,
+        inplace: &mut Option<InPlace>,
+    ) -> Result<(
+        BTreeMap<String, crate::tapeout::Explain>,
+        BTreeMap<String, crate::sbom::Attribution>,
+    )> {
+        let n = self.chains.len();
+        let mut done = vec![false; n];
+        let mut explain = BTreeMap::new();
+        let mut sboms = BTreeMap::new();
+        while done.iter().any(|d| !d) {
+            let ready: Vec<usize> = (0..n)
+                .filter(|&b| !done[b] && self.plan.builders[b].deps.iter().all(|&d| done[d]))
+                .collect();
+            if ready.is_empty() {
+                // The plan orders builders after their dependencies.
+                return Err(BuildError::Panicked);
+            }
+            let results: Vec<Result<Progress>> = if ready.len() == 1 {
+                vec![self.run_builder(&self.chains[ready[0]], schedule, inplace)]
+            } else {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = ready
+                        .iter()
+                        .map(|&b| {
+                            let ch = &self.chains[b];
+                            scope.spawn(move || self.run_builder(ch, schedule, &mut None))
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().map_err(|_| BuildError::Panicked)?)
+                        .collect()
+                })
+            };
+            for (b, r) in ready.iter().zip(results) {
+                let p = r?;
+                explain.extend(p.explain);
+                sboms.extend(p.sboms);
+                done[*b] = true;
+            }
+        }
+        Ok((explain, sboms))
+    }
+
+    /// Runs one builder's steps, and waits for what they store: a builder
+    /// that starts from its state, or an image made of it, reads its
+    /// rules' captured changes from the cache.
+    fn run_builder(
+        &self,
+        ch: &Chain,
+        schedule: &Schedule,
+        inplace: &mut Option<InPlace>,
+    ) -> Result<Progress> {
+        std::thread::scope(|scope| {
+            let mut jobs = Jobs::default();
+            let progress = self.run_steps(ch, scope, schedule, inplace, &mut jobs)?;
+            join_all(&mut jobs.captures)?;
+            join_all(&mut jobs.background)?;
+            Ok(progress)
         })
     }
 
@@ -277,8 +394,9 @@ impl<'a> Executor<'a> {
         if !self.in_place() {
             return Ok(None);
         }
-        let mut ip = in_place_tracker(self.plan, self.state, &self.opts.output);
-        if self.plan.steps.iter().any(|s| matches!(s, Step::Build(_))) {
+        let builder = &self.plan.builders[0];
+        let mut ip = in_place_tracker(builder, self.state, &self.opts.output);
+        if builder.steps.iter().any(|s| matches!(s, Step::Build(_))) {
             tracing::warn!(
                 "isolation none: rules run in place, in this container's own /, and are not \
                  cached (there is no overlay upper dir holding what they change); tapeouts \
@@ -303,24 +421,28 @@ impl<'a> Executor<'a> {
         self.state.join("tapeout").join(tapeout)
     }
 
-    /// Every step of the plan, as the schedule says; returns the
+    /// Every step of builder `ch`, as the schedule says; returns the
     /// tapeouts' explanations and (`--sbom`) what their paths come from.
-    #[allow(clippy::type_complexity)]
     fn run_steps<'s>(
         &'s self,
+        ch: &'s Chain,
         scope: &'s Scope<'s, '_>,
         schedule: &'s Schedule,
         inplace: &mut Option<InPlace>,
         jobs: &mut Jobs<'s>,
-    ) -> Result<(
-        BTreeMap<String, crate::tapeout::Explain>,
-        BTreeMap<String, crate::sbom::Attribution>,
-    )> {
+    ) -> Result<Progress> {
         let mut progress = Progress::default();
-        for (index, step) in self.plan.steps.iter().enumerate() {
+        let builder = &self.plan.builders[ch.index];
+        let bs = &schedule.builders[ch.index];
+        let label = builder.label();
+        if let (Some(parent), Some(_)) = (builder.parent, bs.last_needed) {
+            progress.pending = self.parent_state(schedule, &builder.name, parent)?;
+        }
+        for (index, step) in builder.steps.iter().enumerate() {
             let id = step.id();
-            let key = &schedule.keys[index];
-            let todo = &schedule.steps[index];
+            let shown = format!("{id}{label}");
+            let key = &bs.keys[index];
+            let todo = &bs.steps[index];
             match (step, todo) {
                 (Step::Tapeout(t), StepPlan::RestoreSelection(r)) => {
                     self.restore_selection(r, &self.stage(&t.name))?;
@@ -328,48 +450,51 @@ impl<'a> Executor<'a> {
                     let sbom = r.sbom.clone().map(|a| (t.name.clone(), a));
                     progress.sboms.extend(sbom);
                     self.remember(&id, key);
-                    self.say(&id, todo.word(), todo.why());
+                    self.say(&shown, todo.word(), todo.why());
                 }
                 (_, StepPlan::Cached) => {
                     self.remember(&id, key);
-                    self.say(&id, todo.word(), todo.why());
+                    self.say(&shown, todo.word(), todo.why());
                 }
                 (_, StepPlan::NotNeeded) => {
-                    if schedule.last_needed.is_none_or(|l| index > l) {
+                    if bs.last_needed.is_none_or(|l| index > l) {
                         self.remember(&id, key);
                     }
-                    self.say(&id, todo.word(), todo.why());
+                    self.say(&shown, todo.word(), todo.why());
                 }
                 (_, StepPlan::Restore(r)) => {
-                    self.say(&id, todo.word(), todo.why());
+                    self.say(&shown, todo.word(), todo.why());
                     self.remember(&id, key);
                     progress.pending.push((r.layer.clone(), r.diff_id.clone()));
                 }
                 (Step::Build(b), StepPlan::Run(why)) => {
-                    self.say(&id, todo.word(), why);
+                    self.say(&shown, todo.word(), why);
                     join_all(&mut jobs.captures)?;
-                    self.restore(&mut progress.pending)?;
-                    self.run_rule(&id, b)?;
+                    self.restore(ch, &mut progress.pending)?;
+                    self.run_rule(ch, &id, b)?;
                     if let Some(ip) = inplace.as_mut() {
                         // Nothing to capture (see `inplace`): `/` changed.
                         ip.rule_ran();
-                    } else if let Some(job) = self.capture_job(&id) {
+                    } else if let Some(job) = self.capture_job(ch, &id) {
                         jobs.captures
-                            .push(scope.spawn(move || self.capture(job, &id, key)));
+                            .push(scope.spawn(move || self.capture(ch, job, &id, key)));
                     }
                 }
                 (Step::Tapeout(t), StepPlan::Run(why)) => {
-                    self.say(&id, todo.word(), why);
+                    self.say(&shown, todo.word(), why);
                     if !progress.pending.is_empty() {
                         join_all(&mut jobs.captures)?;
-                        self.restore(&mut progress.pending)?;
+                        self.restore(ch, &mut progress.pending)?;
                     }
-                    let ex = self.tapeout(index, t, inplace)?;
+                    let last_build =
+                        (builder.steps.iter()).rposition(|s| matches!(s, Step::Build(_)));
+                    let final_step = last_build.is_none_or(|l| index > l);
+                    let ex = self.tapeout(ch, final_step, t, inplace)?;
                     // --sbom: the packages the paths come from, read from
                     // the builder while it holds what the rules installed.
                     let sbom = if self.opts.sbom {
                         let stage = self.stage(&t.name);
-                        let a = crate::sbom::build::of_tapeout(&self.view, t, &stage, ex.keys())
+                        let a = crate::sbom::build::of_tapeout(&ch.view, t, &stage, ex.keys())
                             .doing(|| format!("{id}: --sbom"))?;
                         progress.sboms.insert(t.name.clone(), a.clone());
                         Some(a)
@@ -387,18 +512,53 @@ impl<'a> Executor<'a> {
                 }
             }
         }
-        Ok((progress.explain, progress.sboms))
+        Ok(progress)
+    }
+
+    /// The captured changes of the rules a builder's parent state is
+    /// made of, oldest first, to be restored before its first step.
+    fn parent_state(
+        &self,
+        schedule: &Schedule,
+        name: &str,
+        parent: crate::project::BuilderState,
+    ) -> Result<Vec<(Descriptor, String)>> {
+        self.plan
+            .lineage(parent)
+            .into_iter()
+            .map(|(b, i)| {
+                let key = &schedule.builders[b].keys[i];
+                let rule = self.plan.builders[b].steps[i].id();
+                match self.cache.lookup(key) {
+                    Some(r) => Ok((r.layer, r.diff_id)),
+                    None => Err(BuildError::NoState {
+                        what: format!("builder {name}"),
+                        rule,
+                        why: self.no_state_why(),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// Why a rule's changes may be missing from the cache.
+    pub(super) fn no_state_why(&self) -> String {
+        if self.in_place() {
+            super::schedule::NOT_CACHED_IN_PLACE.to_string()
+        } else {
+            "it ran on a copy the cache does not expect, or the cache was pruned".to_string()
+        }
     }
 
     /// Runs shipyard's own `job` as root of the builder's user namespace.
-    fn in_ns<J: InNamespace>(&self, job: &J, name: &str) -> Result<()> {
+    fn in_ns<J: InNamespace>(&self, ch: &Chain, job: &J, name: &str) -> Result<()> {
         let job = NsJob::new(job).map_err(|e| BuildError::Job {
             name: name.to_string(),
             tail: format!("cannot describe the job: {e}"),
         })?;
         let action = Action::InNamespace(job);
         let spec = StepSpec {
-            root: self.base.root.clone(),
+            root: ch.base.root.clone(),
             binds: Vec::new(),
             network: Network::None,
             env: Vec::new(),
@@ -425,47 +585,58 @@ impl<'a> Executor<'a> {
     }
 
     /// Puts cached rules back into the builder, oldest first.
-    fn restore(&self, pending: &mut Vec<(Descriptor, String)>) -> Result<()> {
+    fn restore(&self, ch: &Chain, pending: &mut Vec<(Descriptor, String)>) -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
-        let changes = base::changes_dir(&self.base.root);
+        let changes = base::changes_dir(&ch.base.root);
         std::fs::create_dir_all(&changes).doing(|| format!("creating {}", changes.display()))?;
         let job = restore::RestoreJob {
             changes,
-            snapshot: self.snapshot.clone(),
-            copy_from: self.base.lower.clone().into_iter().collect(),
-            copy_marker: self.copy_marker.clone().filter(|_| self.copy_expected),
+            snapshot: ch.snapshot.clone(),
+            copy_from: ch.base.lower.clone().into_iter().collect(),
+            copy_marker: ch.copy_marker.clone().filter(|_| ch.copy_expected),
             cache_layout: self.cache.sc.cache.layout.root().to_path_buf(),
             layers: std::mem::take(pending),
         };
-        self.in_ns(&job, "restore")
+        self.in_ns(ch, &job, "restore")
             .doing(|| "restoring cached rules into the builder".into())
     }
 
     /// Runs one rule in the builder; a failure reports its exit code and
     /// the end of its log (kept in the cache, since the state goes away).
-    fn run_rule(&self, id: &str, b: &BuildRule) -> Result<()> {
+    fn run_rule(&self, ch: &Chain, id: &str, b: &BuildRule) -> Result<()> {
         // Cache mounts are held (locked) while the rule runs.
         let held: Vec<(PathBuf, mounts::Held)> = b
             .cache
             .iter()
             .map(|m| Ok((m.target.clone(), self.mounts.acquire(m)?)))
             .collect::<Result<_>>()?;
-        let mut binds = self.binds.clone();
+        let mut binds = ch.binds.clone();
         binds.extend(held.iter().map(|(target, h)| Bind {
             source: h.path.clone(),
             target: target.clone(),
             writable: true,
         }));
+        // Tapeouts the rule reads, as staged, read-only.
+        for (target, t) in &b.mounts {
+            let stage = self.stage(t);
+            std::fs::create_dir_all(&stage).doing(|| format!("{id}: mounting tapeout.{t}"))?;
+            binds.push(Bind {
+                source: stage,
+                target: target.clone(),
+                writable: false,
+            });
+        }
+        let builder = &self.plan.builders[ch.index];
         // The proxy settings are the machine's, not the build's: in the
         // step, not in its key.
-        let mut env = super::schedule::rule_env(self.plan, b, self.opts.epoch);
+        let mut env = super::schedule::rule_env(builder, b, self.opts.epoch);
         crate::sandbox::ca::add_missing(&mut env, crate::sandbox::ca::proxy_env());
         let spec = StepSpec {
-            root: self.base.root.clone(),
+            root: ch.base.root.clone(),
             binds,
-            network: self.plan.network,
+            network: builder.network,
             env,
             cwd: b.workdir.clone(),
             argv: vec!["/bin/sh".into(), "-c".into(), b.run.clone()],
@@ -475,7 +646,7 @@ impl<'a> Executor<'a> {
             action: Action::Exec,
             confinement: self.confinement.clone(),
             secrets: super::step_secrets(b, &self.opts.secrets)?,
-            ca_bundle: self.ca_bundle.clone(),
+            ca_bundle: ch.ca_bundle.clone(),
         };
         let log = self.logs.join(format!("{id}.log"));
         let opts = RunOptions {
@@ -499,15 +670,19 @@ impl<'a> Executor<'a> {
             .into());
         }
         let seconds = started.elapsed().as_secs_f64();
-        self.events.event(Event::Done { step: id, seconds });
+        let step = format!("{id}{}", builder.label());
+        self.events.event(Event::Done {
+            step: &step,
+            seconds,
+        });
         Ok(())
     }
 
     /// The capture of what rule `id` changed, unless the builder fell
     /// back to a copy the cache does not expect.
-    fn capture_job(&self, id: &str) -> Option<capture::CaptureJob> {
-        let copied = self.copy_marker.as_ref().is_some_and(|m| m.exists());
-        if copied != self.copy_expected {
+    fn capture_job(&self, ch: &Chain, id: &str) -> Option<capture::CaptureJob> {
+        let copied = ch.copy_marker.as_ref().is_some_and(|m| m.exists());
+        if copied != ch.copy_expected {
             tracing::warn!(
                 "{id}: overlay could not be mounted, so this build ran on a copy; its rules are not cached (set {} to cache copy builds)",
                 crate::sandbox::NO_OVERLAY_ENV
@@ -515,19 +690,19 @@ impl<'a> Executor<'a> {
             return None;
         }
         Some(capture::CaptureJob {
-            changes: base::changes_dir(&self.base.root),
-            snapshot: self.snapshot.clone(),
-            lowers: self.base.lower.clone().into_iter().collect(),
-            copy_mode: self.copy_expected,
+            changes: base::changes_dir(&ch.base.root),
+            snapshot: ch.snapshot.clone(),
+            lowers: ch.base.lower.clone().into_iter().collect(),
+            copy_mode: ch.copy_expected,
             cache_layout: self.cache.sc.cache.layout.root().to_path_buf(),
             out: self.state.join(format!("{id}.capture.json")),
         })
     }
 
     /// Captures what a rule changed and stores it under its key.
-    fn capture(&self, job: capture::CaptureJob, id: &str, key: &StepKey) -> Result<()> {
+    fn capture(&self, ch: &Chain, job: capture::CaptureJob, id: &str, key: &StepKey) -> Result<()> {
         let out = job.out.clone();
-        self.in_ns(&job, id)
+        self.in_ns(ch, &job, id)
             .doing(|| format!("{id}: caching its changes"))?;
         let c: capture::Captured =
             read_json(&out).doing(|| format!("{id}: reading {}", out.display()))?;
@@ -542,7 +717,8 @@ impl<'a> Executor<'a> {
     /// returns why each path was selected.
     fn tapeout(
         &self,
-        index: usize,
+        ch: &Chain,
+        final_step: bool,
         t: &TapeoutRule,
         inplace: &mut Option<InPlace>,
     ) -> Result<BTreeMap<String, String>> {
@@ -557,22 +733,25 @@ impl<'a> Executor<'a> {
             ),
             None => None,
         };
-        let last_build = (self.plan.steps.iter()).rposition(|s| matches!(s, Step::Build(_)));
         let job = TapeoutJob {
             rule: t.clone(),
-            changes: self.view.changes.clone(),
-            lowers: self.view.lowers.clone(),
-            host_dirs: self.view.host_dirs.clone(),
-            copy_mode: self.copy_marker.as_ref().is_some_and(|m| m.exists()),
+            changes: ch.view.changes.clone(),
+            lowers: ch.view.lowers.clone(),
+            host_dirs: ch.view.host_dirs.clone(),
+            copy_mode: ch.copy_marker.as_ref().is_some_and(|m| m.exists()),
             stage: self.stage(&t.name),
-            final_step: last_build.is_none_or(|l| index > l),
+            final_step,
             explain_out: explain_out.clone(),
             in_place,
         };
         let started = Instant::now();
-        self.in_ns(&job, &id)?;
+        self.in_ns(ch, &job, &id)?;
         let seconds = started.elapsed().as_secs_f64();
-        self.events.event(Event::Done { step: &id, seconds });
+        let step = format!("{id}{}", self.plan.builders[ch.index].label());
+        self.events.event(Event::Done {
+            step: &step,
+            seconds,
+        });
         read_json(&explain_out).doing(|| format!("{id}: reading {}", explain_out.display()))
     }
 
@@ -634,9 +813,10 @@ fn explain_of(r: &Record) -> crate::tapeout::Explain {
         .collect()
 }
 
-/// The sources every rule sees.
-fn binds(plan: &Plan) -> Vec<Bind> {
-    plan.sources
+/// The sources every rule of a builder sees.
+fn binds(builder: &Builder) -> Vec<Bind> {
+    builder
+        .sources
         .iter()
         .map(|s| Bind {
             source: s.host.clone(),
@@ -646,9 +826,9 @@ fn binds(plan: &Plan) -> Vec<Bind> {
         .collect()
 }
 
-/// The host's CA bundle, when the plan asks for it and there is one.
-fn ca_bundle(plan: &Plan) -> Option<PathBuf> {
-    if !plan.host_ca {
+/// The host's CA bundle, when the builder asks for it and there is one.
+fn ca_bundle(builder: &Builder) -> Option<PathBuf> {
+    if !builder.host_ca {
         return None;
     }
     let b = crate::sandbox::ca::host_bundle();
@@ -663,15 +843,11 @@ fn ca_bundle(plan: &Plan) -> Option<PathBuf> {
 
 /// The builder as tapeouts see it: its changes over its base trees, or
 /// at isolation none the container's own `/`.
-fn view(plan: &Plan, base: &base::Base, subids: Option<SubIds>, in_place: bool) -> BuilderView {
+fn view(host: bool, base: &base::Base, subids: Option<SubIds>, in_place: bool) -> BuilderView {
     if in_place {
         return BuilderView::new(PathBuf::from("/"), Vec::new(), Vec::new(), None);
     }
-    let host = if plan.from == "host" {
-        host_dirs()
-    } else {
-        Vec::new()
-    };
+    let host = if host { host_dirs() } else { Vec::new() };
     let lowers = base.lower.clone().into_iter().collect();
     BuilderView::new(base::changes_dir(&base.root), lowers, host, subids)
 }
@@ -704,15 +880,15 @@ fn filesystem(
 /// At isolation none, what the walks of `/` leave out: the build's own
 /// state, output, cache and sources, and where cache mounts and secrets
 /// appear (they come and go with the rules).
-fn in_place_tracker(plan: &Plan, state: &Path, output: &Path) -> InPlace {
+fn in_place_tracker(builder: &Builder, state: &Path, output: &Path) -> InPlace {
     let cache_dir = shipyard_image::cache::cache_dir().ok();
     let mut own: Vec<&Path> = vec![state, output];
     own.extend(cache_dir.as_deref());
-    for s in &plan.sources {
+    for s in &builder.sources {
         own.push(&s.host);
         own.push(&s.target);
     }
-    for step in &plan.steps {
+    for step in &builder.steps {
         if let Step::Build(b) = step {
             own.extend(b.cache.iter().map(|m| m.target.as_path()));
         }

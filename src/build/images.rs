@@ -129,17 +129,35 @@ impl Executor<'_> {
         let mut base_manifest: Option<Manifest> = None;
         let mut lines = Vec::new();
         for (i, layer) in img.layers.iter().enumerate() {
-            let at = LayerAt { spec, i, base };
-            let rec = self.image_layer(&at, layer, &mut base_manifest, layout, explain)?;
+            let at = LayerAt { spec, i };
+            let rec = match layer.rule {
+                Some(rule) => {
+                    // What the tapeouts after it are made against changes.
+                    base_manifest = None;
+                    self.rule_layer(&at, layer, rule, layout)?
+                }
+                None => {
+                    if base_manifest.is_none() {
+                        let under = under_layers(&layers, &config).doing(what)?;
+                        base_manifest = Some(at.base_manifest(layout, &under)?);
+                    }
+                    let empty = Manifest::default();
+                    let under = base_manifest.as_ref().unwrap_or(&empty);
+                    self.image_layer(&at, layer, under, layout, explain)?
+                }
+            };
             self.cache
                 .sc
                 .remember_parts(&self.plan.dir, &at.step(), &layer.key);
             lines.extend(rec.explain.clone());
-            let by: Vec<String> = layer
-                .tapeouts
-                .iter()
-                .map(|t| format!("tapeout.{t}"))
-                .collect();
+            let by: Vec<String> = match layer.rule {
+                Some((b, s)) => vec![self.plan.builders[b].steps[s].id()],
+                None => layer
+                    .tapeouts
+                    .iter()
+                    .map(|t| format!("tapeout.{t}"))
+                    .collect(),
+            };
             let diff_id: Digest = rec.diff_id.parse().doing(what)?;
             let created_by = format!("shipyard build: {}", by.join(" "));
             append_layer(
@@ -170,7 +188,7 @@ impl Executor<'_> {
         &self,
         at: &LayerAt<'_>,
         layer: &LayerPlan,
-        base_manifest: &mut Option<Manifest>,
+        base: &Manifest,
         layout: &Layout,
         explain: &BTreeMap<String, Explain>,
     ) -> Result<Record> {
@@ -196,11 +214,6 @@ impl Executor<'_> {
                     status: "make",
                     why,
                 });
-                if base_manifest.is_none() {
-                    *base_manifest = Some(at.base_manifest()?);
-                }
-                let empty = Manifest::default();
-                let base = base_manifest.as_ref().unwrap_or(&empty);
                 let rec =
                     self.make_layer(&layer.tapeouts, &at.merged_name(), base, layout, explain)?;
                 let d = digest_of(&rec.layer).doing(|| step.clone())?;
@@ -218,6 +231,75 @@ impl Executor<'_> {
                 Ok(rec)
             }
         }
+    }
+
+    /// A layer of a builder image: what one rule changed, as captured
+    /// into the step cache, rewritten with the image's compression and
+    /// its mtimes clamped to the build's epoch (so the image is the same
+    /// whenever it is built); linked from the cache when made before.
+    fn rule_layer(
+        &self,
+        at: &LayerAt<'_>,
+        layer: &LayerPlan,
+        (b, s): (usize, usize),
+        layout: &Layout,
+    ) -> Result<Record> {
+        let rule = self.plan.builders[b].steps[s].id();
+        let label = format!("image.{} layer {} ({rule})", at.spec.name, at.i + 1);
+        let sc = &self.cache.sc;
+        let step = at.step();
+        if let Status::Hit(r) = &layer.status {
+            let d = digest_of(&r.layer).doing(|| step.clone())?;
+            layout
+                .link_blob_from(&sc.cache.layout, &d)
+                .doing(|| step.clone())?;
+            self.say_layer(&label, "cached", "");
+            return Ok((**r).clone());
+        }
+        if let Status::Miss(why) = &layer.status {
+            self.say_layer(&label, "make", why);
+        }
+        let parts = layer.key.parts.get("rule").cloned().unwrap_or_default();
+        let captured = parts
+            .parse()
+            .ok()
+            .and_then(|k| sc.lookup(&k))
+            .ok_or_else(|| BuildError::NoState {
+                what: format!("image.{}", at.spec.name),
+                rule: rule.clone(),
+                why: self.no_state_why(),
+            })?;
+        let tar = TarOptions {
+            clamp_mtime: Some(self.opts.epoch),
+        };
+        let out = shipyard_image::layer::rewrite_layer(
+            &sc.cache.layout,
+            &captured.layer,
+            &captured.diff_id,
+            layout,
+            self.opts.compression,
+            self.opts.level,
+            &tar,
+            true,
+        )
+        .doing(|| format!("{step}: making a layer of what {rule} changed"))?;
+        let rec = Record::new(
+            RecordKind::Layer,
+            &step,
+            out.descriptor,
+            out.diff_id.to_string(),
+        );
+        let d = digest_of(&rec.layer).doing(|| step.clone())?;
+        sc.cache
+            .layout
+            .link_blob_from(layout, &d)
+            .doing(|| step.clone())?;
+        sc.store(&layer.key.key, &rec)?;
+        Ok(rec)
+    }
+
+    fn say_layer(&self, step: &str, status: &str, why: &str) {
+        self.events.event(Event::Step { step, status, why });
     }
 
     /// One image layer from staged tapeouts, diffed against the runtime
@@ -304,7 +386,6 @@ impl Executor<'_> {
 struct LayerAt<'a> {
     spec: &'a ImageSpec,
     i: usize,
-    base: Option<&'a (Layout, shipyard_image::oci::image::Image)>,
 }
 
 impl LayerAt<'_> {
@@ -317,15 +398,15 @@ impl LayerAt<'_> {
         format!("{}-{}", self.spec.name, self.i)
     }
 
-    /// What the runtime base holds (empty for scratch).
-    fn base_manifest(&self) -> Result<Manifest> {
-        match self.base {
-            None => Ok(Manifest::default()),
-            Some((blayout, bimage)) => {
-                shipyard_image::layer::from_image::manifest_of_image(blayout, bimage)
-                    .doing(|| format!("reading runtime base {}", self.spec.from))
-            }
+    /// What the image holds under this layer (empty on scratch): the
+    /// runtime base, and the rules' layers of a builder image, all of
+    /// them already in `layout`.
+    fn base_manifest(&self, layout: &Layout, under: &[(Descriptor, String)]) -> Result<Manifest> {
+        if under.is_empty() {
+            return Ok(Manifest::default());
         }
+        shipyard_image::layer::from_image::manifest_of_layers(layout, under)
+            .doing(|| format!("reading runtime base {}", self.spec.from))
     }
 }
 
@@ -362,6 +443,23 @@ fn explain_line(
         _ => {}
     }
     (to.to_string(), line)
+}
+
+/// The layers an image has so far (the runtime base's, copied, and
+/// those appended), with their diff_ids from the config.
+fn under_layers(
+    layers: &[Descriptor],
+    config: &oci_spec::image::ImageConfiguration,
+) -> Result<Vec<(Descriptor, String)>, String> {
+    let ids = config.rootfs().diff_ids();
+    if ids.len() != layers.len() {
+        return Err(format!(
+            "the config lists {} layers and the manifest {}",
+            ids.len(),
+            layers.len()
+        ));
+    }
+    Ok(layers.iter().cloned().zip(ids.iter().cloned()).collect())
 }
 
 /// What an image declares about how it runs.

@@ -114,8 +114,8 @@ pub fn build(
         .keep();
     let result = run_plan(plan, opts, &selection, &state, events);
     if opts.keep_builder {
-        let builder = state.join("builder");
-        let root = base::base_root(&plan.from, &builder, &opts.transport)?.0;
+        let builder = executor::builder_dir(&state, plan, 0);
+        let root = base::base_root(plan.root_from(0), &builder, &opts.transport)?.0;
         let changes = base::changes_dir(&root);
         let logs = state.join("logs");
         events.event(Event::BuilderKept {

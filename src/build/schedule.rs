@@ -24,7 +24,7 @@
 
 use super::key::{self, KeyError, SourceContent, StepKey};
 use super::stepcache::Record;
-use crate::project::{BuildRule, ImageSpec, Plan, Step, VolumeSource};
+use crate::project::{BuildRule, Builder, ImageSpec, Plan, Step, VolumeSource};
 use shipyard_image::layer::compress::Compression;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -62,10 +62,12 @@ pub struct Request {
     pub sbom: bool,
 }
 
-/// What the keys depend on besides the plan: the builder as it was made.
+/// What a builder's keys depend on besides the plan: the builder as it
+/// was made.
 #[derive(Debug, Clone, Default)]
-pub struct Facts {
-    /// The builder base's identity (see [`super::base::Base`]).
+pub struct BuilderFacts {
+    /// The builder base's identity (see [`super::base::Base`]); for a
+    /// builder made from another's state, that state's key replaces it.
     pub base: String,
     /// How the builder's filesystem is made: overlay, copy, dir, host or
     /// none (in place).
@@ -75,6 +77,13 @@ pub struct Facts {
     pub single_ids: bool,
     /// `source:TARGET` → the digest of the source's content.
     pub sources: BTreeMap<String, String>,
+}
+
+/// What the keys depend on besides the plan.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// Each builder's, in plan order.
+    pub builders: Vec<BuilderFacts>,
     /// Image name → its runtime base's digest (`scratch` for none), for
     /// every selected image.
     pub runtime_bases: BTreeMap<String, String>,
@@ -141,10 +150,13 @@ impl StepPlan {
     }
 }
 
-/// One layer of an image: the tapeouts it holds.
+/// One layer of an image: the tapeouts it holds, or what a rule of the
+/// builder the image is made of changed.
 #[derive(Debug, Clone)]
 pub struct LayerPlan {
     pub tapeouts: Vec<String>,
+    /// A rule's captured changes, as (builder, step index).
+    pub rule: Option<(usize, usize)>,
     pub key: StepKey,
     pub status: Status,
 }
@@ -221,7 +233,7 @@ fn check(plan: &Plan, req: &Request) -> Result<(), ScheduleError> {
             known,
         });
     }
-    let ids: Vec<String> = plan.steps.iter().map(Step::id).collect();
+    let ids: Vec<String> = plan.all_steps().map(|(_, s)| s.id()).collect();
     if let Some(name) = req.no_cache_rules.iter().find(|r| !ids.contains(r)) {
         let known = list(ids, "");
         return Err(ScheduleError::NoSuchRule {
@@ -233,61 +245,98 @@ fn check(plan: &Plan, req: &Request) -> Result<(), ScheduleError> {
 }
 
 /// The environment a rule runs with (part of its cache key).
-pub fn rule_env(plan: &Plan, b: &BuildRule, epoch: i64) -> Vec<(String, String)> {
+pub fn rule_env(builder: &Builder, b: &BuildRule, epoch: i64) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![("HOME".into(), "/root".into())];
-    env.extend(plan.env.iter().cloned());
+    env.extend(builder.env.iter().cloned());
     env.extend(b.env.iter().cloned());
     env.push(("SOURCE_DATE_EPOCH".into(), epoch.to_string()));
     env
 }
 
-/// Every step's key, in plan order. A rule's key chains the rule before
-/// it; a tapeout's names the last rule before it.
-pub fn step_keys(plan: &Plan, req: &Request, facts: &Facts) -> Result<Vec<StepKey>, KeyError> {
-    let mut keys: Vec<StepKey> = Vec::new();
-    let mut previous = "none".to_string();
-    for step in &plan.steps {
-        let mut parts = BTreeMap::new();
-        parts.insert("base".into(), facts.base.clone());
-        parts.insert("mode".into(), facts.mode.clone());
-        // Only then, so that entries made with a range keep their keys.
-        if facts.single_ids {
-            parts.insert("ids".into(), "single".into());
-        }
-        parts.insert("previous".into(), previous.clone());
-        let definition = match step {
-            Step::Build(b) => {
-                parts.extend(facts.sources.clone());
-                key::digest_json(&rule_definition(plan, b, req.epoch))?
-            }
-            Step::Tapeout(t) => {
-                if req.sbom {
-                    parts.insert("sbom".into(), crate::sbom::build::KEY_PART.into());
-                }
-                key::digest_json(t)?
-            }
+/// Every step's key, per builder in plan order. A rule's key chains the
+/// rule before it in its builder; a tapeout's names the last rule before
+/// it. A builder made from another's state starts from that state's key;
+/// a rule that mounts a tapeout holds that tapeout's key.
+pub fn step_keys(plan: &Plan, req: &Request, facts: &Facts) -> Result<Vec<Vec<StepKey>>, KeyError> {
+    let mut all: Vec<Vec<StepKey>> = Vec::new();
+    let mut bases: Vec<String> = Vec::new();
+    for (bi, builder) in plan.builders.iter().enumerate() {
+        let f = facts.builders.get(bi).cloned().unwrap_or_default();
+        let base = match builder.parent {
+            Some(p) => (all[p.builder][..p.upto].iter())
+                .zip(&plan.builders[p.builder].steps)
+                .rfind(|(_, s)| matches!(s, Step::Build(_)))
+                .map_or_else(|| bases[p.builder].clone(), |(k, _)| k.key.to_string()),
+            None => f.base.clone(),
         };
-        parts.insert("definition".into(), definition);
-        let k = StepKey::new(parts);
-        if matches!(step, Step::Build(_)) {
-            previous = k.key.to_string();
+        bases.push(base.clone());
+        let mut keys: Vec<StepKey> = Vec::new();
+        let mut previous = "none".to_string();
+        for step in &builder.steps {
+            let mut parts = BTreeMap::new();
+            parts.insert("base".into(), base.clone());
+            parts.insert("mode".into(), f.mode.clone());
+            // Only then, so that entries made with a range keep their keys.
+            if f.single_ids {
+                parts.insert("ids".into(), "single".into());
+            }
+            parts.insert("previous".into(), previous.clone());
+            let definition = match step {
+                Step::Build(b) => {
+                    parts.extend(f.sources.clone());
+                    for (target, t) in &b.mounts {
+                        let key = tapeout_key(plan, &all, &keys, bi, t);
+                        parts.insert(format!("tapeout:{}", target.display()), key);
+                    }
+                    key::digest_json(&rule_definition(builder, b, req.epoch))?
+                }
+                Step::Tapeout(t) => {
+                    if req.sbom {
+                        parts.insert("sbom".into(), crate::sbom::build::KEY_PART.into());
+                    }
+                    key::digest_json(t)?
+                }
+            };
+            parts.insert("definition".into(), definition);
+            let k = StepKey::new(parts);
+            if matches!(step, Step::Build(_)) {
+                previous = k.key.to_string();
+            }
+            keys.push(k);
         }
-        keys.push(k);
+        all.push(keys);
     }
-    Ok(keys)
+    Ok(all)
+}
+
+/// The key of tapeout `name`, from an earlier builder or earlier in
+/// builder `bi` (the plan orders both so).
+fn tapeout_key(
+    plan: &Plan,
+    all: &[Vec<StepKey>],
+    own: &[StepKey],
+    bi: usize,
+    name: &str,
+) -> String {
+    match plan.tapeout(name) {
+        Some((b, i)) if b == bi => own.get(i),
+        Some((b, i)) => all.get(b).and_then(|k| k.get(i)),
+        None => None,
+    }
+    .map_or_else(|| format!("missing:{name}"), |k| k.key.to_string())
 }
 
 /// What of a rule its key holds: how it runs, never what it sees through
 /// its sources (their content is a part of its own) nor its secrets'
 /// values (only their names).
-fn rule_definition(plan: &Plan, b: &BuildRule, epoch: i64) -> serde_json::Value {
+fn rule_definition(builder: &Builder, b: &BuildRule, epoch: i64) -> serde_json::Value {
     let mut def = serde_json::json!({
         "run": b.run,
-        "env": rule_env(plan, b, epoch),
+        "env": rule_env(builder, b, epoch),
         "workdir": b.workdir,
         "user": b.user,
-        "network": plan.network,
-        "mounts": plan.sources.iter().map(|s| (s.target.clone(), s.writable)).collect::<Vec<_>>(),
+        "network": builder.network,
+        "mounts": builder.sources.iter().map(|s| (s.target.clone(), s.writable)).collect::<Vec<_>>(),
     });
     if !b.secrets.is_empty() {
         def["secrets"] = serde_json::json!(b.secrets);
@@ -295,14 +344,15 @@ fn rule_definition(plan: &Plan, b: &BuildRule, epoch: i64) -> serde_json::Value 
     def
 }
 
-/// Why each step must run whatever the cache holds, if it must.
-fn forced(plan: &Plan, req: &Request) -> Vec<Option<String>> {
-    let writable = plan.sources.iter().find(|s| s.writable);
-    let first = plan
+/// Why each step of a builder must run whatever the cache holds, if it
+/// must.
+fn forced(builder: &Builder, req: &Request) -> Vec<Option<String>> {
+    let writable = builder.sources.iter().find(|s| s.writable);
+    let first = builder
         .steps
         .iter()
         .position(|s| req.no_cache_rules.contains(&s.id()));
-    (0..plan.steps.len())
+    (0..builder.steps.len())
         .map(|i| {
             if !req.read_cache {
                 Some("--no-cache".into())
@@ -318,7 +368,7 @@ fn forced(plan: &Plan, req: &Request) -> Vec<Option<String>> {
                     Some(f) if i == f => Some("--no-cache-rule".into()),
                     Some(f) if i > f => Some(format!(
                         "{} is rebuilt (--no-cache-rule)",
-                        plan.steps[f].id()
+                        builder.steps[f].id()
                     )),
                     _ => None,
                 }
@@ -327,20 +377,27 @@ fn forced(plan: &Plan, req: &Request) -> Vec<Option<String>> {
         .collect()
 }
 
+/// What a build does in one builder.
+#[derive(Debug, Clone)]
+pub struct BuilderSchedule {
+    /// Every step's key, in the builder's order.
+    pub keys: Vec<StepKey>,
+    /// What is done with every step, in the builder's order.
+    pub steps: Vec<StepPlan>,
+    /// The last step the builder must reach; `None`: the builder is not
+    /// needed at all.
+    pub last_needed: Option<usize>,
+}
+
 /// Everything a build decides before it runs.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    /// Every step's key, in plan order.
-    pub keys: Vec<StepKey>,
-    /// What is done with every step, in plan order.
-    pub steps: Vec<StepPlan>,
+    /// Each builder's, in plan order.
+    pub builders: Vec<BuilderSchedule>,
     /// The images to make, in plan order.
     pub images: Vec<ImagePlan>,
     /// The pods to make (indices into `plan.pods`).
     pub pods: Vec<usize>,
-    /// The last step the builder must reach; `None`: the builder is not
-    /// needed at all.
-    pub last_needed: Option<usize>,
 }
 
 /// The schedule's view of the plan while it is computed.
@@ -349,8 +406,10 @@ struct Planner<'a, L: Lookup> {
     req: &'a Request,
     facts: &'a Facts,
     lookup: &'a L,
-    keys: Vec<StepKey>,
-    forced: Vec<Option<String>>,
+    /// Per builder, per step.
+    keys: Vec<Vec<StepKey>>,
+    /// Per builder, per step.
+    forced: Vec<Vec<Option<String>>>,
 }
 
 impl Schedule {
@@ -370,29 +429,36 @@ impl Schedule {
             facts,
             lookup,
             keys: step_keys(plan, req, facts)?,
-            forced: forced(plan, req),
+            forced: plan.builders.iter().map(|b| forced(b, req)).collect(),
         };
         let images: Vec<ImagePlan> = selection.images.iter().map(|&i| p.image(i)).collect();
-        let needed = p.needed_tapeouts(&images, &selection.pods);
-        let (tapeouts, last_needed) = p.reach(&needed);
-        let steps = p.step_plans(tapeouts, last_needed);
+        let mut needed = p.needed_tapeouts(&images, &selection.pods);
+        needed.extend(p.mounted_tapeouts());
+        let builders = (0..plan.builders.len())
+            .map(|b| {
+                let (tapeouts, last_needed) = p.reach(b, &needed);
+                BuilderSchedule {
+                    keys: p.keys[b].clone(),
+                    steps: p.step_plans(b, tapeouts, last_needed),
+                    last_needed,
+                }
+            })
+            .collect();
         Ok(Schedule {
-            keys: p.keys,
-            steps,
+            builders,
             images,
             pods: selection.pods.clone(),
-            last_needed,
         })
     }
 
-    /// Whether the builder must be made and any step run or restored.
+    /// Whether any builder must be made and any step run or restored.
     pub fn needs_builder(&self) -> bool {
-        self.last_needed.is_some()
+        self.builders.iter().any(|b| b.last_needed.is_some())
     }
 
     /// Every key this build uses (for `--cache-to`).
     pub fn used_keys(&self) -> Vec<shipyard_image::oci::digest::Digest> {
-        let steps = self.keys.iter().map(|k| k.key.clone());
+        let steps = (self.builders.iter()).flat_map(|b| b.keys.iter().map(|k| k.key.clone()));
         let layers = self
             .images
             .iter()
@@ -413,54 +479,73 @@ impl<L: Lookup> Planner<'_, L> {
         }
     }
 
-    fn tapeout_index(&self, name: &str) -> Option<usize> {
-        self.plan
-            .steps
-            .iter()
-            .position(|s| matches!(s, Step::Tapeout(t) if t.name == name))
-    }
-
-    /// An image's layers: one of all its tapeouts, or one per tapeout.
+    /// An image's layers: those of the builder state it is made of (one
+    /// per rule), then one of all its tapeouts, or one per tapeout.
     fn image(&self, index: usize) -> ImagePlan {
         let img: &ImageSpec = &self.plan.images[index];
+        let base = self.facts.runtime_bases.get(&img.name).cloned();
+        let r = self.req;
+        let format = format!("{:?} {:?} {}", r.compression, r.level, r.epoch);
+        let mut layers = Vec::new();
+        let lineage = img
+            .builder
+            .map(|s| self.plan.lineage(s))
+            .unwrap_or_default();
+        for (b, i) in lineage {
+            let mut parts = BTreeMap::new();
+            parts.insert("rule".into(), self.keys[b][i].key.to_string());
+            parts.insert("format".into(), format.clone());
+            let key = StepKey::new(parts);
+            let step = format!("image.{}#{}", img.name, layers.len());
+            let status = self.status(&step, &key, self.forced[b][i].as_deref());
+            layers.push(LayerPlan {
+                tapeouts: Vec::new(),
+                rule: Some((b, i)),
+                key,
+                status,
+            });
+        }
         let groups: Vec<Vec<String>> = if img.layer_per_tapeout {
             img.tapeouts.iter().map(|t| vec![t.clone()]).collect()
+        } else if img.tapeouts.is_empty() && img.builder.is_some() {
+            Vec::new()
         } else {
             vec![img.tapeouts.clone()]
         };
-        let base = self.facts.runtime_bases.get(&img.name).cloned();
-        let layers = groups
-            .into_iter()
-            .enumerate()
-            .map(|(gi, tapeouts)| {
-                let indices: Vec<usize> = tapeouts
-                    .iter()
-                    .filter_map(|t| self.tapeout_index(t))
-                    .collect();
-                let tkeys: Vec<String> = indices
-                    .iter()
-                    .map(|&i| self.keys[i].key.to_string())
-                    .collect();
-                let mut parts = BTreeMap::new();
-                parts.insert("tapeouts".into(), tkeys.join(","));
-                parts.insert(
-                    "runtime-base".into(),
-                    base.clone().unwrap_or("scratch".into()),
-                );
-                let r = self.req;
-                let format = format!("{:?} {:?} {}", r.compression, r.level, r.epoch);
-                parts.insert("format".into(), format);
-                let key = StepKey::new(parts);
-                let forced = indices.iter().find_map(|&i| self.forced[i].clone());
-                let step = format!("image.{}#{gi}", img.name);
-                let status = self.status(&step, &key, forced.as_deref());
-                LayerPlan {
-                    tapeouts,
-                    key,
-                    status,
-                }
-            })
-            .collect();
+        // What the tapeouts' layers are made against: the runtime base,
+        // and the rules' layers under them.
+        let under = match layers.last() {
+            Some(l) => format!(
+                "{} + {}",
+                base.clone().unwrap_or("scratch".into()),
+                l.key.key
+            ),
+            None => base.clone().unwrap_or("scratch".into()),
+        };
+        for tapeouts in groups {
+            let at: Vec<(usize, usize)> = tapeouts
+                .iter()
+                .filter_map(|t| self.plan.tapeout(t))
+                .collect();
+            let tkeys: Vec<String> = at
+                .iter()
+                .map(|&(b, i)| self.keys[b][i].key.to_string())
+                .collect();
+            let mut parts = BTreeMap::new();
+            parts.insert("tapeouts".into(), tkeys.join(","));
+            parts.insert("runtime-base".into(), under.clone());
+            parts.insert("format".into(), format.clone());
+            let key = StepKey::new(parts);
+            let forced = at.iter().find_map(|&(b, i)| self.forced[b][i].clone());
+            let step = format!("image.{}#{}", img.name, layers.len());
+            let status = self.status(&step, &key, forced.as_deref());
+            layers.push(LayerPlan {
+                tapeouts,
+                rule: None,
+                key,
+                status,
+            });
+        }
         ImagePlan { index, layers }
     }
 
@@ -482,22 +567,57 @@ impl<L: Lookup> Planner<'_, L> {
         needed
     }
 
-    /// The status of every needed tapeout, and how far the builder must
-    /// go: to the last rule the cache lacks and the last needed tapeout
-    /// that misses.
-    fn reach(&self, needed: &BTreeSet<String>) -> (Vec<Option<Status>>, Option<usize>) {
-        let mut statuses: Vec<Option<Status>> = vec![None; self.plan.steps.len()];
+    /// The tapeouts a rule that may run mounts: a rule may run once any
+    /// rule of its builder at or before it is not in the cache.
+    fn mounted_tapeouts(&self) -> BTreeSet<String> {
+        let mut needed = BTreeSet::new();
+        for (bi, builder) in self.plan.builders.iter().enumerate() {
+            let mounts = |s: &Step| matches!(s, Step::Build(b) if !b.mounts.is_empty());
+            if !builder.steps.iter().any(mounts) {
+                continue;
+            }
+            let mut missed = false;
+            for (i, step) in builder.steps.iter().enumerate() {
+                if let Step::Build(b) = step {
+                    missed = missed
+                        || self
+                            .facts
+                            .builders
+                            .get(bi)
+                            .is_some_and(|f| f.mode == "none")
+                        || self.forced[bi][i].is_some()
+                        || !self.lookup.probe(&self.keys[bi][i]);
+                    if missed {
+                        needed.extend(b.mounts.iter().map(|(_, t)| t.clone()));
+                    }
+                }
+            }
+        }
+        needed
+    }
+
+    /// The status of every needed tapeout of builder `bi`, and how far
+    /// the builder must go: to the last rule the cache lacks and the last
+    /// needed tapeout that misses.
+    fn reach(&self, bi: usize, needed: &BTreeSet<String>) -> (Vec<Option<Status>>, Option<usize>) {
+        let steps = &self.plan.builders[bi].steps;
+        let in_place = self
+            .facts
+            .builders
+            .get(bi)
+            .is_some_and(|f| f.mode == "none");
+        let mut statuses: Vec<Option<Status>> = vec![None; steps.len()];
         let mut last_needed = None;
-        for (i, step) in self.plan.steps.iter().enumerate() {
+        for (i, step) in steps.iter().enumerate() {
+            let (key, forced) = (&self.keys[bi][i], self.forced[bi][i].as_deref());
             match step {
                 Step::Build(_) => {
-                    let in_place = self.facts.mode == "none";
-                    if in_place || self.forced[i].is_some() || !self.lookup.probe(&self.keys[i]) {
+                    if in_place || forced.is_some() || !self.lookup.probe(key) {
                         last_needed = Some(i);
                     }
                 }
                 Step::Tapeout(t) if needed.contains(&t.name) => {
-                    let s = self.status(&step.id(), &self.keys[i], self.forced[i].as_deref());
+                    let s = self.status(&step.id(), key, forced);
                     if matches!(s, Status::Miss(_)) {
                         last_needed = Some(i);
                     }
@@ -509,12 +629,24 @@ impl<L: Lookup> Planner<'_, L> {
         (statuses, last_needed)
     }
 
-    /// What is done with each step, given the needed tapeouts' statuses.
-    fn step_plans(&self, tapeouts: Vec<Option<Status>>, last: Option<usize>) -> Vec<StepPlan> {
-        let any_forced = self.forced.iter().any(Option::is_some);
+    /// What is done with each step of builder `bi`, given the needed
+    /// tapeouts' statuses.
+    fn step_plans(
+        &self,
+        bi: usize,
+        tapeouts: Vec<Option<Status>>,
+        last: Option<usize>,
+    ) -> Vec<StepPlan> {
+        let steps = &self.plan.builders[bi].steps;
+        let in_place = self
+            .facts
+            .builders
+            .get(bi)
+            .is_some_and(|f| f.mode == "none");
+        let any_forced = self.forced[bi].iter().any(Option::is_some);
         let mut ran_rule = false;
         let mut out = Vec::new();
-        for (i, (step, tapeout)) in self.plan.steps.iter().zip(tapeouts).enumerate() {
+        for (i, (step, tapeout)) in steps.iter().zip(tapeouts).enumerate() {
             let beyond = last.is_none_or(|l| i > l);
             out.push(match (step, tapeout) {
                 (Step::Tapeout(_), Some(Status::Hit(r))) if beyond || !ran_rule => {
@@ -525,12 +657,13 @@ impl<L: Lookup> Planner<'_, L> {
                 (Step::Tapeout(_), _) => StepPlan::NotNeeded,
                 (Step::Build(_), _) if beyond => StepPlan::Cached,
                 (Step::Build(_), _) => {
-                    let status = if self.facts.mode == "none" {
+                    let status = if in_place {
                         Status::Miss(NOT_CACHED_IN_PLACE.into())
                     } else if ran_rule && !any_forced {
                         Status::Miss(EARLIER_RAN.into())
                     } else {
-                        self.status(&step.id(), &self.keys[i], self.forced[i].as_deref())
+                        let forced = self.forced[bi][i].as_deref();
+                        self.status(&step.id(), &self.keys[bi][i], forced)
                     };
                     match status {
                         Status::Hit(r) => StepPlan::Restore(r),
@@ -581,6 +714,10 @@ fn part_changed(lookup: &impl Lookup, name: &str, now: &str, before: Option<&Str
         "definition" => "its definition changed".to_string(),
         "previous" => "an earlier rule changed".to_string(),
         "tapeouts" => "a tapeout it holds changed".to_string(),
+        "rule" => "the rule whose changes it holds changed".to_string(),
+        n if n.starts_with("tapeout:") => {
+            format!("the tapeout mounted at {} changed", &n["tapeout:".len()..])
+        }
         "runtime-base" => "the runtime base changed".to_string(),
         "format" => "the output format changed (compression, level or timestamp)".to_string(),
         n if n.starts_with("source:") => {

@@ -63,20 +63,59 @@ fn req() -> Request {
 
 fn facts(plan: &Plan) -> Facts {
     Facts {
-        base: "base".into(),
-        mode: "overlay".into(),
+        builders: plan
+            .builders
+            .iter()
+            .map(|_| BuilderFacts {
+                base: "base".into(),
+                mode: "overlay".into(),
+                ..BuilderFacts::default()
+            })
+            .collect(),
         runtime_bases: plan
             .images
             .iter()
             .map(|i| (i.name.clone(), "scratch".into()))
             .collect(),
-        ..Facts::default()
     }
 }
 
-fn schedule(plan: &Plan, req: &Request, cache: &Cache) -> Schedule {
+/// The schedule of a plan with one builder, as that builder's.
+struct One {
+    keys: Vec<StepKey>,
+    steps: Vec<StepPlan>,
+    last_needed: Option<usize>,
+    images: Vec<ImagePlan>,
+    all: Schedule,
+}
+
+impl One {
+    fn of(all: Schedule) -> One {
+        let b = all.builders[0].clone();
+        One {
+            keys: b.keys,
+            steps: b.steps,
+            last_needed: b.last_needed,
+            images: all.images.clone(),
+            all,
+        }
+    }
+    fn used_keys(&self) -> Vec<Digest> {
+        self.all.used_keys()
+    }
+    fn needs_builder(&self) -> bool {
+        self.all.needs_builder()
+    }
+}
+
+fn schedule(plan: &Plan, req: &Request, cache: &Cache) -> One {
     let sel = Selection::new(plan, req).unwrap();
-    Schedule::new(plan, req, &facts(plan), &sel, cache).unwrap()
+    One::of(Schedule::new(plan, req, &facts(plan), &sel, cache).unwrap())
+}
+
+/// The keys of a plan's only builder.
+fn keys_of(plan: &Plan, req: &Request, facts: &Facts) -> Vec<StepKey> {
+    step_keys(plan, req, facts).unwrap().remove(0)
 }
 
 /// A cache holding every step and layer of `plan` as `req` builds it.
@@ -88,8 +127,9 @@ fn warm(plan: &Plan, req: &Request) -> Cache {
 }
 
 /// `step word why` per step, as the build log says them.
-fn said(plan: &Plan, s: &Schedule) -> Vec<String> {
-    plan.steps
+fn said(plan: &Plan, s: &One) -> Vec<String> {
+    plan.builders[0]
+        .steps
         .iter()
         .zip(&s.steps)
         .map(|(step, p)| {
@@ -100,7 +140,7 @@ fn said(plan: &Plan, s: &Schedule) -> Vec<String> {
         .collect()
 }
 
-fn layer_why(s: &Schedule) -> Vec<String> {
+fn layer_why(s: &One) -> Vec<String> {
     s.images
         .iter()
         .flat_map(|i| &i.layers)
@@ -353,7 +393,7 @@ fn a_pod_selects_its_images_and_needs_its_volume_tapeouts() {
     r.pods = vec!["shop".into()];
     let cache = warm(&p, &req());
     let s = schedule(&p, &r, &cache);
-    assert_eq!(s.pods, [0]);
+    assert_eq!(s.all.pods, [0]);
     let names: Vec<&str> = s
         .images
         .iter()
@@ -367,7 +407,7 @@ fn a_pod_selects_its_images_and_needs_its_volume_tapeouts() {
     let mut r = req();
     r.images = vec!["other".into()];
     let s = schedule(&p, &r, &cache);
-    assert!(s.pods.is_empty());
+    assert!(s.all.pods.is_empty());
     assert!(matches!(s.steps[2], StepPlan::NotNeeded));
 }
 
@@ -430,7 +470,7 @@ fn layer_per_tapeout_makes_a_layer_per_tapeout() {
 fn in_place_rules_always_run() {
     let p = plan(THREE);
     let mut f = facts(&p);
-    f.mode = "none".into();
+    f.builders[0].mode = "none".into();
     let cache = Cache::default();
     let sel = Selection::new(&p, &req()).unwrap();
     let mut c = Cache::default();
@@ -439,7 +479,7 @@ fn in_place_rules_always_run() {
             .unwrap()
             .used_keys(),
     );
-    let s = Schedule::new(&p, &req(), &f, &sel, &c).unwrap();
+    let s = One::of(Schedule::new(&p, &req(), &f, &sel, &c).unwrap());
     assert_eq!(s.last_needed, Some(3));
     for i in [0, 2, 3] {
         assert_eq!(s.steps[i].why(), NOT_CACHED_IN_PLACE);
@@ -449,9 +489,9 @@ fn in_place_rules_always_run() {
 #[test]
 fn a_rule_key_chains_the_rules_before_it() {
     let p = plan(THREE);
-    let before = step_keys(&p, &req(), &facts(&p)).unwrap();
+    let before = keys_of(&p, &req(), &facts(&p));
     let changed = plan(&THREE.replace("run = \"b\"", "run = \"b2\""));
-    let after = step_keys(&changed, &req(), &facts(&p)).unwrap();
+    let after = keys_of(&changed, &req(), &facts(&p));
     let same: Vec<bool> = before
         .iter()
         .zip(&after)
@@ -462,12 +502,12 @@ fn a_rule_key_chains_the_rules_before_it() {
     // The epoch is in every rule's environment.
     let mut r = req();
     r.epoch = 1;
-    let later = step_keys(&p, &r, &facts(&p)).unwrap();
+    let later = keys_of(&p, &r, &facts(&p));
     assert_ne!(later[0].key, before[0].key);
     // A single-id map is part of the key only when it is one.
     let mut f = facts(&p);
-    f.single_ids = true;
-    let single = step_keys(&p, &req(), &f).unwrap();
+    f.builders[0].single_ids = true;
+    let single = keys_of(&p, &req(), &f);
     assert_eq!(single[0].parts["ids"], "single");
     assert!(!before[0].parts.contains_key("ids"));
 }
@@ -475,7 +515,7 @@ fn a_rule_key_chains_the_rules_before_it() {
 #[test]
 fn a_miss_says_which_input_changed() {
     let p = plan(THREE);
-    let keys = step_keys(&p, &req(), &facts(&p)).unwrap();
+    let keys = keys_of(&p, &req(), &facts(&p));
     let mut cache = Cache::default();
     let why = |c: &Cache| why_missed(c, "build.a", &keys[0]);
     assert_eq!(

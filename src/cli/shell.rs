@@ -88,12 +88,12 @@ pub fn run_cmd(a: Args) -> Result<()> {
     let from = a
         .from
         .clone()
-        .or_else(|| plan.as_ref().map(|p| p.from.clone()))
+        .or_else(|| plan.as_ref().map(|p| p.root_from(0).to_string()))
         .unwrap_or_else(|| "host".into());
     let network = a
         .network
         .map(Network::from)
-        .or(plan.as_ref().map(|p| p.network))
+        .or(plan.as_ref().map(|p| p.builders[0].network))
         .unwrap_or_default();
     // Held for the session, like a build: `cache prune` waits instead of
     // removing the unpacked base under the shell.
@@ -103,7 +103,8 @@ pub fn run_cmd(a: Args) -> Result<()> {
     let mut binds: Vec<Bind> = plan
         .as_ref()
         .map(|p| {
-            p.sources
+            p.builders[0]
+                .sources
                 .iter()
                 .map(|s| Bind {
                     source: s.host.clone(),
@@ -163,7 +164,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
         secrets: secrets.secrets.clone(),
         ca_bundle: plan
             .as_ref()
-            .filter(|p| p.host_ca)
+            .filter(|p| p.builders[0].host_ca)
             .and_then(|_| crate::sandbox::ca::host_bundle()),
     };
     let opts = RunOptions {

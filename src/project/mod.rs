@@ -5,6 +5,7 @@
 //! cycles (the cycle printed), missing source paths. Rules keep the order
 //! they are written in; they run as a DAG in that stable order.
 
+mod builders;
 pub mod cache_mount;
 mod pod;
 pub use pod::{ContainerSpec, PodSpec, Port, VolumeSource, VolumeSpec, CONFIG_VOLUME};
@@ -12,7 +13,7 @@ pub use pod::{ContainerSpec, PodSpec, Port, VolumeSource, VolumeSpec, CONFIG_VOL
 use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_spanned::Spanned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,10 @@ pub enum RawCache {
 struct RawBuilder {
     #[serde(default = "default_from")]
     from: Spanned<String>,
+    /// With `from = "builder:OTHER"`: the rule of OTHER after which this
+    /// builder starts (default: OTHER's last rule).
+    #[serde(default)]
+    after: Option<Spanned<String>>,
     #[serde(default)]
     sources: IndexMap<String, Spanned<RawSource>>,
     #[serde(default)]
@@ -75,6 +80,9 @@ fn default_from() -> Spanned<String> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBuild {
+    /// The builder the rule runs in (`[builder.NAME]`).
+    #[serde(default)]
+    builder: Option<Spanned<String>>,
     #[serde(default)]
     after: Vec<Spanned<String>>,
     run: String,
@@ -93,11 +101,17 @@ struct RawBuild {
     /// Cache mounts of this rule (beside the builder's).
     #[serde(default)]
     cache: IndexMap<String, Spanned<RawCache>>,
+    /// Tapeouts the rule reads, mounted read-only: `"/target" = "tapeout.NAME"`.
+    #[serde(default)]
+    mounts: IndexMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawTapeout {
+    /// The builder it selects from (default: that of its `after` rules).
+    #[serde(default)]
+    builder: Option<Spanned<String>>,
     #[serde(default)]
     after: Vec<Spanned<String>>,
     include: Vec<String>,
@@ -116,9 +130,17 @@ struct RawTapeout {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawImage {
-    #[serde(default = "default_scratch")]
-    from: Spanned<String>,
-    tapeouts: Vec<Spanned<String>>,
+    #[serde(default)]
+    from: Option<Spanned<String>>,
+    /// The image is this builder's state (its base's layers and one layer
+    /// per rule it ran), then its tapeouts.
+    #[serde(default)]
+    builder: Option<Spanned<String>>,
+    /// With `builder`: the state after this rule (default: its last).
+    #[serde(default)]
+    after: Option<Spanned<String>>,
+    #[serde(default)]
+    tapeouts: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     tag: Option<String>,
     #[serde(default)]
@@ -145,15 +167,11 @@ struct RawImage {
     stop_signal: Option<String>,
 }
 
-fn default_scratch() -> Spanned<String> {
-    Spanned::new(0..0, "scratch".to_string())
-}
-
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSpec {
+#[serde(deny_unknown_fields, bound(deserialize = "B: Deserialize<'de>"))]
+struct RawSpec<B> {
     #[serde(default)]
-    builder: Option<RawBuilder>,
+    builder: Option<B>,
     #[serde(default)]
     build: IndexMap<String, Spanned<RawBuild>>,
     #[serde(default)]
@@ -191,6 +209,8 @@ pub struct BuildRule {
     pub secrets: Vec<String>,
     /// Cache mounts (the builder's, then the rule's; never in its key).
     pub cache: Vec<cache_mount::CacheMount>,
+    /// Tapeouts mounted read-only: target → tapeout name.
+    pub mounts: Vec<(PathBuf, String)>,
 }
 
 /// A tapeout rule (selects what images keep).
@@ -211,7 +231,11 @@ pub struct TapeoutRule {
 pub struct ImageSpec {
     pub name: String,
     pub tag: String,
+    /// The runtime base (with `builder`: that builder's first base).
     pub from: String,
+    /// The builder state the image is (`builder = "NAME"`): its rules'
+    /// layers come after the base's, before the tapeouts'.
+    pub builder: Option<BuilderState>,
     pub tapeouts: Vec<String>,
     pub layer_per_tapeout: bool,
     pub entrypoint: Option<Vec<String>>,
@@ -242,11 +266,29 @@ impl Step {
     }
 }
 
-/// A checked `shipyard.toml`.
+/// A builder's state after some of its steps: what `from =
+/// "builder:NAME"` starts from and what an image's `builder` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuilderState {
+    /// Index into `plan.builders`.
+    pub builder: usize,
+    /// How many of its steps the state follows (`steps[..upto]`).
+    pub upto: usize,
+}
+
+/// One builder: a base and the steps that run in it, in order.
 #[derive(Debug, Clone)]
-pub struct Plan {
-    pub dir: PathBuf,
+pub struct Builder {
+    /// `[builder.NAME]`; empty for the single `[builder]` table.
+    pub name: String,
+    /// host, scratch, rootfs:DIR, an image, or `builder:NAME`.
     pub from: String,
+    /// `from = "builder:NAME"`: the state it starts from.
+    pub parent: Option<BuilderState>,
+    /// The builders that must be done before it runs (indices into
+    /// `plan.builders`, all before it): its parent, those whose
+    /// tapeouts its rules mount, those of rules its rules are `after`.
+    pub deps: Vec<usize>,
     pub sources: Vec<Source>,
     pub network: crate::sandbox::job::Network,
     pub env: Vec<(String, String)>,
@@ -254,8 +296,71 @@ pub struct Plan {
     pub host_ca: bool,
     /// Build and tapeout rules in a stable topological order.
     pub steps: Vec<Step>,
+}
+
+impl Builder {
+    /// How the build log names it: `(NAME)` after a step, nothing for
+    /// the single unnamed builder.
+    pub fn label(&self) -> String {
+        if self.name.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.name)
+        }
+    }
+}
+
+/// A checked `shipyard.toml`.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub dir: PathBuf,
+    /// Every builder, each after those it depends on.
+    pub builders: Vec<Builder>,
     pub images: Vec<ImageSpec>,
     pub pods: Vec<PodSpec>,
+}
+
+impl Plan {
+    /// The builder a tapeout is taken from, and its step index there.
+    pub fn tapeout(&self, name: &str) -> Option<(usize, usize)> {
+        self.builders.iter().enumerate().find_map(|(b, bl)| {
+            let i = bl
+                .steps
+                .iter()
+                .position(|s| matches!(s, Step::Tapeout(t) if t.name == name))?;
+            Some((b, i))
+        })
+    }
+
+    /// The build rules a state is made of, oldest first, as (builder,
+    /// step index): its ancestors' then its own.
+    pub fn lineage(&self, state: BuilderState) -> Vec<(usize, usize)> {
+        let b = &self.builders[state.builder];
+        let mut out = b.parent.map(|p| self.lineage(p)).unwrap_or_default();
+        for (i, s) in b.steps[..state.upto].iter().enumerate() {
+            if matches!(s, Step::Build(_)) {
+                out.push((state.builder, i));
+            }
+        }
+        out
+    }
+
+    /// The first base of a builder (through `builder:` parents).
+    pub fn root_from(&self, builder: usize) -> &str {
+        let b = &self.builders[builder];
+        match b.parent {
+            Some(p) => self.root_from(p.builder),
+            None => &b.from,
+        }
+    }
+
+    /// Every step of every builder, with its builder's index.
+    pub fn all_steps(&self) -> impl Iterator<Item = (usize, &Step)> {
+        self.builders
+            .iter()
+            .enumerate()
+            .flat_map(|(b, bl)| bl.steps.iter().map(move |s| (b, s)))
+    }
 }
 
 /// The cache mounts of a `cache` table, checked: absolute targets
@@ -368,31 +473,55 @@ pub fn parse(
     sets: &[(String, String)],
 ) -> Result<Plan, SpecError> {
     let cx = Ctx { file, text };
-    let mut raw = parse_toml(&cx)?;
-    let builder = raw.builder.take().unwrap_or(RawBuilder {
-        from: default_from(),
-        sources: IndexMap::new(),
-        network: None,
-        env: IndexMap::new(),
-        host_ca: false,
-        cache: IndexMap::new(),
-    });
-    let builder_cache = cache_mounts(&cx, "builder.cache", &builder.cache)?;
-    let from = builder_from(&cx, &builder, dir)?;
-    let network = builder_network(&cx, &builder)?;
-    let sources = builder_sources(&cx, &builder, dir)?;
-    let sets = Sets::split(builder.env.clone().into_iter().collect(), sets);
+    let raw = builders::parse_raw(&cx)?;
+    let sets_all = Sets::split(Vec::new(), sets);
 
-    // Rules, their dependencies, and their spans for errors.
+    // Every rule, with the builder it runs in.
     let mut rules = Rules::default();
+    let mut owner: BTreeMap<String, usize> = BTreeMap::new();
+    let no_builders = IndexMap::new();
+    let bmap = raw.builder.as_ref().unwrap_or(&no_builders);
+    let names: Vec<&str> = bmap.keys().map(String::as_str).collect();
+    let caches = bmap
+        .iter()
+        .map(|(n, b)| {
+            cache_mounts(
+                &cx,
+                &format!("{}.cache", builders::key(n)),
+                &b.get_ref().cache,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     for (name, b) in &raw.build {
-        let rule = build_rule(&cx, name, b.get_ref(), &builder_cache)?;
-        rules.add(
-            format!("build.{name}"),
+        let r = b.get_ref();
+        let which = builders::which(
+            &cx,
+            &format!("build.{name}"),
+            r.builder.as_ref(),
+            &names,
             b.span(),
-            &b.get_ref().after,
-            Step::Build(rule),
+        )?;
+        let rule = build_rule(&cx, name, r, &caches[which])?;
+        for ((target, t), (_, spanned)) in rule.mounts.iter().zip(&r.mounts) {
+            if !raw.tapeout.contains_key(t) {
+                let hint = did_you_mean(t, raw.tapeout.keys().map(String::as_str))
+                    .map(|s| format!("; did you mean `tapeout.{s}`?"))
+                    .unwrap_or_default();
+                return Err(cx.err(
+                    spanned.span(),
+                    format!("build.{name}.mounts.{target:?}: unknown tapeout `{t}`{hint}"),
+                ));
+            }
+        }
+        let mut after = r.after.clone();
+        // A mounted tapeout of the same builder comes before the rule.
+        after.extend(
+            rule.mounts
+                .iter()
+                .map(|(_, t)| Spanned::new(b.span(), format!("tapeout.{t}"))),
         );
+        rules.add(format!("build.{name}"), b.span(), &after, Step::Build(rule));
+        owner.insert(format!("build.{name}"), which);
     }
     for (name, t) in &raw.tapeout {
         let rule = tapeout_rule(&cx, name, t)?;
@@ -403,30 +532,48 @@ pub fn parse(
             Step::Tapeout(rule),
         );
     }
-    let steps = rules.in_order(&cx)?;
+    rules.check_known(&cx)?;
+    builders::tapeout_owners(&cx, &raw, &names, &mut owner)?;
+    let (steps, edges) = rules.per_builder(&cx, &owner, names.len())?;
+
+    let mut built: Vec<Builder> = Vec::new();
+    for (i, (name, b)) in bmap.iter().enumerate() {
+        let rb = b.get_ref();
+        let bkey = builders::key(name);
+        let env = Sets::split(rb.env.clone().into_iter().collect(), sets).env;
+        built.push(Builder {
+            name: name.clone(),
+            from: builder_from(&cx, &bkey, rb, dir)?,
+            parent: None,
+            deps: Vec::new(),
+            sources: builder_sources(&cx, &bkey, rb, dir)?,
+            network: builder_network(&cx, &bkey, rb)?,
+            env,
+            host_ca: rb.host_ca,
+            steps: steps[i].clone(),
+        });
+    }
+    let order = builders::order(&cx, &raw, &mut built, edges)?;
+    let built = builders::reorder(built, &order);
+    let mut plan = Plan {
+        dir: dir.to_path_buf(),
+        builders: built,
+        images: Vec::new(),
+        pods: Vec::new(),
+    };
     let tapeout_names: Vec<&str> = raw.tapeout.keys().map(String::as_str).collect();
-    let mut images = Vec::new();
     for (name, img) in &raw.image {
-        images.push(image_spec(&cx, name, img.get_ref(), &raw, dir, &sets)?);
+        let spec = image_spec(&cx, name, img, &raw, &plan, dir, &sets_all)?;
+        plan.images.push(spec);
     }
     let image_names: Vec<&str> = raw.image.keys().map(String::as_str).collect();
-    let pods = pod::parse_pods(&cx, &raw.pod, dir, &image_names, &tapeout_names)?;
-    Ok(Plan {
-        dir: dir.to_path_buf(),
-        from,
-        sources,
-        network,
-        env: sets.env,
-        host_ca: builder.host_ca,
-        steps,
-        images,
-        pods,
-    })
+    plan.pods = pod::parse_pods(&cx, &raw.pod, dir, &image_names, &tapeout_names)?;
+    Ok(plan)
 }
 
 /// The TOML itself, with its errors made readable: an unknown key gets a
 /// "did you mean", any other error names the key it is at.
-fn parse_toml(cx: &Ctx) -> Result<RawSpec, SpecError> {
+fn parse_toml<B: serde::de::DeserializeOwned>(cx: &Ctx) -> Result<RawSpec<B>, SpecError> {
     let text = cx.text;
     toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
@@ -447,13 +594,32 @@ fn parse_toml(cx: &Ctx) -> Result<RawSpec, SpecError> {
     })
 }
 
-fn builder_from(cx: &Ctx, builder: &RawBuilder, dir: &Path) -> Result<String, SpecError> {
+fn builder_from(
+    cx: &Ctx,
+    bkey: &str,
+    builder: &RawBuilder,
+    dir: &Path,
+) -> Result<String, SpecError> {
     let from = relative_to(builder.from.get_ref(), dir);
-    if !(from == "host" || from == "scratch" || from.starts_with("rootfs:")) {
+    if let Some(after) = &builder.after {
+        if !from.starts_with("builder:") {
+            return Err(cx.err(
+                after.span(),
+                format!(
+                    "{bkey}.after: only a builder with from = \"builder:NAME\" starts after a rule"
+                ),
+            ));
+        }
+    }
+    if !(from == "host"
+        || from == "scratch"
+        || from.starts_with("rootfs:")
+        || from.starts_with("builder:"))
+    {
         if let Err(e) = shipyard_image::reference::Reference::parse(&from) {
             return Err(cx.err(
                 builder.from.span(),
-                format!("builder.from = {from:?}: expected host, scratch, rootfs:DIR or an image (oci:DIR[:TAG], docker://REPO[:TAG], oci-archive:FILE, docker-archive:FILE): {e}"),
+                format!("{bkey}.from = {from:?}: expected host, scratch, rootfs:DIR, builder:NAME or an image (oci:DIR[:TAG], docker://REPO[:TAG], oci-archive:FILE, docker-archive:FILE): {e}"),
             ));
         }
     }
@@ -462,6 +628,7 @@ fn builder_from(cx: &Ctx, builder: &RawBuilder, dir: &Path) -> Result<String, Sp
 
 fn builder_network(
     cx: &Ctx,
+    bkey: &str,
     builder: &RawBuilder,
 ) -> Result<crate::sandbox::job::Network, SpecError> {
     Ok(
@@ -475,14 +642,19 @@ fn builder_network(
             Some((other, span)) => {
                 return Err(cx.err(
                     span,
-                    format!("builder.network = {other:?}: expected \"none\" or \"host\""),
+                    format!("{bkey}.network = {other:?}: expected \"none\" or \"host\""),
                 ))
             }
         },
     )
 }
 
-fn builder_sources(cx: &Ctx, builder: &RawBuilder, dir: &Path) -> Result<Vec<Source>, SpecError> {
+fn builder_sources(
+    cx: &Ctx,
+    bkey: &str,
+    builder: &RawBuilder,
+    dir: &Path,
+) -> Result<Vec<Source>, SpecError> {
     let mut sources = Vec::new();
     for (target, src) in &builder.sources {
         let (p, writable) = match src.get_ref() {
@@ -494,13 +666,13 @@ fn builder_sources(cx: &Ctx, builder: &RawBuilder, dir: &Path) -> Result<Vec<Sou
             cx.err(
                 src.span(),
                 format!(
-                    "builder.sources.\"{target}\": {} does not exist",
+                    "{bkey}.sources.\"{target}\": {} does not exist",
                     host.display()
                 ),
             )
         })?;
         if let Err(why) = crate::sandbox::job::Bind::check_target(target) {
-            return Err(cx.err(src.span(), format!("builder.sources.\"{target}\": {why}")));
+            return Err(cx.err(src.span(), format!("{bkey}.sources.\"{target}\": {why}")));
         }
         sources.push(Source {
             host,
@@ -564,13 +736,10 @@ impl Rules {
         self.steps.insert(id, step);
     }
 
-    /// The steps in a stable topological order: always the first ready
-    /// rule, builds before tapeouts (the seeds' phases), each group in the
-    /// order written. Unknown dependencies and cycles are errors.
-    fn in_order(mut self, cx: &Ctx) -> Result<Vec<Step>, SpecError> {
-        let (ids, deps) = (&self.ids, &self.deps);
-        let known: Vec<&str> = ids.iter().map(|(i, _)| i.as_str()).collect();
-        for (id, ds) in deps {
+    /// Every `after` names a rule that exists.
+    fn check_known(&self, cx: &Ctx) -> Result<(), SpecError> {
+        let known: Vec<&str> = self.ids.iter().map(|(i, _)| i.as_str()).collect();
+        for (id, ds) in &self.deps {
             for (d, span) in ds {
                 if !self.steps.contains_key(d) {
                     let hint = did_you_mean(d, known.iter().copied())
@@ -580,33 +749,84 @@ impl Rules {
                 }
             }
         }
-        let mut order: Vec<String> = Vec::new();
-        let mut done: std::collections::HashSet<String> = Default::default();
-        while order.len() < ids.len() {
-            let next = ids.iter().find(|(id, _)| {
-                !done.contains(id) && deps[id].iter().all(|(d, _)| done.contains(d))
-            });
-            match next {
-                Some((id, _)) => {
-                    done.insert(id.clone());
-                    order.push(id.clone());
+        Ok(())
+    }
+
+    /// Each builder's steps in a stable topological order: always the
+    /// first ready rule, builds before tapeouts (the seeds' phases), each
+    /// group in the order written. An `after` naming another builder's
+    /// rule orders the builders instead: the returned edges are
+    /// (dependency, dependent) builder pairs.
+    #[allow(clippy::type_complexity)]
+    fn per_builder(
+        mut self,
+        cx: &Ctx,
+        owner: &BTreeMap<String, usize>,
+        builders: usize,
+    ) -> Result<(Vec<Vec<Step>>, BTreeSet<(usize, usize)>), SpecError> {
+        let mut edges = BTreeSet::new();
+        let mut out = Vec::new();
+        for b in 0..builders {
+            let ids: Vec<(String, Span)> = (self.ids.iter())
+                .filter(|(i, _)| owner.get(i) == Some(&b))
+                .cloned()
+                .collect();
+            let mut deps = BTreeMap::new();
+            for (id, _) in &ids {
+                let mut own = Vec::new();
+                for (d, span) in &self.deps[id] {
+                    match owner.get(d) {
+                        Some(&o) if o == b => own.push((d.clone(), span.clone())),
+                        Some(&o) => {
+                            edges.insert((o, b));
+                        }
+                        None => {}
+                    }
                 }
-                None => {
-                    let cycle = find_cycle(ids, deps, &done);
-                    let span = ids
-                        .iter()
-                        .find(|(i, _)| Some(i) == cycle.first())
-                        .map(|(_, s)| s.clone())
-                        .unwrap_or(0..0);
-                    return Err(cx.err(span, format!("dependency cycle: {}", cycle.join(" -> "))));
-                }
+                deps.insert(id.clone(), own);
+            }
+            let order = order_ids(cx, &ids, &deps)?;
+            out.push(
+                order
+                    .into_iter()
+                    .filter_map(|id| self.steps.remove(&id))
+                    .collect(),
+            );
+        }
+        Ok((out, edges))
+    }
+}
+
+/// `ids` in a stable topological order of `deps`; a cycle is an error
+/// that prints it.
+fn order_ids(
+    cx: &Ctx,
+    ids: &[(String, Span)],
+    deps: &BTreeMap<String, Vec<(String, Span)>>,
+) -> Result<Vec<String>, SpecError> {
+    let mut order: Vec<String> = Vec::new();
+    let mut done: std::collections::HashSet<String> = Default::default();
+    while order.len() < ids.len() {
+        let next = ids
+            .iter()
+            .find(|(id, _)| !done.contains(id) && deps[id].iter().all(|(d, _)| done.contains(d)));
+        match next {
+            Some((id, _)) => {
+                done.insert(id.clone());
+                order.push(id.clone());
+            }
+            None => {
+                let cycle = find_cycle(ids, deps, &done);
+                let span = ids
+                    .iter()
+                    .find(|(i, _)| Some(i) == cycle.first())
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or(0..0);
+                return Err(cx.err(span, format!("dependency cycle: {}", cycle.join(" -> "))));
             }
         }
-        Ok(order
-            .into_iter()
-            .filter_map(|id| self.steps.remove(&id))
-            .collect())
     }
+    Ok(order)
 }
 
 fn build_rule(
@@ -632,6 +852,21 @@ fn build_rule(
         cache.retain(|c: &cache_mount::CacheMount| c.target != m.target);
         cache.push(m);
     }
+    let mut mounts = Vec::new();
+    for (target, t) in &r.mounts {
+        crate::sandbox::job::Bind::check_target(target)
+            .map_err(|why| cx.err(t.span(), format!("build.{name}.mounts: {target:?}: {why}")))?;
+        let Some(tn) = t.get_ref().strip_prefix("tapeout.") else {
+            return Err(cx.err(
+                t.span(),
+                format!(
+                    "build.{name}.mounts.{target:?} = {:?}: expected a tapeout, tapeout.NAME",
+                    t.get_ref()
+                ),
+            ));
+        };
+        mounts.push((PathBuf::from(target), tn.to_string()));
+    }
     let mut secrets = Vec::new();
     for sec in &r.secrets {
         crate::sandbox::job::Secret::check_name(sec.get_ref()).map_err(|m| {
@@ -651,6 +886,7 @@ fn build_rule(
         timeout: r.timeout,
         secrets,
         cache,
+        mounts,
     })
 }
 
@@ -715,13 +951,25 @@ fn tapeout_rule(cx: &Ctx, name: &str, t: &Spanned<RawTapeout>) -> Result<Tapeout
 fn image_spec(
     cx: &Ctx,
     name: &str,
-    r: &RawImage,
-    raw: &RawSpec,
+    img: &Spanned<RawImage>,
+    raw: &builders::Raw,
+    plan: &Plan,
     dir: &Path,
     sets: &Sets,
 ) -> Result<ImageSpec, SpecError> {
+    let r = img.get_ref();
     let tapeout_names: Vec<&str> = raw.tapeout.keys().map(String::as_str).collect();
-    for t in &r.tapeouts {
+    let tapeouts = match (&r.tapeouts, &r.builder) {
+        (Some(t), _) => t.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => {
+            return Err(cx.err(
+                img.span(),
+                format!("image.{name}: missing key `tapeouts` (or `builder`: an image of a builder's state)"),
+            ))
+        }
+    };
+    for t in &tapeouts {
         let tn = t.get_ref().strip_prefix("tapeout.").unwrap_or(t.get_ref());
         if !raw.tapeout.contains_key(tn) {
             let hint = did_you_mean(tn, tapeout_names.iter().copied())
@@ -733,11 +981,27 @@ fn image_spec(
             ));
         }
     }
-    let from = relative_to(r.from.get_ref(), dir);
+    let state = builders::image_state(cx, name, r, plan)?;
+    let from = match (&r.from, state) {
+        (Some(f), Some(_)) => {
+            return Err(cx.err(
+                f.span(),
+                format!("image.{name}: `from` and `builder` both given; an image of a builder starts from that builder's base"),
+            ))
+        }
+        (Some(f), None) => relative_to(f.get_ref(), dir),
+        (None, Some(st)) => plan.root_from(st.builder).to_string(),
+        (None, None) => "scratch".to_string(),
+    };
     if from != "scratch" {
         if let Err(e) = shipyard_image::reference::Reference::parse(&from) {
+            let span = r
+                .from
+                .as_ref()
+                .or(r.builder.as_ref())
+                .map_or(0..0, |f| f.span());
             return Err(cx.err(
-                    r.from.span(),
+                    span,
                     format!("image.{name}.from = {from:?}: expected scratch or an image (oci:DIR[:TAG], docker://REPO[:TAG], oci-archive:FILE, docker-archive:FILE): {e}"),
                 ));
         }
@@ -758,8 +1022,8 @@ fn image_spec(
         name: name.to_string(),
         tag: r.tag.clone().unwrap_or_else(|| name.to_string()),
         from,
-        tapeouts: r
-            .tapeouts
+        builder: state,
+        tapeouts: tapeouts
             .iter()
             .map(|t| t.get_ref().trim_start_matches("tapeout.").to_string())
             .collect(),

@@ -71,7 +71,7 @@ after = ["build.base"]
 tapeouts = ["app", "base"]
 "#)
     .unwrap();
-    let order: Vec<String> = plan.steps.iter().map(Step::id).collect();
+    let order: Vec<String> = plan.builders[0].steps.iter().map(Step::id).collect();
     // Builds before tapeouts where dependencies allow, each in written
     // order: the seeds' phases.
     assert_eq!(
@@ -99,7 +99,7 @@ fn sets_become_build_args_and_labels() {
         ],
     )
     .unwrap();
-    assert_eq!(plan.env, [("A".to_string(), "2".to_string())]);
+    assert_eq!(plan.builders[0].env, [("A".to_string(), "2".to_string())]);
     assert_eq!(
         plan.images[0].labels.get("version").map(String::as_str),
         Some("1.2")

@@ -9,6 +9,7 @@ use crate::oci::image::Image;
 use crate::oci::layout::Layout;
 use crate::rootfs::entry::{Entry, Kind, RelPath};
 use crate::rootfs::manifest::Manifest;
+use oci_spec::image::Descriptor;
 use std::collections::HashSet;
 
 /// Applies layer items to a manifest the way a runtime stacks layers.
@@ -125,8 +126,17 @@ impl Stacker {
 /// Reads every layer of `image` (verifying digests and diff_ids) and returns
 /// the manifest of the resulting tree, with sha256 for every regular file.
 pub fn manifest_of_image(layout: &Layout, image: &Image) -> Result<Manifest, LayerError> {
+    manifest_of_layers(layout, &image.layers())
+}
+
+/// The tree a stack of layers of `layout` makes, bottom first, each given
+/// with its diff_id; as [`manifest_of_image`].
+pub fn manifest_of_layers(
+    layout: &Layout,
+    layers: &[(Descriptor, String)],
+) -> Result<Manifest, LayerError> {
     let mut st = Stacker::default();
-    for (desc, diff_id) in image.layers() {
+    for (desc, diff_id) in layers.iter().cloned() {
         st.start_layer();
         crate::layer::for_each_member(layout, &desc, &diff_id, |item, data| {
             if let TarItem::Entry(e) = item {

@@ -67,22 +67,41 @@ pub fn write_tar<W: Write>(
                 if e.path.name().starts_with(b".wh.") {
                     return Err(GenerateError::ReservedName(e.path.clone()));
                 }
-                put_entry(&mut b, e, root, opts)?
+                put_entry(&mut b, e, Content::Root(root), opts)?
             }
             Change::Whiteout(_) | Change::Opaque(_) => {
-                let mut marker = Entry::new(c.tar_path(), Kind::File);
-                marker.mode = 0o644;
-                put_entry(&mut b, &marker, root, opts)?;
+                put_marker(&mut b, c.tar_path(), opts)?;
             }
         }
     }
     b.into_inner().map_err(GenerateError::Write)
 }
 
-fn put_entry<W: Write>(
+/// Where a file member's bytes come from: the tree being archived, or
+/// the member of another layer being rewritten.
+pub(crate) enum Content<'a> {
+    /// `root` joined with the entry's path.
+    Root(&'a Path),
+    /// Exactly the entry's size bytes.
+    Reader(&'a mut dyn Read),
+}
+
+/// A whiteout or opaque marker member (`tar_path` is its `.wh.` name).
+pub(crate) fn put_marker<W: Write>(
+    b: &mut tar::Builder<W>,
+    tar_path: RelPath,
+    opts: &TarOptions,
+) -> Result<(), GenerateError> {
+    let mut marker = Entry::new(tar_path, Kind::File);
+    marker.mode = 0o644;
+    put_entry(b, &marker, Content::Root(Path::new("/")), opts)
+}
+
+/// One member: its header filled field by field, then its bytes.
+pub(crate) fn put_entry<W: Write>(
     b: &mut tar::Builder<W>,
     e: &Entry,
-    root: &Path,
+    content: Content<'_>,
     opts: &TarOptions,
 ) -> Result<(), GenerateError> {
     let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -148,11 +167,17 @@ fn put_entry<W: Write>(
     }
     h.set_cksum();
     if e.kind == Kind::File && size > 0 {
-        let full = root.join(e.path.to_path());
-        let f = open_nofollow(&full).map_err(|source| GenerateError::Io {
-            path: full.clone(),
-            source,
-        })?;
+        let (full, f): (PathBuf, Box<dyn Read + '_>) = match content {
+            Content::Root(root) => {
+                let full = root.join(e.path.to_path());
+                let f = open_nofollow(&full).map_err(|source| GenerateError::Io {
+                    path: full.clone(),
+                    source,
+                })?;
+                (full, Box::new(f))
+            }
+            Content::Reader(r) => (e.path.to_path().to_path_buf(), Box::new(r)),
+        };
         let mut counted = CountingReader {
             inner: f.take(size),
             n: 0,

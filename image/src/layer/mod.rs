@@ -213,6 +213,97 @@ pub fn write_layer(
     })
 }
 
+/// Copies a layer from one layout into another as a new blob: its
+/// members re-written (mtimes clamped as `opts` says, every header filled
+/// the deterministic way [`generate`] fills them) and compressed as asked.
+/// The source is checked against its digest and `diff_id` as it is read;
+/// the output is committed only if it was whole. A builder's captured
+/// changes become an image layer this way, without walking a tree again.
+///
+/// With `overlay_upper`, the source is an overlayfs upper directory as
+/// archived (what a capture holds): its whiteouts (character devices
+/// 0:0) and opaque directories (the `overlay.opaque` xattr) become the
+/// `.wh.` members an image layer uses, as containerd's overlay differ
+/// makes them.
+#[allow(clippy::too_many_arguments)]
+pub fn rewrite_layer(
+    from: &Layout,
+    desc: &Descriptor,
+    diff_id: &str,
+    to: &Layout,
+    compression: Compression,
+    level: Option<i32>,
+    opts: &TarOptions,
+    overlay_upper: bool,
+) -> Result<LayerOutput, LayerError> {
+    let blob = to.blob_writer()?;
+    let enc = Encoder::new(blob, compression, level)?;
+    let tar_hash = HashingWriter::new(enc);
+    let mut b = tar::Builder::new(BufWriter::with_capacity(256 * 1024, tar_hash));
+    for_each_member(from, desc, diff_id, |item, data| {
+        match item {
+            TarItem::Entry(e) if overlay_upper && is_overlay_whiteout(e) => {
+                let c = crate::rootfs::changeset::Change::Whiteout(e.path.clone());
+                generate::put_marker(&mut b, c.tar_path(), opts)?
+            }
+            TarItem::Entry(e) => {
+                let opaque = overlay_upper && take_overlay_opaque(e);
+                let content = generate::Content::Reader(data);
+                generate::put_entry(&mut b, e, content, opts)?;
+                if opaque {
+                    let c = crate::rootfs::changeset::Change::Opaque(e.path.clone());
+                    generate::put_marker(&mut b, c.tar_path(), opts)?
+                }
+            }
+            TarItem::Whiteout(p) => {
+                let c = crate::rootfs::changeset::Change::Whiteout(p.clone());
+                generate::put_marker(&mut b, c.tar_path(), opts)?
+            }
+            TarItem::Opaque(d) => {
+                let c = crate::rootfs::changeset::Change::Opaque(d.clone());
+                generate::put_marker(&mut b, c.tar_path(), opts)?
+            }
+            TarItem::Skip => {}
+        }
+        Ok(())
+    })?;
+    let buffered = b.into_inner().map_err(LayerError::Io)?;
+    let tar_hash = buffered
+        .into_inner()
+        .map_err(|e| LayerError::Io(e.into_error()))?;
+    let (enc, new_diff_id, tar_size) = tar_hash.finish();
+    let mut blob = enc.finish()?;
+    blob.flush()?;
+    let (digest, size) = blob.commit(None)?;
+    Ok(LayerOutput {
+        descriptor: Descriptor::new(
+            compression.media_type(),
+            size,
+            media::to_spec_digest(&digest),
+        ),
+        diff_id: new_diff_id,
+        tar_size,
+    })
+}
+
+/// overlayfs marks a deleted lower file with a 0:0 character device.
+fn is_overlay_whiteout(e: &crate::rootfs::entry::Entry) -> bool {
+    e.kind == crate::rootfs::entry::Kind::Char && e.rdev == Some((0, 0))
+}
+
+/// Removes overlayfs's opaque-directory xattr (unprivileged overlay
+/// writes `user.overlay.opaque`, privileged `trusted.overlay.opaque`);
+/// returns whether the directory was opaque.
+fn take_overlay_opaque(e: &mut crate::rootfs::entry::Entry) -> bool {
+    let mut opaque = false;
+    for name in [&b"user.overlay.opaque"[..], b"trusted.overlay.opaque"] {
+        if let Some(v) = e.xattrs.remove(name) {
+            opaque |= v == b"y";
+        }
+    }
+    opaque && e.kind == crate::rootfs::entry::Kind::Dir
+}
+
 /// Streams the members of a layer blob to `f`, in one pass: the
 /// compressed bytes are hashed while they are decoded, and at the end the
 /// blob's digest and size are checked first (a corrupt blob is reported as
