@@ -269,18 +269,22 @@ impl Executor<'_> {
                 rule: rule.clone(),
                 why: self.no_state_why(),
             })?;
-        let tar = TarOptions {
-            clamp_mtime: Some(self.opts.epoch),
+        let skip = mount_points(&self.plan.builders[b], &self.plan.builders[b].steps[s]);
+        let how = shipyard_image::layer::Rewrite {
+            compression: self.opts.compression,
+            level: self.opts.level,
+            tar: TarOptions {
+                clamp_mtime: Some(self.opts.epoch),
+            },
+            overlay_upper: true,
+            skip: &skip,
         };
         let out = shipyard_image::layer::rewrite_layer(
             &sc.cache.layout,
             &captured.layer,
             &captured.diff_id,
             layout,
-            self.opts.compression,
-            self.opts.level,
-            &tar,
-            true,
+            &how,
         )
         .doing(|| format!("{step}: making a layer of what {rule} changed"))?;
         let rec = Record::new(
@@ -443,6 +447,29 @@ fn explain_line(
         _ => {}
     }
     (to.to_string(), line)
+}
+
+/// Where a rule's sandbox mounted something (sources, tapeouts, cache
+/// mounts, secrets): the directories made for that are not what the rule
+/// changed, and an image of the builder leaves them out, as BuildKit does
+/// for `RUN --mount` targets.
+fn mount_points(builder: &crate::project::Builder, step: &crate::project::Step) -> Vec<RelPath> {
+    let crate::project::Step::Build(rule) = step else {
+        return Vec::new();
+    };
+    let mut targets: Vec<&Path> = builder.sources.iter().map(|s| s.target.as_path()).collect();
+    targets.extend(rule.mounts.iter().map(|(t, _)| t.as_path()));
+    targets.extend(rule.cache.iter().map(|c| c.target.as_path()));
+    if !rule.secrets.is_empty() {
+        targets.push(Path::new(crate::sandbox::job::Secret::DIR));
+    }
+    targets
+        .into_iter()
+        .map(|t| {
+            let rel = t.strip_prefix("/").unwrap_or(t);
+            RelPath::new(rel.as_os_str().as_encoded_bytes().to_vec())
+        })
+        .collect()
 }
 
 /// The layers an image has so far (the runtime base's, copied, and

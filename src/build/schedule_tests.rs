@@ -563,3 +563,104 @@ fn a_source_change_names_the_files() {
     cache.sources.clear();
     assert_eq!(why_missed(&cache, "build.a", &key), "source /src changed");
 }
+
+const MULTI: &str = r#"
+[builder.build]
+from = "scratch"
+[builder.final]
+from = "scratch"
+[builder.test]
+from = "builder:build"
+after = "build.compile"
+[build.compile]
+builder = "build"
+run = "compile"
+[build.more]
+builder = "build"
+after = ["build.compile"]
+run = "more"
+[tapeout.app]
+after = ["build.more"]
+include = ["/out/**"]
+[build.install]
+builder = "final"
+mounts = { "/in" = "tapeout.app" }
+run = "install"
+[build.check]
+builder = "test"
+run = "check"
+[image.final]
+builder = "final"
+tapeouts = ["app"]
+"#;
+
+fn multi(text: &str, req: &Request, cache: &Cache) -> Schedule {
+    let p = plan(text);
+    let sel = Selection::new(&p, req).unwrap();
+    Schedule::new(&p, req, &facts(&p), &sel, cache).unwrap()
+}
+
+#[test]
+fn a_builder_from_another_starts_from_that_rules_key() {
+    let p = plan(MULTI);
+    let keys = step_keys(&p, &req(), &facts(&p)).unwrap();
+    // test starts after build.compile: its base is that rule's key.
+    assert_eq!(keys[2][0].parts["base"], keys[0][0].key.to_string());
+    // Changing a rule after that point leaves test's keys alone; changing
+    // build.compile changes them.
+    let other = plan(&MULTI.replace("run = \"more\"", "run = \"more2\""));
+    let k2 = step_keys(&other, &req(), &facts(&other)).unwrap();
+    assert_eq!(k2[2][0].key, keys[2][0].key);
+    let other = plan(&MULTI.replace("run = \"compile\"", "run = \"compile2\""));
+    let k3 = step_keys(&other, &req(), &facts(&other)).unwrap();
+    assert_ne!(k3[2][0].key, keys[2][0].key);
+}
+
+#[test]
+fn a_rule_that_mounts_a_tapeout_holds_its_key() {
+    let p = plan(MULTI);
+    let keys = step_keys(&p, &req(), &facts(&p)).unwrap();
+    assert_eq!(keys[1][0].parts["tapeout:/in"], keys[0][2].key.to_string());
+    // A change upstream of the tapeout reaches the rule that reads it.
+    let other = plan(&MULTI.replace("run = \"more\"", "run = \"more2\""));
+    let k2 = step_keys(&other, &req(), &facts(&other)).unwrap();
+    assert_ne!(k2[1][0].key, keys[1][0].key);
+}
+
+#[test]
+fn an_image_of_a_builder_has_a_layer_per_rule_then_its_tapeouts() {
+    let s = multi(MULTI, &req(), &Cache::default());
+    let layers = &s.images[0].layers;
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0].rule, Some((1, 0)));
+    assert_eq!(layers[1].tapeouts, ["app"]);
+    // The tapeouts' layer is made against the rules' layer under it.
+    assert!(layers[1].key.parts["runtime-base"].contains(&layers[0].key.key.to_string()));
+    // Cold: every builder runs; the mounted tapeout is made.
+    assert!(s.builders.iter().all(|b| b.last_needed.is_some()));
+    assert!(matches!(s.builders[0].steps[2], StepPlan::Run(_)));
+}
+
+#[test]
+fn a_mounted_tapeout_is_needed_only_while_its_reader_may_run() {
+    let r = req();
+    let cold = multi(MULTI, &r, &Cache::default());
+    let mut cache = Cache::default();
+    cache.held.extend(cold.used_keys());
+    // Everything cached: no builder needed, the tapeout left alone.
+    let s = multi(MULTI, &r, &cache);
+    assert!(!s.needs_builder());
+    assert!(matches!(s.builders[0].steps[2], StepPlan::NotNeeded));
+    // The reading rule misses (and so does the image's layer of it): the
+    // tapeout is restored for it to read.
+    cache.held.remove(&cold.builders[1].keys[0].key);
+    cache.held.remove(&cold.images[0].layers[0].key.key);
+    let s = multi(MULTI, &r, &cache);
+    assert!(matches!(
+        s.builders[0].steps[2],
+        StepPlan::RestoreSelection(_)
+    ));
+    assert!(matches!(s.builders[1].steps[0], StepPlan::Run(_)));
+    // Builders that did not change stay cached.
+    assert!(s.builders[2].last_needed.is_none());
+}

@@ -32,6 +32,11 @@ pub type Dispatch<'a> = &'a dyn Fn(&super::job::NsJob) -> Result<(), String>;
 
 /// Entry point of `shipyard __sandbox`; `jobs` runs in-namespace work.
 pub fn helper_main(spec: &StepSpec, jobs: Dispatch) -> i32 {
+    // Steps run under umask 022 whatever the caller's, as with buildah and
+    // docker: what a step creates must not depend on who ran the build.
+    // Set here, before anything is made: the mount points the helper
+    // creates in the builder end up in its captured changes too.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     match run(spec, jobs) {
         Ok(code) => code,
         Err(msg) => {
@@ -462,9 +467,6 @@ fn pid1(
     drop(helper_alive);
     nix::unistd::chdir(&spec.cwd)
         .map_err(e(format!("working directory {}", spec.cwd.display())))?;
-    // Steps run under umask 022 whatever the caller's, as with buildah and
-    // docker: what a step creates must not depend on who ran the build.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     Err(exec(&spec.argv, &env))
 }
 

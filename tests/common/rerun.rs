@@ -7,7 +7,7 @@
 //! [`helper_arg`] says this process was started to run it, so a plain test
 //! run passes over it.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// The helper's name, in the process [`rerun`] starts.
 const HELPER: &str = "SHIPYARD_TEST_HELPER";
@@ -39,4 +39,18 @@ pub fn helper_arg(path: &str) -> Option<String> {
         return None;
     }
     std::env::var(HELPER_ARG).ok()
+}
+
+/// Runs `c` with umask `mask` (only in that child: the umask is
+/// process-wide, and tests run in parallel threads).
+pub fn with_umask(mask: u32, mut c: Command) -> Output {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        c.pre_exec(move || {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+            Ok(())
+        });
+    }
+    c.output().unwrap()
 }

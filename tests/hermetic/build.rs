@@ -82,17 +82,7 @@ fn hello_is_small_runs_its_closure_and_is_reproducible() {
         .arg(&b)
         .arg("--output")
         .arg(format!("oci:{}", t.path().join("l2").display()));
-    // The umask only for that child: it is process-wide, and tests run in
-    // parallel.
-    use std::os::unix::process::CommandExt;
-    // SAFETY: umask is async-signal-safe.
-    unsafe {
-        c.pre_exec(|| {
-            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-            Ok(())
-        });
-    }
-    let out2 = c.output().unwrap();
+    let out2 = with_umask(0o077, c);
     assert_success(&out2, "second build");
     assert_eq!(
         digest_of_tag(&t.path().join("l1"), "hello"),

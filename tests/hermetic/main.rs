@@ -50,6 +50,7 @@ mod hostile_tapeout;
 mod isolation;
 mod isolation_none;
 mod layout;
+mod multistage;
 mod ownership;
 mod pod;
 mod props;

@@ -136,9 +136,9 @@ pub fn manifest_of_layers(
     layers: &[(Descriptor, String)],
 ) -> Result<Manifest, LayerError> {
     let mut st = Stacker::default();
-    for (desc, diff_id) in layers.iter().cloned() {
+    for (desc, diff_id) in layers {
         st.start_layer();
-        crate::layer::for_each_member(layout, &desc, &diff_id, |item, data| {
+        crate::layer::for_each_member(layout, desc, diff_id, |item, data| {
             if let TarItem::Entry(e) = item {
                 if e.kind == Kind::File {
                     e.sha256 = Some(sha256_reader(data)?);

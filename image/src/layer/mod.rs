@@ -220,28 +220,21 @@ pub fn write_layer(
 /// the output is committed only if it was whole. A builder's captured
 /// changes become an image layer this way, without walking a tree again.
 ///
-/// With `overlay_upper`, the source is an overlayfs upper directory as
-/// archived (what a capture holds): its whiteouts (character devices
-/// 0:0) and opaque directories (the `overlay.opaque` xattr) become the
-/// `.wh.` members an image layer uses, as containerd's overlay differ
-/// makes them.
-#[allow(clippy::too_many_arguments)]
 pub fn rewrite_layer(
     from: &Layout,
     desc: &Descriptor,
     diff_id: &str,
     to: &Layout,
-    compression: Compression,
-    level: Option<i32>,
-    opts: &TarOptions,
-    overlay_upper: bool,
+    how: &Rewrite<'_>,
 ) -> Result<LayerOutput, LayerError> {
+    let (opts, overlay_upper) = (&how.tar, how.overlay_upper);
     let blob = to.blob_writer()?;
-    let enc = Encoder::new(blob, compression, level)?;
+    let enc = Encoder::new(blob, how.compression, how.level)?;
     let tar_hash = HashingWriter::new(enc);
     let mut b = tar::Builder::new(BufWriter::with_capacity(256 * 1024, tar_hash));
     for_each_member(from, desc, diff_id, |item, data| {
         match item {
+            TarItem::Entry(e) if how.skip.contains(&e.path) => {}
             TarItem::Entry(e) if overlay_upper && is_overlay_whiteout(e) => {
                 let c = crate::rootfs::changeset::Change::Whiteout(e.path.clone());
                 generate::put_marker(&mut b, c.tar_path(), opts)?
@@ -277,7 +270,7 @@ pub fn rewrite_layer(
     let (digest, size) = blob.commit(None)?;
     Ok(LayerOutput {
         descriptor: Descriptor::new(
-            compression.media_type(),
+            how.compression.media_type(),
             size,
             media::to_spec_digest(&digest),
         ),
@@ -286,21 +279,41 @@ pub fn rewrite_layer(
     })
 }
 
+/// How [`rewrite_layer`] rewrites a layer.
+#[derive(Debug, Clone)]
+pub struct Rewrite<'a> {
+    /// The new blob's compression.
+    pub compression: Compression,
+    /// Its level (else the compression's default).
+    pub level: Option<i32>,
+    /// Header options (mtimes clamped to the epoch).
+    pub tar: TarOptions,
+    /// The source is an overlayfs upper directory as archived (what a
+    /// capture holds): its whiteouts (character devices 0:0) and opaque
+    /// directories (the `overlay.opaque` xattr) become the `.wh.`
+    /// members an image layer uses, as containerd's overlay differ makes
+    /// them, and overlayfs's own xattrs are dropped.
+    pub overlay_upper: bool,
+    /// Entries left out: the mount points a step's sandbox made, which
+    /// are not what the step changed.
+    pub skip: &'a [crate::rootfs::entry::RelPath],
+}
+
 /// overlayfs marks a deleted lower file with a 0:0 character device.
 fn is_overlay_whiteout(e: &crate::rootfs::entry::Entry) -> bool {
     e.kind == crate::rootfs::entry::Kind::Char && e.rdev == Some((0, 0))
 }
 
-/// Removes overlayfs's opaque-directory xattr (unprivileged overlay
-/// writes `user.overlay.opaque`, privileged `trusted.overlay.opaque`);
-/// returns whether the directory was opaque.
+/// Removes overlayfs's own xattrs (unprivileged overlay writes
+/// `user.overlay.*`, privileged `trusted.overlay.*`: opaque, origin,
+/// impure, redirect...), which mean nothing outside that mount; returns
+/// whether the directory was opaque.
 fn take_overlay_opaque(e: &mut crate::rootfs::entry::Entry) -> bool {
-    let mut opaque = false;
-    for name in [&b"user.overlay.opaque"[..], b"trusted.overlay.opaque"] {
-        if let Some(v) = e.xattrs.remove(name) {
-            opaque |= v == b"y";
-        }
-    }
+    let opaque = [&b"user.overlay.opaque"[..], b"trusted.overlay.opaque"]
+        .iter()
+        .any(|n| e.xattrs.get(*n).is_some_and(|v| v == b"y"));
+    e.xattrs
+        .retain(|k, _| !(k.starts_with(b"user.overlay.") || k.starts_with(b"trusted.overlay.")));
     opaque && e.kind == crate::rootfs::entry::Kind::Dir
 }
 
