@@ -502,8 +502,10 @@ impl<'a> Executor<'a> {
                         None
                     };
                     let stored = ex.clone();
-                    jobs.background
-                        .push(scope.spawn(move || self.store_selection(&id, stored, sbom, key)));
+                    let label = t.builder_label();
+                    jobs.background.push(
+                        scope.spawn(move || self.store_selection(&id, &label, stored, sbom, key)),
+                    );
                     let ex = ex.into_iter().map(|(p, w)| (PathBuf::from(p), w));
                     progress.explain.insert(t.name.clone(), ex.collect());
                 }
@@ -706,7 +708,9 @@ impl<'a> Executor<'a> {
             .doing(|| format!("{id}: caching its changes"))?;
         let c: capture::Captured =
             read_json(&out).doing(|| format!("{id}: reading {}", out.display()))?;
-        let rec = Record::new(RecordKind::Rule, id, c.descriptor, c.diff_id);
+        // The cache names the builder too (`cache ls`).
+        let step = format!("{id}{}", self.plan.builders[ch.index].label());
+        let rec = Record::new(RecordKind::Rule, &step, c.descriptor, c.diff_id);
         self.cache.sc.store(&key.key, &rec)?;
         self.remember(id, key);
         Ok(())
@@ -759,12 +763,15 @@ impl<'a> Executor<'a> {
     fn store_selection(
         &self,
         id: &str,
+        label: &str,
         explain: BTreeMap<String, String>,
         sbom: Option<crate::sbom::Attribution>,
         key: &StepKey,
     ) -> Result<()> {
         let name = id.trim_start_matches("tapeout.");
-        let mut rec = super::images::store_stage(&self.cache.sc, id, &self.stage(name), explain)
+        let step = format!("{id}{label}");
+        let stage = self.stage(name);
+        let mut rec = super::images::store_stage(&self.cache.sc, &step, &stage, explain)
             .doing(|| format!("{id}: caching its selection"))?;
         rec.sbom = sbom;
         self.cache.sc.store(&key.key, &rec)?;

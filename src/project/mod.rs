@@ -196,6 +196,17 @@ pub enum RuleKind {
     Tapeout,
 }
 
+impl TapeoutRule {
+    /// How messages name its builder: ` (NAME)`, or nothing.
+    pub fn builder_label(&self) -> String {
+        if self.builder.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.builder)
+        }
+    }
+}
+
 /// A build rule (runs a command in the builder).
 #[derive(Debug, Clone)]
 pub struct BuildRule {
@@ -217,6 +228,11 @@ pub struct BuildRule {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TapeoutRule {
     pub name: String,
+    /// The builder it selects from, when builders are named (not in the
+    /// key of a spec with one unnamed builder, whose keys stay as they
+    /// were).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub builder: String,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub elf_closure: bool,
@@ -534,6 +550,7 @@ pub fn parse(
     }
     rules.check_known(&cx)?;
     builders::tapeout_owners(&cx, &raw, &names, &mut owner)?;
+    rules.name_builders(&owner, &names);
     let (steps, edges) = rules.per_builder(&cx, &owner, names.len())?;
 
     let mut built: Vec<Builder> = Vec::new();
@@ -734,6 +751,15 @@ impl Rules {
         self.deps.insert(id.clone(), deps);
         self.ids.push((id.clone(), span));
         self.steps.insert(id, step);
+    }
+
+    /// Tells each tapeout its builder's name, for its messages.
+    fn name_builders(&mut self, owner: &BTreeMap<String, usize>, names: &[&str]) {
+        for (id, step) in self.steps.iter_mut() {
+            if let (Step::Tapeout(t), Some(&b)) = (step, owner.get(id)) {
+                t.builder = names[b].to_string();
+            }
+        }
     }
 
     /// Every `after` names a rule that exists.
@@ -939,6 +965,7 @@ fn tapeout_rule(cx: &Ctx, name: &str, t: &Spanned<RawTapeout>) -> Result<Tapeout
     remap.sort_by_key(|(a, _)| std::cmp::Reverse(a.components().count()));
     Ok(TapeoutRule {
         name: name.to_string(),
+        builder: String::new(),
         include: r.include.clone(),
         exclude: r.exclude.clone(),
         elf_closure: r.elf_closure,

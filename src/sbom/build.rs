@@ -112,6 +112,7 @@ mod tests {
 
     fn rule(remap: Vec<(PathBuf, PathBuf)>) -> TapeoutRule {
         TapeoutRule {
+            builder: String::new(),
             name: "app".into(),
             include: Vec::new(),
             exclude: Vec::new(),

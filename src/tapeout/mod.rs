@@ -121,7 +121,12 @@ pub fn run(
         if let Some(i) = matches_self_or_ancestor(&inc, &p) {
             if matches_self_or_ancestor(&exc, &p).is_none() && view.locate(&p).is_some() {
                 selected.entry(p).or_insert_with(|| {
-                    format!("included by tapeout.{} ({})", rule.name, rule.include[i])
+                    format!(
+                        "included by tapeout.{}{} ({})",
+                        rule.name,
+                        rule.builder_label(),
+                        rule.include[i]
+                    )
                 });
             }
         }
@@ -139,7 +144,12 @@ pub fn run(
                 rule: rule.name.clone(),
                 path: pat.clone(),
             })?;
-        let why = format!("included by tapeout.{} ({})", rule.name, rule.include[i]);
+        let why = format!(
+            "included by tapeout.{}{} ({})",
+            rule.name,
+            rule.builder_label(),
+            rule.include[i]
+        );
         for l in &r.links {
             if matches_self_or_ancestor(&exc, l).is_none() {
                 selected

@@ -123,7 +123,22 @@ fn manifest(layout: &Path, tag: &str) -> String {
 #[test]
 fn a_runtime_stage_takes_the_build_stage_tapeout_and_caches_per_builder() {
     let m = Multi::new(SPEC);
-    let (_, err) = m.build("cache", "l1", &[]);
+    let (explain, err) = m.build("cache", "l1", &["--explain"]);
+    // --explain and the step cache name each step's builder.
+    assert!(
+        explain.contains("final\t/out/app\tincluded by tapeout.app (build) (/out/**)"),
+        "{explain}"
+    );
+    let ls = shipyard()
+        .env("XDG_CACHE_HOME", m.layout("cache"))
+        .args(["cache", "ls"])
+        .output()
+        .unwrap();
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        ls.contains("build.install (final)") && ls.contains("tapeout.app (build)"),
+        "{ls}"
+    );
     let mut lines = said(&err);
     lines.sort();
     assert_eq!(
