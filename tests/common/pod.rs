@@ -1,6 +1,6 @@
 //! A two-image pod project for the pod tests: a shell base, two images
 //! built on it in one pass, a config file, a source volume and a volume
-//! from the builder.
+//! from the builder; and the kube YAML as the tests read it.
 
 use super::*;
 use std::path::{Path, PathBuf};
@@ -86,4 +86,21 @@ pub fn build_pod(proj: &Path, out: &Path) -> String {
         .unwrap();
     assert_success(&o, "build the pod");
     digest_of_tag(out, "shop:1.2.0")
+}
+
+/// The YAML documents as PyYAML's safe_load reads them (YAML 1.1, as
+/// older Kubernetes tooling does), as JSON.
+pub fn pyyaml(y: &str) -> serde_json::Value {
+    let py = "import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))";
+    let mut c = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", py])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(y.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert_success(&o, "python3 yaml.safe_load_all (python3-yaml)");
+    serde_json::from_slice(&o.stdout).unwrap()
 }

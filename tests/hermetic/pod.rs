@@ -209,23 +209,6 @@ fn unpack_gives_a_deployable_directory_and_kube_a_pinned_manifest() {
         .is_some_and(|r| r.starts_with("registry.example/team/shop@sha256:"))));
 }
 
-/// The YAML documents as PyYAML's safe_load reads them (YAML 1.1, as
-/// older Kubernetes tooling does), as JSON.
-fn pyyaml(y: &str) -> serde_json::Value {
-    let py = "import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))";
-    let mut c = Command::new("/usr/bin/python3")
-        .args(["-c", py])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin.take().unwrap().write_all(y.as_bytes()).unwrap();
-    let o = c.wait_with_output().unwrap();
-    assert_success(&o, "python3 yaml.safe_load_all (python3-yaml)");
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 #[test]
 fn kube_config_files_named_like_yaml_keywords_stay_distinct_strings() {
     let t = tempfile::tempdir().unwrap();
