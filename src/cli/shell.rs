@@ -26,6 +26,11 @@ pub struct Args {
     /// scratch. Overrides the spec's.
     #[arg(long)]
     pub from: Option<String>,
+    /// With a spec of several builders: the one to open (default: the
+    /// first). Its base, sources, network and CA setting are the shell's
+    /// (a builder made from another's state opens at its first base).
+    #[arg(long, value_name = "NAME")]
+    pub builder: Option<String>,
     /// Bind-mount a host path: SRC:DST, read-only unless DST ends in :rw.
     #[arg(long, value_name = "SRC:DST[:rw]")]
     pub bind: Vec<String>,
@@ -85,15 +90,30 @@ pub fn run_cmd(a: Args) -> Result<()> {
         }
         None => None,
     };
+    let which = match (&plan, &a.builder) {
+        (Some(p), Some(name)) => p
+            .builders
+            .iter()
+            .position(|b| &b.name == name)
+            .with_context(|| {
+                let names: Vec<&str> = p.builders.iter().map(|b| b.name.as_str()).collect();
+                format!(
+                    "--builder {name}: no such builder in the spec (builders: {})",
+                    names.join(", ")
+                )
+            })?,
+        (None, Some(name)) => anyhow::bail!("--builder {name}: give the spec it is in"),
+        _ => 0,
+    };
     let from = a
         .from
         .clone()
-        .or_else(|| plan.as_ref().map(|p| p.root_from(0).to_string()))
+        .or_else(|| plan.as_ref().map(|p| p.root_from(which).to_string()))
         .unwrap_or_else(|| "host".into());
     let network = a
         .network
         .map(Network::from)
-        .or(plan.as_ref().map(|p| p.builders[0].network))
+        .or(plan.as_ref().map(|p| p.builders[which].network))
         .unwrap_or_default();
     // Held for the session, like a build: `cache prune` waits instead of
     // removing the unpacked base under the shell.
@@ -103,7 +123,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
     let mut binds: Vec<Bind> = plan
         .as_ref()
         .map(|p| {
-            p.builders[0]
+            p.builders[which]
                 .sources
                 .iter()
                 .map(|s| Bind {
@@ -164,7 +184,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
         secrets: secrets.secrets.clone(),
         ca_bundle: plan
             .as_ref()
-            .filter(|p| p.builders[0].host_ca)
+            .filter(|p| p.builders[which].host_ca)
             .and_then(|_| crate::sandbox::ca::host_bundle()),
     };
     let opts = RunOptions {

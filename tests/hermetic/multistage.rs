@@ -302,3 +302,28 @@ fn several_builders_are_refused_at_isolation_none() {
         "{err}"
     );
 }
+
+#[test]
+fn shell_opens_the_builder_named() {
+    let m = Multi::new(SPEC);
+    let shell = |builder: &str| {
+        shipyard()
+            .env("XDG_CACHE_HOME", m.layout("cache"))
+            .args(["shell"])
+            .arg(m.dir())
+            .args(["--builder", builder, "--", "/bin/cat", "/src/input"])
+            .output()
+            .unwrap()
+    };
+    // build has the sources; final has none.
+    let out = shell("build");
+    assert_success(&out, "shell --builder build");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v1\n");
+    assert!(!shell("final").status.success());
+    let out = shell("nope");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--builder nope: no such builder in the spec (builders: build, final, test)"),
+        "{err}"
+    );
+}
