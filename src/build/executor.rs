@@ -267,6 +267,7 @@ impl<'a> Executor<'a> {
                 mode: ch.mode.to_string(),
                 single_ids: self.single_ids,
                 sources,
+                copies: self.copied_content(ch)?,
             });
         }
         let mut bases = Vec::new();
@@ -289,6 +290,26 @@ impl<'a> Executor<'a> {
             runtime_bases,
         };
         Ok((facts, bases))
+    }
+
+    /// For each copying rule of a builder, the digest of the host files
+    /// it copies (what its key holds instead of their paths).
+    fn copied_content(&self, ch: &Chain) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for step in &self.plan.builders[ch.index].steps {
+            let Step::Build(b) = step else { continue };
+            let Some(c) = &b.copy else { continue };
+            let mut parts = Vec::new();
+            for item in &c.items {
+                if let crate::project::CopyFrom::Host(p) = &item.from {
+                    let stat = self.cache.sc.stat_cache(p);
+                    let content = key::source_content(p, Some(&stat))?;
+                    parts.push((item.to.clone(), content.digest.to_string()));
+                }
+            }
+            out.insert(step.id(), key::digest_json(&parts)?);
+        }
+        Ok(out)
     }
 
     /// Runs the schedule: the builders, then the images and pods, then
@@ -608,6 +629,9 @@ impl<'a> Executor<'a> {
     /// Runs one rule in the builder; a failure reports its exit code and
     /// the end of its log (kept in the cache, since the state goes away).
     fn run_rule(&self, ch: &Chain, id: &str, b: &BuildRule) -> Result<()> {
+        if let Some(c) = &b.copy {
+            return self.run_copy(ch, id, c);
+        }
         // Cache mounts are held (locked) while the rule runs.
         let held: Vec<(PathBuf, mounts::Held)> = b
             .cache
@@ -673,6 +697,41 @@ impl<'a> Executor<'a> {
         }
         let seconds = started.elapsed().as_secs_f64();
         let step = format!("{id}{}", builder.label());
+        self.events.event(Event::Done {
+            step: &step,
+            seconds,
+        });
+        Ok(())
+    }
+
+    /// A copying rule: its files written into the builder.
+    fn run_copy(&self, ch: &Chain, id: &str, c: &crate::project::CopySpec) -> Result<()> {
+        let items = c
+            .items
+            .iter()
+            .map(|i| super::copy::CopyItem {
+                from: match &i.from {
+                    crate::project::CopyFrom::Host(p) => p.clone(),
+                    crate::project::CopyFrom::Tapeout { name, path } => {
+                        let rel = path.strip_prefix("/").unwrap_or(path);
+                        self.stage(name).join(rel)
+                    }
+                },
+                to: i.to.clone(),
+            })
+            .collect();
+        let job = super::copy::CopyJob {
+            changes: base::changes_dir(&ch.base.root),
+            lowers: ch.base.lower.clone().into_iter().collect(),
+            copy_mode: ch.copy_marker.as_ref().is_some_and(|m| m.exists()) || ch.copy_expected,
+            items,
+            owner: c.owner,
+            mode: c.mode,
+        };
+        let started = Instant::now();
+        self.in_ns(ch, &job, id)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let step = format!("{id}{}", self.plan.builders[ch.index].label());
         self.events.event(Event::Done {
             step: &step,
             seconds,

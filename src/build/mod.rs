@@ -12,6 +12,7 @@
 
 pub mod base;
 pub mod capture;
+pub mod copy;
 pub mod error;
 pub mod events;
 mod executor;

@@ -24,7 +24,7 @@
 
 use super::key::{self, KeyError, SourceContent, StepKey};
 use super::stepcache::Record;
-use crate::project::{BuildRule, Builder, ImageSpec, Plan, Step, VolumeSource};
+use crate::project::{BuildRule, Builder, CopyFrom, ImageSpec, Plan, Step, VolumeSource};
 use shipyard_image::layer::compress::Compression;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,6 +77,8 @@ pub struct BuilderFacts {
     pub single_ids: bool,
     /// `source:TARGET` → the digest of the source's content.
     pub sources: BTreeMap<String, String>,
+    /// Copying rule id → the digest of the host files it copies.
+    pub copies: BTreeMap<String, String>,
 }
 
 /// What the keys depend on besides the plan.
@@ -284,9 +286,11 @@ pub fn step_keys(plan: &Plan, req: &Request, facts: &Facts) -> Result<Vec<Vec<St
             let definition = match step {
                 Step::Build(b) => {
                     parts.extend(f.sources.clone());
-                    for (target, t) in &b.mounts {
-                        let key = tapeout_key(plan, &all, &keys, bi, t);
-                        parts.insert(format!("tapeout:{}", target.display()), key);
+                    for (name, t) in b.tapeouts_read() {
+                        parts.insert(name, tapeout_key(plan, &all, &keys, bi, &t));
+                    }
+                    if let Some(c) = f.copies.get(&step.id()) {
+                        parts.insert("copy".into(), c.clone());
                     }
                     key::digest_json(&rule_definition(builder, b, req.epoch))?
                 }
@@ -340,6 +344,19 @@ fn rule_definition(builder: &Builder, b: &BuildRule, epoch: i64) -> serde_json::
     });
     if !b.secrets.is_empty() {
         def["secrets"] = serde_json::json!(b.secrets);
+    }
+    if let Some(c) = &b.copy {
+        // Where each source goes and how; a host source's content is a
+        // part of the key of its own (`copy`), never its path.
+        let items: Vec<serde_json::Value> = (c.items.iter())
+            .map(|i| match &i.from {
+                CopyFrom::Host(_) => serde_json::json!(["host", i.to]),
+                CopyFrom::Tapeout { name, path } => {
+                    serde_json::json!(["tapeout", name, path, i.to])
+                }
+            })
+            .collect();
+        def["copy"] = serde_json::json!({"items": items, "owner": c.owner, "mode": c.mode});
     }
     def
 }
@@ -572,7 +589,7 @@ impl<L: Lookup> Planner<'_, L> {
     fn mounted_tapeouts(&self) -> BTreeSet<String> {
         let mut needed = BTreeSet::new();
         for (bi, builder) in self.plan.builders.iter().enumerate() {
-            let mounts = |s: &Step| matches!(s, Step::Build(b) if !b.mounts.is_empty());
+            let mounts = |s: &Step| matches!(s, Step::Build(b) if !b.tapeouts_read().is_empty());
             if !builder.steps.iter().any(mounts) {
                 continue;
             }
@@ -588,7 +605,7 @@ impl<L: Lookup> Planner<'_, L> {
                         || self.forced[bi][i].is_some()
                         || !self.lookup.probe(&self.keys[bi][i]);
                     if missed {
-                        needed.extend(b.mounts.iter().map(|(_, t)| t.clone()));
+                        needed.extend(b.tapeouts_read().into_iter().map(|(_, t)| t));
                     }
                 }
             }
@@ -715,9 +732,11 @@ fn part_changed(lookup: &impl Lookup, name: &str, now: &str, before: Option<&Str
         "previous" => "an earlier rule changed".to_string(),
         "tapeouts" => "a tapeout it holds changed".to_string(),
         "rule" => "the rule whose changes it holds changed".to_string(),
+        n if n.starts_with("tapeout:copy") => "a tapeout it copies from changed".to_string(),
         n if n.starts_with("tapeout:") => {
             format!("the tapeout mounted at {} changed", &n["tapeout:".len()..])
         }
+        "copy" => "the files it copies changed".to_string(),
         "runtime-base" => "the runtime base changed".to_string(),
         "format" => "the output format changed (compression, level or timestamp)".to_string(),
         n if n.starts_with("source:") => {

@@ -2,6 +2,7 @@
 //! `crate::sandbox`). Not for direct use.
 
 use crate::build::capture::CaptureJob;
+use crate::build::copy::CopyJob;
 use crate::build::restore::RestoreJob;
 use crate::sandbox::job::{NsJob, StepSpec};
 use crate::sandbox::{helper::helper_main, SPEC_ENV};
@@ -12,6 +13,7 @@ fn dispatch(job: &NsJob) -> Result<(), String> {
     job.run_as::<TapeoutJob>()
         .or_else(|| job.run_as::<CaptureJob>())
         .or_else(|| job.run_as::<RestoreJob>())
+        .or_else(|| job.run_as::<CopyJob>())
         .unwrap_or_else(|| Err(format!("unknown in-namespace job {:?}", job.kind)))
 }
 

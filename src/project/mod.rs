@@ -222,6 +222,53 @@ pub struct BuildRule {
     pub cache: Vec<cache_mount::CacheMount>,
     /// Tapeouts mounted read-only: target → tapeout name.
     pub mounts: Vec<(PathBuf, String)>,
+    /// A rule that copies instead of running `run` (a Containerfile's
+    /// COPY and ADD).
+    pub copy: Option<CopySpec>,
+}
+
+impl BuildRule {
+    /// The tapeouts the rule reads (mounted, or copied from), with the
+    /// name its key gives each.
+    pub fn tapeouts_read(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = (self.mounts.iter())
+            .map(|(target, t)| (format!("tapeout:{}", target.display()), t.clone()))
+            .collect();
+        for (i, item) in self.copy.iter().flat_map(|c| c.items.iter()).enumerate() {
+            if let CopyFrom::Tapeout { name, .. } = &item.from {
+                out.push((format!("tapeout:copy{i}"), name.clone()));
+            }
+        }
+        out
+    }
+}
+
+/// What a copying rule copies, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySpec {
+    pub items: Vec<CopySource>,
+    /// The owner of what is copied (`--chown`; root by default).
+    pub owner: (u32, u32),
+    /// Its mode (`--chmod`), else the source's.
+    pub mode: Option<u32>,
+}
+
+/// One source of a copy, and where it goes in the builder (a file's
+/// path, or the directory a directory's contents go into).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySource {
+    pub from: CopyFrom,
+    pub to: PathBuf,
+}
+
+/// Where a copy's source is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyFrom {
+    /// A host path (the build context's): its content is in the key, not
+    /// the path.
+    Host(PathBuf),
+    /// A path in a tapeout's staged tree (another stage's files).
+    Tapeout { name: String, path: PathBuf },
 }
 
 /// A tapeout rule (selects what images keep).
@@ -913,6 +960,7 @@ fn build_rule(
         secrets,
         cache,
         mounts,
+        copy: None,
     })
 }
 

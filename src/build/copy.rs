@@ -1,0 +1,269 @@
+//! COPY into a builder: host files (a build context) or a tapeout's
+//! staged tree, written into the builder's changes directory the way
+//! overlayfs would hold them there. The rule capture that follows caches
+//! them like any rule's changes, and an image of the builder gets a layer
+//! of them: a Containerfile's `COPY` is a rule whose action is this job
+//! instead of a command.
+//!
+//! Runs as root of the build's user namespace, so the owners it gives are
+//! the builder's ids. Destination paths resolve through the builder's own
+//! symlinks (a usrmerged base's `/lib -> usr/lib`), never the host's;
+//! directories the builder has only in its base are copied up (mode,
+//! owner and mtime kept), missing ones are made `0755` root.
+
+use crate::tapeout::view::{normalize, BuilderView, Layer};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// One thing to copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyItem {
+    /// A host path: a file, a symlink (copied as one), or a directory,
+    /// whose contents are copied.
+    pub from: PathBuf,
+    /// The builder path: the file's own path, or the directory the
+    /// contents go into. A file copied onto an existing directory goes
+    /// into it, as Docker's COPY does.
+    pub to: PathBuf,
+}
+
+/// A copy to run in the builder's user namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyJob {
+    /// The builder's changes directory (the overlay upper dir, or the copy).
+    pub changes: PathBuf,
+    /// Its base trees, topmost first.
+    pub lowers: Vec<PathBuf>,
+    /// The builder is a copy (no overlay): `changes` is the whole tree.
+    pub copy_mode: bool,
+    pub items: Vec<CopyItem>,
+    /// Who owns what is copied (COPY's default is root).
+    pub owner: (u32, u32),
+    /// The mode of what is copied (`--chmod`), else the source's.
+    pub mode: Option<u32>,
+}
+
+type Res<T> = Result<T, String>;
+
+fn io(what: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", what.display())
+}
+
+impl crate::sandbox::job::InNamespace for CopyJob {
+    const KIND: &'static str = "copy";
+
+    fn run(&self) -> Res<()> {
+        let mut view = BuilderView::new(
+            self.changes.clone(),
+            if self.copy_mode {
+                Vec::new()
+            } else {
+                self.lowers.clone()
+            },
+            Vec::new(),
+            None,
+        );
+        view.set_inside_namespace();
+        for item in &self.items {
+            let md = std::fs::symlink_metadata(&item.from).map_err(io(&item.from))?;
+            if md.is_dir() {
+                let dir = self.make_dir(&view, &item.to)?;
+                self.copy_tree(&item.from, &dir)?;
+            } else {
+                let dest = self.file_dest(&view, &item.from, &item.to)?;
+                self.copy_entry(&item.from, &md, &dest)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CopyJob {
+    /// The changes-dir path of builder directory `to`, made (with its
+    /// parents) where it does not exist; an existing one is kept as it is.
+    fn make_dir(&self, view: &BuilderView, to: &Path) -> Res<PathBuf> {
+        let to = normalize(to);
+        let mut done = PathBuf::from("/");
+        let mut comps: Vec<_> = to.components().skip(1).collect();
+        comps.reverse();
+        while let Some(c) = comps.pop() {
+            let cand = done.join(c);
+            match view.resolve(&cand, true) {
+                Some(r) => {
+                    self.copy_up(view, &r.path)?;
+                    let host = self
+                        .changes
+                        .join(r.path.strip_prefix("/").unwrap_or(&r.path));
+                    let md = std::fs::symlink_metadata(&host).map_err(io(&host))?;
+                    if !md.is_dir() {
+                        return Err(format!(
+                            "{}: not a directory in the builder",
+                            cand.display()
+                        ));
+                    }
+                    done = r.path;
+                }
+                None => {
+                    self.new_dir(&cand)?;
+                    done = cand;
+                }
+            }
+        }
+        Ok(self.changes.join(done.strip_prefix("/").unwrap_or(&done)))
+    }
+
+    /// Makes builder directory `dir` (which the builder lacks: absent, or
+    /// deleted by a step) in the changes directory, `0755` root; where a
+    /// step's deletion is marked, the new directory hides the old one's
+    /// contents (opaque), as overlayfs does.
+    fn new_dir(&self, dir: &Path) -> Res<()> {
+        let host = self.changes.join(dir.strip_prefix("/").unwrap_or(dir));
+        let whiteout = std::fs::symlink_metadata(&host).is_ok();
+        if whiteout {
+            std::fs::remove_file(&host).map_err(io(&host))?;
+        }
+        std::fs::create_dir(&host).map_err(io(&host))?;
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
+            .map_err(io(&host))?;
+        nix::unistd::chown(&host, Some(0.into()), Some(0.into()))
+            .map_err(|e| format!("{}: {e}", host.display()))?;
+        if whiteout && !self.copy_mode {
+            xattr_set(&host, "user.overlay.opaque", b"y")?;
+        }
+        Ok(())
+    }
+
+    /// Builder directory `dir` (resolved, existing) present in the
+    /// changes directory: a base's directory is made there with its mode,
+    /// owner and mtime (its parents first), as overlayfs copies it up.
+    fn copy_up(&self, view: &BuilderView, dir: &Path) -> Res<()> {
+        let mut at = PathBuf::from("/");
+        for c in dir.components().skip(1) {
+            at.push(c);
+            let host = self.changes.join(at.strip_prefix("/").unwrap_or(&at));
+            if std::fs::symlink_metadata(&host).is_ok() {
+                continue;
+            }
+            let loc = view
+                .locate(&at)
+                .ok_or_else(|| format!("{}: not in the builder", at.display()))?;
+            if loc.layer == Layer::Changes {
+                continue;
+            }
+            let md = view.metadata(&loc).map_err(io(&at))?;
+            std::fs::create_dir(&host).map_err(io(&host))?;
+            std::fs::set_permissions(&host, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+                .map_err(io(&host))?;
+            nix::unistd::chown(&host, Some(md.uid().into()), Some(md.gid().into()))
+                .map_err(|e| format!("{}: {e}", host.display()))?;
+            shipyard_image::fsutil::set_mtime_ns(&host, md.mtime(), md.mtime_nsec());
+        }
+        Ok(())
+    }
+
+    /// Where a file copied to builder path `to` goes in the changes
+    /// directory: `to` itself, or inside it when it is a directory.
+    fn file_dest(&self, view: &BuilderView, from: &Path, to: &Path) -> Res<PathBuf> {
+        let to = normalize(to);
+        if let Some(r) = view.resolve(&to, true) {
+            if let Some(loc) = view.locate(&r.path) {
+                if view.metadata(&loc).map(|m| m.is_dir()).unwrap_or(false) {
+                    let dir = self.make_dir(view, &to)?;
+                    let name = from.file_name().ok_or("a source without a name")?;
+                    return Ok(dir.join(name));
+                }
+            }
+        }
+        let parent = to.parent().unwrap_or(Path::new("/"));
+        let name = to
+            .file_name()
+            .ok_or_else(|| format!("{}: not a file path", to.display()))?;
+        Ok(self.make_dir(view, parent)?.join(name))
+    }
+
+    /// Copies a directory's contents into `dest` (a changes-dir path).
+    fn copy_tree(&self, from: &Path, dest: &Path) -> Res<()> {
+        let mut dirs = Vec::new();
+        for e in walkdir::WalkDir::new(from)
+            .min_depth(1)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
+            let e = e.map_err(|e| e.to_string())?;
+            let rel = e.path().strip_prefix(from).map_err(|e| e.to_string())?;
+            let target = dest.join(rel);
+            let md = e.path().symlink_metadata().map_err(io(e.path()))?;
+            if md.is_dir() {
+                match std::fs::symlink_metadata(&target) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        std::fs::remove_file(&target).map_err(io(&target))?;
+                        std::fs::create_dir(&target).map_err(io(&target))?;
+                    }
+                    Err(_) => std::fs::create_dir(&target).map_err(io(&target))?,
+                }
+                dirs.push((target, md));
+            } else {
+                self.copy_entry(e.path(), &md, &target)?;
+            }
+        }
+        // Directories last, deepest first: writing into one changes its mtime.
+        for (target, md) in dirs.into_iter().rev() {
+            self.set_meta(&target, &md, false)?;
+        }
+        Ok(())
+    }
+
+    /// Copies one file or symlink to `dest` (a changes-dir path),
+    /// replacing what is there.
+    fn copy_entry(&self, from: &Path, md: &std::fs::Metadata, dest: &Path) -> Res<()> {
+        if let Ok(old) = std::fs::symlink_metadata(dest) {
+            if old.is_dir() {
+                return Err(format!(
+                    "{}: a directory is in the way of the file {}",
+                    dest.display(),
+                    from.display()
+                ));
+            }
+            std::fs::remove_file(dest).map_err(io(dest))?;
+        }
+        let ft = md.file_type();
+        if ft.is_symlink() {
+            let target = std::fs::read_link(from).map_err(io(from))?;
+            std::os::unix::fs::symlink(&target, dest).map_err(io(dest))?;
+            return self.set_meta(dest, md, true);
+        }
+        if !ft.is_file() {
+            // Devices, fifos and sockets of a context are not copied, as
+            // with Docker.
+            return Ok(());
+        }
+        std::fs::copy(from, dest).map_err(io(from))?;
+        self.set_meta(dest, md, false)
+    }
+
+    /// Owner, mode and mtime of a copied entry.
+    fn set_meta(&self, p: &Path, md: &std::fs::Metadata, link: bool) -> Res<()> {
+        let (u, g) = self.owner;
+        std::os::unix::fs::lchown(p, Some(u), Some(g)).map_err(io(p))?;
+        if !link {
+            let mode = self.mode.unwrap_or(md.mode() & 0o7777);
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io(p))?;
+        }
+        let t = nix::sys::time::TimeSpec::new(md.mtime(), md.mtime_nsec());
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            p,
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| format!("{}: {e}", p.display()))
+    }
+}
+
+/// Sets an xattr on a directory.
+fn xattr_set(p: &Path, name: &str, value: &[u8]) -> Res<()> {
+    xattr::set(p, name, value).map_err(|e| format!("{}: setting {name}: {e}", p.display()))
+}
