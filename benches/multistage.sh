@@ -127,4 +127,8 @@ if [ -n "$bk" ]; then
         printf 'multistage.buildkit.contents\tdiffer 0\n' >>"$results"
     fi
     rm -f "$m/dout.tar"
+    # Every --no-cache round left its layers in BuildKit's cache (about
+    # 0.5 GiB a round): give the space back, the next run starts cold.
+    $D rmi -f shipyard-bench-final "$bkbase" >/dev/null 2>&1 || true
+    $D builder prune -af >/dev/null 2>&1 || true
 fi
