@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The multi-stage reference workload, shipyard build vs buildah bud, as the
-# current (unprivileged) user. A base image; a builder stage that writes
-# 2000 small files, a 50 MiB file, a symlink, a hardlink and a non-default
-# mode under /out and deletes a base file; a final image = base + /out.
+# The multi-stage reference workload, shipyard build vs buildah bud and
+# BuildKit (`DOCKER_BUILDKIT=1 docker build`), as the current
+# (unprivileged) user. A base image; a builder stage that writes 2000
+# small files, a 50 MiB file, a symlink, a hardlink and a non-default mode
+# under /out and deletes a base file; a final image = base + /out.
+# BuildKit needs a dockerd this user may use, named by DOCKER_HOST
+# (benches/run starts one as root); without one its rows are skipped.
 # usage: multistage.sh SHIPYARD_BIN WORKDIR RESULTS_TSV MAKE_BASE_SH
 set -euo pipefail
 sy=$1 w=$2 results=$3 make_base=$4
@@ -41,21 +44,46 @@ FROM oci:$m/base:v1
 COPY --from=builder /out /out
 DOCKER
 B="buildah --root $m/bstore --runroot $XDG_RUNTIME_DIR/shipyard-ms-run --storage-driver overlay"
-# Warm both: the base pulled/unpacked once, as on a CI runner's second build.
+# BuildKit through Debian's docker.io client (20.10, whose `docker build`
+# has BuildKit built in; a newer client elsewhere on PATH would want the
+# buildx plugin). The daemon has no registry to pull from: the base goes
+# in by `docker load` of a docker-archive that skopeo makes of the same
+# OCI layout, and the Dockerfile's FROM names the loaded tag.
+D=/usr/bin/docker
+bk=
+if [ -z "${DOCKER_HOST:-}" ]; then
+    echo "  BuildKit skipped: no dockerd (DOCKER_HOST unset; benches/run starts one when run as root)" >&2
+elif ! $D version --format '{{.Server.Version}}' >/dev/null 2>"$m/docker.err"; then
+    echo "  BuildKit skipped: $(head -1 "$m/docker.err")" >&2
+else
+    bk="DOCKER_BUILDKIT=1 $D build --network none --progress plain -f $m/Dockerfile -t shipyard-bench-final"
+    bkbase=shipyard-bench-base:v1
+    skopeo copy --quiet "oci:$m/base:v1" "docker-archive:$m/base.tar:$bkbase" >/dev/null
+    $D load -q -i "$m/base.tar" >/dev/null
+    rm -f "$m/base.tar"
+    sed "s|^FROM oci:$m/base:v1|FROM $bkbase|" "$m/ctx/Containerfile" >"$m/Dockerfile"
+fi
+[ -n "$bk" ] || printf 'multistage.buildkit\tskipped 0\n' >>"$results"
+# Warm all: the base pulled/unpacked once, as on a CI runner's second build.
 "$sy" build "$m/ctx" --output "oci:$m/sout" >/dev/null 2>&1
 $B bud --network none --layers=false -f "$m/ctx/Containerfile" -t final "$m/ctx" >/dev/null 2>&1
+[ -z "$bk" ] || bash -c "$bk $m/ctx" >/dev/null 2>&1
 source "$(dirname "$0")/lib.sh"
 # First build: every step runs (--no-cache: shipyard still stores its
-# results, as a first build does; buildah without --layers).
+# results, as a first build does, and so does BuildKit; buildah without
+# --layers).
 for i in $(seq 1 "$runs"); do
     once multistage.shipyard.build "rm -rf $m/sout" "$sy build --no-cache $m/ctx --output oci:$m/sout"
     once multistage.buildah.bud "$B rmi -f final" "$B bud --network none --layers=false -f $m/ctx/Containerfile -t final $m/ctx"
+    [ -z "$bk" ] || once multistage.buildkit.build "$D rmi -f shipyard-bench-final" "$bk --no-cache $m/ctx"
 done
-# Rebuild with nothing changed: both with their step caches warm.
+# Rebuild with nothing changed: all with their step caches warm.
 $B bud --network none --layers -f "$m/ctx/Containerfile" -t final "$m/ctx" >/dev/null 2>&1
+[ -z "$bk" ] || bash -c "$bk $m/ctx" >/dev/null 2>&1
 for i in $(seq 1 "$runs"); do
     once multistage.shipyard.rebuild "rm -rf $m/sout" "$sy build $m/ctx --output oci:$m/sout"
     once multistage.buildah.rebuild "true" "$B bud --network none --layers -f $m/ctx/Containerfile -t final $m/ctx"
+    [ -z "$bk" ] || once multistage.buildkit.rebuild "true" "$bk $m/ctx"
 done
 # Rebuild after one source file the rule reads changed: a new value each
 # round, so neither cache has it. shipyard's overhead is its total minus
@@ -67,14 +95,16 @@ for i in $(seq 1 "$runs"); do
     printf 'multistage.shipyard.onechange.rule\t%s 0\n' "$rule" >>"$results"
     echo "  rule alone: $rule s of $total s" >&2
     once multistage.buildah.onechange "date +%s%N >$m/ctx/src/input" "$B bud --network none --layers -f $m/ctx/Containerfile -t final $m/ctx"
+    [ -z "$bk" ] || once multistage.buildkit.onechange "date +%s%N >$m/ctx/src/input" "$bk $m/ctx"
 done
 # The same input for both, untimed, for the comparison below.
 echo final >"$m/ctx/src/input"
 rm -rf "$m/sout"
 "$sy" build "$m/ctx" --output "oci:$m/sout" >/dev/null 2>&1
 $B bud --network none --layers -f "$m/ctx/Containerfile" -t final "$m/ctx" >/dev/null 2>&1
-# Same final contents: compare shipyard's manifests of both results
-# (buildah's pushed to a layout, untimed; mtimes differ by design).
+# Same final contents: compare shipyard's manifests of the results
+# (buildah's pushed to a layout, BuildKit's saved as a docker-archive,
+# both untimed; mtimes differ by design).
 $B push final "oci:$m/bout:final" >/dev/null 2>&1
 strip() { sed -E 's/ mtime=[0-9.]+//'; }
 if diff <("$sy" manifest "oci:$m/sout:final" | strip) <("$sy" manifest "oci:$m/bout:final" | strip) >"$m/contents.diff"; then
@@ -84,4 +114,21 @@ else
     echo "  final contents differ:" >&2
     head -20 "$m/contents.diff" >&2
     printf 'multistage.contents\tdiffer 0\n' >>"$results"
+fi
+if [ -n "$bk" ]; then
+    bash -c "$bk $m/ctx" >/dev/null 2>&1
+    $D save -o "$m/dout.tar" shipyard-bench-final
+    if diff <("$sy" manifest "oci:$m/sout:final" | strip) <("$sy" manifest "docker-archive:$m/dout.tar" | strip) >"$m/contents-bk.diff"; then
+        echo "  final contents (BuildKit): identical" >&2
+        printf 'multistage.buildkit.contents\tsame 0\n' >>"$results"
+    else
+        echo "  final contents (BuildKit) differ:" >&2
+        head -20 "$m/contents-bk.diff" >&2
+        printf 'multistage.buildkit.contents\tdiffer 0\n' >>"$results"
+    fi
+    rm -f "$m/dout.tar"
+    # Every --no-cache round left its layers in BuildKit's cache (about
+    # 0.5 GiB a round): give the space back, the next run starts cold.
+    $D rmi -f shipyard-bench-final "$bkbase" >/dev/null 2>&1 || true
+    $D builder prune -af >/dev/null 2>&1 || true
 fi

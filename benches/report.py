@@ -8,11 +8,19 @@ times = defaultdict(list)
 rss = defaultdict(list)
 sizes = {}
 sizes_contents = None
+buildkit_contents = None
+buildkit_skipped = False
 for line in open(sys.argv[1]):
     name, vals = line.rstrip("\n").split("\t")
     a, b = vals.split()
     if name == "multistage.contents":
         sizes_contents = a
+        continue
+    if name == "multistage.buildkit.contents":
+        buildkit_contents = a
+        continue
+    if name == "multistage.buildkit":
+        buildkit_skipped = a == "skipped"
         continue
     if name.endswith(".sizes"):
         sizes[name[: -len(".sizes")]] = (int(a), int(b))
@@ -45,6 +53,16 @@ if "multistage.shipyard.rebuild" in times:
 if "multistage.shipyard.onechange" in times:
     a, b = med("multistage.shipyard.onechange"), med("multistage.buildah.onechange")
     rows.append(("multi-stage", "rebuild after one source file changed, vs `buildah bud --layers`", a, b, a / b, "below"))
+# BuildKit (`DOCKER_BUILDKIT=1 docker build --network none`), the same
+# workload's second peer; absent when there was no dockerd.
+for ours, peer, what, target in (
+    ("build", "build", f"first build vs BuildKit `docker build --no-cache` (final contents: {buildkit_contents})", 0.8),
+    ("rebuild", "rebuild", "rebuild, nothing changed, vs BuildKit (warm cache)", 0.5),
+    ("onechange", "onechange", "rebuild after one source file changed, vs BuildKit", None),
+):
+    a, b = f"multistage.shipyard.{ours}", f"multistage.buildkit.{peer}"
+    if a in times and b in times:
+        rows.append(("multi-stage", what, med(a), med(b), med(a) / med(b), target))
 for ours, peer, what, target in (
     ("push", "push", "push ~500 MiB, 4 layers, to an empty repository vs `skopeo copy --preserve-digests`", 1.0),
     ("repush", "repush", "re-push, every blob present, vs skopeo", 0.5),
@@ -62,6 +80,9 @@ for tree, what, a, b, r, target in rows:
         print(f"| {tree} | {what} | {a:.2f} | {b:.2f} | **{r:.2f}×** | {label} | |")
     else:
         print(f"| {tree} | {what} | {a:.2f} | {b:.2f} | **{r:.2f}×** | ≤ {target}× | {'yes' if r <= target else 'NO'} |")
+if buildkit_skipped:
+    print()
+    print("BuildKit rows skipped: no dockerd (run benches/run as root).")
 print()
 absolute = []
 if "multistage.shipyard.rebuild" in times:
