@@ -208,9 +208,12 @@ fn compile(p: &str) -> Result<Vec<Token>, String> {
     Ok(out)
 }
 
-/// A class starting after `[` at `i`: its ranges, whether negated (`^` or
-/// `!`), and the index after `]`.
-fn class(chars: &[char], mut i: usize) -> Option<(Vec<(char, char)>, bool, usize)> {
+/// A parsed `[…]`: its ranges, whether negated (`^` or `!`), and the index
+/// after its `]`.
+type ClassEnd = (Vec<(char, char)>, bool, usize);
+
+/// The class starting after `[` at `i`, or `None` when it never closes.
+fn class(chars: &[char], mut i: usize) -> Option<ClassEnd> {
     let neg = matches!(chars.get(i), Some('^') | Some('!'));
     if neg {
         i += 1;

@@ -406,7 +406,7 @@ impl Resolver<'_> {
                 step.copy_from = t
                     .from
                     .as_deref()
-                    .map(|f| self.from_ref(f, current))
+                    .map(|f| self.lookup_from(f, current))
                     .transpose()?;
             }
             Instruction::Run(r) => {
@@ -416,7 +416,7 @@ impl Resolver<'_> {
                     .map(|m| {
                         m.from
                             .as_deref()
-                            .map(|f| self.from_ref(f, current))
+                            .map(|f| self.lookup_from(f, current))
                             .transpose()
                     })
                     .collect::<Result<_, _>>()?;
@@ -428,7 +428,7 @@ impl Resolver<'_> {
     }
 
     /// A `--from` value: an earlier stage by name or index, else an image.
-    fn from_ref(&self, from: &str, current: usize) -> Result<FromRef, String> {
+    fn lookup_from(&self, from: &str, current: usize) -> Result<FromRef, String> {
         let lower = from.to_ascii_lowercase();
         if let Ok(i) = from.parse::<usize>() {
             return if i < current {
