@@ -1,7 +1,9 @@
 //! Variable substitution in instruction values, the way BuildKit's shell
 //! lexer does it (not a shell: no globbing, no command substitution):
 //! `$VAR`, `${VAR}`, `${VAR:-x}`, `${VAR-x}`, `${VAR:+x}`, `${VAR+x}`,
-//! `${VAR:?msg}`, `${VAR?msg}`; quotes are removed, nothing expands inside
+//! `${VAR:?msg}`, `${VAR?msg}`, and the pattern forms `${VAR#p}`,
+//! `${VAR##p}`, `${VAR%p}`, `${VAR%%p}`, `${VAR/p/r}`, `${VAR//p/r}`
+//! (Dockerfile syntax 1.7 and later); quotes are removed, nothing expands inside
 //! single quotes, and the escape character makes the next one literal.
 
 /// Looks a variable up: `None` when it is not set at all (`${V-x}` and
@@ -13,7 +15,7 @@ pub(super) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 pub(super) fn word(s: &str, escape: char, lookup: Lookup) -> Result<String, String> {
     let mut lex = Lex::new(s, escape, lookup, false);
     let mut acc = Acc::default();
-    lex.run(None, &mut acc)?;
+    lex.run(&[], &mut acc)?;
     Ok(acc.whole)
 }
 
@@ -22,7 +24,7 @@ pub(super) fn word(s: &str, escape: char, lookup: Lookup) -> Result<String, Stri
 pub(super) fn words(s: &str, escape: char, lookup: Lookup) -> Result<Vec<String>, String> {
     let mut lex = Lex::new(s, escape, lookup, false);
     let mut acc = Acc::default();
-    lex.run(None, &mut acc)?;
+    lex.run(&[], &mut acc)?;
     acc.finish();
     Ok(acc.words)
 }
@@ -32,7 +34,7 @@ pub(super) fn words(s: &str, escape: char, lookup: Lookup) -> Result<Vec<String>
 pub(super) fn heredoc(s: &str, escape: char, lookup: Lookup) -> Result<String, String> {
     let mut lex = Lex::new(s, escape, lookup, true);
     let mut acc = Acc::default();
-    lex.run(None, &mut acc)?;
+    lex.run(&[], &mut acc)?;
     Ok(acc.whole)
 }
 
@@ -106,12 +108,13 @@ impl<'a> Lex<'a> {
         c
     }
 
-    /// Processes until `stop` (consumed) or the end. Returns whether `stop`
-    /// was found, so `${…}` can tell a missing `}`.
-    fn run(&mut self, stop: Option<char>, acc: &mut Acc) -> Result<bool, String> {
+    /// Processes until one of `stops` (consumed) or the end. Returns the
+    /// stop found, so `${…}` can tell a missing `}` and where a pattern
+    /// ends.
+    fn run(&mut self, stops: &[char], acc: &mut Acc) -> Result<Option<char>, String> {
         while let Some(c) = self.next() {
-            if Some(c) == stop {
-                return Ok(true);
+            if stops.contains(&c) {
+                return Ok(Some(c));
             }
             match c {
                 '\'' if !self.raw_quotes => acc.raw(&self.single_quoted()?),
@@ -135,7 +138,7 @@ impl<'a> Lex<'a> {
                 c => acc.split(&c.to_string()),
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// After `'`: everything up to the next `'`, literally.
@@ -227,21 +230,32 @@ impl<'a> Lex<'a> {
             return Err("bad substitution: missing variable name in ${}".to_string());
         }
         let value = (self.lookup)(&name);
-        let c = self.next().ok_or("syntax error: missing '}'")?;
-        if c == '}' {
-            return Ok(value.unwrap_or_default());
+        let c = self.next().ok_or(MISSING_BRACE)?;
+        match c {
+            '}' => Ok(value.unwrap_or_default()),
+            '#' | '%' => self.trim_pattern(c, value.unwrap_or_default()),
+            '/' => self.replace_pattern(value.unwrap_or_default()),
+            ':' => {
+                let op = self.next().ok_or(MISSING_BRACE)?;
+                self.default_or_alt(&name, op, value, true)
+            }
+            op => self.default_or_alt(&name, op, value, false),
         }
-        let colon = c == ':';
-        let op = if colon {
-            self.next().ok_or("syntax error: missing '}'")?
-        } else {
-            c
-        };
+    }
+
+    /// `${V-w}`, `${V+w}`, `${V?w}` and their `:` forms, where `:` makes an
+    /// empty value count as unset.
+    fn default_or_alt(
+        &mut self,
+        name: &str,
+        op: char,
+        value: Option<String>,
+        colon: bool,
+    ) -> Result<String, String> {
         if !matches!(op, '-' | '+' | '?') {
             return Err(format!("unsupported modifier ({op}) in substitution"));
         }
-        let word = self.modifier_word()?;
-        // `:` makes an empty value count as unset.
+        let word = self.modifier_word(&['}'])?.0;
         let set = value.as_ref().is_some_and(|v| !colon || !v.is_empty());
         match op {
             '-' if set => Ok(value.unwrap_or_default()),
@@ -254,13 +268,92 @@ impl<'a> Lex<'a> {
         }
     }
 
-    /// The word after a modifier, up to `}`, itself substituted.
-    fn modifier_word(&mut self) -> Result<String, String> {
-        let mut acc = Acc::default();
-        if !self.run(Some('}'), &mut acc)? {
-            return Err("syntax error: missing '}'".to_string());
+    /// `${V#p}`, `${V##p}` (prefix), `${V%p}`, `${V%%p}` (suffix): the
+    /// shortest or, doubled, the longest match of the pattern removed.
+    fn trim_pattern(&mut self, op: char, value: String) -> Result<String, String> {
+        let longest = self.peek() == Some(op);
+        self.pos += usize::from(longest);
+        let pattern: Vec<char> = self.modifier_word(&['}'])?.0.chars().collect();
+        let v: Vec<char> = value.chars().collect();
+        // Prefix cuts grow from the start, suffix cuts from the end; the
+        // longest match tries them the other way round.
+        let mut cuts: Vec<usize> = (0..=v.len()).collect();
+        if longest == (op == '#') {
+            cuts.reverse();
         }
-        Ok(acc.whole)
+        for cut in cuts {
+            let (hit, rest) = if op == '#' {
+                (glob(&pattern, &v[..cut]), &v[cut..])
+            } else {
+                (glob(&pattern, &v[cut..]), &v[..cut])
+            };
+            if hit {
+                return Ok(rest.iter().collect());
+            }
+        }
+        Ok(value)
+    }
+
+    /// `${V/p/r}` (first match) and `${V//p/r}` (every match), the longest
+    /// match at each place, as in bash.
+    fn replace_pattern(&mut self, value: String) -> Result<String, String> {
+        let all = self.peek() == Some('/');
+        self.pos += usize::from(all);
+        let (pattern, stop) = self.modifier_word(&['/', '}'])?;
+        let replacement = match stop {
+            '/' => self.modifier_word(&['}'])?.0,
+            _ => String::new(),
+        };
+        let pattern: Vec<char> = pattern.chars().collect();
+        if pattern.is_empty() {
+            return Ok(value);
+        }
+        let v: Vec<char> = value.chars().collect();
+        let mut out = String::new();
+        let mut i = 0;
+        let mut replaced = false;
+        while i < v.len() {
+            let end = if replaced && !all {
+                None
+            } else {
+                (i + 1..=v.len()).rev().find(|&j| glob(&pattern, &v[i..j]))
+            };
+            match end {
+                Some(j) => {
+                    out.push_str(&replacement);
+                    i = j;
+                    replaced = true;
+                }
+                None => {
+                    out.push(v[i]);
+                    i += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The word after a modifier, up to one of `stops`, itself
+    /// substituted; and the stop that ended it.
+    fn modifier_word(&mut self, stops: &[char]) -> Result<(String, char), String> {
+        let mut acc = Acc::default();
+        match self.run(stops, &mut acc)? {
+            Some(stop) => Ok((acc.whole, stop)),
+            None => Err(MISSING_BRACE.to_string()),
+        }
+    }
+}
+
+const MISSING_BRACE: &str = "syntax error: missing '}'";
+
+/// A shell pattern against a whole string: `*` any run (`/` included: a
+/// value is not a path), `?` one character, anything else itself.
+fn glob(pattern: &[char], s: &[char]) -> bool {
+    match pattern.split_first() {
+        None => s.is_empty(),
+        Some(('*', rest)) => (0..=s.len()).any(|n| glob(rest, &s[n..])),
+        Some(('?', rest)) => !s.is_empty() && glob(rest, &s[1..]),
+        Some((c, rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
     }
 }
 
@@ -310,13 +403,30 @@ mod tests {
         assert_eq!(w("${A"), Err("syntax error: missing '}'".into()));
         assert_eq!(w("${A:-x"), Err("syntax error: missing '}'".into()));
         assert_eq!(
-            w("${A#x}"),
-            Err("unsupported modifier (#) in substitution".into())
+            w("${A!x}"),
+            Err("unsupported modifier (!) in substitution".into())
         );
+        assert_eq!(w("${A#x"), Err("syntax error: missing '}'".into()));
         assert_eq!(
             w("${}"),
             Err("bad substitution: missing variable name in ${}".into())
         );
+    }
+
+    #[test]
+    fn pattern_modifiers_trim_and_replace() {
+        let env = |n: &str| (n == "P").then(|| "a/b.tar.gz".to_string());
+        let w = |s: &str| word(s, '\\', &env);
+        assert_eq!(
+            w("${P#*/}|${P##*.}|${P%.*}|${P%%.*}"),
+            Ok("b.tar.gz|gz|a/b.tar|a/b".into())
+        );
+        assert_eq!(w("${P#x}|${U#*}"), Ok("a/b.tar.gz|".into()));
+        assert_eq!(
+            w("${P/./-}|${P//./-}|${P//?.}|${P/}"),
+            Ok("a/b-tar.gz|a/b-tar-gz|a/tagz|a/b.tar.gz".into())
+        );
+        assert_eq!(w("${P/a*/x}"), Ok("x".into()));
     }
 
     #[test]
