@@ -58,7 +58,8 @@ pub struct ResolveOptions {
 /// A file resolved for one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
-    /// Every stage, by index.
+    /// Every stage, by index. One the target does not need may stop
+    /// short of its last instruction, where a substitution failed.
     pub stages: Vec<Stage>,
     /// The index of the target stage.
     pub target: usize,
@@ -140,8 +141,9 @@ pub fn resolve(file: &Containerfile, opts: &ResolveOptions) -> Result<Resolved, 
         })?;
     let meta = global_args(file, &file.instructions[..first_from], opts, &mut consumed)?;
     let mut stages: Vec<Stage> = Vec::new();
+    let mut failed: Vec<(usize, Error)> = Vec::new();
     for group in stage_groups(&file.instructions[first_from..]) {
-        let stage = Resolver {
+        let (stage, error) = Resolver {
             file,
             opts,
             meta: &meta,
@@ -149,10 +151,17 @@ pub fn resolve(file: &Containerfile, opts: &ResolveOptions) -> Result<Resolved, 
             consumed: &mut consumed,
         }
         .stage(group)?;
+        failed.extend(error.map(|e| (stage.index, e)));
         stages.push(stage);
     }
     let target = target_index(file, &stages, opts.target.as_deref())?;
     let needed = needed(&stages, target);
+    // Like BuildKit, a stage the target does not need may fail to
+    // substitute (`${VERSION:?}` in a release stage, building `--target
+    // test`); one it needs may not.
+    if let Some((_, e)) = failed.into_iter().find(|(i, _)| needed.contains(i)) {
+        return Err(e);
+    }
     let unused_build_args = opts
         .build_args
         .keys()
@@ -276,8 +285,11 @@ impl Scope {
 }
 
 impl Resolver<'_> {
-    /// One stage: its FROM, then each instruction in order.
-    fn stage(&mut self, group: &[Located]) -> Result<Stage, Error> {
+    /// One stage: its FROM, then each instruction in order. A FROM that
+    /// does not resolve fails the build (BuildKit resolves every base); an
+    /// instruction that does not is returned beside the stage resolved up
+    /// to it, to fail the build only if the target needs the stage.
+    fn stage(&mut self, group: &[Located]) -> Result<(Stage, Option<Error>), Error> {
         let (from, rest) = group.split_first().ok_or_else(|| Error::File {
             file: self.file.file.clone(),
             message: "empty stage".to_string(),
@@ -295,10 +307,15 @@ impl Resolver<'_> {
             Base::Stage(i) => BTreeSet::from([i]),
             _ => BTreeSet::new(),
         };
+        let mut error = None;
         for l in rest {
-            let step = self
-                .step(l, &mut scope, stage.index)
-                .map_err(|m| instruction_error(self.file, l, m))?;
+            let step = match self.step(l, &mut scope, stage.index) {
+                Ok(step) => step,
+                Err(m) => {
+                    error = Some(instruction_error(self.file, l, m));
+                    break;
+                }
+            };
             deps.extend(
                 step.copy_from
                     .iter()
@@ -313,7 +330,7 @@ impl Resolver<'_> {
         stage.env = scope.env;
         stage.depends_on = deps.into_iter().collect();
         stage.proxy_args = self.proxy_args();
-        Ok(stage)
+        Ok((stage, error))
     }
 
     /// The proxy variables among the build arguments.

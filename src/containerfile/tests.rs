@@ -704,6 +704,23 @@ fn the_target_needs_only_its_stages_in_dependency_order() {
 }
 
 #[test]
+fn a_stage_the_target_does_not_need_may_fail_to_substitute() {
+    let text = "FROM a AS test\nRUN t\nFROM a AS release\nLABEL v=${VERSION:?required}\n";
+    let r = resolved(text, &[], Some("test")).unwrap();
+    assert_eq!(r.needed, [0]);
+    assert_eq!(
+        resolved(text, &[], None).unwrap_err(),
+        "f:4: LABEL: VERSION: required"
+    );
+    // A FROM must resolve in every stage, as BuildKit resolves every base.
+    let text = "FROM a AS test\nFROM $NOPE AS release\n";
+    assert_eq!(
+        resolved(text, &[], Some("test")).unwrap_err(),
+        "f:2: FROM: base name ($NOPE) should not be blank"
+    );
+}
+
+#[test]
 fn a_stage_built_on_another_starts_with_its_env() {
     let text = "FROM a AS one\nENV P=/opt\nFROM one\nWORKDIR $P/x\n";
     assert_eq!(workdirs(text, &[]), ["/opt/x"]);
