@@ -234,3 +234,53 @@ pub struct HealthcheckCmd {
     pub start_interval: Option<Duration>,
     pub retries: Option<u32>,
 }
+
+/// What a RUN executes, heredocs folded in the way BuildKit does it, so
+/// the build runs the same thing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// The exec form: these arguments, no shell.
+    Exec(Vec<String>),
+    /// One string for the stage's SHELL (`/bin/sh -c` by default).
+    Shell(String),
+    /// A lone heredoc starting with `#!`: written to a file named `name`
+    /// (mode 0755) and that file executed, so its interpreter runs it.
+    Script { name: String, content: String },
+}
+
+impl Run {
+    /// How to run this: a command that is just one heredoc runs the body
+    /// (as a script when it starts with `#!`, else with the shell); a
+    /// command line with heredocs is given to the shell with their bodies
+    /// and delimiters after it, so the shell reads them.
+    pub fn invocation(&self) -> Invocation {
+        let cmd = match &self.command {
+            Command::Exec(v) => return Invocation::Exec(v.clone()),
+            Command::Shell(cmd) => cmd,
+        };
+        let Some(first) = self.heredocs.first() else {
+            return Invocation::Shell(cmd.clone());
+        };
+        let markers = super::words::heredoc_markers(cmd, '\\');
+        let lone = self.heredocs.len() == 1
+            && markers.len() == 1
+            && markers[0].word == cmd.trim()
+            && markers[0].fd.is_none();
+        if lone && first.content.starts_with("#!") {
+            return Invocation::Script {
+                name: first.name.clone(),
+                content: first.content.clone(),
+            };
+        }
+        if lone {
+            return Invocation::Shell(first.content.clone());
+        }
+        let mut full = cmd.clone();
+        for h in &self.heredocs {
+            full.push('\n');
+            full.push_str(&h.content);
+            full.push_str(&h.name);
+        }
+        Invocation::Shell(full)
+    }
+}

@@ -29,8 +29,8 @@ mod words;
 mod tests;
 
 pub use ast::{
-    ArgDecl, Command, Containerfile, Healthcheck, HealthcheckCmd, Heredoc, Instruction, Located,
-    Mount, MountKind, Network, Run, Source, Transfer,
+    ArgDecl, Command, Containerfile, Healthcheck, HealthcheckCmd, Heredoc, Instruction, Invocation,
+    Located, Mount, MountKind, Network, Run, Source, Transfer,
 };
 pub use parse::parse;
 pub use resolve::{resolve, Base, FromRef, ResolveOptions, Resolved, Stage, Step, PROXY_ARGS};

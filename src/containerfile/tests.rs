@@ -512,6 +512,47 @@ fn errors_report_their_line() {
     assert_eq!(e.to_string(), "Containerfile:3: COPY: unknown flag: --nope");
 }
 
+/// The RUN of a one-instruction file.
+fn run_of(text: &str) -> Run {
+    match parse("f", text).unwrap().instructions.remove(0).instruction {
+        Instruction::Run(r) => r,
+        other => panic!("not RUN: {other:?}"),
+    }
+}
+
+#[test]
+fn run_heredocs_become_what_buildkit_runs() {
+    assert_eq!(
+        run_of("RUN [\"a\", \"b\"]").invocation(),
+        Invocation::Exec(vec!["a".into(), "b".into()])
+    );
+    assert_eq!(
+        run_of("RUN a b").invocation(),
+        Invocation::Shell("a b".into())
+    );
+    // A lone heredoc: its body is the command, or a script with a shebang.
+    assert_eq!(
+        run_of("RUN <<EOF\necho $HOME\nEOF").invocation(),
+        Invocation::Shell("echo $HOME\n".into())
+    );
+    assert_eq!(
+        run_of("RUN <<-'py'\n\t#!/usr/bin/python3\n\tprint(1)\n\tpy").invocation(),
+        Invocation::Script {
+            name: "py".into(),
+            content: "#!/usr/bin/python3\nprint(1)\n".into()
+        }
+    );
+    // Anything else: the shell reads the bodies after the command line.
+    assert_eq!(
+        run_of("RUN cat <<A > a && cat <<B\n1\nA\n2\nB").invocation(),
+        Invocation::Shell("cat <<A > a && cat <<B\n1\nA\n2\nB".into())
+    );
+    assert_eq!(
+        run_of("RUN <<EOF bash\nset -e\nEOF").invocation(),
+        Invocation::Shell("<<EOF bash\nset -e\nEOF".into())
+    );
+}
+
 // ---- resolution ----
 
 fn resolved(text: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<Resolved, String> {
