@@ -166,12 +166,12 @@ fn read_heredocs(
     escape: char,
     logical: &mut Logical,
 ) -> Result<usize, Error> {
-    let keyword = logical
-        .text
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    // `ONBUILD RUN <<EOF` opens a heredoc too: the trigger's keyword counts.
+    let mut words = logical.text.split_whitespace().map(str::to_ascii_lowercase);
+    let mut keyword = words.next().unwrap_or_default();
+    if keyword == "onbuild" {
+        keyword = words.next().unwrap_or_default();
+    }
     if !HEREDOC_KEYWORDS.contains(&keyword.as_str()) {
         return Ok(i);
     }

@@ -73,6 +73,10 @@ fn instruction(
         "copy" => Instruction::Copy(transfer(&flag_words, rest, heredocs, COPY_FLAGS)?),
         "add" => Instruction::Add(transfer(&flag_words, rest, heredocs, ADD_FLAGS)?),
         "healthcheck" => Instruction::Healthcheck(healthcheck(&flag_words, rest)?),
+        "onbuild" => {
+            no_flags()?;
+            Instruction::Onbuild(Box::new(onbuild(rest, escape, heredocs)?))
+        }
         _ => {
             no_flags()?;
             unflagged(keyword, rest, escape)?
@@ -95,7 +99,6 @@ fn unflagged(keyword: &str, rest: &str, escape: char) -> Result<Instruction, Str
         "shell" => Instruction::Shell(shell(rest)?),
         "expose" => Instruction::Expose(at_least_one(fields(rest), "EXPOSE")?),
         "volume" => Instruction::Volume(volume(rest)?),
-        "onbuild" => Instruction::Onbuild(Box::new(onbuild(rest, escape)?)),
         _ => return Err("unknown instruction".to_string()),
     })
 }
@@ -249,8 +252,9 @@ fn args(rest: &str, escape: char) -> Result<Vec<ArgDecl>, String> {
 }
 
 /// `ONBUILD INSTRUCTION`: the trigger is parsed now so a bad one fails
-/// here, not in whoever builds on the image.
-fn onbuild(rest: &str, escape: char) -> Result<Located, String> {
+/// here, not in whoever builds on the image. Its text, which goes into the
+/// image config to be parsed again there, carries its heredoc bodies.
+fn onbuild(rest: &str, escape: char, heredocs: &[(String, Heredoc)]) -> Result<Located, String> {
     let (keyword, inner) = split_keyword(rest);
     match keyword.as_str() {
         "" => return Err("ONBUILD requires at least one argument".to_string()),
@@ -263,12 +267,18 @@ fn onbuild(rest: &str, escape: char) -> Result<Located, String> {
         }
         _ => {}
     }
-    let instruction = instruction(&keyword, inner, escape, &[])
+    let instruction = instruction(&keyword, inner, escape, heredocs)
         .map_err(|m| format!("{}: {m}", keyword.to_ascii_uppercase()))?;
+    let mut original = rest.trim().to_string();
+    for (_, h) in heredocs {
+        original.push('\n');
+        original.push_str(&h.content);
+        original.push_str(&h.name);
+    }
     Ok(Located {
         line: 0,
         end_line: 0,
-        original: rest.trim().to_string(),
+        original,
         instruction,
     })
 }

@@ -451,6 +451,25 @@ fn table() -> Vec<(&'static str, Want)> {
                 })),
             )]),
         ),
+        (
+            "ONBUILD COPY <<EOF /x\nhi\nEOF\nRUN y",
+            Ok(vec![
+                (
+                    1,
+                    I::Onbuild(Box::new(Located {
+                        line: 0,
+                        end_line: 0,
+                        original: "COPY <<EOF /x\nhi\nEOF".into(),
+                        instruction: I::Copy(Transfer {
+                            sources: vec![Source::Heredoc(doc("EOF", "hi\n", true, false))],
+                            dest: "/x".into(),
+                            ..Transfer::default()
+                        }),
+                    })),
+                ),
+                (4, run(sh("y"))),
+            ]),
+        ),
         ("ONBUILD ONBUILD RUN x", Err("f:1: ONBUILD: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")),
         ("ONBUILD FROM x", Err("f:1: ONBUILD: FROM isn't allowed as an ONBUILD trigger")),
         ("ONBUILD MAINTAINER x", Err("f:1: ONBUILD: MAINTAINER isn't allowed as an ONBUILD trigger")),
