@@ -972,3 +972,33 @@ proptest! {
         prop_assert_eq!(&r.stages[0].steps[0].instruction, &Instruction::Env(want));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Heredoc bodies come back as written (less the tabs `<<-` strips),
+    /// nothing in them taken for a continuation, comment or instruction,
+    /// and the next instruction keeps its line.
+    #[test]
+    fn heredoc_bodies_round_trip(
+        lines in proptest::collection::vec("[a-z0-9 $\"'\\\\#`{}-]{0,12}", 0..6),
+        chomp in any::<bool>(),
+    ) {
+        let indent = if chomp { "\t\t" } else { "" };
+        let dash = if chomp { "-" } else { "" };
+        let body: String = lines.iter().map(|l| format!("{indent}{l}\n")).collect();
+        let text = format!("FROM a\nCOPY <<{dash}'EOF' /f\n{body}{indent}EOF\nRUN next\n");
+        let r = resolved(&text, &[], None).unwrap();
+        let steps = &r.stages[0].steps;
+        let want: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        prop_assert_eq!(
+            &steps[0].instruction,
+            &Instruction::Copy(Transfer {
+                sources: vec![Source::Heredoc(doc("EOF", &want, false, chomp))],
+                dest: "/f".into(),
+                ..Transfer::default()
+            })
+        );
+        prop_assert_eq!(steps[1].line, 4 + lines.len());
+    }
+}
