@@ -119,13 +119,16 @@ fn directive(line: &str) -> Option<(String, String)> {
 }
 
 /// Strips a trailing escape character (and spaces or tabs after it);
-/// true when there was one, i.e. the instruction continues.
+/// true when there was one, i.e. the instruction continues. An escaped
+/// escape (`\\` at the end) is a literal one and does not continue, as
+/// BuildKit has it since 2020 (`ENV PATH C:\\dir\\`).
 pub(super) fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     let t = line.trim_end_matches([' ', '\t']);
-    match t.strip_suffix(escape) {
-        Some(body) => (body, true),
-        None => (line, false),
+    let run = t.chars().rev().take_while(|c| *c == escape).count();
+    if run % 2 == 0 {
+        return (line, false);
     }
+    (&t[..t.len() - escape.len_utf8()], true)
 }
 
 /// Joins an instruction's lines from `start`: while a line ends in the

@@ -221,7 +221,8 @@ fn global_args(
                     lex::word(def, file.escape, &|n| find(&meta, n))
                         .map_err(|m| instruction_error(file, l, m))?,
                 ),
-                (None, None) => None,
+                // `ARG TARGETARCH` keeps the automatic value.
+                (None, None) => find(&meta, &d.name),
             };
             if opts.build_args.contains_key(&d.name) {
                 consumed.insert(d.name.clone());

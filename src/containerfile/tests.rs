@@ -117,8 +117,18 @@ fn table() -> Vec<(&'static str, Want)> {
         ("RUN a \\\n# c\n  # d\n b", Ok(vec![(1, run(sh("a  b")))])),
         ("RUN a \\\n\n   \n b\nRUN c", Ok(vec![(1, run(sh("a  b"))), (5, run(sh("c")))])),
         ("RUN a \\  \t\n b", Ok(vec![(1, run(sh("a  b")))])),
-        // An escaped escape at the end still continues, as in BuildKit.
-        ("RUN echo \\\\\nRUN b", Ok(vec![(1, run(sh("echo \\RUN b")))])),
+        // An escaped escape at the end is a literal one and does not
+        // continue (BuildKit's trailing-backslash test).
+        (
+            "ENV B another\\\\path\nENV C trailing\\\\backslash\\\\\nENV D x\nENV E hello\\\n\\\nworld",
+            Ok(vec![
+                (1, I::Env(pairs(&[("B", "another\\\\path")]))),
+                (2, I::Env(pairs(&[("C", "trailing\\\\backslash\\\\")]))),
+                (3, I::Env(pairs(&[("D", "x")]))),
+                (4, I::Env(pairs(&[("E", "helloworld")]))),
+            ]),
+        ),
+        ("RUN a \\\\\\\n b", Ok(vec![(1, run(sh("a \\\\ b")))])),
         ("FROM a\r\nRUN b \\\r\n c\r\n", Ok(vec![(1, from("a")), (2, run(sh("b  c")))])),
         // Directives.
         (
@@ -798,7 +808,7 @@ fn a_stage_built_on_another_starts_with_its_env() {
 
 #[test]
 fn proxy_and_automatic_args_need_no_declaration_where_docker_says() {
-    let text = "FROM img-$TARGETARCH\nWORKDIR /$HTTP_PROXY$TARGETARCH\nARG TARGETARCH\nARG https_proxy\nWORKDIR /$TARGETARCH/$https_proxy\n";
+    let text = "ARG TARGETARCH\nFROM img-$TARGETARCH\nWORKDIR /$HTTP_PROXY$TARGETARCH\nARG TARGETARCH\nARG https_proxy\nWORKDIR /$TARGETARCH/$https_proxy\n";
     let cf = parse("f", text).unwrap();
     let opts = ResolveOptions {
         build_args: BTreeMap::from([
