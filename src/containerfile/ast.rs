@@ -284,3 +284,29 @@ impl Run {
         Invocation::Shell(full)
     }
 }
+
+impl Mount {
+    /// Where the step sees the mount: `target`, or for a secret without
+    /// one `/run/secrets/ID` (BuildKit's default).
+    pub fn effective_target(&self) -> Option<String> {
+        match (&self.target, self.kind) {
+            (Some(t), _) => Some(t.clone()),
+            (None, MountKind::Secret) => self.id.as_ref().map(|id| format!("/run/secrets/{id}")),
+            (None, _) => None,
+        }
+    }
+
+    /// Which cache or secret this is: `id`, else for a cache its target
+    /// and for a secret its target's base name, as BuildKit defaults them.
+    pub fn effective_id(&self) -> Option<String> {
+        if let Some(id) = &self.id {
+            return Some(id.clone());
+        }
+        let target = self.target.as_deref()?;
+        match self.kind {
+            MountKind::Cache => Some(target.to_string()),
+            MountKind::Secret => target.rsplit('/').next().map(str::to_string),
+            _ => None,
+        }
+    }
+}

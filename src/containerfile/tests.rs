@@ -582,6 +582,34 @@ fn run_heredocs_become_what_buildkit_runs() {
     );
 }
 
+#[test]
+fn mounts_default_their_id_and_target_as_buildkit_does() {
+    let m = |spec: &str| {
+        let Instruction::Run(r) = parse("f", &format!("RUN --mount={spec} x"))
+            .unwrap()
+            .instructions[0]
+            .instruction
+            .clone()
+        else {
+            panic!("not RUN")
+        };
+        let m = &r.mounts[0];
+        (m.effective_id(), m.effective_target())
+    };
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(m("type=secret,id=tok"), (s("tok"), s("/run/secrets/tok")));
+    assert_eq!(
+        m("type=secret,target=/etc/tok.txt"),
+        (s("tok.txt"), s("/etc/tok.txt"))
+    );
+    assert_eq!(
+        m("type=cache,target=/root/.cache"),
+        (s("/root/.cache"), s("/root/.cache"))
+    );
+    assert_eq!(m("type=cache,id=x,target=/c"), (s("x"), s("/c")));
+    assert_eq!(m("type=bind,target=/b"), (None, s("/b")));
+}
+
 // ---- resolution ----
 
 fn resolved(text: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<Resolved, String> {
