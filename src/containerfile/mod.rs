@@ -15,6 +15,16 @@
 //!   [`Stage`]s with every variable substituted and the stages the target
 //!   needs, in dependency order.
 //! - [`ignore`]: the context's ignore file as a matcher.
+//! - [`Run::invocation`]: what a RUN executes once its heredocs are folded
+//!   in; [`Mount::effective_id`] and [`Mount::effective_target`]: a
+//!   mount's defaults.
+//!
+//! Where it knowingly differs from BuildKit:
+//! - flags BuildKit has and shipyard does not handle yet (`RUN
+//!   --security`, `ADD --unpack`) are refused as unknown, not ignored;
+//! - a mount's `type` is read before substitution (`type=$T` is refused);
+//! - `MAINTAINER` stays an instruction: Docker and buildah set the
+//!   config's `author` from it, not a label.
 
 mod ast;
 mod flags;

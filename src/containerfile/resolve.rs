@@ -66,7 +66,8 @@ pub struct Resolved {
     /// The stages the target needs (itself included), in an order where
     /// each comes after the stages it uses.
     pub needed: Vec<usize>,
-    /// Build arguments no `ARG` consumed (Docker warns about them).
+    /// Build arguments no global `ARG` and no `ARG` of a needed stage
+    /// consumed (Docker warns about them).
     pub unused_build_args: Vec<String>,
 }
 
@@ -142,17 +143,21 @@ pub fn resolve(file: &Containerfile, opts: &ResolveOptions) -> Result<Resolved, 
     let meta = global_args(file, &file.instructions[..first_from], opts, &mut consumed)?;
     let mut stages: Vec<Stage> = Vec::new();
     let mut failed: Vec<(usize, Error)> = Vec::new();
+    // What each stage consumed: only the needed stages' count as used.
+    let mut consumed_by: Vec<BTreeSet<String>> = Vec::new();
     for group in stage_groups(&file.instructions[first_from..]) {
+        let mut own = BTreeSet::new();
         let (stage, error) = Resolver {
             file,
             opts,
             meta: &meta,
             stages: &stages,
-            consumed: &mut consumed,
+            consumed: &mut own,
         }
         .stage(group)?;
         failed.extend(error.map(|e| (stage.index, e)));
         stages.push(stage);
+        consumed_by.push(own);
     }
     let target = target_index(file, &stages, opts.target.as_deref())?;
     let needed = needed(&stages, target);
@@ -161,6 +166,9 @@ pub fn resolve(file: &Containerfile, opts: &ResolveOptions) -> Result<Resolved, 
     // test`); one it needs may not.
     if let Some((_, e)) = failed.into_iter().find(|(i, _)| needed.contains(i)) {
         return Err(e);
+    }
+    for i in &needed {
+        consumed.append(&mut consumed_by[*i]);
     }
     let unused_build_args = opts
         .build_args

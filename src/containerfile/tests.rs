@@ -804,8 +804,14 @@ fn the_target_needs_only_its_stages_in_dependency_order() {
 #[test]
 fn a_stage_the_target_does_not_need_may_fail_to_substitute() {
     let text = "FROM a AS test\nRUN t\nFROM a AS release\nLABEL v=${VERSION:?required}\n";
-    let r = resolved(text, &[], Some("test")).unwrap();
+    let r = resolved(text, &[("VERSION", "1")], Some("test")).unwrap();
     assert_eq!(r.needed, [0]);
+    // Only what the target needs consumes build arguments.
+    let text2 = "ARG G\nFROM a AS test\nFROM a AS release\nARG VERSION\n";
+    let r = resolved(text2, &[("VERSION", "1"), ("G", "g")], Some("test")).unwrap();
+    assert_eq!(r.unused_build_args, ["VERSION"]);
+    let r = resolved(text2, &[("VERSION", "1"), ("G", "g")], None).unwrap();
+    assert!(r.unused_build_args.is_empty());
     assert_eq!(
         resolved(text, &[], None).unwrap_err(),
         "f:4: LABEL: VERSION: required"
