@@ -405,7 +405,20 @@ fn table() -> Vec<(&'static str, Want)> {
                 }),
             )]),
         ),
-        // Exec form and other instructions open no heredoc.
+        (
+            "RUN <<EMPTY\nEMPTY",
+            Ok(vec![(
+                1,
+                I::Run(Run {
+                    command: sh("<<EMPTY"),
+                    heredocs: vec![doc("EMPTY", "", true, false)],
+                    mounts: vec![],
+                    network: None,
+                }),
+            )]),
+        ),
+        // Exec form, a quoted opener and other instructions open no heredoc.
+        ("RUN \"<<NOHEREDOC\"", Ok(vec![(1, run(sh("\"<<NOHEREDOC\"")))])),
         (r#"RUN ["<<EOF"]"#, Ok(vec![(1, run(exec(&["<<EOF"])))])),
         ("USER <<EOF\nRUN x", Ok(vec![(1, I::User("<<EOF".into())), (2, run(sh("x")))])),
         ("RUN <<EOF\nno end", Err("f:1: unterminated heredoc \"EOF\"")),
