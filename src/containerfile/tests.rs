@@ -1059,3 +1059,34 @@ proptest! {
         prop_assert_eq!(steps[1].line, 4 + lines.len());
     }
 }
+
+/// The seed's multi-stage example, as its readers write it.
+#[test]
+fn the_seed_multi_stage_file_resolves() {
+    let text = "\
+FROM golang:1.7.3 AS STAGE1
+WORKDIR /go/src/github.com/alexellis/href-counter/
+RUN go get -d -v golang.org/x/net/html
+COPY app.go .
+RUN CGO_ENABLED=0 GOOS=linux go build -a -installsuffix cgo -o app .
+
+FROM alpine:latest
+RUN apk --no-cache add ca-certificates
+WORKDIR /root/
+COPY --from=stage1 /go/src/github.com/alexellis/href-counter/app .
+CMD [\"./app\"]
+";
+    let r = resolved(text, &[], None).unwrap();
+    assert_eq!((r.target, r.needed.clone()), (1, vec![0, 1]));
+    assert_eq!(r.stages[0].name.as_deref(), Some("stage1"));
+    assert_eq!(r.stages[0].base, Base::Image("golang:1.7.3".into()));
+    let last = &r.stages[1];
+    assert_eq!(last.base, Base::Image("alpine:latest".into()));
+    let lines: Vec<usize> = last.steps.iter().map(|s| s.line).collect();
+    assert_eq!(lines, [8, 9, 10, 11]);
+    assert_eq!(last.steps[2].copy_from, Some(FromRef::Stage(0)));
+    assert_eq!(
+        last.steps[3].instruction,
+        Instruction::Cmd(exec(&["./app"]))
+    );
+}
