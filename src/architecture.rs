@@ -63,14 +63,33 @@ const LEAVES: &[&str] = &["error"];
 /// order; every module may use the image library.
 const SHIPYARD: &[(&str, &[&str])] = &[
     ("sandbox", &[]),
+    ("containerfile", &[]),
     ("project", &["sandbox"]),
     ("tapeout", &["project", "sandbox"]),
     ("pod", &["project", "tapeout"]),
     ("sbom", &["project", "tapeout"]),
-    ("build", &["project", "sandbox", "tapeout", "pod", "sbom"]),
+    (
+        "build",
+        &[
+            "containerfile",
+            "project",
+            "sandbox",
+            "tapeout",
+            "pod",
+            "sbom",
+        ],
+    ),
     (
         "cli",
-        &["build", "project", "sandbox", "tapeout", "pod", "sbom"],
+        &[
+            "build",
+            "containerfile",
+            "project",
+            "sandbox",
+            "tapeout",
+            "pod",
+            "sbom",
+        ],
     ),
     ("main", &["cli"]),
     ("lib", &[]),

@@ -14,6 +14,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod containerfile;
 pub mod pod;
 pub mod project;
 pub mod sandbox;
