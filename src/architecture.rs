@@ -69,6 +69,10 @@ const SHIPYARD: &[(&str, &[&str])] = &[
     ("pod", &["project", "tapeout"]),
     ("sbom", &["project", "tapeout"]),
     (
+        "frontend",
+        &["containerfile", "project", "sandbox", "tapeout"],
+    ),
+    (
         "build",
         &[
             "containerfile",
@@ -84,6 +88,7 @@ const SHIPYARD: &[(&str, &[&str])] = &[
         &[
             "build",
             "containerfile",
+            "frontend",
             "project",
             "sandbox",
             "tapeout",

@@ -15,6 +15,7 @@
 pub mod build;
 pub mod cli;
 pub mod containerfile;
+pub mod frontend;
 pub mod pod;
 pub mod project;
 pub mod sandbox;

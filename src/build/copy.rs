@@ -26,6 +26,9 @@ pub struct CopyItem {
     /// contents go into. A file copied onto an existing directory goes
     /// into it, as Docker's COPY does.
     pub to: PathBuf,
+    /// Under a directory source: paths (relative to it) left out.
+    #[serde(default)]
+    pub exclude: Vec<PathBuf>,
 }
 
 /// A copy to run in the builder's user namespace.
@@ -42,6 +45,9 @@ pub struct CopyJob {
     pub owner: (u32, u32),
     /// The mode of what is copied (`--chmod`), else the source's.
     pub mode: Option<u32>,
+    /// Directories to make if missing (WORKDIR), owned by `owner`.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
 }
 
 type Res<T> = Result<T, String>;
@@ -65,11 +71,18 @@ impl crate::sandbox::job::InNamespace for CopyJob {
             None,
         );
         view.set_inside_namespace();
+        for d in &self.dirs {
+            let made = self.make_dir(&view, d)?;
+            let (u, g) = self.owner;
+            if (u, g) != (0, 0) {
+                std::os::unix::fs::lchown(&made, Some(u), Some(g)).map_err(io(&made))?;
+            }
+        }
         for item in &self.items {
             let md = std::fs::symlink_metadata(&item.from).map_err(io(&item.from))?;
             if md.is_dir() {
                 let dir = self.make_dir(&view, &item.to)?;
-                self.copy_tree(&item.from, &dir)?;
+                self.copy_tree(&item.from, &dir, &item.exclude)?;
             } else {
                 let dest = self.file_dest(&view, &item.from, &item.to)?;
                 self.copy_entry(&item.from, &md, &dest)?;
@@ -183,15 +196,22 @@ impl CopyJob {
     }
 
     /// Copies a directory's contents into `dest` (a changes-dir path).
-    fn copy_tree(&self, from: &Path, dest: &Path) -> Res<()> {
+    fn copy_tree(&self, from: &Path, dest: &Path, exclude: &[PathBuf]) -> Res<()> {
         let mut dirs = Vec::new();
-        for e in walkdir::WalkDir::new(from)
+        let mut walk = walkdir::WalkDir::new(from)
             .min_depth(1)
             .follow_links(false)
             .sort_by_file_name()
-        {
+            .into_iter();
+        while let Some(e) = walk.next() {
             let e = e.map_err(|e| e.to_string())?;
             let rel = e.path().strip_prefix(from).map_err(|e| e.to_string())?;
+            if exclude.iter().any(|x| x == rel) {
+                if e.file_type().is_dir() {
+                    walk.skip_current_dir();
+                }
+                continue;
+            }
             let target = dest.join(rel);
             let md = e.path().symlink_metadata().map_err(io(e.path()))?;
             if md.is_dir() {

@@ -662,10 +662,11 @@ impl<'a> Executor<'a> {
         let spec = StepSpec {
             root: ch.base.root.clone(),
             binds,
-            network: builder.network,
+            network: b.network.unwrap_or(builder.network),
             env,
             cwd: b.workdir.clone(),
-            argv: vec!["/bin/sh".into(), "-c".into(), b.run.clone()],
+            argv: (b.argv.clone())
+                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), b.run.clone()]),
             hostname: "shipyard".into(),
             user: b.user,
             subids: self.subids,
@@ -718,6 +719,7 @@ impl<'a> Executor<'a> {
                     }
                 },
                 to: i.to.clone(),
+                exclude: i.exclude.clone(),
             })
             .collect();
         let job = super::copy::CopyJob {
@@ -727,6 +729,7 @@ impl<'a> Executor<'a> {
             items,
             owner: c.owner,
             mode: c.mode,
+            dirs: c.dirs.clone(),
         };
         let started = Instant::now();
         self.in_ns(ch, &job, id)?;

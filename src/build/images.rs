@@ -168,7 +168,11 @@ impl Executor<'_> {
             );
             layers.push(rec.layer.clone());
         }
-        let config = mutate::declare(&config, &declared(spec));
+        let mut declared = declared(spec);
+        if spec.default_path && !has_path(&config) && !spec.env.iter().any(|(k, _)| k == "PATH") {
+            declared.env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+        }
+        let config = mutate::declare(&config, &declared);
         let config_desc = layout
             .put_json(&config, MediaType::ImageConfig)
             .doing(what)?;
@@ -487,6 +491,16 @@ fn under_layers(
         ));
     }
     Ok(layers.iter().cloned().zip(ids.iter().cloned()).collect())
+}
+
+/// The `PATH` Docker and BuildKit give an image that has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Whether a config's environment sets `PATH`.
+fn has_path(config: &oci_spec::image::ImageConfiguration) -> bool {
+    (config.config().as_ref())
+        .and_then(|c| c.env().as_ref())
+        .is_some_and(|env| env.iter().any(|e| e.starts_with("PATH=")))
 }
 
 /// What an image declares about how it runs.

@@ -345,18 +345,26 @@ fn rule_definition(builder: &Builder, b: &BuildRule, epoch: i64) -> serde_json::
     if !b.secrets.is_empty() {
         def["secrets"] = serde_json::json!(b.secrets);
     }
+    if let Some(argv) = &b.argv {
+        def["argv"] = serde_json::json!(argv);
+    }
+    if let Some(n) = b.network {
+        def["network"] = serde_json::json!(n);
+    }
     if let Some(c) = &b.copy {
         // Where each source goes and how; a host source's content is a
         // part of the key of its own (`copy`), never its path.
         let items: Vec<serde_json::Value> = (c.items.iter())
             .map(|i| match &i.from {
-                CopyFrom::Host(_) => serde_json::json!(["host", i.to]),
+                CopyFrom::Host(_) => serde_json::json!(["host", i.to, i.exclude]),
                 CopyFrom::Tapeout { name, path } => {
-                    serde_json::json!(["tapeout", name, path, i.to])
+                    serde_json::json!(["tapeout", name, path, i.to, i.exclude])
                 }
             })
             .collect();
-        def["copy"] = serde_json::json!({"items": items, "owner": c.owner, "mode": c.mode});
+        def["copy"] = serde_json::json!({
+            "items": items, "owner": c.owner, "mode": c.mode, "dirs": c.dirs,
+        });
     }
     def
 }

@@ -24,11 +24,17 @@ use std::path::PathBuf;
 /// which input changed. See `shipyard cache --help`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The directory holding shipyard.toml (default: .).
+    /// The directory holding shipyard.toml (default: .); for a
+    /// Containerfile, the build context.
     pub dir: Option<PathBuf>,
-    /// The spec file (default: DIR/shipyard.toml).
+    /// The spec file (default: DIR/shipyard.toml, else DIR/Containerfile
+    /// or DIR/Dockerfile). A file named *Containerfile* or *Dockerfile* is
+    /// built as one: its stages become builders, its target an image.
     #[arg(short, long, value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// With a Containerfile: the stage to build (default: the last).
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
     /// Build only these images.
     #[arg(long = "image", value_name = "NAME")]
     pub images: Vec<String>,
@@ -145,10 +151,17 @@ fn cache_repo(flag: &str, s: &str) -> Result<shipyard_image::reference::Registry
 
 pub fn run(a: Args, quiet: bool) -> Result<()> {
     let dir = a.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let file = a.file.clone().unwrap_or_else(|| dir.join("shipyard.toml"));
+    let file = spec_file(&a, &dir);
     let sets = sets(&a)?;
     check_platform(a.platform.as_deref())?;
-    let plan = crate::project::load(&file, &sets)?;
+    let plan = if is_containerfile(&file) {
+        containerfile_plan(&a, &file, &dir, &sets)?
+    } else {
+        if let Some(t) = &a.target {
+            bail!("--target {t}: a shipyard.toml has no stages; name images with --image");
+        }
+        crate::project::load(&file, &sets)?
+    };
     let secrets = Secrets::parse(&a.secrets)?;
     let (out_dir, tag) = super::oci_ref(&a.output)?;
     if tag.is_some() {
@@ -204,6 +217,62 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         .with_context(|| format!("--metadata-file {}", f.display()))?;
     }
     Ok(())
+}
+
+/// The spec a build reads: `-f`, else DIR's shipyard.toml, else its
+/// Containerfile or Dockerfile.
+fn spec_file(a: &Args, dir: &std::path::Path) -> PathBuf {
+    if let Some(f) = &a.file {
+        return f.clone();
+    }
+    let toml = dir.join("shipyard.toml");
+    if toml.exists() {
+        return toml;
+    }
+    ["Containerfile", "Dockerfile"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.exists())
+        .unwrap_or(toml)
+}
+
+/// A Containerfile or Dockerfile, by its name (`Dockerfile.dev`,
+/// `app.containerfile`).
+fn is_containerfile(file: &std::path::Path) -> bool {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    name.contains("containerfile") || name.contains("dockerfile")
+}
+
+/// A Containerfile's plan: the context is DIR, build arguments are the
+/// `--build-arg`s (and `--set`s that are not labels or annotations).
+fn containerfile_plan(
+    a: &Args,
+    file: &std::path::Path,
+    dir: &std::path::Path,
+    sets: &[(String, String)],
+) -> Result<crate::project::Plan> {
+    let mut opts = crate::frontend::Options {
+        file: file.to_path_buf(),
+        context: dir.to_path_buf(),
+        target: a.target.clone(),
+        build_args: Default::default(),
+        image: a.target.clone().unwrap_or_else(|| "image".into()),
+        labels: Default::default(),
+        annotations: Default::default(),
+    };
+    for (k, v) in sets {
+        if let Some(l) = k.strip_prefix("label.") {
+            opts.labels.insert(l.to_string(), v.clone());
+        } else if let Some(n) = k.strip_prefix("annotation.") {
+            opts.annotations.insert(n.to_string(), v.clone());
+        } else {
+            opts.build_args.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(crate::frontend::load(&opts)?)
 }
 
 /// The `--set`, `--build-arg`, `--label` and `--annotation` arguments, as

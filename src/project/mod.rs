@@ -225,6 +225,12 @@ pub struct BuildRule {
     /// A rule that copies instead of running `run` (a Containerfile's
     /// COPY and ADD).
     pub copy: Option<CopySpec>,
+    /// What runs, when not `/bin/sh -c RUN` (a Containerfile's exec form,
+    /// or its SHELL).
+    pub argv: Option<Vec<String>>,
+    /// The rule's own network (a Containerfile's `RUN --network`), else
+    /// its builder's.
+    pub network: Option<crate::sandbox::job::Network>,
 }
 
 impl BuildRule {
@@ -251,6 +257,9 @@ pub struct CopySpec {
     pub owner: (u32, u32),
     /// Its mode (`--chmod`), else the source's.
     pub mode: Option<u32>,
+    /// Directories to make if missing (a Containerfile's WORKDIR), owned
+    /// by `owner`.
+    pub dirs: Vec<PathBuf>,
 }
 
 /// One source of a copy, and where it goes in the builder (a file's
@@ -259,6 +268,9 @@ pub struct CopySpec {
 pub struct CopySource {
     pub from: CopyFrom,
     pub to: PathBuf,
+    /// Paths under a directory source left out (`.dockerignore`), as
+    /// paths relative to it.
+    pub exclude: Vec<PathBuf>,
 }
 
 /// Where a copy's source is.
@@ -299,6 +311,9 @@ pub struct ImageSpec {
     /// The builder state the image is (`builder = "NAME"`): its rules'
     /// layers come after the base's, before the tapeouts'.
     pub builder: Option<BuilderState>,
+    /// Give the config the usual `PATH` when neither the base nor `env`
+    /// has one, as Docker and BuildKit do for a Containerfile.
+    pub default_path: bool,
     pub tapeouts: Vec<String>,
     pub layer_per_tapeout: bool,
     pub entrypoint: Option<Vec<String>>,
@@ -961,6 +976,8 @@ fn build_rule(
         cache,
         mounts,
         copy: None,
+        argv: None,
+        network: None,
     })
 }
 
@@ -1098,6 +1115,7 @@ fn image_spec(
         tag: r.tag.clone().unwrap_or_else(|| name.to_string()),
         from,
         builder: state,
+        default_path: false,
         tapeouts: tapeouts
             .iter()
             .map(|t| t.get_ref().trim_start_matches("tapeout.").to_string())

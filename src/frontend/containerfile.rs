@@ -1,0 +1,734 @@
+//! A Containerfile (Dockerfile) lowered to a [`Plan`]: see the module
+//! above for the mapping. What shipyard cannot do yet is refused with the
+//! file, line and instruction named, never skipped.
+
+use crate::containerfile::{
+    self as cf, ignore::Matcher, Base, Command, FromRef, Instruction, Invocation, MountKind, Source,
+};
+use crate::project::cache_mount::CacheMount;
+use crate::project::{
+    BuildRule, Builder, BuilderState, CopyFrom, CopySource, CopySpec, ImageSpec, Plan, Step,
+    TapeoutRule,
+};
+use crate::sandbox::job::Network;
+use crate::tapeout::view::normalize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What `shipyard build -f Containerfile` was given.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The Containerfile.
+    pub file: PathBuf,
+    /// The build context: what COPY and ADD read.
+    pub context: PathBuf,
+    /// `--target`: the stage to build (the last one by default).
+    pub target: Option<String>,
+    /// `--build-arg K=V`.
+    pub build_args: BTreeMap<String, String>,
+    /// The image's name in the output layout (its tag there).
+    pub image: String,
+    /// `--label`s and `--annotation`s for the image.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Why a Containerfile cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Parse(#[from] cf::Error),
+    #[error("{0}")]
+    Ignore(String),
+    /// An instruction or flag shipyard does not build (yet), or input that
+    /// cannot be built (a source outside the context, a missing file).
+    #[error("{file}:{line}: {instruction}: {message}")]
+    Instruction {
+        file: String,
+        line: usize,
+        instruction: String,
+        message: String,
+    },
+}
+
+type Res<T> = Result<T, FrontendError>;
+
+/// Reads, parses and lowers a Containerfile.
+pub fn load(opts: &Options) -> Res<Plan> {
+    let name = opts.file.display().to_string();
+    let text = std::fs::read_to_string(&opts.file).map_err(|source| FrontendError::Read {
+        file: name.clone(),
+        source,
+    })?;
+    let file = cf::parse(&name, &text)?;
+    let resolved = cf::resolve(
+        &file,
+        &cf::ResolveOptions {
+            build_args: opts.build_args.clone(),
+            target: opts.target.clone(),
+            ..Default::default()
+        },
+    )?;
+    let ignore = ignore_matcher(opts)?;
+    let context = std::fs::canonicalize(&opts.context).map_err(|source| FrontendError::Read {
+        file: opts.context.display().to_string(),
+        source,
+    })?;
+    Lowering {
+        file: name,
+        context,
+        ignore,
+        resolved: &resolved,
+        builders: Vec::new(),
+        index: BTreeMap::new(),
+        states: BTreeMap::new(),
+    }
+    .lower(opts)
+}
+
+/// The first ignore file found (`NAME.containerignore`,
+/// `NAME.dockerignore`, `.containerignore`, `.dockerignore`).
+fn ignore_matcher(opts: &Options) -> Res<Option<Matcher>> {
+    for c in cf::ignore::candidates(&opts.file, &opts.context) {
+        if let Ok(text) = std::fs::read_to_string(&c) {
+            let m = Matcher::parse(&c.display().to_string(), &text)
+                .map_err(|e| FrontendError::Ignore(e.to_string()))?;
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
+}
+
+/// What a stage has set so far, which the next instruction (and a stage
+/// built on it) starts from.
+#[derive(Debug, Clone)]
+struct StageState {
+    env: Vec<(String, String)>,
+    workdir: PathBuf,
+    workdir_set: bool,
+    user: (u32, u32),
+    user_text: Option<String>,
+    shell: Vec<String>,
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    ports: Vec<String>,
+    volumes: Vec<String>,
+    labels: BTreeMap<String, String>,
+    stop_signal: Option<String>,
+}
+
+impl Default for StageState {
+    fn default() -> Self {
+        StageState {
+            env: Vec::new(),
+            workdir: PathBuf::from("/"),
+            workdir_set: false,
+            user: (0, 0),
+            user_text: None,
+            shell: vec!["/bin/sh".into(), "-c".into()],
+            entrypoint: None,
+            cmd: None,
+            ports: Vec::new(),
+            volumes: Vec::new(),
+            labels: BTreeMap::new(),
+            stop_signal: None,
+        }
+    }
+}
+
+struct Lowering<'a> {
+    file: String,
+    context: PathBuf,
+    ignore: Option<Matcher>,
+    resolved: &'a cf::Resolved,
+    builders: Vec<Builder>,
+    /// Stage index → builder index.
+    index: BTreeMap<usize, usize>,
+    /// Stage index → what it set, at its end.
+    states: BTreeMap<usize, StageState>,
+}
+
+impl Lowering<'_> {
+    fn lower(mut self, opts: &Options) -> Res<Plan> {
+        for &s in &self.resolved.needed {
+            self.stage(s)?;
+        }
+        // Parents' states: after every step of the parent (tapeouts a
+        // later stage added to it change nothing of its state).
+        for b in 0..self.builders.len() {
+            if let Some(p) = self.builders[b].parent.as_mut() {
+                p.upto = usize::MAX;
+            }
+        }
+        let lens: Vec<usize> = self.builders.iter().map(|b| b.steps.len()).collect();
+        for b in &mut self.builders {
+            if let Some(p) = b.parent.as_mut() {
+                p.upto = lens[p.builder];
+            }
+        }
+        let target = self.resolved.target;
+        let tb = self.index[&target];
+        let st = self.states.remove(&target).unwrap_or_default();
+        let mut labels = st.labels.clone();
+        labels.extend(opts.labels.clone());
+        let mut plan = Plan {
+            dir: self.context.clone(),
+            builders: self.builders,
+            images: Vec::new(),
+            pods: Vec::new(),
+        };
+        let image = ImageSpec {
+            name: opts.image.clone(),
+            tag: opts.image.clone(),
+            from: plan.root_from(tb).to_string(),
+            builder: Some(BuilderState {
+                builder: tb,
+                upto: plan.builders[tb].steps.len(),
+            }),
+            default_path: true,
+            tapeouts: Vec::new(),
+            layer_per_tapeout: false,
+            entrypoint: st.entrypoint,
+            cmd: st.cmd,
+            env: st.env,
+            workdir: st.workdir_set.then(|| st.workdir.display().to_string()),
+            user: st.user_text,
+            ports: st.ports,
+            volumes: st.volumes,
+            labels,
+            annotations: opts.annotations.clone(),
+            stop_signal: st.stop_signal,
+        };
+        plan.images.push(image);
+        Ok(plan)
+    }
+
+    fn err(&self, step: &cf::Step, message: impl Into<String>) -> FrontendError {
+        FrontendError::Instruction {
+            file: self.file.clone(),
+            line: step.line,
+            instruction: step.instruction.keyword().to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn builder_name(&self, stage: usize) -> String {
+        match &self.resolved.stages[stage].name {
+            Some(n) => n.clone(),
+            None => format!("stage{stage}"),
+        }
+    }
+
+    /// One stage: its builder and its rules.
+    fn stage(&mut self, s: usize) -> Res<()> {
+        let stage = &self.resolved.stages[s];
+        let name = self.builder_name(s);
+        if let Some(p) = &stage.platform {
+            let host = shipyard_image::oci::image::Platform::host();
+            let want = p.trim();
+            let host_text = format!("{}/{}", host.os, host.arch);
+            if want != host_text && !want.starts_with("$") {
+                return Err(FrontendError::Instruction {
+                    file: self.file.clone(),
+                    line: stage.line,
+                    instruction: "FROM".into(),
+                    message: format!("--platform={want}: shipyard builds for this machine ({host_text}) only; build on a {want} machine"),
+                });
+            }
+        }
+        let (from, parent, mut st) = match &stage.base {
+            Base::Scratch => ("scratch".to_string(), None, StageState::default()),
+            Base::Image(r) => (image_ref(r), None, StageState::default()),
+            Base::Stage(p) => (
+                format!("builder:{}", self.builder_name(*p)),
+                Some(BuilderState {
+                    builder: self.index[p],
+                    upto: 0,
+                }),
+                self.states.get(p).cloned().unwrap_or_default(),
+            ),
+        };
+        let mut deps: Vec<usize> = stage
+            .depends_on
+            .iter()
+            .filter_map(|d| self.index.get(d).copied())
+            .collect();
+        deps.sort();
+        deps.dedup();
+        let b = self.builders.len();
+        self.builders.push(Builder {
+            name: name.clone(),
+            from,
+            parent,
+            deps,
+            sources: Vec::new(),
+            network: Network::Host,
+            env: Vec::new(),
+            host_ca: false,
+            steps: Vec::new(),
+        });
+        self.index.insert(s, b);
+        for step in &stage.steps.clone() {
+            self.instruction(b, &name, step, &mut st)?;
+        }
+        self.states.insert(s, st);
+        Ok(())
+    }
+
+    fn instruction(
+        &mut self,
+        b: usize,
+        name: &str,
+        step: &cf::Step,
+        st: &mut StageState,
+    ) -> Res<()> {
+        let rule_name = format!("{name}-{}", step.line);
+        match &step.instruction {
+            Instruction::From { .. } | Instruction::Arg(_) => {}
+            Instruction::Run(run) => {
+                let rule = self.run_rule(b, &rule_name, step, run, st)?;
+                self.builders[b].steps.push(Step::Build(rule));
+            }
+            Instruction::Copy(t) => {
+                let rule = self.copy_rule(b, &rule_name, step, t, st, false)?;
+                self.builders[b].steps.push(Step::Build(rule));
+            }
+            Instruction::Add(t) => {
+                let rule = self.copy_rule(b, &rule_name, step, t, st, true)?;
+                self.builders[b].steps.push(Step::Build(rule));
+            }
+            Instruction::Env(pairs) => {
+                for (k, v) in pairs {
+                    st.env.retain(|(ek, _)| ek != k);
+                    st.env.push((k.clone(), v.clone()));
+                }
+            }
+            Instruction::Workdir(w) => {
+                let p = if w.starts_with('/') {
+                    PathBuf::from(w)
+                } else {
+                    st.workdir.join(w)
+                };
+                st.workdir = normalize(&p);
+                st.workdir_set = true;
+                // Docker makes the directory, owned by the user in effect.
+                let mut rule = plain_rule(&rule_name, st);
+                rule.run = format!("WORKDIR {}", st.workdir.display());
+                rule.copy = Some(CopySpec {
+                    items: Vec::new(),
+                    owner: st.user,
+                    mode: None,
+                    dirs: vec![st.workdir.clone()],
+                });
+                self.builders[b].steps.push(Step::Build(rule));
+            }
+            Instruction::User(u) => {
+                st.user = crate::project::parse_owner(u).ok_or_else(|| {
+                    self.err(step, format!("{u:?}: give a numeric UID[:GID]; user names are not looked up in the image yet"))
+                })?;
+                st.user_text = Some(u.clone());
+            }
+            Instruction::Shell(v) => st.shell = v.clone(),
+            Instruction::Entrypoint(c) => {
+                st.entrypoint = Some(self.argv(c, st));
+                // As Docker: an ENTRYPOINT clears the CMD the stage had
+                // (a CMD after it sets one again).
+                st.cmd = None;
+            }
+            Instruction::Cmd(c) => st.cmd = Some(self.argv(c, st)),
+            Instruction::Expose(ports) => {
+                for p in ports {
+                    if !st.ports.contains(p) {
+                        st.ports.push(p.clone());
+                    }
+                }
+            }
+            Instruction::Volume(vs) => {
+                for v in vs {
+                    if !st.volumes.contains(v) {
+                        st.volumes.push(v.clone());
+                    }
+                }
+            }
+            Instruction::Label(pairs) => st.labels.extend(pairs.iter().cloned()),
+            Instruction::StopSignal(s) => st.stop_signal = Some(s.clone()),
+            Instruction::Maintainer(m) => {
+                // Docker sets the config's author; the image config here
+                // has no author field, so the label says it.
+                st.labels.insert("maintainer".into(), m.clone());
+            }
+            Instruction::Healthcheck(_) | Instruction::Onbuild(_) => {
+                return Err(self.err(
+                    step,
+                    "not supported yet: the image config written here has no Healthcheck or OnBuild (Docker's own fields); remove it or build with docker",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// A command's argv: the exec form as is, the shell form under SHELL.
+    fn argv(&self, c: &Command, st: &StageState) -> Vec<String> {
+        match c {
+            Command::Exec(v) => v.clone(),
+            Command::Shell(s) => {
+                let mut v = st.shell.clone();
+                v.push(s.clone());
+                v
+            }
+        }
+    }
+
+    fn run_rule(
+        &mut self,
+        b: usize,
+        rule_name: &str,
+        step: &cf::Step,
+        run: &cf::Run,
+        st: &StageState,
+    ) -> Res<BuildRule> {
+        let mut rule = plain_rule(rule_name, st);
+        // A RUN sees the stage's ARGs as variables; ENV wins.
+        let mut env: Vec<(String, String)> = (step.args.iter())
+            .filter(|(k, _)| !st.env.iter().any(|(ek, _)| ek == k))
+            .cloned()
+            .collect();
+        env.extend(st.env.iter().cloned());
+        rule.env = env;
+        match run.invocation() {
+            Invocation::Exec(v) => {
+                rule.run = v.join(" ");
+                rule.argv = Some(v);
+            }
+            Invocation::Shell(s) => {
+                rule.run = s.clone();
+                if st.shell != ["/bin/sh", "-c"] {
+                    let mut v = st.shell.clone();
+                    v.push(s);
+                    rule.argv = Some(v);
+                }
+            }
+            Invocation::Script { .. } => {
+                return Err(self.err(
+                    step,
+                    "a heredoc script with #! is not supported yet; run its interpreter: RUN python3 <<EOF",
+                ))
+            }
+        }
+        rule.network = match run.network {
+            None | Some(cf::Network::Default) => None,
+            Some(cf::Network::None) => Some(Network::None),
+            Some(cf::Network::Host) => Some(Network::Host),
+        };
+        for (i, m) in run.mounts.iter().enumerate() {
+            let target = m.effective_target().ok_or_else(|| {
+                self.err(step, format!("--mount type={:?} needs a target", m.kind))
+            })?;
+            match m.kind {
+                MountKind::Cache => {
+                    let id = m.effective_id().unwrap_or_else(|| target.clone());
+                    let id: String = id
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect();
+                    let id = id.trim_matches('_').to_string();
+                    let sharing = m.sharing.as_deref().unwrap_or("shared");
+                    let sharing = sharing.parse().map_err(|e: String| self.err(step, e))?;
+                    rule.cache.push(CacheMount {
+                        target: PathBuf::from(&target),
+                        id,
+                        sharing,
+                    });
+                }
+                MountKind::Secret => {
+                    let id = m.effective_id().unwrap_or_default();
+                    if target != format!("/run/secrets/{id}") {
+                        return Err(self.err(step, format!("--mount=type=secret,target={target}: secrets are seen at /run/secrets/ID only")));
+                    }
+                    rule.secrets.push(id);
+                }
+                MountKind::Bind => {
+                    let Some(Some(FromRef::Stage(s))) = step.mount_from.get(i) else {
+                        return Err(self.err(step, "--mount=type=bind needs from=STAGE here (a bind of the context or of an image is not supported yet)"));
+                    };
+                    let source = m.source.clone().unwrap_or_else(|| "/".into());
+                    let t = self.tapeout_of(*s, b, rule_name, i, &source);
+                    rule.mounts.push((PathBuf::from(&target), t));
+                }
+                MountKind::Tmpfs | MountKind::Ssh => {
+                    return Err(self.err(
+                        step,
+                        format!("--mount=type={:?} is not supported yet", m.kind).to_lowercase(),
+                    ))
+                }
+            }
+        }
+        Ok(rule)
+    }
+
+    /// A tapeout of stage `s`'s path `path` (made at the end of that
+    /// stage), for builder `b`; returns its name.
+    fn tapeout_of(&mut self, s: usize, b: usize, rule: &str, i: usize, path: &str) -> String {
+        let sb = self.index[&s];
+        let name = format!("{rule}-from{i}");
+        let p = normalize(&Path::new("/").join(path));
+        let builder = self.builders[sb].name.clone();
+        self.builders[sb].steps.push(Step::Tapeout(TapeoutRule {
+            name: name.clone(),
+            builder,
+            include: vec![p.display().to_string()],
+            exclude: Vec::new(),
+            elf_closure: false,
+            remap: Vec::new(),
+            owner: None,
+            mode: None,
+        }));
+        if !self.builders[b].deps.contains(&sb) {
+            self.builders[b].deps.push(sb);
+        }
+        name
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_rule(
+        &mut self,
+        b: usize,
+        rule_name: &str,
+        step: &cf::Step,
+        t: &cf::Transfer,
+        st: &StageState,
+        add: bool,
+    ) -> Res<BuildRule> {
+        if t.parents || !t.exclude.is_empty() || t.checksum.is_some() || t.keep_git_dir {
+            return Err(self.err(
+                step,
+                "--parents, --exclude, --checksum and --keep-git-dir are not supported yet",
+            ));
+        }
+        let owner = match &t.chown {
+            Some(c) => crate::project::parse_owner(c).ok_or_else(|| {
+                self.err(step, format!("--chown={c}: give numeric UID[:GID]; user names are not looked up in the image yet"))
+            })?,
+            None => (0, 0),
+        };
+        let mode = match &t.chmod {
+            Some(m) => Some(
+                u32::from_str_radix(m, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| {
+                        self.err(step, format!("--chmod={m}: expected an octal mode"))
+                    })?,
+            ),
+            None => None,
+        };
+        let dest_text = &t.dest;
+        let dest = if dest_text.starts_with('/') {
+            PathBuf::from(dest_text)
+        } else {
+            st.workdir.join(dest_text)
+        };
+        let dest = normalize(&dest);
+        let mut items = Vec::new();
+        for (i, src) in t.sources.iter().enumerate() {
+            let Source::Path(p) = src else {
+                return Err(self.err(step, "COPY <<EOF (an inline file) is not supported yet"));
+            };
+            match &step.copy_from {
+                Some(FromRef::Stage(s)) => {
+                    let name = self.tapeout_of(*s, b, rule_name, i, p);
+                    items.push((
+                        CopyFrom::Tapeout {
+                            name,
+                            path: normalize(&Path::new("/").join(p)),
+                        },
+                        None,
+                    ));
+                }
+                Some(FromRef::Image(r)) => {
+                    return Err(self.err(step, format!("--from={r}: copying from an image is not supported yet; add a stage FROM {r} AS name and copy from it")));
+                }
+                None => {
+                    if add
+                        && (p.starts_with("http://")
+                            || p.starts_with("https://")
+                            || p.starts_with("git@"))
+                    {
+                        return Err(self.err(step, format!("{p}: ADD of a URL is not supported; download it in a RUN step (the build's network is the host's)")));
+                    }
+                    for (host, is_dir) in self.context_sources(step, p)? {
+                        if add && !is_dir && is_archive(&host) {
+                            return Err(self.err(step, format!("{p}: ADD of a local archive (unpacked into the image) is not supported yet; COPY it and RUN tar")));
+                        }
+                        let exclude = if is_dir {
+                            self.excluded_under(&host)
+                        } else {
+                            Vec::new()
+                        };
+                        items.push((CopyFrom::Host(host), Some((is_dir, exclude))));
+                    }
+                }
+            }
+        }
+        let many = items.len() > 1;
+        let into_dir = dest_text.ends_with('/') || many;
+        if many && !dest_text.ends_with('/') {
+            return Err(self.err(step, format!("{dest_text}: with several sources the destination must be a directory ending in /")));
+        }
+        let mut sources = Vec::new();
+        for (from, how) in items {
+            let (is_dir, exclude) = how.unwrap_or((false, Vec::new()));
+            let to = match &from {
+                // A tapeout's tree decides at copy time: a directory's
+                // contents go to dest, a file into or onto it.
+                CopyFrom::Tapeout { path, .. } => match (into_dir, path.file_name()) {
+                    (true, Some(n)) => dest.join(n),
+                    _ => dest.clone(),
+                },
+                CopyFrom::Host(h) if !is_dir && into_dir => {
+                    dest.join(h.file_name().unwrap_or_default())
+                }
+                CopyFrom::Host(_) => dest.clone(),
+            };
+            sources.push(CopySource { from, to, exclude });
+        }
+        let mut rule = plain_rule(rule_name, st);
+        rule.run = step.original.clone();
+        rule.copy = Some(CopySpec {
+            items: sources,
+            owner,
+            mode,
+            dirs: Vec::new(),
+        });
+        Ok(rule)
+    }
+
+    /// The context paths a COPY source names (globs expanded), each with
+    /// whether it is a directory. A path outside the context, missing, or
+    /// excluded by the ignore file is an error, as with Docker.
+    fn context_sources(&self, step: &cf::Step, p: &str) -> Res<Vec<(PathBuf, bool)>> {
+        let rel = normalize(&Path::new("/").join(p));
+        let rel = rel.strip_prefix("/").unwrap_or(&rel).to_path_buf();
+        let is_glob = p.contains(['*', '?', '[']);
+        let mut out = Vec::new();
+        if is_glob {
+            let g = globset::Glob::new(&rel.display().to_string())
+                .map_err(|e| self.err(step, format!("{p}: {e}")))?
+                .compile_matcher();
+            for e in walkdir::WalkDir::new(&self.context)
+                .min_depth(1)
+                .sort_by_file_name()
+            {
+                let e = e.map_err(|e| self.err(step, e.to_string()))?;
+                let r = e.path().strip_prefix(&self.context).unwrap_or(e.path());
+                if g.is_match(r) && !self.is_ignored(r) {
+                    out.push((e.path().to_path_buf(), e.file_type().is_dir()));
+                }
+            }
+        } else {
+            let host = self.context.join(&rel);
+            let md = std::fs::symlink_metadata(&host).ok();
+            if md.is_some() && (rel.as_os_str().is_empty() || !self.is_ignored(&rel)) {
+                out.push((host, md.is_some_and(|m| m.is_dir())));
+            }
+        }
+        if out.is_empty() {
+            return Err(self.err(
+                step,
+                format!(
+                    "{p}: no such file in the build context {} (or the ignore file excludes it)",
+                    self.context.display()
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn is_ignored(&self, rel: &Path) -> bool {
+        self.ignore
+            .as_ref()
+            .is_some_and(|m| m.is_excluded(&rel.display().to_string()))
+    }
+
+    /// Paths under a context directory the ignore file excludes, relative
+    /// to that directory.
+    fn excluded_under(&self, dir: &Path) -> Vec<PathBuf> {
+        if self.ignore.is_none() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut walk = walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .sort_by_file_name()
+            .into_iter();
+        while let Some(Ok(e)) = walk.next() {
+            let r = e.path().strip_prefix(&self.context).unwrap_or(e.path());
+            if self.is_ignored(r) {
+                if let Ok(under) = e.path().strip_prefix(dir) {
+                    out.push(under.to_path_buf());
+                }
+                if e.file_type().is_dir() {
+                    walk.skip_current_dir();
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A rule with the stage's settings and nothing to do yet.
+fn plain_rule(name: &str, st: &StageState) -> BuildRule {
+    BuildRule {
+        name: name.to_string(),
+        run: String::new(),
+        env: st.env.clone(),
+        workdir: st.workdir.clone(),
+        user: st.user,
+        timeout: None,
+        secrets: Vec::new(),
+        cache: Vec::new(),
+        mounts: Vec::new(),
+        copy: None,
+        argv: None,
+        network: None,
+    }
+}
+
+/// A Containerfile's image name as shipyard names images: a name without
+/// a transport is a registry image (`debian:bookworm` is
+/// `docker://debian:bookworm`); shipyard's own (`oci:DIR:TAG`,
+/// `oci-archive:`, `docker-archive:`) are kept.
+fn image_ref(r: &str) -> String {
+    for scheme in ["oci:", "docker://", "oci-archive:", "docker-archive:"] {
+        if r.starts_with(scheme) {
+            return r.to_string();
+        }
+    }
+    format!("docker://{r}")
+}
+
+/// A local file ADD would unpack (by its name, as Docker decides by
+/// content; a named archive is refused rather than copied as is).
+fn is_archive(p: &Path) -> bool {
+    let n = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    [
+        ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst",
+    ]
+    .iter()
+    .any(|e| n.ends_with(e))
+}
