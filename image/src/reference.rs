@@ -112,9 +112,6 @@ impl RegistryRef {
         if name.is_empty() {
             return Err(bad("empty name"));
         }
-        if name.len() > 255 {
-            return Err(bad("name longer than 255 characters"));
-        }
         // docker's splitDockerDomain: the first component is a registry when
         // it has a dot or a port, is localhost, or is not all lowercase.
         let (mut registry, mut repository) = match name.split_once('/') {
@@ -149,6 +146,15 @@ impl RegistryRef {
         }
         if registry == "docker.io" && !repository.contains('/') {
             repository = format!("library/{repository}");
+        }
+        // The limit is on the normalized name (as docker's
+        // ParseNormalizedNamed applies it): a short name that fits only
+        // before `docker.io/library/` is added would print as a reference
+        // that no longer parses.
+        if registry.len() + 1 + repository.len() > 255 {
+            return Err(bad(
+                "name longer than 255 characters with its registry (and docker.io's library/)",
+            ));
         }
         for c in repository.split('/') {
             if c.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -585,6 +591,26 @@ mod tests {
             assert!(e.contains(why), "{input}: {e}");
             assert!(e.contains("malformed registry reference"), "{input}: {e}");
         }
+    }
+
+    /// The 255-character limit is on the name as normalized: what is
+    /// accepted prints as a reference that parses back.
+    #[test]
+    fn the_name_limit_counts_the_registry_and_library_prefix() {
+        // docker.io/library/ is 18 characters.
+        let fits = "a".repeat(255 - 18);
+        let r = Reference::parse(&format!("docker://{fits}")).unwrap();
+        assert_eq!(
+            Reference::parse(&r.to_string()).unwrap().to_string(),
+            r.to_string()
+        );
+        let e = Reference::parse(&format!("docker://{fits}a"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("longer than 255 characters"), "{e}");
+        let host = format!("docker://reg.example/{}", "b".repeat(255 - 12));
+        assert!(Reference::parse(&host).is_ok());
+        assert!(Reference::parse(&format!("{host}b")).is_err());
     }
 
     #[test]

@@ -179,3 +179,82 @@ pub fn find_library(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view_of(root: &Path) -> BuilderView {
+        BuilderView::new(root.to_path_buf(), Vec::new(), Vec::new(), None)
+    }
+
+    fn write(root: &Path, p: &str, bytes: &[u8]) {
+        let p = root.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+
+    /// A step can make `ld.so.conf` (or a file it includes) as large as
+    /// the disk allows: past the bound it is skipped, not read.
+    #[test]
+    fn loader_configs_above_the_bound_are_not_read() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let mut big = b"/opt/big\ninclude /etc/ld.so.conf.d/*.conf\n".to_vec();
+        big.resize(MAX_LD_CONF as usize + 1, b'#');
+        write(root, "etc/ld.so.conf", &big);
+        write(root, "etc/ld.so.conf.d/a.conf", b"/opt/included\n");
+        let dirs = loader_dirs(&view_of(root));
+        assert!(!dirs.contains(&PathBuf::from("/opt/big")), "{dirs:?}");
+        assert!(!dirs.contains(&PathBuf::from("/opt/included")), "{dirs:?}");
+        assert!(dirs.contains(&PathBuf::from("/usr/lib")), "{dirs:?}");
+        // An included file past the bound is skipped; the others are read.
+        write(
+            root,
+            "etc/ld.so.conf",
+            b"/opt/top\ninclude /etc/ld.so.conf.d/*.conf\n",
+        );
+        let mut big = b"/opt/big-include\n".to_vec();
+        big.resize(MAX_LD_CONF as usize + 1, b'#');
+        write(root, "etc/ld.so.conf.d/b.conf", &big);
+        let dirs = loader_dirs(&view_of(root));
+        for (want, there) in [
+            ("/opt/top", true),
+            ("/opt/included", true),
+            ("/opt/big-include", false),
+        ] {
+            assert_eq!(
+                dirs.contains(&PathBuf::from(want)),
+                there,
+                "{want}: {dirs:?}"
+            );
+        }
+    }
+
+    /// An ELF file past the bound is not parsed (it would be held in
+    /// memory whole); below it, the same bytes are.
+    #[test]
+    fn elf_files_above_the_bound_are_not_parsed() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let exe = std::fs::read("/bin/true").unwrap();
+        write(root, "bin/small", &exe);
+        write(root, "bin/big", &exe);
+        // Sparse: no disk is spent on the zeros.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("bin/big"))
+            .unwrap()
+            .set_len(MAX_ELF + 1)
+            .unwrap();
+        let view = view_of(root);
+        let loc = |p: &str| view.locate(Path::new(p)).unwrap();
+        let small = needs(&view, &loc("/bin/small")).expect("/bin/true is ELF");
+        assert!(
+            small.needed.iter().any(|l| l.starts_with("libc.so")),
+            "{:?}",
+            small.needed
+        );
+        assert!(needs(&view, &loc("/bin/big")).is_none());
+    }
+}

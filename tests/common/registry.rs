@@ -606,6 +606,9 @@ pub enum Twist {
     JunkManifest,
     /// Manifest GETs answer 400 with a body that does not end.
     EndlessError,
+    /// Manifest GETs answer 200, as a manifest, with a body that does not
+    /// end.
+    EndlessManifest,
 }
 
 /// The bearer token the proxy's realm issues.
@@ -921,6 +924,13 @@ impl AuthProxy {
                         c,
                         "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
                         b"endless-error-body ",
+                    );
+                }
+                Twist::EndlessManifest if path.contains("/manifests/") && r.method() == "GET" => {
+                    return endless(
+                        c,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n",
+                        b"{\"schemaVersion\": 2, \"annotations\": {\"a\": \"",
                     );
                 }
                 Twist::RedirectBlobs if path.contains("/blobs/sha256:") && r.method() == "GET" => {

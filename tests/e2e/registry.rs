@@ -1246,7 +1246,7 @@ fn a_manifest_that_is_not_json_is_refused() {
 }
 
 #[test]
-fn endless_error_and_token_bodies_are_cut_off_with_bounded_memory() {
+fn endless_error_token_and_manifest_bodies_are_cut_off_with_bounded_memory() {
     let reg = Registry::start();
     let e = Env::new();
     let (src, _) = e.image(16 << 10);
@@ -1292,6 +1292,28 @@ fn endless_error_and_token_bodies_are_cut_off_with_bounded_memory() {
         "{err}"
     );
     assert!(rss < BOUNDED_RSS_KIB, "peak RSS {rss} KiB");
+    // A manifest that does not end: refused once past the bound, and
+    // nothing is written.
+    let proxy = AuthProxy::start(reg.port, ProxyAuth::Basic, Twist::EndlessManifest);
+    let (out, rss) = run_measured(e.cmd(&[
+        "pull",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &proxy.url("big/app:v1"),
+        &format!("oci:{}", e.p("c").display()),
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("manifest larger than") && err.contains("refusing it"),
+        "{err}"
+    );
+    assert!(rss < BOUNDED_RSS_KIB, "peak RSS {rss} KiB");
+    assert!(
+        !e.p("c").join("index.json").exists(),
+        "something was written"
+    );
 }
 
 #[test]

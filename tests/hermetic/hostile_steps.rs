@@ -88,6 +88,41 @@ fn sigkill_of_shipyard_kills_a_non_root_step() {
     });
 }
 
+#[test]
+fn ctrl_c_kills_a_non_root_step_with_all_its_processes() {
+    use std::os::unix::process::CommandExt;
+    let sl = unique_sleep();
+    let t = tempfile::tempdir().unwrap();
+    let spec = format!("[build.slow]\nuser = \"1000\"\nrun = \"{sl} & {sl}\"\n");
+    write(&t.path().join("shipyard.toml"), spec.as_bytes(), 0o644);
+    // A process group of its own, as a shell gives a foreground job: the
+    // terminal's Ctrl-C reaches every process of the group.
+    let child = shipyard()
+        .env("XDG_CACHE_HOME", t.path().join("cache"))
+        .arg("build")
+        .arg(t.path())
+        .arg("--output")
+        .arg(format!("oci:{}", t.path().join("layout").display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    if !has_range() {
+        let out = output_within(child, Duration::from_secs(60), "a build as uid 1000");
+        return assert_no_uid_1000(&String::from_utf8_lossy(&out.stderr));
+    }
+    wait_for("the step to start", || running(&sl));
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = output_within(child, Duration::from_secs(60), "an interrupted build");
+    assert!(!out.status.success(), "the interrupted build succeeded");
+    wait_for("the step's processes to die with the build", || {
+        !running(&sl)
+    });
+}
+
 /// A step that tries TIOCSTI (typing into a terminal's input, as if the
 /// user had) on /dev/tty and on each of its standard streams, and says
 /// what happened to each.
@@ -415,6 +450,55 @@ fn kernel_settings_are_read_only_and_kernel_internals_hidden() {
     // Reading the settings still works.
     let ostype = std::fs::read_to_string("/proc/sys/kernel/ostype").unwrap();
     assert_eq!(host_step(None, "cat /proc/sys/kernel/ostype"), ostype);
+}
+
+#[test]
+fn every_kernel_interface_runc_protects_is_read_only_or_masked_and_sys_is_absent() {
+    // The mount options of each /proc path a step sees (the topmost mount
+    // on it), the entries of the masked directories, and /sys.
+    let out = host_step(
+        None,
+        "awk '{print \"MOUNT\", $5, $6}' /proc/self/mountinfo; \
+         for d in /proc/acpi /proc/asound /proc/scsi; do \
+           [ -d $d ] && echo \"DIR $d $(ls -A $d | wc -l)\"; done; \
+         [ -e /sys ] || echo NO-SYS",
+    );
+    let options = |p: &str| {
+        out.lines()
+            .filter_map(|l| l.strip_prefix("MOUNT "))
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(at, _)| *at == p)
+            .map(|(_, o)| o.to_string())
+            .next_back()
+    };
+    for p in [
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+    ] {
+        if !Path::new(p).exists() {
+            continue;
+        }
+        let o = options(p).unwrap_or_else(|| panic!("{p} is not a mount of its own:\n{out}"));
+        assert!(
+            o.split(',').any(|x| x == "ro"),
+            "{p} is mounted {o}:\n{out}"
+        );
+    }
+    for d in ["/proc/acpi", "/proc/asound", "/proc/scsi"] {
+        if Path::new(d).is_dir() {
+            assert!(
+                out.contains(&format!("DIR {d} 0\n")),
+                "{d} is not empty:\n{out}"
+            );
+        }
+    }
+    assert!(
+        out.contains("NO-SYS"),
+        "a step sees /sys (and /sys/firmware):\n{out}"
+    );
 }
 
 #[test]
