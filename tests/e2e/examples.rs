@@ -73,14 +73,27 @@ fn status(log: &str, step: &str) -> String {
     found.unwrap_or_else(|| panic!("no line for {step} in the build log:\n{log}"))
 }
 
-/// Every layer of the image tagged TAG, bottom first: its members' paths
-/// (a directory's with a trailing `/`).
+/// The layers of the image tagged TAG above the bookworm base's, bottom
+/// first: their members' paths (a directory's with a trailing `/`). The
+/// base's own layers (a minbase debootstrap: no compiler) are checked to
+/// be its, not read: decompressing them in a debug build takes minutes.
 fn layers(layout: &Path, tag: &str) -> Vec<Vec<String>> {
+    let base = shipyard_image::oci::layout::Layout::open(bases()).unwrap();
+    let bd = base.resolve(Some("bookworm-merged")).unwrap();
+    let base = shipyard_image::oci::image::Image::load(&base, &bd).unwrap();
     let l = shipyard_image::oci::layout::Layout::open(layout).unwrap();
     let d = l.resolve(Some(tag)).unwrap();
     let img = shipyard_image::oci::image::Image::load(&l, &d).unwrap();
-    img.manifest
-        .layers()
+    let below = base.manifest.layers().len();
+    let digests = |ls: &[oci_spec::image::Descriptor]| -> Vec<String> {
+        ls.iter().map(|d| d.digest().to_string()).collect()
+    };
+    assert_eq!(
+        digests(&img.manifest.layers()[..below]),
+        digests(base.manifest.layers()),
+        "the image does not start with the base's layers"
+    );
+    img.manifest.layers()[below..]
         .iter()
         .map(|desc| {
             let dg = shipyard_image::oci::media::digest_of(desc).unwrap();
