@@ -13,7 +13,8 @@ use crate::common::registry::{lowercase_tempdir, podman, podman_run, require};
 use crate::common::*;
 use std::path::{Path, PathBuf};
 
-fn bases() -> PathBuf {
+/// The OCI layout of the bookworm bases (the examples' tests use it too).
+pub(crate) fn bases() -> PathBuf {
     let p = std::env::var_os("SHIPYARD_DISTRO_BASES")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/shipyard-tests/images"));

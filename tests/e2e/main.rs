@@ -35,6 +35,7 @@ mod common {
 mod cache;
 mod containers;
 mod distro;
+mod examples;
 mod peers;
 mod pod;
 mod registry;
