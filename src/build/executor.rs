@@ -645,12 +645,30 @@ impl<'a> Executor<'a> {
             writable: true,
         }));
         // Tapeouts the rule reads, as staged, read-only.
-        for (target, t) in &b.mounts {
-            let stage = self.stage(t);
-            std::fs::create_dir_all(&stage).doing(|| format!("{id}: mounting tapeout.{t}"))?;
+        for m in &b.mounts {
+            let rel = m.path.strip_prefix("/").unwrap_or(&m.path);
+            let source = self.stage(&m.tapeout).join(rel);
+            if !source.is_dir() {
+                // The tapeout selected nothing there: fail as BuildKit
+                // does for a missing mount source, saying which.
+                return Err(BuildError::Failed {
+                    what: format!(
+                        "{id}: mounting tapeout.{}{} at {}",
+                        m.tapeout,
+                        m.path.display(),
+                        m.target.display()
+                    ),
+                    source: format!(
+                        "tapeout.{} selected no directory {}",
+                        m.tapeout,
+                        m.path.display()
+                    )
+                    .into(),
+                });
+            }
             binds.push(Bind {
-                source: stage,
-                target: target.clone(),
+                source,
+                target: m.target.clone(),
                 writable: false,
             });
         }

@@ -462,7 +462,7 @@ fn mount_points(builder: &crate::project::Builder, step: &crate::project::Step) 
         return Vec::new();
     };
     let mut targets: Vec<&Path> = builder.sources.iter().map(|s| s.target.as_path()).collect();
-    targets.extend(rule.mounts.iter().map(|(t, _)| t.as_path()));
+    targets.extend(rule.mounts.iter().map(|m| m.target.as_path()));
     targets.extend(rule.cache.iter().map(|c| c.target.as_path()));
     if !rule.secrets.is_empty() {
         targets.push(Path::new(crate::sandbox::job::Secret::DIR));

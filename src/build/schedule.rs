@@ -348,6 +348,11 @@ fn rule_definition(builder: &Builder, b: &BuildRule, epoch: i64) -> serde_json::
     if let Some(argv) = &b.argv {
         def["argv"] = serde_json::json!(argv);
     }
+    if !b.mounts.is_empty() {
+        // Where each is seen and which part of the tapeout (its files'
+        // content is in the key through the tapeout's key).
+        def["tapeout-mounts"] = serde_json::json!(b.mounts);
+    }
     if let Some(n) = b.network {
         def["network"] = serde_json::json!(n);
     }

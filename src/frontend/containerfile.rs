@@ -465,7 +465,11 @@ impl Lowering<'_> {
                     };
                     let source = m.source.clone().unwrap_or_else(|| "/".into());
                     let t = self.tapeout_of(*s, b, rule_name, i, &source);
-                    rule.mounts.push((PathBuf::from(&target), t));
+                    rule.mounts.push(crate::project::TapeoutMount {
+                        target: PathBuf::from(&target),
+                        tapeout: t,
+                        path: normalize(&Path::new("/").join(&source)),
+                    });
                 }
                 MountKind::Tmpfs | MountKind::Ssh => {
                     return Err(self.err(

@@ -220,8 +220,8 @@ pub struct BuildRule {
     pub secrets: Vec<String>,
     /// Cache mounts (the builder's, then the rule's; never in its key).
     pub cache: Vec<cache_mount::CacheMount>,
-    /// Tapeouts mounted read-only: target → tapeout name.
-    pub mounts: Vec<(PathBuf, String)>,
+    /// Tapeouts mounted read-only.
+    pub mounts: Vec<TapeoutMount>,
     /// A rule that copies instead of running `run` (a Containerfile's
     /// COPY and ADD).
     pub copy: Option<CopySpec>,
@@ -238,7 +238,7 @@ impl BuildRule {
     /// name its key gives each.
     pub fn tapeouts_read(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = (self.mounts.iter())
-            .map(|(target, t)| (format!("tapeout:{}", target.display()), t.clone()))
+            .map(|m| (format!("tapeout:{}", m.target.display()), m.tapeout.clone()))
             .collect();
         for (i, item) in self.copy.iter().flat_map(|c| c.items.iter()).enumerate() {
             if let CopyFrom::Tapeout { name, .. } = &item.from {
@@ -247,6 +247,18 @@ impl BuildRule {
         }
         out
     }
+}
+
+/// A tapeout's staged files mounted read-only into a rule:
+/// `"/target" = "tapeout.NAME"` (the whole tree) or
+/// `"tapeout.NAME/PATH"` (that directory of it, as BuildKit's
+/// `RUN --mount=from=STAGE,source=PATH`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TapeoutMount {
+    pub target: PathBuf,
+    pub tapeout: String,
+    /// Absolute, in the tapeout's tree.
+    pub path: PathBuf,
 }
 
 /// What a copying rule copies, and how.
@@ -580,7 +592,8 @@ pub fn parse(
             b.span(),
         )?;
         let rule = build_rule(&cx, name, r, &caches[which])?;
-        for ((target, t), (_, spanned)) in rule.mounts.iter().zip(&r.mounts) {
+        for (m, (_, spanned)) in rule.mounts.iter().zip(&r.mounts) {
+            let (target, t) = (&m.target, &m.tapeout);
             if !raw.tapeout.contains_key(t) {
                 let hint = did_you_mean(t, raw.tapeout.keys().map(String::as_str))
                     .map(|s| format!("; did you mean `tapeout.{s}`?"))
@@ -596,7 +609,7 @@ pub fn parse(
         after.extend(
             rule.mounts
                 .iter()
-                .map(|(_, t)| Spanned::new(b.span(), format!("tapeout.{t}"))),
+                .map(|m| Spanned::new(b.span(), format!("tapeout.{}", m.tapeout))),
         );
         rules.add(format!("build.{name}"), b.span(), &after, Step::Build(rule));
         owner.insert(format!("build.{name}"), which);
@@ -944,16 +957,30 @@ fn build_rule(
     for (target, t) in &r.mounts {
         crate::sandbox::job::Bind::check_target(target)
             .map_err(|why| cx.err(t.span(), format!("build.{name}.mounts: {target:?}: {why}")))?;
-        let Some(tn) = t.get_ref().strip_prefix("tapeout.") else {
+        let Some(rest) = t.get_ref().strip_prefix("tapeout.") else {
             return Err(cx.err(
                 t.span(),
                 format!(
-                    "build.{name}.mounts.{target:?} = {:?}: expected a tapeout, tapeout.NAME",
+                    "build.{name}.mounts.{target:?} = {:?}: expected a tapeout, tapeout.NAME or tapeout.NAME/PATH",
                     t.get_ref()
                 ),
             ));
         };
-        mounts.push((PathBuf::from(target), tn.to_string()));
+        let (tn, path) = match rest.split_once('/') {
+            Some((n, p)) => (n, format!("/{p}")),
+            None => (rest, "/".to_string()),
+        };
+        if Path::new(&path).components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(cx.err(
+                t.span(),
+                format!("build.{name}.mounts.{target:?}: {path:?} must not contain '..'"),
+            ));
+        }
+        mounts.push(TapeoutMount {
+            target: PathBuf::from(target),
+            tapeout: tn.to_string(),
+            path: PathBuf::from(path),
+        });
     }
     let mut secrets = Vec::new();
     for sec in &r.secrets {

@@ -196,7 +196,14 @@ fn several_builders_each_with_its_rules_in_dependency_order() {
     let Step::Build(install) = &plan.builders[1].steps[0] else {
         panic!("not a rule")
     };
-    assert_eq!(install.mounts, [(PathBuf::from("/in"), "app".to_string())]);
+    assert_eq!(
+        install.mounts,
+        [TapeoutMount {
+            target: PathBuf::from("/in"),
+            tapeout: "app".into(),
+            path: PathBuf::from("/"),
+        }]
+    );
 }
 
 #[test]
