@@ -33,6 +33,11 @@ pub struct CopyItem {
     /// only its name. Mode 0644 unless `--chmod`, mtime the build's epoch.
     #[serde(default)]
     pub content: Option<String>,
+    /// `from` is a tar archive to unpack into directory `to` (`ADD`):
+    /// members keep their owners, modes and mtimes, and cannot land
+    /// outside `to`.
+    #[serde(default)]
+    pub unpack: bool,
 }
 
 /// A copy to run in the builder's user namespace.
@@ -112,6 +117,11 @@ impl CopyJob {
                 self.write_inline(content, &dest)?;
                 continue;
             }
+            if item.unpack {
+                let dir = self.make_dir(view, &item.to)?;
+                self.unpack(&item.from, &dir)?;
+                continue;
+            }
             let md = std::fs::symlink_metadata(&item.from).map_err(io(&item.from))?;
             if md.is_dir() {
                 let dir = self.make_dir(view, &item.to)?;
@@ -121,6 +131,29 @@ impl CopyJob {
                 self.copy_entry(&item.from, &md, &dest)?;
             }
         }
+        Ok(())
+    }
+
+    /// Unpacks archive `from` into `dir` (a changes-dir path), confined
+    /// there by the layer extractor: a member's `..`, absolute path or
+    /// symlinked parent never reaches outside it.
+    fn unpack(&self, from: &Path, dir: &Path) -> Res<()> {
+        let f = std::fs::File::open(from).map_err(io(from))?;
+        let mut x = shipyard_image::layer::extract::Extractor::new(dir).map_err(io(dir))?;
+        x.apply_archive(f).map_err(|e| {
+            format!(
+                "{}: {}",
+                from.display(),
+                shipyard_image::error::chain_text(&e)
+            )
+        })?;
+        x.finish().map_err(|e| {
+            format!(
+                "{}: {}",
+                from.display(),
+                shipyard_image::error::chain_text(&e)
+            )
+        })?;
         Ok(())
     }
 

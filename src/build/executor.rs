@@ -760,6 +760,7 @@ impl<'a> Executor<'a> {
                     to: i.to.clone(),
                     exclude: i.exclude.clone(),
                     content,
+                    unpack: i.unpack,
                 }
             })
             .collect();

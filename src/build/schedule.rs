@@ -364,6 +364,8 @@ fn rule_definition(builder: &Builder, b: &BuildRule, epoch: i64) -> serde_json::
         // part of the key of its own (`copy`), never its path.
         let items: Vec<serde_json::Value> = (c.items.iter())
             .map(|i| match &i.from {
+                // Only then, so that other copies keep their keys.
+                CopyFrom::Host(_) if i.unpack => serde_json::json!(["unpack", i.to]),
                 CopyFrom::Host(_) => serde_json::json!(["host", i.to, i.exclude]),
                 CopyFrom::Tapeout { name, path } => {
                     serde_json::json!(["tapeout", name, path, i.to, i.exclude])

@@ -567,6 +567,8 @@ impl Lowering<'_> {
         };
         let dest = normalize(&dest);
         let mut items = Vec::new();
+        // Indexes of the items that are archives ADD unpacks.
+        let mut unpack: Vec<usize> = Vec::new();
         for (i, src) in t.sources.iter().enumerate() {
             let p = match src {
                 Source::Path(p) => p,
@@ -613,8 +615,20 @@ impl Lowering<'_> {
                         return Err(self.err(step, format!("{p}: ADD of a URL is not supported; download it in a RUN step (the build's network is the host's)")));
                     }
                     for (host, is_dir) in self.context_sources(step, p)? {
-                        if add && !is_dir && is_archive(&host) {
-                            return Err(self.err(step, format!("{p}: ADD of a local archive (unpacked into the image) is not supported yet; COPY it and RUN tar")));
+                        if add && !is_dir {
+                            let kind = add_kind(&host)
+                                .map_err(|e| self.err(step, format!("{}: {e}", host.display())))?;
+                            match kind {
+                                AddKind::Copy => {}
+                                AddKind::Unpack => {
+                                    items.push((CopyFrom::Host(host), Some((false, Vec::new()))));
+                                    unpack.push(items.len() - 1);
+                                    continue;
+                                }
+                                AddKind::Unsupported(how) => {
+                                    return Err(self.err(step, format!("{p}: a {how}-compressed file, which ADD unpacks when it is a tar archive: not supported yet; decompress it first, or COPY it and RUN tar")));
+                                }
+                            }
                         }
                         let exclude = if is_dir {
                             self.excluded_under(&host)
@@ -632,8 +646,19 @@ impl Lowering<'_> {
             return Err(self.err(step, format!("{dest_text}: with several sources the destination must be a directory ending in /")));
         }
         let mut sources = Vec::new();
-        for (from, how) in items {
+        for (n, (from, how)) in items.into_iter().enumerate() {
             let (is_dir, exclude) = how.unwrap_or((false, Vec::new()));
+            if unpack.contains(&n) {
+                // An archive's members go into the destination, a
+                // directory whatever its name ends with, as Docker does.
+                sources.push(CopySource {
+                    from,
+                    to: dest.clone(),
+                    exclude,
+                    unpack: true,
+                });
+                continue;
+            }
             let to = match &from {
                 // A tapeout's tree decides at copy time: a directory's
                 // contents go to dest, a file into or onto it.
@@ -648,7 +673,12 @@ impl Lowering<'_> {
                 CopyFrom::Inline { name, .. } if into_dir => dest.join(name),
                 CopyFrom::Inline { .. } => dest.clone(),
             };
-            sources.push(CopySource { from, to, exclude });
+            sources.push(CopySource {
+                from,
+                to,
+                exclude,
+                unpack: false,
+            });
         }
         let mut rule = plain_rule(rule_name, st);
         rule.run = step.original.clone();
@@ -798,18 +828,68 @@ fn image_ref(r: &str) -> String {
     format!("docker://{r}")
 }
 
-/// A local file ADD would unpack (by its name, as Docker decides by
-/// content; a named archive is refused rather than copied as is).
-fn is_archive(p: &Path) -> bool {
-    let n = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    [
-        ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst",
-    ]
-    .iter()
-    .any(|e| n.ends_with(e))
+/// What `ADD` does with a local file: Docker decides by its content (a
+/// tar archive, plain or compressed, is unpacked), not by its name.
+#[derive(Debug, PartialEq, Eq)]
+enum AddKind {
+    Copy,
+    Unpack,
+    /// Compressed in a format shipyard does not decode (yet).
+    Unsupported(&'static str),
+}
+
+fn add_kind(p: &Path) -> std::io::Result<AddKind> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(p)?.take(6).read_to_end(&mut head)?;
+    let f = std::fs::File::open(p)?;
+    let r: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        match zstd::stream::read::Decoder::new(f) {
+            Ok(d) => Box::new(d),
+            Err(_) => return Ok(AddKind::Copy),
+        }
+    } else if head.starts_with(b"BZh") {
+        return Ok(AddKind::Unsupported("bzip2"));
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Ok(AddKind::Unsupported("xz"));
+    } else {
+        Box::new(f)
+    };
+    let mut block = Vec::new();
+    // A corrupt stream is not an archive: copied as it is, as Docker does.
+    if r.take(512).read_to_end(&mut block).is_err() || block.len() < 512 {
+        return Ok(AddKind::Copy);
+    }
+    Ok(if is_tar_header(&block) {
+        AddKind::Unpack
+    } else {
+        AddKind::Copy
+    })
+}
+
+/// Whether a 512-byte block is a tar header: its checksum (the bytes
+/// summed, the checksum field counted as spaces) matches.
+fn is_tar_header(block: &[u8]) -> bool {
+    if block.len() < 512 || block.iter().all(|b| *b == 0) {
+        return false;
+    }
+    let field = String::from_utf8_lossy(&block[148..156]);
+    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+    else {
+        return false;
+    };
+    let sum: u32 = (block.iter().enumerate())
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    sum == want
 }
 
 #[cfg(test)]
@@ -934,6 +1014,80 @@ mod tests {
         assert_eq!(
             r[0].argv.as_deref(),
             Some(&["/dev/pipes/EOF".to_string()][..])
+        );
+    }
+
+    /// A tar archive of one file, `name` with `data`.
+    fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn add_unpacks_what_is_a_tar_archive_by_its_content_not_its_name() {
+        let tar = tar_of("a/b", b"x");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let kind = |name: &str, data: &[u8]| {
+            let p = t.path().join(name);
+            std::fs::write(&p, data).unwrap();
+            add_kind(&p).unwrap()
+        };
+        assert_eq!(kind("plain.bin", &tar), AddKind::Unpack);
+        assert_eq!(kind("x.gz", &gz), AddKind::Unpack);
+        assert_eq!(kind("x.zst", &zst), AddKind::Unpack);
+        // Named like an archive, but not one: copied as it is.
+        assert_eq!(kind("notes.tar", b"just text"), AddKind::Copy);
+        assert_eq!(kind("big.tar", &[b'a'; 2048]), AddKind::Copy);
+        let mut text_gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut text_gz, &[b'z'; 1024]).unwrap();
+        assert_eq!(kind("t.gz", &text_gz.finish().unwrap()), AddKind::Copy);
+        assert_eq!(kind("x.tar.bz2", b"BZh91AY"), AddKind::Unsupported("bzip2"));
+    }
+
+    #[test]
+    fn add_of_an_archive_unpacks_into_the_destination_and_copy_does_not() {
+        let tar = tar_of("a/b", b"x");
+        let t = tempfile::tempdir().unwrap();
+        let plan = {
+            let file = t.path().join("Containerfile");
+            std::fs::write(t.path().join("r.tar"), &tar).unwrap();
+            std::fs::write(
+                &file,
+                "FROM scratch\nADD r.tar /opt\nCOPY r.tar /opt/\nADD r.tar /x/\n",
+            )
+            .unwrap();
+            load(&Options {
+                file,
+                context: t.path().to_path_buf(),
+                target: None,
+                build_args: BTreeMap::new(),
+                image: "img".into(),
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+            })
+            .unwrap()
+        };
+        let r = rules(&plan);
+        let item = |i: usize| r[i].copy.as_ref().unwrap().items[0].clone();
+        assert!(item(0).unpack);
+        assert_eq!(item(0).to, PathBuf::from("/opt"));
+        assert!(!item(1).unpack);
+        assert_eq!(item(1).to, PathBuf::from("/opt/r.tar"));
+        assert_eq!(item(2).to, PathBuf::from("/x"));
+        let e = lower("FROM scratch\nADD r.tbz /\n", &[("r.tbz", "BZh91AY&SY")]);
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.contains("Containerfile:2: ADD: r.tbz: a bzip2-compressed file"),
+            "{e}"
         );
     }
 }

@@ -296,6 +296,9 @@ pub struct CopySource {
     /// Paths under a directory source left out (`.dockerignore`), as
     /// paths relative to it.
     pub exclude: Vec<PathBuf>,
+    /// A tar archive (plain, gzip or zstd) unpacked into `to`, as `ADD`
+    /// does with a local one.
+    pub unpack: bool,
 }
 
 /// Where a copy's source is.
