@@ -29,6 +29,15 @@ pub struct CopyItem {
     /// Under a directory source: paths (relative to it) left out.
     #[serde(default)]
     pub exclude: Vec<PathBuf>,
+    /// A file given inline (`COPY <<EOF`): its content; `from` is then
+    /// only its name. Mode 0644 unless `--chmod`, mtime the build's epoch.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// `from` is a tar archive to unpack into directory `to` (`ADD`):
+    /// members keep their owners, modes and mtimes, and cannot land
+    /// outside `to`.
+    #[serde(default)]
+    pub unpack: bool,
 }
 
 /// A copy to run in the builder's user namespace.
@@ -48,6 +57,13 @@ pub struct CopyJob {
     /// Directories to make if missing (WORKDIR), owned by `owner`.
     #[serde(default)]
     pub dirs: Vec<PathBuf>,
+    /// The owner as `--chown` names it (user[:group]), looked up in the
+    /// builder's own files before anything is copied; `owner` then unused.
+    #[serde(default)]
+    pub owner_name: Option<String>,
+    /// The mtime of inline files (the build's epoch).
+    #[serde(default)]
+    pub mtime: i64,
 }
 
 type Res<T> = Result<T, String>;
@@ -71,28 +87,97 @@ impl crate::sandbox::job::InNamespace for CopyJob {
             None,
         );
         view.set_inside_namespace();
+        if let Some(name) = &self.owner_name {
+            let owner = super::users::resolve(&view, name, super::users::Missing::SameAsUid)
+                .map_err(|e| format!("--chown: {e}"))?;
+            let job = CopyJob {
+                owner,
+                owner_name: None,
+                ..self.clone()
+            };
+            return job.copy_all(&view);
+        }
+        self.copy_all(&view)
+    }
+}
+
+impl CopyJob {
+    /// Every directory and item, `owner` being the ids.
+    fn copy_all(&self, view: &BuilderView) -> Res<()> {
         for d in &self.dirs {
-            let made = self.make_dir(&view, d)?;
+            let made = self.make_dir(view, d)?;
             let (u, g) = self.owner;
             if (u, g) != (0, 0) {
                 std::os::unix::fs::lchown(&made, Some(u), Some(g)).map_err(io(&made))?;
             }
         }
         for item in &self.items {
+            if let Some(content) = &item.content {
+                let dest = self.file_dest(view, &item.from, &item.to)?;
+                self.write_inline(content, &dest)?;
+                continue;
+            }
+            if item.unpack {
+                let dir = self.make_dir(view, &item.to)?;
+                self.unpack(&item.from, &dir)?;
+                continue;
+            }
             let md = std::fs::symlink_metadata(&item.from).map_err(io(&item.from))?;
             if md.is_dir() {
-                let dir = self.make_dir(&view, &item.to)?;
+                let dir = self.make_dir(view, &item.to)?;
                 self.copy_tree(&item.from, &dir, &item.exclude)?;
             } else {
-                let dest = self.file_dest(&view, &item.from, &item.to)?;
+                let dest = self.file_dest(view, &item.from, &item.to)?;
                 self.copy_entry(&item.from, &md, &dest)?;
             }
         }
         Ok(())
     }
-}
 
-impl CopyJob {
+    /// Unpacks archive `from` into `dir` (a changes-dir path), confined
+    /// there by the layer extractor: a member's `..`, absolute path or
+    /// symlinked parent never reaches outside it.
+    fn unpack(&self, from: &Path, dir: &Path) -> Res<()> {
+        let f = std::fs::File::open(from).map_err(io(from))?;
+        let mut x = shipyard_image::layer::extract::Extractor::new(dir).map_err(io(dir))?;
+        x.apply_archive(f).map_err(|e| {
+            format!(
+                "{}: {}",
+                from.display(),
+                shipyard_image::error::chain_text(&e)
+            )
+        })?;
+        x.finish().map_err(|e| {
+            format!(
+                "{}: {}",
+                from.display(),
+                shipyard_image::error::chain_text(&e)
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Writes an inline file at `dest` (a changes-dir path), replacing
+    /// what is there.
+    fn write_inline(&self, content: &str, dest: &Path) -> Res<()> {
+        if let Ok(old) = std::fs::symlink_metadata(dest) {
+            if old.is_dir() {
+                return Err(format!(
+                    "{}: a directory is in the way of an inline file",
+                    dest.display()
+                ));
+            }
+            std::fs::remove_file(dest).map_err(io(dest))?;
+        }
+        std::fs::write(dest, content).map_err(io(dest))?;
+        let (u, g) = self.owner;
+        std::os::unix::fs::lchown(dest, Some(u), Some(g)).map_err(io(dest))?;
+        let mode = self.mode.unwrap_or(0o644);
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode)).map_err(io(dest))?;
+        shipyard_image::fsutil::set_mtime_ns(dest, self.mtime, 0);
+        Ok(())
+    }
+
     /// The changes-dir path of builder directory `to`, made (with its
     /// parents) where it does not exist; an existing one is kept as it is.
     fn make_dir(&self, view: &BuilderView, to: &Path) -> Res<PathBuf> {

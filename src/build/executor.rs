@@ -672,6 +672,20 @@ impl<'a> Executor<'a> {
                 writable: false,
             });
         }
+        // A heredoc script, executed from where BuildKit puts it.
+        if let Some(script) = &b.script {
+            let dir = self.state.join("scripts").join(id);
+            write_script(&dir, script).doing(|| format!("{id}: writing its script"))?;
+            binds.push(Bind {
+                source: dir,
+                target: PathBuf::from(crate::project::Script::DIR),
+                writable: false,
+            });
+        }
+        let user = match &b.user_name {
+            Some(name) => self.lookup_user(ch, id, name)?,
+            None => b.user,
+        };
         let builder = &self.plan.builders[ch.index];
         // The proxy settings are the machine's, not the build's: in the
         // step, not in its key.
@@ -686,7 +700,7 @@ impl<'a> Executor<'a> {
             argv: (b.argv.clone())
                 .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), b.run.clone()]),
             hostname: "shipyard".into(),
-            user: b.user,
+            user,
             subids: self.subids,
             action: Action::Exec,
             confinement: self.confinement.clone(),
@@ -723,31 +737,61 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
+    /// A `USER` given by name: the ids the builder's own files give it
+    /// now (an earlier rule may have made the user).
+    fn lookup_user(&self, ch: &Chain, id: &str, name: &str) -> Result<(u32, u32)> {
+        let out = self.state.join(format!("{id}.user.json"));
+        let job = super::users::LookupJob {
+            changes: base::changes_dir(&ch.base.root),
+            lowers: ch.base.lower.clone().into_iter().collect(),
+            copy_mode: self.copy_mode(ch),
+            spec: name.to_string(),
+            out: out.clone(),
+        };
+        self.in_ns(ch, &job, &format!("{id}: USER {name}"))?;
+        read_json(&out).doing(|| format!("{id}: reading {}", out.display()))
+    }
+
+    /// The builder's tree is a copy (its changes dir holds all of it).
+    fn copy_mode(&self, ch: &Chain) -> bool {
+        ch.copy_marker.as_ref().is_some_and(|m| m.exists()) || ch.copy_expected
+    }
+
     /// A copying rule: its files written into the builder.
     fn run_copy(&self, ch: &Chain, id: &str, c: &crate::project::CopySpec) -> Result<()> {
         let items = c
             .items
             .iter()
-            .map(|i| super::copy::CopyItem {
-                from: match &i.from {
-                    crate::project::CopyFrom::Host(p) => p.clone(),
+            .map(|i| {
+                let (from, content) = match &i.from {
+                    crate::project::CopyFrom::Host(p) => (p.clone(), None),
                     crate::project::CopyFrom::Tapeout { name, path } => {
                         let rel = path.strip_prefix("/").unwrap_or(path);
-                        self.stage(name).join(rel)
+                        (self.stage(name).join(rel), None)
                     }
-                },
-                to: i.to.clone(),
-                exclude: i.exclude.clone(),
+                    crate::project::CopyFrom::Inline { name, content } => {
+                        (PathBuf::from(name), Some(content.clone()))
+                    }
+                };
+                super::copy::CopyItem {
+                    from,
+                    to: i.to.clone(),
+                    exclude: i.exclude.clone(),
+                    content,
+                    unpack: i.unpack,
+                }
             })
             .collect();
         let job = super::copy::CopyJob {
             changes: base::changes_dir(&ch.base.root),
             lowers: ch.base.lower.clone().into_iter().collect(),
-            copy_mode: ch.copy_marker.as_ref().is_some_and(|m| m.exists()) || ch.copy_expected,
+            copy_mode: self.copy_mode(ch),
             items,
             owner: c.owner,
             mode: c.mode,
             dirs: c.dirs.clone(),
+            owner_name: c.owner_name.clone(),
+            mtime: self.opts.epoch,
         };
         let started = Instant::now();
         self.in_ns(ch, &job, id)?;
@@ -898,6 +942,17 @@ fn explain_of(r: &Record) -> crate::tapeout::Explain {
         .iter()
         .map(|(p, w)| (PathBuf::from(p), w.clone()))
         .collect()
+}
+
+/// Writes a rule's script as `dir/NAME`, mode 0755 (readable and
+/// executable by whichever user the rule runs as).
+fn write_script(dir: &Path, script: &crate::project::Script) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let file = dir.join(&script.name);
+    std::fs::write(&file, &script.content)?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
 }
 
 /// The sources every rule of a builder sees.

@@ -24,6 +24,7 @@ pub mod remote;
 pub mod restore;
 pub mod schedule;
 pub mod stepcache;
+pub mod users;
 
 pub use error::{BuildError, RuleFailed};
 pub use events::{Event, Events};

@@ -356,20 +356,36 @@ fn rule_definition(builder: &Builder, b: &BuildRule, epoch: i64) -> serde_json::
     if let Some(n) = b.network {
         def["network"] = serde_json::json!(n);
     }
+    // The name, not the ids: what it names is the builder's own files,
+    // which the rules before this one (in `previous`) decide.
+    if let Some(u) = &b.user_name {
+        def["user_name"] = serde_json::json!(u);
+    }
+    if let Some(s) = &b.script {
+        def["script"] = serde_json::json!([s.name, s.content]);
+    }
     if let Some(c) = &b.copy {
         // Where each source goes and how; a host source's content is a
         // part of the key of its own (`copy`), never its path.
         let items: Vec<serde_json::Value> = (c.items.iter())
             .map(|i| match &i.from {
+                // Only then, so that other copies keep their keys.
+                CopyFrom::Host(_) if i.unpack => serde_json::json!(["unpack", i.to]),
                 CopyFrom::Host(_) => serde_json::json!(["host", i.to, i.exclude]),
                 CopyFrom::Tapeout { name, path } => {
                     serde_json::json!(["tapeout", name, path, i.to, i.exclude])
+                }
+                CopyFrom::Inline { name, content } => {
+                    serde_json::json!(["inline", name, content, i.to])
                 }
             })
             .collect();
         def["copy"] = serde_json::json!({
             "items": items, "owner": c.owner, "mode": c.mode, "dirs": c.dirs,
         });
+        if let Some(n) = &c.owner_name {
+            def["copy"]["owner_name"] = serde_json::json!(n);
+        }
     }
     def
 }

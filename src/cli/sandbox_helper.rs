@@ -4,6 +4,7 @@
 use crate::build::capture::CaptureJob;
 use crate::build::copy::CopyJob;
 use crate::build::restore::RestoreJob;
+use crate::build::users::LookupJob;
 use crate::sandbox::job::{NsJob, StepSpec};
 use crate::sandbox::{helper::helper_main, SPEC_ENV};
 use crate::tapeout::job::TapeoutJob;
@@ -14,6 +15,7 @@ fn dispatch(job: &NsJob) -> Result<(), String> {
         .or_else(|| job.run_as::<CaptureJob>())
         .or_else(|| job.run_as::<RestoreJob>())
         .or_else(|| job.run_as::<CopyJob>())
+        .or_else(|| job.run_as::<LookupJob>())
         .unwrap_or_else(|| Err(format!("unknown in-namespace job {:?}", job.kind)))
 }
 

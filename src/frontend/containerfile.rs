@@ -7,8 +7,8 @@ use crate::containerfile::{
 };
 use crate::project::cache_mount::CacheMount;
 use crate::project::{
-    BuildRule, Builder, BuilderState, CopyFrom, CopySource, CopySpec, ImageSpec, Plan, Step,
-    TapeoutRule,
+    BuildRule, Builder, BuilderState, CopyFrom, CopySource, CopySpec, ImageSpec, Plan, Script,
+    Step, TapeoutRule,
 };
 use crate::sandbox::job::Network;
 use crate::tapeout::view::normalize;
@@ -113,6 +113,8 @@ struct StageState {
     workdir: PathBuf,
     workdir_set: bool,
     user: (u32, u32),
+    /// A `USER` the builder's files resolve (a name, or a UID alone).
+    user_name: Option<String>,
     user_text: Option<String>,
     shell: Vec<String>,
     entrypoint: Option<Vec<String>>,
@@ -130,6 +132,7 @@ impl Default for StageState {
             workdir: PathBuf::from("/"),
             workdir_set: false,
             user: (0, 0),
+            user_name: None,
             user_text: None,
             shell: vec!["/bin/sh".into(), "-c".into()],
             entrypoint: None,
@@ -325,13 +328,23 @@ impl Lowering<'_> {
                     owner: st.user,
                     mode: None,
                     dirs: vec![st.workdir.clone()],
+                    owner_name: st.user_name.clone(),
                 });
                 self.builders[b].steps.push(Step::Build(rule));
             }
             Instruction::User(u) => {
-                st.user = crate::project::parse_owner(u).ok_or_else(|| {
-                    self.err(step, format!("{u:?}: give a numeric UID[:GID]; user names are not looked up in the image yet"))
-                })?;
+                check_owner(u).map_err(|m| self.err(step, m))?;
+                // Names (and a UID's primary group) are the builder's to
+                // say when each rule runs; numbers alone are taken as is.
+                if user_needs_lookup(u) {
+                    st.user = (0, 0);
+                    st.user_name = Some(u.clone());
+                } else {
+                    st.user = crate::project::parse_owner(u).ok_or_else(|| {
+                        self.err(step, format!("{u:?}: expected USER[:GROUP]"))
+                    })?;
+                    st.user_name = None;
+                }
                 st.user_text = Some(u.clone());
             }
             Instruction::Shell(v) => st.shell = v.clone(),
@@ -414,11 +427,18 @@ impl Lowering<'_> {
                     rule.argv = Some(v);
                 }
             }
-            Invocation::Script { .. } => {
-                return Err(self.err(
-                    step,
-                    "a heredoc script with #! is not supported yet; run its interpreter: RUN python3 <<EOF",
-                ))
+            Invocation::Script { name, content } => {
+                // As BuildKit: the script is a file, executed, so its #!
+                // line picks the interpreter (SHELL plays no part).
+                if !is_plain_name(&name) {
+                    return Err(self.err(
+                        step,
+                        format!("<<{name}: a script's delimiter must be a plain file name"),
+                    ));
+                }
+                rule.run = content.clone();
+                rule.argv = Some(vec![format!("{}/{name}", Script::DIR)]);
+                rule.script = Some(Box::new(Script { name, content }));
             }
         }
         rule.network = match run.network {
@@ -521,11 +541,16 @@ impl Lowering<'_> {
                 "--parents, --exclude, --checksum and --keep-git-dir are not supported yet",
             ));
         }
-        let owner = match &t.chown {
-            Some(c) => crate::project::parse_owner(c).ok_or_else(|| {
-                self.err(step, format!("--chown={c}: give numeric UID[:GID]; user names are not looked up in the image yet"))
-            })?,
-            None => (0, 0),
+        let (owner, owner_name) = match &t.chown {
+            Some(c) => {
+                check_owner(c).map_err(|m| self.err(step, format!("--chown={m}")))?;
+                match crate::project::parse_owner(c) {
+                    Some(ids) => (ids, None),
+                    // Looked up in the builder when the copy runs.
+                    None => ((0, 0), Some(c.clone())),
+                }
+            }
+            None => ((0, 0), None),
         };
         let mode = match &t.chmod {
             Some(m) => Some(
@@ -546,9 +571,30 @@ impl Lowering<'_> {
         };
         let dest = normalize(&dest);
         let mut items = Vec::new();
+        // Indexes of the items that are archives ADD unpacks.
+        let mut unpack: Vec<usize> = Vec::new();
         for (i, src) in t.sources.iter().enumerate() {
-            let Source::Path(p) = src else {
-                return Err(self.err(step, "COPY <<EOF (an inline file) is not supported yet"));
+            let p = match src {
+                Source::Path(p) => p,
+                Source::Heredoc(h) => {
+                    if !is_plain_name(&h.name) {
+                        return Err(self.err(
+                            step,
+                            format!(
+                                "<<{}: an inline file's delimiter must be a plain file name",
+                                h.name
+                            ),
+                        ));
+                    }
+                    items.push((
+                        CopyFrom::Inline {
+                            name: h.name.clone(),
+                            content: h.content.clone(),
+                        },
+                        None,
+                    ));
+                    continue;
+                }
             };
             match &step.copy_from {
                 Some(FromRef::Stage(s)) => {
@@ -573,8 +619,20 @@ impl Lowering<'_> {
                         return Err(self.err(step, format!("{p}: ADD of a URL is not supported; download it in a RUN step (the build's network is the host's)")));
                     }
                     for (host, is_dir) in self.context_sources(step, p)? {
-                        if add && !is_dir && is_archive(&host) {
-                            return Err(self.err(step, format!("{p}: ADD of a local archive (unpacked into the image) is not supported yet; COPY it and RUN tar")));
+                        if add && !is_dir {
+                            let kind = add_kind(&host)
+                                .map_err(|e| self.err(step, format!("{}: {e}", host.display())))?;
+                            match kind {
+                                AddKind::Copy => {}
+                                AddKind::Unpack => {
+                                    items.push((CopyFrom::Host(host), Some((false, Vec::new()))));
+                                    unpack.push(items.len() - 1);
+                                    continue;
+                                }
+                                AddKind::Unsupported(how) => {
+                                    return Err(self.err(step, format!("{p}: a {how}-compressed file, which ADD unpacks when it is a tar archive: not supported yet; decompress it first, or COPY it and RUN tar")));
+                                }
+                            }
                         }
                         let exclude = if is_dir {
                             self.excluded_under(&host)
@@ -592,8 +650,19 @@ impl Lowering<'_> {
             return Err(self.err(step, format!("{dest_text}: with several sources the destination must be a directory ending in /")));
         }
         let mut sources = Vec::new();
-        for (from, how) in items {
+        for (n, (from, how)) in items.into_iter().enumerate() {
             let (is_dir, exclude) = how.unwrap_or((false, Vec::new()));
+            if unpack.contains(&n) {
+                // An archive's members go into the destination, a
+                // directory whatever its name ends with, as Docker does.
+                sources.push(CopySource {
+                    from,
+                    to: dest.clone(),
+                    exclude,
+                    unpack: true,
+                });
+                continue;
+            }
             let to = match &from {
                 // A tapeout's tree decides at copy time: a directory's
                 // contents go to dest, a file into or onto it.
@@ -605,8 +674,15 @@ impl Lowering<'_> {
                     dest.join(h.file_name().unwrap_or_default())
                 }
                 CopyFrom::Host(_) => dest.clone(),
+                CopyFrom::Inline { name, .. } if into_dir => dest.join(name),
+                CopyFrom::Inline { .. } => dest.clone(),
             };
-            sources.push(CopySource { from, to, exclude });
+            sources.push(CopySource {
+                from,
+                to,
+                exclude,
+                unpack: false,
+            });
         }
         let mut rule = plain_rule(rule_name, st);
         rule.run = step.original.clone();
@@ -615,6 +691,7 @@ impl Lowering<'_> {
             owner,
             mode,
             dirs: Vec::new(),
+            owner_name,
         });
         Ok(rule)
     }
@@ -700,6 +777,8 @@ fn plain_rule(name: &str, st: &StageState) -> BuildRule {
         env: st.env.clone(),
         workdir: st.workdir.clone(),
         user: st.user,
+        user_name: st.user_name.clone(),
+        script: None,
         timeout: None,
         secrets: Vec::new(),
         cache: Vec::new(),
@@ -708,6 +787,36 @@ fn plain_rule(name: &str, st: &StageState) -> BuildRule {
         argv: None,
         network: None,
     }
+}
+
+/// Whether `USER` text needs the builder's files: a name, or a UID alone
+/// (its primary group is the image's to say, as runc gives it).
+fn user_needs_lookup(text: &str) -> bool {
+    match text.split_once(':') {
+        None => true,
+        Some((u, g)) => u.parse::<u32>().is_err() || g.parse::<u32>().is_err(),
+    }
+}
+
+/// Why USER or `--chown` text is malformed (`user[:group]`, each part
+/// non-empty).
+fn check_owner(text: &str) -> Result<(), String> {
+    let ok = match text.split_once(':') {
+        Some((u, g)) => !u.is_empty() && !g.is_empty() && !g.contains(':'),
+        None => !text.is_empty(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{text:?}: expected USER[:GROUP] (names or numbers)"
+        ))
+    }
+}
+
+/// A name that is one file name: no `/`, not `.` or `..`, not empty.
+fn is_plain_name(n: &str) -> bool {
+    !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0')
 }
 
 /// A Containerfile's image name as shipyard names images: a name without
@@ -723,16 +832,266 @@ fn image_ref(r: &str) -> String {
     format!("docker://{r}")
 }
 
-/// A local file ADD would unpack (by its name, as Docker decides by
-/// content; a named archive is refused rather than copied as is).
-fn is_archive(p: &Path) -> bool {
-    let n = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    [
-        ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst",
-    ]
-    .iter()
-    .any(|e| n.ends_with(e))
+/// What `ADD` does with a local file: Docker decides by its content (a
+/// tar archive, plain or compressed, is unpacked), not by its name.
+#[derive(Debug, PartialEq, Eq)]
+enum AddKind {
+    Copy,
+    Unpack,
+    /// Compressed in a format shipyard does not decode (yet).
+    Unsupported(&'static str),
+}
+
+fn add_kind(p: &Path) -> std::io::Result<AddKind> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(p)?.take(6).read_to_end(&mut head)?;
+    let f = std::fs::File::open(p)?;
+    let r: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        match zstd::stream::read::Decoder::new(f) {
+            Ok(d) => Box::new(d),
+            Err(_) => return Ok(AddKind::Copy),
+        }
+    } else if head.starts_with(b"BZh") {
+        return Ok(AddKind::Unsupported("bzip2"));
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Ok(AddKind::Unsupported("xz"));
+    } else {
+        Box::new(f)
+    };
+    let mut block = Vec::new();
+    // A corrupt stream is not an archive: copied as it is, as Docker does.
+    if r.take(512).read_to_end(&mut block).is_err() || block.len() < 512 {
+        return Ok(AddKind::Copy);
+    }
+    Ok(if is_tar_header(&block) {
+        AddKind::Unpack
+    } else {
+        AddKind::Copy
+    })
+}
+
+/// Whether a 512-byte block is a tar header: its checksum (the bytes
+/// summed, the checksum field counted as spaces) matches.
+fn is_tar_header(block: &[u8]) -> bool {
+    if block.len() < 512 || block.iter().all(|b| *b == 0) {
+        return false;
+    }
+    let field = String::from_utf8_lossy(&block[148..156]);
+    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+    else {
+        return false;
+    };
+    let sum: u32 = (block.iter().enumerate())
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    sum == want
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lowers `text` as `DIR/Containerfile` with `files` in the context.
+    fn lower(text: &str, files: &[(&str, &str)]) -> Res<Plan> {
+        let t = tempfile::tempdir().unwrap();
+        for (p, c) in files {
+            std::fs::write(t.path().join(p), c).unwrap();
+        }
+        let file = t.path().join("Containerfile");
+        std::fs::write(&file, text).unwrap();
+        load(&Options {
+            file,
+            context: t.path().to_path_buf(),
+            target: None,
+            build_args: BTreeMap::new(),
+            image: "img".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+        })
+    }
+
+    fn rules(plan: &Plan) -> Vec<&BuildRule> {
+        plan.builders[0]
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Build(b) => Some(b),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn user_names_are_left_for_the_builder_and_numbers_taken_as_they_are() {
+        let plan = lower(
+            "FROM scratch\nUSER app:staff\nRUN id\nUSER 7:8\nRUN id\nUSER 1000\nRUN id\nWORKDIR /w\nCOPY --chown=app f /f\nCOPY --chown=5 f /g\n",
+            &[("f", "x")],
+        )
+        .unwrap();
+        let r = rules(&plan);
+        assert_eq!(r[0].user_name.as_deref(), Some("app:staff"));
+        assert_eq!((r[1].user_name.as_deref(), r[1].user), (None, (7, 8)));
+        // A UID alone: its primary group is the image's to say.
+        assert_eq!(r[2].user_name.as_deref(), Some("1000"));
+        // WORKDIR makes its directory as the USER in effect.
+        let w = r[3].copy.as_ref().unwrap();
+        assert_eq!(w.owner_name.as_deref(), Some("1000"));
+        let c = r[4].copy.as_ref().unwrap();
+        assert_eq!(c.owner_name.as_deref(), Some("app"));
+        let c = r[5].copy.as_ref().unwrap();
+        assert_eq!((c.owner_name.as_deref(), c.owner), (None, (5, 5)));
+        // The image config's User stays as written.
+        assert_eq!(plan.images[0].user.as_deref(), Some("1000"));
+    }
+
+    #[test]
+    fn a_malformed_user_is_refused_with_its_line() {
+        let e = lower("FROM scratch\nUSER app:\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(
+                "Containerfile:2: USER: \"app:\": expected USER[:GROUP] (names or numbers)"
+            ),
+            "{e}"
+        );
+        let e = lower("FROM scratch\nCOPY --chown=:g f /f\n", &[("f", "")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Containerfile:2: COPY: --chown=\":g\""), "{e}");
+    }
+
+    #[test]
+    fn inline_files_are_copied_with_their_content() {
+        let plan = lower(
+            "FROM scratch\nARG who=world\nCOPY <<EOF <<'RAW' /etc/\nhello $who\nEOF\nkeep $who\nRAW\nCOPY --chmod=755 <<EOF /bin/hi\necho hi\nEOF\n",
+            &[],
+        )
+        .unwrap();
+        let r = rules(&plan);
+        let c = r[0].copy.as_ref().unwrap();
+        let items: Vec<_> = c.items.iter().map(|i| (&i.from, i.to.clone())).collect();
+        assert_eq!(
+            items,
+            [
+                (
+                    &CopyFrom::Inline {
+                        name: "EOF".into(),
+                        content: "hello world\n".into()
+                    },
+                    PathBuf::from("/etc/EOF")
+                ),
+                (
+                    &CopyFrom::Inline {
+                        name: "RAW".into(),
+                        content: "keep $who\n".into()
+                    },
+                    PathBuf::from("/etc/RAW")
+                ),
+            ]
+        );
+        let c = r[1].copy.as_ref().unwrap();
+        assert_eq!(c.items[0].to, PathBuf::from("/bin/hi"));
+        assert_eq!(c.mode, Some(0o755));
+    }
+
+    #[test]
+    fn a_shebang_heredoc_is_a_script_executed_from_dev_pipes() {
+        let plan = lower(
+            "FROM scratch\nSHELL [\"/bin/bash\", \"-c\"]\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\n",
+            &[],
+        )
+        .unwrap();
+        let r = rules(&plan);
+        let s = r[0].script.as_ref().unwrap();
+        assert_eq!(s.name, "EOF");
+        assert_eq!(s.content, "#!/usr/bin/env python3\nprint(1)\n");
+        assert_eq!(
+            r[0].argv.as_deref(),
+            Some(&["/dev/pipes/EOF".to_string()][..])
+        );
+    }
+
+    /// A tar archive of one file, `name` with `data`.
+    fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn add_unpacks_what_is_a_tar_archive_by_its_content_not_its_name() {
+        let tar = tar_of("a/b", b"x");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let kind = |name: &str, data: &[u8]| {
+            let p = t.path().join(name);
+            std::fs::write(&p, data).unwrap();
+            add_kind(&p).unwrap()
+        };
+        assert_eq!(kind("plain.bin", &tar), AddKind::Unpack);
+        assert_eq!(kind("x.gz", &gz), AddKind::Unpack);
+        assert_eq!(kind("x.zst", &zst), AddKind::Unpack);
+        // Named like an archive, but not one: copied as it is.
+        assert_eq!(kind("notes.tar", b"just text"), AddKind::Copy);
+        assert_eq!(kind("big.tar", &[b'a'; 2048]), AddKind::Copy);
+        let mut text_gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut text_gz, &[b'z'; 1024]).unwrap();
+        assert_eq!(kind("t.gz", &text_gz.finish().unwrap()), AddKind::Copy);
+        assert_eq!(kind("x.tar.bz2", b"BZh91AY"), AddKind::Unsupported("bzip2"));
+    }
+
+    #[test]
+    fn add_of_an_archive_unpacks_into_the_destination_and_copy_does_not() {
+        let tar = tar_of("a/b", b"x");
+        let t = tempfile::tempdir().unwrap();
+        let plan = {
+            let file = t.path().join("Containerfile");
+            std::fs::write(t.path().join("r.tar"), &tar).unwrap();
+            std::fs::write(
+                &file,
+                "FROM scratch\nADD r.tar /opt\nCOPY r.tar /opt/\nADD r.tar /x/\n",
+            )
+            .unwrap();
+            load(&Options {
+                file,
+                context: t.path().to_path_buf(),
+                target: None,
+                build_args: BTreeMap::new(),
+                image: "img".into(),
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+            })
+            .unwrap()
+        };
+        let r = rules(&plan);
+        let item = |i: usize| r[i].copy.as_ref().unwrap().items[0].clone();
+        assert!(item(0).unpack);
+        assert_eq!(item(0).to, PathBuf::from("/opt"));
+        assert!(!item(1).unpack);
+        assert_eq!(item(1).to, PathBuf::from("/opt/r.tar"));
+        assert_eq!(item(2).to, PathBuf::from("/x"));
+        let e = lower("FROM scratch\nADD r.tbz /\n", &[("r.tbz", "BZh91AY&SY")]);
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.contains("Containerfile:2: ADD: r.tbz: a bzip2-compressed file"),
+            "{e}"
+        );
+    }
 }

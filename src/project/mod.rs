@@ -231,6 +231,27 @@ pub struct BuildRule {
     /// The rule's own network (a Containerfile's `RUN --network`), else
     /// its builder's.
     pub network: Option<crate::sandbox::job::Network>,
+    /// A Containerfile's `USER` that names a user or group (or a UID
+    /// whose primary group the image says): looked up in the builder's
+    /// own `/etc/passwd` and `/etc/group` when the rule runs, since an
+    /// earlier rule may have made the user; `user` is then unused. The
+    /// key holds the text, not the ids.
+    pub user_name: Option<String>,
+    /// A heredoc script with `#!` (a Containerfile's `RUN <<EOF`): written
+    /// to a file and executed, so its own interpreter runs it.
+    pub script: Option<Box<Script>>,
+}
+
+/// A script a rule executes: it is mounted read-only at
+/// [`Script::DIR`]`/NAME`, mode 0755, where BuildKit puts it too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    pub name: String,
+    pub content: String,
+}
+
+impl Script {
+    pub const DIR: &'static str = "/dev/pipes";
 }
 
 impl BuildRule {
@@ -272,6 +293,10 @@ pub struct CopySpec {
     /// Directories to make if missing (a Containerfile's WORKDIR), owned
     /// by `owner`.
     pub dirs: Vec<PathBuf>,
+    /// `--chown` (or the WORKDIR's user) as names, looked up in the
+    /// builder's own `/etc/passwd` and `/etc/group` when the copy runs;
+    /// `owner` is then unused.
+    pub owner_name: Option<String>,
 }
 
 /// One source of a copy, and where it goes in the builder (a file's
@@ -283,6 +308,9 @@ pub struct CopySource {
     /// Paths under a directory source left out (`.dockerignore`), as
     /// paths relative to it.
     pub exclude: Vec<PathBuf>,
+    /// A tar archive (plain, gzip or zstd) unpacked into `to`, as `ADD`
+    /// does with a local one.
+    pub unpack: bool,
 }
 
 /// Where a copy's source is.
@@ -293,6 +321,9 @@ pub enum CopyFrom {
     Host(PathBuf),
     /// A path in a tapeout's staged tree (another stage's files).
     Tapeout { name: String, path: PathBuf },
+    /// A file given inline (`COPY <<EOF`): its name (used when copied into
+    /// a directory) and content, which is in the key.
+    Inline { name: String, content: String },
 }
 
 /// A tapeout rule (selects what images keep).
@@ -1005,6 +1036,8 @@ fn build_rule(
         copy: None,
         argv: None,
         network: None,
+        user_name: None,
+        script: None,
     })
 }
 

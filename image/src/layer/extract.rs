@@ -111,6 +111,27 @@ impl Extractor {
         })
     }
 
+    /// Applies a tar archive that is not an image layer (a Containerfile's
+    /// `ADD archive.tar`): plain, gzip or zstd, told by its first bytes.
+    /// Its members are confined to the root exactly as a layer's are.
+    pub fn apply_archive(&mut self, r: impl Read) -> Result<(), ArchiveError> {
+        let dec =
+            super::compress::decoder(r, media::LayerEncoding::Sniff).map_err(ArchiveError::Read)?;
+        let mut archive = tar::Archive::new(super::read::HeaderGuard::new(dec));
+        self.stacker.start_layer();
+        for member in archive.entries().map_err(ArchiveError::Read)? {
+            let mut member = member.map_err(ArchiveError::Read)?;
+            let path = String::from_utf8_lossy(&member.path_bytes()).into_owned();
+            let entry = |source| ArchiveError::Entry {
+                path: path.clone(),
+                source,
+            };
+            let mut item = super::read::classify(&mut member).map_err(entry)?;
+            self.apply_item(&mut item, &mut member).map_err(entry)?;
+        }
+        Ok(())
+    }
+
     /// Applies one member. Its parent directories are resolved inside the
     /// root (see [`super::resolve`]); on success the item holds the
     /// resolved paths, which is what the manifest records.
@@ -584,6 +605,23 @@ fn remove_at(parent: &OwnedFd, name: &[u8]) -> Result<(), Errno> {
         remove_at(&fd, &n)?;
     }
     unlinkat(parent, name, UnlinkatFlags::RemoveDir)
+}
+
+/// Why [`Extractor::apply_archive`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The archive could not be read or decoded.
+    #[error("reading the archive")]
+    Read(#[source] io::Error),
+    /// One member was refused or could not be applied.
+    #[error("{path}")]
+    Entry {
+        /// The member's name as the archive gives it.
+        path: String,
+        /// Why it was refused or failed.
+        #[source]
+        source: EntryError,
+    },
 }
 
 /// Why [`unpack`] failed: a layer (which names its digest and member), or
