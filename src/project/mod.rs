@@ -1001,7 +1001,10 @@ fn build_rule(
             Some((n, p)) => (n, format!("/{p}")),
             None => (rest, "/".to_string()),
         };
-        if Path::new(&path).components().any(|c| c == std::path::Component::ParentDir) {
+        if Path::new(&path)
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
             return Err(cx.err(
                 t.span(),
                 format!("build.{name}.mounts.{target:?}: {path:?} must not contain '..'"),
