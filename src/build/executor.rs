@@ -430,7 +430,7 @@ impl<'a> Executor<'a> {
         Ok(Some(ip))
     }
 
-    fn say(&self, step: &str, status: &str, why: &str) {
+    pub(super) fn say(&self, step: &str, status: &str, why: &str) {
         self.events.event(Event::Step { step, status, why });
     }
 

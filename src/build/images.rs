@@ -257,11 +257,11 @@ impl Executor<'_> {
             layout
                 .link_blob_from(&sc.cache.layout, &d)
                 .doing(|| step.clone())?;
-            self.say_layer(&label, "cached", "");
+            self.say(&label, "cached", "");
             return Ok((**r).clone());
         }
         if let Status::Miss(why) = &layer.status {
-            self.say_layer(&label, "make", why);
+            self.say(&label, "make", why);
         }
         let parts = layer.key.parts.get("rule").cloned().unwrap_or_default();
         let captured = parts
@@ -304,10 +304,6 @@ impl Executor<'_> {
             .doing(|| step.clone())?;
         sc.store(&layer.key.key, &rec)?;
         Ok(rec)
-    }
-
-    fn say_layer(&self, step: &str, status: &str, why: &str) {
-        self.events.event(Event::Step { step, status, why });
     }
 
     /// One image layer from staged tapeouts, diffed against the runtime

@@ -164,11 +164,6 @@ impl Lowering<'_> {
         }
         // Parents' states: after every step of the parent (tapeouts a
         // later stage added to it change nothing of its state).
-        for b in 0..self.builders.len() {
-            if let Some(p) = self.builders[b].parent.as_mut() {
-                p.upto = usize::MAX;
-            }
-        }
         let lens: Vec<usize> = self.builders.iter().map(|b| b.steps.len()).collect();
         for b in &mut self.builders {
             if let Some(p) = b.parent.as_mut() {
@@ -705,7 +700,10 @@ impl Lowering<'_> {
         let is_glob = p.contains(['*', '?', '[']);
         let mut out = Vec::new();
         if is_glob {
-            let g = globset::Glob::new(&rel.display().to_string())
+            // As Docker's filepath.Match: `*` stays within one component.
+            let g = globset::GlobBuilder::new(&rel.display().to_string())
+                .literal_separator(true)
+                .build()
                 .map_err(|e| self.err(step, format!("{p}: {e}")))?
                 .compile_matcher();
             for e in walkdir::WalkDir::new(&self.context)
@@ -904,7 +902,9 @@ mod tests {
     fn lower(text: &str, files: &[(&str, &str)]) -> Res<Plan> {
         let t = tempfile::tempdir().unwrap();
         for (p, c) in files {
-            std::fs::write(t.path().join(p), c).unwrap();
+            let path = t.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, c).unwrap();
         }
         let file = t.path().join("Containerfile");
         std::fs::write(&file, text).unwrap();
@@ -928,6 +928,21 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_glob_star_stays_within_one_directory_as_dockers() {
+        let files = [
+            ("src/a.txt", "a"),
+            ("src/b.txt", "b"),
+            ("src/sub/c.txt", "c"),
+        ];
+        let plan = lower("FROM scratch\nCOPY src/*.txt /app/\n", &files).unwrap();
+        let copy = rules(&plan)[0].copy.clone().unwrap();
+        let to: Vec<String> = (copy.items.iter())
+            .map(|i| i.to.display().to_string())
+            .collect();
+        assert_eq!(to, ["/app/a.txt", "/app/b.txt"]);
     }
 
     #[test]
