@@ -12,6 +12,7 @@ use crate::project::{
 };
 use crate::sandbox::job::Network;
 use crate::tapeout::view::normalize;
+use shipyard_image::oci::config::Healthcheck;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -123,6 +124,9 @@ struct StageState {
     volumes: Vec<String>,
     labels: BTreeMap<String, String>,
     stop_signal: Option<String>,
+    healthcheck: Option<Healthcheck>,
+    /// This stage's `ONBUILD` triggers, as their text.
+    on_build: Vec<String>,
 }
 
 impl Default for StageState {
@@ -141,6 +145,8 @@ impl Default for StageState {
             volumes: Vec::new(),
             labels: BTreeMap::new(),
             stop_signal: None,
+            healthcheck: None,
+            on_build: Vec::new(),
         }
     }
 }
@@ -202,6 +208,8 @@ impl Lowering<'_> {
             labels,
             annotations: opts.annotations.clone(),
             stop_signal: st.stop_signal,
+            healthcheck: st.healthcheck,
+            on_build: st.on_build,
         };
         plan.images.push(image);
         Ok(plan)
@@ -335,9 +343,8 @@ impl Lowering<'_> {
                     st.user = (0, 0);
                     st.user_name = Some(u.clone());
                 } else {
-                    st.user = crate::project::parse_owner(u).ok_or_else(|| {
-                        self.err(step, format!("{u:?}: expected USER[:GROUP]"))
-                    })?;
+                    st.user = crate::project::parse_owner(u)
+                        .ok_or_else(|| self.err(step, format!("{u:?}: expected USER[:GROUP]")))?;
                     st.user_name = None;
                 }
                 st.user_text = Some(u.clone());
@@ -371,12 +378,8 @@ impl Lowering<'_> {
                 // has no author field, so the label says it.
                 st.labels.insert("maintainer".into(), m.clone());
             }
-            Instruction::Healthcheck(_) | Instruction::Onbuild(_) => {
-                return Err(self.err(
-                    step,
-                    "not supported yet: the image config written here has no Healthcheck or OnBuild (Docker's own fields); remove it or build with docker",
-                ))
-            }
+            Instruction::Healthcheck(h) => st.healthcheck = Some(healthcheck(h)),
+            Instruction::Onbuild(trigger) => st.on_build.push(trigger.original.clone()),
         }
         Ok(())
     }
@@ -764,6 +767,39 @@ impl Lowering<'_> {
             }
         }
         out
+    }
+}
+
+/// A HEALTHCHECK as Docker writes it into the config: the command as
+/// `CMD` (exec form) or `CMD-SHELL` (shell form, run by the container's
+/// `/bin/sh -c`, whatever SHELL says), durations in nanoseconds, unset
+/// options zero (the runtime's defaults).
+fn healthcheck(h: &cf::Healthcheck) -> Healthcheck {
+    let c = match h {
+        cf::Healthcheck::None => {
+            return Healthcheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }
+        }
+        cf::Healthcheck::Cmd(c) => c,
+    };
+    let test = match &c.command {
+        Command::Exec(v) => std::iter::once("CMD".to_string())
+            .chain(v.iter().cloned())
+            .collect(),
+        Command::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+    };
+    let ns = |d: Option<std::time::Duration>| {
+        d.map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    };
+    Healthcheck {
+        test,
+        interval: ns(c.interval),
+        timeout: ns(c.timeout),
+        start_period: ns(c.start_period),
+        start_interval: ns(c.start_interval),
+        retries: c.retries.map_or(0, i64::from),
     }
 }
 

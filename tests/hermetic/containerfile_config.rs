@@ -1,0 +1,130 @@
+//! `shipyard build -f Containerfile`: what goes into the image config
+//! beside the OCI fields, as Docker and BuildKit write it (HEALTHCHECK,
+//! ONBUILD), ONBUILD triggers of a base run after its FROM, and
+//! `--squash`. On the small base of `containerfile_features`.
+
+use super::containerfile_features::{stderr, Ctx};
+use crate::common::*;
+use std::path::PathBuf;
+
+impl Ctx {
+    /// A layout of the test's own, `NAME`.
+    fn layout(&self, name: &str) -> PathBuf {
+        self.t.path().join(name)
+    }
+
+    /// Builds `text` into the layout `out` (tag `image`), with `args`
+    /// after the usual ones; `FROM base` is the test's base image.
+    fn build_into(&self, text: &str, out: &str, args: &[&str]) -> std::process::Output {
+        let base = format!("oci:{}:base", self.t.path().join("img").display());
+        let text = text.replace("FROM base", &format!("FROM {base}"));
+        let file = self.ctx().join("Containerfile");
+        write(&file, text.as_bytes(), 0o644);
+        shipyard()
+            .env("XDG_CACHE_HOME", self.t.path().join("cache"))
+            .arg("build")
+            .arg("-f")
+            .arg(&file)
+            .arg(self.ctx())
+            .arg("--output")
+            .arg(format!("oci:{}", self.layout(out).display()))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// The image config of `out`'s `image`, as stored (raw JSON).
+    fn config(&self, out: &str) -> serde_json::Value {
+        let l = shipyard_image::oci::layout::Layout::open(self.layout(out)).unwrap();
+        let d = l.resolve(Some("image")).unwrap();
+        let img = shipyard_image::oci::image::Image::load(&l, &d).unwrap();
+        serde_json::from_slice(&l.read_blob(&img.config_digest, None).unwrap()).unwrap()
+    }
+
+    /// `oci:LAYOUT:image`, to build FROM.
+    fn image_ref(&self, out: &str) -> String {
+        format!("oci:{}:image", self.layout(out).display())
+    }
+}
+
+fn ok(o: &std::process::Output) {
+    assert_success(o, "shipyard build -f Containerfile");
+}
+
+#[test]
+fn healthcheck_goes_into_the_config_as_dockers_and_is_inherited_and_overridden() {
+    let c = Ctx::new();
+    ok(&c.build_into(
+        "FROM base
+HEALTHCHECK --interval=30s --timeout=5s --start-period=1m --start-interval=250ms --retries=3 \\
+  CMD test -e /etc/passwd || exit 1
+",
+        "a",
+        &[],
+    ));
+    let h = &c.config("a")["config"]["Healthcheck"];
+    assert_eq!(
+        h,
+        &serde_json::json!({
+            "Test": ["CMD-SHELL", "test -e /etc/passwd || exit 1"],
+            "Interval": 30_000_000_000i64,
+            "Timeout": 5_000_000_000i64,
+            "StartPeriod": 60_000_000_000i64,
+            "StartInterval": 250_000_000i64,
+            "Retries": 3,
+        })
+    );
+    // Built on it: inherited as it is; a later HEALTHCHECK replaces all
+    // of it (unset options are the runtime's defaults, not the base's).
+    ok(&c.build_into(&format!("FROM {}\nRUN true\n", c.image_ref("a")), "b", &[]));
+    assert_eq!(&c.config("b")["config"]["Healthcheck"], h);
+    ok(&c.build_into(
+        &format!(
+            "FROM {}\nHEALTHCHECK CMD [\"/bin/true\", \"x\"]\n",
+            c.image_ref("a")
+        ),
+        "c",
+        &[],
+    ));
+    assert_eq!(
+        c.config("c")["config"]["Healthcheck"],
+        serde_json::json!({"Test": ["CMD", "/bin/true", "x"]})
+    );
+    // NONE disables the base's; a later stage FROM a stage keeps it.
+    ok(&c.build_into(
+        &format!(
+            "FROM {} AS s\nHEALTHCHECK NONE\nFROM s\nRUN true\n",
+            c.image_ref("a")
+        ),
+        "d",
+        &[],
+    ));
+    assert_eq!(
+        c.config("d")["config"]["Healthcheck"],
+        serde_json::json!({"Test": ["NONE"]})
+    );
+    // Without one, the config has no such field (the digest is what it
+    // was before shipyard knew the field).
+    ok(&c.build_into("FROM base\nRUN true\n", "e", &[]));
+    assert!(c.config("e")["config"].get("Healthcheck").is_none());
+}
+
+#[test]
+fn a_bad_healthcheck_option_names_the_file_and_line() {
+    let c = Ctx::new();
+    for (line, want) in [
+        (
+            "HEALTHCHECK --interval=5 CMD true",
+            "HEALTHCHECK: --interval: missing unit in duration \"5\"",
+        ),
+        (
+            "HEALTHCHECK --retries=-2 CMD true",
+            "HEALTHCHECK: --retries: invalid count \"-2\"",
+        ),
+    ] {
+        let o = c.build_into(&format!("FROM base\nRUN true\n{line}\n"), "a", &[]);
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert!(e.contains(&format!("Containerfile:3: {want}")), "{e}");
+    }
+}
