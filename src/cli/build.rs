@@ -154,8 +154,10 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     let file = spec_file(&a, &dir);
     let sets = sets(&a)?;
     check_platform(a.platform.as_deref())?;
+    let pushes = destinations(&a)?;
+    let topts = transport_options(&a, &pushes, quiet)?;
     let plan = if is_containerfile(&file) {
-        containerfile_plan(&a, &file, &dir, &sets)?
+        containerfile_plan(&a, &file, &dir, &sets, &topts)?
     } else {
         if let Some(t) = &a.target {
             bail!("--target {t}: a shipyard.toml has no stages; name images with --image");
@@ -170,11 +172,9 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
             a.output
         );
     }
-    let pushes = destinations(&a)?;
     if a.iidfile.is_some() && a.images.len() != 1 && plan.images.len() != 1 {
         bail!("--iidfile holds one digest: build one image (--image NAME), or use --metadata-file");
     }
-    let topts = transport_options(&a, &pushes, quiet)?;
     let opts = build_options(&a, out_dir, secrets.secrets.clone(), topts.clone())?;
     let printer = Printer {
         quiet,
@@ -253,7 +253,23 @@ fn containerfile_plan(
     file: &std::path::Path,
     dir: &std::path::Path,
     sets: &[(String, String)],
+    topts: &transport::Options,
 ) -> Result<crate::project::Plan> {
+    // A base's ONBUILD triggers are in its config: read where the build
+    // reads the base (pulled as --pull says).
+    let t = topts.clone();
+    let read = move |r: &str| -> std::result::Result<Vec<String>, String> {
+        let (_, image) = crate::build::base::open_image(r, &t).map_err(|e| {
+            let mut m = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                m.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            m
+        })?;
+        Ok(image.config.on_build.clone())
+    };
     let mut opts = crate::frontend::Options {
         file: file.to_path_buf(),
         context: dir.to_path_buf(),
@@ -262,6 +278,7 @@ fn containerfile_plan(
         image: a.target.clone().unwrap_or_else(|| "image".into()),
         labels: Default::default(),
         annotations: Default::default(),
+        base_triggers: Some(crate::frontend::BaseTriggers(std::sync::Arc::new(read))),
     };
     for (k, v) in sets {
         if let Some(l) = k.strip_prefix("label.") {

@@ -3,7 +3,7 @@
 //! ONBUILD), ONBUILD triggers of a base run after its FROM, and
 //! `--squash`. On the small base of `containerfile_features`.
 
-use super::containerfile_features::{stderr, Ctx};
+use super::containerfile_features::{members, stderr, Ctx};
 use crate::common::*;
 use std::path::PathBuf;
 
@@ -126,5 +126,92 @@ fn a_bad_healthcheck_option_names_the_file_and_line() {
         assert!(!o.status.success());
         let e = stderr(&o);
         assert!(e.contains(&format!("Containerfile:3: {want}")), "{e}");
+    }
+}
+
+#[test]
+fn onbuild_is_stored_and_a_base_s_triggers_run_after_from_and_are_not_inherited() {
+    let c = Ctx::new();
+    write(&c.ctx().join("f"), b"from the later context\n", 0o644);
+    ok(&c.build_into(
+        "FROM base
+ONBUILD RUN echo first > /order
+ONBUILD COPY f /from-ctx
+ONBUILD RUN echo second >> /order
+RUN true
+",
+        "a",
+        &[],
+    ));
+    assert_eq!(
+        c.config("a")["config"]["OnBuild"],
+        serde_json::json!([
+            "RUN echo first > /order",
+            "COPY f /from-ctx",
+            "RUN echo second >> /order"
+        ])
+    );
+    // The image that stores them does not run them.
+    assert!(!members(&c.layout("a"), "image").contains_key("order"));
+    ok(&c.build_into(
+        &format!("FROM {}\nRUN echo third >> /order\n", c.image_ref("a")),
+        "b",
+        &[],
+    ));
+    let m = members(&c.layout("b"), "image");
+    // In order, right after FROM, with this build's context.
+    assert_eq!(m["order"].content, b"first\nsecond\nthird\n");
+    assert_eq!(m["from-ctx"].content, b"from the later context\n");
+    // Docker clears them: an image built on b runs nothing of a's.
+    assert!(c.config("b")["config"].get("OnBuild").is_none());
+    // An earlier stage's own ONBUILDs run in a stage FROM it (BuildKit).
+    ok(&c.build_into(
+        "FROM base AS s\nONBUILD RUN echo s > /s\nFROM s\nRUN test -e /s\n",
+        "c",
+        &[],
+    ));
+    assert!(members(&c.layout("c"), "image").contains_key("s"));
+    assert!(c.config("c")["config"].get("OnBuild").is_none());
+}
+
+/// Stores a copy of `out`'s image whose config has these triggers, as
+/// `out`'s tag `image`, as a base built elsewhere could have them.
+fn with_triggers(c: &Ctx, out: &str, triggers: &[&str]) {
+    use shipyard_image::oci::{image, layout::Layout};
+    let l = Layout::open(c.layout(out)).unwrap();
+    let d = l.resolve(Some("image")).unwrap();
+    let mut img = image::Image::load(&l, &d).unwrap();
+    img.config.on_build = triggers.iter().map(|t| t.to_string()).collect();
+    let d = image::write_image(&l, &img.config, img.manifest.layers().clone()).unwrap();
+    l.tag("image", &d).unwrap();
+}
+
+#[test]
+fn a_bad_trigger_names_the_base_and_the_trigger() {
+    let c = Ctx::new();
+    ok(&c.build_into("FROM base\nRUN true\n", "a", &[]));
+    let base = c.image_ref("a");
+    for (trigger, want) in [
+        ("RUN --bogus x", "RUN: unknown flag: --bogus"),
+        (
+            "ONBUILD RUN x",
+            "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+        ),
+        ("FROM scratch", "FROM isn't allowed as an ONBUILD trigger"),
+        (
+            "MAINTAINER me",
+            "MAINTAINER isn't allowed as an ONBUILD trigger",
+        ),
+        (
+            "COPY missing /x",
+            "COPY: missing: no such file in the build context",
+        ),
+    ] {
+        with_triggers(&c, "a", &[trigger]);
+        let o = c.build_into(&format!("FROM {base}\nRUN true\n"), "b", &[]);
+        assert!(!o.status.success(), "{trigger}");
+        let e = stderr(&o);
+        let head = format!("Containerfile:1: FROM: ONBUILD trigger {trigger:?} of {base}: {want}");
+        assert!(e.contains(&head), "{e}");
     }
 }
