@@ -35,6 +35,12 @@ pub struct Args {
     /// With a Containerfile: the stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
+    /// With a Containerfile: the image is its FROM base's layers and one
+    /// layer of what the build changed (Docker's --squash: the base's
+    /// layers are kept, the build's own squashed into one minimal layer).
+    /// Without it, one layer per instruction that changes files.
+    #[arg(long)]
+    pub squash: bool,
     /// Build only these images.
     #[arg(long = "image", value_name = "NAME")]
     pub images: Vec<String>,
@@ -162,6 +168,9 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         if let Some(t) = &a.target {
             bail!("--target {t}: a shipyard.toml has no stages; name images with --image");
         }
+        if a.squash {
+            bail!("--squash is for Containerfiles: a shipyard.toml image's layers are its tapeouts' (layer-per-tapeout = false gives one)");
+        }
         crate::project::load(&file, &sets)?
     };
     let secrets = Secrets::parse(&a.secrets)?;
@@ -279,6 +288,7 @@ fn containerfile_plan(
         labels: Default::default(),
         annotations: Default::default(),
         base_triggers: Some(crate::frontend::BaseTriggers(std::sync::Arc::new(read))),
+        squash: a.squash,
     };
     for (k, v) in sets {
         if let Some(l) = k.strip_prefix("label.") {

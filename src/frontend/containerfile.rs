@@ -35,6 +35,9 @@ pub struct Options {
     /// How a base image's ONBUILD triggers are read; without it, bases
     /// have none.
     pub base_triggers: Option<BaseTriggers>,
+    /// `--squash`: the image is its root base's layers and one layer of
+    /// everything the stages changed (see [`Lowering::lower`]).
+    pub squash: bool,
 }
 
 /// Reads the ONBUILD triggers (the config's `OnBuild`) of a base image,
@@ -344,16 +347,37 @@ impl Lowering<'_> {
             images: Vec::new(),
             pods: Vec::new(),
         };
+        // --squash, as Docker's: the base image's layers are kept and the
+        // build's own become one, shipyard's minimal diff of the final
+        // state against that base (a tapeout of all the stage chain
+        // changed, less what the base already has, as tapeouts are made
+        // onto a runtime base). buildah's --squash would squash the
+        // base's layers too; Docker's keeps them shareable.
+        let (builder, tapeouts) = if opts.squash {
+            let name = format!("{}-squash", plan.builders[tb].name);
+            let builder = plan.builders[tb].name.clone();
+            plan.builders[tb].steps.push(Step::Tapeout(TapeoutRule {
+                name: name.clone(),
+                builder,
+                include: vec!["/**".into()],
+                exclude: Vec::new(),
+                elf_closure: false,
+                remap: Vec::new(),
+                owner: None,
+                mode: None,
+            }));
+            (None, vec![name])
+        } else {
+            let upto = plan.builders[tb].steps.len();
+            (Some(BuilderState { builder: tb, upto }), Vec::new())
+        };
         let image = ImageSpec {
             name: opts.image.clone(),
             tag: opts.image.clone(),
             from: plan.root_from(tb).to_string(),
-            builder: Some(BuilderState {
-                builder: tb,
-                upto: plan.builders[tb].steps.len(),
-            }),
+            builder,
             default_path: true,
-            tapeouts: Vec::new(),
+            tapeouts,
             layer_per_tapeout: false,
             entrypoint: st.entrypoint,
             cmd: st.cmd,
@@ -1136,6 +1160,7 @@ mod tests {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             base_triggers: None,
+            squash: false,
         })
     }
 
@@ -1154,6 +1179,7 @@ mod tests {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             base_triggers: Some(BaseTriggers(std::sync::Arc::new(read))),
+            squash: false,
         })
     }
 
@@ -1360,6 +1386,7 @@ mod tests {
                 labels: BTreeMap::new(),
                 annotations: BTreeMap::new(),
                 base_triggers: None,
+                squash: false,
             })
             .unwrap()
         };

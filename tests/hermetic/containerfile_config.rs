@@ -215,3 +215,79 @@ fn a_bad_trigger_names_the_base_and_the_trigger() {
         assert!(e.contains(&head), "{e}");
     }
 }
+
+/// The layers of `out`'s image, by digest.
+fn layers(c: &Ctx, out: &str, tag: &str) -> Vec<String> {
+    let l = shipyard_image::oci::layout::Layout::open(c.layout(out)).unwrap();
+    let d = l.resolve(Some(tag)).unwrap();
+    let img = shipyard_image::oci::image::Image::load(&l, &d).unwrap();
+    (img.manifest.layers().iter())
+        .map(|d| d.digest().to_string())
+        .collect()
+}
+
+#[test]
+fn squash_keeps_the_bases_layers_and_makes_one_minimal_layer_of_the_build() {
+    let c = Ctx::new();
+    write(&c.ctx().join("f"), b"copied\n", 0o644);
+    let text = "FROM base AS build
+RUN mkdir /app && echo 1 > /app/a && echo scratch > /big
+RUN rm /big && echo 2 > /app/b
+FROM build
+COPY f /app/f
+RUN echo 3 >> /app/b
+";
+    ok(&c.build_into(text, "layers", &[]));
+    ok(&c.build_into(text, "squashed", &["--squash"]));
+    let base = {
+        let l = shipyard_image::oci::layout::Layout::open(c.t.path().join("img")).unwrap();
+        let d = l.resolve(Some("base")).unwrap();
+        let img = shipyard_image::oci::image::Image::load(&l, &d).unwrap();
+        (img.manifest.layers().iter())
+            .map(|d| d.digest().to_string())
+            .collect::<Vec<_>>()
+    };
+    let per_instruction = layers(&c, "layers", "image");
+    assert_eq!(per_instruction.len(), base.len() + 4);
+    let squashed = layers(&c, "squashed", "image");
+    // Docker's --squash: the base's layers as they are, then one.
+    assert_eq!(squashed.len(), base.len() + 1);
+    assert_eq!(squashed[..base.len()], base[..]);
+    // The same files as the layered image, and in the one layer only
+    // what the build left: /big came and went, no trace of it.
+    let m = members(&c.layout("squashed"), "image");
+    assert_eq!(m["app/a"].content, b"1\n");
+    assert_eq!(m["app/b"].content, b"2\n3\n");
+    assert_eq!(m["app/f"].content, b"copied\n");
+    let layered = members(&c.layout("layers"), "image");
+    assert!(layered.contains_key(".wh.big"), "{:?}", layered.keys());
+    assert!(!m.keys().any(|k| k.contains("big")), "{:?}", m.keys());
+    // The config still says how to run: history and diff_ids agree.
+    let cfg = c.config("squashed");
+    assert_eq!(
+        cfg["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        base.len() + 1
+    );
+}
+
+#[test]
+fn squash_is_refused_for_a_shipyard_toml() {
+    let c = Ctx::new();
+    write(
+        &c.ctx().join("shipyard.toml"),
+        b"[builder]\nfrom = \"scratch\"\n",
+        0o644,
+    );
+    let o = shipyard()
+        .arg("build")
+        .arg(c.ctx())
+        .arg("--squash")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--squash is for Containerfiles"),
+        "{}",
+        stderr(&o)
+    );
+}
