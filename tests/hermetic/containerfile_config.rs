@@ -74,6 +74,18 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=1m --start-interval=250ms
             "Retries": 3,
         })
     );
+    // `shipyard inspect` says it.
+    let o = shipyard()
+        .arg("inspect")
+        .arg(c.image_ref("a"))
+        .output()
+        .unwrap();
+    assert_success(&o, "shipyard inspect");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("Healthcheck:  [\"CMD-SHELL\", \"test -e /etc/passwd || exit 1\"] --interval=30s --timeout=5s --start-period=60s --start-interval=0.25s --retries=3"),
+        "{text}"
+    );
     // Built on it: inherited as it is; a later HEALTHCHECK replaces all
     // of it (unset options are the runtime's defaults, not the base's).
     ok(&c.build_into(&format!("FROM {}\nRUN true\n", c.image_ref("a")), "b", &[]));
@@ -151,6 +163,12 @@ RUN true
             "RUN echo second >> /order"
         ])
     );
+    let o = shipyard()
+        .arg("inspect")
+        .arg(c.image_ref("a"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("OnBuild:      COPY f /from-ctx\n"));
     // The image that stores them does not run them.
     assert!(!members(&c.layout("a"), "image").contains_key("order"));
     ok(&c.build_into(
