@@ -1,12 +1,13 @@
 //! Layers: generating them from a ChangeSet (`generate`), reading their
-//! members safely (`read`), applying them to a directory (`extract`), and
-//! compression (`compress`). Generation and extraction are separate files,
+//! members safely (`read`), applying them to a directory (`extract`),
+//! merging several into one (`merge`), and compression (`compress`). Generation and extraction are separate files,
 //! each one direction.
 
 pub mod compress;
 pub mod extract;
 pub mod from_image;
 pub mod generate;
+pub mod merge;
 pub(crate) mod pgzip;
 pub mod read;
 pub mod resolve;
