@@ -131,6 +131,11 @@ impl Executor<'_> {
         for (i, layer) in img.layers.iter().enumerate() {
             let at = LayerAt { spec, i };
             let rec = match layer.rule {
+                None if !layer.squash.is_empty() => {
+                    let under = under_layers(&layers, &config).doing(what)?;
+                    let base_manifest = at.base_manifest(layout, &under)?;
+                    self.squash_layer(&at, layer, &base_manifest, layout)?
+                }
                 Some(rule) => {
                     // What the tapeouts after it are made against changes.
                     base_manifest = None;
@@ -150,8 +155,17 @@ impl Executor<'_> {
                 .sc
                 .remember_parts(&self.plan.dir, &at.step(), &layer.key);
             lines.extend(rec.explain.clone());
+            if !layer.squash.is_empty()
+                && shipyard_image::layer::merge::is_empty_layer(&rec.diff_id)
+            {
+                // The build changed nothing: no layer, as Docker's --squash.
+                continue;
+            }
             let by: Vec<String> = match layer.rule {
                 Some((b, s)) => vec![self.plan.builders[b].steps[s].id()],
+                None if !layer.squash.is_empty() => (layer.squash.iter())
+                    .map(|&(b, s)| self.plan.builders[b].steps[s].id())
+                    .collect(),
                 None => layer
                     .tapeouts
                     .iter()
@@ -303,6 +317,88 @@ impl Executor<'_> {
             .link_blob_from(layout, &d)
             .doing(|| step.clone())?;
         sc.store(&layer.key.key, &rec)?;
+        Ok(rec)
+    }
+
+    /// The one layer of a squashed builder image (`--squash`): the
+    /// rules' captured changes merged into one layer over the runtime
+    /// base, made in the cache's layout and stored there (linked into
+    /// the image's layout only when not empty, as an empty one is left
+    /// out of the image).
+    fn squash_layer(
+        &self,
+        at: &LayerAt<'_>,
+        layer: &LayerPlan,
+        base: &Manifest,
+        layout: &Layout,
+    ) -> Result<Record> {
+        let label = format!("image.{} layer {} (squashed)", at.spec.name, at.i + 1);
+        let sc = &self.cache.sc;
+        let step = at.step();
+        let link = |rec: &Record| -> Result<()> {
+            if !shipyard_image::layer::merge::is_empty_layer(&rec.diff_id) {
+                let d = digest_of(&rec.layer).doing(|| step.clone())?;
+                layout
+                    .link_blob_from(&sc.cache.layout, &d)
+                    .doing(|| step.clone())?;
+            }
+            Ok(())
+        };
+        if let Status::Hit(r) = &layer.status {
+            link(r)?;
+            self.say(&label, "cached", "");
+            return Ok((**r).clone());
+        }
+        if let Status::Miss(why) = &layer.status {
+            self.say(&label, "make", why);
+        }
+        // The rules' keys, in order, as the layer's key holds them.
+        let keys = layer.key.parts.get("rules").cloned().unwrap_or_default();
+        let keys: Vec<&str> = keys.split(',').collect();
+        let mut captured = Vec::new();
+        for (n, &(b, s)) in layer.squash.iter().enumerate() {
+            let builder = &self.plan.builders[b];
+            let rec = (keys.get(n))
+                .and_then(|k| k.parse().ok())
+                .and_then(|k| sc.lookup(&k))
+                .ok_or_else(|| BuildError::NoState {
+                    what: format!("image.{}", at.spec.name),
+                    rule: builder.steps[s].id(),
+                    why: self.no_state_why(),
+                })?;
+            captured.push((rec, mount_points(builder, &builder.steps[s])));
+        }
+        let parts: Vec<shipyard_image::layer::merge::Part<'_>> = (captured.iter())
+            .map(|(rec, skip)| shipyard_image::layer::merge::Part {
+                desc: &rec.layer,
+                diff_id: &rec.diff_id,
+                skip,
+            })
+            .collect();
+        let how = shipyard_image::layer::merge::Merge {
+            compression: self.opts.compression,
+            level: self.opts.level,
+            tar: TarOptions {
+                clamp_mtime: Some(self.opts.epoch),
+            },
+            overlay_upper: true,
+            base,
+        };
+        let out = shipyard_image::layer::merge::merge_layers(
+            &sc.cache.layout,
+            &parts,
+            &sc.cache.layout,
+            &how,
+        )
+        .doing(|| format!("{step}: merging what the build changed into one layer"))?;
+        let rec = Record::new(
+            RecordKind::Layer,
+            &step,
+            out.descriptor,
+            out.diff_id.to_string(),
+        );
+        sc.store(&layer.key.key, &rec)?;
+        link(&rec)?;
         Ok(rec)
     }
 

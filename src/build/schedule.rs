@@ -159,6 +159,9 @@ pub struct LayerPlan {
     pub tapeouts: Vec<String>,
     /// A rule's captured changes, as (builder, step index).
     pub rule: Option<(usize, usize)>,
+    /// Rules' captured changes merged into this one layer (`--squash`),
+    /// in order.
+    pub squash: Vec<(usize, usize)>,
     pub key: StepKey,
     pub status: Status,
 }
@@ -539,7 +542,10 @@ impl<L: Lookup> Planner<'_, L> {
             .builder
             .map(|s| self.plan.lineage(s))
             .unwrap_or_default();
-        for (b, i) in lineage {
+        if img.squash && !lineage.is_empty() {
+            layers.push(self.squash_layer(img, &lineage, base.as_deref(), &format));
+        }
+        for (b, i) in lineage.into_iter().filter(|_| !img.squash) {
             let mut parts = BTreeMap::new();
             parts.insert("rule".into(), self.keys[b][i].key.to_string());
             parts.insert("format".into(), format.clone());
@@ -549,6 +555,7 @@ impl<L: Lookup> Planner<'_, L> {
             layers.push(LayerPlan {
                 tapeouts: Vec::new(),
                 rule: Some((b, i)),
+                squash: Vec::new(),
                 key,
                 status,
             });
@@ -590,11 +597,42 @@ impl<L: Lookup> Planner<'_, L> {
             layers.push(LayerPlan {
                 tapeouts,
                 rule: None,
+                squash: Vec::new(),
                 key,
                 status,
             });
         }
         ImagePlan { index, layers }
+    }
+
+    /// The one layer of a squashed builder image: the rules' captured
+    /// changes merged, keyed by all of them and the base (a deletion is
+    /// kept only where the base has the path).
+    fn squash_layer(
+        &self,
+        img: &ImageSpec,
+        rules: &[(usize, usize)],
+        base: Option<&str>,
+        format: &str,
+    ) -> LayerPlan {
+        let keys: Vec<String> = (rules.iter())
+            .map(|&(b, i)| self.keys[b][i].key.to_string())
+            .collect();
+        let mut parts = BTreeMap::new();
+        parts.insert("rules".into(), keys.join(","));
+        parts.insert("runtime-base".into(), base.unwrap_or("scratch").to_string());
+        parts.insert("format".into(), format!("squash v1 {format}"));
+        let key = StepKey::new(parts);
+        let forced = (rules.iter()).find_map(|&(b, i)| self.forced[b][i].clone());
+        let step = format!("image.{}#0", img.name);
+        let status = self.status(&step, &key, forced.as_deref());
+        LayerPlan {
+            tapeouts: Vec::new(),
+            rule: None,
+            squash: rules.to_vec(),
+            key,
+            status,
+        }
     }
 
     /// The tapeouts a layer that misses holds, and those a selected pod

@@ -348,36 +348,19 @@ impl Lowering<'_> {
             pods: Vec::new(),
         };
         // --squash, as Docker's: the base image's layers are kept and the
-        // build's own become one, shipyard's minimal diff of the final
-        // state against that base (a tapeout of all the stage chain
-        // changed, less what the base already has, as tapeouts are made
-        // onto a runtime base). buildah's --squash would squash the
-        // base's layers too; Docker's keeps them shareable.
-        let (builder, tapeouts) = if opts.squash {
-            let name = format!("{}-squash", plan.builders[tb].name);
-            let builder = plan.builders[tb].name.clone();
-            plan.builders[tb].steps.push(Step::Tapeout(TapeoutRule {
-                name: name.clone(),
-                builder,
-                include: vec!["/**".into()],
-                exclude: Vec::new(),
-                elf_closure: false,
-                remap: Vec::new(),
-                owner: None,
-                mode: None,
-            }));
-            (None, vec![name])
-        } else {
-            let upto = plan.builders[tb].steps.len();
-            (Some(BuilderState { builder: tb, upto }), Vec::new())
-        };
+        // stage chain's per-rule layers are merged into one (deletions
+        // of the base's files kept as whiteouts). buildah's --squash
+        // would squash the base's layers too; Docker's keeps them
+        // shareable.
+        let upto = plan.builders[tb].steps.len();
         let image = ImageSpec {
             name: opts.image.clone(),
             tag: opts.image.clone(),
             from: plan.root_from(tb).to_string(),
-            builder,
+            builder: Some(BuilderState { builder: tb, upto }),
+            squash: opts.squash,
             default_path: true,
-            tapeouts,
+            tapeouts: Vec::new(),
             layer_per_tapeout: false,
             entrypoint: st.entrypoint,
             cmd: st.cmd,

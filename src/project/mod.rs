@@ -354,6 +354,10 @@ pub struct ImageSpec {
     /// The builder state the image is (`builder = "NAME"`): its rules'
     /// layers come after the base's, before the tapeouts'.
     pub builder: Option<BuilderState>,
+    /// The builder's rules' layers merged into one (a Containerfile's
+    /// `--squash`): the base's layers kept, the build's own changes one
+    /// layer, deletions of the base's files kept as whiteouts.
+    pub squash: bool,
     /// Give the config the usual `PATH` when neither the base nor `env`
     /// has one, as Docker and BuildKit do for a Containerfile.
     pub default_path: bool,
@@ -1183,6 +1187,7 @@ fn image_spec(
         tag: r.tag.clone().unwrap_or_else(|| name.to_string()),
         from,
         builder: state,
+        squash: false,
         default_path: false,
         tapeouts: tapeouts
             .iter()

@@ -288,6 +288,83 @@ RUN echo 3 >> /app/b
     );
 }
 
+/// The digest of `out`'s image.
+fn digest(c: &Ctx, out: &str) -> String {
+    let l = shipyard_image::oci::layout::Layout::open(c.layout(out)).unwrap();
+    l.resolve(Some("image")).unwrap().digest().to_string()
+}
+
+/// `shipyard manifest` of `out`'s image, mtimes aside.
+fn tree(c: &Ctx, out: &str) -> Vec<String> {
+    let o = shipyard()
+        .arg("manifest")
+        .arg(c.image_ref(out))
+        .output()
+        .unwrap();
+    assert_success(&o, "shipyard manifest");
+    (String::from_utf8_lossy(&o.stdout).lines())
+        .map(|l| {
+            l.split(' ')
+                .filter(|f| !f.starts_with("mtime="))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+#[test]
+fn squash_deletes_the_bases_files_and_leaves_no_mount_points() {
+    let c = Ctx::new();
+    write(&c.ctx().join("f"), b"copied\n", 0o644);
+    let text = "FROM base AS tools
+RUN mkdir /t && echo x > /t/x
+FROM base AS build
+RUN rm /etc/motd && echo gone > /soon && mkdir /app && echo 1 > /app/a
+RUN --mount=type=cache,target=/cached --mount=type=bind,from=tools,source=/t,target=/ctx rm /soon && cat /ctx/x > /app/b
+FROM build
+COPY f /app/f
+";
+    ok(&c.build_into(text, "layers", &[]));
+    ok(&c.build_into(text, "squashed", &["--squash"]));
+    let base = members(&c.t.path().join("img"), "base");
+    assert!(base.contains_key("etc/motd"));
+    let m = members(&c.layout("squashed"), "image");
+    // The base's file the build deleted is deleted in the image too.
+    assert!(m.contains_key("etc/.wh.motd"), "{:?}", m.keys());
+    let t = tree(&c, "squashed");
+    assert!(!t.iter().any(|l| l.starts_with("/etc/motd ")), "{t:?}");
+    // Made and deleted again: no file, no whiteout.
+    assert!(!m.keys().any(|k| k.contains("soon")), "{:?}", m.keys());
+    // The directories the mounts were made on are not the build's.
+    assert!(
+        !m.contains_key("cached") && !m.contains_key("ctx"),
+        "{:?}",
+        m.keys()
+    );
+    // The same tree as the layer per instruction.
+    assert_eq!(t, tree(&c, "layers"));
+    // The same image again, and from another cache.
+    ok(&c.build_into(text, "again", &["--squash"]));
+    assert_eq!(digest(&c, "again"), digest(&c, "squashed"));
+    std::fs::rename(c.t.path().join("cache"), c.t.path().join("cache.old")).unwrap();
+    ok(&c.build_into(text, "cold", &["--squash"]));
+    assert_eq!(digest(&c, "cold"), digest(&c, "squashed"));
+}
+
+#[test]
+fn squash_of_a_build_that_changes_nothing_adds_no_layer() {
+    let c = Ctx::new();
+    // A base that already has what a rule's sandbox mounts on (/dev,
+    // /proc, /etc/hosts...), so that `RUN true` changes nothing.
+    ok(&c.build_into("FROM base\nRUN true\n", "prep", &[]));
+    let base = layers(&c, "prep", "image");
+    for text in ["ENV X=1\n", "RUN true\n", "RUN echo x > /x && rm /x\n"] {
+        let text = format!("FROM {}\n{text}", c.image_ref("prep"));
+        ok(&c.build_into(&text, "squashed", &["--squash"]));
+        assert_eq!(layers(&c, "squashed", "image"), base, "{text}");
+    }
+}
+
 #[test]
 fn squash_is_refused_for_a_shipyard_toml() {
     let c = Ctx::new();
