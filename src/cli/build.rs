@@ -264,10 +264,10 @@ fn containerfile_plan(
     sets: &[(String, String)],
     topts: &transport::Options,
 ) -> Result<crate::project::Plan> {
-    // A base's ONBUILD triggers are in its config: read where the build
-    // reads the base (pulled as --pull says).
+    // A base's ONBUILD triggers and Env are in its config: read where the
+    // build reads the base (pulled as --pull says).
     let t = topts.clone();
-    let read = move |r: &str| -> std::result::Result<Vec<String>, String> {
+    let read = move |r: &str| -> std::result::Result<crate::frontend::BaseConfig, String> {
         let (_, image) = crate::build::base::open_image(r, &t).map_err(|e| {
             let mut m = e.to_string();
             let mut src = std::error::Error::source(&e);
@@ -277,7 +277,19 @@ fn containerfile_plan(
             }
             m
         })?;
-        Ok(image.config.on_build.clone())
+        let env = (image.config.config().as_ref())
+            .and_then(|c| c.env().as_ref())
+            .into_iter()
+            .flatten()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (e.clone(), String::new()),
+            })
+            .collect();
+        Ok(crate::frontend::BaseConfig {
+            on_build: image.config.on_build.clone(),
+            env,
+        })
     };
     let mut opts = crate::frontend::Options {
         file: file.to_path_buf(),

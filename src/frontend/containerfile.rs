@@ -32,23 +32,34 @@ pub struct Options {
     /// `--label`s and `--annotation`s for the image.
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
-    /// How a base image's ONBUILD triggers are read; without it, bases
-    /// have none.
+    /// How a base image's config (ONBUILD triggers, Env) is read;
+    /// without it, bases have neither.
     pub base_triggers: Option<BaseTriggers>,
     /// `--squash`: the image is its root base's layers and one layer of
     /// everything the stages changed (see [`Lowering::lower`]).
     pub squash: bool,
 }
 
-/// Reads the ONBUILD triggers (the config's `OnBuild`) of a base image,
-/// given as shipyard names it (`oci:DIR:TAG`, `docker://…`): the caller
-/// knows where images come from and how to pull them, the frontend does
-/// not. The error is the reason the config could not be read.
+/// Reads what the frontend needs of a base image's config (its ONBUILD
+/// triggers and its Env), given as shipyard names it (`oci:DIR:TAG`,
+/// `docker://…`): the caller knows where images come from and how to
+/// pull them, the frontend does not. The error is the reason the config
+/// could not be read.
 #[derive(Clone)]
 #[allow(clippy::type_complexity)]
 pub struct BaseTriggers(
-    pub std::sync::Arc<dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync>,
+    pub std::sync::Arc<dyn Fn(&str) -> Result<BaseConfig, String> + Send + Sync>,
 );
+
+/// What the frontend reads of a base image's config.
+#[derive(Debug, Clone, Default)]
+pub struct BaseConfig {
+    /// Its ONBUILD triggers (`OnBuild`), run after the FROM.
+    pub on_build: Vec<String>,
+    /// Its `Env`, as (name, value): Docker substitutes instructions'
+    /// `$VAR`s with the base's environment too (`WORKDIR $HOME`).
+    pub env: Vec<(String, String)>,
+}
 
 impl std::fmt::Debug for BaseTriggers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,7 +106,7 @@ pub fn load(opts: &Options) -> Res<Plan> {
         target: opts.target.clone(),
         ..Default::default()
     };
-    let (resolved, triggers) = with_triggers(file, &resolve_opts, opts)?;
+    let (resolved, triggers) = with_triggers(file, resolve_opts, opts)?;
     let ignore = ignore_matcher(opts)?;
     let context = std::fs::canonicalize(&opts.context).map_err(|source| FrontendError::Read {
         file: opts.context.display().to_string(),
@@ -127,15 +138,17 @@ struct Triggers {
 /// (its config's `OnBuild`), or an earlier stage's own ONBUILDs (BuildKit
 /// runs those too). Triggers may use other stages (`COPY --from`), which
 /// may have triggers of their own: resolved again until no needed stage
-/// is left without its triggers.
+/// is left without its triggers. A base image's Env, read with its
+/// triggers, is given to the resolutions after that (a stage's base is
+/// read before its last resolution), so substitutions see it as Docker's.
 fn with_triggers(
     mut file: cf::Containerfile,
-    resolve_opts: &cf::ResolveOptions,
+    mut resolve_opts: cf::ResolveOptions,
     opts: &Options,
 ) -> Res<(cf::Resolved, BTreeMap<usize, Triggers>)> {
     let mut done: BTreeMap<usize, Triggers> = BTreeMap::new();
     loop {
-        let resolved = match cf::resolve(&file, resolve_opts) {
+        let resolved = match cf::resolve(&file, &resolve_opts) {
             Ok(r) => r,
             Err(e) => return Err(trigger_error(e, &resolved_froms(&file), &done)),
         };
@@ -169,15 +182,19 @@ fn with_triggers(
                         })
                         .collect(),
                 },
-                cf::Base::Image(r) => {
-                    let r = image_ref(r);
-                    let texts = match &opts.base_triggers {
+                cf::Base::Image(written) => {
+                    let r = image_ref(written);
+                    let config = match &opts.base_triggers {
                         Some(BaseTriggers(read)) => read(&r).map_err(|m| {
                             from_err(format!("{r}: reading its config for ONBUILD triggers: {m}"))
                         })?,
-                        None => Vec::new(),
+                        None => BaseConfig::default(),
                     };
-                    Triggers { of: r, texts }
+                    (resolve_opts.image_env).insert(written.clone(), config.env);
+                    Triggers {
+                        of: r,
+                        texts: config.on_build,
+                    }
                 }
             };
             let mut parsed = Vec::new();
@@ -1152,7 +1169,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let file = t.path().join("Containerfile");
         std::fs::write(&file, text).unwrap();
-        let read = |_: &str| Ok(triggers.iter().map(|s| s.to_string()).collect());
+        let read = |_: &str| {
+            Ok(BaseConfig {
+                on_build: triggers.iter().map(|s| s.to_string()).collect(),
+                env: Vec::new(),
+            })
+        };
         load(&Options {
             file,
             context: t.path().to_path_buf(),

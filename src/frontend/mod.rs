@@ -13,4 +13,4 @@
 
 mod containerfile;
 
-pub use containerfile::{load, BaseTriggers, FrontendError, Options};
+pub use containerfile::{load, BaseConfig, BaseTriggers, FrontendError, Options};

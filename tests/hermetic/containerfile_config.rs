@@ -366,6 +366,29 @@ fn squash_of_a_build_that_changes_nothing_adds_no_layer() {
 }
 
 #[test]
+fn instructions_substitute_with_the_base_images_env() {
+    let c = Ctx::new();
+    write(&c.ctx().join("f"), b"copied\n", 0o644);
+    ok(&c.build_into(
+        "FROM base\nENV HOME=/opt/home GREETING=hi\nRUN true\n",
+        "a",
+        &[],
+    ));
+    // Built on it: its Env is there for $VARs, as the file's own ENV is.
+    let text = format!(
+        "FROM {}\nWORKDIR $HOME/work\nCOPY f ${{HOME}}/copied\nENV SAID=$GREETING-there\n",
+        c.image_ref("a")
+    );
+    ok(&c.build_into(&text, "b", &[]));
+    let cfg = c.config("b");
+    assert_eq!(cfg["config"]["WorkingDir"], "/opt/home/work");
+    let env = cfg["config"]["Env"].as_array().unwrap();
+    assert!(env.contains(&"SAID=hi-there".into()), "{env:?}");
+    let m = members(&c.layout("b"), "image");
+    assert_eq!(m["opt/home/copied"].content, b"copied\n");
+}
+
+#[test]
 fn squash_is_refused_for_a_shipyard_toml() {
     let c = Ctx::new();
     write(
