@@ -562,7 +562,7 @@ mod tests {
         let out = merge(&layout, &[gone.clone(), again], &[], &base);
         assert_eq!(members_of(&layout, &out), ["Dir /d", "opaque /d"]);
         // Created, then deleted: nothing.
-        let out = merge(&layout, &[gone.clone()], &[], &base_of(&[]));
+        let out = merge(&layout, std::slice::from_ref(&gone), &[], &base_of(&[]));
         assert_eq!(members_of(&layout, &out), ["File /f \"f\""]);
         let del = layer_of(&layout, &[("f", T::Char, "", false)]);
         let out = merge(&layout, &[gone, del], &[], &base_of(&[]));
