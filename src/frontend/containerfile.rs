@@ -88,6 +88,7 @@ pub fn load(opts: &Options) -> Res<Plan> {
         builders: Vec::new(),
         index: BTreeMap::new(),
         states: BTreeMap::new(),
+        images: BTreeMap::new(),
     }
     .lower(opts)
 }
@@ -155,10 +156,28 @@ struct Lowering<'a> {
     index: BTreeMap<usize, usize>,
     /// Stage index → what it set, at its end.
     states: BTreeMap<usize, StageState>,
+    /// An image a `--from` names (as shipyard names images) → the builder
+    /// made from it, whose tapeouts hold its files.
+    images: BTreeMap<String, usize>,
 }
 
 impl Lowering<'_> {
     fn lower(mut self, opts: &Options) -> Res<Plan> {
+        // Images named by `--from` first: a builder's keys are computed
+        // after those of the builders it reads tapeouts from.
+        for &s in &self.resolved.needed {
+            for step in &self.resolved.stages[s].steps {
+                let froms = step
+                    .copy_from
+                    .iter()
+                    .chain(step.mount_from.iter().flatten());
+                for f in froms {
+                    if let FromRef::Image(r) = f {
+                        self.image_builder(r);
+                    }
+                }
+            }
+        }
         for &s in &self.resolved.needed {
             self.stage(s)?;
         }
@@ -214,6 +233,33 @@ impl Lowering<'_> {
             instruction: step.instruction.keyword().to_string(),
             message: message.into(),
         }
+    }
+
+    /// The builder made from image `r` for `--from=r` (once per build,
+    /// however many instructions name it): pulled and unpacked by the
+    /// same code as a `FROM` base, under the same `--pull` policy, its
+    /// digest in the keys of what reads it. Nothing runs in it; its
+    /// tapeouts are what COPY and RUN mounts read.
+    fn image_builder(&mut self, r: &str) -> usize {
+        let from = image_ref(r);
+        if let Some(&b) = self.images.get(&from) {
+            return b;
+        }
+        let b = self.builders.len();
+        self.builders.push(Builder {
+            // `+` is in no stage name, so it never meets one.
+            name: format!("image+{}", self.images.len()),
+            from: from.clone(),
+            parent: None,
+            deps: Vec::new(),
+            sources: Vec::new(),
+            network: Network::None,
+            env: Vec::new(),
+            host_ca: false,
+            steps: Vec::new(),
+        });
+        self.images.insert(from, b);
+        b
     }
 
     fn builder_name(&self, stage: usize) -> String {
@@ -475,11 +521,15 @@ impl Lowering<'_> {
                     rule.secrets.push(id);
                 }
                 MountKind::Bind => {
-                    let Some(Some(FromRef::Stage(s))) = step.mount_from.get(i) else {
-                        return Err(self.err(step, "--mount=type=bind needs from=STAGE here (a bind of the context or of an image is not supported yet)"));
+                    let from = match step.mount_from.get(i) {
+                        Some(Some(FromRef::Stage(s))) => self.index[s],
+                        Some(Some(FromRef::Image(r))) => self.image_builder(r),
+                        _ => {
+                            return Err(self.err(step, "--mount=type=bind needs from=STAGE here (a bind of the context or of an image is not supported yet)"));
+                        }
                     };
                     let source = m.source.clone().unwrap_or_else(|| "/".into());
-                    let t = self.tapeout_of(*s, b, rule_name, i, &source);
+                    let t = self.tapeout_of(from, b, rule_name, i, &source);
                     rule.mounts.push(crate::project::TapeoutMount {
                         target: PathBuf::from(&target),
                         tapeout: t,
@@ -497,10 +547,9 @@ impl Lowering<'_> {
         Ok(rule)
     }
 
-    /// A tapeout of stage `s`'s path `path` (made at the end of that
-    /// stage), for builder `b`; returns its name.
-    fn tapeout_of(&mut self, s: usize, b: usize, rule: &str, i: usize, path: &str) -> String {
-        let sb = self.index[&s];
+    /// A tapeout of builder `sb`'s path `path` (made at the end of that
+    /// stage, or of an image's tree), for builder `b`; returns its name.
+    fn tapeout_of(&mut self, sb: usize, b: usize, rule: &str, i: usize, path: &str) -> String {
         let name = format!("{rule}-from{i}");
         let p = normalize(&Path::new("/").join(path));
         let builder = self.builders[sb].name.clone();
@@ -592,8 +641,12 @@ impl Lowering<'_> {
                 }
             };
             match &step.copy_from {
-                Some(FromRef::Stage(s)) => {
-                    let name = self.tapeout_of(*s, b, rule_name, i, p);
+                Some(from) => {
+                    let sb = match from {
+                        FromRef::Stage(s) => self.index[s],
+                        FromRef::Image(r) => self.image_builder(r),
+                    };
+                    let name = self.tapeout_of(sb, b, rule_name, i, p);
                     items.push((
                         CopyFrom::Tapeout {
                             name,
@@ -601,9 +654,6 @@ impl Lowering<'_> {
                         },
                         None,
                     ));
-                }
-                Some(FromRef::Image(r)) => {
-                    return Err(self.err(step, format!("--from={r}: copying from an image is not supported yet; add a stage FROM {r} AS name and copy from it")));
                 }
                 None => {
                     if add

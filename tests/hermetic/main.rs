@@ -43,6 +43,7 @@ mod build;
 mod cache;
 mod cli;
 mod containerfile_features;
+mod containerfile_mounts;
 mod determinism;
 mod diff;
 mod hostile;
