@@ -594,6 +594,7 @@ impl<'a> Executor<'a> {
             confinement: self.confinement.clone(),
             secrets: Vec::new(),
             ca_bundle: None,
+            tmpfs: Vec::new(),
         };
         let opts = RunOptions {
             name: name.to_string(),
@@ -706,6 +707,7 @@ impl<'a> Executor<'a> {
             confinement: self.confinement.clone(),
             secrets: super::step_secrets(b, &self.opts.secrets)?,
             ca_bundle: ch.ca_bundle.clone(),
+            tmpfs: b.tmpfs.clone(),
         };
         let log = self.logs.join(format!("{id}.log"));
         let opts = RunOptions {

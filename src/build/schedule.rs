@@ -364,6 +364,9 @@ fn rule_definition(builder: &Builder, b: &BuildRule, epoch: i64) -> serde_json::
     if let Some(s) = &b.script {
         def["script"] = serde_json::json!([s.name, s.content]);
     }
+    if !b.tmpfs.is_empty() {
+        def["tmpfs"] = serde_json::json!(b.tmpfs);
+    }
     if let Some(c) = &b.copy {
         // Where each source goes and how; a host source's content is a
         // part of the key of its own (`copy`), never its path.

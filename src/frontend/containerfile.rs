@@ -536,7 +536,20 @@ impl Lowering<'_> {
                         path: normalize(&Path::new("/").join(&source)),
                     });
                 }
-                MountKind::Tmpfs | MountKind::Ssh => {
+                MountKind::Tmpfs => {
+                    let size = match &m.size {
+                        Some(s) => Some(parse_size(s).ok_or_else(|| {
+                            self.err(step, format!("--mount=type=tmpfs,size={s}: expected a size in bytes (with k, m or g)"))
+                        })?),
+                        None => None,
+                    };
+                    // As BuildKit: a relative target is under the workdir.
+                    rule.tmpfs.push(crate::sandbox::job::Tmpfs {
+                        target: normalize(&st.workdir.join(&target)),
+                        size,
+                    });
+                }
+                MountKind::Ssh => {
                     return Err(self.err(
                         step,
                         format!("--mount=type={:?} is not supported yet", m.kind).to_lowercase(),
@@ -834,6 +847,7 @@ fn plain_rule(name: &str, st: &StageState) -> BuildRule {
         copy: None,
         argv: None,
         network: None,
+        tmpfs: Vec::new(),
     }
 }
 
@@ -860,6 +874,20 @@ fn check_owner(text: &str) -> Result<(), String> {
             "{text:?}: expected USER[:GROUP] (names or numbers)"
         ))
     }
+}
+
+/// A tmpfs size as BuildKit reads it: bytes, or a number with `k`, `m`
+/// or `g` (powers of 1024; a trailing `b` allowed, any case).
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mul).filter(|n| *n > 0)
 }
 
 /// A name that is one file name: no `/`, not `.` or `..`, not empty.
@@ -1156,6 +1184,37 @@ mod tests {
         let e = e.unwrap_err().to_string();
         assert!(
             e.contains("Containerfile:2: ADD: r.tbz: a bzip2-compressed file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tmpfs_sizes_read_as_buildkit_reads_them_and_a_bad_one_names_its_line() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("64m"), Some(64 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("2kb"), Some(2048));
+        for bad in ["", "m", "-1", "1t", "0", "1.5m"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+        let plan = lower(
+            "FROM scratch\nWORKDIR /t\nRUN --mount=type=tmpfs,target=../x,size=1k true\n",
+            &[],
+        )
+        .unwrap();
+        let t = &rules(&plan)[1].tmpfs;
+        assert_eq!(
+            (t[0].target.clone(), t[0].size),
+            (PathBuf::from("/x"), Some(1024))
+        );
+        let e = lower(
+            "FROM scratch\nRUN --mount=type=tmpfs,target=/x,size=lots true\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("Containerfile:2: RUN: --mount=type=tmpfs,size=lots"),
             "{e}"
         );
     }

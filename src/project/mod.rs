@@ -240,6 +240,9 @@ pub struct BuildRule {
     /// A heredoc script with `#!` (a Containerfile's `RUN <<EOF`): written
     /// to a file and executed, so its own interpreter runs it.
     pub script: Option<Box<Script>>,
+    /// Empty tmpfs mounts for this run only (a Containerfile's
+    /// `RUN --mount=type=tmpfs`): in the key, never in a layer.
+    pub tmpfs: Vec<crate::sandbox::job::Tmpfs>,
 }
 
 /// A script a rule executes: it is mounted read-only at
@@ -1041,6 +1044,7 @@ fn build_rule(
         network: None,
         user_name: None,
         script: None,
+        tmpfs: Vec::new(),
     })
 }
 

@@ -5,9 +5,29 @@
 //! `containerfile_features`.
 
 use crate::common::*;
-use crate::containerfile_features::{stderr, Ctx};
+use crate::containerfile_features::{members, stderr, Ctx};
+use std::process::Output;
 
 impl Ctx {
+    /// Builds `text` as [`Ctx::build`] does, with `cmd` as shipyard (a
+    /// wrapper that changes what the machine allows) and `extra` flags.
+    fn build_by(&self, mut cmd: std::process::Command, text: &str, extra: &[&str]) -> Output {
+        let base = format!("oci:{}:base", self.t.path().join("img").display());
+        let text = text.replace("FROM base", &format!("FROM {base}"));
+        let file = self.ctx().join("Containerfile");
+        write(&file, text.as_bytes(), 0o644);
+        cmd.env("XDG_CACHE_HOME", self.t.path().join("cache"))
+            .arg("build")
+            .arg("-f")
+            .arg(&file)
+            .arg(self.ctx())
+            .arg("--output")
+            .arg(format!("oci:{}", self.t.path().join("out").display()))
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
     /// An image `oci:DIR:TAG` in the test's directory, made from `files`.
     fn image(&self, tag: &str, files: &[(&str, &[u8])]) -> String {
         let tree = self.t.path().join(format!("tree-{tag}"));
@@ -52,4 +72,54 @@ fn a_from_image_that_does_not_exist_fails_the_build_naming_it() {
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains(&missing), "{e}");
+}
+
+#[test]
+fn a_tmpfs_mount_is_empty_private_to_its_step_and_in_no_layer() {
+    let c = Ctx::new();
+    let m = c.ok("FROM base
+RUN mkdir /out
+RUN --mount=type=tmpfs,target=/scratch,size=1m echo kept > /scratch/f && cat /scratch/f > /out/said && \\
+    if head -c 2000000 /dev/zero > /scratch/big 2>/dev/null; then echo unlimited; else echo full; fi > /out/size
+RUN ls -A /scratch > /out/after
+");
+    assert_eq!(m["out/said"].content, b"kept\n");
+    assert_eq!(m["out/size"].content, b"full\n");
+    // The next step finds nothing there, and the image has no /scratch.
+    assert_eq!(m["out/after"].content, b"");
+    assert!(
+        !m.keys().any(|k| k.starts_with("scratch")),
+        "{:?}",
+        m.keys()
+    );
+}
+
+#[test]
+fn without_mounts_a_tmpfs_is_an_empty_directory_emptied_after_its_step() {
+    if !is_root() {
+        return;
+    }
+    // As root in a Docker container: chroot, no CAP_SYS_ADMIN, no mounts.
+    let c = Ctx::new();
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--bounding-set", "-sys_admin"]).arg(bin());
+    let o = c.build_by(
+        cmd,
+        "FROM base
+RUN --mount=type=tmpfs,target=/scratch echo kept > /scratch/f && cat /scratch/f > /said
+RUN ls -A /scratch > /after
+",
+        &["--isolation", "chroot"],
+    );
+    assert_success(&o, "build at chroot without mounts");
+    let e = stderr(&o);
+    assert!(e.contains("isolation: chroot (no namespaces or mounts"), "{e}");
+    let m = members(&c.t.path().join("out"), "image");
+    assert_eq!(m["said"].content, b"kept\n");
+    assert_eq!(m["after"].content, b"");
+    assert!(
+        !m.keys().any(|k| k.starts_with("scratch")),
+        "{:?}",
+        m.keys()
+    );
 }
