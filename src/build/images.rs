@@ -461,6 +461,7 @@ fn mount_points(builder: &crate::project::Builder, step: &crate::project::Step) 
     targets.extend(rule.mounts.iter().map(|m| m.target.as_path()));
     targets.extend(rule.cache.iter().map(|c| c.target.as_path()));
     targets.extend(rule.tmpfs.iter().map(|t| t.target.as_path()));
+    targets.extend(rule.binds.iter().map(|c| c.target.as_path()));
     if !rule.secrets.is_empty() {
         targets.push(Path::new(crate::sandbox::job::Secret::DIR));
     }

@@ -525,7 +525,9 @@ impl Lowering<'_> {
                         Some(Some(FromRef::Stage(s))) => self.index[s],
                         Some(Some(FromRef::Image(r))) => self.image_builder(r),
                         _ => {
-                            return Err(self.err(step, "--mount=type=bind needs from=STAGE here (a bind of the context or of an image is not supported yet)"));
+                            let bind = self.context_bind(step, m, &target, st)?;
+                            rule.binds.push(bind);
+                            continue;
                         }
                     };
                     let source = m.source.clone().unwrap_or_else(|| "/".into());
@@ -558,6 +560,67 @@ impl Lowering<'_> {
             }
         }
         Ok(rule)
+    }
+
+    /// A bind of the build context (or a path in it) for a RUN: it must
+    /// exist and stay inside the context, symlinks included.
+    fn context_bind(
+        &self,
+        step: &cf::Step,
+        m: &cf::Mount,
+        target: &str,
+        st: &StageState,
+    ) -> Res<crate::project::ContextBind> {
+        let source = m.source.clone().unwrap_or_else(|| ".".into());
+        let outside = || {
+            self.err(
+                step,
+                format!(
+                    "--mount=type=bind,source={source}: outside the build context {}",
+                    self.context.display()
+                ),
+            )
+        };
+        let mut depth = 0usize;
+        for c in Path::new(&source).components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    depth = depth.checked_sub(1).ok_or_else(outside)?;
+                }
+                std::path::Component::Normal(_) => depth += 1,
+                _ => {}
+            }
+        }
+        let rel = normalize(&Path::new("/").join(&source));
+        let rel = rel.strip_prefix("/").unwrap_or(&rel).to_path_buf();
+        let host = self.context.join(&rel);
+        let real = std::fs::canonicalize(&host).map_err(|e| {
+            self.err(
+                step,
+                format!("--mount=type=bind,source={source}: {e} in the build context"),
+            )
+        })?;
+        if !real.starts_with(&self.context) {
+            return Err(outside());
+        }
+        if !rel.as_os_str().is_empty() && self.is_ignored(&rel) {
+            return Err(self.err(
+                step,
+                format!("--mount=type=bind,source={source}: the ignore file excludes it"),
+            ));
+        }
+        let exclude = if real.is_dir() {
+            self.excluded_under(&real)
+        } else {
+            Vec::new()
+        };
+        Ok(crate::project::ContextBind {
+            host: real,
+            // As BuildKit: a relative target is under the workdir.
+            target: normalize(&st.workdir.join(target)),
+            writable: !m.readonly,
+            exclude,
+        })
     }
 
     /// A tapeout of builder `sb`'s path `path` (made at the end of that
@@ -848,6 +911,7 @@ fn plain_rule(name: &str, st: &StageState) -> BuildRule {
         argv: None,
         network: None,
         tmpfs: Vec::new(),
+        binds: Vec::new(),
     }
 }
 

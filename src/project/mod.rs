@@ -243,6 +243,22 @@ pub struct BuildRule {
     /// Empty tmpfs mounts for this run only (a Containerfile's
     /// `RUN --mount=type=tmpfs`): in the key, never in a layer.
     pub tmpfs: Vec<crate::sandbox::job::Tmpfs>,
+    /// Host paths mounted for this run only (a Containerfile's
+    /// `RUN --mount=type=bind` of the build context).
+    pub binds: Vec<ContextBind>,
+}
+
+/// A directory or file of the build context mounted into one rule:
+/// read-only, or (`writable`) a copy whose writes are thrown away after
+/// the rule. Its content is in the rule's key, its host path is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextBind {
+    pub host: PathBuf,
+    pub target: PathBuf,
+    pub writable: bool,
+    /// Paths under `host` the ignore file excludes: the rule does not see
+    /// them.
+    pub exclude: Vec<PathBuf>,
 }
 
 /// A script a rule executes: it is mounted read-only at
@@ -1045,6 +1061,7 @@ fn build_rule(
         user_name: None,
         script: None,
         tmpfs: Vec::new(),
+        binds: Vec::new(),
     })
 }
 

@@ -113,7 +113,10 @@ RUN ls -A /scratch > /after
     );
     assert_success(&o, "build at chroot without mounts");
     let e = stderr(&o);
-    assert!(e.contains("isolation: chroot (no namespaces or mounts"), "{e}");
+    assert!(
+        e.contains("isolation: chroot (no namespaces or mounts"),
+        "{e}"
+    );
     let m = members(&c.t.path().join("out"), "image");
     assert_eq!(m["said"].content, b"kept\n");
     assert_eq!(m["after"].content, b"");
@@ -122,4 +125,87 @@ RUN ls -A /scratch > /after
         "{:?}",
         m.keys()
     );
+}
+
+#[test]
+fn a_bind_of_the_context_is_read_only_without_ignored_files_and_keys_only_what_it_mounts() {
+    let c = Ctx::new();
+    write(&c.ctx().join("a/f"), b"one\n", 0o644);
+    write(&c.ctx().join("a/secret.txt"), b"hidden\n", 0o644);
+    write(&c.ctx().join("b/other"), b"elsewhere\n", 0o644);
+    write(&c.ctx().join(".dockerignore"), b"**/secret.txt\n", 0o644);
+    let text = "FROM base
+RUN --mount=type=bind,source=a,target=/m cat /m/f > /said && ls -A /m > /list && \\
+    if echo x > /m/new 2>/dev/null; then echo writable; else echo read-only; fi > /ro
+RUN --mount=type=bind,target=ctx ls -A ctx > /whole
+";
+    let m = c.ok(text);
+    assert_eq!(m["said"].content, b"one\n");
+    assert_eq!(m["list"].content, b"f\n");
+    assert_eq!(m["ro"].content, b"read-only\n");
+    let whole = String::from_utf8_lossy(&m["whole"].content).into_owned();
+    assert!(whole.contains("Containerfile\na\nb\n"), "{whole}");
+    assert!(
+        !m.contains_key("m") && !m.contains_key("ctx"),
+        "{:?}",
+        m.keys()
+    );
+
+    // A change outside the mounted part: the first RUN is cached.
+    write(&c.ctx().join("b/other"), b"changed\n", 0o644);
+    let o = c.build(text);
+    assert_success(&o, "rebuild");
+    let e = stderr(&o);
+    let line = |rule: &str| {
+        (e.lines().find(|l| l.contains(rule)))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("==> build.stage0-2 ").ends_with(": cached"), "{e}");
+    assert!(
+        line("==> build.stage0-4 ")
+            .ends_with("run: the part of the build context it mounts changed"),
+        "{e}"
+    );
+    // In it: the step runs again and sees the change.
+    write(&c.ctx().join("a/f"), b"two\n", 0o644);
+    let m = c.ok(text);
+    assert_eq!(m["said"].content, b"two\n");
+}
+
+#[test]
+fn a_writable_bind_of_the_context_is_a_copy_whose_writes_go() {
+    let c = Ctx::new();
+    write(&c.ctx().join("a/f"), b"one\n", 0o644);
+    let m = c.ok("FROM base
+RUN --mount=type=bind,source=a,target=/m,rw echo more >> /m/f && echo new > /m/g && cat /m/f /m/g > /said
+RUN ls -A /m > /after
+");
+    assert_eq!(m["said"].content, b"one\nmore\nnew\n");
+    assert_eq!(m["after"].content, b"");
+    assert_eq!(std::fs::read(c.ctx().join("a/f")).unwrap(), b"one\n");
+    assert!(!c.ctx().join("a/g").exists());
+}
+
+#[test]
+fn a_bind_source_outside_the_context_or_missing_is_refused_naming_its_line() {
+    let c = Ctx::new();
+    std::os::unix::fs::symlink("/etc", c.ctx().join("link")).unwrap();
+    for (source, want) in [
+        ("../x", "outside the build context"),
+        ("link", "outside the build context"),
+        ("nothere", "in the build context"),
+    ] {
+        let o = c.build(&format!(
+            "FROM base\n\nRUN --mount=type=bind,source={source},target=/m true\n"
+        ));
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!(
+                "Containerfile:3: RUN: --mount=type=bind,source={source}: "
+            )) && e.contains(want),
+            "{e}"
+        );
+    }
 }
