@@ -35,6 +35,11 @@ pub struct Args {
     /// With a Containerfile: the stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
+    /// With a Containerfile: the network of every RUN that does not say
+    /// --network (default: host), and whether ADD may download a URL
+    /// (not with none).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub network: Option<super::shell::NetworkArg>,
     /// Build only these images.
     #[arg(long = "image", value_name = "NAME")]
     pub images: Vec<String>,
@@ -160,6 +165,9 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         if let Some(t) = &a.target {
             bail!("--target {t}: a shipyard.toml has no stages; name images with --image");
         }
+        if a.network.is_some() {
+            bail!("--network: a shipyard.toml says its builders' network (network = \"host\")");
+        }
         crate::project::load(&file, &sets)?
     };
     let secrets = Secrets::parse(&a.secrets)?;
@@ -262,6 +270,9 @@ fn containerfile_plan(
         image: a.target.clone().unwrap_or_else(|| "image".into()),
         labels: Default::default(),
         annotations: Default::default(),
+        network: a
+            .network
+            .map_or(crate::sandbox::job::Network::Host, Into::into),
     };
     for (k, v) in sets {
         if let Some(l) = k.strip_prefix("label.") {

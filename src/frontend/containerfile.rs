@@ -31,6 +31,10 @@ pub struct Options {
     /// `--label`s and `--annotation`s for the image.
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// `build --network`: the builders' network (a RUN's `--network`
+    /// wins), which also says whether ADD may download: with `none`, a
+    /// URL is refused.
+    pub network: Network,
 }
 
 /// Why a Containerfile cannot be built.
@@ -84,6 +88,7 @@ pub fn load(opts: &Options) -> Res<Plan> {
         file: name,
         context,
         ignore,
+        network: opts.network,
         resolved: &resolved,
         builders: Vec::new(),
         index: BTreeMap::new(),
@@ -150,6 +155,7 @@ struct Lowering<'a> {
     file: String,
     context: PathBuf,
     ignore: Option<Matcher>,
+    network: Network,
     resolved: &'a cf::Resolved,
     builders: Vec<Builder>,
     /// Stage index → builder index.
@@ -312,7 +318,7 @@ impl Lowering<'_> {
             parent,
             deps,
             sources: Vec::new(),
-            network: Network::Host,
+            network: self.network,
             env: Vec::new(),
             host_ca: false,
             steps: Vec::new(),
@@ -655,11 +661,21 @@ impl Lowering<'_> {
         st: &StageState,
         add: bool,
     ) -> Res<BuildRule> {
-        if t.parents || !t.exclude.is_empty() || t.checksum.is_some() || t.keep_git_dir {
+        if t.parents || !t.exclude.is_empty() || t.keep_git_dir {
             return Err(self.err(
                 step,
-                "--parents, --exclude, --checksum and --keep-git-dir are not supported yet",
+                "--parents, --exclude and --keep-git-dir are not supported yet",
             ));
+        }
+        let is_url = |p: &str| p.starts_with("http://") || p.starts_with("https://");
+        if let Some(c) = &t.checksum {
+            let urls = (t.sources.iter()).all(|s| matches!(s, Source::Path(p) if is_url(p)));
+            if !add || !urls {
+                return Err(self.err(
+                    step,
+                    format!("--checksum={c}: only for ADD of http(s) URLs"),
+                ));
+            }
         }
         let (owner, owner_name) = match &t.chown {
             Some(c) => {
@@ -732,12 +748,13 @@ impl Lowering<'_> {
                     ));
                 }
                 None => {
-                    if add
-                        && (p.starts_with("http://")
-                            || p.starts_with("https://")
-                            || p.starts_with("git@"))
-                    {
-                        return Err(self.err(step, format!("{p}: ADD of a URL is not supported; download it in a RUN step (the build's network is the host's)")));
+                    if add && is_url(p) && step.copy_from.is_none() {
+                        let host = self.download(step, p, t.checksum.as_deref())?;
+                        items.push((CopyFrom::Host(host), Some((false, Vec::new()))));
+                        continue;
+                    }
+                    if add && p.starts_with("git@") {
+                        return Err(self.err(step, format!("{p}: ADD of a git repository is not supported; clone it in a RUN step")));
                     }
                     for (host, is_dir) in self.context_sources(step, p)? {
                         if add && !is_dir {
@@ -817,6 +834,70 @@ impl Lowering<'_> {
         Ok(rule)
     }
 
+    /// ADD of a URL: downloaded now (at most [`MAX_DOWNLOAD`] bytes) into
+    /// the cache's `downloads`, one file per URL, replaced by each build,
+    /// so that its content is in the step's key as a context file's is.
+    /// Mode 0600 and the server's `Last-Modified` as mtime, as Docker
+    /// gives them (the layer clamps mtimes to SOURCE_DATE_EPOCH).
+    fn download(&self, step: &cf::Step, url: &str, checksum: Option<&str>) -> Res<PathBuf> {
+        use sha2::Digest;
+        use std::os::unix::fs::PermissionsExt;
+        if self.network == Network::None {
+            return Err(self.err(step, format!("{url}: the build's network is none (--network none), so ADD downloads nothing; build with --network host, or put the file in the context")));
+        }
+        let want = match checksum {
+            Some(c) => Some(
+                c.strip_prefix("sha256:")
+                    .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .map(str::to_ascii_lowercase)
+                    .ok_or_else(|| {
+                        self.err(
+                            step,
+                            format!("--checksum={c}: expected sha256:HEX (64 digits)"),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let path = url.split(['?', '#']).next().unwrap_or(url);
+        let name = path
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .and_then(|(_, p)| p.rsplit('/').next())
+            .filter(|n| is_plain_name(n))
+            .unwrap_or("download");
+        let dir = shipyard_image::cache::cache_dir()
+            .map_err(|e| self.err(step, format!("{url}: {e}")))?
+            .join("downloads")
+            .join(hex::encode(sha2::Sha256::digest(url.as_bytes())));
+        let to = dir.join(name);
+        let got = shipyard_image::registry::fetch::fetch(
+            url,
+            &to,
+            MAX_DOWNLOAD,
+            std::time::Duration::from_secs(300),
+        )
+        .map_err(|e| self.err(step, shipyard_image::error::chain_text(&e)))?;
+        if let Some(want) = want {
+            if got.sha256 != want {
+                let _ = std::fs::remove_file(&to);
+                return Err(self.err(
+                    step,
+                    format!(
+                        "{url}: its sha256 is {}, not the {want} --checksum names",
+                        got.sha256
+                    ),
+                ));
+            }
+        }
+        let io = |e: std::io::Error| self.err(step, format!("{}: {e}", to.display()));
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        if let Some(t) = got.last_modified {
+            shipyard_image::fsutil::set_mtime_ns(&to, t, 0);
+        }
+        Ok(to)
+    }
+
     /// The context paths a COPY source names (globs expanded), each with
     /// whether it is a directory. A path outside the context, missing, or
     /// excluded by the ignore file is an error, as with Docker.
@@ -892,6 +973,9 @@ impl Lowering<'_> {
         out
     }
 }
+
+/// The most an `ADD URL` downloads: bigger is an error, not a full disk.
+const MAX_DOWNLOAD: u64 = 4 << 30;
 
 /// A rule with the stage's settings and nothing to do yet.
 fn plain_rule(name: &str, st: &StageState) -> BuildRule {
@@ -1058,6 +1142,7 @@ mod tests {
             image: "img".into(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            network: Network::Host,
         })
     }
 
@@ -1234,6 +1319,7 @@ mod tests {
                 image: "img".into(),
                 labels: BTreeMap::new(),
                 annotations: BTreeMap::new(),
+                network: Network::Host,
             })
             .unwrap()
         };

@@ -209,3 +209,105 @@ fn a_bind_source_outside_the_context_or_missing_is_refused_naming_its_line() {
         );
     }
 }
+
+/// An HTTP server on 127.0.0.1 answering every GET with `body` (which the
+/// test may change) and a Last-Modified of 1994; returns its address.
+fn serve(body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut req = [0u8; 4096];
+            let _ = s.read(&mut req);
+            let body = body.lock().unwrap().clone();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    addr
+}
+
+/// shipyard, reaching 127.0.0.1 without a proxy, at a fixed epoch later
+/// than the server's Last-Modified.
+fn local_shipyard() -> std::process::Command {
+    let mut c = shipyard();
+    c.env("NO_PROXY", "127.0.0.1")
+        .env("no_proxy", "127.0.0.1")
+        .env("SOURCE_DATE_EPOCH", "2000000000");
+    c
+}
+
+#[test]
+fn add_of_a_url_downloads_it_mode_0600_dated_by_the_server_and_keyed_by_its_content() {
+    let c = Ctx::new();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(b"echo hi\n".to_vec()));
+    let addr = serve(body.clone());
+    let text =
+        format!("FROM base\nADD http://{addr}/dl/tool.sh /opt/\nRUN cat /opt/tool.sh > /said\n");
+    let o = c.build_by(local_shipyard(), &text, &[]);
+    assert_success(&o, "ADD of a URL");
+    let m = members(&c.t.path().join("out"), "image");
+    assert_eq!(m["opt/tool.sh"].content, b"echo hi\n");
+    assert_eq!(m["opt/tool.sh"].mode & 0o7777, 0o600);
+    assert_eq!(m["opt/tool.sh"].mtime, 784111777);
+    assert_eq!(m["said"].content, b"echo hi\n");
+
+    // The server's file changes: the step runs again and takes it.
+    *body.lock().unwrap() = b"echo bye\n".to_vec();
+    let o = c.build_by(local_shipyard(), &text, &[]);
+    assert_success(&o, "ADD of a changed URL");
+    let m = members(&c.t.path().join("out"), "image");
+    assert_eq!(m["said"].content, b"echo bye\n");
+
+    // --checksum: the right one passes, another fails naming both.
+    let real = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"echo bye\n"))
+    };
+    let o = c.build_by(
+        local_shipyard(),
+        &format!("FROM base\nADD --checksum=sha256:{real} http://{addr}/f /f\n"),
+        &[],
+    );
+    assert_success(&o, "ADD --checksum");
+    let wrong = "0".repeat(64);
+    let o = c.build_by(
+        local_shipyard(),
+        &format!("FROM base\n\nADD --checksum=sha256:{wrong} http://{addr}/f /f\n"),
+        &[],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "Containerfile:3: ADD: http://{addr}/f: its sha256 is {real}, not the {wrong}"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn add_of_a_url_is_refused_naming_its_line_when_the_build_has_no_network() {
+    let c = Ctx::new();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(b"x".to_vec()));
+    let addr = serve(body);
+    let o = c.build_by(
+        local_shipyard(),
+        &format!("FROM base\nADD http://{addr}/f /f\n"),
+        &["--network", "none"],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "Containerfile:2: ADD: http://{addr}/f: the build's network is none"
+        )),
+        "{e}"
+    );
+}
