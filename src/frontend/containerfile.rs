@@ -767,9 +767,6 @@ impl Lowering<'_> {
                                     unpack.push(items.len() - 1);
                                     continue;
                                 }
-                                AddKind::Unsupported(how) => {
-                                    return Err(self.err(step, format!("{p}: a {how}-compressed file, which ADD unpacks when it is a tar archive: not supported yet; decompress it first, or COPY it and RUN tar")));
-                                }
                             }
                         }
                         let exclude = if is_dir {
@@ -1062,8 +1059,6 @@ fn image_ref(r: &str) -> String {
 enum AddKind {
     Copy,
     Unpack,
-    /// Compressed in a format shipyard does not decode (yet).
-    Unsupported(&'static str),
 }
 
 fn add_kind(p: &Path) -> std::io::Result<AddKind> {
@@ -1078,10 +1073,10 @@ fn add_kind(p: &Path) -> std::io::Result<AddKind> {
             Ok(d) => Box::new(d),
             Err(_) => return Ok(AddKind::Copy),
         }
-    } else if head.starts_with(b"BZh") {
-        return Ok(AddKind::Unsupported("bzip2"));
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Ok(AddKind::Unsupported("xz"));
+    } else if head.starts_with(b"BZh")
+        || head.starts_with(shipyard_image::layer::compress::XZ_MAGIC)
+    {
+        shipyard_image::layer::compress::archive_decoder(f, &head)
     } else {
         Box::new(f)
     };
@@ -1296,7 +1291,18 @@ mod tests {
         let mut text_gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut text_gz, &[b'z'; 1024]).unwrap();
         assert_eq!(kind("t.gz", &text_gz.finish().unwrap()), AddKind::Copy);
-        assert_eq!(kind("x.tar.bz2", b"BZh91AY"), AddKind::Unsupported("bzip2"));
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        std::io::Write::write_all(&mut bz, &tar).unwrap();
+        assert_eq!(kind("x.tbz", &bz.finish().unwrap()), AddKind::Unpack);
+        let xz = std::process::Command::new("xz")
+            .args(["-c", &t.path().join("plain.bin").display().to_string()])
+            .output()
+            .unwrap();
+        assert!(xz.status.success());
+        assert_eq!(kind("x.txz", &xz.stdout), AddKind::Unpack);
+        // A broken stream is no archive: copied as it is, as Docker does.
+        assert_eq!(kind("x.tar.bz2", b"BZh91AY"), AddKind::Copy);
+        assert_eq!(kind("x.tar.xz", &xz.stdout[..12]), AddKind::Copy);
     }
 
     #[test]
@@ -1330,12 +1336,6 @@ mod tests {
         assert!(!item(1).unpack);
         assert_eq!(item(1).to, PathBuf::from("/opt/r.tar"));
         assert_eq!(item(2).to, PathBuf::from("/x"));
-        let e = lower("FROM scratch\nADD r.tbz /\n", &[("r.tbz", "BZh91AY&SY")]);
-        let e = e.unwrap_err().to_string();
-        assert!(
-            e.contains("Containerfile:2: ADD: r.tbz: a bzip2-compressed file"),
-            "{e}"
-        );
     }
 
     #[test]

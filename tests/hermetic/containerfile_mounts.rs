@@ -311,3 +311,34 @@ fn add_of_a_url_is_refused_naming_its_line_when_the_build_has_no_network() {
         "{e}"
     );
 }
+
+#[test]
+fn add_unpacks_local_xz_and_bzip2_tar_archives() {
+    let c = Ctx::new();
+    let tree = c.t.path().join("arch");
+    write(&tree.join("pkg/tool"), b"tool\n", 0o755);
+    let tar = c.t.path().join("a.tar");
+    let o = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&tree)
+        .arg("pkg")
+        .output()
+        .unwrap();
+    assert_success(&o, "tar");
+    for (tool, name) in [("xz", "a.tar.xz"), ("bzip2", "a.tar.bz2")] {
+        let o = std::process::Command::new(tool)
+            .arg("-c")
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert_success(&o, tool);
+        write(&c.ctx().join(name), &o.stdout, 0o644);
+    }
+    let m = c.ok("FROM base\nADD a.tar.xz /x/\nADD a.tar.bz2 /b\n");
+    assert_eq!(m["x/pkg/tool"].content, b"tool\n");
+    assert_eq!(m["x/pkg/tool"].mode & 0o777, 0o755);
+    assert_eq!(m["b/pkg/tool"].content, b"tool\n");
+    assert!(!m.contains_key("x/a.tar.xz"), "{:?}", m.keys());
+}
