@@ -513,6 +513,8 @@ fn declared(spec: &ImageSpec) -> mutate::Declared {
         volumes: spec.volumes.clone(),
         labels: spec.labels.clone(),
         stop_signal: spec.stop_signal.clone(),
+        healthcheck: spec.healthcheck.clone(),
+        on_build: Some(spec.on_build.clone()),
     }
 }
 

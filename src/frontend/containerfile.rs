@@ -12,6 +12,7 @@ use crate::project::{
 };
 use crate::sandbox::job::Network;
 use crate::tapeout::view::normalize;
+use shipyard_image::oci::config::Healthcheck;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,28 @@ pub struct Options {
     /// wins), which also says whether ADD may download: with `none`, a
     /// URL is refused.
     pub network: Network,
+    /// How a base image's ONBUILD triggers are read; without it, bases
+    /// have none.
+    pub base_triggers: Option<BaseTriggers>,
+    /// `--squash`: the image is its root base's layers and one layer of
+    /// everything the stages changed (see [`Lowering::lower`]).
+    pub squash: bool,
+}
+
+/// Reads the ONBUILD triggers (the config's `OnBuild`) of a base image,
+/// given as shipyard names it (`oci:DIR:TAG`, `docker://…`): the caller
+/// knows where images come from and how to pull them, the frontend does
+/// not. The error is the reason the config could not be read.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct BaseTriggers(
+    pub std::sync::Arc<dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync>,
+);
+
+impl std::fmt::Debug for BaseTriggers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BaseTriggers")
+    }
 }
 
 /// Why a Containerfile cannot be built.
@@ -71,14 +94,12 @@ pub fn load(opts: &Options) -> Res<Plan> {
         source,
     })?;
     let file = cf::parse(&name, &text)?;
-    let resolved = cf::resolve(
-        &file,
-        &cf::ResolveOptions {
-            build_args: opts.build_args.clone(),
-            target: opts.target.clone(),
-            ..Default::default()
-        },
-    )?;
+    let resolve_opts = cf::ResolveOptions {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        ..Default::default()
+    };
+    let (resolved, triggers) = with_triggers(file, &resolve_opts, opts)?;
     let ignore = ignore_matcher(opts)?;
     let context = std::fs::canonicalize(&opts.context).map_err(|source| FrontendError::Read {
         file: opts.context.display().to_string(),
@@ -90,12 +111,149 @@ pub fn load(opts: &Options) -> Res<Plan> {
         ignore,
         network: opts.network,
         resolved: &resolved,
+        triggers,
         builders: Vec::new(),
         index: BTreeMap::new(),
         states: BTreeMap::new(),
         images: BTreeMap::new(),
     }
     .lower(opts)
+}
+
+/// The ONBUILD triggers a stage runs right after its FROM: whose they
+/// are (the base image, or the earlier stage) and their texts.
+#[derive(Debug, Clone)]
+struct Triggers {
+    of: String,
+    texts: Vec<String>,
+}
+
+/// Resolves the file with the ONBUILD triggers of each needed stage's
+/// base put right after its FROM, as Docker runs them: a base image's
+/// (its config's `OnBuild`), or an earlier stage's own ONBUILDs (BuildKit
+/// runs those too). Triggers may use other stages (`COPY --from`), which
+/// may have triggers of their own: resolved again until no needed stage
+/// is left without its triggers.
+fn with_triggers(
+    mut file: cf::Containerfile,
+    resolve_opts: &cf::ResolveOptions,
+    opts: &Options,
+) -> Res<(cf::Resolved, BTreeMap<usize, Triggers>)> {
+    let mut done: BTreeMap<usize, Triggers> = BTreeMap::new();
+    loop {
+        let resolved = match cf::resolve(&file, resolve_opts) {
+            Ok(r) => r,
+            Err(e) => return Err(trigger_error(e, &resolved_froms(&file), &done)),
+        };
+        let todo: Vec<usize> = (resolved.needed.iter())
+            .filter(|s| !done.contains_key(s))
+            .copied()
+            .collect();
+        if todo.is_empty() {
+            return Ok((resolved, done));
+        }
+        // Later stages first, so the FROM positions of earlier ones hold.
+        for &s in todo.iter().rev() {
+            let stage = &resolved.stages[s];
+            let from_err = |message: String| FrontendError::Instruction {
+                file: file.file.clone(),
+                line: stage.line,
+                instruction: "FROM".into(),
+                message,
+            };
+            let t = match &stage.base {
+                cf::Base::Scratch => Triggers {
+                    of: "scratch".into(),
+                    texts: Vec::new(),
+                },
+                cf::Base::Stage(p) => Triggers {
+                    of: format!("stage {}", stage_label(&resolved, *p)),
+                    texts: (resolved.stages[*p].steps.iter())
+                        .filter_map(|st| match &st.instruction {
+                            Instruction::Onbuild(t) => Some(t.original.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                },
+                cf::Base::Image(r) => {
+                    let r = image_ref(r);
+                    let texts = match &opts.base_triggers {
+                        Some(BaseTriggers(read)) => read(&r).map_err(|m| {
+                            from_err(format!("{r}: reading its config for ONBUILD triggers: {m}"))
+                        })?,
+                        None => Vec::new(),
+                    };
+                    Triggers { of: r, texts }
+                }
+            };
+            let mut parsed = Vec::new();
+            for text in &t.texts {
+                let mut l = cf::parse_trigger(text)
+                    .map_err(|m| from_err(format!("ONBUILD trigger {text:?} of {}: {m}", t.of)))?;
+                (l.line, l.end_line) = (stage.line, stage.line);
+                parsed.push(l);
+            }
+            let at = (file.instructions.iter())
+                .enumerate()
+                .filter(|(_, l)| matches!(l.instruction, Instruction::From { .. }))
+                .nth(s)
+                .map(|(i, _)| i + 1)
+                .ok_or_else(|| from_err("no such stage".into()))?;
+            file.instructions.splice(at..at, parsed);
+            done.insert(s, t);
+        }
+    }
+}
+
+/// The line of each FROM, by stage index.
+fn resolved_froms(file: &cf::Containerfile) -> Vec<usize> {
+    (file.instructions.iter())
+        .filter(|l| matches!(l.instruction, Instruction::From { .. }))
+        .map(|l| l.line)
+        .collect()
+}
+
+/// A resolution error in a trigger (on its stage's FROM line, and not
+/// about FROM) names the trigger and whose it is.
+fn trigger_error(e: cf::Error, froms: &[usize], done: &BTreeMap<usize, Triggers>) -> FrontendError {
+    if let cf::Error::Instruction {
+        file,
+        line,
+        instruction,
+        message,
+    } = &e
+    {
+        let stage = froms.iter().position(|l| l == line);
+        if let Some(t) = stage.and_then(|s| done.get(&s)) {
+            let text = (t.texts.iter()).find(|x| {
+                x.split_whitespace()
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case(instruction))
+            });
+            if instruction != "FROM" {
+                if let Some(text) = text {
+                    return FrontendError::Instruction {
+                        file: file.clone(),
+                        line: *line,
+                        instruction: "FROM".into(),
+                        message: format!(
+                            "ONBUILD trigger {text:?} of {}: {instruction}: {message}",
+                            t.of
+                        ),
+                    };
+                }
+            }
+        }
+    }
+    e.into()
+}
+
+/// A stage as a message names it: `AS` name, else its index.
+fn stage_label(resolved: &cf::Resolved, s: usize) -> String {
+    match &resolved.stages[s].name {
+        Some(n) => n.clone(),
+        None => s.to_string(),
+    }
 }
 
 /// The first ignore file found (`NAME.containerignore`,
@@ -129,6 +287,9 @@ struct StageState {
     volumes: Vec<String>,
     labels: BTreeMap<String, String>,
     stop_signal: Option<String>,
+    healthcheck: Option<Healthcheck>,
+    /// This stage's `ONBUILD` triggers, as their text.
+    on_build: Vec<String>,
 }
 
 impl Default for StageState {
@@ -147,6 +308,8 @@ impl Default for StageState {
             volumes: Vec::new(),
             labels: BTreeMap::new(),
             stop_signal: None,
+            healthcheck: None,
+            on_build: Vec::new(),
         }
     }
 }
@@ -157,6 +320,9 @@ struct Lowering<'a> {
     ignore: Option<Matcher>,
     network: Network,
     resolved: &'a cf::Resolved,
+    /// Each needed stage's base's ONBUILD triggers: the first steps of
+    /// the stage.
+    triggers: BTreeMap<usize, Triggers>,
     builders: Vec<Builder>,
     /// Stage index → builder index.
     index: BTreeMap<usize, usize>,
@@ -206,16 +372,37 @@ impl Lowering<'_> {
             images: Vec::new(),
             pods: Vec::new(),
         };
+        // --squash, as Docker's: the base image's layers are kept and the
+        // build's own become one, shipyard's minimal diff of the final
+        // state against that base (a tapeout of all the stage chain
+        // changed, less what the base already has, as tapeouts are made
+        // onto a runtime base). buildah's --squash would squash the
+        // base's layers too; Docker's keeps them shareable.
+        let (builder, tapeouts) = if opts.squash {
+            let name = format!("{}-squash", plan.builders[tb].name);
+            let builder = plan.builders[tb].name.clone();
+            plan.builders[tb].steps.push(Step::Tapeout(TapeoutRule {
+                name: name.clone(),
+                builder,
+                include: vec!["/**".into()],
+                exclude: Vec::new(),
+                elf_closure: false,
+                remap: Vec::new(),
+                owner: None,
+                mode: None,
+            }));
+            (None, vec![name])
+        } else {
+            let upto = plan.builders[tb].steps.len();
+            (Some(BuilderState { builder: tb, upto }), Vec::new())
+        };
         let image = ImageSpec {
             name: opts.image.clone(),
             tag: opts.image.clone(),
             from: plan.root_from(tb).to_string(),
-            builder: Some(BuilderState {
-                builder: tb,
-                upto: plan.builders[tb].steps.len(),
-            }),
+            builder,
             default_path: true,
-            tapeouts: Vec::new(),
+            tapeouts,
             layer_per_tapeout: false,
             entrypoint: st.entrypoint,
             cmd: st.cmd,
@@ -227,6 +414,8 @@ impl Lowering<'_> {
             labels,
             annotations: opts.annotations.clone(),
             stop_signal: st.stop_signal,
+            healthcheck: st.healthcheck,
+            on_build: st.on_build,
         };
         plan.images.push(image);
         Ok(plan)
@@ -324,8 +513,34 @@ impl Lowering<'_> {
             steps: Vec::new(),
         });
         self.index.insert(s, b);
-        for step in &stage.steps.clone() {
-            self.instruction(b, &name, step, &mut st)?;
+        // Docker clears the base's triggers: they ran here, once.
+        st.on_build.clear();
+        let triggers = self.triggers.get(&s).cloned();
+        for (i, step) in stage.steps.clone().iter().enumerate() {
+            // Triggers share their FROM's line: their rules are told
+            // apart by their place.
+            let name = match &triggers {
+                Some(t) if i < t.texts.len() => format!("{name}-onbuild{i}"),
+                _ => name.clone(),
+            };
+            let r = self.instruction(b, &name, step, &mut st);
+            if let (Err(e), Some(t)) = (&r, &triggers) {
+                if let (Some(text), FrontendError::Instruction { message, .. }) =
+                    (t.texts.get(i), e)
+                {
+                    return Err(FrontendError::Instruction {
+                        file: self.file.clone(),
+                        line: step.line,
+                        instruction: "FROM".into(),
+                        message: format!(
+                            "ONBUILD trigger {text:?} of {}: {}: {message}",
+                            t.of,
+                            step.instruction.keyword()
+                        ),
+                    });
+                }
+            }
+            r?;
         }
         self.states.insert(s, st);
         Ok(())
@@ -387,9 +602,8 @@ impl Lowering<'_> {
                     st.user = (0, 0);
                     st.user_name = Some(u.clone());
                 } else {
-                    st.user = crate::project::parse_owner(u).ok_or_else(|| {
-                        self.err(step, format!("{u:?}: expected USER[:GROUP]"))
-                    })?;
+                    st.user = crate::project::parse_owner(u)
+                        .ok_or_else(|| self.err(step, format!("{u:?}: expected USER[:GROUP]")))?;
                     st.user_name = None;
                 }
                 st.user_text = Some(u.clone());
@@ -423,12 +637,8 @@ impl Lowering<'_> {
                 // has no author field, so the label says it.
                 st.labels.insert("maintainer".into(), m.clone());
             }
-            Instruction::Healthcheck(_) | Instruction::Onbuild(_) => {
-                return Err(self.err(
-                    step,
-                    "not supported yet: the image config written here has no Healthcheck or OnBuild (Docker's own fields); remove it or build with docker",
-                ))
-            }
+            Instruction::Healthcheck(h) => st.healthcheck = Some(healthcheck(h)),
+            Instruction::Onbuild(trigger) => st.on_build.push(trigger.original.clone()),
         }
         Ok(())
     }
@@ -974,6 +1184,39 @@ impl Lowering<'_> {
 /// The most an `ADD URL` downloads: bigger is an error, not a full disk.
 const MAX_DOWNLOAD: u64 = 4 << 30;
 
+/// A HEALTHCHECK as Docker writes it into the config: the command as
+/// `CMD` (exec form) or `CMD-SHELL` (shell form, run by the container's
+/// `/bin/sh -c`, whatever SHELL says), durations in nanoseconds, unset
+/// options zero (the runtime's defaults).
+fn healthcheck(h: &cf::Healthcheck) -> Healthcheck {
+    let c = match h {
+        cf::Healthcheck::None => {
+            return Healthcheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }
+        }
+        cf::Healthcheck::Cmd(c) => c,
+    };
+    let test = match &c.command {
+        Command::Exec(v) => std::iter::once("CMD".to_string())
+            .chain(v.iter().cloned())
+            .collect(),
+        Command::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+    };
+    let ns = |d: Option<std::time::Duration>| {
+        d.map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    };
+    Healthcheck {
+        test,
+        interval: ns(c.interval),
+        timeout: ns(c.timeout),
+        start_period: ns(c.start_period),
+        start_interval: ns(c.start_interval),
+        retries: c.retries.map_or(0, i64::from),
+    }
+}
+
 /// A rule with the stage's settings and nothing to do yet.
 fn plain_rule(name: &str, st: &StageState) -> BuildRule {
     BuildRule {
@@ -1138,7 +1381,57 @@ mod tests {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             network: Network::Host,
+            base_triggers: None,
+            squash: false,
         })
+    }
+
+    /// Lowers `text` with every image base having `triggers`.
+    fn lower_on(text: &str, triggers: &'static [&'static str]) -> Res<Plan> {
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("Containerfile");
+        std::fs::write(&file, text).unwrap();
+        let read = |_: &str| Ok(triggers.iter().map(|s| s.to_string()).collect());
+        load(&Options {
+            file,
+            context: t.path().to_path_buf(),
+            target: None,
+            build_args: BTreeMap::new(),
+            image: "img".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            base_triggers: Some(BaseTriggers(std::sync::Arc::new(read))),
+            squash: false,
+        })
+    }
+
+    #[test]
+    fn a_bases_triggers_are_the_stages_first_rules_and_a_bad_one_is_named() {
+        let plan = lower_on("FROM img\nRUN own\n", &["RUN one", "WORKDIR /w"]).unwrap();
+        let r = rules(&plan);
+        let names: Vec<&str> = r.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["stage0-onbuild0-1", "stage0-onbuild1-1", "stage0-2"]
+        );
+        // The trigger's WORKDIR applies to the stage's own rules.
+        assert_eq!(r[2].workdir, PathBuf::from("/w"));
+        assert!(plan.images[0].on_build.is_empty());
+        // A trigger that does not substitute: named with its base.
+        let e = lower_on("FROM img\nRUN own\n", &["WORKDIR ${NOPE:?}"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("Containerfile:1: FROM: ONBUILD trigger \"WORKDIR ${NOPE:?}\" of docker://img: WORKDIR: NOPE: is not allowed to be unset"),
+            "{e}"
+        );
+        let e = lower_on("FROM img\n", &["EXPOSE x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ONBUILD trigger \"EXPOSE x\" of docker://img: EXPOSE: invalid port"),
+            "{e}"
+        );
     }
 
     fn rules(plan: &Plan) -> Vec<&BuildRule> {
@@ -1326,6 +1619,8 @@ mod tests {
                 labels: BTreeMap::new(),
                 annotations: BTreeMap::new(),
                 network: Network::Host,
+                base_triggers: None,
+                squash: false,
             })
             .unwrap()
         };

@@ -388,6 +388,11 @@ pub struct ImageSpec {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+    /// Replaces the base's health check (a Containerfile's HEALTHCHECK).
+    pub healthcheck: Option<shipyard_image::oci::config::Healthcheck>,
+    /// The image's ONBUILD triggers. The base's are never kept: an image
+    /// built on a base does not pass its triggers on, as with Docker.
+    pub on_build: Vec<String>,
 }
 
 /// One step of the plan, in run order.
@@ -1215,6 +1220,8 @@ fn image_spec(
         labels,
         annotations,
         stop_signal: r.stop_signal.clone(),
+        healthcheck: None,
+        on_build: Vec::new(),
     })
 }
 

@@ -42,6 +42,7 @@ mod archive;
 mod build;
 mod cache;
 mod cli;
+mod containerfile_config;
 mod containerfile_features;
 mod containerfile_mounts;
 mod determinism;
