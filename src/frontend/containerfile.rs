@@ -1402,6 +1402,7 @@ mod tests {
             annotations: BTreeMap::new(),
             base_triggers: Some(BaseTriggers(std::sync::Arc::new(read))),
             squash: false,
+            network: Network::Host,
         })
     }
 
@@ -1660,6 +1661,30 @@ mod tests {
         .to_string();
         assert!(
             e.contains("Containerfile:2: RUN: --mount=type=tmpfs,size=lots"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_checksum_is_for_urls_only_and_must_be_sha256_hex() {
+        let e = lower(
+            "FROM scratch\nADD --checksum=sha256:00 f /f\n",
+            &[("f", "x")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("Containerfile:2: ADD: --checksum=sha256:00: only for ADD of http(s) URLs"),
+            "{e}"
+        );
+        let e = lower(
+            "FROM scratch\nADD --checksum=md5:00 http://127.0.0.1:9/f /f\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("Containerfile:2: ADD: --checksum=md5:00: expected sha256:HEX"),
             "{e}"
         );
     }

@@ -180,8 +180,12 @@ fn a_writable_bind_of_the_context_is_a_copy_whose_writes_go() {
     let m = c.ok("FROM base
 RUN --mount=type=bind,source=a,target=/m,rw echo more >> /m/f && echo new > /m/g && cat /m/f /m/g > /said
 RUN ls -A /m > /after
+RUN --mount=type=bind,source=a/f,target=/one cat /one > /file
+RUN --mount=type=bind,source=./a/f,target=/one,rw echo x >> /one && cat /one > /file-rw
 ");
     assert_eq!(m["said"].content, b"one\nmore\nnew\n");
+    assert_eq!(m["file"].content, b"one\n");
+    assert_eq!(m["file-rw"].content, b"one\nx\n");
     assert_eq!(m["after"].content, b"");
     assert_eq!(std::fs::read(c.ctx().join("a/f")).unwrap(), b"one\n");
     assert!(!c.ctx().join("a/g").exists());
