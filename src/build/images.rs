@@ -546,7 +546,7 @@ fn explain_line(
 }
 
 /// Where a rule's sandbox mounted something (sources, tapeouts, cache
-/// mounts, secrets): the directories made for that are not what the rule
+/// mounts, tmpfs mounts, secrets): the directories made for that are not what the rule
 /// changed, and an image of the builder leaves them out, as BuildKit does
 /// for `RUN --mount` targets.
 fn mount_points(builder: &crate::project::Builder, step: &crate::project::Step) -> Vec<RelPath> {
@@ -556,6 +556,8 @@ fn mount_points(builder: &crate::project::Builder, step: &crate::project::Step) 
     let mut targets: Vec<&Path> = builder.sources.iter().map(|s| s.target.as_path()).collect();
     targets.extend(rule.mounts.iter().map(|m| m.target.as_path()));
     targets.extend(rule.cache.iter().map(|c| c.target.as_path()));
+    targets.extend(rule.tmpfs.iter().map(|t| t.target.as_path()));
+    targets.extend(rule.binds.iter().map(|c| c.target.as_path()));
     if !rule.secrets.is_empty() {
         targets.push(Path::new(crate::sandbox::job::Secret::DIR));
     }

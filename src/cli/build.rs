@@ -35,6 +35,11 @@ pub struct Args {
     /// With a Containerfile: the stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
+    /// With a Containerfile: the network of every RUN that does not say
+    /// --network (default: host), and whether ADD may download a URL
+    /// (not with none).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub network: Option<super::shell::NetworkArg>,
     /// With a Containerfile: the image is its FROM base's layers and one
     /// layer of what the build changed (Docker's --squash: the base's
     /// layers are kept, the build's own squashed into one minimal layer).
@@ -168,6 +173,9 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         if let Some(t) = &a.target {
             bail!("--target {t}: a shipyard.toml has no stages; name images with --image");
         }
+        if a.network.is_some() {
+            bail!("--network: a shipyard.toml says its builders' network (network = \"host\")");
+        }
         if a.squash {
             bail!("--squash is for Containerfiles: a shipyard.toml image's layers are its tapeouts' (layer-per-tapeout = false gives one)");
         }
@@ -299,6 +307,9 @@ fn containerfile_plan(
         image: a.target.clone().unwrap_or_else(|| "image".into()),
         labels: Default::default(),
         annotations: Default::default(),
+        network: a
+            .network
+            .map_or(crate::sandbox::job::Network::Host, Into::into),
         base_triggers: Some(crate::frontend::BaseTriggers(std::sync::Arc::new(read))),
         squash: a.squash,
     };

@@ -240,6 +240,25 @@ pub struct BuildRule {
     /// A heredoc script with `#!` (a Containerfile's `RUN <<EOF`): written
     /// to a file and executed, so its own interpreter runs it.
     pub script: Option<Box<Script>>,
+    /// Empty tmpfs mounts for this run only (a Containerfile's
+    /// `RUN --mount=type=tmpfs`): in the key, never in a layer.
+    pub tmpfs: Vec<crate::sandbox::job::Tmpfs>,
+    /// Host paths mounted for this run only (a Containerfile's
+    /// `RUN --mount=type=bind` of the build context).
+    pub binds: Vec<ContextBind>,
+}
+
+/// A directory or file of the build context mounted into one rule:
+/// read-only, or (`writable`) a copy whose writes are thrown away after
+/// the rule. Its content is in the rule's key, its host path is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextBind {
+    pub host: PathBuf,
+    pub target: PathBuf,
+    pub writable: bool,
+    /// Paths under `host` the ignore file excludes: the rule does not see
+    /// them.
+    pub exclude: Vec<PathBuf>,
 }
 
 /// A script a rule executes: it is mounted read-only at
@@ -380,8 +399,11 @@ pub struct ImageSpec {
     pub on_build: Vec<String>,
 }
 
-/// One step of the plan, in run order.
+/// One step of the plan, in run order. A plan holds one step per rule or
+/// instruction, so a rule's size beside a tapeout's costs nothing worth a
+/// box at every use.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     Build(BuildRule),
     Tapeout(TapeoutRule),
@@ -1050,6 +1072,8 @@ fn build_rule(
         network: None,
         user_name: None,
         script: None,
+        tmpfs: Vec::new(),
+        binds: Vec::new(),
     })
 }
 

@@ -44,6 +44,7 @@ mod cache;
 mod cli;
 mod containerfile_config;
 mod containerfile_features;
+mod containerfile_mounts;
 mod determinism;
 mod diff;
 mod hostile;
