@@ -386,8 +386,28 @@ fn rule_definition(builder: &Builder, b: &BuildRule, epoch: i64) -> serde_json::
         if let Some(n) = &c.owner_name {
             def["copy"]["owner_name"] = serde_json::json!(n);
         }
+        if c.owner_name.is_some() || c.owner != (0, 0) {
+            // The directories a copy makes are its owner's (they were
+            // root's): what such a step stored before then is not reused.
+            def["copy"]["made_dirs"] = serde_json::json!("owner");
+        }
     }
     def
+}
+
+/// The files a rule's sandbox binds the host's over when the rule has
+/// the host's network: where the builder has none, the empty files made
+/// to bind onto are what the rule's changes hold there (the rule cannot
+/// write through a read-only bind), and buildah and BuildKit leave them
+/// out of the layer too. A builder rooted at the host is not given them.
+pub(super) fn network_stubs(plan: &Plan, b: usize, rule: &BuildRule) -> &'static [&'static str] {
+    let network = rule.network.unwrap_or(plan.builders[b].network);
+    let host = network == crate::sandbox::job::Network::Host;
+    if host && rule.copy.is_none() && plan.root_from(b) != "host" {
+        &["/etc/hosts", "/etc/resolv.conf"]
+    } else {
+        &[]
+    }
 }
 
 /// Why each step of a builder must run whatever the cache holds, if it
@@ -541,6 +561,12 @@ impl<L: Lookup> Planner<'_, L> {
             let mut parts = BTreeMap::new();
             parts.insert("rule".into(), self.keys[b][i].key.to_string());
             parts.insert("format".into(), format.clone());
+            if let Step::Build(rule) = &self.plan.builders[b].steps[i] {
+                if !network_stubs(self.plan, b, rule).is_empty() {
+                    // Layers made before these were left out are not reused.
+                    parts.insert("left-out".into(), "network stubs".into());
+                }
+            }
             let key = StepKey::new(parts);
             let step = format!("image.{}#{}", img.name, layers.len());
             let status = self.status(&step, &key, self.forced[b][i].as_deref());

@@ -240,6 +240,9 @@ pub struct BuildRule {
     /// A heredoc script with `#!` (a Containerfile's `RUN <<EOF`): written
     /// to a file and executed, so its own interpreter runs it.
     pub script: Option<Box<Script>>,
+    /// Where the rule was written, when that is not its name
+    /// (`Containerfile:7: RUN`): a failure names it. Not in its key.
+    pub origin: Option<String>,
 }
 
 /// A script a rule executes: it is mounted read-only at
@@ -369,6 +372,8 @@ pub struct ImageSpec {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+    /// The config's `author` (a Containerfile's MAINTAINER).
+    pub author: Option<String>,
 }
 
 /// One step of the plan, in run order.
@@ -1041,6 +1046,7 @@ fn build_rule(
         network: None,
         user_name: None,
         script: None,
+        origin: None,
     })
 }
 
@@ -1194,6 +1200,7 @@ fn image_spec(
         labels,
         annotations,
         stop_signal: r.stop_signal.clone(),
+        author: None,
     })
 }
 

@@ -206,6 +206,8 @@ pub struct Declared {
     pub labels: BTreeMap<String, String>,
     /// Replaces the base's stop signal.
     pub stop_signal: Option<String>,
+    /// Replaces the base's author (the config's top-level field).
+    pub author: Option<String>,
 }
 
 /// Applies a declaration to a config (a runtime base's, with the build's
@@ -247,6 +249,9 @@ pub fn declare(config: &ImageConfiguration, d: &Declared) -> ImageConfiguration 
     }
     if d.stop_signal.is_some() {
         c.set_stop_signal(d.stop_signal.clone());
+    }
+    if d.author.is_some() {
+        out.set_author(d.author.clone());
     }
     out.set_config(Some(c));
     out
