@@ -551,7 +551,9 @@ impl<L: Lookup> Planner<'_, L> {
         let img: &ImageSpec = &self.plan.images[index];
         let base = self.facts.runtime_bases.get(&img.name).cloned();
         let r = self.req;
-        let format = format!("{:?} {:?} {}", r.compression, r.level, r.epoch);
+        // "rewrite v2": a layer of a rule made before links to overlayfs's
+        // shared whiteout became whiteouts was wrong; it is not reused.
+        let format = format!("rewrite v2 {:?} {:?} {}", r.compression, r.level, r.epoch);
         let mut layers = Vec::new();
         let lineage = img
             .builder
@@ -793,7 +795,7 @@ fn part_changed(lookup: &impl Lookup, name: &str, now: &str, before: Option<&Str
         }
         "copy" => "the files it copies changed".to_string(),
         "runtime-base" => "the runtime base changed".to_string(),
-        "format" => "the output format changed (compression, level or timestamp)".to_string(),
+        "format" => "the output format changed (compression, level, timestamp or shipyard's way of writing it)".to_string(),
         n if n.starts_with("source:") => {
             let target = &n["source:".len()..];
             let now_c = lookup.source(now);

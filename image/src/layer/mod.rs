@@ -232,10 +232,35 @@ pub fn rewrite_layer(
     let enc = Encoder::new(blob, how.compression, how.level)?;
     let tar_hash = HashingWriter::new(enc);
     let mut b = tar::Builder::new(BufWriter::with_capacity(256 * 1024, tar_hash));
+    // Members that did not become files of the new layer: the whiteouts
+    // turned into `.wh.` markers and the skipped mount points. overlayfs
+    // makes every whiteout of a mount a hard link to one shared 0:0
+    // device (kernels since 5.8), so the archive of an upper directory
+    // holds one device and, for each further deletion, a hard link to it.
+    // A link to a whiteout is a whiteout of its own name; a link to a
+    // skipped member has nothing to link to and is skipped as well.
+    let mut whiteouts = std::collections::HashSet::new();
+    let mut skipped = std::collections::HashSet::new();
     for_each_member(from, desc, diff_id, |item, data| {
+        let link_target = |e: &crate::rootfs::entry::Entry| match (&e.kind, &e.link) {
+            (crate::rootfs::entry::Kind::Hardlink, Some(l)) => {
+                Some(crate::rootfs::entry::RelPath::new(l.clone()))
+            }
+            _ => None,
+        };
         match item {
-            TarItem::Entry(e) if how.skip.contains(&e.path) => {}
-            TarItem::Entry(e) if overlay_upper && is_overlay_whiteout(e) => {
+            TarItem::Entry(e)
+                if how.skip.contains(&e.path)
+                    || link_target(e).is_some_and(|t| skipped.contains(&t)) =>
+            {
+                skipped.insert(e.path.clone());
+            }
+            TarItem::Entry(e)
+                if overlay_upper
+                    && (is_overlay_whiteout(e)
+                        || link_target(e).is_some_and(|t| whiteouts.contains(&t))) =>
+            {
+                whiteouts.insert(e.path.clone());
                 let c = crate::rootfs::changeset::Change::Whiteout(e.path.clone());
                 generate::put_marker(&mut b, c.tar_path(), opts)?
             }
@@ -401,4 +426,123 @@ fn stream_members(
         .drain_and_finish()
         .map_err(corrupt)?;
     Ok(uncompressed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::entry::RelPath;
+
+    /// An uncompressed layer blob in `layout` made of `members`
+    /// (path, tar type, link target, device numbers).
+    fn layer_of(layout: &Layout, members: &[(&str, tar::EntryType, &str, u32)]) -> Descriptor {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, link, dev) in members {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_size(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            if kind.is_character_special() {
+                h.set_device_major(*dev).unwrap();
+                h.set_device_minor(*dev).unwrap();
+            }
+            if kind.is_hard_link() {
+                b.append_link(&mut h, path, link).unwrap();
+            } else {
+                b.append_data(&mut h, path, io::empty()).unwrap();
+            }
+        }
+        let bytes = b.into_inner().unwrap();
+        let mut w = layout.blob_writer().unwrap();
+        w.write_all(&bytes).unwrap();
+        let (digest, size) = w.commit(None).unwrap();
+        Descriptor::new(
+            Compression::None.media_type(),
+            size,
+            media::to_spec_digest(&digest),
+        )
+    }
+
+    /// What a reader of the rewritten layer sees, one line per member.
+    fn members_of(layout: &Layout, desc: &Descriptor, diff_id: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        for_each_member(layout, desc, diff_id, |item, _| {
+            seen.push(match item {
+                TarItem::Entry(e) => format!(
+                    "{:?} {}{}",
+                    e.kind,
+                    String::from_utf8_lossy(e.path.as_bytes()),
+                    e.link
+                        .as_ref()
+                        .map(|l| format!(" -> {}", String::from_utf8_lossy(l)))
+                        .unwrap_or_default()
+                ),
+                TarItem::Whiteout(p) => {
+                    format!("whiteout {}", String::from_utf8_lossy(p.as_bytes()))
+                }
+                TarItem::Opaque(p) => format!("opaque {}", String::from_utf8_lossy(p.as_bytes())),
+                TarItem::Skip => "skip".into(),
+            });
+            Ok(())
+        })
+        .unwrap();
+        seen
+    }
+
+    /// overlayfs (5.8 and later) makes each further whiteout of a mount a
+    /// hard link to the first one, so the archive of an upper directory
+    /// holds one 0:0 device and links to it. Every one of those names is a
+    /// deletion: a link left as a link names a member the rewritten layer
+    /// does not have (podman refuses to apply it) and, read as a file,
+    /// brings back the name the step deleted. Links to a real file stay
+    /// links; a link to a skipped mount point goes with it.
+    #[test]
+    fn links_to_an_overlay_whiteout_are_whiteouts() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::open_or_create(t.path().join("l")).unwrap();
+        use tar::EntryType as T;
+        let desc = layer_of(
+            &layout,
+            &[
+                ("lists/", T::Directory, "", 0),
+                ("lists/InRelease", T::Char, "", 0),
+                ("lists/Packages", T::Link, "lists/InRelease", 0),
+                ("lists/Release", T::Link, "lists/InRelease", 0),
+                ("f", T::Regular, "", 0),
+                ("g", T::Link, "f", 0),
+                ("etc/hosts", T::Regular, "", 0),
+                ("hosts2", T::Link, "etc/hosts", 0),
+            ],
+        );
+        let diff_id = desc.digest().to_string();
+        let skip = [RelPath::new(b"etc/hosts".to_vec())];
+        let out = rewrite_layer(
+            &layout,
+            &desc,
+            &diff_id,
+            &layout,
+            &Rewrite {
+                compression: Compression::None,
+                level: None,
+                tar: TarOptions::default(),
+                overlay_upper: true,
+                skip: &skip,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            members_of(&layout, &out.descriptor, &out.diff_id.to_string()),
+            [
+                "Dir lists",
+                "whiteout lists/InRelease",
+                "whiteout lists/Packages",
+                "whiteout lists/Release",
+                "File f",
+                "Hardlink g -> f",
+            ]
+        );
+    }
 }
