@@ -551,9 +551,10 @@ impl<L: Lookup> Planner<'_, L> {
         let img: &ImageSpec = &self.plan.images[index];
         let base = self.facts.runtime_bases.get(&img.name).cloned();
         let r = self.req;
-        // "rewrite v2": a layer of a rule made before links to overlayfs's
-        // shared whiteout became whiteouts was wrong; it is not reused.
-        let format = format!("rewrite v2 {:?} {:?} {}", r.compression, r.level, r.epoch);
+        // "rewrite v3": a layer of a rule made before links to overlayfs's
+        // shared whiteout became whiteouts (v2), or before the sandbox's
+        // network stubs were left out (v3), was wrong; it is not reused.
+        let format = format!("rewrite v3 {:?} {:?} {}", r.compression, r.level, r.epoch);
         let mut layers = Vec::new();
         let lineage = img
             .builder
@@ -563,12 +564,6 @@ impl<L: Lookup> Planner<'_, L> {
             let mut parts = BTreeMap::new();
             parts.insert("rule".into(), self.keys[b][i].key.to_string());
             parts.insert("format".into(), format.clone());
-            if let Step::Build(rule) = &self.plan.builders[b].steps[i] {
-                if !network_stubs(self.plan, b, rule).is_empty() {
-                    // Layers made before these were left out are not reused.
-                    parts.insert("left-out".into(), "network stubs".into());
-                }
-            }
             let key = StepKey::new(parts);
             let step = format!("image.{}#{}", img.name, layers.len());
             let status = self.status(&step, &key, self.forced[b][i].as_deref());
