@@ -4,7 +4,8 @@
 //! `shipyard manifest`, mtimes aside: shipyard clamps them to
 //! SOURCE_DATE_EPOCH) and its config (Env, Entrypoint, Cmd, User,
 //! WorkingDir, ExposedPorts, Volumes, Labels but buildah's
-//! `io.buildah.version`, StopSignal), and the image runs under podman.
+//! `io.buildah.version`, StopSignal, and the top-level author), and the
+//! image runs under podman.
 //!
 //! The corpus is written for these tests, on the two-images example's
 //! small base (an `oci:` layout for shipyard and buildah, `docker load`ed
@@ -13,9 +14,10 @@
 //!
 //! Intended differences, each handled where it shows:
 //! - the mount points each tool's RUN sandbox leaves behind when the base
-//!   lacks them (empty `/dev`, `/proc`, `/sys`, `/run`, `/etc/hosts`,
-//!   `/etc/hostname`, `/etc/resolv.conf`) differ from tool to tool and are
-//!   left out of the comparison (`MOUNT_POINTS`);
+//!   lacks them (empty `/dev`, `/proc`, `/sys`, `/run`, buildah's
+//!   `/etc/hostname`) differ from tool to tool and are left out of the
+//!   comparison (`MOUNT_POINTS`); none leaves the `/etc/hosts` and
+//!   `/etc/resolv.conf` it binds the host's onto, and that is compared;
 //! - syntax the peers installed here do not read (buildah 1.28 and the
 //!   Dockerfile frontend built into docker 20.10 know no heredocs, no
 //!   `RUN --network` and no `COPY --link`) is rewritten for them into
@@ -35,16 +37,10 @@ use std::sync::OnceLock;
 const DOCKER: &str = "/usr/bin/docker";
 
 /// Empty files and directories a RUN sandbox mounts over; each tool leaves
-/// a different set of them in its layers when the base has none.
-const MOUNT_POINTS: &[&str] = &[
-    "/dev",
-    "/proc",
-    "/sys",
-    "/run",
-    "/etc/hosts",
-    "/etc/hostname",
-    "/etc/resolv.conf",
-];
+/// a different set of them in its layers when the base has none (shipyard
+/// `/dev` and `/proc`, BuildKit `/sys` too, buildah `/run` and
+/// `/etc/hostname` as well).
+const MOUNT_POINTS: &[&str] = &["/dev", "/proc", "/sys", "/run", "/etc/hostname"];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Base {
@@ -174,7 +170,7 @@ fn config(reference: &str) -> serde_json::Value {
             labels = serde_json::Value::Null;
         }
     }
-    let mut out = serde_json::json!({ "Labels": labels });
+    let mut out = serde_json::json!({ "Labels": labels, "author": v["author"] });
     for k in [
         "Env",
         "Entrypoint",
@@ -412,7 +408,6 @@ CMD ["./app"]
 
 /// Each supported instruction and flag once.
 #[test]
-#[ignore = "engine bug: `COPY src/*.txt` also copies src/sub/c.txt (a glob's * crosses /); run with --ignored once fixed"]
 fn every_instruction() {
     check(
         &Case {
@@ -603,7 +598,6 @@ fn dockerignore() {
 /// COPY --chown through the usrmerged base's /lib -> usr/lib: the file
 /// lands in /usr/lib, the symlink stays.
 #[test]
-#[ignore = "engine bug: WORKDIR on an existing directory chowns it to USER (peers leave it); run with --ignored once fixed"]
 fn chown_through_usrmerge_symlink() {
     check(
         &Case {
@@ -621,6 +615,40 @@ CMD ["cat", "libfoo.so.1"]
             files: &[("libfoo.so.1", "lib\n"), ("foo.conf", "conf\n")],
             flags: &[],
             runs: (&[], "lib"),
+        },
+        |t| t,
+    );
+}
+
+/// What COPY --chown and WORKDIR make, and what they leave: missing
+/// parents and copied directories are the owner's, an existing directory
+/// keeps its owner; WORKDIR's text (a trailing `/`) goes into the config
+/// as written; MAINTAINER is the author.
+#[test]
+fn ownership_of_made_directories_and_config_text() {
+    check(
+        &Case {
+            name: "owners",
+            base: Base::Small,
+            containerfile: r#"FROM @BASE@
+MAINTAINER Jo <jo@example.org>
+RUN mkdir -p /exist/wd /root
+COPY --chown=1000:1000 d /a/b/c/
+COPY --chown=1000:1000 f /p/q/r
+COPY --chown=1000:1000 f /p2/q/
+COPY --chown=1000:1000 d /exist/
+COPY f /plain/dir/f
+USER 1000:1000
+WORKDIR /exist/wd
+WORKDIR /w1/w2/w3
+RUN echo here > made
+WORKDIR /root/
+CMD ["cat", "/w1/w2/w3/made"]
+"#,
+            peer_edits: &[],
+            files: &[("d/y", "y\n"), ("d/sub/x", "x\n"), ("f", "f\n")],
+            flags: &[],
+            runs: (&[], "here"),
         },
         |t| t,
     );
