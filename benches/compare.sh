@@ -33,6 +33,13 @@ if [ "${ONLY:-}" = multistage ]; then
     python3 "$here/report.py" "$results"
     exit 0
 fi
+examples="$here/examples"
+[ -d "$examples" ] || examples="$here/../examples"
+if [ "${ONLY:-}" = grocker ]; then
+    bash "$here/grocker.sh" "$sy" "$w" "$results" "$examples"
+    python3 "$here/report.py" "$results"
+    exit 0
+fi
 if [ "${ONLY:-}" = cache ]; then
     bash "$here/cache.sh" "$sy" "$w" "$results" "$make_base"
     python3 "$here/report.py" "$results"
@@ -106,6 +113,8 @@ if [ "${ONLY:-}" = big ]; then
 fi
 echo "==> multi-stage reference workload: shipyard build vs buildah bud" >&2
 bash "$here/multistage.sh" "$sy" "$w" "$results" "$make_base"
+echo "==> the Grocker example: shipyard build vs BuildKit" >&2
+bash "$here/grocker.sh" "$sy" "$w" "$results" "$examples"
 bash "$here/cache.sh" "$sy" "$w" "$results" "$make_base"
 bash "$here/registry.sh" "$sy" "$w" "$results"
 python3 "$here/report.py" "$results"

@@ -66,6 +66,7 @@ fi
 [ -n "$bk" ] || printf 'multistage.buildkit\tskipped 0\n' >>"$results"
 # Warm all: the base pulled/unpacked once, as on a CI runner's second build.
 "$sy" build "$m/ctx" --output "oci:$m/sout" >/dev/null 2>&1
+"$sy" build -f "$m/ctx/Containerfile" "$m/ctx" --output "oci:$m/fout" >/dev/null 2>&1
 $B bud --network none --layers=false -f "$m/ctx/Containerfile" -t final "$m/ctx" >/dev/null 2>&1
 [ -z "$bk" ] || bash -c "$bk $m/ctx" >/dev/null 2>&1
 source "$(dirname "$0")/lib.sh"
@@ -74,6 +75,7 @@ source "$(dirname "$0")/lib.sh"
 # --layers).
 for i in $(seq 1 "$runs"); do
     once multistage.shipyard.build "rm -rf $m/sout" "$sy build --no-cache $m/ctx --output oci:$m/sout"
+    once multistage.shipyardf.build "rm -rf $m/fout" "$sy build --no-cache -f $m/ctx/Containerfile $m/ctx --output oci:$m/fout"
     once multistage.buildah.bud "$B rmi -f final" "$B bud --network none --layers=false -f $m/ctx/Containerfile -t final $m/ctx"
     [ -z "$bk" ] || once multistage.buildkit.build "$D rmi -f shipyard-bench-final" "$bk --no-cache $m/ctx"
 done
@@ -82,6 +84,7 @@ $B bud --network none --layers -f "$m/ctx/Containerfile" -t final "$m/ctx" >/dev
 [ -z "$bk" ] || bash -c "$bk $m/ctx" >/dev/null 2>&1
 for i in $(seq 1 "$runs"); do
     once multistage.shipyard.rebuild "rm -rf $m/sout" "$sy build $m/ctx --output oci:$m/sout"
+    once multistage.shipyardf.rebuild "rm -rf $m/fout" "$sy build -f $m/ctx/Containerfile $m/ctx --output oci:$m/fout"
     once multistage.buildah.rebuild "true" "$B bud --network none --layers -f $m/ctx/Containerfile -t final $m/ctx"
     [ -z "$bk" ] || once multistage.buildkit.rebuild "true" "$bk $m/ctx"
 done
@@ -94,13 +97,15 @@ for i in $(seq 1 "$runs"); do
     total=$(tail -1 "$results" | cut -f2 | cut -d' ' -f1)
     printf 'multistage.shipyard.onechange.rule\t%s 0\n' "$rule" >>"$results"
     echo "  rule alone: $rule s of $total s" >&2
+    once multistage.shipyardf.onechange "rm -rf $m/fout; date +%s%N >$m/ctx/src/input" "$sy build -f $m/ctx/Containerfile $m/ctx --output oci:$m/fout"
     once multistage.buildah.onechange "date +%s%N >$m/ctx/src/input" "$B bud --network none --layers -f $m/ctx/Containerfile -t final $m/ctx"
     [ -z "$bk" ] || once multistage.buildkit.onechange "date +%s%N >$m/ctx/src/input" "$bk $m/ctx"
 done
 # The same input for both, untimed, for the comparison below.
 echo final >"$m/ctx/src/input"
-rm -rf "$m/sout"
+rm -rf "$m/sout" "$m/fout"
 "$sy" build "$m/ctx" --output "oci:$m/sout" >/dev/null 2>&1
+"$sy" build -f "$m/ctx/Containerfile" "$m/ctx" --output "oci:$m/fout" >/dev/null 2>&1
 $B bud --network none --layers -f "$m/ctx/Containerfile" -t final "$m/ctx" >/dev/null 2>&1
 # Same final contents: compare shipyard's manifests of the results
 # (buildah's pushed to a layout, BuildKit's saved as a docker-archive,
@@ -114,6 +119,15 @@ else
     echo "  final contents differ:" >&2
     head -20 "$m/contents.diff" >&2
     printf 'multistage.contents\tdiffer 0\n' >>"$results"
+fi
+# The Containerfile built by shipyard: the same tree as the spec's image.
+if diff <("$sy" manifest "oci:$m/sout:final" | strip) <("$sy" manifest "oci:$m/fout:image" | strip) >"$m/contents-f.diff"; then
+    echo "  final contents (build -f): identical" >&2
+    printf 'multistage.shipyardf.contents\tsame 0\n' >>"$results"
+else
+    echo "  final contents (build -f) differ:" >&2
+    head -20 "$m/contents-f.diff" >&2
+    printf 'multistage.shipyardf.contents\tdiffer 0\n' >>"$results"
 fi
 if [ -n "$bk" ]; then
     bash -c "$bk $m/ctx" >/dev/null 2>&1

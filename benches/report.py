@@ -9,6 +9,7 @@ rss = defaultdict(list)
 sizes = {}
 sizes_contents = None
 buildkit_contents = None
+shipyardf_contents = None
 buildkit_skipped = False
 for line in open(sys.argv[1]):
     name, vals = line.rstrip("\n").split("\t")
@@ -18,6 +19,11 @@ for line in open(sys.argv[1]):
         continue
     if name == "multistage.buildkit.contents":
         buildkit_contents = a
+        continue
+    if name == "multistage.shipyardf.contents":
+        shipyardf_contents = a
+        continue
+    if name == "grocker.buildkit":
         continue
     if name == "multistage.buildkit":
         buildkit_skipped = a == "skipped"
@@ -63,6 +69,27 @@ for ours, peer, what, target in (
     a, b = f"multistage.shipyard.{ours}", f"multistage.buildkit.{peer}"
     if a in times and b in times:
         rows.append(("multi-stage", what, med(a), med(b), med(a) / med(b), target))
+# The same workload as a Containerfile: `shipyard build -f` vs buildah bud
+# and BuildKit building that file.
+for ours, peer, what, target in (
+    ("build", "buildah.bud", "Containerfile, first build, `shipyard build -f` vs `buildah bud`", None),
+    ("build", "buildkit.build", f"Containerfile, first build, `shipyard build -f` vs BuildKit `--no-cache` (same tree as the spec's image: {shipyardf_contents})", 0.8),
+    ("rebuild", "buildah.rebuild", "Containerfile, rebuild, nothing changed, vs `buildah bud --layers`", None),
+    ("rebuild", "buildkit.rebuild", "Containerfile, rebuild, nothing changed, vs BuildKit", 0.5),
+    ("onechange", "buildkit.onechange", "Containerfile, rebuild after one source file changed, vs BuildKit", None),
+):
+    a, b = f"multistage.shipyardf.{ours}", f"multistage.{peer}"
+    if a in times and b in times:
+        rows.append(("multi-stage", what, med(a), med(b), med(a) / med(b), target))
+# The Grocker example on the real Debian base, vs BuildKit building the
+# equivalent Dockerfile (absent without a dockerd or the base).
+for ours, what, target in (
+    ("onechange", "Grocker example: rebuild after one C source of the app changed, vs BuildKit", 0.5),
+    ("rebuild", "Grocker example: rebuild, nothing changed, vs BuildKit", 0.5),
+):
+    a, b = f"grocker.shipyard.{ours}", f"grocker.buildkit.{ours}"
+    if a in times and b in times:
+        rows.append(("grocker", what, med(a), med(b), med(a) / med(b), target))
 for ours, peer, what, target in (
     ("push", "push", "push ~500 MiB, 4 layers, to an empty repository vs `skopeo copy --preserve-digests`", 1.0),
     ("repush", "repush", "re-push, every blob present, vs skopeo", 0.5),

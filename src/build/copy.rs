@@ -137,7 +137,13 @@ impl CopyJob {
     /// there by the layer extractor: a member's `..`, absolute path or
     /// symlinked parent never reaches outside it.
     fn unpack(&self, from: &Path, dir: &Path) -> Res<()> {
+        let mut head = Vec::new();
         let f = std::fs::File::open(from).map_err(io(from))?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(&f, 6), &mut head).map_err(io(from))?;
+        let f = std::fs::File::open(from).map_err(io(from))?;
+        // gzip and zstd the extractor knows (as layers are); xz and bzip2
+        // only ADD takes.
+        let f = shipyard_image::layer::compress::archive_decoder(f, &head);
         let mut x = shipyard_image::layer::extract::Extractor::new(dir).map_err(io(dir))?;
         x.apply_archive(f).map_err(|e| {
             format!(

@@ -146,6 +146,46 @@ pub(crate) struct Chain {
 
 /// Where builder `b` keeps its state: `builder/` for the single unnamed
 /// one (as `--keep-builder` has always said), `builders/NAME/` otherwise.
+/// Copies the context path `from` to `to`, leaving out `exclude` (paths
+/// under `from`); symlinks are copied as links.
+fn copy_context(from: &Path, to: &Path, exclude: &[PathBuf]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(p) = to.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    let mut walk = walkdir::WalkDir::new(from).sort_by_file_name().into_iter();
+    while let Some(e) = walk.next() {
+        let e = e.map_err(std::io::Error::other)?;
+        let rel = e.path().strip_prefix(from).unwrap_or(Path::new(""));
+        if exclude.iter().any(|x| rel.starts_with(x)) && !rel.as_os_str().is_empty() {
+            if e.file_type().is_dir() {
+                walk.skip_current_dir();
+            }
+            continue;
+        }
+        let dst = if rel.as_os_str().is_empty() {
+            to.to_path_buf()
+        } else {
+            to.join(rel)
+        };
+        let ft = e.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir_all(&dst)?;
+            let mode = e
+                .metadata()
+                .map_err(std::io::Error::other)?
+                .permissions()
+                .mode();
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode | 0o700))?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &dst)?;
+        } else if ft.is_file() {
+            std::fs::copy(e.path(), &dst)?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn builder_dir(state: &Path, plan: &Plan, b: usize) -> PathBuf {
     let name = &plan.builders[b].name;
     if name.is_empty() {
@@ -268,6 +308,7 @@ impl<'a> Executor<'a> {
                 single_ids: self.single_ids,
                 sources,
                 copies: self.copied_content(ch)?,
+                binds: self.bound_content(ch)?,
             });
         }
         let mut bases = Vec::new();
@@ -306,6 +347,27 @@ impl<'a> Executor<'a> {
                     let content = key::source_content(p, Some(&stat))?;
                     parts.push((item.to.clone(), content.digest.to_string()));
                 }
+            }
+            out.insert(step.id(), key::digest_json(&parts)?);
+        }
+        Ok(out)
+    }
+
+    /// For each rule of a builder that mounts the build context, the
+    /// digest of what it mounts (a change elsewhere in the context does
+    /// not touch it).
+    fn bound_content(&self, ch: &Chain) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for step in &self.plan.builders[ch.index].steps {
+            let Step::Build(b) = step else { continue };
+            if b.binds.is_empty() {
+                continue;
+            }
+            let mut parts = Vec::new();
+            for c in &b.binds {
+                let stat = self.cache.sc.stat_cache(&c.host);
+                let content = key::source_content(&c.host, Some(&stat))?;
+                parts.push((c.target.clone(), content.digest.to_string()));
             }
             out.insert(step.id(), key::digest_json(&parts)?);
         }
@@ -594,6 +656,7 @@ impl<'a> Executor<'a> {
             confinement: self.confinement.clone(),
             secrets: Vec::new(),
             ca_bundle: None,
+            tmpfs: Vec::new(),
         };
         let opts = RunOptions {
             name: name.to_string(),
@@ -677,6 +740,24 @@ impl<'a> Executor<'a> {
                 writable: false,
             });
         }
+        // The build context, as it is or as a copy: without what the
+        // ignore file excludes, or writable (its writes thrown away).
+        let copies = self.state.join("binds").join(id);
+        for (i, c) in b.binds.iter().enumerate() {
+            let source = if c.writable || !c.exclude.is_empty() {
+                let to = copies.join(i.to_string());
+                copy_context(&c.host, &to, &c.exclude)
+                    .doing(|| format!("{id}: copying {} for its mount", c.host.display()))?;
+                to
+            } else {
+                c.host.clone()
+            };
+            binds.push(Bind {
+                source,
+                target: c.target.clone(),
+                writable: c.writable,
+            });
+        }
         // A heredoc script, executed from where BuildKit puts it.
         if let Some(script) = &b.script {
             let dir = self.state.join("scripts").join(id);
@@ -711,6 +792,7 @@ impl<'a> Executor<'a> {
             confinement: self.confinement.clone(),
             secrets: super::step_secrets(b, &self.opts.secrets)?,
             ca_bundle: ch.ca_bundle.clone(),
+            tmpfs: b.tmpfs.clone(),
         };
         let log = self.logs.join(format!("{id}.log"));
         let opts = RunOptions {
@@ -721,8 +803,13 @@ impl<'a> Executor<'a> {
             echo: true,
         };
         let started = Instant::now();
-        let out = crate::sandbox::run(&spec, &opts)?;
+        let out = crate::sandbox::run(&spec, &opts);
         drop(held);
+        if copies.exists() {
+            // What the step wrote there, as whichever ids, goes.
+            crate::sandbox::remove_tree(&copies)?;
+        }
+        let out = out?;
         if out.code != 0 {
             let log = super::keep_log(&log, id).unwrap_or(log);
             return Err(RuleFailed {

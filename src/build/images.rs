@@ -450,7 +450,7 @@ fn explain_line(
 }
 
 /// Where a rule's sandbox mounted something (sources, tapeouts, cache
-/// mounts, secrets): the directories made for that are not what the rule
+/// mounts, tmpfs mounts, secrets): the directories made for that are not what the rule
 /// changed, and an image of the builder leaves them out, as BuildKit does
 /// for `RUN --mount` targets.
 fn mount_points(
@@ -465,6 +465,8 @@ fn mount_points(
     let mut targets: Vec<&Path> = builder.sources.iter().map(|s| s.target.as_path()).collect();
     targets.extend(rule.mounts.iter().map(|m| m.target.as_path()));
     targets.extend(rule.cache.iter().map(|c| c.target.as_path()));
+    targets.extend(rule.tmpfs.iter().map(|t| t.target.as_path()));
+    targets.extend(rule.binds.iter().map(|c| c.target.as_path()));
     if !rule.secrets.is_empty() {
         targets.push(Path::new(crate::sandbox::job::Secret::DIR));
     }
@@ -522,6 +524,8 @@ fn declared(spec: &ImageSpec) -> mutate::Declared {
         labels: spec.labels.clone(),
         stop_signal: spec.stop_signal.clone(),
         author: spec.author.clone(),
+        healthcheck: spec.healthcheck.clone(),
+        on_build: Some(spec.on_build.clone()),
     }
 }
 

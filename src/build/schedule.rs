@@ -79,6 +79,8 @@ pub struct BuilderFacts {
     pub sources: BTreeMap<String, String>,
     /// Copying rule id → the digest of the host files it copies.
     pub copies: BTreeMap<String, String>,
+    /// Rule id → the digest of the build context it mounts.
+    pub binds: BTreeMap<String, String>,
 }
 
 /// What the keys depend on besides the plan.
@@ -292,6 +294,9 @@ pub fn step_keys(plan: &Plan, req: &Request, facts: &Facts) -> Result<Vec<Vec<St
                     if let Some(c) = f.copies.get(&step.id()) {
                         parts.insert("copy".into(), c.clone());
                     }
+                    if let Some(c) = f.binds.get(&step.id()) {
+                        parts.insert("context".into(), c.clone());
+                    }
                     key::digest_json(&rule_definition(builder, b, req.epoch))?
                 }
                 Step::Tapeout(t) => {
@@ -363,6 +368,17 @@ fn rule_definition(builder: &Builder, b: &BuildRule, epoch: i64) -> serde_json::
     }
     if let Some(s) = &b.script {
         def["script"] = serde_json::json!([s.name, s.content]);
+    }
+    if !b.tmpfs.is_empty() {
+        def["tmpfs"] = serde_json::json!(b.tmpfs);
+    }
+    if !b.binds.is_empty() {
+        // Where and how, not the host path (the content is a part of its
+        // own, `context`).
+        let binds: Vec<_> = (b.binds.iter())
+            .map(|c| serde_json::json!([c.target, c.writable, c.exclude]))
+            .collect();
+        def["context-binds"] = serde_json::json!(binds);
     }
     if let Some(c) = &b.copy {
         // Where each source goes and how; a host source's content is a
@@ -789,6 +805,7 @@ fn part_changed(lookup: &impl Lookup, name: &str, now: &str, before: Option<&Str
             format!("the tapeout mounted at {} changed", &n["tapeout:".len()..])
         }
         "copy" => "the files it copies changed".to_string(),
+        "context" => "the part of the build context it mounts changed".to_string(),
         "runtime-base" => "the runtime base changed".to_string(),
         "format" => "the output format changed (compression, level, timestamp or shipyard's way of writing it)".to_string(),
         n if n.starts_with("source:") => {

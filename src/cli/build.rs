@@ -35,6 +35,17 @@ pub struct Args {
     /// With a Containerfile: the stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
+    /// With a Containerfile: the network of every RUN that does not say
+    /// --network (default: host), and whether ADD may download a URL
+    /// (not with none).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub network: Option<super::shell::NetworkArg>,
+    /// With a Containerfile: the image is its FROM base's layers and one
+    /// layer of what the build changed (Docker's --squash: the base's
+    /// layers are kept, the build's own squashed into one minimal layer).
+    /// Without it, one layer per instruction that changes files.
+    #[arg(long)]
+    pub squash: bool,
     /// Build only these images.
     #[arg(long = "image", value_name = "NAME")]
     pub images: Vec<String>,
@@ -154,11 +165,19 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     let file = spec_file(&a, &dir);
     let sets = sets(&a)?;
     check_platform(a.platform.as_deref())?;
+    let pushes = destinations(&a)?;
+    let topts = transport_options(&a, &pushes, quiet)?;
     let plan = if is_containerfile(&file) {
-        containerfile_plan(&a, &file, &dir, &sets)?
+        containerfile_plan(&a, &file, &dir, &sets, &topts)?
     } else {
         if let Some(t) = &a.target {
             bail!("--target {t}: a shipyard.toml has no stages; name images with --image");
+        }
+        if a.network.is_some() {
+            bail!("--network: a shipyard.toml says its builders' network (network = \"host\")");
+        }
+        if a.squash {
+            bail!("--squash is for Containerfiles: a shipyard.toml image's layers are its tapeouts' (layer-per-tapeout = false gives one)");
         }
         crate::project::load(&file, &sets)?
     };
@@ -170,11 +189,9 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
             a.output
         );
     }
-    let pushes = destinations(&a)?;
     if a.iidfile.is_some() && a.images.len() != 1 && plan.images.len() != 1 {
         bail!("--iidfile holds one digest: build one image (--image NAME), or use --metadata-file");
     }
-    let topts = transport_options(&a, &pushes, quiet)?;
     let opts = build_options(&a, out_dir, secrets.secrets.clone(), topts.clone())?;
     let printer = Printer {
         quiet,
@@ -253,7 +270,23 @@ fn containerfile_plan(
     file: &std::path::Path,
     dir: &std::path::Path,
     sets: &[(String, String)],
+    topts: &transport::Options,
 ) -> Result<crate::project::Plan> {
+    // A base's ONBUILD triggers are in its config: read where the build
+    // reads the base (pulled as --pull says).
+    let t = topts.clone();
+    let read = move |r: &str| -> std::result::Result<Vec<String>, String> {
+        let (_, image) = crate::build::base::open_image(r, &t).map_err(|e| {
+            let mut m = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                m.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            m
+        })?;
+        Ok(image.config.on_build.clone())
+    };
     let mut opts = crate::frontend::Options {
         file: file.to_path_buf(),
         context: dir.to_path_buf(),
@@ -262,6 +295,11 @@ fn containerfile_plan(
         image: a.target.clone().unwrap_or_else(|| "image".into()),
         labels: Default::default(),
         annotations: Default::default(),
+        network: a
+            .network
+            .map_or(crate::sandbox::job::Network::Host, Into::into),
+        base_triggers: Some(crate::frontend::BaseTriggers(std::sync::Arc::new(read))),
+        squash: a.squash,
     };
     for (k, v) in sets {
         if let Some(l) = k.strip_prefix("label.") {

@@ -210,6 +210,12 @@ pub fn run(a: Args) -> Result<()> {
             println!("Label:        {k}={v}");
         }
     }
+    if let Some(h) = &c.healthcheck {
+        println!("Healthcheck:  {}", healthcheck_text(h));
+    }
+    for t in &c.on_build {
+        println!("OnBuild:      {t}");
+    }
     println!("Layers:");
     let total: u64 = image.layers().iter().map(|(d, _)| d.size()).sum();
     for (d, _) in image.layers() {
@@ -226,4 +232,25 @@ pub fn run(a: Args) -> Result<()> {
         image.layers().len()
     );
     Ok(())
+}
+
+/// A health check on one line: its test, then the options it sets
+/// (durations as Docker's flags write them).
+fn healthcheck_text(h: &shipyard_image::oci::config::Healthcheck) -> String {
+    let mut out = format!("{:?}", h.test);
+    let secs = |ns: i64| format!("{}s", ns as f64 / 1e9);
+    for (name, ns) in [
+        ("interval", h.interval),
+        ("timeout", h.timeout),
+        ("start-period", h.start_period),
+        ("start-interval", h.start_interval),
+    ] {
+        if ns != 0 {
+            out.push_str(&format!(" --{name}={}", secs(ns)));
+        }
+    }
+    if h.retries != 0 {
+        out.push_str(&format!(" --retries={}", h.retries));
+    }
+    out
 }

@@ -186,6 +186,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
             .as_ref()
             .filter(|p| p.builders[which].host_ca)
             .and_then(|_| crate::sandbox::ca::host_bundle()),
+        tmpfs: Vec::new(),
     };
     let opts = RunOptions {
         name: "shell".into(),

@@ -42,7 +42,7 @@ pub use ast::{
     ArgDecl, Command, Containerfile, Healthcheck, HealthcheckCmd, Heredoc, Instruction, Invocation,
     Located, Mount, MountKind, Network, Run, Source, Transfer,
 };
-pub use parse::parse;
+pub use parse::{parse, parse_trigger};
 pub use resolve::{resolve, Base, FromRef, ResolveOptions, Resolved, Stage, Step, PROXY_ARGS};
 
 /// Why a Containerfile cannot be used. Every variant names the file and,

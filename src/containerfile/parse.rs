@@ -27,6 +27,28 @@ pub fn parse(file: &str, text: &str) -> Result<Containerfile, Error> {
     })
 }
 
+/// Parses an ONBUILD trigger as a base image's config stores it (the
+/// text after `ONBUILD`), for a build on that image to run after its
+/// FROM. What ONBUILD refuses (`ONBUILD`, `FROM`, `MAINTAINER` as a
+/// trigger) is refused here as well, as Docker refuses it when it runs
+/// the triggers. The error is the message alone: the caller names the
+/// base image and the trigger.
+pub fn parse_trigger(text: &str) -> Result<Located, String> {
+    let file = parse("ONBUILD", &format!("ONBUILD {text}")).map_err(|e| match e {
+        Error::Instruction { message, .. } | Error::Line { message, .. } => message,
+        Error::File { message, .. } => message,
+    })?;
+    match <[Located; 1]>::try_from(file.instructions) {
+        Ok(
+            [Located {
+                instruction: Instruction::Onbuild(t),
+                ..
+            }],
+        ) => Ok(*t),
+        _ => Err("not one instruction".to_string()),
+    }
+}
+
 /// One instruction with its place, or an error naming it and its line.
 fn located(file: &str, escape: char, l: Logical) -> Result<Located, Error> {
     let (keyword, rest) = split_keyword(&l.text);

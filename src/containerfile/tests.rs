@@ -1091,3 +1091,34 @@ CMD [\"./app\"]
         Instruction::Cmd(exec(&["./app"]))
     );
 }
+
+#[test]
+fn triggers_from_a_base_config_parse_as_docker_runs_them() {
+    let t = parse_trigger("RUN make \\\n  all").unwrap();
+    assert_eq!(t.instruction, run(sh("make   all")));
+    assert_eq!(t.original, "RUN make   all");
+    let t = parse_trigger("COPY <<EOF /x\nhi\nEOF").unwrap();
+    let Instruction::Copy(c) = t.instruction else {
+        panic!("not COPY")
+    };
+    assert_eq!(
+        c.sources,
+        [Source::Heredoc(doc("EOF", "hi\n", true, false))]
+    );
+    for (text, want) in [
+        ("", "ONBUILD requires at least one argument"),
+        (
+            "ONBUILD RUN x",
+            "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+        ),
+        ("from x", "FROM isn't allowed as an ONBUILD trigger"),
+        (
+            "MAINTAINER x",
+            "MAINTAINER isn't allowed as an ONBUILD trigger",
+        ),
+        ("RUN --nope x", "RUN: unknown flag: --nope"),
+        ("BOGUS x", "BOGUS: unknown instruction"),
+    ] {
+        assert_eq!(parse_trigger(text), Err(want.to_string()), "{text:?}");
+    }
+}

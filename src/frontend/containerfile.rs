@@ -12,6 +12,7 @@ use crate::project::{
 };
 use crate::sandbox::job::Network;
 use crate::tapeout::view::normalize;
+use shipyard_image::oci::config::Healthcheck;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,32 @@ pub struct Options {
     /// `--label`s and `--annotation`s for the image.
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// `build --network`: the builders' network (a RUN's `--network`
+    /// wins), which also says whether ADD may download: with `none`, a
+    /// URL is refused.
+    pub network: Network,
+    /// How a base image's ONBUILD triggers are read; without it, bases
+    /// have none.
+    pub base_triggers: Option<BaseTriggers>,
+    /// `--squash`: the image is its root base's layers and one layer of
+    /// everything the stages changed (see [`Lowering::lower`]).
+    pub squash: bool,
+}
+
+/// Reads the ONBUILD triggers (the config's `OnBuild`) of a base image,
+/// given as shipyard names it (`oci:DIR:TAG`, `docker://…`): the caller
+/// knows where images come from and how to pull them, the frontend does
+/// not. The error is the reason the config could not be read.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct BaseTriggers(
+    pub std::sync::Arc<dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync>,
+);
+
+impl std::fmt::Debug for BaseTriggers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BaseTriggers")
+    }
 }
 
 /// Why a Containerfile cannot be built.
@@ -67,14 +94,12 @@ pub fn load(opts: &Options) -> Res<Plan> {
         source,
     })?;
     let file = cf::parse(&name, &text)?;
-    let resolved = cf::resolve(
-        &file,
-        &cf::ResolveOptions {
-            build_args: opts.build_args.clone(),
-            target: opts.target.clone(),
-            ..Default::default()
-        },
-    )?;
+    let resolve_opts = cf::ResolveOptions {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        ..Default::default()
+    };
+    let (resolved, triggers) = with_triggers(file, &resolve_opts, opts)?;
     let ignore = ignore_matcher(opts)?;
     let context = std::fs::canonicalize(&opts.context).map_err(|source| FrontendError::Read {
         file: opts.context.display().to_string(),
@@ -84,12 +109,151 @@ pub fn load(opts: &Options) -> Res<Plan> {
         file: name,
         context,
         ignore,
+        network: opts.network,
         resolved: &resolved,
+        triggers,
         builders: Vec::new(),
         index: BTreeMap::new(),
         states: BTreeMap::new(),
+        images: BTreeMap::new(),
     }
     .lower(opts)
+}
+
+/// The ONBUILD triggers a stage runs right after its FROM: whose they
+/// are (the base image, or the earlier stage) and their texts.
+#[derive(Debug, Clone)]
+struct Triggers {
+    of: String,
+    texts: Vec<String>,
+}
+
+/// Resolves the file with the ONBUILD triggers of each needed stage's
+/// base put right after its FROM, as Docker runs them: a base image's
+/// (its config's `OnBuild`), or an earlier stage's own ONBUILDs (BuildKit
+/// runs those too). Triggers may use other stages (`COPY --from`), which
+/// may have triggers of their own: resolved again until no needed stage
+/// is left without its triggers.
+fn with_triggers(
+    mut file: cf::Containerfile,
+    resolve_opts: &cf::ResolveOptions,
+    opts: &Options,
+) -> Res<(cf::Resolved, BTreeMap<usize, Triggers>)> {
+    let mut done: BTreeMap<usize, Triggers> = BTreeMap::new();
+    loop {
+        let resolved = match cf::resolve(&file, resolve_opts) {
+            Ok(r) => r,
+            Err(e) => return Err(trigger_error(e, &resolved_froms(&file), &done)),
+        };
+        let todo: Vec<usize> = (resolved.needed.iter())
+            .filter(|s| !done.contains_key(s))
+            .copied()
+            .collect();
+        if todo.is_empty() {
+            return Ok((resolved, done));
+        }
+        // Later stages first, so the FROM positions of earlier ones hold.
+        for &s in todo.iter().rev() {
+            let stage = &resolved.stages[s];
+            let from_err = |message: String| FrontendError::Instruction {
+                file: file.file.clone(),
+                line: stage.line,
+                instruction: "FROM".into(),
+                message,
+            };
+            let t = match &stage.base {
+                cf::Base::Scratch => Triggers {
+                    of: "scratch".into(),
+                    texts: Vec::new(),
+                },
+                cf::Base::Stage(p) => Triggers {
+                    of: format!("stage {}", stage_label(&resolved, *p)),
+                    texts: (resolved.stages[*p].steps.iter())
+                        .filter_map(|st| match &st.instruction {
+                            Instruction::Onbuild(t) => Some(t.original.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                },
+                cf::Base::Image(r) => {
+                    let r = image_ref(r);
+                    let texts = match &opts.base_triggers {
+                        Some(BaseTriggers(read)) => read(&r).map_err(|m| {
+                            from_err(format!("{r}: reading its config for ONBUILD triggers: {m}"))
+                        })?,
+                        None => Vec::new(),
+                    };
+                    Triggers { of: r, texts }
+                }
+            };
+            let mut parsed = Vec::new();
+            for text in &t.texts {
+                let mut l = cf::parse_trigger(text)
+                    .map_err(|m| from_err(format!("ONBUILD trigger {text:?} of {}: {m}", t.of)))?;
+                (l.line, l.end_line) = (stage.line, stage.line);
+                parsed.push(l);
+            }
+            let at = (file.instructions.iter())
+                .enumerate()
+                .filter(|(_, l)| matches!(l.instruction, Instruction::From { .. }))
+                .nth(s)
+                .map(|(i, _)| i + 1)
+                .ok_or_else(|| from_err("no such stage".into()))?;
+            file.instructions.splice(at..at, parsed);
+            done.insert(s, t);
+        }
+    }
+}
+
+/// The line of each FROM, by stage index.
+fn resolved_froms(file: &cf::Containerfile) -> Vec<usize> {
+    (file.instructions.iter())
+        .filter(|l| matches!(l.instruction, Instruction::From { .. }))
+        .map(|l| l.line)
+        .collect()
+}
+
+/// A resolution error in a trigger (on its stage's FROM line, and not
+/// about FROM) names the trigger and whose it is.
+fn trigger_error(e: cf::Error, froms: &[usize], done: &BTreeMap<usize, Triggers>) -> FrontendError {
+    if let cf::Error::Instruction {
+        file,
+        line,
+        instruction,
+        message,
+    } = &e
+    {
+        let stage = froms.iter().position(|l| l == line);
+        if let Some(t) = stage.and_then(|s| done.get(&s)) {
+            let text = (t.texts.iter()).find(|x| {
+                x.split_whitespace()
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case(instruction))
+            });
+            if instruction != "FROM" {
+                if let Some(text) = text {
+                    return FrontendError::Instruction {
+                        file: file.clone(),
+                        line: *line,
+                        instruction: "FROM".into(),
+                        message: format!(
+                            "ONBUILD trigger {text:?} of {}: {instruction}: {message}",
+                            t.of
+                        ),
+                    };
+                }
+            }
+        }
+    }
+    e.into()
+}
+
+/// A stage as a message names it: `AS` name, else its index.
+fn stage_label(resolved: &cf::Resolved, s: usize) -> String {
+    match &resolved.stages[s].name {
+        Some(n) => n.clone(),
+        None => s.to_string(),
+    }
 }
 
 /// The first ignore file found (`NAME.containerignore`,
@@ -129,6 +293,9 @@ struct StageState {
     stop_signal: Option<String>,
     /// MAINTAINER: the config's author.
     author: Option<String>,
+    healthcheck: Option<Healthcheck>,
+    /// This stage's `ONBUILD` triggers, as their text.
+    on_build: Vec<String>,
 }
 
 impl Default for StageState {
@@ -149,6 +316,8 @@ impl Default for StageState {
             labels: BTreeMap::new(),
             stop_signal: None,
             author: None,
+            healthcheck: None,
+            on_build: Vec::new(),
         }
     }
 }
@@ -157,16 +326,38 @@ struct Lowering<'a> {
     file: String,
     context: PathBuf,
     ignore: Option<Matcher>,
+    network: Network,
     resolved: &'a cf::Resolved,
+    /// Each needed stage's base's ONBUILD triggers: the first steps of
+    /// the stage.
+    triggers: BTreeMap<usize, Triggers>,
     builders: Vec<Builder>,
     /// Stage index → builder index.
     index: BTreeMap<usize, usize>,
     /// Stage index → what it set, at its end.
     states: BTreeMap<usize, StageState>,
+    /// An image a `--from` names (as shipyard names images) → the builder
+    /// made from it, whose tapeouts hold its files.
+    images: BTreeMap<String, usize>,
 }
 
 impl Lowering<'_> {
     fn lower(mut self, opts: &Options) -> Res<Plan> {
+        // Images named by `--from` first: a builder's keys are computed
+        // after those of the builders it reads tapeouts from.
+        for &s in &self.resolved.needed {
+            for step in &self.resolved.stages[s].steps {
+                let froms = step
+                    .copy_from
+                    .iter()
+                    .chain(step.mount_from.iter().flatten());
+                for f in froms {
+                    if let FromRef::Image(r) = f {
+                        self.image_builder(r);
+                    }
+                }
+            }
+        }
         for &s in &self.resolved.needed {
             self.stage(s)?;
         }
@@ -189,16 +380,37 @@ impl Lowering<'_> {
             images: Vec::new(),
             pods: Vec::new(),
         };
+        // --squash, as Docker's: the base image's layers are kept and the
+        // build's own become one, shipyard's minimal diff of the final
+        // state against that base (a tapeout of all the stage chain
+        // changed, less what the base already has, as tapeouts are made
+        // onto a runtime base). buildah's --squash would squash the
+        // base's layers too; Docker's keeps them shareable.
+        let (builder, tapeouts) = if opts.squash {
+            let name = format!("{}-squash", plan.builders[tb].name);
+            let builder = plan.builders[tb].name.clone();
+            plan.builders[tb].steps.push(Step::Tapeout(TapeoutRule {
+                name: name.clone(),
+                builder,
+                include: vec!["/**".into()],
+                exclude: Vec::new(),
+                elf_closure: false,
+                remap: Vec::new(),
+                owner: None,
+                mode: None,
+            }));
+            (None, vec![name])
+        } else {
+            let upto = plan.builders[tb].steps.len();
+            (Some(BuilderState { builder: tb, upto }), Vec::new())
+        };
         let image = ImageSpec {
             name: opts.image.clone(),
             tag: opts.image.clone(),
             from: plan.root_from(tb).to_string(),
-            builder: Some(BuilderState {
-                builder: tb,
-                upto: plan.builders[tb].steps.len(),
-            }),
+            builder,
             default_path: true,
-            tapeouts: Vec::new(),
+            tapeouts,
             layer_per_tapeout: false,
             entrypoint: st.entrypoint,
             cmd: st.cmd,
@@ -211,6 +423,8 @@ impl Lowering<'_> {
             annotations: opts.annotations.clone(),
             stop_signal: st.stop_signal,
             author: st.author,
+            healthcheck: st.healthcheck,
+            on_build: st.on_build,
         };
         plan.images.push(image);
         Ok(plan)
@@ -223,6 +437,33 @@ impl Lowering<'_> {
             instruction: step.instruction.keyword().to_string(),
             message: message.into(),
         }
+    }
+
+    /// The builder made from image `r` for `--from=r` (once per build,
+    /// however many instructions name it): pulled and unpacked by the
+    /// same code as a `FROM` base, under the same `--pull` policy, its
+    /// digest in the keys of what reads it. Nothing runs in it; its
+    /// tapeouts are what COPY and RUN mounts read.
+    fn image_builder(&mut self, r: &str) -> usize {
+        let from = image_ref(r);
+        if let Some(&b) = self.images.get(&from) {
+            return b;
+        }
+        let b = self.builders.len();
+        self.builders.push(Builder {
+            // `+` is in no stage name, so it never meets one.
+            name: format!("image+{}", self.images.len()),
+            from: from.clone(),
+            parent: None,
+            deps: Vec::new(),
+            sources: Vec::new(),
+            network: Network::None,
+            env: Vec::new(),
+            host_ca: false,
+            steps: Vec::new(),
+        });
+        self.images.insert(from, b);
+        b
     }
 
     fn builder_name(&self, stage: usize) -> String {
@@ -275,14 +516,40 @@ impl Lowering<'_> {
             parent,
             deps,
             sources: Vec::new(),
-            network: Network::Host,
+            network: self.network,
             env: Vec::new(),
             host_ca: false,
             steps: Vec::new(),
         });
         self.index.insert(s, b);
-        for step in &stage.steps.clone() {
-            self.instruction(b, &name, step, &mut st)?;
+        // Docker clears the base's triggers: they ran here, once.
+        st.on_build.clear();
+        let triggers = self.triggers.get(&s).cloned();
+        for (i, step) in stage.steps.clone().iter().enumerate() {
+            // Triggers share their FROM's line: their rules are told
+            // apart by their place.
+            let name = match &triggers {
+                Some(t) if i < t.texts.len() => format!("{name}-onbuild{i}"),
+                _ => name.clone(),
+            };
+            let r = self.instruction(b, &name, step, &mut st);
+            if let (Err(e), Some(t)) = (&r, &triggers) {
+                if let (Some(text), FrontendError::Instruction { message, .. }) =
+                    (t.texts.get(i), e)
+                {
+                    return Err(FrontendError::Instruction {
+                        file: self.file.clone(),
+                        line: step.line,
+                        instruction: "FROM".into(),
+                        message: format!(
+                            "ONBUILD trigger {text:?} of {}: {}: {message}",
+                            t.of,
+                            step.instruction.keyword()
+                        ),
+                    });
+                }
+            }
+            r?;
         }
         self.states.insert(s, st);
         Ok(())
@@ -359,9 +626,8 @@ impl Lowering<'_> {
                     st.user = (0, 0);
                     st.user_name = Some(u.clone());
                 } else {
-                    st.user = crate::project::parse_owner(u).ok_or_else(|| {
-                        self.err(step, format!("{u:?}: expected USER[:GROUP]"))
-                    })?;
+                    st.user = crate::project::parse_owner(u)
+                        .ok_or_else(|| self.err(step, format!("{u:?}: expected USER[:GROUP]")))?;
                     st.user_name = None;
                 }
                 st.user_text = Some(u.clone());
@@ -392,12 +658,8 @@ impl Lowering<'_> {
             Instruction::StopSignal(s) => st.stop_signal = Some(s.clone()),
             // The config's author, as buildah and BuildKit set it.
             Instruction::Maintainer(m) => st.author = Some(m.clone()),
-            Instruction::Healthcheck(_) | Instruction::Onbuild(_) => {
-                return Err(self.err(
-                    step,
-                    "not supported yet: the image config written here has no Healthcheck or OnBuild (Docker's own fields); remove it or build with docker",
-                ))
-            }
+            Instruction::Healthcheck(h) => st.healthcheck = Some(healthcheck(h)),
+            Instruction::Onbuild(trigger) => st.on_build.push(trigger.original.clone()),
         }
         Ok(())
     }
@@ -496,18 +758,37 @@ impl Lowering<'_> {
                     rule.secrets.push(id);
                 }
                 MountKind::Bind => {
-                    let Some(Some(FromRef::Stage(s))) = step.mount_from.get(i) else {
-                        return Err(self.err(step, "--mount=type=bind needs from=STAGE here (a bind of the context or of an image is not supported yet)"));
+                    let from = match step.mount_from.get(i) {
+                        Some(Some(FromRef::Stage(s))) => self.index[s],
+                        Some(Some(FromRef::Image(r))) => self.image_builder(r),
+                        _ => {
+                            let bind = self.context_bind(step, m, &target, st)?;
+                            rule.binds.push(bind);
+                            continue;
+                        }
                     };
                     let source = m.source.clone().unwrap_or_else(|| "/".into());
-                    let t = self.tapeout_of(*s, b, rule_name, i, &source);
+                    let t = self.tapeout_of(from, b, rule_name, i, &source);
                     rule.mounts.push(crate::project::TapeoutMount {
                         target: PathBuf::from(&target),
                         tapeout: t,
                         path: normalize(&Path::new("/").join(&source)),
                     });
                 }
-                MountKind::Tmpfs | MountKind::Ssh => {
+                MountKind::Tmpfs => {
+                    let size = match &m.size {
+                        Some(s) => Some(parse_size(s).ok_or_else(|| {
+                            self.err(step, format!("--mount=type=tmpfs,size={s}: expected a size in bytes (with k, m or g)"))
+                        })?),
+                        None => None,
+                    };
+                    // As BuildKit: a relative target is under the workdir.
+                    rule.tmpfs.push(crate::sandbox::job::Tmpfs {
+                        target: normalize(&st.workdir.join(&target)),
+                        size,
+                    });
+                }
+                MountKind::Ssh => {
                     return Err(self.err(
                         step,
                         format!("--mount=type={:?} is not supported yet", m.kind).to_lowercase(),
@@ -518,10 +799,70 @@ impl Lowering<'_> {
         Ok(rule)
     }
 
-    /// A tapeout of stage `s`'s path `path` (made at the end of that
-    /// stage), for builder `b`; returns its name.
-    fn tapeout_of(&mut self, s: usize, b: usize, rule: &str, i: usize, path: &str) -> String {
-        let sb = self.index[&s];
+    /// A bind of the build context (or a path in it) for a RUN: it must
+    /// exist and stay inside the context, symlinks included.
+    fn context_bind(
+        &self,
+        step: &cf::Step,
+        m: &cf::Mount,
+        target: &str,
+        st: &StageState,
+    ) -> Res<crate::project::ContextBind> {
+        let source = m.source.clone().unwrap_or_else(|| ".".into());
+        let outside = || {
+            self.err(
+                step,
+                format!(
+                    "--mount=type=bind,source={source}: outside the build context {}",
+                    self.context.display()
+                ),
+            )
+        };
+        let mut depth = 0usize;
+        for c in Path::new(&source).components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    depth = depth.checked_sub(1).ok_or_else(outside)?;
+                }
+                std::path::Component::Normal(_) => depth += 1,
+                _ => {}
+            }
+        }
+        let rel = normalize(&Path::new("/").join(&source));
+        let rel = rel.strip_prefix("/").unwrap_or(&rel).to_path_buf();
+        let host = self.context.join(&rel);
+        let real = std::fs::canonicalize(&host).map_err(|e| {
+            self.err(
+                step,
+                format!("--mount=type=bind,source={source}: {e} in the build context"),
+            )
+        })?;
+        if !real.starts_with(&self.context) {
+            return Err(outside());
+        }
+        if !rel.as_os_str().is_empty() && self.is_ignored(&rel) {
+            return Err(self.err(
+                step,
+                format!("--mount=type=bind,source={source}: the ignore file excludes it"),
+            ));
+        }
+        let exclude = if real.is_dir() {
+            self.excluded_under(&real)
+        } else {
+            Vec::new()
+        };
+        Ok(crate::project::ContextBind {
+            host: real,
+            // As BuildKit: a relative target is under the workdir.
+            target: normalize(&st.workdir.join(target)),
+            writable: !m.readonly,
+            exclude,
+        })
+    }
+
+    /// A tapeout of builder `sb`'s path `path` (made at the end of that
+    /// stage, or of an image's tree), for builder `b`; returns its name.
+    fn tapeout_of(&mut self, sb: usize, b: usize, rule: &str, i: usize, path: &str) -> String {
         let name = format!("{rule}-from{i}");
         let p = normalize(&Path::new("/").join(path));
         let builder = self.builders[sb].name.clone();
@@ -551,11 +892,21 @@ impl Lowering<'_> {
         st: &StageState,
         add: bool,
     ) -> Res<BuildRule> {
-        if t.parents || !t.exclude.is_empty() || t.checksum.is_some() || t.keep_git_dir {
+        if t.parents || !t.exclude.is_empty() || t.keep_git_dir {
             return Err(self.err(
                 step,
-                "--parents, --exclude, --checksum and --keep-git-dir are not supported yet",
+                "--parents, --exclude and --keep-git-dir are not supported yet",
             ));
+        }
+        let is_url = |p: &str| p.starts_with("http://") || p.starts_with("https://");
+        if let Some(c) = &t.checksum {
+            let urls = (t.sources.iter()).all(|s| matches!(s, Source::Path(p) if is_url(p)));
+            if !add || !urls {
+                return Err(self.err(
+                    step,
+                    format!("--checksum={c}: only for ADD of http(s) URLs"),
+                ));
+            }
         }
         let (owner, owner_name) = match &t.chown {
             Some(c) => {
@@ -613,8 +964,12 @@ impl Lowering<'_> {
                 }
             };
             match &step.copy_from {
-                Some(FromRef::Stage(s)) => {
-                    let name = self.tapeout_of(*s, b, rule_name, i, p);
+                Some(from) => {
+                    let sb = match from {
+                        FromRef::Stage(s) => self.index[s],
+                        FromRef::Image(r) => self.image_builder(r),
+                    };
+                    let name = self.tapeout_of(sb, b, rule_name, i, p);
                     items.push((
                         CopyFrom::Tapeout {
                             name,
@@ -623,16 +978,14 @@ impl Lowering<'_> {
                         None,
                     ));
                 }
-                Some(FromRef::Image(r)) => {
-                    return Err(self.err(step, format!("--from={r}: copying from an image is not supported yet; add a stage FROM {r} AS name and copy from it")));
-                }
                 None => {
-                    if add
-                        && (p.starts_with("http://")
-                            || p.starts_with("https://")
-                            || p.starts_with("git@"))
-                    {
-                        return Err(self.err(step, format!("{p}: ADD of a URL is not supported; download it in a RUN step (the build's network is the host's)")));
+                    if add && is_url(p) && step.copy_from.is_none() {
+                        let host = self.download(step, p, t.checksum.as_deref())?;
+                        items.push((CopyFrom::Host(host), Some((false, Vec::new()))));
+                        continue;
+                    }
+                    if add && p.starts_with("git@") {
+                        return Err(self.err(step, format!("{p}: ADD of a git repository is not supported; clone it in a RUN step")));
                     }
                     for (host, is_dir) in self.context_sources(step, p)? {
                         if add && !is_dir {
@@ -644,9 +997,6 @@ impl Lowering<'_> {
                                     items.push((CopyFrom::Host(host), Some((false, Vec::new()))));
                                     unpack.push(items.len() - 1);
                                     continue;
-                                }
-                                AddKind::Unsupported(how) => {
-                                    return Err(self.err(step, format!("{p}: a {how}-compressed file, which ADD unpacks when it is a tar archive: not supported yet; decompress it first, or COPY it and RUN tar")));
                                 }
                             }
                         }
@@ -710,6 +1060,70 @@ impl Lowering<'_> {
             owner_name,
         });
         Ok(rule)
+    }
+
+    /// ADD of a URL: downloaded now (at most [`MAX_DOWNLOAD`] bytes) into
+    /// the cache's `downloads`, one file per URL, replaced by each build,
+    /// so that its content is in the step's key as a context file's is.
+    /// Mode 0600 and the server's `Last-Modified` as mtime, as Docker
+    /// gives them (the layer clamps mtimes to SOURCE_DATE_EPOCH).
+    fn download(&self, step: &cf::Step, url: &str, checksum: Option<&str>) -> Res<PathBuf> {
+        use sha2::Digest;
+        use std::os::unix::fs::PermissionsExt;
+        if self.network == Network::None {
+            return Err(self.err(step, format!("{url}: the build's network is none (--network none), so ADD downloads nothing; build with --network host, or put the file in the context")));
+        }
+        let want = match checksum {
+            Some(c) => Some(
+                c.strip_prefix("sha256:")
+                    .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .map(str::to_ascii_lowercase)
+                    .ok_or_else(|| {
+                        self.err(
+                            step,
+                            format!("--checksum={c}: expected sha256:HEX (64 digits)"),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let path = url.split(['?', '#']).next().unwrap_or(url);
+        let name = path
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .and_then(|(_, p)| p.rsplit('/').next())
+            .filter(|n| is_plain_name(n))
+            .unwrap_or("download");
+        let dir = shipyard_image::cache::cache_dir()
+            .map_err(|e| self.err(step, format!("{url}: {e}")))?
+            .join("downloads")
+            .join(hex::encode(sha2::Sha256::digest(url.as_bytes())));
+        let to = dir.join(name);
+        let got = shipyard_image::registry::fetch::fetch(
+            url,
+            &to,
+            MAX_DOWNLOAD,
+            std::time::Duration::from_secs(300),
+        )
+        .map_err(|e| self.err(step, shipyard_image::error::chain_text(&e)))?;
+        if let Some(want) = want {
+            if got.sha256 != want {
+                let _ = std::fs::remove_file(&to);
+                return Err(self.err(
+                    step,
+                    format!(
+                        "{url}: its sha256 is {}, not the {want} --checksum names",
+                        got.sha256
+                    ),
+                ));
+            }
+        }
+        let io = |e: std::io::Error| self.err(step, format!("{}: {e}", to.display()));
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        if let Some(t) = got.last_modified {
+            shipyard_image::fsutil::set_mtime_ns(&to, t, 0);
+        }
+        Ok(to)
     }
 
     /// The context paths a COPY source names (globs expanded), each with
@@ -788,6 +1202,42 @@ impl Lowering<'_> {
     }
 }
 
+/// The most an `ADD URL` downloads: bigger is an error, not a full disk.
+const MAX_DOWNLOAD: u64 = 4 << 30;
+
+/// A HEALTHCHECK as Docker writes it into the config: the command as
+/// `CMD` (exec form) or `CMD-SHELL` (shell form, run by the container's
+/// `/bin/sh -c`, whatever SHELL says), durations in nanoseconds, unset
+/// options zero (the runtime's defaults).
+fn healthcheck(h: &cf::Healthcheck) -> Healthcheck {
+    let c = match h {
+        cf::Healthcheck::None => {
+            return Healthcheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }
+        }
+        cf::Healthcheck::Cmd(c) => c,
+    };
+    let test = match &c.command {
+        Command::Exec(v) => std::iter::once("CMD".to_string())
+            .chain(v.iter().cloned())
+            .collect(),
+        Command::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+    };
+    let ns = |d: Option<std::time::Duration>| {
+        d.map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    };
+    Healthcheck {
+        test,
+        interval: ns(c.interval),
+        timeout: ns(c.timeout),
+        start_period: ns(c.start_period),
+        start_interval: ns(c.start_interval),
+        retries: c.retries.map_or(0, i64::from),
+    }
+}
+
 /// A rule with the stage's settings and nothing to do yet.
 fn plain_rule(name: &str, st: &StageState) -> BuildRule {
     BuildRule {
@@ -806,6 +1256,8 @@ fn plain_rule(name: &str, st: &StageState) -> BuildRule {
         argv: None,
         network: None,
         origin: None,
+        tmpfs: Vec::new(),
+        binds: Vec::new(),
     }
 }
 
@@ -834,6 +1286,20 @@ fn check_owner(text: &str) -> Result<(), String> {
     }
 }
 
+/// A tmpfs size as BuildKit reads it: bytes, or a number with `k`, `m`
+/// or `g` (powers of 1024; a trailing `b` allowed, any case).
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mul).filter(|n| *n > 0)
+}
+
 /// A name that is one file name: no `/`, not `.` or `..`, not empty.
 fn is_plain_name(n: &str) -> bool {
     !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0')
@@ -858,8 +1324,6 @@ fn image_ref(r: &str) -> String {
 enum AddKind {
     Copy,
     Unpack,
-    /// Compressed in a format shipyard does not decode (yet).
-    Unsupported(&'static str),
 }
 
 fn add_kind(p: &Path) -> std::io::Result<AddKind> {
@@ -874,10 +1338,10 @@ fn add_kind(p: &Path) -> std::io::Result<AddKind> {
             Ok(d) => Box::new(d),
             Err(_) => return Ok(AddKind::Copy),
         }
-    } else if head.starts_with(b"BZh") {
-        return Ok(AddKind::Unsupported("bzip2"));
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Ok(AddKind::Unsupported("xz"));
+    } else if head.starts_with(b"BZh")
+        || head.starts_with(shipyard_image::layer::compress::XZ_MAGIC)
+    {
+        shipyard_image::layer::compress::archive_decoder(f, &head)
     } else {
         Box::new(f)
     };
@@ -938,7 +1402,59 @@ mod tests {
             image: "img".into(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            network: Network::Host,
+            base_triggers: None,
+            squash: false,
         })
+    }
+
+    /// Lowers `text` with every image base having `triggers`.
+    fn lower_on(text: &str, triggers: &'static [&'static str]) -> Res<Plan> {
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("Containerfile");
+        std::fs::write(&file, text).unwrap();
+        let read = |_: &str| Ok(triggers.iter().map(|s| s.to_string()).collect());
+        load(&Options {
+            file,
+            context: t.path().to_path_buf(),
+            target: None,
+            build_args: BTreeMap::new(),
+            image: "img".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            base_triggers: Some(BaseTriggers(std::sync::Arc::new(read))),
+            squash: false,
+            network: Network::Host,
+        })
+    }
+
+    #[test]
+    fn a_bases_triggers_are_the_stages_first_rules_and_a_bad_one_is_named() {
+        let plan = lower_on("FROM img\nRUN own\n", &["RUN one", "WORKDIR /w"]).unwrap();
+        let r = rules(&plan);
+        let names: Vec<&str> = r.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["stage0-onbuild0-1", "stage0-onbuild1-1", "stage0-2"]
+        );
+        // The trigger's WORKDIR applies to the stage's own rules.
+        assert_eq!(r[2].workdir, PathBuf::from("/w"));
+        assert!(plan.images[0].on_build.is_empty());
+        // A trigger that does not substitute: named with its base.
+        let e = lower_on("FROM img\nRUN own\n", &["WORKDIR ${NOPE:?}"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("Containerfile:1: FROM: ONBUILD trigger \"WORKDIR ${NOPE:?}\" of docker://img: WORKDIR: NOPE: is not allowed to be unset"),
+            "{e}"
+        );
+        let e = lower_on("FROM img\n", &["EXPOSE x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ONBUILD trigger \"EXPOSE x\" of docker://img: EXPOSE: invalid port"),
+            "{e}"
+        );
     }
 
     fn rules(plan: &Plan) -> Vec<&BuildRule> {
@@ -1142,7 +1658,18 @@ mod tests {
         let mut text_gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut text_gz, &[b'z'; 1024]).unwrap();
         assert_eq!(kind("t.gz", &text_gz.finish().unwrap()), AddKind::Copy);
-        assert_eq!(kind("x.tar.bz2", b"BZh91AY"), AddKind::Unsupported("bzip2"));
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        std::io::Write::write_all(&mut bz, &tar).unwrap();
+        assert_eq!(kind("x.tbz", &bz.finish().unwrap()), AddKind::Unpack);
+        let xz = std::process::Command::new("xz")
+            .args(["-c", &t.path().join("plain.bin").display().to_string()])
+            .output()
+            .unwrap();
+        assert!(xz.status.success());
+        assert_eq!(kind("x.txz", &xz.stdout), AddKind::Unpack);
+        // A broken stream is no archive: copied as it is, as Docker does.
+        assert_eq!(kind("x.tar.bz2", b"BZh91AY"), AddKind::Copy);
+        assert_eq!(kind("x.tar.xz", &xz.stdout[..12]), AddKind::Copy);
     }
 
     #[test]
@@ -1165,6 +1692,9 @@ mod tests {
                 image: "img".into(),
                 labels: BTreeMap::new(),
                 annotations: BTreeMap::new(),
+                network: Network::Host,
+                base_triggers: None,
+                squash: false,
             })
             .unwrap()
         };
@@ -1175,10 +1705,59 @@ mod tests {
         assert!(!item(1).unpack);
         assert_eq!(item(1).to, PathBuf::from("/opt/r.tar"));
         assert_eq!(item(2).to, PathBuf::from("/x"));
-        let e = lower("FROM scratch\nADD r.tbz /\n", &[("r.tbz", "BZh91AY&SY")]);
-        let e = e.unwrap_err().to_string();
+    }
+
+    #[test]
+    fn tmpfs_sizes_read_as_buildkit_reads_them_and_a_bad_one_names_its_line() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("64m"), Some(64 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("2kb"), Some(2048));
+        for bad in ["", "m", "-1", "1t", "0", "1.5m"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+        let plan = lower(
+            "FROM scratch\nWORKDIR /t\nRUN --mount=type=tmpfs,target=../x,size=1k true\n",
+            &[],
+        )
+        .unwrap();
+        let t = &rules(&plan)[1].tmpfs;
+        assert_eq!(
+            (t[0].target.clone(), t[0].size),
+            (PathBuf::from("/x"), Some(1024))
+        );
+        let e = lower(
+            "FROM scratch\nRUN --mount=type=tmpfs,target=/x,size=lots true\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
-            e.contains("Containerfile:2: ADD: r.tbz: a bzip2-compressed file"),
+            e.contains("Containerfile:2: RUN: --mount=type=tmpfs,size=lots"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_checksum_is_for_urls_only_and_must_be_sha256_hex() {
+        let e = lower(
+            "FROM scratch\nADD --checksum=sha256:00 f /f\n",
+            &[("f", "x")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("Containerfile:2: ADD: --checksum=sha256:00: only for ADD of http(s) URLs"),
+            "{e}"
+        );
+        let e = lower(
+            "FROM scratch\nADD --checksum=md5:00 http://127.0.0.1:9/f /f\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("Containerfile:2: ADD: --checksum=md5:00: expected sha256:HEX"),
             "{e}"
         );
     }

@@ -13,4 +13,4 @@
 
 mod containerfile;
 
-pub use containerfile::{load, FrontendError, Options};
+pub use containerfile::{load, BaseTriggers, FrontendError, Options};

@@ -243,6 +243,25 @@ pub struct BuildRule {
     /// Where the rule was written, when that is not its name
     /// (`Containerfile:7: RUN`): a failure names it. Not in its key.
     pub origin: Option<String>,
+    /// Empty tmpfs mounts for this run only (a Containerfile's
+    /// `RUN --mount=type=tmpfs`): in the key, never in a layer.
+    pub tmpfs: Vec<crate::sandbox::job::Tmpfs>,
+    /// Host paths mounted for this run only (a Containerfile's
+    /// `RUN --mount=type=bind` of the build context).
+    pub binds: Vec<ContextBind>,
+}
+
+/// A directory or file of the build context mounted into one rule:
+/// read-only, or (`writable`) a copy whose writes are thrown away after
+/// the rule. Its content is in the rule's key, its host path is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextBind {
+    pub host: PathBuf,
+    pub target: PathBuf,
+    pub writable: bool,
+    /// Paths under `host` the ignore file excludes: the rule does not see
+    /// them.
+    pub exclude: Vec<PathBuf>,
 }
 
 /// A script a rule executes: it is mounted read-only at
@@ -374,10 +393,18 @@ pub struct ImageSpec {
     pub stop_signal: Option<String>,
     /// The config's `author` (a Containerfile's MAINTAINER).
     pub author: Option<String>,
+    /// Replaces the base's health check (a Containerfile's HEALTHCHECK).
+    pub healthcheck: Option<shipyard_image::oci::config::Healthcheck>,
+    /// The image's ONBUILD triggers. The base's are never kept: an image
+    /// built on a base does not pass its triggers on, as with Docker.
+    pub on_build: Vec<String>,
 }
 
-/// One step of the plan, in run order.
+/// One step of the plan, in run order. A plan holds one step per rule or
+/// instruction, so a rule's size beside a tapeout's costs nothing worth a
+/// box at every use.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     Build(BuildRule),
     Tapeout(TapeoutRule),
@@ -1047,6 +1074,8 @@ fn build_rule(
         user_name: None,
         script: None,
         origin: None,
+        tmpfs: Vec::new(),
+        binds: Vec::new(),
     })
 }
 
@@ -1201,6 +1230,8 @@ fn image_spec(
         annotations,
         stop_signal: r.stop_signal.clone(),
         author: None,
+        healthcheck: None,
+        on_build: Vec::new(),
     })
 }
 

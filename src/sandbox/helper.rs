@@ -417,6 +417,14 @@ fn pid1(
     for b in &spec.binds {
         inside.bind(&b.source, &b.target, b.writable)?;
     }
+    for t in &spec.tmpfs {
+        inside.mount_fs(
+            &t.target,
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(&t.options()),
+        )?;
+    }
     let mut env = spec.env.clone();
     if let Some(bundle) = &spec.ca_bundle {
         let at = bind_ca_bundle(&inside, bundle)?;

@@ -59,6 +59,28 @@ impl Bind {
     }
 }
 
+/// An empty tmpfs a step sees at `target` (BuildKit's
+/// `RUN --mount=type=tmpfs`): in memory, gone when the step ends, so
+/// nothing written there reaches the builder or a layer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Tmpfs {
+    pub target: PathBuf,
+    /// Its size limit in bytes (the kernel's default, half the memory,
+    /// when none).
+    pub size: Option<u64>,
+}
+
+impl Tmpfs {
+    /// The mount's options: world-writable with the sticky bit, as
+    /// BuildKit mounts it, and the size when one is given.
+    pub fn options(&self) -> String {
+        match self.size {
+            Some(n) => format!("mode=1777,size={n}"),
+            None => "mode=1777".to_string(),
+        }
+    }
+}
+
 /// A secret a step sees at `/run/secrets/NAME` (on a tmpfs, mode 0400,
 /// owned by the step's user), read from `source` when the step starts.
 /// Only the name and the path travel to the helper, never the value.
@@ -125,6 +147,9 @@ pub struct StepSpec {
     /// own (see `sandbox::ca`).
     #[serde(default)]
     pub ca_bundle: Option<PathBuf>,
+    /// Empty tmpfs mounts, made after the binds.
+    #[serde(default)]
+    pub tmpfs: Vec<Tmpfs>,
 }
 
 /// What a sandbox helper does.

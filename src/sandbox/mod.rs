@@ -190,6 +190,7 @@ pub fn choose_isolation(
             confinement: isolation::Confinement::full(),
             secrets: Vec::new(),
             ca_bundle: None,
+            tmpfs: Vec::new(),
         };
         let json =
             serde_json::to_string(&spec).map_err(|e| IsolationError::Probe(e.to_string()))?;
@@ -449,6 +450,7 @@ pub fn remove_tree(path: &Path) -> Result<(), SandboxError> {
         confinement: isolation::Confinement::full(),
         secrets: Vec::new(),
         ca_bundle: None,
+        tmpfs: Vec::new(),
     };
     run(
         &spec,

@@ -327,6 +327,21 @@ fn furnish(root: &Path, spec: &StepSpec) -> Res<Placed> {
             placed.copy_back.push((to.clone(), b.source.clone()));
         }
     }
+    // A tmpfs is an empty directory here, whose new entries go after the
+    // step as a tmpfs's would (its size is not enforced).
+    for t in &spec.tmpfs {
+        let to = inside(&t.target);
+        check_no_symlinks(root, &to)?;
+        placed.point(&to, true)?;
+        let (_, _, before, _) = placed.points.last().cloned().unwrap_or_default();
+        if !before.is_empty() {
+            return Err(format!(
+                "{}: the builder already has files there; at this isolation level a tmpfs \
+                 is an empty directory and cannot cover them",
+                t.target.display()
+            ));
+        }
+    }
     Ok(placed)
 }
 
@@ -352,6 +367,14 @@ fn check_no_symlinks(root: &Path, path: &Path) -> Res<()> {
 /// At level none: each source appears at its target as a symlink to it
 /// (unless it is there already).
 fn link_sources(spec: &StepSpec) -> Res<Placed> {
+    if let Some(t) = spec.tmpfs.first() {
+        return Err(format!(
+            "a tmpfs mount at {}: at isolation {} the step runs in this container's own \
+             tree, where shipyard mounts nothing; use another isolation level",
+            t.target.display(),
+            spec.confinement.level
+        ));
+    }
     let mut placed = Placed::default();
     for b in &spec.binds {
         if b.target == b.source {

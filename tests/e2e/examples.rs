@@ -177,7 +177,6 @@ fn runs(layout: &Path, tag: &str) -> Option<String> {
 }
 
 #[test]
-#[ignore = "open defect: the final stage's layers still list apt files its rule deleted (issue 14)"]
 fn multistage_final_stage_has_the_package_and_the_artifact_but_no_compiler() {
     require("podman");
     let t = tempfile::tempdir().unwrap();
@@ -246,7 +245,6 @@ fn multistage_final_stage_has_the_package_and_the_artifact_but_no_compiler() {
 const GREETING: &str = "hello from a C extension";
 
 #[test]
-#[ignore = "open defect: podman cannot apply a layer of the runtime builder's image (ApplyLayer: no such file or directory) (issue 14)"]
 fn grocker_wheels_from_the_compiler_install_into_a_runtime_without_one() {
     require("podman");
     let t = tempfile::tempdir().unwrap();

@@ -8,22 +8,22 @@ use crate::common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-struct Ctx {
-    t: tempfile::TempDir,
+pub(crate) struct Ctx {
+    pub(crate) t: tempfile::TempDir,
 }
 
 /// One member of the image's layers (the last layer that has it wins).
 #[derive(Debug, Clone)]
-struct Member {
-    uid: u64,
-    gid: u64,
-    mode: u32,
-    content: Vec<u8>,
-    mtime: u64,
+pub(crate) struct Member {
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
+    pub(crate) mode: u32,
+    pub(crate) content: Vec<u8>,
+    pub(crate) mtime: u64,
 }
 
 impl Ctx {
-    fn new() -> Ctx {
+    pub(crate) fn new() -> Ctx {
         let t = tempfile::tempdir().unwrap();
         let mk = std::process::Command::new("bash")
             .arg(src_dir().join("examples/two-images/make-base.sh"))
@@ -41,12 +41,12 @@ impl Ctx {
         Ctx { t }
     }
 
-    fn ctx(&self) -> PathBuf {
+    pub(crate) fn ctx(&self) -> PathBuf {
         self.t.path().join("ctx")
     }
 
     /// Builds `text` (its `FROM base` made the test's base image).
-    fn build(&self, text: &str) -> std::process::Output {
+    pub(crate) fn build(&self, text: &str) -> std::process::Output {
         let base = format!("oci:{}:base", self.t.path().join("img").display());
         let text = text.replace("FROM base", &format!("FROM {base}"));
         let file = self.ctx().join("Containerfile");
@@ -106,7 +106,7 @@ impl Ctx {
         stderr(&o)
     }
 
-    fn ok(&self, text: &str) -> BTreeMap<String, Member> {
+    pub(crate) fn ok(&self, text: &str) -> BTreeMap<String, Member> {
         let o = self.build(text);
         assert_success(&o, "shipyard build -f Containerfile");
         members(&self.t.path().join("out"), "image")
@@ -114,7 +114,7 @@ impl Ctx {
 }
 
 /// Every member of the image's layers, as the image has it.
-fn members(layout: &Path, tag: &str) -> BTreeMap<String, Member> {
+pub(crate) fn members(layout: &Path, tag: &str) -> BTreeMap<String, Member> {
     let l = shipyard_image::oci::layout::Layout::open(layout).unwrap();
     let d = l.resolve(Some(tag)).unwrap();
     let img = shipyard_image::oci::image::Image::load(&l, &d).unwrap();
@@ -149,7 +149,7 @@ fn members(layout: &Path, tag: &str) -> BTreeMap<String, Member> {
     out
 }
 
-fn stderr(o: &std::process::Output) -> String {
+pub(crate) fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 

@@ -300,6 +300,7 @@ fn step_on_rootfs(
         confinement: Default::default(),
         secrets: Vec::new(),
         ca_bundle: None,
+        tmpfs: Vec::new(),
     }
 }
 

@@ -8,11 +8,12 @@
 
 use super::{entry_name, invalid, io_at, read_small, ArchiveError, Result};
 use crate::layer::compress::decoder;
+use crate::oci::config::ImageConfig;
 use crate::oci::digest::HashingWriter;
 use crate::oci::image::write_image_raw;
 use crate::oci::layout::Layout;
 use crate::oci::media::LayerEncoding;
-use oci_spec::image::{Descriptor, ImageConfiguration, MediaType};
+use oci_spec::image::{Descriptor, MediaType};
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -157,7 +158,7 @@ pub fn import(file: &Path, name: Option<&str>, dest: &Layout) -> Result<Descript
         std::fs::File::open(member(&entry.config)?).map_err(io_at(file))?,
         16 << 20,
     )?;
-    let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
+    let config: ImageConfig = serde_json::from_slice(&config_bytes)
         .map_err(|e| invalid(file, format!("{}: invalid image config: {e}", entry.config)))?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != entry.layers.len() {

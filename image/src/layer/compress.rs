@@ -352,6 +352,23 @@ impl Read for QueueReader {
     }
 }
 
+/// xz's stream header magic.
+pub const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
+
+/// `f` decoded when `head` (its first bytes) says xz or bzip2: archives
+/// a Containerfile's `ADD` unpacks, as Docker does (layers never come in
+/// these; [`decoder`] does not take them). Other files as they are.
+pub fn archive_decoder<'a>(f: std::fs::File, head: &[u8]) -> Box<dyn std::io::Read + 'a> {
+    let r = std::io::BufReader::new(f);
+    if head.starts_with(XZ_MAGIC) {
+        Box::new(lzma_rust2::XzReader::new(r, true))
+    } else if head.starts_with(b"BZh") {
+        Box::new(bzip2::bufread::MultiBzDecoder::new(r))
+    } else {
+        Box::new(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! An image in a layout: its manifest and config, read verified, and the
 //! writer that stores a new one.
 
+use super::config::ImageConfig;
 use super::digest::Digest;
 use super::layout::{Layout, LayoutError};
 use super::media;
@@ -90,8 +91,9 @@ pub struct Image {
     pub digest: Digest,
     /// The manifest: config and layers.
     pub manifest: ImageManifest,
-    /// The image config (entrypoint, env, diff_ids, history).
-    pub config: ImageConfiguration,
+    /// The image config (entrypoint, env, diff_ids, history, Docker's
+    /// health check and ONBUILD triggers).
+    pub config: ImageConfig,
     /// The config blob's digest.
     pub config_digest: Digest,
 }
@@ -128,7 +130,7 @@ impl Image {
                 })?;
             let config_digest = media::digest_of(manifest.config()).map_err(LayoutError::from)?;
             let cbytes = layout.read_blob(&config_digest, Some(manifest.config().size()))?;
-            let config: ImageConfiguration =
+            let config: ImageConfig =
                 serde_json::from_slice(&cbytes).map_err(|source| ImageError::Json {
                     what: "config",
                     digest: config_digest.clone(),
@@ -304,9 +306,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// An empty config for the host platform (the base of `scratch` images).
-pub fn empty_config() -> ImageConfiguration {
+pub fn empty_config() -> ImageConfig {
     let (_, arch) = host_platform();
-    let mut c = ImageConfiguration::default();
+    let mut c = ImageConfig::default();
     c.set_os(Os::Linux);
     c.set_architecture(Arch::from(arch.as_str()));
     c.set_config(None);
@@ -334,7 +336,7 @@ pub fn append_layer(
 /// descriptor. The caller tags it.
 pub fn write_image(
     layout: &Layout,
-    config: &ImageConfiguration,
+    config: &ImageConfig,
     layers: Vec<Descriptor>,
 ) -> Result<Descriptor, ImageError> {
     let config_desc = layout.put_json(config, MediaType::ImageConfig)?;

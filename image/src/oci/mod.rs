@@ -2,6 +2,7 @@
 //! store and images read from or written into it.
 
 pub mod canonical;
+pub mod config;
 pub mod digest;
 pub mod image;
 pub mod layout;

@@ -7,8 +7,9 @@
 //! An edit never touches layers: the result is a new config and a new
 //! manifest naming the same layers, and the old manifest stays as it was.
 
+use crate::oci::config::{Healthcheck, ImageConfig};
 use oci_spec::image::{
-    Config, Descriptor, History, ImageConfiguration, ImageManifest, ImageManifestBuilder, MediaType,
+    Config, Descriptor, History, ImageManifest, ImageManifestBuilder, MediaType,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -83,7 +84,7 @@ pub(crate) fn port_key(p: &str) -> String {
 
 /// Applies `edit` to `config`: returns the edited copy, with a history
 /// entry (an empty layer) saying what was done.
-pub fn edit_config(config: &ImageConfiguration, edit: &ConfigEdit) -> ImageConfiguration {
+pub fn edit_config(config: &ImageConfig, edit: &ConfigEdit) -> ImageConfig {
     let mut out = config.clone();
     let mut c: Config = out.config().clone().unwrap_or_default();
     if let Some(e) = &edit.entrypoint {
@@ -208,12 +209,17 @@ pub struct Declared {
     pub stop_signal: Option<String>,
     /// Replaces the base's author (the config's top-level field).
     pub author: Option<String>,
+    /// Replaces the base's health check (`Test: ["NONE"]` disables it).
+    pub healthcheck: Option<Healthcheck>,
+    /// Replaces the base's ONBUILD triggers (`Some(vec![])` clears them,
+    /// as Docker does for an image built on a base that has some).
+    pub on_build: Option<Vec<String>>,
 }
 
 /// Applies a declaration to a config (a runtime base's, with the build's
 /// layers appended); returns the result. No history entry is added: the
 /// layers' entries say what the build did.
-pub fn declare(config: &ImageConfiguration, d: &Declared) -> ImageConfiguration {
+pub fn declare(config: &ImageConfig, d: &Declared) -> ImageConfig {
     let mut out = config.clone();
     let mut c: Config = out.config().clone().unwrap_or_default();
     if d.entrypoint.is_some() {
@@ -254,6 +260,12 @@ pub fn declare(config: &ImageConfiguration, d: &Declared) -> ImageConfiguration 
         out.set_author(d.author.clone());
     }
     out.set_config(Some(c));
+    if d.healthcheck.is_some() {
+        out.healthcheck = d.healthcheck.clone();
+    }
+    if let Some(o) = &d.on_build {
+        out.on_build = o.clone();
+    }
     out
 }
 
@@ -285,7 +297,7 @@ pub fn manifest(
 mod tests {
     use super::*;
 
-    fn base() -> ImageConfiguration {
+    fn base() -> ImageConfig {
         let mut c = crate::oci::image::empty_config();
         let mut cfg = Config::default();
         cfg.set_env(Some(vec!["PATH=/bin".into(), "A=1".into()]));
