@@ -9,7 +9,9 @@
 //! the builder's ids. Destination paths resolve through the builder's own
 //! symlinks (a usrmerged base's `/lib -> usr/lib`), never the host's;
 //! directories the builder has only in its base are copied up (mode,
-//! owner and mtime kept), missing ones are made `0755` root.
+//! owner and mtime kept), missing ones are made `0755` and given the
+//! copy's owner (as buildah and BuildKit give `COPY --chown`'s parents,
+//! and WORKDIR's to the USER); an existing directory is never chowned.
 
 use crate::tapeout::view::{normalize, BuilderView, Layer};
 use serde::{Deserialize, Serialize};
@@ -54,7 +56,8 @@ pub struct CopyJob {
     pub owner: (u32, u32),
     /// The mode of what is copied (`--chmod`), else the source's.
     pub mode: Option<u32>,
-    /// Directories to make if missing (WORKDIR), owned by `owner`.
+    /// Directories to make if missing (WORKDIR), with their missing
+    /// parents, owned by `owner`; one that exists is left as it is.
     #[serde(default)]
     pub dirs: Vec<PathBuf>,
     /// The owner as `--chown` names it (user[:group]), looked up in the
@@ -105,11 +108,7 @@ impl CopyJob {
     /// Every directory and item, `owner` being the ids.
     fn copy_all(&self, view: &BuilderView) -> Res<()> {
         for d in &self.dirs {
-            let made = self.make_dir(view, d)?;
-            let (u, g) = self.owner;
-            if (u, g) != (0, 0) {
-                std::os::unix::fs::lchown(&made, Some(u), Some(g)).map_err(io(&made))?;
-            }
+            self.make_dir(view, d)?;
         }
         for item in &self.items {
             if let Some(content) = &item.content {
@@ -218,7 +217,8 @@ impl CopyJob {
     }
 
     /// Makes builder directory `dir` (which the builder lacks: absent, or
-    /// deleted by a step) in the changes directory, `0755` root; where a
+    /// deleted by a step) in the changes directory, `0755`, owned by the
+    /// copy's owner; where a
     /// step's deletion is marked, the new directory hides the old one's
     /// contents (opaque), as overlayfs does.
     fn new_dir(&self, dir: &Path) -> Res<()> {
@@ -230,7 +230,8 @@ impl CopyJob {
         std::fs::create_dir(&host).map_err(io(&host))?;
         std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
             .map_err(io(&host))?;
-        nix::unistd::chown(&host, Some(0.into()), Some(0.into()))
+        let (u, g) = self.owner;
+        nix::unistd::chown(&host, Some(u.into()), Some(g.into()))
             .map_err(|e| format!("{}: {e}", host.display()))?;
         if whiteout && !self.copy_mode {
             xattr_set(&host, "user.overlay.opaque", b"y")?;

@@ -692,8 +692,13 @@ impl<'a> Executor<'a> {
     /// Runs one rule in the builder; a failure reports its exit code and
     /// the end of its log (kept in the cache, since the state goes away).
     fn run_rule(&self, ch: &Chain, id: &str, b: &BuildRule) -> Result<()> {
+        // What a failure names: the rule, and where it was written.
+        let named = match &b.origin {
+            Some(o) => format!("{id} ({o})"),
+            None => id.to_string(),
+        };
         if let Some(c) = &b.copy {
-            return self.run_copy(ch, id, c);
+            return self.run_copy(ch, id, &named, c);
         }
         // Cache mounts are held (locked) while the rule runs.
         let held: Vec<(PathBuf, mounts::Held)> = b
@@ -808,7 +813,7 @@ impl<'a> Executor<'a> {
         if out.code != 0 {
             let log = super::keep_log(&log, id).unwrap_or(log);
             return Err(RuleFailed {
-                rule: id.to_string(),
+                rule: named,
                 code: out.code,
                 log: log.display().to_string(),
                 tail: out.tail.join("\n"),
@@ -845,7 +850,13 @@ impl<'a> Executor<'a> {
     }
 
     /// A copying rule: its files written into the builder.
-    fn run_copy(&self, ch: &Chain, id: &str, c: &crate::project::CopySpec) -> Result<()> {
+    fn run_copy(
+        &self,
+        ch: &Chain,
+        id: &str,
+        named: &str,
+        c: &crate::project::CopySpec,
+    ) -> Result<()> {
         let items = c
             .items
             .iter()
@@ -881,7 +892,7 @@ impl<'a> Executor<'a> {
             mtime: self.opts.epoch,
         };
         let started = Instant::now();
-        self.in_ns(ch, &job, id)?;
+        self.in_ns(ch, &job, named)?;
         let seconds = started.elapsed().as_secs_f64();
         let step = format!("{id}{}", self.plan.builders[ch.index].label());
         self.events.event(Event::Done {

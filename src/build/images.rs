@@ -287,7 +287,7 @@ impl Executor<'_> {
                 rule: rule.clone(),
                 why: self.no_state_why(),
             })?;
-        let skip = mount_points(&self.plan.builders[b], &self.plan.builders[b].steps[s]);
+        let skip = mount_points(self.plan, b, &self.plan.builders[b].steps[s]);
         let how = shipyard_image::layer::Rewrite {
             compression: self.opts.compression,
             level: self.opts.level,
@@ -549,10 +549,15 @@ fn explain_line(
 /// mounts, tmpfs mounts, secrets): the directories made for that are not what the rule
 /// changed, and an image of the builder leaves them out, as BuildKit does
 /// for `RUN --mount` targets.
-fn mount_points(builder: &crate::project::Builder, step: &crate::project::Step) -> Vec<RelPath> {
+fn mount_points(
+    plan: &crate::project::Plan,
+    b: usize,
+    step: &crate::project::Step,
+) -> Vec<RelPath> {
     let crate::project::Step::Build(rule) = step else {
         return Vec::new();
     };
+    let builder = &plan.builders[b];
     let mut targets: Vec<&Path> = builder.sources.iter().map(|s| s.target.as_path()).collect();
     targets.extend(rule.mounts.iter().map(|m| m.target.as_path()));
     targets.extend(rule.cache.iter().map(|c| c.target.as_path()));
@@ -561,6 +566,11 @@ fn mount_points(builder: &crate::project::Builder, step: &crate::project::Step) 
     if !rule.secrets.is_empty() {
         targets.push(Path::new(crate::sandbox::job::Secret::DIR));
     }
+    targets.extend(
+        super::schedule::network_stubs(plan, b, rule)
+            .iter()
+            .map(Path::new),
+    );
     targets
         .into_iter()
         .map(|t| {
@@ -609,6 +619,7 @@ fn declared(spec: &ImageSpec) -> mutate::Declared {
         volumes: spec.volumes.clone(),
         labels: spec.labels.clone(),
         stop_signal: spec.stop_signal.clone(),
+        author: spec.author.clone(),
         healthcheck: spec.healthcheck.clone(),
         on_build: Some(spec.on_build.clone()),
     }

@@ -405,8 +405,28 @@ fn rule_definition(builder: &Builder, b: &BuildRule, epoch: i64) -> serde_json::
         if let Some(n) = &c.owner_name {
             def["copy"]["owner_name"] = serde_json::json!(n);
         }
+        if c.owner_name.is_some() || c.owner != (0, 0) {
+            // The directories a copy makes are its owner's (they were
+            // root's): what such a step stored before then is not reused.
+            def["copy"]["made_dirs"] = serde_json::json!("owner");
+        }
     }
     def
+}
+
+/// The files a rule's sandbox binds the host's over when the rule has
+/// the host's network: where the builder has none, the empty files made
+/// to bind onto are what the rule's changes hold there (the rule cannot
+/// write through a read-only bind), and buildah and BuildKit leave them
+/// out of the layer too. A builder rooted at the host is not given them.
+pub(super) fn network_stubs(plan: &Plan, b: usize, rule: &BuildRule) -> &'static [&'static str] {
+    let network = rule.network.unwrap_or(plan.builders[b].network);
+    let host = network == crate::sandbox::job::Network::Host;
+    if host && rule.copy.is_none() && plan.root_from(b) != "host" {
+        &["/etc/hosts", "/etc/resolv.conf"]
+    } else {
+        &[]
+    }
 }
 
 /// Why each step of a builder must run whatever the cache holds, if it
@@ -550,9 +570,10 @@ impl<L: Lookup> Planner<'_, L> {
         let img: &ImageSpec = &self.plan.images[index];
         let base = self.facts.runtime_bases.get(&img.name).cloned();
         let r = self.req;
-        // "rewrite v2": a layer of a rule made before links to overlayfs's
-        // shared whiteout became whiteouts was wrong; it is not reused.
-        let format = format!("rewrite v2 {:?} {:?} {}", r.compression, r.level, r.epoch);
+        // "rewrite v3": a layer of a rule made before links to overlayfs's
+        // shared whiteout became whiteouts (v2), or before the sandbox's
+        // network stubs were left out (v3), was wrong; it is not reused.
+        let format = format!("rewrite v3 {:?} {:?} {}", r.compression, r.level, r.epoch);
         let mut layers = Vec::new();
         let lineage = img
             .builder

@@ -292,6 +292,10 @@ fn ignore_matcher(opts: &Options) -> Res<Option<Matcher>> {
 struct StageState {
     env: Vec<(String, String)>,
     workdir: PathBuf,
+    /// WORKDIR as the config says it: an absolute one as written (a
+    /// trailing `/` kept), a relative one joined onto the last and
+    /// cleaned, as buildah and BuildKit write it.
+    workdir_text: String,
     workdir_set: bool,
     user: (u32, u32),
     /// A `USER` the builder's files resolve (a name, or a UID alone).
@@ -304,6 +308,8 @@ struct StageState {
     volumes: Vec<String>,
     labels: BTreeMap<String, String>,
     stop_signal: Option<String>,
+    /// MAINTAINER: the config's author.
+    author: Option<String>,
     healthcheck: Option<Healthcheck>,
     /// This stage's `ONBUILD` triggers, as their text.
     on_build: Vec<String>,
@@ -314,6 +320,7 @@ impl Default for StageState {
         StageState {
             env: Vec::new(),
             workdir: PathBuf::from("/"),
+            workdir_text: "/".into(),
             workdir_set: false,
             user: (0, 0),
             user_name: None,
@@ -325,6 +332,7 @@ impl Default for StageState {
             volumes: Vec::new(),
             labels: BTreeMap::new(),
             stop_signal: None,
+            author: None,
             healthcheck: None,
             on_build: Vec::new(),
         }
@@ -407,13 +415,14 @@ impl Lowering<'_> {
             entrypoint: st.entrypoint,
             cmd: st.cmd,
             env: st.env,
-            workdir: st.workdir_set.then(|| st.workdir.display().to_string()),
+            workdir: st.workdir_set.then(|| st.workdir_text.clone()),
             user: st.user_text,
             ports: st.ports,
             volumes: st.volumes,
             labels,
             annotations: opts.annotations.clone(),
             stop_signal: st.stop_signal,
+            author: st.author,
             healthcheck: st.healthcheck,
             on_build: st.on_build,
         };
@@ -554,18 +563,27 @@ impl Lowering<'_> {
         st: &mut StageState,
     ) -> Res<()> {
         let rule_name = format!("{name}-{}", step.line);
+        let origin = format!(
+            "{}:{}: {}",
+            self.file,
+            step.line,
+            step.instruction.keyword()
+        );
         match &step.instruction {
             Instruction::From { .. } | Instruction::Arg(_) => {}
             Instruction::Run(run) => {
-                let rule = self.run_rule(b, &rule_name, step, run, st)?;
+                let mut rule = self.run_rule(b, &rule_name, step, run, st)?;
+                rule.origin = Some(origin);
                 self.builders[b].steps.push(Step::Build(rule));
             }
             Instruction::Copy(t) => {
-                let rule = self.copy_rule(b, &rule_name, step, t, st, false)?;
+                let mut rule = self.copy_rule(b, &rule_name, step, t, st, false)?;
+                rule.origin = Some(origin);
                 self.builders[b].steps.push(Step::Build(rule));
             }
             Instruction::Add(t) => {
-                let rule = self.copy_rule(b, &rule_name, step, t, st, true)?;
+                let mut rule = self.copy_rule(b, &rule_name, step, t, st, true)?;
+                rule.origin = Some(origin);
                 self.builders[b].steps.push(Step::Build(rule));
             }
             Instruction::Env(pairs) => {
@@ -581,9 +599,15 @@ impl Lowering<'_> {
                     st.workdir.join(w)
                 };
                 st.workdir = normalize(&p);
+                st.workdir_text = if w.starts_with('/') {
+                    w.clone()
+                } else {
+                    st.workdir.display().to_string()
+                };
                 st.workdir_set = true;
                 // Docker makes the directory, owned by the user in effect.
                 let mut rule = plain_rule(&rule_name, st);
+                rule.origin = Some(origin);
                 rule.run = format!("WORKDIR {}", st.workdir.display());
                 rule.copy = Some(CopySpec {
                     items: Vec::new(),
@@ -632,11 +656,8 @@ impl Lowering<'_> {
             }
             Instruction::Label(pairs) => st.labels.extend(pairs.iter().cloned()),
             Instruction::StopSignal(s) => st.stop_signal = Some(s.clone()),
-            Instruction::Maintainer(m) => {
-                // Docker sets the config's author; the image config here
-                // has no author field, so the label says it.
-                st.labels.insert("maintainer".into(), m.clone());
-            }
+            // The config's author, as buildah and BuildKit set it.
+            Instruction::Maintainer(m) => st.author = Some(m.clone()),
             Instruction::Healthcheck(h) => st.healthcheck = Some(healthcheck(h)),
             Instruction::Onbuild(trigger) => st.on_build.push(trigger.original.clone()),
         }
@@ -1234,6 +1255,7 @@ fn plain_rule(name: &str, st: &StageState) -> BuildRule {
         copy: None,
         argv: None,
         network: None,
+        origin: None,
         tmpfs: Vec::new(),
         binds: Vec::new(),
     }
@@ -1464,6 +1486,57 @@ mod tests {
             .map(|i| i.to.display().to_string())
             .collect();
         assert_eq!(to, ["/app/a.txt", "/app/b.txt"]);
+    }
+
+    #[test]
+    fn workdir_goes_into_the_config_as_buildah_and_buildkit_write_it() {
+        let wd = |text: &str| lower(text, &[]).unwrap().images[0].workdir.clone();
+        // An absolute one as written, trailing slash and all.
+        assert_eq!(
+            wd("FROM scratch\nWORKDIR /root/\n").as_deref(),
+            Some("/root/")
+        );
+        assert_eq!(
+            wd("FROM scratch\nWORKDIR /x//y/.\n").as_deref(),
+            Some("/x//y/.")
+        );
+        // A relative one joined onto the last, cleaned.
+        assert_eq!(
+            wd("FROM scratch\nWORKDIR /a/b/../c/\nWORKDIR d/\n").as_deref(),
+            Some("/a/c/d")
+        );
+        // The directory a rule runs in is the cleaned path.
+        let plan = lower("FROM scratch\nWORKDIR /srv/\nRUN pwd\n", &[]).unwrap();
+        assert_eq!(rules(&plan)[1].workdir, PathBuf::from("/srv"));
+    }
+
+    #[test]
+    fn maintainer_is_the_configs_author_not_a_label() {
+        let plan = lower("FROM scratch\nMAINTAINER Jo <jo@example.org>\n", &[]).unwrap();
+        let img = &plan.images[0];
+        assert_eq!(img.author.as_deref(), Some("Jo <jo@example.org>"));
+        assert!(img.labels.is_empty(), "{:?}", img.labels);
+    }
+
+    #[test]
+    fn rules_say_where_they_were_written() {
+        let plan = lower(
+            "FROM scratch\n\nCOPY f /f\nWORKDIR /w\nRUN true\n",
+            &[("f", "")],
+        )
+        .unwrap();
+        let origins: Vec<String> = (rules(&plan).iter())
+            .map(|r| r.origin.clone().unwrap())
+            .map(|o| o.rsplit('/').next().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            origins,
+            [
+                "Containerfile:3: COPY",
+                "Containerfile:4: WORKDIR",
+                "Containerfile:5: RUN"
+            ]
+        );
     }
 
     #[test]

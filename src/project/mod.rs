@@ -240,6 +240,9 @@ pub struct BuildRule {
     /// A heredoc script with `#!` (a Containerfile's `RUN <<EOF`): written
     /// to a file and executed, so its own interpreter runs it.
     pub script: Option<Box<Script>>,
+    /// Where the rule was written, when that is not its name
+    /// (`Containerfile:7: RUN`): a failure names it. Not in its key.
+    pub origin: Option<String>,
     /// Empty tmpfs mounts for this run only (a Containerfile's
     /// `RUN --mount=type=tmpfs`): in the key, never in a layer.
     pub tmpfs: Vec<crate::sandbox::job::Tmpfs>,
@@ -392,6 +395,8 @@ pub struct ImageSpec {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+    /// The config's `author` (a Containerfile's MAINTAINER).
+    pub author: Option<String>,
     /// Replaces the base's health check (a Containerfile's HEALTHCHECK).
     pub healthcheck: Option<shipyard_image::oci::config::Healthcheck>,
     /// The image's ONBUILD triggers. The base's are never kept: an image
@@ -1072,6 +1077,7 @@ fn build_rule(
         network: None,
         user_name: None,
         script: None,
+        origin: None,
         tmpfs: Vec::new(),
         binds: Vec::new(),
     })
@@ -1228,6 +1234,7 @@ fn image_spec(
         labels,
         annotations,
         stop_signal: r.stop_signal.clone(),
+        author: None,
         healthcheck: None,
         on_build: Vec::new(),
     })

@@ -33,6 +33,7 @@ mod common {
 }
 
 mod cache;
+mod containerfile;
 mod containers;
 mod distro;
 mod examples;

@@ -141,6 +141,62 @@ fn docker_archive_round_trip_keeps_the_image_id_and_the_tree() {
     );
 }
 
+#[test]
+fn a_docker_archive_layer_named_through_a_link_is_read() {
+    // docker save stores a layer the manifest lists twice once, and
+    // links the second name to it: here the only layer is named so.
+    let t = tempfile::tempdir().unwrap();
+    let h = t.path();
+    image(h);
+    let d = h.join("d.tar");
+    sy_ok(
+        h,
+        &[
+            "export",
+            &src(h),
+            &format!("docker-archive:{}", d.display()),
+        ],
+    );
+    let data = std::fs::read(&d).unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    let mut layer = String::new();
+    for e in tar::Archive::new(&data[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut body).unwrap();
+        let mut hd = e.header().clone();
+        if name == "manifest.json" {
+            let mut m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            layer = m[0]["Layers"][0].as_str().unwrap().to_string();
+            m[0]["Layers"][0] = "dup/layer.tar".into();
+            body = serde_json::to_vec(&m).unwrap();
+            hd.set_size(body.len() as u64);
+            hd.set_cksum();
+        }
+        out.append(&hd, &body[..]).unwrap();
+    }
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    out.append_link(&mut link, "dup/layer.tar", format!("../{layer}"))
+        .unwrap();
+    std::fs::write(&d, out.into_inner().unwrap()).unwrap();
+    let back = h.join("back");
+    sy_ok(
+        h,
+        &[
+            "import",
+            &format!("docker-archive:{}", d.display()),
+            &format!("oci:{}:got", back.display()),
+        ],
+    );
+    assert_eq!(
+        ok(["manifest", &src(h)]),
+        ok(["manifest", &format!("oci:{}:got", back.display())])
+    );
+}
+
 /// Rewrites a tar, changing one member's content with `f`.
 fn tamper(tar_path: &Path, pick: &dyn Fn(&str) -> bool, f: &dyn Fn(&mut Vec<u8>)) {
     let data = std::fs::read(tar_path).unwrap();

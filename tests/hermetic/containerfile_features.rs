@@ -63,6 +63,49 @@ impl Ctx {
             .unwrap()
     }
 
+    /// Builds `text` with a context, cache and output of the caller's
+    /// choosing (else the test's), `args` added; the command is run by
+    /// `run` (another umask, another environment).
+    fn build_in(
+        &self,
+        text: &str,
+        ctx: &Path,
+        cache: &Path,
+        out: &Path,
+        args: &[&str],
+        run: impl FnOnce(std::process::Command) -> std::process::Output,
+    ) -> std::process::Output {
+        let base = format!("oci:{}:base", self.t.path().join("img").display());
+        let text = text.replace("FROM base", &format!("FROM {base}"));
+        let file = ctx.join("Containerfile");
+        write(&file, text.as_bytes(), 0o644);
+        let mut c = shipyard();
+        c.env("XDG_CACHE_HOME", cache)
+            .arg("build")
+            .arg("-f")
+            .arg(&file)
+            .arg(ctx)
+            .args(args)
+            .arg("--output")
+            .arg(format!("oci:{}", out.display()));
+        run(c)
+    }
+
+    /// `build`, with `args`; its stderr (it must succeed).
+    fn rebuild(&self, text: &str, args: &[&str]) -> String {
+        let t = self.t.path();
+        let o = self.build_in(
+            text,
+            &self.ctx(),
+            &t.join("cache"),
+            &t.join("out"),
+            args,
+            |mut c| c.output().unwrap(),
+        );
+        assert_success(&o, "shipyard build -f Containerfile");
+        stderr(&o)
+    }
+
     pub(crate) fn ok(&self, text: &str) -> BTreeMap<String, Member> {
         let o = self.build(text);
         assert_success(&o, "shipyard build -f Containerfile");
@@ -276,4 +319,275 @@ fn add_unpacks_a_local_tar_archive_with_its_owners_confined_to_the_destination()
     let e = stderr(&o);
     assert!(e.contains("../escape"), "{e}");
     assert!(!c.t.path().join("escape").exists());
+}
+
+/// The image config of `tag` in `layout`.
+fn config(layout: &Path, tag: &str) -> serde_json::Value {
+    let l = shipyard_image::oci::layout::Layout::open(layout).unwrap();
+    let d = l.resolve(Some(tag)).unwrap();
+    let img = shipyard_image::oci::image::Image::load(&l, &d).unwrap();
+    serde_json::to_value(&img.config).unwrap()
+}
+
+#[test]
+fn directories_copy_chown_and_workdir_make_are_their_owners_and_existing_ones_stay() {
+    if !ids_range_mapped() {
+        // A single id mapped gives no directory to another id.
+        return;
+    }
+    let c = Ctx::new();
+    write(&c.ctx().join("d/y"), b"y\n", 0o644);
+    write(&c.ctx().join("d/sub/x"), b"x\n", 0o644);
+    write(&c.ctx().join("f"), b"f\n", 0o644);
+    // As buildah and BuildKit: what COPY --chown makes (missing parents,
+    // the destination, directories copied) is the owner's, and so is what
+    // WORKDIR makes after USER (parents too); a directory that is there
+    // already keeps its owner, whoever copies into it or makes it WORKDIR.
+    let m = c.ok("FROM base
+RUN mkdir -p /exist/wd
+COPY --chown=1000:1000 d /a/b/c/
+COPY --chown=app f /p/q/r
+COPY --chown=1000:1000 d /exist/
+COPY f /plain/f
+USER 1000:1000
+WORKDIR /exist/wd
+WORKDIR /w1/w2
+");
+    let owner = |p: &str| (m[p].uid, m[p].gid);
+    for d in ["a", "a/b", "a/b/c", "a/b/c/sub", "p", "p/q", "w1", "w1/w2"] {
+        assert_eq!(owner(d), (1000, 1000), "{d}");
+    }
+    assert_eq!(owner("a/b/c/sub/x"), (1000, 1000));
+    assert_eq!(owner("p/q/r"), (1000, 1000));
+    assert_eq!(owner("exist/sub"), (1000, 1000));
+    for d in ["exist", "exist/wd", "plain"] {
+        assert_eq!(owner(d), (0, 0), "{d}");
+    }
+    assert_eq!(m["a/b"].mode & 0o7777, 0o755);
+}
+
+#[test]
+fn the_files_a_run_step_binds_the_hosts_over_are_left_out_of_its_layer() {
+    let c = Ctx::new();
+    // The base has no /etc/hosts nor /etc/resolv.conf: the sandbox made
+    // empty ones to bind the host's onto, which are not the step's.
+    let m = c.ok("FROM base\nRUN echo ran > /ran\n");
+    assert_eq!(m["ran"].content, b"ran\n");
+    for f in ["etc/hosts", "etc/resolv.conf"] {
+        assert!(!m.contains_key(f), "{f} is in the image: {:?}", m.keys());
+    }
+    // Without the host's network nothing is bound there, and a step's
+    // own /etc/hosts is its change.
+    let m = c.ok("FROM base\nRUN --network=none echo '127.0.0.1 me' > /etc/hosts\n");
+    assert_eq!(m["etc/hosts"].content, b"127.0.0.1 me\n");
+}
+
+#[test]
+fn maintainer_and_workdir_are_written_to_the_config_as_the_peers_write_them() {
+    let c = Ctx::new();
+    c.ok("FROM base\nMAINTAINER Jo <jo@example.org>\nWORKDIR /root/\n");
+    let cfg = config(&c.t.path().join("out"), "image");
+    assert_eq!(cfg["author"], "Jo <jo@example.org>");
+    assert_eq!(cfg["config"]["WorkingDir"], "/root/");
+    assert!(cfg["config"]["Labels"].get("maintainer").is_none(), "{cfg}");
+}
+
+/// The steps a build ran (`==> ID (...): run: ...` lines), by rule id.
+fn ran(err: &str) -> Vec<String> {
+    err.lines()
+        .filter_map(|l| l.strip_prefix("==> build."))
+        .filter(|l| l.contains(": run: "))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_step_cache_keys_each_instruction_and_reruns_from_what_changed() {
+    let c = Ctx::new();
+    write(&c.ctx().join("a.txt"), b"one\n", 0o644);
+    write(&c.ctx().join("unused.txt"), b"u\n", 0o644);
+    let text = "FROM base
+RUN echo before > /before
+COPY a.txt /a.txt
+RUN cat /a.txt > /after
+ENV X=1
+RUN echo last > /last
+";
+    let err = c.rebuild(text, &[]);
+    assert_eq!(
+        ran(&err),
+        ["stage0-2", "stage0-3", "stage0-4", "stage0-6"],
+        "{err}"
+    );
+    // Nothing changed: nothing runs, and no step says a word.
+    let err = c.rebuild(text, &[]);
+    assert!(ran(&err).is_empty(), "{err}");
+    assert!(!err.contains(" | "), "{err}");
+    // A file the build does not copy is not an input.
+    write(&c.ctx().join("unused.txt"), b"changed\n", 0o644);
+    assert!(ran(&c.rebuild(text, &[])).is_empty());
+    // The copied file changed: that COPY and what follows run again.
+    write(&c.ctx().join("a.txt"), b"two\n", 0o644);
+    let err = c.rebuild(text, &[]);
+    assert_eq!(ran(&err), ["stage0-3", "stage0-4", "stage0-6"], "{err}");
+    assert!(
+        err.contains("stage0-3 (stage0): run: the files it copies changed"),
+        "{err}"
+    );
+    let m = members(&c.t.path().join("out"), "image");
+    assert_eq!(m["after"].content, b"two\n");
+    // An instruction that changes no file (ENV) still keys what follows.
+    let err = c.rebuild(&text.replace("X=1", "X=2"), &[]);
+    assert_eq!(ran(&err), ["stage0-6"], "{err}");
+}
+
+#[test]
+fn errors_name_the_file_the_line_and_the_instruction() {
+    let c = Ctx::new();
+    let fails = |text: &str| {
+        let o = c.build(text);
+        assert!(!o.status.success(), "{text}");
+        stderr(&o)
+    };
+    let e = fails("FROM base\nFROB x\n");
+    assert!(
+        e.contains("Containerfile:2: FROB: unknown instruction"),
+        "{e}"
+    );
+    let e = fails("FROM base\n\nRUN --frob=1 true\n");
+    assert!(
+        e.contains("Containerfile:3: RUN: unknown flag: --frob"),
+        "{e}"
+    );
+    let e = fails("FROM base\nCOPY --frob=1 a /a\n");
+    assert!(
+        e.contains("Containerfile:2: COPY: unknown flag: --frob"),
+        "{e}"
+    );
+    let e = fails("FROM base\nCOPY nothere /a\n");
+    assert!(
+        e.contains("Containerfile:2: COPY: nothere: no such file in the build context"),
+        "{e}"
+    );
+    // A RUN that fails: its exit code, the end of its log, where it is.
+    let e = fails("FROM base\nRUN true\nRUN echo first; echo second >&2; exit 7\n");
+    assert!(
+        e.contains("build.stage0-3 (")
+            && e.contains("Containerfile:3: RUN) failed with exit code 7"),
+        "{e}"
+    );
+    let tail = e.split("last lines of its log").nth(1).unwrap_or("");
+    // (stdout and stderr, as they came)
+    assert!(tail.contains("first") && tail.contains("second"), "{e}");
+    // A COPY whose owner the builder does not know: where it is, too.
+    let e = fails("FROM base\nCOPY --chown=nobody <<EOF /x\nx\nEOF\n");
+    assert!(e.contains("Containerfile:2: COPY)"), "{e}");
+}
+
+#[test]
+fn a_target_builds_only_the_stages_it_needs() {
+    let c = Ctx::new();
+    let text = "FROM base AS broken
+RUN echo broken-ran; exit 9
+
+FROM base AS dep
+RUN echo dep > /dep
+
+FROM base AS good
+COPY --from=dep /dep /dep
+RUN echo good > /good
+
+FROM broken
+RUN echo never
+";
+    // The last stage (the default target) needs the broken one.
+    let o = c.build(text);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("failed with exit code 9"),
+        "{}",
+        stderr(&o)
+    );
+    let err = c.rebuild(text, &["--target", "good"]);
+    assert!(!err.contains("broken"), "{err}");
+    assert!(!err.contains("never"), "{err}");
+    assert_eq!(ran(&err), ["dep-5", "good-8", "good-9"], "{err}");
+    // The image is named after its target.
+    let m = members(&c.t.path().join("out"), "good");
+    assert_eq!(m["dep"].content, b"dep\n");
+    assert_eq!(m["good"].content, b"good\n");
+    // A target that is no stage is refused.
+    let o = c.build_in(
+        text,
+        &c.ctx(),
+        &c.t.path().join("cache"),
+        &c.t.path().join("out"),
+        &["--target", "nosuch"],
+        |mut c| c.output().unwrap(),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nosuch"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_same_containerfile_gives_the_same_digest_elsewhere_and_honours_source_date_epoch() {
+    let c = Ctx::new();
+    let text = "FROM base
+COPY app /opt/app
+RUN mkdir -p /var/made && echo made > /var/made/f
+WORKDIR /srv/www
+";
+    let t = c.t.path();
+    let fill = |ctx: &Path| {
+        write(&ctx.join("app/bin/run"), b"#!/bin/sh\n", 0o755);
+        write(&ctx.join("app/README"), b"r\n", 0o644);
+    };
+    fill(&c.ctx());
+    let digest = |out: &Path| {
+        let l = shipyard_image::oci::layout::Layout::open(out).unwrap();
+        l.resolve(Some("image")).unwrap().digest().to_string()
+    };
+    let o = c.build_in(
+        text,
+        &c.ctx(),
+        &t.join("cache"),
+        &t.join("o1"),
+        &[],
+        |mut c| c.env_remove("SOURCE_DATE_EPOCH").output().unwrap(),
+    );
+    assert_success(&o, "first build");
+    // Another context directory, another cache, another umask.
+    let other = t.join("elsewhere/ctx");
+    fill(&other);
+    let o = c.build_in(
+        text,
+        &other,
+        &t.join("cache2"),
+        &t.join("o2"),
+        &[],
+        |mut c| {
+            c.env_remove("SOURCE_DATE_EPOCH");
+            with_umask(0o077, c)
+        },
+    );
+    assert_success(&o, "second build");
+    assert_eq!(digest(&t.join("o1")), digest(&t.join("o2")));
+    // SOURCE_DATE_EPOCH: the config's dates and the layers' mtimes.
+    let o = c.build_in(
+        text,
+        &c.ctx(),
+        &t.join("cache"),
+        &t.join("o3"),
+        &[],
+        |mut c| c.env("SOURCE_DATE_EPOCH", "1700000000").output().unwrap(),
+    );
+    assert_success(&o, "build with SOURCE_DATE_EPOCH");
+    assert_ne!(digest(&t.join("o1")), digest(&t.join("o3")));
+    let cfg = config(&t.join("o3"), "image");
+    assert_eq!(cfg["created"], "2023-11-14T22:13:20Z", "{cfg}");
+    let m = members(&t.join("o3"), "image");
+    for p in ["opt/app/bin/run", "var/made/f", "srv/www"] {
+        assert!(m[p].mtime <= 1_700_000_000, "{p}: {}", m[p].mtime);
+    }
+    assert_eq!(m["var/made/f"].mtime, 1_700_000_000);
 }

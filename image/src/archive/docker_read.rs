@@ -18,6 +18,30 @@ use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
+/// The member a link named `name` points to: a symlink's target is
+/// relative to its directory, a hard link's to the archive's root; `None`
+/// where it leaves the archive.
+fn link_target(name: &str, target: &str, symlink: bool) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    if symlink {
+        parts.extend(name.split('/'));
+        parts.pop();
+    }
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Entry {
@@ -38,6 +62,8 @@ pub fn import(file: &Path, name: Option<&str>, dest: &Layout) -> Result<Descript
         .tempdir_in(dest.root())
         .map_err(io_at(dest.root()))?;
     let mut files: HashMap<String, PathBuf> = HashMap::new();
+    // Links between members (name → the member it names).
+    let mut links: HashMap<String, String> = HashMap::new();
     let mut manifest = None;
     for (i, entry) in ar.entries().map_err(io_at(file))?.enumerate() {
         let mut e = entry.map_err(io_at(file))?;
@@ -45,9 +71,20 @@ pub fn import(file: &Path, name: Option<&str>, dest: &Layout) -> Result<Descript
         match e.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             tar::EntryType::Directory => continue,
-            // Old docker saves link duplicate layers; we read what the
-            // manifest names, so links are not needed.
-            tar::EntryType::Symlink | tar::EntryType::Link => continue,
+            // docker save stores a layer two places of the manifest name
+            // once and links the other to it (`ID/layer.tar ->
+            // ../ID2/layer.tar`); the manifest may name the link. A link
+            // that leaves the archive names nothing.
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let symlink = e.header().entry_type() == tar::EntryType::Symlink;
+                if let Some(t) = e.link_name_bytes() {
+                    let t = String::from_utf8_lossy(&t).into_owned();
+                    if let Some(to) = link_target(&name, &t, symlink) {
+                        links.insert(name, to);
+                    }
+                }
+                continue;
+            }
             other => {
                 return Err(invalid(file, format!("entry {name:?} is a {other:?}")));
             }
@@ -100,7 +137,15 @@ pub fn import(file: &Path, name: Option<&str>, dest: &Layout) -> Result<Descript
         }
     };
     let member = |n: &str| -> Result<&PathBuf> {
-        files.get(n.trim_start_matches("./")).ok_or_else(|| {
+        let mut at = n.trim_start_matches("./");
+        // A few hops at most: a loop of links names nothing.
+        for _ in 0..8 {
+            match links.get(at) {
+                Some(to) if !files.contains_key(at) => at = to,
+                _ => break,
+            }
+        }
+        files.get(at).ok_or_else(|| {
             invalid(
                 file,
                 format!("manifest.json names {n:?}, which is not in the archive"),
@@ -167,4 +212,22 @@ pub fn import(file: &Path, name: Option<&str>, dest: &Layout) -> Result<Descript
         crate::oci::media::to_spec_digest(&cdigest),
     );
     Ok(write_image_raw(dest, config_desc, layers)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn links_resolve_within_the_archive_only() {
+        let t = |n, to, sym| super::link_target(n, to, sym);
+        assert_eq!(
+            t("a/layer.tar", "../b/layer.tar", true).as_deref(),
+            Some("b/layer.tar")
+        );
+        assert_eq!(
+            t("a/layer.tar", "./b/layer.tar", false).as_deref(),
+            Some("b/layer.tar")
+        );
+        assert_eq!(t("a/layer.tar", "../../x", true), None);
+        assert_eq!(t("a/layer.tar", "/etc/passwd", true), None);
+    }
 }

@@ -207,6 +207,8 @@ pub struct Declared {
     pub labels: BTreeMap<String, String>,
     /// Replaces the base's stop signal.
     pub stop_signal: Option<String>,
+    /// Replaces the base's author (the config's top-level field).
+    pub author: Option<String>,
     /// Replaces the base's health check (`Test: ["NONE"]` disables it).
     pub healthcheck: Option<Healthcheck>,
     /// Replaces the base's ONBUILD triggers (`Some(vec![])` clears them,
@@ -253,6 +255,9 @@ pub fn declare(config: &ImageConfig, d: &Declared) -> ImageConfig {
     }
     if d.stop_signal.is_some() {
         c.set_stop_signal(d.stop_signal.clone());
+    }
+    if d.author.is_some() {
+        out.set_author(d.author.clone());
     }
     out.set_config(Some(c));
     if d.healthcheck.is_some() {
