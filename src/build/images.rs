@@ -366,7 +366,7 @@ impl Executor<'_> {
                     rule: builder.steps[s].id(),
                     why: self.no_state_why(),
                 })?;
-            captured.push((rec, mount_points(builder, &builder.steps[s])));
+            captured.push((rec, mount_points(self.plan, b, &builder.steps[s])));
         }
         let parts: Vec<shipyard_image::layer::merge::Part<'_>> = (captured.iter())
             .map(|(rec, skip)| shipyard_image::layer::merge::Part {
