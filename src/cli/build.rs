@@ -294,9 +294,12 @@ fn containerfile_plan(
                 None => (e.clone(), String::new()),
             })
             .collect();
+        let c = image.config.config().as_ref();
         Ok(crate::frontend::BaseConfig {
             on_build: image.config.on_build.clone(),
             env,
+            workdir: c.and_then(|c| c.working_dir().clone()).unwrap_or_default(),
+            user: c.and_then(|c| c.user().clone()).unwrap_or_default(),
         })
     };
     let mut opts = crate::frontend::Options {

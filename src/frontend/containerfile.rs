@@ -63,6 +63,12 @@ pub struct BaseConfig {
     /// Its `Env`, as (name, value): Docker substitutes instructions'
     /// `$VAR`s with the base's environment too (`WORKDIR $HOME`).
     pub env: Vec<(String, String)>,
+    /// Its `WorkingDir` (empty: none): where the stage's steps start, as
+    /// in Docker, until a WORKDIR says otherwise.
+    pub workdir: String,
+    /// Its `User` (empty: none): whom the stage's steps run as, until a
+    /// USER says otherwise.
+    pub user: String,
 }
 
 impl std::fmt::Debug for BaseTriggers {
@@ -137,6 +143,10 @@ pub fn load(opts: &Options) -> Res<Plan> {
 struct Triggers {
     of: String,
     texts: Vec<String>,
+    /// The base image's WorkingDir and User (empty when none, or when
+    /// the base is a stage, whose state the lowering has).
+    workdir: String,
+    user: String,
 }
 
 /// Resolves the file with the ONBUILD triggers of each needed stage's
@@ -178,6 +188,8 @@ fn with_triggers(
                 cf::Base::Scratch => Triggers {
                     of: "scratch".into(),
                     texts: Vec::new(),
+                    workdir: String::new(),
+                    user: String::new(),
                 },
                 cf::Base::Stage(p) => Triggers {
                     of: format!("stage {}", stage_label(&resolved, *p)),
@@ -187,6 +199,8 @@ fn with_triggers(
                             _ => None,
                         })
                         .collect(),
+                    workdir: String::new(),
+                    user: String::new(),
                 },
                 cf::Base::Image(written) => {
                     let r = image_ref(written);
@@ -200,6 +214,8 @@ fn with_triggers(
                     Triggers {
                         of: r,
                         texts: config.on_build,
+                        workdir: config.workdir,
+                        user: config.user,
                     }
                 }
             };
@@ -492,7 +508,27 @@ impl Lowering<'_> {
         }
         let (from, parent, mut st) = match &stage.base {
             Base::Scratch => ("scratch".to_string(), None, StageState::default()),
-            Base::Image(r) => (image_ref(r), None, StageState::default()),
+            Base::Image(r) => {
+                let mut st = StageState::default();
+                if let Some(t) = self.triggers.get(&s) {
+                    // As Docker: the base's WorkingDir and User are where
+                    // and whom the stage's steps run as (the image config
+                    // keeps them by inheritance, so only the steps change).
+                    if !t.workdir.is_empty() {
+                        st.workdir = normalize(&Path::new("/").join(&t.workdir));
+                        st.workdir_text = t.workdir.clone();
+                    }
+                    if !t.user.is_empty() {
+                        set_user(&mut st, &t.user).map_err(|m| FrontendError::Instruction {
+                            file: self.file.clone(),
+                            line: stage.line,
+                            instruction: "FROM".into(),
+                            message: format!("{}: the base's User: {m}", image_ref(r)),
+                        })?;
+                    }
+                }
+                (image_ref(r), None, st)
+            }
             Base::Stage(p) => (
                 format!("builder:{}", self.builder_name(*p)),
                 Some(BuilderState {
@@ -619,18 +655,7 @@ impl Lowering<'_> {
                 self.builders[b].steps.push(Step::Build(rule));
             }
             Instruction::User(u) => {
-                check_owner(u).map_err(|m| self.err(step, m))?;
-                // Names (and a UID's primary group) are the builder's to
-                // say when each rule runs; numbers alone are taken as is.
-                if user_needs_lookup(u) {
-                    st.user = (0, 0);
-                    st.user_name = Some(u.clone());
-                } else {
-                    st.user = crate::project::parse_owner(u)
-                        .ok_or_else(|| self.err(step, format!("{u:?}: expected USER[:GROUP]")))?;
-                    st.user_name = None;
-                }
-                st.user_text = Some(u.clone());
+                set_user(st, u).map_err(|m| self.err(step, m))?;
             }
             Instruction::Shell(v) => st.shell = v.clone(),
             Instruction::Entrypoint(c) => {
@@ -1263,6 +1288,22 @@ fn plain_rule(name: &str, st: &StageState) -> BuildRule {
 
 /// Whether `USER` text needs the builder's files: a name, or a UID alone
 /// (its primary group is the image's to say, as runc gives it).
+/// USER (or a base's `User`): names (and a UID's primary group) are the
+/// builder's to say when each rule runs; numbers alone are taken as is.
+fn set_user(st: &mut StageState, u: &str) -> Result<(), String> {
+    check_owner(u)?;
+    if user_needs_lookup(u) {
+        st.user = (0, 0);
+        st.user_name = Some(u.to_string());
+    } else {
+        st.user = crate::project::parse_owner(u)
+            .ok_or_else(|| format!("{u:?}: expected USER[:GROUP]"))?;
+        st.user_name = None;
+    }
+    st.user_text = Some(u.to_string());
+    Ok(())
+}
+
 fn user_needs_lookup(text: &str) -> bool {
     match text.split_once(':') {
         None => true,
@@ -1416,7 +1457,7 @@ mod tests {
         let read = |_: &str| {
             Ok(BaseConfig {
                 on_build: triggers.iter().map(|s| s.to_string()).collect(),
-                env: Vec::new(),
+                ..BaseConfig::default()
             })
         };
         load(&Options {

@@ -388,6 +388,34 @@ fn instructions_substitute_with_the_base_images_env() {
     assert_eq!(m["opt/home/copied"].content, b"copied\n");
 }
 
+/// A stage on an image starts where and as whom the image says: its
+/// WorkingDir and User, as Docker runs the steps, until the file's own
+/// WORKDIR and USER.
+#[test]
+fn steps_on_an_image_run_in_its_workdir_as_its_user() {
+    let c = Ctx::new();
+    ok(&c.build_into("FROM base\nUSER app\nWORKDIR /srv/app\n", "a", &[]));
+    let text = format!(
+        "FROM {}\nRUN pwd > where\nCOPY f .\nUSER root\nWORKDIR /\nRUN pwd > /who\n",
+        c.image_ref("a")
+    );
+    write(&c.ctx().join("f"), b"copied\n", 0o644);
+    ok(&c.build_into(&text, "b", &[]));
+    let m = members(&c.layout("b"), "image");
+    assert_eq!(
+        String::from_utf8_lossy(&m["srv/app/where"].content),
+        "/srv/app\n"
+    );
+    // Written by the step, as the base's User.
+    assert_eq!(m["srv/app/where"].uid, 1000);
+    assert_eq!(m["srv/app/f"].content, b"copied\n");
+    assert_eq!(String::from_utf8_lossy(&m["who"].content), "/\n");
+    assert_eq!(m["who"].uid, 0);
+    let cfg = c.config("b");
+    assert_eq!(cfg["config"]["WorkingDir"], "/");
+    assert_eq!(cfg["config"]["User"], "root");
+}
+
 #[test]
 fn squash_is_refused_for_a_shipyard_toml() {
     let c = Ctx::new();
