@@ -107,6 +107,7 @@ impl crate::sandbox::job::InNamespace for CopyJob {
 impl CopyJob {
     /// Every directory and item, `owner` being the ids.
     fn copy_all(&self, view: &BuilderView) -> Res<()> {
+        let mut links = Links::default();
         for d in &self.dirs {
             self.make_dir(view, d)?;
         }
@@ -124,10 +125,10 @@ impl CopyJob {
             let md = std::fs::symlink_metadata(&item.from).map_err(io(&item.from))?;
             if md.is_dir() {
                 let dir = self.make_dir(view, &item.to)?;
-                self.copy_tree(&item.from, &dir, &item.exclude)?;
+                self.copy_tree(&item.from, &dir, &item.exclude, &mut links)?;
             } else {
                 let dest = self.file_dest(view, &item.from, &item.to)?;
-                self.copy_entry(&item.from, &md, &dest)?;
+                self.copy_entry(&item.from, &md, &dest, &mut links)?;
             }
         }
         Ok(())
@@ -288,7 +289,13 @@ impl CopyJob {
     }
 
     /// Copies a directory's contents into `dest` (a changes-dir path).
-    fn copy_tree(&self, from: &Path, dest: &Path, exclude: &[PathBuf]) -> Res<()> {
+    fn copy_tree(
+        &self,
+        from: &Path,
+        dest: &Path,
+        exclude: &[PathBuf],
+        links: &mut Links,
+    ) -> Res<()> {
         let mut dirs = Vec::new();
         let mut walk = walkdir::WalkDir::new(from)
             .min_depth(1)
@@ -317,7 +324,7 @@ impl CopyJob {
                 }
                 dirs.push((target, md));
             } else {
-                self.copy_entry(e.path(), &md, &target)?;
+                self.copy_entry(e.path(), &md, &target, links)?;
             }
         }
         // Directories last, deepest first: writing into one changes its mtime.
@@ -329,7 +336,13 @@ impl CopyJob {
 
     /// Copies one file or symlink to `dest` (a changes-dir path),
     /// replacing what is there.
-    fn copy_entry(&self, from: &Path, md: &std::fs::Metadata, dest: &Path) -> Res<()> {
+    fn copy_entry(
+        &self,
+        from: &Path,
+        md: &std::fs::Metadata,
+        dest: &Path,
+        links: &mut Links,
+    ) -> Res<()> {
         if let Ok(old) = std::fs::symlink_metadata(dest) {
             if old.is_dir() {
                 return Err(format!(
@@ -350,6 +363,14 @@ impl CopyJob {
             // Devices, fifos and sockets of a context are not copied, as
             // with Docker.
             return Ok(());
+        }
+        // A file with other names copied by this same COPY becomes one
+        // more name of the first copy, as BuildKit and buildah keep them.
+        if md.nlink() > 1 {
+            if let Some(first) = links.get(&(md.dev(), md.ino())) {
+                return std::fs::hard_link(first, dest).map_err(io(dest));
+            }
+            links.insert((md.dev(), md.ino()), dest.to_path_buf());
         }
         std::fs::copy(from, dest).map_err(io(from))?;
         self.set_meta(dest, md, false)
@@ -374,6 +395,10 @@ impl CopyJob {
         .map_err(|e| format!("{}: {e}", p.display()))
     }
 }
+
+/// The first copy of each source file with several names, by (device,
+/// inode): the later names are linked to it.
+type Links = std::collections::HashMap<(u64, u64), PathBuf>;
 
 /// Sets an xattr on a directory.
 fn xattr_set(p: &Path, name: &str, value: &[u8]) -> Res<()> {

@@ -410,6 +410,9 @@ fn rule_definition(builder: &Builder, b: &BuildRule, epoch: i64) -> serde_json::
             // root's): what such a step stored before then is not reused.
             def["copy"]["made_dirs"] = serde_json::json!("owner");
         }
+        // Hard links among the copied files are kept (they were copied
+        // as separate files): what a copy stored before is not reused.
+        def["copy"]["links"] = serde_json::json!("kept");
     }
     def
 }

@@ -591,3 +591,39 @@ WORKDIR /srv/www
     }
     assert_eq!(m["var/made/f"].mtime, 1_700_000_000);
 }
+
+/// Hard links among the files one COPY copies stay links, from the
+/// context and from a stage, as BuildKit and buildah keep them (they
+/// were copied as separate files: twice the bytes, and a tree that
+/// differed from the peers').
+#[test]
+fn copy_keeps_hard_links() {
+    let c = Ctx::new();
+    let d = c.ctx().join("d");
+    std::fs::create_dir_all(&d).unwrap();
+    write(&d.join("a"), b"same bytes\n", 0o644);
+    std::fs::hard_link(d.join("a"), d.join("b")).unwrap();
+    c.ok("FROM base AS s\nCOPY d /d\nFROM base\nCOPY d /ctx\nCOPY --from=s /d /staged\n");
+    let out = shipyard()
+        .arg("manifest")
+        .arg(format!("oci:{}:image", c.t.path().join("out").display()))
+        .output()
+        .unwrap();
+    assert_success(&out, "shipyard manifest");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for dir in ["ctx", "staged"] {
+        let line = |name: &str| {
+            (text.lines())
+                .find(|l| l.starts_with(&format!("/{dir}/{name} ")))
+                .unwrap_or_else(|| panic!("no /{dir}/{name} in {text}"))
+                .to_string()
+        };
+        assert!(line("a").contains("type=file"), "{}", line("a"));
+        assert!(
+            line("b").contains(&format!("type=hardlink"))
+                && line("b").contains(&format!("link={dir}/a")),
+            "{}",
+            line("b")
+        );
+    }
+}
