@@ -620,8 +620,7 @@ fn copy_keeps_hard_links() {
         };
         assert!(line("a").contains("type=file"), "{}", line("a"));
         assert!(
-            line("b").contains(&format!("type=hardlink"))
-                && line("b").contains(&format!("link={dir}/a")),
+            line("b").contains("type=hardlink") && line("b").contains(&format!("link={dir}/a")),
             "{}",
             line("b")
         );
