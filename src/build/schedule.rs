@@ -661,7 +661,7 @@ impl<L: Lookup> Planner<'_, L> {
         let mut parts = BTreeMap::new();
         parts.insert("rules".into(), keys.join(","));
         parts.insert("runtime-base".into(), base.unwrap_or("scratch").to_string());
-        parts.insert("format".into(), format!("squash v1 {format}"));
+        parts.insert("format".into(), format!("squash v2 {format}"));
         let key = StepKey::new(parts);
         let forced = (rules.iter()).find_map(|&(b, i)| self.forced[b][i].clone());
         let step = format!("image.{}#0", img.name);

@@ -158,6 +158,47 @@ impl Merged {
         Ok(())
     }
 
+    /// Directories the parts hold only because something was made in
+    /// them (overlayfs copies a directory up to write in it): the base
+    /// has the directory with the same mode, owner and xattrs, and
+    /// nothing under it is in the merged layer. Their mtime alone is not
+    /// a change worth a layer; a squash that left only them adds none.
+    fn unchanged_dirs(&self, base: &Manifest) -> std::collections::HashSet<RelPath> {
+        let same_as_base = |p: &RelPath, e: &Entry| {
+            base.get(p).is_some_and(|b| {
+                b.kind == Kind::Dir
+                    && b.mode == e.mode
+                    && b.uid == e.uid
+                    && b.gid == e.gid
+                    && b.xattrs == e.xattrs
+            })
+        };
+        let candidates: std::collections::HashSet<RelPath> = (self.nodes.iter())
+            .filter_map(|(p, n)| match n {
+                Node::Dir {
+                    entry: Some(e),
+                    hides: false,
+                } if !p.is_root() && same_as_base(p, e) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        // Every directory above something that stays in the layer stays.
+        let mut needed = std::collections::HashSet::new();
+        for (p, n) in &self.nodes {
+            let stays = match n {
+                Node::Gone => self.base_shows(base, p),
+                _ => !candidates.contains(p),
+            };
+            if stays {
+                let mut a = p.parent();
+                while !a.is_root() && needed.insert(a.clone()) {
+                    a = a.parent();
+                }
+            }
+        }
+        candidates.difference(&needed).cloned().collect()
+    }
+
     /// Whether the base's `p` shows through what the parts made: the
     /// base has it and no directory above it hides the lower layers.
     fn base_shows(&self, base: &Manifest, p: &RelPath) -> bool {
@@ -293,7 +334,11 @@ fn write_merged(
     let enc = Encoder::new(blob, how.compression, how.level)?;
     let tar_hash = HashingWriter::new(enc);
     let mut b = tar::Builder::new(BufWriter::with_capacity(256 * 1024, tar_hash));
+    let unchanged = m.unchanged_dirs(how.base);
     for (p, n) in &m.nodes {
+        if unchanged.contains(p) {
+            continue;
+        }
         match n {
             Node::Gone => {
                 if m.base_shows(how.base, p) {
@@ -568,5 +613,45 @@ mod tests {
         let out = merge(&layout, &[gone, del], &[], &base_of(&[]));
         assert!(members_of(&layout, &out).is_empty());
         assert!(is_empty_layer(&out.diff_id.to_string()));
+    }
+    /// A directory a rule's sandbox only wrote in (overlayfs copied it up
+    /// to make a mount point that is skipped) is no change: with nothing
+    /// else under it and the base's mode, owner and xattrs, it is left
+    /// out, and a squash of such rules is empty. A changed mode is kept.
+    #[test]
+    fn a_directory_only_copied_up_is_no_change() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::open_or_create(t.path().join("l")).unwrap();
+        use tar::EntryType as T;
+        let part = layer_of(
+            &layout,
+            &[
+                ("etc/", T::Directory, "", false),
+                ("etc/hosts", T::Regular, "", false),
+                ("srv/", T::Directory, "", false),
+            ],
+        );
+        let dir = |p: &str, mode: u32| {
+            let mut e = Entry::new(rel(p), Kind::Dir);
+            e.mode = mode;
+            e
+        };
+        let mut base = Manifest::default();
+        base.insert(dir("etc", 0o644));
+        base.insert(dir("srv", 0o644));
+        let skip = [rel("etc/hosts")];
+        let out = merge(&layout, std::slice::from_ref(&part), &skip, &base);
+        assert!(
+            members_of(&layout, &out).is_empty(),
+            "{:?}",
+            members_of(&layout, &out)
+        );
+        assert!(is_empty_layer(&out.diff_id.to_string()));
+        // The mode changed: a change.
+        let mut base = Manifest::default();
+        base.insert(dir("etc", 0o644));
+        base.insert(dir("srv", 0o755));
+        let out = merge(&layout, &[part], &skip, &base);
+        assert_eq!(members_of(&layout, &out), ["Dir /srv"]);
     }
 }
