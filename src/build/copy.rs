@@ -75,6 +75,20 @@ fn io(what: &Path) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{}: {e}", what.display())
 }
 
+/// A chown's failure: EINVAL means the id has no mapping in the build's
+/// user namespace, which without a subordinate id range holds one id.
+fn chown_err(what: &Path, (u, g): (u32, u32), e: std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        format!(
+            "{}: cannot give it the owner {u}:{g}: that id is not mapped in the build's user namespace \
+             (this user has no subordinate id range: add one to /etc/subuid and /etc/subgid, or build as root)",
+            what.display()
+        )
+    } else {
+        format!("{}: {e}", what.display())
+    }
+}
+
 impl crate::sandbox::job::InNamespace for CopyJob {
     const KIND: &'static str = "copy";
 
@@ -177,7 +191,8 @@ impl CopyJob {
         }
         std::fs::write(dest, content).map_err(io(dest))?;
         let (u, g) = self.owner;
-        std::os::unix::fs::lchown(dest, Some(u), Some(g)).map_err(io(dest))?;
+        std::os::unix::fs::lchown(dest, Some(u), Some(g))
+            .map_err(|e| chown_err(dest, (u, g), e))?;
         let mode = self.mode.unwrap_or(0o644);
         std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode)).map_err(io(dest))?;
         shipyard_image::fsutil::set_mtime_ns(dest, self.mtime, 0);
@@ -233,7 +248,7 @@ impl CopyJob {
             .map_err(io(&host))?;
         let (u, g) = self.owner;
         nix::unistd::chown(&host, Some(u.into()), Some(g.into()))
-            .map_err(|e| format!("{}: {e}", host.display()))?;
+            .map_err(|e| chown_err(&host, (u, g), e.into()))?;
         if whiteout && !self.copy_mode {
             xattr_set(&host, "user.overlay.opaque", b"y")?;
         }
@@ -379,7 +394,7 @@ impl CopyJob {
     /// Owner, mode and mtime of a copied entry.
     fn set_meta(&self, p: &Path, md: &std::fs::Metadata, link: bool) -> Res<()> {
         let (u, g) = self.owner;
-        std::os::unix::fs::lchown(p, Some(u), Some(g)).map_err(io(p))?;
+        std::os::unix::fs::lchown(p, Some(u), Some(g)).map_err(|e| chown_err(p, (u, g), e))?;
         if !link {
             let mode = self.mode.unwrap_or(md.mode() & 0o7777);
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io(p))?;

@@ -626,3 +626,25 @@ fn copy_keeps_hard_links() {
         );
     }
 }
+
+/// `COPY --chown` to another id: given where a range is mapped; without
+/// one, the build stops and says why and what to do (it said "Invalid
+/// argument").
+#[test]
+fn copy_chown_without_a_range_says_why() {
+    let c = Ctx::new();
+    write(&c.ctx().join("f"), b"x\n", 0o644);
+    let o = c.build("FROM base\nCOPY --chown=1234:1234 f /f\n");
+    if ids_range_mapped() {
+        assert_success(&o, "COPY --chown");
+    } else {
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(
+            err.contains("Containerfile:2: COPY")
+                && err.contains("cannot give it the owner 1234:1234")
+                && err.contains("/etc/subuid"),
+            "{err}"
+        );
+    }
+}
