@@ -9,11 +9,10 @@
 //! unnamed temporary file beside the output blobs (a layer may hold more
 //! than memory does); only headers are held.
 
-use super::compress::Encoder;
 use super::generate::{self, Content, TarOptions};
 use super::read::TarItem;
 use super::{for_each_member, is_overlay_whiteout, take_overlay_opaque, LayerError, LayerOutput};
-use crate::oci::digest::{Digest, HashingWriter};
+use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
 use crate::oci::media;
 use crate::rootfs::changeset::Change;
@@ -330,10 +329,7 @@ fn write_merged(
         }
     }
     let opts = &how.tar;
-    let blob = to.blob_writer()?;
-    let enc = Encoder::new(blob, how.compression, how.level)?;
-    let tar_hash = HashingWriter::new(enc);
-    let mut b = tar::Builder::new(BufWriter::with_capacity(256 * 1024, tar_hash));
+    let mut b = super::start_layer_tar(to, how.compression, how.level)?;
     let unchanged = m.unchanged_dirs(how.base);
     for (p, n) in &m.nodes {
         if unchanged.contains(p) {
@@ -378,23 +374,7 @@ fn write_merged(
             }
         }
     }
-    let buffered = b.into_inner().map_err(LayerError::Io)?;
-    let tar_hash = buffered
-        .into_inner()
-        .map_err(|e| LayerError::Io(e.into_error()))?;
-    let (enc, diff_id, tar_size) = tar_hash.finish();
-    let mut blob = enc.finish()?;
-    blob.flush()?;
-    let (digest, size) = blob.commit(None)?;
-    Ok(LayerOutput {
-        descriptor: Descriptor::new(
-            how.compression.media_type(),
-            size,
-            media::to_spec_digest(&digest),
-        ),
-        diff_id,
-        tar_size,
-    })
+    super::finish_layer_tar(b, how.compression)
 }
 
 /// Whether a layer's diff_id is that of a tar without members (the two

@@ -229,10 +229,7 @@ pub fn rewrite_layer(
     how: &Rewrite<'_>,
 ) -> Result<LayerOutput, LayerError> {
     let (opts, overlay_upper) = (&how.tar, how.overlay_upper);
-    let blob = to.blob_writer()?;
-    let enc = Encoder::new(blob, how.compression, how.level)?;
-    let tar_hash = HashingWriter::new(enc);
-    let mut b = tar::Builder::new(BufWriter::with_capacity(256 * 1024, tar_hash));
+    let mut b = start_layer_tar(to, how.compression, how.level)?;
     // Members that did not become files of the new layer: the whiteouts
     // turned into `.wh.` markers and the skipped mount points. overlayfs
     // makes every whiteout of a mount a hard link to one shared 0:0
@@ -286,21 +283,47 @@ pub fn rewrite_layer(
         }
         Ok(())
     })?;
+    finish_layer_tar(b, how.compression)
+}
+
+/// A layer's tar stream being written: compressed into a new blob of
+/// `to`, the uncompressed bytes hashed (the diff_id) on the way.
+pub(crate) type LayerTar =
+    tar::Builder<BufWriter<HashingWriter<Encoder<crate::oci::layout::BlobWriter>>>>;
+
+/// Starts a layer's tar stream (see [`finish_layer_tar`]).
+pub(crate) fn start_layer_tar(
+    to: &Layout,
+    compression: Compression,
+    level: Option<i32>,
+) -> Result<LayerTar, LayerError> {
+    let enc = Encoder::new(to.blob_writer()?, compression, level)?;
+    Ok(tar::Builder::new(BufWriter::with_capacity(
+        256 * 1024,
+        HashingWriter::new(enc),
+    )))
+}
+
+/// Ends a layer's tar stream and commits its blob, whole or not at all.
+pub(crate) fn finish_layer_tar(
+    b: LayerTar,
+    compression: Compression,
+) -> Result<LayerOutput, LayerError> {
     let buffered = b.into_inner().map_err(LayerError::Io)?;
     let tar_hash = buffered
         .into_inner()
         .map_err(|e| LayerError::Io(e.into_error()))?;
-    let (enc, new_diff_id, tar_size) = tar_hash.finish();
+    let (enc, diff_id, tar_size) = tar_hash.finish();
     let mut blob = enc.finish()?;
     blob.flush()?;
     let (digest, size) = blob.commit(None)?;
     Ok(LayerOutput {
         descriptor: Descriptor::new(
-            how.compression.media_type(),
+            compression.media_type(),
             size,
             media::to_spec_digest(&digest),
         ),
-        diff_id: new_diff_id,
+        diff_id,
         tar_size,
     })
 }
