@@ -68,7 +68,19 @@ for i in $(seq 1 "$runs"); do
         grep -q "^==> $step ([^)]*): done in" "$w/err.out" ||
             { echo "error: $step did not run after the source changed" >&2; cat "$w/err.out" >&2; exit 1; }
     done
+    # The two rerun steps' own run time, as shipyard's log gives it: what
+    # is left once the tool's own overhead is taken away.
+    steps=$(sed -n 's/^==> build\.\(wheels\|install\) ([^)]*): done in \([0-9.]*\) s$/\2/p' "$w/err.out" |
+        awk '{ s += $1 } END { print s }')
+    printf 'grocker.shipyard.onechange.steps\t%s 0\n' "$steps" >>"$results"
     once grocker.buildkit.onechange "{ cat $g/native.c.orig; echo \"/* \$(date +%s%N) */\"; } >$src" "$bk"
+    # The same two steps' run time in BuildKit's plain progress log.
+    steps=$(awk '
+        match($0, /^#[0-9]+ \[[^]]*\] RUN .*pip (wheel|install)/) { split($1, a, "#"); want[a[2]] = 1 }
+        $2 == "DONE" { split($1, a, "#"); if (a[2] in want) { t = $3; sub(/s$/, "", t); s += t } }
+        END { print s + 0 }' "$w/err.out")
+    printf 'grocker.buildkit.onechange.steps\t%s 0\n' "$steps" >>"$results"
+    echo "  steps alone: shipyard $(tail -3 "$results" | head -1 | cut -f2 | cut -d' ' -f1) s, BuildKit $steps s" >&2
 done
 cp "$g/native.c.orig" "$src"
 $D rmi -f shipyard-bench-grocker "$bkbase" >/dev/null 2>&1 || true

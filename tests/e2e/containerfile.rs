@@ -4,8 +4,11 @@
 //! `shipyard manifest`, mtimes aside: shipyard clamps them to
 //! SOURCE_DATE_EPOCH) and its config (Env, Entrypoint, Cmd, User,
 //! WorkingDir, ExposedPorts, Volumes, Labels but buildah's
-//! `io.buildah.version`, StopSignal, and the top-level author), and the
-//! image runs under podman.
+//! `io.buildah.version`, StopSignal, Healthcheck, and the top-level
+//! author), and the image runs under podman. buildah builds in Docker's
+//! format (`--format docker`): in its default OCI format it drops
+//! HEALTHCHECK with a warning, which is buildah's choice, not the
+//! Containerfile's meaning.
 //!
 //! The corpus is written for these tests, on the two-images example's
 //! small base (an `oci:` layout for shipyard and buildah, `docker load`ed
@@ -180,6 +183,7 @@ fn config(reference: &str) -> serde_json::Value {
         "ExposedPorts",
         "Volumes",
         "StopSignal",
+        "Healthcheck",
     ] {
         let f = &c[k];
         let empty =
@@ -274,16 +278,26 @@ fn build(case: &Case) -> Option<Built> {
     let tag = format!("localhost/shipyard-cf-{}", case.name);
     run(
         buildah()
-            .args(["bud", "--network", "none", "--layers=false", "-f"])
+            .args([
+                "bud",
+                "--format",
+                "docker",
+                "--network",
+                "none",
+                "--layers=false",
+            ])
+            .arg("-f")
             .arg(&for_buildah)
             .args(case.flags)
             .args(["--secret", &secret_flag, "-t", &tag])
             .arg(&ctx),
         &format!("{}: buildah bud", case.name),
     );
-    let b = t.path().join("b");
+    // A docker-archive keeps the Docker config as buildah wrote it (a push
+    // to an OCI layout converts it and drops Healthcheck).
+    let b = t.path().join("b.tar");
     run(
-        buildah().args(["push", &tag, &format!("oci:{}:image", b.display())]),
+        buildah().args(["push", &tag, &format!("docker-archive:{}", b.display())]),
         "buildah push",
     );
     run(buildah().args(["rmi", "-a", "-f"]), "buildah rmi");
@@ -314,7 +328,7 @@ fn build(case: &Case) -> Option<Built> {
     Some(Built {
         refs: [
             format!("oci:{}:image", sy.display()),
-            format!("oci:{}:image", b.display()),
+            format!("docker-archive:{}", b.display()),
             format!("docker-archive:{}", d.display()),
         ],
         base: oci_base,
@@ -468,6 +482,7 @@ EXPOSE 8080 53/udp
 VOLUME /data
 LABEL org.example.name="every" org.example.kind=test
 STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=3s --retries=2 CMD cat /app/data/flavour
 "#,
             peer_edits: &[
                 ("RUN --network=none echo", "RUN echo"),
