@@ -437,6 +437,33 @@ CMD ["./app"]
     );
 }
 
+/// The reference workload of `benches/multistage.sh` (its file, with a
+/// 5 MiB file where the bench has 50): a builder stage that writes 2,000
+/// small files, a big file with a symlink and a hard link to it and a
+/// directory of mode 0750, and deletes a base file; the final stage takes
+/// `/out` from it.
+#[test]
+fn reference_workload() {
+    check(
+        &Case {
+            name: "reference",
+            base: Base::Small,
+            containerfile: r#"FROM @BASE@ AS builder
+COPY src /src
+RUN mkdir -p /out/small && cat /src/input > /out/input && i=0 && while [ $i -lt 2000 ]; do echo $i > /out/small/f$i; i=$((i+1)); done && head -c 5242880 /dev/zero > /out/big && ln -s big /out/link && ln /out/big /out/hard && chmod 0750 /out/small && rm /etc/motd
+FROM @BASE@
+COPY --from=builder /out /out
+CMD ["cat", "/out/input", "/out/small/f1999"]
+"#,
+            peer_edits: &[],
+            files: &[("src/input", "v0\n")],
+            flags: &[],
+            runs: (&[], "1999"),
+        },
+        |t| t,
+    );
+}
+
 /// Each supported instruction and flag once.
 #[test]
 fn every_instruction() {
