@@ -4,10 +4,10 @@
 //! `shipyard manifest`, mtimes aside: shipyard clamps them to
 //! SOURCE_DATE_EPOCH) and its config (Env, Entrypoint, Cmd, User,
 //! WorkingDir, ExposedPorts, Volumes, Labels but buildah's
-//! `io.buildah.version`, StopSignal, Healthcheck, and the top-level
+//! `io.buildah.version`, StopSignal, Healthcheck, OnBuild, and the top-level
 //! author), and the image runs under podman. buildah builds in Docker's
 //! format (`--format docker`): in its default OCI format it drops
-//! HEALTHCHECK with a warning, which is buildah's choice, not the
+//! HEALTHCHECK and ONBUILD with a warning, which is buildah's choice, not the
 //! Containerfile's meaning.
 //!
 //! The corpus is written for these tests, on the two-images example's
@@ -184,6 +184,7 @@ fn config(reference: &str) -> serde_json::Value {
         "Volumes",
         "StopSignal",
         "Healthcheck",
+        "OnBuild",
     ] {
         let f = &c[k];
         let empty =
@@ -484,6 +485,8 @@ RUN ["/bin/sh", "-c", "echo exec > /out/exec"]
 RUN --mount=type=cache,target=/cache echo cached > /cache/x && cat /cache/x > /out/cached
 RUN --mount=type=secret,id=tok cat /run/secrets/tok > /out/secret-seen
 RUN --network=none echo offline > /out/net
+RUN --mount=type=bind,source=src,target=/mnt/src cat /mnt/src/a.txt > /out/bound
+RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && cat /scratch/t > /out/tmpfs
 RUN echo one `
     two > /out/continued
 RUN <<EOT
@@ -510,6 +513,7 @@ VOLUME /data
 LABEL org.example.name="every" org.example.kind=test
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=3s --retries=2 CMD cat /app/data/flavour
+ONBUILD RUN echo triggered
 "#,
             peer_edits: &[
                 ("RUN --network=none echo", "RUN echo"),
