@@ -22,6 +22,26 @@ pub fn require(tool: &str) {
     );
 }
 
+/// Directories the whole test binary shares live in statics, which are
+/// never dropped: they are removed when the process exits.
+pub fn remove_at_exit(dir: &Path) {
+    static DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    extern "C" fn remove_all() {
+        if let Ok(dirs) = DIRS.lock() {
+            for d in dirs.iter() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+    static REGISTERED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    REGISTERED.get_or_init(|| {
+        // SAFETY: registers a plain function with no arguments; it runs
+        // once, at exit, and only reads the list above.
+        assert_eq!(unsafe { libc::atexit(remove_all) }, 0);
+    });
+    DIRS.lock().unwrap().push(dir.to_path_buf());
+}
+
 /// A temporary directory whose path podman takes as an image name: podman
 /// names an `oci:` image after its layout's path, which must be lowercase,
 /// and tempfile's random suffixes are not. `shipyard-WHAT-PID-N`, unique in

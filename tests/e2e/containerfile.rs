@@ -31,7 +31,7 @@
 //!
 //! A missing peer or a dockerd that does not answer fails the test.
 
-use crate::common::registry::{lowercase_tempdir, podman, podman_run, require};
+use crate::common::registry::{lowercase_tempdir, podman, podman_run, remove_at_exit, require};
 use crate::common::*;
 use std::path::PathBuf;
 use std::process::Command;
@@ -101,6 +101,7 @@ fn base(b: Base) -> (String, String) {
         );
         // buildah takes an `oci:` path as a name: lowercase only.
         let dir = lowercase_tempdir("cf-base").keep();
+        remove_at_exit(&dir);
         let oci = oci.unwrap_or_else(|| {
             let tree = dir.join("tree");
             run(
@@ -403,10 +404,13 @@ fn same(ours: &str, theirs: &str, what: &str) {
 }
 
 fn podman_runtime() -> PathBuf {
-    static RT: OnceLock<tempfile::TempDir> = OnceLock::new();
-    RT.get_or_init(|| tempfile::tempdir().unwrap())
-        .path()
-        .to_path_buf()
+    static RT: OnceLock<PathBuf> = OnceLock::new();
+    RT.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap().keep();
+        remove_at_exit(&d);
+        d
+    })
+    .clone()
 }
 
 /// The seed's shape: a builder stage, and a runtime stage that copies its

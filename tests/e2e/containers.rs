@@ -19,7 +19,9 @@
 //! missing CI image fails the test. Without a subordinate id range rootless
 //! podman cannot hold the CI image at all; that refusal is asserted.
 
-use crate::common::registry::{lowercase_tempdir, podman, podman_run, podman_run_with, require};
+use crate::common::registry::{
+    lowercase_tempdir, podman, podman_run, podman_run_with, remove_at_exit, require,
+};
 use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -104,26 +106,6 @@ fn podman_ci_image() -> Option<String> {
         Some(id)
     })
     .clone()
-}
-
-/// Directories the whole test binary shares live in statics, which are
-/// never dropped: they are removed when the process exits.
-fn remove_at_exit(dir: &Path) {
-    static DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    extern "C" fn remove_all() {
-        if let Ok(dirs) = DIRS.lock() {
-            for d in dirs.iter() {
-                let _ = std::fs::remove_dir_all(d);
-            }
-        }
-    }
-    static REGISTERED: OnceLock<()> = OnceLock::new();
-    REGISTERED.get_or_init(|| {
-        // SAFETY: registers a plain function with no arguments; it runs
-        // once, at exit, and only reads the list above.
-        assert_eq!(unsafe { libc::atexit(remove_all) }, 0);
-    });
-    DIRS.lock().unwrap().push(dir.to_path_buf());
 }
 
 /// An XDG_RUNTIME_DIR for podman when the user has none (kept for the

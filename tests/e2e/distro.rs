@@ -72,10 +72,15 @@ entrypoint = ["/usr/local/bin/zver"]
 }
 
 /// One step cache for the whole test binary: the apt rule of a builder
-/// runs once and is restored for the other builds on that builder.
+/// runs once and is restored for the other builds on that builder. A
+/// static is never dropped: it is removed when the binary exits.
 fn shared_cache() -> &'static Path {
-    static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
+    static CACHE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap().keep();
+        crate::common::registry::remove_at_exit(&d);
+        d
+    })
 }
 
 struct Built {
