@@ -40,6 +40,13 @@ pub struct CopyItem {
     /// outside `to`.
     #[serde(default)]
     pub unpack: bool,
+    /// A file may become one more name of `from`'s file instead of a
+    /// copy, when that gives the same entry (owner, mode, mtime, no
+    /// xattrs). Only for a tapeout's staged tree copied by the last rule
+    /// of its builder: nothing writes either name while they share the
+    /// file, and a link costs no data copy and no new inode.
+    #[serde(default)]
+    pub link: bool,
 }
 
 /// A copy to run in the builder's user namespace.
@@ -139,10 +146,10 @@ impl CopyJob {
             let md = std::fs::symlink_metadata(&item.from).map_err(io(&item.from))?;
             if md.is_dir() {
                 let dir = self.make_dir(view, &item.to)?;
-                self.copy_tree(&item.from, &dir, &item.exclude, &mut links)?;
+                self.copy_tree(&item.from, &dir, &item.exclude, item.link, &mut links)?;
             } else {
                 let dest = self.file_dest(view, &item.from, &item.to)?;
-                self.copy_entry(&item.from, &md, &dest, &mut links)?;
+                self.copy_entry(&item.from, &md, &dest, item.link, &mut links)?;
             }
         }
         Ok(())
@@ -309,6 +316,7 @@ impl CopyJob {
         from: &Path,
         dest: &Path,
         exclude: &[PathBuf],
+        link: bool,
         links: &mut Links,
     ) -> Res<()> {
         let mut dirs = Vec::new();
@@ -339,7 +347,7 @@ impl CopyJob {
                 }
                 dirs.push((target, md));
             } else {
-                self.copy_entry(e.path(), &md, &target, links)?;
+                self.copy_entry(e.path(), &md, &target, link, links)?;
             }
         }
         // Directories last, deepest first: writing into one changes its mtime.
@@ -356,6 +364,7 @@ impl CopyJob {
         from: &Path,
         md: &std::fs::Metadata,
         dest: &Path,
+        link: bool,
         links: &mut Links,
     ) -> Res<()> {
         if let Ok(old) = std::fs::symlink_metadata(dest) {
@@ -387,8 +396,23 @@ impl CopyJob {
             }
             links.insert((md.dev(), md.ino()), dest.to_path_buf());
         }
+        // Another file system (EXDEV) or a link count at its limit: copy.
+        if link && self.same_entry(from, md) && std::fs::hard_link(from, dest).is_ok() {
+            return Ok(());
+        }
         std::fs::copy(from, dest).map_err(io(from))?;
         self.set_meta(dest, md, false)
+    }
+
+    /// Whether source file `from` is already the entry a copy would make:
+    /// this copy's owner, its mode, and no xattrs (a copy has none; a
+    /// rootless owner record among them would give the file another
+    /// owner in the layer). The mtime is the source's either way.
+    fn same_entry(&self, from: &Path, md: &std::fs::Metadata) -> bool {
+        let mode = md.mode() & 0o7777;
+        (md.uid(), md.gid()) == self.owner
+            && self.mode.is_none_or(|m| m == mode)
+            && xattr::list(from).is_ok_and(|mut l| l.next().is_none())
     }
 
     /// Owner, mode and mtime of a copied entry.

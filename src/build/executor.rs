@@ -857,18 +857,19 @@ impl<'a> Executor<'a> {
         named: &str,
         c: &crate::project::CopySpec,
     ) -> Result<()> {
+        let link = self.links_staged_files(ch, id);
         let items = c
             .items
             .iter()
             .map(|i| {
-                let (from, content) = match &i.from {
-                    crate::project::CopyFrom::Host(p) => (p.clone(), None),
+                let (from, content, link) = match &i.from {
+                    crate::project::CopyFrom::Host(p) => (p.clone(), None, false),
                     crate::project::CopyFrom::Tapeout { name, path } => {
                         let rel = path.strip_prefix("/").unwrap_or(path);
-                        (self.stage(name).join(rel), None)
+                        (self.stage(name).join(rel), None, link)
                     }
                     crate::project::CopyFrom::Inline { name, content } => {
-                        (PathBuf::from(name), Some(content.clone()))
+                        (PathBuf::from(name), Some(content.clone()), false)
                     }
                 };
                 super::copy::CopyItem {
@@ -877,6 +878,7 @@ impl<'a> Executor<'a> {
                     exclude: i.exclude.clone(),
                     content,
                     unpack: i.unpack,
+                    link,
                 }
             })
             .collect();
@@ -900,6 +902,26 @@ impl<'a> Executor<'a> {
             seconds,
         });
         Ok(())
+    }
+
+    /// Whether copying rule `id` may link a tapeout's staged files into
+    /// the builder instead of copying them (`copy::CopyItem::link`): it
+    /// is the builder's last rule, on an overlay that is not a copy, and
+    /// the builder is not kept. No later step then writes the changes
+    /// directory, and a staged file is written by nothing once staged,
+    /// so no write reaches a file through its other name. Context files
+    /// are always copied: the user may edit them.
+    fn links_staged_files(&self, ch: &Chain, id: &str) -> bool {
+        let steps = &self.plan.builders[ch.index].steps;
+        let last_rule = steps
+            .iter()
+            .rev()
+            .find(|s| matches!(s, Step::Build(_)))
+            .is_some_and(|s| s.id() == id);
+        last_rule
+            && matches!(ch.base.root, Root::Overlay { .. })
+            && !self.copy_mode(ch)
+            && !self.opts.keep_builder
     }
 
     /// The capture of what rule `id` changed, unless the builder fell

@@ -648,3 +648,72 @@ fn copy_chown_without_a_range_says_why() {
         );
     }
 }
+
+/// A stage's last `COPY --from` links the staged files rather than copy
+/// them; nothing may show it. A later step writing a copied file in
+/// place, a `--chmod` or a `--chown`, must leave the other stages' files
+/// as they were, and the image must be the one a copy (`--keep-builder`,
+/// which never links) gives.
+#[test]
+fn copies_from_stages_are_independent_files_whatever_comes_after() {
+    let c = Ctx::new();
+    let text = "FROM base AS a
+RUN mkdir -p /d && echo one > /d/f && echo big > /d/g && ln /d/g /d/h && chmod 0640 /d/g
+FROM base AS b
+COPY --from=a /d/f /f
+RUN echo two >> /f
+FROM base
+COPY --from=a /d /copied
+COPY --from=b /f /b-f
+COPY --from=a --chmod=0600 /d/f /private
+COPY --from=a /d /last
+";
+    let m = c.ok(text);
+    assert_eq!(m["b-f"].content, b"one\ntwo\n");
+    // The in-place append of stage b reached neither stage a's file nor
+    // the final stage's copies of it.
+    for p in ["copied/f", "last/f"] {
+        assert_eq!(m[p].content, b"one\n", "{p}");
+        assert_eq!(m[p].mode & 0o7777, 0o644, "{p}");
+    }
+    assert_eq!(m["private"].mode & 0o7777, 0o600);
+    assert_eq!(m["last/g"].mode & 0o7777, 0o640);
+    assert_eq!(m["last/g"].content, b"big\n");
+    // Hard links among the copied files stay links, to their own copy.
+    let lay = shipyard()
+        .arg("manifest")
+        .arg(format!("oci:{}:image", c.t.path().join("out").display()))
+        .output()
+        .unwrap();
+    assert_success(&lay, "shipyard manifest");
+    let listing = String::from_utf8_lossy(&lay.stdout).into_owned();
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("/last/h") && l.contains("hardlink")),
+        "{listing}"
+    );
+    let linked = digest_of_image(&c.t.path().join("out"));
+    // The same build where every file is copied gives the same image.
+    let t = c.t.path();
+    let kept = t.join("kept");
+    let o = c.build_in(
+        text,
+        &c.ctx(),
+        &t.join("cache2"),
+        &kept,
+        &["--keep-builder", "--no-cache"],
+        |mut cmd| {
+            // The kept builder goes in the test's directory.
+            std::fs::create_dir_all(t.join("state")).unwrap();
+            cmd.env("TMPDIR", t.join("state")).output().unwrap()
+        },
+    );
+    assert_success(&o, "shipyard build -f --keep-builder");
+    assert_eq!(linked, digest_of_image(&kept));
+}
+
+fn digest_of_image(layout: &Path) -> String {
+    let l = shipyard_image::oci::layout::Layout::open(layout).unwrap();
+    l.resolve(Some("image")).unwrap().digest().to_string()
+}
