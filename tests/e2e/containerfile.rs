@@ -720,3 +720,74 @@ CMD ["cat", "/w1/w2/w3/made"]
         |t| t,
     );
 }
+
+/// A Containerfile build uses the same engine as a spec: one runner
+/// shares its steps with `--cache-to` and pushes the image with `--push`;
+/// another, with an empty cache of its own, finds every step with
+/// `--cache-from`, runs none, and builds the same digest; skopeo reads
+/// the pushed image; `--explain` says where each step came from.
+#[test]
+fn a_containerfile_build_shares_its_cache_and_pushes_through_a_registry() {
+    let reg = crate::common::registry::Registry::start();
+    let (oci_base, _) = base(Base::Small);
+    let t = tempfile::tempdir().unwrap();
+    let ctx = t.path().join("ctx");
+    write(&ctx.join("src/input"), b"v1\n", 0o644);
+    write(
+        &ctx.join("Containerfile"),
+        format!(
+            "FROM {oci_base} AS build\nCOPY src /src\nRUN echo rule-ran >&2 && mkdir -p /out && cat /src/input > /out/value\n\
+             FROM {oci_base}\nCOPY --from=build /out /out\nCMD [\"cat\", \"/out/value\"]\n"
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let cache = reg.url("ci/cf-cache");
+    let pushed = reg.url("ci/app:1");
+    let build = |cache_dir: &str, out: &str, flags: &[&str]| {
+        let o = shipyard()
+            .env("XDG_CACHE_HOME", t.path().join(cache_dir))
+            .args(["build", "--tls-verify=false", "-f"])
+            .arg(ctx.join("Containerfile"))
+            .arg(&ctx)
+            .args(flags)
+            .arg("--output")
+            .arg(format!("oci:{}", t.path().join(out).display()))
+            .output()
+            .unwrap();
+        assert_success(&o, &format!("shipyard build -f {flags:?}"));
+        o
+    };
+    let a = build("cache-a", "a", &["--cache-to", &cache, "--push", &pushed]);
+    let err = String::from_utf8_lossy(&a.stderr);
+    assert!(err.contains("rule-ran"), "{err}");
+    let digest = |out: &str| {
+        let l = shipyard_image::oci::layout::Layout::open(t.path().join(out)).unwrap();
+        l.resolve(Some("image")).unwrap().digest().to_string()
+    };
+    // The pushed image is the built one, as a registry client reads it.
+    let inspect = run(
+        Command::new("skopeo").args(["inspect", "--tls-verify=false", &pushed]),
+        "skopeo inspect of the pushed image",
+    );
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(
+        v["Digest"].as_str(),
+        Some(digest("a").as_str()),
+        "{inspect}"
+    );
+
+    // Another runner: nothing runs, the same image comes out.
+    let b = build("cache-b", "b", &["--cache-from", &cache, "--explain"]);
+    let err = String::from_utf8_lossy(&b.stderr);
+    assert!(!err.contains("rule-ran"), "{err}");
+    assert_eq!(digest("a"), digest("b"));
+    // `--explain` gives each instruction's step and where it came from.
+    let explain = String::from_utf8_lossy(&b.stdout);
+    for step in [
+        "build.build-3 (build)\tcached",
+        "build.stage1-5 (stage1)\tcached",
+    ] {
+        assert!(explain.contains(step), "{explain}");
+    }
+}
