@@ -98,6 +98,8 @@ fn join_all(jobs: &mut Vec<ScopedJoinHandle<'_, Result<()>>>) -> Result<()> {
 #[derive(Default)]
 pub(super) struct Progress {
     pending: Vec<(Descriptor, String)>,
+    /// The base's owners were made real in the builder (`owners`).
+    owned: bool,
     explain: BTreeMap<String, crate::tapeout::Explain>,
     /// `--sbom`: what each tapeout's paths come from.
     sboms: BTreeMap<String, crate::sbom::Attribution>,
@@ -553,6 +555,10 @@ impl<'a> Executor<'a> {
                 (Step::Build(b), StepPlan::Run(why)) => {
                     self.say(&shown, todo.word(), why);
                     join_all(&mut jobs.captures)?;
+                    if !progress.owned {
+                        self.own_base_files(ch)?;
+                        progress.owned = true;
+                    }
                     self.restore(ch, &mut progress.pending)?;
                     self.run_rule(ch, &id, b)?;
                     if let Some(ip) = inplace.as_mut() {
@@ -668,6 +674,31 @@ impl<'a> Executor<'a> {
             return Err(BuildError::Job { name, tail });
         }
         Ok(())
+    }
+
+    /// Before the builder's first rule: with a subordinate id range, the
+    /// base files a user owns in the image get that owner in the builder
+    /// (see `owners`), so a step running as that user can write them.
+    /// Not on a copy (its files are copied as the caller's) or in place.
+    fn own_base_files(&self, ch: &Chain) -> Result<()> {
+        let Some(base) = &ch.base.lower else {
+            return Ok(());
+        };
+        if self.subids.is_none()
+            || !matches!(ch.base.root, Root::Overlay { .. })
+            || self.copy_mode(ch)
+            || nix::unistd::geteuid().is_root()
+        {
+            return Ok(());
+        }
+        let changes = base::changes_dir(&ch.base.root);
+        let job = super::owners::OwnersJob {
+            base: base.clone(),
+            changes,
+            snapshot: ch.snapshot.clone(),
+        };
+        self.in_ns(ch, &job, "owners")
+            .doing(|| "giving the base's files their owners in the builder".into())
     }
 
     /// Puts cached rules back into the builder, oldest first.

@@ -34,8 +34,9 @@ use std::path::{Path, PathBuf};
 /// how a step makes its result changes, so no entry made the old way is
 /// reused (v2: keys take raw bytes, length-prefixed; v3: tapeouts resolve
 /// paths inside the builder and place them through the runtime base's
-/// symlinks).
-const VERSION: &str = "shipyard step cache v3";
+/// symlinks; v4: in a rootless builder with a subordinate id range, the
+/// base's files have the image's owners).
+const VERSION: &str = "shipyard step cache v4";
 /// The first field of a source content digest.
 const CONTENT_VERSION: &str = "shipyard source content v2";
 

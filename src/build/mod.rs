@@ -20,6 +20,7 @@ mod images;
 pub mod inplace;
 pub mod key;
 pub mod mounts;
+pub mod owners;
 pub mod remote;
 pub mod restore;
 pub mod schedule;

@@ -3,6 +3,7 @@
 
 use crate::build::capture::CaptureJob;
 use crate::build::copy::CopyJob;
+use crate::build::owners::OwnersJob;
 use crate::build::restore::RestoreJob;
 use crate::build::users::LookupJob;
 use crate::sandbox::job::{NsJob, StepSpec};
@@ -16,6 +17,7 @@ fn dispatch(job: &NsJob) -> Result<(), String> {
         .or_else(|| job.run_as::<RestoreJob>())
         .or_else(|| job.run_as::<CopyJob>())
         .or_else(|| job.run_as::<LookupJob>())
+        .or_else(|| job.run_as::<OwnersJob>())
         .unwrap_or_else(|| Err(format!("unknown in-namespace job {:?}", job.kind)))
 }
 

@@ -51,3 +51,20 @@ pub fn output_within(mut child: Child, limit: Duration, what: &str) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Makes `cmd`'s process start with SIGINT at its default action. A job a
+/// shell without job control starts in the background (`cmd &` in a
+/// script) inherits SIGINT ignored, and shipyard, like any program, keeps
+/// an ignored signal ignored: a test that interrupts it must not depend
+/// on how the test run itself was started.
+pub fn interruptible(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec, only signal(2), which is
+    // async-signal-safe, on a signal number that is valid.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        })
+    }
+}

@@ -393,14 +393,20 @@ fn instructions_substitute_with_the_base_images_env() {
 /// WORKDIR and USER.
 #[test]
 fn steps_on_an_image_run_in_its_workdir_as_its_user() {
-    if !is_root() {
-        // As a user, a base image's files are unpacked with the user's
-        // own ids (as umoci --rootless does), so uid 1000 cannot write in
-        // the base's /srv/app: the step's own write would fail.
+    if !is_root() && !ids_range_mapped() {
+        // A single id mapped: uid 1000 does not exist in the build's
+        // user namespace, so it cannot own the base's /srv/app.
         return;
     }
     let c = Ctx::new();
-    ok(&c.build_into("FROM base\nUSER app\nWORKDIR /srv/app\n", "a", &[]));
+    // Image a: /srv/app and a file in it belong to app (1000). As a user,
+    // its files are unpacked with the user's own id, their owners kept
+    // beside them: the builder of b must still give them to 1000.
+    ok(&c.build_into(
+        "FROM base\nUSER app\nWORKDIR /srv/app\nRUN mkdir data && echo k > data/keep\n",
+        "a",
+        &[],
+    ));
     let text = format!(
         "FROM {}\nRUN pwd > where\nCOPY f .\nUSER root\nWORKDIR /\nRUN pwd > /who\n",
         c.image_ref("a")
@@ -420,6 +426,24 @@ fn steps_on_an_image_run_in_its_workdir_as_its_user() {
     let cfg = c.config("b");
     assert_eq!(cfg["config"]["WorkingDir"], "/");
     assert_eq!(cfg["config"]["User"], "root");
+    // Only what b's steps changed is in its layers: not a's files that
+    // only had to get their owner back in the builder.
+    let theirs = layers(&c, "a", "image").len();
+    let l = shipyard_image::oci::layout::Layout::open(c.layout("b")).unwrap();
+    let d = l.resolve(Some("image")).unwrap();
+    let img = shipyard_image::oci::image::Image::load(&l, &d).unwrap();
+    for layer in &img.manifest.layers()[theirs..] {
+        let dg = shipyard_image::oci::media::digest_of(layer).unwrap();
+        let r = shipyard_image::layer::compress::decoder(
+            l.open_blob(&dg).unwrap(),
+            shipyard_image::oci::media::layer_encoding(layer.media_type()),
+        )
+        .unwrap();
+        for e in tar::Archive::new(r).entries().unwrap() {
+            let p = String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned();
+            assert!(!p.contains("data"), "{p} is in a layer of b");
+        }
+    }
 }
 
 #[test]

@@ -97,7 +97,7 @@ fn ctrl_c_kills_a_non_root_step_with_all_its_processes() {
     write(&t.path().join("shipyard.toml"), spec.as_bytes(), 0o644);
     // A process group of its own, as a shell gives a foreground job: the
     // terminal's Ctrl-C reaches every process of the group.
-    let child = shipyard()
+    let child = interruptible(&mut shipyard())
         .env("XDG_CACHE_HOME", t.path().join("cache"))
         .arg("build")
         .arg(t.path())

@@ -202,7 +202,7 @@ fn killing_shipyard_kills_the_step_and_leaves_no_mount() {
     let sl = unique_sleep();
     let t = tempfile::tempdir().unwrap();
     let keep = t.path().join("state");
-    let mut child = shipyard()
+    let mut child = interruptible(&mut shipyard())
         .args(["shell", "--keep", keep.to_str().unwrap(), "--", "sh", "-c"])
         .arg(format!("{sl} & {sl}"))
         .spawn()

@@ -1,0 +1,189 @@
+//! The base's owners, made real in a rootless builder.
+//!
+//! A user without privileges unpacks a base image with its own id, and
+//! keeps each file's owner from the image in the `user.rootlesscontainers`
+//! xattr (see `shipyard_image::rootfs::walk`): every layer and tapeout gets
+//! the image's owners from it. Inside the build's user namespace, though,
+//! the files are root's, so a step that runs as the image's `USER` could
+//! not write its own home. With a subordinate id range those ids exist in
+//! the namespace: this job, run there before the builder's first rule,
+//! copies each base entry whose owner is not root's into the changes
+//! directory with its real owner, as overlayfs would copy it up on a
+//! `chown` (parents too, with their own owners, modes and mtimes). The
+//! snapshot the next capture diffs against is taken after, so the copies
+//! are in no rule's layer unless a rule changes them. Without a range the
+//! ids cannot be mapped, and the job is not run.
+
+use serde::{Deserialize, Serialize};
+use shipyard_image::rootfs::walk::{walk, Hashing, ROOTLESS_XATTR};
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Gives the base's files their owners, in the builder's user namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OwnersJob {
+    /// The base tree (the unpacked image), read-only.
+    pub base: PathBuf,
+    /// The builder's changes directory (the overlay upper dir), empty.
+    pub changes: PathBuf,
+    /// Where the snapshot of `changes` goes when anything was copied.
+    pub snapshot: PathBuf,
+}
+
+type Res<T> = Result<T, String>;
+
+fn io(what: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", what.display())
+}
+
+impl crate::sandbox::job::InNamespace for OwnersJob {
+    const KIND: &'static str = "owners";
+
+    fn run(&self) -> Res<()> {
+        // The owners the image gives (from the ownership record or the
+        // xattrs the unpack left), against the ones on disk.
+        let tree =
+            walk(&self.base, Hashing::None).map_err(|e| shipyard_image::error::chain_text(&e))?;
+        let owners: HashMap<PathBuf, (u32, u32)> = (tree.manifest.entries.values())
+            .map(|e| (e.path.to_path().to_path_buf(), (e.uid as u32, e.gid as u32)))
+            .collect();
+        let mut copier = Copier {
+            job: self,
+            owners: &owners,
+            made: Vec::new(),
+            links: HashMap::new(),
+        };
+        let mut any = false;
+        for e in tree.manifest.entries.values() {
+            let rel = e.path.to_path();
+            let src = self.base.join(rel);
+            let md = src.symlink_metadata().map_err(io(&src))?;
+            let want = (e.uid as u32, e.gid as u32);
+            if want == (md.uid(), md.gid()) {
+                continue;
+            }
+            copier.parents(rel)?;
+            copier.entry(rel, &md, want)?;
+            any = true;
+        }
+        copier.finish()?;
+        if any {
+            let tree = walk(&self.changes, Hashing::None)
+                .map_err(|e| shipyard_image::error::chain_text(&e))?;
+            super::capture::write_snapshot(&self.snapshot, &tree.manifest)?;
+        }
+        Ok(())
+    }
+}
+
+struct Copier<'a> {
+    job: &'a OwnersJob,
+    /// Each base path's owner in the image.
+    owners: &'a HashMap<PathBuf, (u32, u32)>,
+    /// Directories made, with their base metadata, for the mtimes last.
+    made: Vec<(PathBuf, std::fs::Metadata)>,
+    /// The first copy of each base file with several names.
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl Copier<'_> {
+    /// Makes the parents of `rel` in the changes directory, as in the base.
+    fn parents(&mut self, rel: &Path) -> Res<()> {
+        let mut at = PathBuf::new();
+        let Some(parent) = rel.parent() else {
+            return Ok(());
+        };
+        for c in parent.components() {
+            at.push(c);
+            let dest = self.job.changes.join(&at);
+            if dest.symlink_metadata().is_ok() {
+                continue;
+            }
+            let src = self.job.base.join(&at);
+            let md = src.symlink_metadata().map_err(io(&src))?;
+            if !md.is_dir() {
+                return Err(format!("{}: not a directory in the base", src.display()));
+            }
+            let owner = (self.owners.get(&at).copied()).unwrap_or((md.uid(), md.gid()));
+            self.dir(&dest, &md, owner)?;
+        }
+        Ok(())
+    }
+
+    fn dir(&mut self, dest: &Path, md: &std::fs::Metadata, (u, g): (u32, u32)) -> Res<()> {
+        std::fs::create_dir(dest).map_err(io(dest))?;
+        std::os::unix::fs::lchown(dest, Some(u), Some(g)).map_err(io(dest))?;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+            .map_err(io(dest))?;
+        self.made.push((dest.to_path_buf(), md.clone()));
+        Ok(())
+    }
+
+    /// Copies base entry `rel` with owner `owner`.
+    fn entry(&mut self, rel: &Path, md: &std::fs::Metadata, owner: (u32, u32)) -> Res<()> {
+        let src = self.job.base.join(rel);
+        let dest = self.job.changes.join(rel);
+        let ft = md.file_type();
+        if ft.is_dir() {
+            if dest.symlink_metadata().is_ok() {
+                // Made already as a parent, with this owner.
+                return Ok(());
+            }
+            return self.dir(&dest, md, owner);
+        }
+        if ft.is_symlink() {
+            let target = std::fs::read_link(&src).map_err(io(&src))?;
+            std::os::unix::fs::symlink(&target, &dest).map_err(io(&dest))?;
+            std::os::unix::fs::lchown(&dest, Some(owner.0), Some(owner.1)).map_err(io(&dest))?;
+            return mtime(&dest, md);
+        }
+        if !ft.is_file() {
+            // Devices, fifos and sockets owned by a user: left as they
+            // are (root's inside the builder).
+            return Ok(());
+        }
+        if md.nlink() > 1 {
+            if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
+                return std::fs::hard_link(first, &dest).map_err(io(&dest));
+            }
+            self.links.insert((md.dev(), md.ino()), dest.clone());
+        }
+        std::fs::copy(&src, &dest).map_err(io(&src))?;
+        std::os::unix::fs::lchown(&dest, Some(owner.0), Some(owner.1)).map_err(io(&dest))?;
+        // After the chown, which clears set-id bits.
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+            .map_err(io(&dest))?;
+        for name in xattr::list(&src).map_err(io(&src))? {
+            if name.as_encoded_bytes() == ROOTLESS_XATTR {
+                continue;
+            }
+            if let Some(v) = xattr::get(&src, &name).map_err(io(&src))? {
+                xattr::set(&dest, &name, &v).map_err(io(&dest))?;
+            }
+        }
+        mtime(&dest, md)
+    }
+
+    /// The directories' mtimes, deepest first (writing into one changes
+    /// its mtime).
+    fn finish(&mut self) -> Res<()> {
+        self.made.sort_by(|a, b| b.0.cmp(&a.0));
+        for (d, md) in &self.made {
+            mtime(d, md)?;
+        }
+        Ok(())
+    }
+}
+
+fn mtime(p: &Path, md: &std::fs::Metadata) -> Res<()> {
+    let t = nix::sys::time::TimeSpec::new(md.mtime(), md.mtime_nsec());
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| format!("{}: {e}", p.display()))
+}
