@@ -15,6 +15,7 @@
 //! ids cannot be mapped, and the job is not run.
 
 use serde::{Deserialize, Serialize};
+use shipyard_image::rootfs::entry::Kind;
 use shipyard_image::rootfs::walk::{walk, Hashing, ROOTLESS_XATTR};
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -58,9 +59,22 @@ impl crate::sandbox::job::InNamespace for OwnersJob {
         for e in tree.manifest.entries.values() {
             let rel = e.path.to_path();
             let src = self.base.join(rel);
-            let md = src.symlink_metadata().map_err(io(&src))?;
+            let md = match src.symlink_metadata() {
+                Ok(md) => md,
+                // Recorded only (a device node the user could not make):
+                // nothing on disk to give an owner.
+                Err(x) if x.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(x) => return Err(io(&src)(x)),
+            };
+            let ft = md.file_type();
+            let same_kind = match e.kind {
+                Kind::Dir => ft.is_dir(),
+                Kind::File | Kind::Hardlink => ft.is_file(),
+                Kind::Symlink => ft.is_symlink(),
+                _ => false,
+            };
             let want = (e.uid as u32, e.gid as u32);
-            if want == (md.uid(), md.gid()) {
+            if !same_kind || want == (md.uid(), md.gid()) {
                 continue;
             }
             copier.parents(rel)?;
