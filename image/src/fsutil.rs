@@ -67,14 +67,21 @@ pub fn set_mtime(p: &Path, secs: i64) {
 /// [`set_mtime`] to the nanosecond: a copy that must compare unchanged
 /// against its original (the copy fallback) keeps the exact mtime.
 pub fn set_mtime_ns(p: &Path, secs: i64, nsecs: i64) {
+    let _ = try_set_mtime_ns(p, secs, nsecs);
+}
+
+/// [`set_mtime_ns`] for a caller that must know it failed: an entry whose
+/// mtime is wrong would be a change to whoever diffs it.
+pub fn try_set_mtime_ns(p: &Path, secs: i64, nsecs: i64) -> io::Result<()> {
     let t = nix::sys::time::TimeSpec::new(secs, nsecs);
-    let _ = nix::sys::stat::utimensat(
+    nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
         p,
         &t,
         &t,
         nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    );
+    )
+    .map_err(io::Error::from)
 }
 
 /// A file-system operation that failed on a path.

@@ -423,15 +423,7 @@ impl CopyJob {
             let mode = self.mode.unwrap_or(md.mode() & 0o7777);
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io(p))?;
         }
-        let t = nix::sys::time::TimeSpec::new(md.mtime(), md.mtime_nsec());
-        nix::sys::stat::utimensat(
-            nix::fcntl::AT_FDCWD,
-            p,
-            &t,
-            &t,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(|e| format!("{}: {e}", p.display()))
+        shipyard_image::fsutil::try_set_mtime_ns(p, md.mtime(), md.mtime_nsec()).map_err(io(p))
     }
 }
 

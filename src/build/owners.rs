@@ -15,9 +15,11 @@
 //! ids cannot be mapped, and the job is not run.
 
 use serde::{Deserialize, Serialize};
-use shipyard_image::rootfs::entry::Kind;
-use shipyard_image::rootfs::walk::{walk, Hashing, ROOTLESS_XATTR};
+use shipyard_image::rootfs::entry::{Kind, RelPath};
+use shipyard_image::rootfs::manifest::Manifest;
+use shipyard_image::rootfs::walk::{ownership_record_path, walk, Hashing, ROOTLESS_XATTR};
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -42,21 +44,30 @@ impl crate::sandbox::job::InNamespace for OwnersJob {
     const KIND: &'static str = "owners";
 
     fn run(&self) -> Res<()> {
-        // The owners the image gives (from the ownership record or the
-        // xattrs the unpack left), against the ones on disk.
-        let tree =
-            walk(&self.base, Hashing::None).map_err(|e| shipyard_image::error::chain_text(&e))?;
-        let owners: HashMap<PathBuf, (u32, u32)> = (tree.manifest.entries.values())
-            .map(|e| (e.path.to_path().to_path_buf(), (e.uid as u32, e.gid as u32)))
-            .collect();
+        // The owners the image gives, against the ones on disk: from the
+        // ownership record an unpack leaves beside the tree (read, not
+        // walked: a walk reads every entry's xattrs, the bulk of this
+        // job's time on a distro base), else from the xattrs of a tree
+        // without one.
+        let record = ownership_record_path(&self.base);
+        let image = match std::fs::File::open(&record) {
+            Ok(f) => Manifest::parse(std::io::BufReader::new(f), &record.display().to_string())
+                .map_err(|e| e.to_string())?,
+            Err(x) if x.kind() == std::io::ErrorKind::NotFound => {
+                walk(&self.base, Hashing::None)
+                    .map_err(|e| shipyard_image::error::chain_text(&e))?
+                    .manifest
+            }
+            Err(x) => return Err(io(&record)(x)),
+        };
         let mut copier = Copier {
             job: self,
-            owners: &owners,
+            image: &image,
             made: Vec::new(),
             links: HashMap::new(),
         };
         let mut any = false;
-        for e in tree.manifest.entries.values() {
+        for e in image.entries.values() {
             let rel = e.path.to_path();
             let src = self.base.join(rel);
             let md = match src.symlink_metadata() {
@@ -93,8 +104,8 @@ impl crate::sandbox::job::InNamespace for OwnersJob {
 
 struct Copier<'a> {
     job: &'a OwnersJob,
-    /// Each base path's owner in the image.
-    owners: &'a HashMap<PathBuf, (u32, u32)>,
+    /// The base as the image has it (owners included).
+    image: &'a Manifest,
     /// Directories made, with their base metadata, for the mtimes last.
     made: Vec<(PathBuf, std::fs::Metadata)>,
     /// The first copy of each base file with several names.
@@ -119,7 +130,10 @@ impl Copier<'_> {
             if !md.is_dir() {
                 return Err(format!("{}: not a directory in the base", src.display()));
             }
-            let owner = (self.owners.get(&at).copied()).unwrap_or((md.uid(), md.gid()));
+            let owner = match self.image.get(&RelPath::new(at.as_os_str().as_bytes())) {
+                Some(e) => (e.uid as u32, e.gid as u32),
+                None => (md.uid(), md.gid()),
+            };
             self.dir(&dest, &md, owner)?;
         }
         Ok(())
@@ -191,13 +205,5 @@ impl Copier<'_> {
 }
 
 fn mtime(p: &Path, md: &std::fs::Metadata) -> Res<()> {
-    let t = nix::sys::time::TimeSpec::new(md.mtime(), md.mtime_nsec());
-    nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        p,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(|e| format!("{}: {e}", p.display()))
+    shipyard_image::fsutil::try_set_mtime_ns(p, md.mtime(), md.mtime_nsec()).map_err(io(p))
 }
