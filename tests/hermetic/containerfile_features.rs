@@ -711,6 +711,15 @@ COPY --from=a /d /last
     );
     assert_success(&o, "shipyard build -f --keep-builder");
     assert_eq!(linked, digest_of_image(&kept));
+    // A last COPY --from that changes the mode copies: the file it would
+    // share has another mode.
+    let m = c.ok("FROM base AS a
+RUN mkdir -p /d && echo one > /d/f
+FROM base
+COPY --from=a --chmod=0600 /d/f /private
+");
+    assert_eq!(m["private"].mode & 0o7777, 0o600);
+    assert_eq!(m["private"].content, b"one\n");
 }
 
 fn digest_of_image(layout: &Path) -> String {
